@@ -1,0 +1,71 @@
+/**
+ * SYSTEM instructions: Zicsr (unprivileged spec chapter 9) and the privileged instructions
+ * ECALL, EBREAK, MRET, SRET, WFI, SFENCE.VMA (privileged spec 3.3 and 4.2.1).
+ */
+import type { Hart } from '../hart.js';
+import type { Decoded, InsnSpec } from './types.js';
+import { PC, SINK } from '../state.js';
+import { CAUSE, MSTATUS, PRIV_M, PRIV_S, PRIV_U } from '../csr.js';
+
+/** CSR read-modify-write. `src` is the operand; `op`: 0 write, 1 set, 2 clear. */
+function csrOp(h: Hart, d: Decoded, src: bigint, op: number, writes: boolean): void {
+  const csr = d.imm;
+  if (op === 0) {
+    // CSRRW with rd=x0 does not read the CSR (no read side effects).
+    if (d.rd === SINK) { h.csrWrite(d, csr, src); return; }
+    const old = h.csrRead(d, csr);
+    h.csrWrite(d, csr, src);
+    h.x[d.rd] = old;
+    return;
+  }
+  const old = h.csrRead(d, csr);
+  if (writes) h.csrWrite(d, csr, op === 1 ? old | src : old & ~src);
+  h.x[d.rd] = old;
+}
+
+const CSRM = 0x707f;
+
+export const SYSTEM: InsnSpec[] = [
+  { name: 'csrrw', mask: CSRM, match: 0x1073, format: 'csr', ext: 'Zicsr', ends: true, exec(h, d) { csrOp(h, d, h.x[d.rs1], 0, true); } },
+  { name: 'csrrs', mask: CSRM, match: 0x2073, format: 'csr', ext: 'Zicsr', ends: true, exec(h, d) { csrOp(h, d, h.x[d.rs1], 1, d.rs1 !== 0); } },
+  { name: 'csrrc', mask: CSRM, match: 0x3073, format: 'csr', ext: 'Zicsr', ends: true, exec(h, d) { csrOp(h, d, h.x[d.rs1], 2, d.rs1 !== 0); } },
+  { name: 'csrrwi', mask: CSRM, match: 0x5073, format: 'csri', ext: 'Zicsr', ends: true, exec(h, d) { csrOp(h, d, BigInt(d.rs1), 0, true); } },
+  { name: 'csrrsi', mask: CSRM, match: 0x6073, format: 'csri', ext: 'Zicsr', ends: true, exec(h, d) { csrOp(h, d, BigInt(d.rs1), 1, d.rs1 !== 0); } },
+  { name: 'csrrci', mask: CSRM, match: 0x7073, format: 'csri', ext: 'Zicsr', ends: true, exec(h, d) { csrOp(h, d, BigInt(d.rs1), 2, d.rs1 !== 0); } },
+  {
+    name: 'ecall', mask: 0xffffffff, match: 0x00000073, format: 'none', ext: 'I', ends: true,
+    exec(h) {
+      if (h.priv === PRIV_S && h.sbi !== null) { h.sbi.ecall(h); return; }
+      h.raise(h.priv === PRIV_U ? CAUSE.ECALL_U : h.priv === PRIV_S ? CAUSE.ECALL_S : CAUSE.ECALL_M, 0, 0);
+    },
+  },
+  {
+    name: 'ebreak', mask: 0xffffffff, match: 0x00100073, format: 'none', ext: 'I', ends: true,
+    exec(h) { h.raise(CAUSE.BREAKPOINT, h.x32[PC * 2], h.x32[PC * 2 + 1]); },
+  },
+  {
+    name: 'sret', mask: 0xffffffff, match: 0x10200073, format: 'none', ext: 'S', ends: true,
+    exec(h, d) {
+      if (h.priv < PRIV_S || (h.priv === PRIV_S && (h.mstatus & MSTATUS.TSR) !== 0)) h.illegal(d);
+      h.xret(false);
+    },
+  },
+  {
+    name: 'mret', mask: 0xffffffff, match: 0x30200073, format: 'none', ext: 'I', ends: true,
+    exec(h, d) { if (h.priv < PRIV_M) h.illegal(d); h.xret(true); },
+  },
+  {
+    name: 'wfi', mask: 0xffffffff, match: 0x10500073, format: 'none', ext: 'I', ends: true,
+    exec(h, d) {
+      if (h.priv === PRIV_U || (h.priv === PRIV_S && (h.mstatus & MSTATUS.TW) !== 0)) h.illegal(d);
+      h.wfi();
+    },
+  },
+  {
+    name: 'sfence.vma', mask: 0xfe007fff, match: 0x12000073, format: 'R', ext: 'S', ends: true,
+    exec(h, d) {
+      if (h.priv === PRIV_U || (h.priv === PRIV_S && (h.mstatus & MSTATUS.TVM) !== 0)) h.illegal(d);
+      h.flushTlb();
+    },
+  },
+];

@@ -1,0 +1,24 @@
+/**
+ * Layout of one hart's architectural state inside the shared WebAssembly.Memory.
+ *
+ * Indices are in 64-bit slots (BigInt64Array / Float64Array over the hart's 4 KiB state
+ * block); the Int32Array view of the same block addresses slot i's low half at 2*i and
+ * high half at 2*i+1 (little-endian). Integer ops use BigInt64 with BigInt.asIntN(64, …)
+ * (lowered to machine ops by V8); shifts by a register amount, unsigned compares and
+ * address arithmetic use the 32-bit halves, because BigInt<->Number conversion is slow.
+ */
+export const X0 = 0;
+/** Writes to x0 are redirected here at decode time, so x0 always reads zero without a check. */
+export const SINK = 32;
+/** Address of the instruction being executed. */
+export const PC = 33;
+/** Address of the next instruction; control transfers and traps write it. */
+export const NPC = 34;
+/** Scratch slot for 64-bit memory loads (avoids returning a BigInt or allocating). */
+export const SCRATCH = 35;
+/** Second scratch slot (AMO old values, FP temporaries). */
+export const SCRATCH2 = 36;
+/** f0..f31: 64-bit registers; singles are NaN-boxed (upper 32 bits all ones). */
+export const F0 = 64;
+/** Size of one hart's state block in bytes. */
+export const HART_STATE_BYTES = 4096;

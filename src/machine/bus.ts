@@ -1,0 +1,103 @@
+import type { MmioDevice } from '../devices/device.js';
+
+/** One mapped MMIO region. */
+export interface MmioRegion {
+  readonly base: number;
+  readonly size: number;
+  readonly device: MmioDevice;
+}
+
+/** Bytes reserved at the start of the shared memory for hart state (see cpu/state.ts). */
+export const STATE_REGION_BYTES = 0x10000;
+
+/**
+ * The physical address space: guest RAM plus MMIO regions.
+ *
+ * Guest RAM and the hart state live in one WebAssembly.Memory so that translated
+ * WebAssembly code can address both. RAM starts at host offset STATE_REGION_BYTES.
+ * Physical addresses are plain numbers (exact up to 2^53; the board never maps above).
+ */
+export class Bus {
+  readonly memory: WebAssembly.Memory;
+  readonly u8: Uint8Array;
+  readonly dv: DataView;
+  readonly ramBase: number;
+  readonly ramSize: number;
+  /** Host byte offset of guest RAM inside `memory`. */
+  readonly ramHostOffset = STATE_REGION_BYTES;
+  private regions: MmioRegion[] = [];
+  /** Called when something other than a hart store writes RAM (DMA, loaders), to drop stale decoded code. */
+  private writeHooks: Array<(paddr: number, len: number) => void> = [];
+
+  constructor(ramBase: number, ramSize: number) {
+    if (ramSize <= 0 || ramSize % 4096 !== 0) throw new Error(`RAM size must be a positive multiple of 4 KiB, got ${ramSize}`);
+    if (ramSize > 0xf000_0000) throw new Error(`RAM size ${ramSize} exceeds the 3.75 GiB maximum`);
+    const total = STATE_REGION_BYTES + ramSize;
+    const pages = Math.ceil(total / 65536);
+    this.memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
+    this.u8 = new Uint8Array(this.memory.buffer);
+    this.dv = new DataView(this.memory.buffer);
+    this.ramBase = ramBase;
+    this.ramSize = ramSize;
+  }
+
+  map(base: number, size: number, device: MmioDevice): void {
+    for (const r of this.regions) {
+      if (base < r.base + r.size && r.base < base + size) throw new Error(`MMIO region ${device.name} overlaps ${r.device.name}`);
+    }
+    this.regions.push({ base, size, device });
+    this.regions.sort((a, b) => a.base - b.base);
+  }
+
+  get mmioRegions(): readonly MmioRegion[] { return this.regions; }
+
+  /** Host offset of a RAM range, or -1 if [paddr, paddr+len) is not entirely RAM. */
+  ramOffset(paddr: number, len: number): number {
+    const off = paddr - this.ramBase;
+    if (off < 0 || len < 0 || off + len > this.ramSize) return -1;
+    return this.ramHostOffset + off;
+  }
+
+  /** The MMIO region containing paddr, or undefined. */
+  findRegion(paddr: number): MmioRegion | undefined {
+    const rs = this.regions;
+    for (let i = 0; i < rs.length; i++) {
+      const r = rs[i];
+      if (paddr >= r.base && paddr < r.base + r.size) return r;
+    }
+    return undefined;
+  }
+
+  onRamWrite(hook: (paddr: number, len: number) => void): void { this.writeHooks.push(hook); }
+
+  /** Tell code caches that RAM was written from outside a hart (DMA, loaders). */
+  notifyRamWrite(paddr: number, len: number): void {
+    for (const h of this.writeHooks) h(paddr, len);
+  }
+
+  /** Copy bytes into guest RAM (loaders, DMA). Throws with a clear message if out of RAM. */
+  writeBytes(paddr: number, data: Uint8Array): void {
+    const off = this.ramOffset(paddr, data.length);
+    if (off < 0) throw new Error(`cannot place ${data.length} bytes at 0x${paddr.toString(16)}: outside RAM 0x${this.ramBase.toString(16)}..0x${(this.ramBase + this.ramSize).toString(16)}`);
+    this.u8.set(data, off);
+    this.notifyRamWrite(paddr, data.length);
+  }
+
+  /** Read bytes from guest RAM, or undefined if the range is not RAM. Returns a copy. */
+  readBytes(paddr: number, len: number): Uint8Array | undefined {
+    const off = this.ramOffset(paddr, len);
+    if (off < 0) return undefined;
+    return this.u8.slice(off, off + len);
+  }
+
+  /** Physical read for device models and debug (not the hart fast path). size 1/2/4/8; 8 returns a bigint. */
+  readPhys32(paddr: number, size: 1 | 2 | 4): number | undefined {
+    const off = this.ramOffset(paddr, size);
+    if (off >= 0) {
+      return size === 1 ? this.dv.getUint8(off) : size === 2 ? this.dv.getUint16(off, true) : this.dv.getUint32(off, true);
+    }
+    const r = this.findRegion(paddr);
+    if (!r) return undefined;
+    return r.device.read(paddr - r.base, size);
+  }
+}
