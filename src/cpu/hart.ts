@@ -101,7 +101,9 @@ export class Hart {
   fflags = 0;
   frm = 0;
   readonly pmpcfg = new Uint8Array(16);
-  readonly pmpaddr = new Float64Array(16);
+  readonly pmpaddr: bigint[] = new Array<bigint>(16).fill(0n);
+  private readonly pmpLo = new Float64Array(16);
+  private readonly pmpHi = new Float64Array(16);
   private pmpActive = false;
 
   /** Instructions retired (also the cycle count). */
@@ -179,7 +181,7 @@ export class Hart {
     this.mcounteren = 0; this.scounteren = 0; this.menvcfg = 0n; this.senvcfg = 0n;
     this.mcountinhibit = 0; this.stimecmp = -1n; this.stimecmpNum = Infinity;
     this.fflags = 0; this.frm = 0;
-    this.pmpcfg.fill(0); this.pmpaddr.fill(0); this.pmpActive = false;
+    this.pmpcfg.fill(0); this.pmpaddr.fill(0n); this.updatePmpActive();
     this.resvValid = false;
     this.waiting = false;
     this.mipHw &= ~MIP_STIP;
@@ -549,7 +551,7 @@ export class Hart {
     const topShift = vaBits - 1 - 32;
     const top = hi >> topShift;
     if (top !== 0 && top !== -1) this.raise(this.pageFaultCause(acc), lo, hi);
-    const vpnAll = (hi >>> 0) % (2 ** (vaBits - 44)) * 1048576 + (lo >>> 12);
+    const vpnAll = (hi >>> 0) % (2 ** (vaBits - 32)) * 1048576 + (lo >>> 12);
     let a = this.satpRoot;
     const ms = this.mstatus;
     for (let i = levels - 1; i >= 0; i--) {
@@ -601,40 +603,39 @@ export class Hart {
   /** PMP check (privileged spec 3.7.1): lowest-numbered matching entry decides. */
   pmpCheck(pa: number, size: number, acc: number, priv: number): boolean {
     if (!this.pmpActive) return priv === PRIV_M;
-    let prevTop = 0;
+    const bit = acc === ACC_R ? 1 : acc === ACC_W ? 2 : 4;
     for (let i = 0; i < 16; i++) {
+      const lo = this.pmpLo[i], hiEx = this.pmpHi[i];
+      if (hiEx <= lo || pa + size <= lo || pa >= hiEx) continue;
+      if (pa < lo || pa + size > hiEx) return false; // partial match fails
       const cfg = this.pmpcfg[i];
-      const a = (cfg >>> 3) & 3;
-      const addr = this.pmpaddr[i];
-      let lo = 0, hiEx = 0;
-      if (a === 1) { // TOR
-        lo = prevTop; hiEx = addr * 4;
-      } else if (a === 2) { // NA4
-        lo = addr * 4; hiEx = lo + 4;
-      } else if (a === 3) { // NAPOT
-        // Trailing ones of pmpaddr give the size.
-        let t = 0;
-        let v = addr;
-        while (t < 54 && v % 2 === 1) { v = (v - 1) / 2; t++; }
-        const sz = 2 ** (t + 3);
-        lo = (addr - (2 ** t - 1)) * 4;
-        hiEx = lo + sz;
-      }
-      prevTop = addr * 4;
-      if (a === 0 || hiEx <= lo) continue;
-      if (pa + size <= lo || pa >= hiEx) continue;
-      // Partial match fails.
-      if (pa < lo || pa + size > hiEx) return false;
       if (priv === PRIV_M && (cfg & 0x80) === 0) return true;
-      const bit = acc === ACC_R ? 1 : acc === ACC_W ? 2 : 4;
       return (cfg & bit) !== 0;
     }
     return priv === PRIV_M;
   }
 
+  /** Recompute the byte ranges of the PMP entries (exactly, from the 54-bit pmpaddr values). */
   private updatePmpActive(): void {
     let any = false;
-    for (let i = 0; i < 16; i++) if ((this.pmpcfg[i] & 0x18) !== 0) any = true;
+    let prevTop = 0n;
+    for (let i = 0; i < 16; i++) {
+      const cfg = this.pmpcfg[i];
+      const a = (cfg >>> 3) & 3;
+      const addr = this.pmpaddr[i];
+      let lo = 0n, hi = 0n;
+      if (a === 1) { lo = prevTop; hi = addr << 2n; } else if (a === 2) { lo = addr << 2n; hi = lo + 4n; } else if (a === 3) {
+        // NAPOT: trailing ones of pmpaddr give the size 2^(t+3).
+        let t = 0n;
+        while (t < 54n && ((addr >> t) & 1n) === 1n) t++;
+        lo = (addr & ~((1n << t) - 1n)) << 2n;
+        hi = lo + (1n << (t + 3n));
+      }
+      prevTop = addr << 2n;
+      this.pmpLo[i] = Number(lo);
+      this.pmpHi[i] = a === 0 ? 0 : Number(hi);
+      if (a !== 0) any = true;
+    }
     this.pmpActive = any;
     this.flushTlb();
   }
@@ -975,7 +976,7 @@ export class Hart {
     }
     if (csr >= CSR.pmpaddr0 && csr < CSR.pmpaddr0 + 64) {
       const i = csr - CSR.pmpaddr0;
-      return i < 16 ? BigInt(this.pmpaddr[i]) : 0n;
+      return i < 16 ? this.pmpaddr[i] : 0n;
     }
     // Zihpm counters and events: present, hardwired to zero.
     if ((csr >= 0xb03 && csr <= 0xb1f) || (csr >= 0x323 && csr <= 0x33f)) return 0n;
@@ -1074,7 +1075,7 @@ export class Hart {
       if (i >= 16) return;
       if (this.pmpcfg[i] & 0x80) return;
       if (i + 1 < 16 && (this.pmpcfg[i + 1] & 0x80) && ((this.pmpcfg[i + 1] >>> 3) & 3) === 1) return; // locked TOR top
-      this.pmpaddr[i] = Number(v & 0x3f_ffff_ffff_ffffn);
+      this.pmpaddr[i] = v & 0x3f_ffff_ffff_ffffn;
       this.updatePmpActive();
       return;
     }
