@@ -18,7 +18,7 @@ export interface SbiHandler {
 }
 
 const ACC_R = 0, ACC_W = 1, ACC_X = 2;
-const TLB_SIZE = 256;
+const TLB_SIZE = 1024;
 const TLB_MASK = TLB_SIZE - 1;
 /** A tag that never matches a page-aligned low word. */
 const TLB_INVALID = 1;
@@ -26,6 +26,8 @@ const TLB_INVALID = 1;
 const UNCACHED_PAGE: (Decoded | undefined)[] = [];
 
 const FS_SHIFT = 13;
+/** 4 KiB pages per superpage at each page-table level. */
+const SUPERPAGE_SPAN = [1, 512, 512 * 512, 512 ** 3, 512 ** 4];
 const SD64 = -0x8000_0000_0000_0000n;
 
 /** One software TLB (direct-mapped by virtual page number) for one access type. */
@@ -114,9 +116,11 @@ export class Hart {
   // ---- translation state ----
   private satpMode = SATP_BARE;
   private satpRoot = 0;
-  private readonly tlbR = new Tlb();
-  private readonly tlbW = new Tlb();
-  private readonly tlbX = new Tlb();
+  /** TLB sets per privilege level (U, S, -, M), so traps and xRETs need no flush. */
+  private readonly tlbSets: Tlb[][] = [0, 1, 2, 3].map(() => [new Tlb(), new Tlb(), new Tlb()]);
+  private tlbR: Tlb;
+  private tlbW: Tlb;
+  private tlbX: Tlb;
   private fetchLo = TLB_INVALID;
   private fetchHi = 0;
   private fetchPage: (Decoded | undefined)[] = UNCACHED_PAGE;
@@ -164,6 +168,9 @@ export class Hart {
     this.ramEnd = bus.ramBase + bus.ramSize;
     this.ramHost = bus.ramHostOffset;
     this.codeMark = new Uint8Array(bus.ramSize / 4096);
+    this.tlbR = this.tlbSets[3][0];
+    this.tlbW = this.tlbSets[3][1];
+    this.tlbX = this.tlbSets[3][2];
     bus.onRamWrite((paddr, len) => this.externalWrite(paddr, len));
     this.reset(0x1000);
   }
@@ -186,6 +193,7 @@ export class Hart {
     this.waiting = false;
     this.mipHw &= ~MIP_STIP;
     this.updateTranslation();
+    this.flushAllTlbs();
     this.flushCodeCache();
     this.updateIrq();
   }
@@ -205,7 +213,7 @@ export class Hart {
     const x = this.x;
     const x32 = this.x32;
     let n = 0;
-    this.stopRequested = false;
+    if (this.waiting && !this.attention) return 0;
     while (n < budget) {
       try {
         while (n < budget) {
@@ -340,8 +348,10 @@ export class Hart {
   }
 
   private dropWriteTlbFor(hostPage: number): void {
-    const t = this.tlbW;
-    for (let i = 0; i < TLB_SIZE; i++) if (t.host[i] === hostPage) t.tagLo[i] = TLB_INVALID;
+    for (const set of this.tlbSets) {
+      const t = set[1];
+      for (let i = 0; i < TLB_SIZE; i++) if (t.host[i] === hostPage) t.tagLo[i] = TLB_INVALID;
+    }
   }
 
   /** RAM written by a device or loader: drop decoded code and a matching LR reservation. */
@@ -400,7 +410,7 @@ export class Hart {
     let target = vec & ~3n;
     if ((vec & 3n) === 1n && interrupt) target += BigInt(cause * 4);
     x[PC] = BigInt.asIntN(64, target);
-    this.updateTranslation();
+    this.privChanged();
     this.updateIrq();
   }
 
@@ -423,7 +433,7 @@ export class Hart {
     }
     this.mstatus = ms;
     this.x[NPC] = target;
-    this.updateTranslation();
+    this.privChanged();
     this.updateIrq();
   }
 
@@ -500,20 +510,34 @@ export class Hart {
   // Address translation and PMP (privileged spec 3.7, 4.3-4.6)
   // =====================================================================
 
-  /** Recompute satp mode, dpriv and flush TLBs: called on satp/mstatus writes, traps, xret. */
-  private updateTranslation(): void {
+  /** Select the TLB sets for the current privilege (and MPRV data privilege). */
+  privChanged(): void {
     const ms = this.mstatus;
     this.dpriv = this.priv === PRIV_M && (ms & MSTATUS.MPRV) !== 0 ? (ms & MSTATUS.MPP) >>> 11 : this.priv;
+    const d = this.tlbSets[this.dpriv];
+    this.tlbR = d[0];
+    this.tlbW = d[1];
+    this.tlbX = this.tlbSets[this.priv][2];
+    this.fetchLo = TLB_INVALID;
+  }
+
+  /** satp, SUM/MXR changes: recompute the translation mode and drop translations. */
+  private updateTranslation(): void {
     this.satpMode = Number(BigInt.asUintN(64, this.satp) >> 60n);
     this.satpRoot = Number(this.satp & 0xfff_ffff_ffffn) * 4096;
+    this.privChanged();
     this.flushTlb();
   }
 
-  /** sfence.vma, satp writes: drop all cached translations. */
+  /** sfence.vma, satp writes: drop all cached virtual translations (U and S sets). */
   flushTlb(): void {
-    this.tlbR.flush();
-    this.tlbW.flush();
-    this.tlbX.flush();
+    for (let p = 0; p <= 1; p++) for (const t of this.tlbSets[p]) t.flush();
+    this.fetchLo = TLB_INVALID;
+  }
+
+  /** PMP changes: drop every cached translation, M-mode included. */
+  private flushAllTlbs(): void {
+    for (const set of this.tlbSets) for (const t of set) t.flush();
     this.fetchLo = TLB_INVALID;
   }
 
@@ -551,43 +575,43 @@ export class Hart {
     const topShift = vaBits - 1 - 32;
     const top = hi >> topShift;
     if (top !== 0 && top !== -1) this.raise(this.pageFaultCause(acc), lo, hi);
-    const vpnAll = (hi >>> 0) % (2 ** (vaBits - 32)) * 1048576 + (lo >>> 12);
     let a = this.satpRoot;
     const ms = this.mstatus;
     for (let i = levels - 1; i >= 0; i--) {
-      const vpn = Math.floor(vpnAll / 2 ** (9 * i)) % 512;
+      const sh = 12 + 9 * i;
+      const vpn = (sh < 32 ? (lo >>> sh) | (sh > 23 ? hi << (32 - sh) : 0) : hi >>> (sh - 32)) & 511;
       const pteAddr = a + vpn * 8;
       const off = this.ptePhys(pteAddr, lo, hi, acc);
       const plo = this.m32[off >>> 2];
       const phi = this.m32[(off >>> 2) + 1];
-      const v = plo & 1, r = (plo >>> 1) & 1, w = (plo >>> 2) & 1, xx = (plo >>> 3) & 1;
-      // Reserved bits 63:54 (no Svnapot/Svpbmt) must be zero.
-      if (v === 0 || (r === 0 && w === 1) || (phi >>> 22) !== 0) this.raise(this.pageFaultCause(acc), lo, hi);
+      // Reserved bits 63:54 (no Svnapot/Svpbmt) must be zero; W without R is reserved.
+      if ((plo & 1) === 0 || (plo & 6) === 4 || (phi >>> 22) !== 0) this.raise(this.pageFaultCause(acc), lo, hi);
       const ppn = (phi & 0x3fffff) * 4194304 + (plo >>> 10);
-      if (r === 0 && xx === 0) {
+      if ((plo & 0xa) === 0) {
         if ((plo & 0xd0) !== 0) this.raise(this.pageFaultCause(acc), lo, hi); // D, A, U reserved on non-leaf
         a = ppn * 4096;
         continue;
       }
       // Leaf: permission checks (4.3.1, 3.1.6.3).
-      const u = (plo >>> 4) & 1;
       if (priv === PRIV_U) {
-        if (u === 0) this.raise(this.pageFaultCause(acc), lo, hi);
-      } else if (u === 1) {
+        if ((plo & 0x10) === 0) this.raise(this.pageFaultCause(acc), lo, hi);
+      } else if ((plo & 0x10) !== 0) {
         if (acc === ACC_X || (ms & MSTATUS.SUM) === 0) this.raise(this.pageFaultCause(acc), lo, hi);
       }
-      const ok = acc === ACC_R ? (r === 1 || ((ms & MSTATUS.MXR) !== 0 && xx === 1))
-        : acc === ACC_W ? w === 1 : xx === 1;
+      const ok = acc === ACC_R ? (plo & 2) !== 0 || ((ms & MSTATUS.MXR) !== 0 && (plo & 8) !== 0)
+        : acc === ACC_W ? (plo & 4) !== 0 : (plo & 8) !== 0;
       if (!ok) this.raise(this.pageFaultCause(acc), lo, hi);
-      const span = 2 ** (9 * i);
-      if (ppn % span !== 0) this.raise(this.pageFaultCause(acc), lo, hi); // misaligned superpage
+      if (i > 0 && ppn % SUPERPAGE_SPAN[i] !== 0) this.raise(this.pageFaultCause(acc), lo, hi); // misaligned superpage
       // A/D update: hardware-managed (the spec permits either scheme; QEMU does the same).
       const need = 0x40 | (acc === ACC_W ? 0x80 : 0);
       if ((plo & need) !== need) {
         if (!this.pmpCheck(pteAddr, 8, ACC_W, PRIV_S)) this.raise(this.accessFaultCause(acc), lo, hi);
         this.m32[off >>> 2] = plo | need;
       }
-      return (ppn + vpnAll % span) * 4096 + (lo & 0xfff);
+      // Offset within the (super)page comes from the virtual address.
+      const inPage = i === 0 ? lo & 0xfff : i === 1 ? lo & 0x1fffff : i === 2 ? lo & 0x3fffffff
+        : (hi & (i === 3 ? 0x7f : 0xffff)) * 4294967296 + (lo >>> 0);
+      return ppn * 4096 + inPage;
     }
     return this.raise(this.pageFaultCause(acc), lo, hi);
   }
@@ -637,7 +661,7 @@ export class Hart {
       if (a !== 0) any = true;
     }
     this.pmpActive = any;
-    this.flushTlb();
+    this.flushAllTlbs();
   }
 
   /**
@@ -1088,7 +1112,8 @@ export class Hart {
     if ((ms & MSTATUS.MPP) === 2 << 11) ms = (ms & ~MSTATUS.MPP) | (this.mstatus & MSTATUS.MPP); // MPP=2 reserved
     const changed = ms ^ this.mstatus;
     this.mstatus = ms;
-    if (changed & (MSTATUS.MPRV | MSTATUS.MPP | MSTATUS.SUM | MSTATUS.MXR)) this.updateTranslation();
+    if (changed & (MSTATUS.SUM | MSTATUS.MXR)) this.flushTlb();
+    if (changed & (MSTATUS.MPRV | MSTATUS.MPP)) this.privChanged();
     this.updateIrq();
   }
 
