@@ -23,3 +23,8 @@ export interface TimeSource {
   /** Current guest time in ticks of the 10 MHz timebase (mtime). */
   now(): number;
 }
+
+/** Where the guest console's bytes go (a terminal, a test buffer, a WebSocket). */
+export interface SerialBackend {
+  write(data: Uint8Array): void;
+}

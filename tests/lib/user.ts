@@ -1,0 +1,82 @@
+/**
+ * A user-mode program runner for tests: runs a static, -nostdlib Linux-style program on a
+ * bare hart (no board), in S-mode with FP enabled, emulating the few Linux syscalls such
+ * programs use (write, exit, exit_group). The same ELF runs under qemu-riscv64, which makes
+ * differential tests possible.
+ */
+import { Bus } from '../../src/machine/bus.js';
+import { Hart, type SbiHandler } from '../../src/cpu/hart.js';
+import type { Decoded } from '../../src/cpu/isa/types.js';
+import { parseElf } from '../../src/machine/elf.js';
+import { CSR, PRIV_M, PRIV_S } from '../../src/cpu/csr.js';
+
+export interface UserResult {
+  stdout: Uint8Array;
+  code: number;
+  hart: Hart;
+  instructions: number;
+}
+
+const HOST_CSR = { raw: 0, len: 4, imm: 0 } as unknown as Decoded;
+const SYS_WRITE = 64, SYS_EXIT = 93, SYS_EXIT_GROUP = 94;
+const ENOSYS = -38n, EFAULT = -14n;
+
+export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?: number } = {}): UserResult {
+  const img = parseElf(elf);
+  const memoryBytes = opts.memoryBytes ?? 64 << 20;
+  const bus = new Bus(0x8000_0000, memoryBytes);
+  let insns = 0;
+  const hart = new Hart(bus, 0, { now: () => insns / 10 });
+  for (const s of img.segments) {
+    bus.writeBytes(s.paddr, s.data);
+  }
+  const chunks: Uint8Array[] = [];
+  let code = -1;
+  const sbi: SbiHandler = {
+    ecall(h: Hart): void {
+      const nr = Number(h.x[17]);
+      if (nr === SYS_WRITE) {
+        const buf = Number(BigInt.asUintN(64, h.x[11]));
+        const len = Number(BigInt.asUintN(64, h.x[12]));
+        const data = len <= memoryBytes ? bus.readBytes(buf, len) : undefined;
+        if (data === undefined) { h.x[10] = EFAULT; return; }
+        chunks.push(data);
+        h.x[10] = BigInt(len);
+      } else if (nr === SYS_EXIT || nr === SYS_EXIT_GROUP) {
+        code = Number(h.x[10] & 0xffn);
+        h.requestStop();
+      } else {
+        h.x[10] = ENOSYS;
+      }
+    },
+  };
+  hart.sbi = sbi;
+  // Open PMP (S-mode has no access without a matching entry), FS=Initial, then drop to S.
+  hart.csrWrite(HOST_CSR, CSR.pmpaddr0, (1n << 54n) - 1n);
+  hart.csrWrite(HOST_CSR, CSR.pmpcfg0, 0x1fn);
+  hart.csrWrite(HOST_CSR, CSR.mstatus, 1n << 13n);
+  hart.csrWrite(HOST_CSR, CSR.mcounteren, 7n);
+  // A trap to M lands on a wfi, so the run loop returns with mcause/mepc intact.
+  const trapPad = 0x8000_0000 + memoryBytes - 4096;
+  bus.writeBytes(trapPad, new Uint8Array([0x73, 0x00, 0x50, 0x10]));
+  hart.csrWrite(HOST_CSR, CSR.mtvec, BigInt(trapPad));
+  hart.priv = PRIV_S;
+  hart.privChanged();
+  hart.pc = BigInt(img.entry);
+  hart.x[2] = BigInt(trapPad - 64);
+  const max = opts.maxInsns ?? 200_000_000;
+  while (code < 0 && insns < max) {
+    insns += hart.run(Math.min(1_000_000, max - insns));
+    if (hart.priv === PRIV_M) {
+      throw new Error(`user program trapped: mcause=${hart.mcause} mepc=0x${BigInt.asUintN(64, hart.mepc).toString(16)} mtval=0x${BigInt.asUintN(64, hart.mtval).toString(16)}`);
+    }
+    if (hart.waiting) throw new Error('user program executed wfi with nothing to wake it');
+  }
+  if (code < 0) throw new Error(`user program did not exit within ${max} instructions (pc=0x${hart.pc.toString(16)})`);
+  let total = 0;
+  for (const c of chunks) total += c.length;
+  const stdout = new Uint8Array(total);
+  let o = 0;
+  for (const c of chunks) { stdout.set(c, o); o += c.length; }
+  return { stdout, code, hart, instructions: insns };
+}
