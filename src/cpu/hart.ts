@@ -225,9 +225,13 @@ export class Hart {
           const idx = (lo & 0xfff) >>> 1;
           let d = page[idx];
           if (d === undefined) d = this.decodeAt(page, idx, lo, hi);
-          x[NPC] = BigInt.asIntN(64, x[PC] + d.step);
+          // pc + len in 32-bit halves (BigInt<->Number round trips are slow); carry into hi.
+          const nlo = (lo + d.len) | 0;
+          x32[NPC * 2] = nlo;
+          x32[NPC * 2 + 1] = (nlo >>> 0) < (lo >>> 0) ? (hi + 1) | 0 : hi;
           d.exec(this, d);
-          x[PC] = x[NPC];
+          x32[PC * 2] = x32[NPC * 2];
+          x32[PC * 2 + 1] = x32[NPC * 2 + 1];
           n++;
           this.icount++;
         }
