@@ -479,6 +479,10 @@ export class Hart {
     this.updateIrq();
   }
 
+  /** Firmware-side writes of software-writable mip bits (the built-in SBI's IPIs). */
+  setSoftwareInterrupt(mask: number): void { this.mipSw |= mask & S_INTERRUPTS; this.updateIrq(); }
+  clearSoftwareInterrupt(mask: number): void { this.mipSw &= ~mask; }
+
   /** True when an enabled interrupt is pending (ignoring global enables): WFI must not sleep. */
   get interruptPending(): boolean { return (this.mip & this.mie) !== 0; }
 

@@ -1,0 +1,24 @@
+/**
+ * SiFive test finisher / syscon at 0x10_0000 (QEMU `sifive,test0`): one 32-bit register.
+ * Low 16 bits select the action: 0x5555 pass (power off, status 0), 0x3333 fail with the
+ * code in the upper 16 bits, 0x7777 reset. Linux drives it through syscon-poweroff/reboot.
+ */
+import type { MmioDevice } from './device.js';
+
+export const FINISHER_FAIL = 0x3333, FINISHER_PASS = 0x5555, FINISHER_RESET = 0x7777;
+
+export class SifiveTest implements MmioDevice {
+  readonly name = 'sifive_test';
+  constructor(private readonly onPowerOff: (code: number) => void, private readonly onReset: () => void) {}
+
+  read(): number { return 0; }
+
+  write(offset: number, size: 1 | 2 | 4, value: number): void {
+    if (offset !== 0 || size !== 4) return;
+    const status = value & 0xffff;
+    const code = (value >>> 16) & 0xffff;
+    if (status === FINISHER_PASS) this.onPowerOff(0);
+    else if (status === FINISHER_FAIL) this.onPowerOff(code === 0 ? 1 : code);
+    else if (status === FINISHER_RESET) this.onReset();
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * The typevisor virt board: QEMU `virt`-compatible memory map, interrupt numbers and
+ * device tree (QEMU hw/riscv/virt.c's layout, as documented in docs/system/riscv/virt.rst),
+ * so the same kernels, DTB consumers and firmware run unchanged.
+ */
+import { Bus } from './bus.js';
+import { Hart } from '../cpu/hart.js';
+import { GuestClock, TIMEBASE_HZ } from './clock.js';
+import { FdtBuilder } from './fdt.js';
+import { Clint, CLINT_SIZE } from '../devices/clint.js';
+import { Plic, PLIC_SIZE, PLIC_SOURCES } from '../devices/plic.js';
+import { Uart16550 } from '../devices/uart16550.js';
+import { GoldfishRtc } from '../devices/goldfish_rtc.js';
+import { SifiveTest, FINISHER_PASS, FINISHER_RESET } from '../devices/sifive_test.js';
+import { Rom } from '../devices/rom.js';
+import { VirtioMmioSlot, VIRTIO_MMIO_SIZE } from '../devices/virtio_mmio.js';
+import type { SerialBackend } from '../devices/device.js';
+
+export const VIRT = {
+  MROM_BASE: 0x1000, MROM_SIZE: 0xf000,
+  TEST_BASE: 0x10_0000, TEST_SIZE: 0x1000,
+  RTC_BASE: 0x10_1000, RTC_SIZE: 0x1000,
+  CLINT_BASE: 0x200_0000,
+  PLIC_BASE: 0xc00_0000,
+  UART0_BASE: 0x1000_0000, UART0_SIZE: 0x100,
+  VIRTIO_BASE: 0x1000_1000, VIRTIO_COUNT: 8,
+  DRAM_BASE: 0x8000_0000,
+  UART0_IRQ: 10, RTC_IRQ: 11, VIRTIO_IRQ: 1,
+} as const;
+
+/** The ISA string in the device tree; must match what the hart implements. */
+export const RISCV_ISA = 'rv64imafdc_zicntr_zicsr_zifencei_zihintpause_zihpm_sstc';
+/** UART input clock QEMU advertises (3.6864 MHz). */
+const UART_CLOCK = 0x38_4000;
+
+export interface VirtBoardOptions {
+  memoryBytes: number;
+  serial: SerialBackend;
+  /** Host monotonic milliseconds (performance.now). */
+  monoClockMs(): number;
+  /** Host wall-clock milliseconds since the epoch (Date.now), for the RTC. */
+  wallClockMs(): number;
+  onPowerOff(code: number): void;
+  onReset(): void;
+}
+
+export interface DtbChosen {
+  bootargs: string;
+  initrdStart?: number;
+  initrdEnd?: number;
+}
+
+export class VirtBoard {
+  readonly bus: Bus;
+  readonly hart: Hart;
+  readonly clock: GuestClock;
+  readonly clint: Clint;
+  readonly plic: Plic;
+  readonly uart: Uart16550;
+  readonly rtc: GoldfishRtc;
+  readonly test: SifiveTest;
+  readonly mrom: Rom;
+  readonly virtio: VirtioMmioSlot[] = [];
+  readonly memoryBytes: number;
+
+  constructor(opts: VirtBoardOptions) {
+    this.memoryBytes = opts.memoryBytes;
+    this.bus = new Bus(VIRT.DRAM_BASE, opts.memoryBytes);
+    this.clock = new GuestClock(opts.monoClockMs);
+    this.hart = new Hart(this.bus, 0, this.clock);
+    this.mrom = new Rom(VIRT.MROM_SIZE);
+    this.test = new SifiveTest(opts.onPowerOff, opts.onReset);
+    this.clint = new Clint(this.hart, this.clock);
+    this.plic = new Plic(this.hart);
+    this.uart = new Uart16550(this.plic.line(VIRT.UART0_IRQ), opts.serial);
+    this.rtc = new GoldfishRtc(this.plic.line(VIRT.RTC_IRQ), opts.wallClockMs);
+    const b = this.bus;
+    b.map(VIRT.MROM_BASE, VIRT.MROM_SIZE, this.mrom);
+    b.map(VIRT.TEST_BASE, VIRT.TEST_SIZE, this.test);
+    b.map(VIRT.RTC_BASE, VIRT.RTC_SIZE, this.rtc);
+    b.map(VIRT.CLINT_BASE, CLINT_SIZE, this.clint);
+    b.map(VIRT.PLIC_BASE, PLIC_SIZE, this.plic);
+    b.map(VIRT.UART0_BASE, VIRT.UART0_SIZE, this.uart);
+    for (let i = 0; i < VIRT.VIRTIO_COUNT; i++) {
+      const slot = new VirtioMmioSlot(i);
+      this.virtio.push(slot);
+      b.map(VIRT.VIRTIO_BASE + i * VIRTIO_MMIO_SIZE, VIRTIO_MMIO_SIZE, slot);
+    }
+  }
+
+  /**
+   * Bring time-driven state up to date: CLINT MTIP, the Sstc/SBI supervisor timer, the RTC
+   * alarm, console output. Returns the next timer deadline in mtime ticks (Infinity if none).
+   */
+  service(): number {
+    const now = this.clock.now();
+    const a = this.clint.update();
+    const s = this.hart.updateTimers(now);
+    const rtcMs = this.rtc.service();
+    this.uart.flush();
+    const r = rtcMs === Infinity ? Infinity : now + rtcMs * (TIMEBASE_HZ / 1000);
+    return Math.min(a, s, r);
+  }
+
+  /** The device tree describing this board (what QEMU's virt machine would generate). */
+  buildDtb(chosen: DtbChosen): Uint8Array {
+    const f = new FdtBuilder();
+    const cpuPh = f.phandle(), intcPh = f.phandle(), plicPh = f.phandle(), testPh = f.phandle();
+    f.beginNode('');
+    f.prop('#address-cells', [2]).prop('#size-cells', [2]);
+    f.prop('compatible', 'riscv-virtio').prop('model', 'riscv-virtio,qemu');
+
+    f.beginNode('chosen');
+    f.prop('bootargs', chosen.bootargs);
+    if (chosen.initrdStart !== undefined && chosen.initrdEnd !== undefined) {
+      f.prop64('linux,initrd-start', [chosen.initrdStart]).prop64('linux,initrd-end', [chosen.initrdEnd]);
+    }
+    f.prop('stdout-path', `/soc/serial@${hex(VIRT.UART0_BASE)}`);
+    f.endNode();
+
+    f.beginNode(`memory@${hex(VIRT.DRAM_BASE)}`);
+    f.prop('device_type', 'memory').prop64('reg', [VIRT.DRAM_BASE, this.memoryBytes]);
+    f.endNode();
+
+    f.beginNode('cpus');
+    f.prop('#address-cells', [1]).prop('#size-cells', [0]).prop('timebase-frequency', [TIMEBASE_HZ]);
+    f.beginNode('cpu@0');
+    f.prop('phandle', [cpuPh]).prop('device_type', 'cpu').prop('reg', [0]).prop('status', 'okay');
+    f.prop('compatible', 'riscv').prop('riscv,isa', RISCV_ISA).prop('mmu-type', 'riscv,sv57');
+    f.beginNode('interrupt-controller');
+    f.prop('#interrupt-cells', [1]).prop('interrupt-controller', null).prop('compatible', 'riscv,cpu-intc');
+    f.prop('phandle', [intcPh]);
+    f.endNode();
+    f.endNode();
+    f.beginNode('cpu-map').beginNode('cluster0').beginNode('core0').prop('cpu', [cpuPh]).endNode().endNode().endNode();
+    f.endNode();
+
+    f.beginNode('poweroff');
+    f.prop('value', [FINISHER_PASS]).prop('offset', [0]).prop('regmap', [testPh]).prop('compatible', 'syscon-poweroff');
+    f.endNode();
+    f.beginNode('reboot');
+    f.prop('value', [FINISHER_RESET]).prop('offset', [0]).prop('regmap', [testPh]).prop('compatible', 'syscon-reboot');
+    f.endNode();
+
+    f.beginNode('soc');
+    f.prop('#address-cells', [2]).prop('#size-cells', [2]).prop('compatible', 'simple-bus').prop('ranges', null);
+
+    f.beginNode(`rtc@${hex(VIRT.RTC_BASE)}`);
+    f.prop('interrupts', [VIRT.RTC_IRQ]).prop('interrupt-parent', [plicPh]);
+    f.prop64('reg', [VIRT.RTC_BASE, VIRT.RTC_SIZE]).prop('compatible', 'google,goldfish-rtc');
+    f.endNode();
+
+    f.beginNode(`serial@${hex(VIRT.UART0_BASE)}`);
+    f.prop('interrupts', [VIRT.UART0_IRQ]).prop('interrupt-parent', [plicPh]).prop('clock-frequency', [UART_CLOCK]);
+    f.prop64('reg', [VIRT.UART0_BASE, VIRT.UART0_SIZE]).prop('compatible', 'ns16550a');
+    f.endNode();
+
+    f.beginNode(`test@${hex(VIRT.TEST_BASE)}`);
+    f.prop('phandle', [testPh]).prop64('reg', [VIRT.TEST_BASE, VIRT.TEST_SIZE]);
+    f.prop('compatible', ['sifive,test1', 'sifive,test0', 'syscon']);
+    f.endNode();
+
+    // QEMU lists the slots from the highest address down; Linux probes them in DT order.
+    for (let i = VIRT.VIRTIO_COUNT - 1; i >= 0; i--) {
+      const base = VIRT.VIRTIO_BASE + i * VIRTIO_MMIO_SIZE;
+      f.beginNode(`virtio_mmio@${hex(base)}`);
+      f.prop('interrupts', [VIRT.VIRTIO_IRQ + i]).prop('interrupt-parent', [plicPh]);
+      f.prop64('reg', [base, VIRTIO_MMIO_SIZE]).prop('compatible', 'virtio,mmio');
+      f.endNode();
+    }
+
+    f.beginNode(`plic@${hex(VIRT.PLIC_BASE)}`);
+    f.prop('phandle', [plicPh]).prop('riscv,ndev', [PLIC_SOURCES - 1]);
+    f.prop64('reg', [VIRT.PLIC_BASE, PLIC_SIZE]);
+    f.prop('interrupts-extended', [intcPh, 11, intcPh, 9]);
+    f.prop('interrupt-controller', null).prop('compatible', ['sifive,plic-1.0.0', 'riscv,plic0']);
+    f.prop('#address-cells', [0]).prop('#interrupt-cells', [1]);
+    f.endNode();
+
+    f.beginNode(`clint@${hex(VIRT.CLINT_BASE)}`);
+    f.prop('interrupts-extended', [intcPh, 3, intcPh, 7]);
+    f.prop64('reg', [VIRT.CLINT_BASE, CLINT_SIZE]).prop('compatible', ['sifive,clint0', 'riscv,clint0']);
+    f.endNode();
+
+    f.endNode(); // soc
+    f.endNode(); // root
+    return f.finish(0);
+  }
+}
+
+function hex(n: number): string { return n.toString(16); }
