@@ -7,6 +7,7 @@
  * Host-agnostic: only setTimeout (and setImmediate when present) is used.
  */
 import type { Hart } from '../cpu/hart.js';
+import { PRIV_M } from '../cpu/csr.js';
 import { VirtBoard } from './virt.js';
 import { setupBoot, type BootLayout } from './boot.js';
 import { parseElf, isElf } from './elf.js';
@@ -116,12 +117,14 @@ export class Machine {
   /** Run until the guest powers off, resets, fails, or stop() is called. */
   async run(): Promise<MachineExit> {
     const hart = this.hart;
+    const builtin = this.layout.mode === 'builtin';
     try {
       while (this.exit === null) {
         const t0 = this.mono();
         let deadline = Infinity;
         while (this.exit === null) {
           hart.run(SLICE);
+          if (builtin && hart.priv === PRIV_M) { this.firmwareTrap(); break; }
           deadline = this.service();
           if (hart.waiting || this.mono() - t0 >= YIELD_MS) break;
         }
@@ -140,6 +143,13 @@ export class Machine {
     }
     this.board.uart.flush();
     return this.exit ?? { reason: 'stopped', code: 0 };
+  }
+
+  /** Built-in SBI mode has no M-mode code: a trap that reaches M is a fatal guest error, as a firmware panic would be. */
+  private firmwareTrap(): void {
+    const h = this.hart;
+    const hex = (v: bigint): string => '0x' + BigInt.asUintN(64, v).toString(16);
+    this.finish({ reason: 'error', code: 1, message: `unhandled trap to M-mode: mcause=${hex(h.mcause)} mepc=${hex(h.mepc)} mtval=${hex(h.mtval)}` });
   }
 
   private sleep(ms: number): Promise<void> {

@@ -128,7 +128,7 @@ export class VirtBoard {
     f.prop('phandle', [cpuPh]).prop('device_type', 'cpu').prop('reg', [0]).prop('status', 'okay');
     f.prop('compatible', 'riscv').prop('riscv,isa', RISCV_ISA).prop('mmu-type', 'riscv,sv57');
     f.beginNode('interrupt-controller');
-    f.prop('#interrupt-cells', [1]).prop('interrupt-controller', null).prop('compatible', 'riscv,cpu-intc');
+    f.prop('#address-cells', [0]).prop('#interrupt-cells', [1]).prop('interrupt-controller', null).prop('compatible', 'riscv,cpu-intc');
     f.prop('phandle', [intcPh]);
     f.endNode();
     f.endNode();
