@@ -1,6 +1,6 @@
 /**
  * Platform-Level Interrupt Controller at 0x0c00_0000 (RISC-V PLIC specification 1.0.0):
- * 96 interrupt sources (1..95 usable, 0 reserved), 3-bit priorities, two contexts for the
+ * 96 interrupt sources (IDs 1..96; 0 means "none"), as QEMU virt's `riscv,ndev = 96`, 3-bit priorities, two contexts for the
  * single hart — context 0 is M-mode (drives mip.MEIP), context 1 is S-mode (mip.SEIP).
  * Gateways are level-triggered: a source is pending while its line is high and it is not
  * claimed; completing re-arms it.
@@ -9,9 +9,10 @@ import type { MmioDevice, IrqLine } from './device.js';
 import { IRQ } from '../cpu/csr.js';
 
 export const PLIC_SIZE = 0x60_0000;
-export const PLIC_SOURCES = 96;
+/** Interrupt IDs including the reserved 0. */
+export const PLIC_SOURCES = 97;
 const CONTEXTS = 2;
-const WORDS = PLIC_SOURCES / 32;
+const WORDS = Math.ceil(PLIC_SOURCES / 32);
 const PRIORITY_MASK = 7;
 const PENDING_BASE = 0x1000, ENABLE_BASE = 0x2000, ENABLE_STRIDE = 0x80;
 const CONTEXT_BASE = 0x20_0000, CONTEXT_STRIDE = 0x1000;
@@ -39,7 +40,7 @@ export class Plic implements MmioDevice {
     }
   }
 
-  /** The interrupt line for source n (1..95). */
+  /** The interrupt line for source n (1..96). */
   line(n: number): IrqLine {
     if (n <= 0 || n >= PLIC_SOURCES) throw new Error(`PLIC source ${n} out of range`);
     return this.lines[n];
