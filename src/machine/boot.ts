@@ -187,6 +187,7 @@ function enterBuiltin(board: VirtBoard, hart: Hart, entry: number, dtbAddr: numb
   w(CSR.medeleg, 0xb1ffn);
   w(CSR.mideleg, 0x222n);
   w(CSR.mcounteren, 7n);
+  w(CSR.scounteren, 7n); // as OpenSBI leaves it: user mode may read cycle, time, instret
   w(CSR.menvcfg, -0x8000_0000_0000_0000n); // STCE: S-mode owns stimecmp (Sstc)
   w(CSR.pmpaddr0, (1n << 54n) - 1n);
   w(CSR.pmpcfg0, 0x1fn); // NAPOT, RWX over all of memory
