@@ -69,7 +69,7 @@ for (const fw of ['fw_dynamic.bin', 'fw_jump.bin']) {
     const c = new GuestConsole({ memoryBytes: 512 << 20, bios: readFileSync(join(OPENSBI, fw)), ...g, append: 'console=ttyS0' });
     try {
       await c.expect('OpenSBI v', BOOT_TIMEOUT);
-      const banner = await c.expect(/Boot HART ISA\s*: rv64imafdc\S*/, BOOT_TIMEOUT);
+      const banner = await c.expect(/Boot HART (Base )?ISA\s*: rv64imafdc\S*/, BOOT_TIMEOUT);
       assert.match(banner, /Platform Name\s*: riscv-virtio,qemu/);
       await c.expect('Linux version 6.1', BOOT_TIMEOUT);
       await c.expect(PROMPT, BOOT_TIMEOUT);
