@@ -25,8 +25,17 @@ export interface BootOptions {
   kernel: Uint8Array | null;
   initrd: Uint8Array | null;
   append: string;
+  /** Raw images placed at physical addresses before boot (QEMU's `-device loader,file=,addr=`). */
+  images?: readonly RawImage[];
   onShutdown(code: number): void;
   onReset(): void;
+}
+
+export interface RawImage {
+  /** For error messages (usually the file name). */
+  name: string;
+  address: number;
+  data: Uint8Array;
 }
 
 export interface BootLayout {
@@ -170,6 +179,13 @@ export function setupBoot(board: VirtBoard, hart: Hart, opts: BootOptions): Boot
   const dtbAddr = dtbSlot;
   if (kernelEnd !== undefined && dtbAddr < kernelEnd) throw new BootError(`kernel does not leave room for the device tree in ${board.memoryBytes / MiB} MiB of RAM; give the machine more memory (-m)`);
   place(board, dtbAddr, dtb, 'device tree');
+
+  for (const img of opts.images ?? []) {
+    if (img.address >= VIRT.MROM_BASE && img.address + img.data.length <= VIRT.MROM_BASE + VIRT.MROM_SIZE) {
+      throw new BootError(`${img.name}: 0x${img.address.toString(16)} is in the boot ROM; images go in RAM`);
+    }
+    place(board, img.address, img.data, img.name);
+  }
 
   const nextAddr = kernelStart ?? VIRT.DRAM_BASE + KERNEL_ALIGN;
   writeRom(board, entry, dtbAddr, nextAddr);

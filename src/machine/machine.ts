@@ -9,7 +9,10 @@
 import type { Hart } from '../cpu/hart.js';
 import { PRIV_M } from '../cpu/csr.js';
 import { VirtBoard } from './virt.js';
-import { setupBoot, type BootLayout } from './boot.js';
+import { setupBoot, type BootLayout, type RawImage } from './boot.js';
+
+export type { RawImage };
+export { BootError } from './boot.js';
 import { parseElf, isElf } from './elf.js';
 import { Htif } from '../devices/htif.js';
 import type { SerialBackend } from '../devices/device.js';
@@ -29,6 +32,8 @@ export interface MachineConfig {
   initrd: Uint8Array | null;
   /** Kernel command line. */
   append: string;
+  /** Raw images loaded at physical addresses (QEMU's generic loader). */
+  images?: readonly RawImage[];
   serial: SerialBackend;
   /** Host monotonic clock in ms (default performance.now). */
   monoClockMs?: () => number;
@@ -74,6 +79,7 @@ export class Machine {
       kernel: cfg.kernel,
       initrd: cfg.initrd,
       append: cfg.append,
+      images: cfg.images,
       onShutdown: (code) => this.finish({ reason: code === 0 ? 'poweroff' : 'fail', code }),
       onReset: () => this.finish({ reason: 'reset', code: 0 }),
     });
