@@ -1,4 +1,71 @@
-/** F and D extensions: placeholder until the FPU rows land (owned by the FPU work). */
+/**
+ * F and D extensions for RV64 (unprivileged spec chapters 11 and 12; RV64 conversions in
+ * 11.7 and 12.5). Semantics live in ../fpu/fpu.ts; this file is the instruction table.
+ * Every row checks mstatus.FS (requireFP) first; rows with an rm field resolve it through
+ * roundingMode, which raises illegal-instruction for reserved modes.
+ */
 import type { InsnSpec } from './types.js';
+import * as fp from '../fpu/fpu.js';
 
-export const RV64FD: InsnSpec[] = [];
+const LS = 0x0000707f, R4 = 0x0600007f, RM = 0xfe00007f, RM1 = 0xfff0007f, F3 = 0xfe00707f, F31 = 0xfff0707f;
+const OP_FP = 0x53;
+
+/** match for OP-FP with funct7, optional rs2 and funct3. */
+const op = (f7: number, rs2 = 0, f3 = 0): number => ((f7 << 25) | (rs2 << 20) | (f3 << 12) | OP_FP) | 0;
+
+/** The rows that exist for both formats: fmt 0 = S, 1 = D. */
+function rows(fmt: 0 | 1): InsnSpec[] {
+  const S = fmt === 0;
+  const t = S ? 's' : 'd';
+  const ext = S ? 'F' : 'D';
+  const f = fmt;
+  const arith = { format: 'fR', ext, fd: true, fs1: true, fs2: true } as const;
+  return [
+    { name: `fmadd.${t}`, mask: R4, match: (f << 25) | 0x43, format: 'R4', ext, fd: true, fs1: true, fs2: true, exec: S ? fp.fmaddS : fp.fmaddD },
+    { name: `fmsub.${t}`, mask: R4, match: (f << 25) | 0x47, format: 'R4', ext, fd: true, fs1: true, fs2: true, exec: S ? fp.fmsubS : fp.fmsubD },
+    { name: `fnmsub.${t}`, mask: R4, match: (f << 25) | 0x4b, format: 'R4', ext, fd: true, fs1: true, fs2: true, exec: S ? fp.fnmsubS : fp.fnmsubD },
+    { name: `fnmadd.${t}`, mask: R4, match: (f << 25) | 0x4f, format: 'R4', ext, fd: true, fs1: true, fs2: true, exec: S ? fp.fnmaddS : fp.fnmaddD },
+
+    { name: `fadd.${t}`, mask: RM, match: op(0x00 | f), ...arith, exec: S ? fp.faddS : fp.faddD },
+    { name: `fsub.${t}`, mask: RM, match: op(0x04 | f), ...arith, exec: S ? fp.fsubS : fp.fsubD },
+    { name: `fmul.${t}`, mask: RM, match: op(0x08 | f), ...arith, exec: S ? fp.fmulS : fp.fmulD },
+    { name: `fdiv.${t}`, mask: RM, match: op(0x0c | f), ...arith, exec: S ? fp.fdivS : fp.fdivD },
+    { name: `fsqrt.${t}`, mask: RM1, match: op(0x2c | f), format: 'fR1', ext, fd: true, fs1: true, exec: S ? fp.fsqrtS : fp.fsqrtD },
+
+    { name: `fsgnj.${t}`, mask: F3, match: op(0x10 | f, 0, 0), ...arith, exec: S ? (h, d) => fp.fsgnjS(h, d, 0) : (h, d) => fp.fsgnjD(h, d, 0) },
+    { name: `fsgnjn.${t}`, mask: F3, match: op(0x10 | f, 0, 1), ...arith, exec: S ? (h, d) => fp.fsgnjS(h, d, 1) : (h, d) => fp.fsgnjD(h, d, 1) },
+    { name: `fsgnjx.${t}`, mask: F3, match: op(0x10 | f, 0, 2), ...arith, exec: S ? (h, d) => fp.fsgnjS(h, d, 2) : (h, d) => fp.fsgnjD(h, d, 2) },
+    { name: `fmin.${t}`, mask: F3, match: op(0x14 | f, 0, 0), ...arith, exec: S ? (h, d) => fp.fminmaxS(h, d, false) : (h, d) => fp.fminmaxD(h, d, false) },
+    { name: `fmax.${t}`, mask: F3, match: op(0x14 | f, 0, 1), ...arith, exec: S ? (h, d) => fp.fminmaxS(h, d, true) : (h, d) => fp.fminmaxD(h, d, true) },
+
+    { name: `fle.${t}`, mask: F3, match: op(0x50 | f, 0, 0), format: 'fR', ext, fs1: true, fs2: true, exec: S ? (h, d) => fp.fcmpS(h, d, 0) : (h, d) => fp.fcmpD(h, d, 0) },
+    { name: `flt.${t}`, mask: F3, match: op(0x50 | f, 0, 1), format: 'fR', ext, fs1: true, fs2: true, exec: S ? (h, d) => fp.fcmpS(h, d, 1) : (h, d) => fp.fcmpD(h, d, 1) },
+    { name: `feq.${t}`, mask: F3, match: op(0x50 | f, 0, 2), format: 'fR', ext, fs1: true, fs2: true, exec: S ? (h, d) => fp.fcmpS(h, d, 2) : (h, d) => fp.fcmpD(h, d, 2) },
+    { name: `fclass.${t}`, mask: F31, match: op(0x70 | f, 0, 1), format: 'fR1', ext, fs1: true, exec: S ? fp.fclassS : fp.fclassD },
+
+    { name: `fcvt.w.${t}`, mask: RM1, match: op(0x60 | f, 0), format: 'fcvt', ext, fs1: true, exec: S ? (h, d) => fp.fcvtIntS(h, d, 0) : (h, d) => fp.fcvtIntD(h, d, 0) },
+    { name: `fcvt.wu.${t}`, mask: RM1, match: op(0x60 | f, 1), format: 'fcvt', ext, fs1: true, exec: S ? (h, d) => fp.fcvtIntS(h, d, 1) : (h, d) => fp.fcvtIntD(h, d, 1) },
+    { name: `fcvt.l.${t}`, mask: RM1, match: op(0x60 | f, 2), format: 'fcvt', ext, fs1: true, exec: S ? (h, d) => fp.fcvtIntS(h, d, 2) : (h, d) => fp.fcvtIntD(h, d, 2) },
+    { name: `fcvt.lu.${t}`, mask: RM1, match: op(0x60 | f, 3), format: 'fcvt', ext, fs1: true, exec: S ? (h, d) => fp.fcvtIntS(h, d, 3) : (h, d) => fp.fcvtIntD(h, d, 3) },
+    { name: `fcvt.${t}.w`, mask: RM1, match: op(0x68 | f, 0), format: 'fcvt', ext, fd: true, exec: S ? (h, d) => fp.fcvtSInt(h, d, 0) : (h, d) => fp.fcvtDInt(h, d, 0) },
+    { name: `fcvt.${t}.wu`, mask: RM1, match: op(0x68 | f, 1), format: 'fcvt', ext, fd: true, exec: S ? (h, d) => fp.fcvtSInt(h, d, 1) : (h, d) => fp.fcvtDInt(h, d, 1) },
+    { name: `fcvt.${t}.l`, mask: RM1, match: op(0x68 | f, 2), format: 'fcvt', ext, fd: true, exec: S ? (h, d) => fp.fcvtSInt(h, d, 2) : (h, d) => fp.fcvtDInt(h, d, 2) },
+    { name: `fcvt.${t}.lu`, mask: RM1, match: op(0x68 | f, 3), format: 'fcvt', ext, fd: true, exec: S ? (h, d) => fp.fcvtSInt(h, d, 3) : (h, d) => fp.fcvtDInt(h, d, 3) },
+  ];
+}
+
+export const RV64FD: InsnSpec[] = [
+  // Transfers first: loads, stores and moves (no rounding, no flags).
+  { name: 'flw', mask: LS, match: 0x2007, format: 'fload', ext: 'F', fd: true, exec: fp.flw },
+  { name: 'fld', mask: LS, match: 0x3007, format: 'fload', ext: 'D', fd: true, exec: fp.fld },
+  { name: 'fsw', mask: LS, match: 0x2027, format: 'fstore', ext: 'F', fs2: true, exec: fp.fsw },
+  { name: 'fsd', mask: LS, match: 0x3027, format: 'fstore', ext: 'D', fs2: true, exec: fp.fsd },
+  { name: 'fmv.x.w', mask: F31, match: op(0x70, 0, 0), format: 'fR1', ext: 'F', fs1: true, exec: fp.fmvXW },
+  { name: 'fmv.w.x', mask: F31, match: op(0x78, 0, 0), format: 'fR1', ext: 'F', fd: true, exec: fp.fmvWX },
+  { name: 'fmv.x.d', mask: F31, match: op(0x71, 0, 0), format: 'fR1', ext: 'D', fs1: true, exec: fp.fmvXD },
+  { name: 'fmv.d.x', mask: F31, match: op(0x79, 0, 0), format: 'fR1', ext: 'D', fd: true, exec: fp.fmvDX },
+  { name: 'fcvt.s.d', mask: RM1, match: op(0x20, 1), format: 'fcvt', ext: 'D', fd: true, fs1: true, exec: fp.fcvtSD },
+  { name: 'fcvt.d.s', mask: RM1, match: op(0x21, 0), format: 'fcvt', ext: 'D', fd: true, fs1: true, exec: fp.fcvtDS },
+  ...rows(0),
+  ...rows(1),
+];
