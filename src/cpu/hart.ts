@@ -210,7 +210,6 @@ export class Hart {
    * Stops early on WFI (`waiting`), or on requestStop().
    */
   run(budget: number): number {
-    const x = this.x;
     const x32 = this.x32;
     let n = 0;
     if (this.waiting && !this.attention) return 0;

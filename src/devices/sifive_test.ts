@@ -14,7 +14,8 @@ export class SifiveTest implements MmioDevice {
   read(): number { return 0; }
 
   write(offset: number, size: 1 | 2 | 4, value: number): void {
-    if (offset !== 0 || size !== 4) return;
+    // OpenSBI writes the 16-bit status alone (writew); a 32-bit write also carries the code.
+    if (offset !== 0 || size === 1) return;
     const status = value & 0xffff;
     const code = (value >>> 16) & 0xffff;
     if (status === FINISHER_PASS) this.onPowerOff(0);

@@ -195,8 +195,10 @@ test('SiFive test finisher: pass, fail with code, reset; other values ignored', 
   t.write(0, 4, (42 << 16) | 0x3333);
   t.write(0, 4, 0x7777);
   t.write(0, 4, 0x1234);
+  t.write(0, 1, 0x55);
+  t.write(4, 4, 0x5555);
   t.write(0, 2, 0x5555);
-  assert.deepEqual(events, ['off 0', 'off 42', 'reset']);
+  assert.deepEqual(events, ['off 0', 'off 42', 'reset', 'off 0']);
 });
 
 test('virtio-mmio slots with no device read as magic, version 2, device ID 0', () => {
