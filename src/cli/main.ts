@@ -1,0 +1,278 @@
+/**
+ * The `typevisor` command: run a VM, dump its device tree, build the default guest.
+ * `main` returns the exit status; only bin/typevisor.js touches process.exitCode.
+ */
+import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Machine, BootError, type MachineConfig, type MachineExit, type RawImage } from '../machine/machine.js';
+import { VirtBoard } from '../machine/virt.js';
+import { ElfError } from '../machine/elf.js';
+import { UserError, loadImage } from '../host/images.js';
+import { findDefaultGuest, guestDir, cacheDir } from '../host/guest-cache.js';
+import { TerminalConsole, ESCAPE_HELP, type ConsoleInput, type ConsoleOutput } from '../host/terminal.js';
+import { parseFlags, parseSize, parseAddress, USAGE_STATUS, type FlagSpec, type Parsed } from './args.js';
+
+export interface CliIo {
+  stdin: ConsoleInput;
+  stdout: ConsoleOutput & { isTTY?: boolean };
+  stderr: ConsoleOutput;
+  env: NodeJS.ProcessEnv;
+}
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const MiB = 1 << 20;
+const DEFAULT_MEMORY = 512 * MiB;
+const MIN_MEMORY = 4 * MiB;
+const MAX_MEMORY = 0xf000_0000;
+const DEFAULT_GUEST_APPEND = 'console=ttyS0';
+
+const HELP = `Usage: typevisor <command> [options]
+
+Commands:
+  run       boot a virtual machine (the default guest if no --kernel or --bios file)
+  dumpdtb   write the machine's device tree blob
+  image     build (image build [--force]) or locate (image path) the default guest
+  help      this text
+  --version print the version
+
+typevisor run [options]
+  -m, --memory SIZE         guest RAM (default 512M; K/M/G suffixes, plain numbers are MiB)
+  --kernel FILE             Linux Image (gzip accepted), ELF or raw binary
+  --initrd FILE             initial ramdisk
+  --append "ARGS"           kernel command line
+  --bios FILE|none|default  M-mode firmware (OpenSBI fw_dynamic/fw_jump, U-Boot via OpenSBI,
+                            a bare-metal ELF or raw binary at 0x80000000); 'none' starts the
+                            kernel in M-mode; default: the built-in SBI (no firmware needed)
+  --device loader,file=FILE,addr=ADDR
+                            place a raw file in guest memory (repeatable)
+  --no-reboot               exit instead of rebooting when the guest resets
+  -M virt, -nographic       accepted for QEMU compatibility
+
+  The console is the board's 16550 UART (ttyS0). On a terminal: Ctrl-A X quits,
+  Ctrl-A H shows the escapes. Exit status: 0 on guest poweroff, the guest's failure code
+  (SiFive test device or HTIF), 1 on errors, 2 on bad usage.
+
+typevisor dumpdtb [-m SIZE] [--append ARGS] [--kernel F --initrd F] [-o FILE]
+
+Options take one or two dashes, and --opt=value or --opt value.
+`;
+
+const MACHINE_FLAGS: FlagSpec[] = [
+  { name: 'm', aliases: ['memory'], value: true },
+  { name: 'kernel', value: true },
+  { name: 'initrd', value: true },
+  { name: 'append', value: true },
+  { name: 'bios', value: true },
+  { name: 'device', value: true, repeat: true },
+  { name: 'M', aliases: ['machine'], value: true },
+  { name: 'smp', value: true },
+];
+const RUN_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, { name: 'nographic', value: false }, { name: 'no-reboot', value: false }];
+const DTB_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, { name: 'o', aliases: ['output'], value: true }];
+
+function defaultIo(): CliIo {
+  return { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env };
+}
+
+function one(p: Parsed, name: string): string | undefined { return p.flags.get(name)?.[0]; }
+
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+type BaseConfig = Omit<MachineConfig, 'serial'>;
+
+/** Turn machine flags into a MachineConfig (files read and checked here). */
+function machineConfig(p: Parsed, io: CliIo, command: string): BaseConfig {
+  const machineType = one(p, 'M');
+  if (machineType !== undefined && machineType.split(',')[0] !== 'virt') {
+    throw new UserError(`${command}: unsupported machine '${machineType}' (only 'virt')`, USAGE_STATUS);
+  }
+  const smp = one(p, 'smp');
+  if (smp !== undefined && smp !== '1') throw new UserError(`${command}: -smp ${smp}: only one hart is supported`, USAGE_STATUS);
+  const mText = one(p, 'm');
+  const memoryBytes = mText === undefined ? DEFAULT_MEMORY : parseSize(mText, '-m');
+  if (memoryBytes < MIN_MEMORY || memoryBytes > MAX_MEMORY || memoryBytes % 4096 !== 0) {
+    throw new UserError(`-m ${mText}: memory must be a multiple of 4 KiB between 4 MiB and 3840 MiB`, USAGE_STATUS);
+  }
+  const loaders: Array<{ file: string; address: number }> = [];
+  for (const d of p.flags.get('device') ?? []) {
+    const parts = d.split(',');
+    if (parts[0] !== 'loader') throw new UserError(`${command}: unsupported device '${parts[0]}' (supported: loader,file=FILE,addr=ADDR)`, USAGE_STATUS);
+    const kv = new Map(parts.slice(1).map((s) => { const i = s.indexOf('='); return [s.slice(0, i), s.slice(i + 1)] as const; }));
+    const file = kv.get('file'), addr = kv.get('addr');
+    if (!file || !addr) throw new UserError(`${command}: --device loader needs file= and addr=`, USAGE_STATUS);
+    loaders.push({ file, address: parseAddress(addr, `--device loader,file=${file}`) });
+  }
+  const biosArg = one(p, 'bios');
+  let bios: MachineConfig['bios'] = null;
+  if (biosArg === 'none') bios = 'none';
+  else if (biosArg !== undefined && biosArg !== 'default') bios = loadImage(biosArg, 'firmware', { gunzip: false });
+
+  let kernelPath = one(p, 'kernel');
+  let initrdPath = one(p, 'initrd');
+  let append = one(p, 'append');
+  if (kernelPath === undefined && !(bios instanceof Uint8Array) && command === 'run') {
+    const g = findDefaultGuest(io.env);
+    if (!g) {
+      throw new UserError(`no --kernel given and no default guest in ${guestDir(io.env)}.\n` +
+        `Build it with:  typevisor image build   (or: npm run guest)`);
+    }
+    kernelPath = g.kernel;
+    initrdPath ??= g.initrd;
+    append ??= DEFAULT_GUEST_APPEND;
+  }
+  const kernel = kernelPath === undefined ? null : loadImage(kernelPath, 'kernel');
+  const initrd = initrdPath === undefined ? null : loadImage(initrdPath, 'initrd', { gunzip: false });
+  if (initrd && !kernel) throw new UserError(`${command}: --initrd needs --kernel`, USAGE_STATUS);
+
+  const images: RawImage[] = loaders.map((l) => ({ name: l.file, address: l.address, data: loadImage(l.file, 'image', { gunzip: false }) }));
+  return { memoryBytes, bios, kernel, initrd, append: append ?? '', images };
+}
+
+/** Machine construction errors that are the user's (bad ELF, images that do not fit). */
+function newMachine(cfg: MachineConfig, paths: Parsed): Machine {
+  try {
+    return new Machine(cfg);
+  } catch (e) {
+    if (e instanceof ElfError) {
+      const which = cfg.bios instanceof Uint8Array ? `firmware '${one(paths, 'bios')}'` : `kernel '${one(paths, 'kernel') ?? 'default guest'}'`;
+      throw new UserError(`${which}: ${e.message}`);
+    }
+    if (e instanceof BootError) throw new UserError(e.message);
+    throw e;
+  }
+}
+
+function exitStatus(e: MachineExit, io: CliIo): number {
+  switch (e.reason) {
+    case 'poweroff': return 0;
+    case 'stopped': return 0;
+    case 'reset': io.stderr.write('typevisor: the guest requested a reset\n'); return 0;
+    case 'fail': case 'htif': return e.code & 0xff || (e.code === 0 ? 0 : 1);
+    case 'error': io.stderr.write(`typevisor: machine error: ${e.message ?? 'unknown'}\n`); return 1;
+  }
+}
+
+async function cmdRun(argv: readonly string[], io: CliIo): Promise<number> {
+  const p = parseFlags(argv, RUN_FLAGS, 'run');
+  if (p.positional.length) throw new UserError(`run: unexpected argument '${p.positional[0]}'`, USAGE_STATUS);
+  const base = machineConfig(p, io, 'run');
+  const noReboot = p.flags.has('no-reboot');
+  const serial = { write: (b: Uint8Array) => { io.stdout.write(b); } };
+  let machine = newMachine({ ...base, serial }, p);
+  const term = new TerminalConsole(io.stdin, io.stderr, (b) => machine.sendInput(b), () => machine.stop());
+  const onSignal = (): void => machine.stop();
+  process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
+  if (!term.interactive) process.on('SIGINT', onSignal);
+  term.attach();
+  try {
+    for (;;) {
+      const exit = await machine.run();
+      if (exit.reason === 'reset' && !noReboot) {
+        machine = newMachine({ ...base, serial }, p);
+        continue;
+      }
+      return exitStatus(exit, io);
+    }
+  } finally {
+    term.detach();
+    process.off('SIGTERM', onSignal);
+    process.off('SIGHUP', onSignal);
+    process.off('SIGINT', onSignal);
+  }
+}
+
+function cmdDumpDtb(argv: readonly string[], io: CliIo): number {
+  const p = parseFlags(argv, DTB_FLAGS, 'dumpdtb');
+  if (p.positional.length) throw new UserError(`dumpdtb: unexpected argument '${p.positional[0]}'`, USAGE_STATUS);
+  const base = machineConfig(p, io, 'dumpdtb');
+  let dtb: Uint8Array;
+  if (base.kernel) {
+    dtb = newMachine({ ...base, serial: { write() {} } }, p).dtb;
+  } else {
+    const board = new VirtBoard({
+      memoryBytes: base.memoryBytes, serial: { write() {} }, monoClockMs: () => 0, wallClockMs: () => 0,
+      onPowerOff() {}, onReset() {},
+    });
+    dtb = board.buildDtb({ bootargs: base.append });
+  }
+  const out = one(p, 'o');
+  if (out !== undefined) {
+    try { writeFileSync(out, dtb); } catch (e) { throw new UserError(`cannot write '${out}': ${(e as Error).message}`); }
+  } else {
+    if (io.stdout.isTTY) throw new UserError('dumpdtb: refusing to write binary to a terminal; give -o FILE', USAGE_STATUS);
+    io.stdout.write(dtb);
+  }
+  return 0;
+}
+
+async function cmdImage(argv: readonly string[], io: CliIo): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === 'path') {
+    const p = parseFlags(rest, [], 'image path');
+    if (p.positional.length) throw new UserError(`image path: unexpected argument '${p.positional[0]}'`, USAGE_STATUS);
+    const dir = guestDir(io.env);
+    io.stdout.write(`${dir}\n`);
+    io.stderr.write(findDefaultGuest(io.env) ? 'default guest: present\n' : 'default guest: not built (typevisor image build)\n');
+    return 0;
+  }
+  if (sub === 'build') {
+    const p = parseFlags(rest, [{ name: 'force', value: false }, { name: 'jobs', aliases: ['j'], value: true }, { name: 'check', value: false }], 'image build');
+    if (p.positional.length) throw new UserError(`image build: unexpected argument '${p.positional[0]}'`, USAGE_STATUS);
+    const dir = io.env.TYPEVISOR_GUEST_DIR ? guestDir(io.env) : join(cacheDir(io.env), 'guest');
+    if (!p.flags.has('force') && !p.flags.has('check') && findDefaultGuest({ ...io.env, TYPEVISOR_GUEST_DIR: dir })) {
+      io.stderr.write(`typevisor: the default guest is already built in ${dir} (use --force to rebuild)\n`);
+      return 0;
+    }
+    const script = join(repoRoot, 'scripts', 'build-guest.sh');
+    if (!existsSync(script)) throw new UserError(`the guest recipe is missing: ${script}`);
+    const args = [script, '--out', dir];
+    const jobs = one(p, 'jobs');
+    if (jobs !== undefined) args.push('--jobs', jobs);
+    if (p.flags.has('check')) args.push('--check');
+    return await new Promise<number>((resolveStatus) => {
+      const child = spawn('bash', args, { stdio: ['ignore', 'inherit', 'inherit'], env: io.env });
+      child.on('error', (e) => { io.stderr.write(`typevisor: cannot run ${script}: ${e.message}\n`); resolveStatus(1); });
+      child.on('exit', (code, signal) => resolveStatus(code ?? (signal ? 1 : 0)));
+    });
+  }
+  throw new UserError(`image: expected 'build' or 'path'${sub ? `, got '${sub}'` : ''}`, USAGE_STATUS);
+}
+
+export async function main(argv: readonly string[], ioIn?: Partial<CliIo>): Promise<number> {
+  const io: CliIo = { ...defaultIo(), ...ioIn };
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case undefined: case 'help': case '--help': case '-h':
+        io.stdout.write(HELP);
+        return cmd === undefined ? USAGE_STATUS : 0;
+      case '--version': case '-V': case 'version':
+        io.stdout.write(`typevisor ${version()}\n`);
+        return 0;
+      case 'run': return await cmdRun(rest, io);
+      case 'dumpdtb': return cmdDumpDtb(rest, io);
+      case 'image': return await cmdImage(rest, io);
+      default:
+        // QEMU habit: options straight away mean `run`.
+        if (cmd.startsWith('-')) return await cmdRun(argv, io);
+        throw new UserError(`unknown command '${cmd}' (see 'typevisor help')`, USAGE_STATUS);
+    }
+  } catch (e) {
+    if (e instanceof UserError) {
+      io.stderr.write(`typevisor: ${e.message}\n`);
+      return e.status;
+    }
+    throw e;
+  }
+}
+
+export { ESCAPE_HELP };

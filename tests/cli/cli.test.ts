@@ -1,0 +1,246 @@
+/**
+ * The `typevisor` command as a user runs it: spawned as a process, checking exit statuses,
+ * what reaches stdout, and that errors name the bad flag or file.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot, buildElf, guestDir } from '../lib/toolchain.js';
+import { TerminalConsole, type ConsoleInput } from '../../src/host/terminal.js';
+import { parseSize } from '../../src/cli/args.js';
+
+const BIN = join(repoRoot, 'bin', 'typevisor.js');
+const tmp = mkdtempSync(join(tmpdir(), 'typevisor-cli-'));
+
+interface Run { status: number | null; stdout: string; stderr: string }
+
+function tv(args: string[], opts: { input?: string | ((w: (s: string) => void) => void); env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString('latin1'); });
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`typevisor ${args.join(' ')} timed out; stdout: ${stdout.slice(-2000)}`)); }, opts.timeoutMs ?? 30_000);
+    child.on('exit', (status) => { clearTimeout(timer); resolve({ status, stdout, stderr }); });
+    if (typeof opts.input === 'function') opts.input((s) => child.stdin.write(s));
+    else { if (opts.input) child.stdin.write(opts.input); child.stdin.end(); }
+  });
+}
+
+const UART_EXIT = `
+  .section .text.init
+  .globl _start
+_start:
+  li t0, 0x10000000
+  li t1, 'h'
+  sb t1, 0(t0)
+  li t1, 'i'
+  sb t1, 0(t0)
+  li t0, 0x100000
+  li t1, (7 << 16) | 0x3333
+  sw t1, 0(t0)
+1: j 1b
+`;
+
+const HTIF_EXIT = `
+  .section .tohost, "aw", @progbits
+  .align 6
+  .globl tohost
+tohost: .dword 0
+  .align 6
+  .globl fromhost
+fromhost: .dword 0
+  .section .text.init
+  .globl _start
+_start:
+  la t0, tohost
+  la a0, msg
+1: lbu t1, 0(a0)
+  beqz t1, 3f
+  li t2, (1 << 56) | (1 << 48)
+  or t1, t1, t2
+  sd t1, 0(t0)
+2: ld t1, 0(t0)          # wait for the host to take it
+  bnez t1, 2b
+  addi a0, a0, 1
+  j 1b
+3: li t1, (5 << 1) | 1   # exit code 5
+  sd t1, 0(t0)
+4: j 4b
+msg: .asciz "htif!"
+`;
+
+test('--version and help', async () => {
+  const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+  const v = await tv(['--version']);
+  assert.equal(v.status, 0);
+  assert.equal(v.stdout.trim(), `typevisor ${pkg.version}`);
+  const h = await tv(['help']);
+  assert.equal(h.status, 0);
+  assert.match(h.stdout, /typevisor run \[options\]/);
+  assert.match(h.stdout, /Ctrl-A X/);
+});
+
+test('bad usage exits 2 and names the flag or command', async () => {
+  const r1 = await tv(['run', '--frobnicate']);
+  assert.equal(r1.status, 2);
+  assert.match(r1.stderr, /unknown option '--frobnicate'/);
+  const r2 = await tv(['run', '-m', 'lots']);
+  assert.equal(r2.status, 2);
+  assert.match(r2.stderr, /invalid size 'lots' for -m/);
+  const r3 = await tv(['run', '-m', '1M']);
+  assert.equal(r3.status, 2);
+  assert.match(r3.stderr, /-m 1M/);
+  const r4 = await tv(['explode']);
+  assert.equal(r4.status, 2);
+  assert.match(r4.stderr, /unknown command 'explode'/);
+  const r5 = await tv(['run', '--kernel']);
+  assert.equal(r5.status, 2);
+  assert.match(r5.stderr, /'--kernel' needs a value/);
+  const r6 = await tv(['run', '--device', 'e1000,netdev=n0']);
+  assert.equal(r6.status, 2);
+  assert.match(r6.stderr, /unsupported device 'e1000'/);
+});
+
+test('-m accepts QEMU sizes', () => {
+  assert.equal(parseSize('512M', '-m'), 512 << 20);
+  assert.equal(parseSize('1G', '-m'), 1 << 30);
+  assert.equal(parseSize('256', '-m'), 256 << 20);
+  assert.equal(parseSize('65536k', '-m'), 64 << 20);
+  assert.equal(parseSize('2GiB', '-m'), 2 ** 31);
+});
+
+test('missing, empty and corrupt files get clear errors naming the file', async () => {
+  const missing = await tv(['run', '--kernel', join(tmp, 'no-such-Image')]);
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /cannot read kernel '.*no-such-Image': no such file/);
+  const empty = join(tmp, 'empty.bin');
+  writeFileSync(empty, '');
+  const e = await tv(['run', '--bios', empty]);
+  assert.equal(e.status, 1);
+  assert.match(e.stderr, /firmware '.*empty\.bin' is empty/);
+  // A real ELF, truncated in the middle of its program headers.
+  const good = readFileSync(await buildElf({ name: 'cli-uart', sources: { 'u.S': UART_EXIT } }));
+  const truncated = join(tmp, 'truncated.elf');
+  writeFileSync(truncated, good.subarray(0, 80));
+  const t = await tv(['run', '--bios', truncated]);
+  assert.equal(t.status, 1);
+  assert.match(t.stderr, /firmware '.*truncated\.elf': .+/);
+  assert.doesNotMatch(t.stderr, /\n\s+at /, 'no stack trace');
+  const corrupt = join(tmp, 'corrupt.elf');
+  const c = Buffer.from(good);
+  c.writeUInt16LE(0xffff, 0x38); // e_phnum far beyond the file
+  writeFileSync(corrupt, c);
+  const r = await tv(['run', '--bios', corrupt]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /firmware '.*corrupt\.elf'/);
+  const gz = join(tmp, 'bad.gz');
+  writeFileSync(gz, Buffer.from([0x1f, 0x8b, 8, 0, 1, 2, 3]));
+  const g = await tv(['run', '--kernel', gz]);
+  assert.equal(g.status, 1);
+  assert.match(g.stderr, /kernel '.*bad\.gz' looks gzip-compressed but does not decompress/);
+});
+
+test('no kernel and no default guest: the error names the command that builds it', async () => {
+  const r = await tv(['run'], { env: { TYPEVISOR_CACHE_DIR: join(tmp, 'cache'), TYPEVISOR_GUEST_DIR: '' } });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /typevisor image build/);
+  const p = await tv(['image', 'path'], { env: { TYPEVISOR_CACHE_DIR: join(tmp, 'cache'), TYPEVISOR_GUEST_DIR: '' } });
+  assert.equal(p.status, 0);
+  assert.equal(p.stdout.trim(), join(tmp, 'cache', 'guest'));
+  assert.match(p.stderr, /not built/);
+});
+
+test('run --bios prog.elf: UART output and the SiFive test device exit status', { timeout: 60_000 }, async () => {
+  const elf = await buildElf({ name: 'cli-uart', sources: { 'u.S': UART_EXIT } });
+  const r = await tv(['run', '--bios', elf]);
+  assert.equal(r.stdout, 'hi');
+  assert.equal(r.status, 7);
+});
+
+test('run --bios prog.elf: HTIF console and exit code through tohost', { timeout: 60_000 }, async () => {
+  const elf = await buildElf({ name: 'cli-htif', sources: { 'h.S': HTIF_EXIT } });
+  const r = await tv(['run', '--bios', elf]);
+  assert.equal(r.stdout, 'htif!');
+  assert.equal(r.status, 5);
+});
+
+test('--device loader places a raw file in guest memory', { timeout: 60_000 }, async () => {
+  const src = `
+  .section .text.init
+  .globl _start
+_start:
+  li t0, 0x80100000
+  lbu t1, 0(t0)          # exit code = first byte of the loaded file
+  slli t1, t1, 16
+  li t2, 0x3333
+  or t1, t1, t2
+  li t0, 0x100000
+  sw t1, 0(t0)
+1: j 1b
+`;
+  const elf = await buildElf({ name: 'cli-loader', sources: { 'l.S': src } });
+  const blob = join(tmp, 'blob.bin');
+  writeFileSync(blob, Buffer.from([42, 1, 2, 3]));
+  const r = await tv(['run', '--bios', elf, '--device', `loader,file=${blob},addr=0x80100000`]);
+  assert.equal(r.status, 42);
+});
+
+test('dumpdtb writes a device tree dtc decompiles', async () => {
+  const out = join(tmp, 'virt.dtb');
+  const r = await tv(['dumpdtb', '-m', '1G', '--append', 'console=ttyS0 loglevel=3', '-o', out]);
+  assert.equal(r.status, 0, r.stderr);
+  const dts = await new Promise<string>((resolve, reject) => {
+    const d = spawn('dtc', ['-I', 'dtb', '-O', 'dts', out]);
+    let s = '', err = '';
+    d.stdout.on('data', (b: Buffer) => { s += b; });
+    d.stderr.on('data', (b: Buffer) => { err += b; });
+    d.on('exit', (code) => (code === 0 && err === '' ? resolve(s) : reject(new Error(`dtc: ${code} ${err}`))));
+  });
+  assert.match(dts, /compatible = "riscv-virtio"/);
+  assert.match(dts, /bootargs = "console=ttyS0 loglevel=3"/);
+  assert.match(dts, /reg = <0x00 0x80000000 0x00 0x40000000>/);
+});
+
+test('Linux through the CLI on a pipe: commands run and poweroff exits 0', { timeout: 300_000 }, async () => {
+  let sent = false;
+  const r = await tv(['run', '--kernel', join(guestDir, 'Image'), '--initrd', join(guestDir, 'initramfs.cpio.gz'), '--append', 'console=ttyS0'], {
+    // Type once the shell is up: a pipe stays open, like a user's terminal.
+    input: (write) => {
+      const iv = setInterval(() => {
+        if (!sent) { sent = true; setTimeout(() => { write('echo sum=$((40+2))\n'); write('poweroff\n'); }, 0); }
+      }, 15_000);
+      setTimeout(() => clearInterval(iv), 16_000);
+    },
+    timeoutMs: 280_000,
+  });
+  assert.match(r.stdout, /sum=42/);
+  assert.match(r.stdout, /reboot: Power down/);
+  assert.equal(r.status, 0);
+});
+
+test('console escapes: Ctrl-A X quits, Ctrl-A H helps, Ctrl-A Ctrl-A sends Ctrl-A; pipes pass bytes through', () => {
+  const fakeInput = (tty: boolean): ConsoleInput => ({
+    isTTY: tty, setRawMode: tty ? () => undefined : undefined,
+    on: () => undefined, removeAllListeners: () => undefined, resume: () => undefined, pause: () => undefined,
+  });
+  const sent: number[] = [];
+  let quit = 0;
+  let messages = '';
+  const t = new TerminalConsole(fakeInput(true), { write: (s) => { messages += String(s); } }, (b) => sent.push(...b), () => quit++);
+  t.onData(Buffer.from('ab\x01\x01c\x01h'));
+  assert.deepEqual(sent, [0x61, 0x62, 0x01, 0x63]);
+  assert.match(messages, /C-a x\s+exit/);
+  assert.equal(quit, 0);
+  t.onData(Buffer.from('\x01'));
+  t.onData(Buffer.from('x'));
+  assert.equal(quit, 1);
+  const piped: number[] = [];
+  const p = new TerminalConsole(fakeInput(false), { write: () => undefined }, (b) => piped.push(...b), () => quit++);
+  p.onData(Buffer.from('\x01x'));
+  assert.deepEqual(piped, [0x01, 0x78]);
+  assert.equal(quit, 1);
+});
