@@ -1,0 +1,37 @@
+/** Integer throughput: the same bare-metal program on typevisor and qemu-system-riscv64. */
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildGuest, runTypevisor, runQemu, type Row } from './lib.js';
+
+export async function benchGuestProgram(name: string, cfile: string, scale: number, startup: number): Promise<Row> {
+  const elf = await buildGuest(name, cfile, scale);
+  const path = join(mkdtempSync(join(tmpdir(), 'tv-bench-')), `${name}.elf`);
+  writeFileSync(path, elf);
+  const tv = await runTypevisor(elf);
+  const q = await runQemu(path);
+  if (tv.code !== 0 || q.code !== 0) throw new Error(`${name}: exit codes typevisor ${tv.code}, qemu ${q.code}`);
+  const sumTv = /checksum (\S+)/.exec(tv.output)?.[1], sumQ = /checksum (\S+)/.exec(q.output)?.[1];
+  if (!sumTv || sumTv !== sumQ) throw new Error(`${name}: checksums differ: typevisor ${sumTv}, qemu ${sumQ}`);
+  const qemuCompute = Math.max(q.seconds - startup, 1e-3);
+  const detail: Record<string, number | string> = {
+    instructions: tv.instructions,
+    typevisorMIPS: +(tv.instructions / tv.seconds / 1e6).toFixed(1),
+    qemuMIPS: +(tv.instructions / qemuCompute / 1e6).toFixed(1),
+    qemuWallSeconds: +q.seconds.toFixed(3),
+    checksum: sumTv,
+  };
+  const flops = /flops (\d+)/.exec(tv.output)?.[1];
+  if (flops) {
+    detail.typevisorMflops = +(Number(flops) / tv.seconds / 1e6).toFixed(1);
+    detail.qemuMflops = +(Number(flops) / qemuCompute / 1e6).toFixed(1);
+  }
+  return {
+    name, unit: 'seconds (qemu: minus its start-up)',
+    typevisorSeconds: tv.seconds, qemuSeconds: qemuCompute, ratio: tv.seconds / qemuCompute, detail,
+  };
+}
+
+export function benchCpu(startup: number): Promise<Row> {
+  return benchGuestProgram('cpu', 'cpu.c', 12, startup);
+}

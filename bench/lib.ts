@@ -1,0 +1,80 @@
+/**
+ * Shared benchmark plumbing: build a guest program, run it on typevisor and on
+ * qemu-system-riscv64 (the yardstick), time both.
+ */
+import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildElf, DEFAULT_LINKER_SCRIPT } from '../tests/lib/toolchain.js';
+import { Machine } from '../src/machine/machine.js';
+
+export const benchRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench');
+
+const LINKER = DEFAULT_LINKER_SCRIPT.replace('  _end = .;', '  _end = .;\n  . = ALIGN(16) + 0x10000;\n  __stack_top = .;');
+
+export interface Row {
+  name: string;
+  /** What the figures measure. */
+  unit: string;
+  typevisorSeconds: number;
+  qemuSeconds: number;
+  /** typevisor time / qemu time: how many times slower. */
+  ratio: number;
+  /** Extra figures (MIPS, Mflop/s, ...). */
+  detail: Record<string, number | string>;
+}
+
+export async function buildGuest(name: string, cfile: string, scale: number): Promise<Uint8Array> {
+  const src = (f: string): string => readFileSync(join(benchRoot, 'guest', f), 'utf8');
+  const path = await buildElf({
+    name: `bench-${name}`,
+    sources: { 'start.S': src('start.S'), 'common.h': src('common.h'), [cfile]: src(cfile) },
+    linkerScript: LINKER,
+    cflags: ['-O2', `-DSCALE=${scale}`],
+  });
+  return new Uint8Array(readFileSync(path));
+}
+
+export async function runTypevisor(elf: Uint8Array): Promise<{ seconds: number; instructions: number; output: string; code: number }> {
+  let output = '';
+  const m = new Machine({
+    memoryBytes: 128 << 20, bios: elf, kernel: null, initrd: null, append: '',
+    serial: { write(b: Uint8Array) { output += Buffer.from(b).toString('latin1'); } },
+  });
+  const t0 = performance.now();
+  const exit = await m.run();
+  const seconds = (performance.now() - t0) / 1000;
+  return { seconds, instructions: m.hart.icount, output, code: exit.reason === 'poweroff' ? 0 : exit.code || 1 };
+}
+
+/** Run under qemu-system-riscv64 -M virt with the program as firmware; wall time includes QEMU's start-up. */
+export function runQemu(elfPath: string): Promise<{ seconds: number; output: string; code: number }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const q = spawn('qemu-system-riscv64', ['-M', 'virt', '-m', '128M', '-nographic', '-bios', elfPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '', err = '';
+    q.stdout.on('data', (d: Buffer) => { output += d.toString('latin1'); });
+    q.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    q.on('error', reject);
+    q.on('exit', (code) => {
+      if (code === null) reject(new Error(`qemu killed: ${err}`));
+      else resolve({ seconds: (performance.now() - t0) / 1000, output, code });
+    });
+  });
+}
+
+/** QEMU's own start-up and exit time: a program that exits at once. */
+export async function qemuStartupSeconds(): Promise<number> {
+  const { writeFileSync, mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'tv-bench-'));
+  const words = [0x001002b7, 0x00005337, 0x5553031b, 0x0062a023, 0x0000006f]; // write 0x5555 to the test device
+  const bin = Buffer.alloc(words.length * 4);
+  words.forEach((w, i) => bin.writeUInt32LE(w, i * 4));
+  const f = join(dir, 'exit.bin');
+  writeFileSync(f, bin);
+  let best = Infinity;
+  for (let i = 0; i < 3; i++) best = Math.min(best, (await runQemu(f)).seconds);
+  return best;
+}
