@@ -271,7 +271,8 @@ export class Hart {
   // =====================================================================
 
   private fetchSlow(lo: number, hi: number): (Decoded | undefined)[] {
-    const pa = this.translate(lo & ~0xfff, hi, ACC_X, this.priv);
+    // Translate the exact pc so a fault's tval is the faulting address, then work per page.
+    const pa = this.translate(lo, hi, ACC_X, this.priv) - (lo & 0xfff);
     this.fetchLo = lo & ~0xfff;
     this.fetchHi = hi;
     if (pa >= this.ramBase && pa < this.ramEnd) {
