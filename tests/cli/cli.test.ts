@@ -161,6 +161,16 @@ test('run --bios prog.elf: UART output and the SiFive test device exit status', 
   assert.equal(r.status, 7);
 });
 
+test('a gzip-compressed kernel is accepted (bios none: the kernel runs in M-mode)', { timeout: 60_000 }, async () => {
+  const { gzipSync } = await import('node:zlib');
+  const elf = readFileSync(await buildElf({ name: 'cli-uart', sources: { 'u.S': UART_EXIT } }));
+  const gz = join(tmp, 'kernel.gz');
+  writeFileSync(gz, gzipSync(elf));
+  const r = await tv(['run', '--bios', 'none', '--kernel', gz]);
+  assert.equal(r.stdout, 'hi');
+  assert.equal(r.status, 7);
+});
+
 test('run --bios prog.elf: HTIF console and exit code through tohost', { timeout: 60_000 }, async () => {
   const elf = await buildElf({ name: 'cli-htif', sources: { 'h.S': HTIF_EXIT } });
   const r = await tv(['run', '--bios', elf]);
