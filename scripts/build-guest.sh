@@ -53,7 +53,8 @@ if ((CHECK)); then echo "prerequisites present; output would go to $OUT"; exit 0
 
 mkdir -p "$(dirname "$OUT")"
 WORK="$(mktemp -d "$(dirname "$OUT")/.guest-build.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
+# Keep the work tree (and its logs) if something fails, so the failure can be inspected.
+trap 'status=$?; if [[ $status -eq 0 ]]; then rm -rf "$WORK"; else echo "build-guest: failed; logs kept in $WORK" >&2; fi' EXIT
 echo "working in $WORK"
 
 # Show progress without flooding the terminal: one line in every 100, full log kept.
@@ -65,8 +66,9 @@ KDIR="$WORK/linux-source-6.1"
 
 step 3/6 "building Linux (defconfig, Image) with $JOBS jobs; this is the long part"
 make -C "$KDIR" ARCH=riscv CROSS_COMPILE=$CROSS defconfig > "$WORK/kconfig.log"
-make -C "$KDIR" ARCH=riscv CROSS_COMPILE=$CROSS -j"$JOBS" Image 2>&1 | progress "$WORK/kernel.log"
-[[ ${PIPESTATUS[0]} -eq 0 && -f "$KDIR/arch/riscv/boot/Image" ]] || { tail -n 40 "$WORK/kernel.log" >&2; echo "build-guest: kernel build failed (log above)" >&2; exit 1; }
+if ! make -C "$KDIR" ARCH=riscv CROSS_COMPILE=$CROSS -j"$JOBS" Image 2>&1 | progress "$WORK/kernel.log" || [[ ! -f "$KDIR/arch/riscv/boot/Image" ]]; then
+  tail -n 40 "$WORK/kernel.log" >&2; echo "build-guest: kernel build failed (log above)" >&2; exit 1
+fi
 
 step 4/6 "fetching Debian's busybox source package"
 APT="$WORK/apt"
@@ -83,8 +85,9 @@ step 5/6 "building a static busybox"
 make -C "$BB" ARCH=riscv CROSS_COMPILE=$CROSS defconfig > "$WORK/bbconfig.log"
 sed -i -e 's/^# CONFIG_STATIC is not set/CONFIG_STATIC=y/' -e 's/^CONFIG_TC=y/# CONFIG_TC is not set/' "$BB/.config"
 make -C "$BB" ARCH=riscv CROSS_COMPILE=$CROSS oldconfig < /dev/null > /dev/null
-make -C "$BB" ARCH=riscv CROSS_COMPILE=$CROSS -j"$JOBS" 2>&1 | progress "$WORK/busybox.log"
-[[ ${PIPESTATUS[0]} -eq 0 ]] || { tail -n 40 "$WORK/busybox.log" >&2; echo "build-guest: busybox build failed" >&2; exit 1; }
+if ! make -C "$BB" ARCH=riscv CROSS_COMPILE=$CROSS -j"$JOBS" 2>&1 | progress "$WORK/busybox.log"; then
+  tail -n 40 "$WORK/busybox.log" >&2; echo "build-guest: busybox build failed (log above)" >&2; exit 1
+fi
 ROOT="$WORK/rootfs"
 make -C "$BB" ARCH=riscv CROSS_COMPILE=$CROSS CONFIG_PREFIX="$ROOT" install > /dev/null
 
@@ -96,7 +99,7 @@ install -m 755 "$HERE/guest/rcS" "$ROOT/etc/init.d/rcS"
 install -m 644 "$HERE/guest/profile" "$ROOT/etc/profile"
 install -m 644 "$HERE/guest/passwd" "$ROOT/etc/passwd"
 # gen_initramfs.sh makes device nodes from the list without needing root, and maps our uid to 0.
-"$KDIR/usr/gen_initramfs.sh" -o "$WORK/initramfs.cpio" -u "$(id -u)" -g "$(id -g)" "$ROOT" "$HERE/guest/devices.list"
+(cd "$KDIR" && usr/gen_initramfs.sh -o "$WORK/initramfs.cpio" -u "$(id -u)" -g "$(id -g)" "$ROOT" "$HERE/guest/devices.list")
 gzip -9 -n "$WORK/initramfs.cpio"
 
 STAGE="$WORK/out"
