@@ -16,7 +16,7 @@ import { parseFlags, parseSize, parseAddress, USAGE_STATUS, type FlagSpec, type 
 
 export interface CliIo {
   stdin: ConsoleInput;
-  stdout: ConsoleOutput & { isTTY?: boolean };
+  stdout: ConsoleOutput & { isTTY?: boolean; on?(event: 'error', cb: (e: Error) => void): unknown; off?(event: 'error', cb: (e: Error) => void): unknown };
   stderr: ConsoleOutput;
   env: NodeJS.ProcessEnv;
 }
@@ -167,16 +167,23 @@ async function cmdRun(argv: readonly string[], io: CliIo): Promise<number> {
   const noReboot = p.flags.has('no-reboot');
   const serial = { write: (b: Uint8Array) => { io.stdout.write(b); } };
   let machine = newMachine({ ...base, serial }, p);
-  const term = new TerminalConsole(io.stdin, io.stderr, (b) => machine.sendInput(b), () => machine.stop());
-  const onSignal = (): void => machine.stop();
+  const term = new TerminalConsole(io.stdin, io.stderr, (b) => machine.sendInput(b), () => { stopped = true; machine.stop(); });
+  let stopped = false;
+  const onSignal = (): void => { stopped = true; machine.stop(); };
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', onSignal);
   if (!term.interactive) process.on('SIGINT', onSignal);
+  // The reader of our output went away (a closed pipe): stop the VM, as QEMU would on SIGPIPE.
+  const onOutputError = (): void => { stopped = true; machine.stop(); };
+  io.stdout.on?.('error', onOutputError);
   term.attach();
   try {
     for (;;) {
       const exit = await machine.run();
-      if (exit.reason === 'reset' && !noReboot) {
+      if (exit.reason === 'reset' && !noReboot && !stopped) {
+        // Let the event loop run (signals, input) between boots: a guest may reset at once, forever.
+        await new Promise<void>((r) => setImmediate(r));
+        if (stopped) return 0;
         machine = newMachine({ ...base, serial }, p);
         continue;
       }
@@ -184,6 +191,7 @@ async function cmdRun(argv: readonly string[], io: CliIo): Promise<number> {
     }
   } finally {
     term.detach();
+    io.stdout.off?.('error', onOutputError);
     process.off('SIGTERM', onSignal);
     process.off('SIGHUP', onSignal);
     process.off('SIGINT', onSignal);
