@@ -1,31 +1,58 @@
 /**
  * `npm run bench`: typevisor against qemu-system-riscv64 in the same run.
- * `node dist/bench/run.js [cpu] [fp] [boot]` runs a subset. Results also go to bench/results.json.
+ * `node dist/bench/run.js [--runs N] [cpu] [fp] [boot]` runs a subset, keeping the best of N runs. Results go to bench/results.json;
+ * a subset run replaces only its own rows there and keeps the others.
  */
-import { writeFileSync } from 'node:fs';
+import { writeFileSync, readFileSync, existsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { benchCpu } from './cpu.js';
 import { benchFp } from './fp.js';
 import { benchBoot } from './boot.js';
-import { qemuStartupSeconds, benchRoot, type Row } from './lib.js';
+import { qemuStartupSeconds, benchRoot, bench, type Row } from './lib.js';
+
+const BENCHES = ['cpu', 'fp', 'boot'] as const;
+
+interface Results { date: string; command: string; runs: number; node: string; cpu: string; cores: number; loadavg: number[]; qemu: string; rows: (Row & { date?: string; loadavg?: number[] })[] }
 
 async function main(): Promise<number> {
-  const want = new Set(process.argv.slice(2));
-  const all = want.size === 0;
+  const args = process.argv.slice(2);
+  const ri = args.indexOf('--runs');
+  if (ri >= 0) {
+    const n = Number(args[ri + 1]);
+    if (!Number.isInteger(n) || n < 1 || n > 100) { console.error(`--runs needs a whole number from 1 to 100, not '${args[ri + 1] ?? ''}'`); return 2; }
+    bench.runs = n;
+    args.splice(ri, 2);
+  }
+  const bad = args.filter((a) => !(BENCHES as readonly string[]).includes(a));
+  if (bad.length) {
+    console.error(`unknown benchmark ${bad.map((b) => `'${b}'`).join(', ')}; choose from: ${BENCHES.join(' ')}`);
+    return 2;
+  }
+  const want = new Set<string>(args.length ? args : BENCHES);
+  const argv = process.argv.slice(2);
+  const command = argv.length ? `node dist/bench/run.js ${argv.join(' ')}` : 'npm run bench';
   let qemuVersion = 'unknown';
-  try { qemuVersion = execFileSync('qemu-system-riscv64', ['--version'], { encoding: 'utf8' }).split('\n')[0]; } catch { /* reported below */ }
-  console.log(`typevisor benchmarks: node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} x${cpus().length}, ${qemuVersion}`);
-  const startup = await qemuStartupSeconds();
-  console.log(`qemu start-up + exit: ${startup.toFixed(3)} s (subtracted from qemu's bare-metal times)`);
+  try { qemuVersion = execFileSync('qemu-system-riscv64', ['--version'], { encoding: 'utf8' }).split('\n')[0]; } catch { /* reported by the rows */ }
+  const cpu = cpus()[0]?.model ?? 'unknown CPU', cores = cpus().length;
+  console.log(`command: ${command}`);
+  console.log(`host: node ${process.version}, ${cpu} x${cores}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(`yardstick: ${qemuVersion}`);
+  if (bench.runs > 1) console.log(`best of ${bench.runs} runs for each time`);
+  const load0 = loadavg().map((l) => +l.toFixed(2));
   const rows: Row[] = [];
   const errors: string[] = [];
+  let startup = 0;
+  if (want.has('cpu') || want.has('fp')) {
+    startup = await qemuStartupSeconds();
+    console.log(`qemu start-up + exit: ${startup.toFixed(3)} s (subtracted from qemu's bare-metal times)`);
+  }
   const attempt = async (name: string, f: () => Promise<Row | Row[]>): Promise<void> => {
-    if (!all && !want.has(name)) return;
+    if (!want.has(name)) return;
     try {
       const r = await f();
-      for (const row of Array.isArray(r) ? r : [r]) { rows.push(row); print(row); }
+      for (const row of Array.isArray(r) ? r : [r]) { rows.push(row); printRow(row); }
     } catch (e) {
       errors.push(`${name}: ${(e as Error).message}`);
       console.log(`${name}: FAILED: ${(e as Error).message}`);
@@ -34,13 +61,42 @@ async function main(): Promise<number> {
   await attempt('cpu', () => benchCpu(startup));
   await attempt('fp', () => benchFp(startup));
   await attempt('boot', () => benchBoot());
-  writeFileSync(join(benchRoot, 'results.json'), JSON.stringify({ date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model, qemu: qemuVersion, rows }, null, 2) + '\n');
+
+  console.log('\n' + table(rows));
+  for (const e of errors) console.log(`FAILED ${e}`);
+
+  const file = join(benchRoot, 'results.json');
+  const date = new Date().toISOString();
+  let kept: Results['rows'] = [];
+  if (want.size < BENCHES.length && existsSync(file)) {
+    try {
+      const old = JSON.parse(readFileSync(file, 'utf8')) as Partial<Results>;
+      const fresh = new Set(rows.map((r) => r.name));
+      kept = (old.rows ?? []).filter((r) => !fresh.has(r.name)).map((r) => ({ ...r, date: r.date ?? old.date }));
+    } catch { /* unreadable: start afresh */ }
+  }
+  const out: Results = { date, command, runs: bench.runs, node: process.version, cpu, cores, loadavg: loadavg().map((l) => +l.toFixed(2)), qemu: qemuVersion, rows: [...kept, ...rows.map((r) => ({ ...r, date, loadavg: load0 }))] };
+  writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  console.log(`results: ${file}`);
   return errors.length ? 1 : 0;
 }
 
-function print(r: Row): void {
+function printRow(r: Row): void {
   const d = Object.entries(r.detail).map(([k, v]) => `${k}=${v}`).join(' ');
-  console.log(`${r.name.padEnd(24)} typevisor ${r.typevisorSeconds.toFixed(2).padStart(7)} s   qemu ${r.qemuSeconds.toFixed(3).padStart(7)} s   ratio ${r.ratio.toFixed(1).padStart(6)}x   ${d}`);
+  console.log(`${r.name}: typevisor ${r.typevisorSeconds.toFixed(2)} s, qemu ${r.qemuSeconds.toFixed(3)} s, ratio ${r.ratio.toFixed(1)}x  ${d}`);
+}
+
+function table(rows: Row[]): string {
+  const speed = (r: Row): string => {
+    const d = r.detail;
+    if (d.typevisorMflops !== undefined) return `${d.typevisorMflops} Mflop/s vs ${d.qemuMflops}`;
+    if (d.typevisorMIPS !== undefined) return `${d.typevisorMIPS} MIPS vs ${d.qemuMIPS}`;
+    return '';
+  };
+  const lines = [['benchmark', 'typevisor s', 'qemu s', 'ratio', 'rate (typevisor vs qemu)'],
+    ...rows.map((r) => [r.name, r.typevisorSeconds.toFixed(2), r.qemuSeconds.toFixed(3), `${r.ratio.toFixed(1)}x`, speed(r)])];
+  const w = lines[0].map((_, i) => Math.max(...lines.map((l) => l[i].length)));
+  return lines.map((l) => l.map((c, i) => (i === 0 || i === 4 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ').trimEnd()).join('\n');
 }
 
 main().then((c) => { process.exitCode = c; }, (e: unknown) => { console.error(e); process.exitCode = 1; });
