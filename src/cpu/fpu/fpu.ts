@@ -232,6 +232,10 @@ function fmaD(h: Hart, d: Decoded, negProd: boolean, negC: boolean): void {
   const a = h.f64[F0 + d.rs1], b = h.f64[F0 + d.rs2];
   let c = h.f64[F0 + d.rs3];
   let p = a * b;
+  // A zero times a finite number is an exact (signed) zero: the result is one rounded sum.
+  if (p === 0 && ((a === 0 && Math.abs(b) < Infinity) || (b === 0 && Math.abs(a) < Infinity))) {
+    if (addD(h, d, negProd ? -p : p, negC ? -c : c, rm)) return;
+  }
   const ap = Math.abs(p);
   if (ap >= LO_D && ap < BIG && Math.abs(a) < SPLIT_MAX && Math.abs(b) < SPLIT_MAX && Math.abs(c) < BIG) {
     let e = mulErr(a, b, p); // p + e = a*b exactly
