@@ -156,6 +156,7 @@ function exitStatus(e: MachineExit, io: CliIo): number {
     case 'stopped': return 0;
     case 'reset': io.stderr.write('typevisor: the guest requested a reset\n'); return 0;
     case 'fail': case 'htif': return e.code & 0xff || (e.code === 0 ? 0 : 1);
+    case 'panic': io.stderr.write(`typevisor: guest panic: ${e.message ?? 'unknown'}\n`); return 1;
     case 'error': io.stderr.write(`typevisor: machine error: ${e.message ?? 'unknown'}\n`); return 1;
   }
 }

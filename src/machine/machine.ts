@@ -42,7 +42,8 @@ export interface MachineConfig {
 }
 
 export type MachineExit = {
-  reason: 'poweroff' | 'reset' | 'fail' | 'htif' | 'stopped' | 'error';
+  /** 'panic': the guest wedged itself (a trap reached M-mode with no M-mode firmware); 'error': a host exception (a bug). */
+  reason: 'poweroff' | 'reset' | 'fail' | 'htif' | 'stopped' | 'panic' | 'error';
   code: number;
   message?: string;
 };
@@ -155,7 +156,7 @@ export class Machine {
   private firmwareTrap(): void {
     const h = this.hart;
     const hex = (v: bigint): string => '0x' + BigInt.asUintN(64, v).toString(16);
-    this.finish({ reason: 'error', code: 1, message: `unhandled trap to M-mode: mcause=${hex(h.mcause)} mepc=${hex(h.mepc)} mtval=${hex(h.mtval)}` });
+    this.finish({ reason: 'panic', code: 1, message: `unhandled trap to M-mode: mcause=${hex(h.mcause)} mepc=${hex(h.mepc)} mtval=${hex(h.mtval)}` });
   }
 
   private sleep(ms: number): Promise<void> {
