@@ -7,15 +7,11 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { buildElf, runQemuUser } from '../lib/toolchain.js';
 import { runUser } from '../lib/user.js';
+import { prng } from '../lib/prng.js';
 
 const SEED = Number(process.env.INT_DIFF_SEED ?? 0x1d1ff);
 const PROGRAMS = 5;
 const LENGTH = 2500;
-
-function prng(seed: number): () => number {
-  let s = (seed >>> 0) || 1;
-  return () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return s; };
-}
 
 const INTERESTING = ['0', '1', '-1', '0x7fffffffffffffff', '-0x8000000000000000', '0x80000000', '0x7fffffff',
   '0xffffffff', '-0x80000000', '0x100000000', '63', '64', '-2', '0x5555555555555555', '0xaaaaaaaaaaaaaaaa'];

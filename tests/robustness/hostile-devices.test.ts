@@ -10,14 +10,10 @@ import { Machine } from '../../src/machine/machine.js';
 import { Htif } from '../../src/devices/htif.js';
 import { VIRT } from '../../src/machine/virt.js';
 import type { MmioDevice } from '../../src/devices/device.js';
+import { prng } from '../lib/prng.js';
 
 const SEED = Number(process.env.TYPEVISOR_FUZZ_SEED ?? 0xd1ce);
 const MEM = 16 << 20;
-
-function prng(seed: number): () => number {
-  let s = (seed >>> 0) || 1;
-  return () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return s; };
-}
 
 function machine(): { m: Machine; out: number[]; exits: string[] } {
   const out: number[] = [];

@@ -7,15 +7,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Machine, type MachineExit } from '../../src/machine/machine.js';
+import { prng } from '../lib/prng.js';
 
 const SEED = Number(process.env.TYPEVISOR_FUZZ_SEED ?? 0x7e57);
 const CASES = Number(process.env.TYPEVISOR_FUZZ_CASES ?? 24);
 const RUN_MS = 120;
-
-function prng(seed: number): () => number {
-  let s = (seed >>> 0) || 1;
-  return () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return s; };
-}
 
 /** Addresses worth hitting: every device, register blocks, holes, RAM edges. */
 const TARGETS = [

@@ -13,6 +13,7 @@ import assert from 'node:assert/strict';
 import { Machine, type MachineExit } from '../../src/machine/machine.js';
 import { STATE_REGION_BYTES } from '../../src/machine/bus.js';
 import type { MmioDevice } from '../../src/devices/device.js';
+import { prng } from '../lib/prng.js';
 
 const SEED = Number(process.env.TYPEVISOR_FUZZ_SEED ?? 0x5eed5);
 const CASES = Number(process.env.TYPEVISOR_FUZZ_CASES ?? 16);
@@ -20,11 +21,6 @@ const RUN_MS = 60;
 /** Not a multiple of the 64 KiB WebAssembly page, so the buffer has a tail past RAM to watch. */
 const MEM = (8 << 20) + 0x3000;
 const CANARY = 0xa5;
-
-function prng(seed: number): () => number {
-  let s = (seed >>> 0) || 1;
-  return () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return s; };
-}
 
 const RAM_END = 0x8000_0000 + MEM;
 const TARGETS = [
