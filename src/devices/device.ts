@@ -28,3 +28,47 @@ export interface TimeSource {
 export interface SerialBackend {
   write(data: Uint8Array): void;
 }
+
+/**
+ * A disk as a device model sees it (host side: src/host/storage). Offsets and lengths are
+ * in bytes, multiples of 512. Every method is asynchronous so host I/O never stalls the
+ * vCPU; a rejected promise is an I/O error for that request only (the device reports
+ * VIRTIO_BLK_S_IOERR), never a host crash.
+ */
+export interface BlockBackend {
+  /** Capacity in bytes (a multiple of 512). */
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  /** Up to 20 bytes for VIRTIO_BLK_T_GET_ID (a serial number). */
+  readonly serial: string;
+  read(offset: number, dst: Uint8Array): Promise<void>;
+  write(offset: number, src: Uint8Array): Promise<void>;
+  /** Resolves only when every completed write is durable on the host (fsync). */
+  flush(): Promise<void>;
+  /** The range's contents become unspecified (may be deallocated). */
+  discard(offset: number, length: number): Promise<void>;
+  /** The range reads as zeroes afterwards; `mayUnmap` allows deallocating it. */
+  writeZeroes(offset: number, length: number, mayUnmap: boolean): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The guest side of a network link: what a NIC model offers to a host network backend. */
+export interface NetReceiver {
+  /**
+   * Offer one Ethernet frame (no FCS) to the guest. Returns false if the guest has posted
+   * no receive buffer: the frame was not taken, and the backend keeps it (bounded) or
+   * drops and counts it. `rxReady` is called when buffers appear.
+   */
+  receive(frame: Uint8Array): boolean;
+}
+
+/** A host network backend (src/host/net): user-mode NAT, a switch port, a socket. */
+export interface NetBackend {
+  /** The NIC registers itself; called once before any traffic. */
+  attach(nic: NetReceiver): void;
+  /** One Ethernet frame from the guest (already length-checked). The backend copies what it keeps. */
+  transmit(frame: Uint8Array): void;
+  /** The guest posted receive buffers: the backend may retry frames it holds. */
+  rxReady(): void;
+  close(): void;
+}

@@ -83,6 +83,30 @@ export class Bus {
     this.notifyRamWrite(paddr, data.length);
   }
 
+  /**
+   * DMA read for device models: a view (no copy) of guest RAM [paddr, paddr+len), or null if
+   * any of it is not RAM. Never throws; the caller copies if it keeps the bytes.
+   */
+  dmaView(paddr: number, len: number): Uint8Array | null {
+    if (!Number.isSafeInteger(paddr) || !Number.isSafeInteger(len)) return null;
+    const off = this.ramOffset(paddr, len);
+    return off < 0 ? null : this.u8.subarray(off, off + len);
+  }
+
+  /**
+   * DMA write for device models: copy `src` into guest RAM at paddr and notify the code
+   * caches (and, later, dirty tracking). Returns false, writing nothing, if the range is
+   * not entirely RAM. Never throws.
+   */
+  dmaWrite(paddr: number, src: Uint8Array): boolean {
+    if (!Number.isSafeInteger(paddr)) return false;
+    const off = this.ramOffset(paddr, src.length);
+    if (off < 0) return false;
+    this.u8.set(src, off);
+    if (src.length > 0) this.notifyRamWrite(paddr, src.length);
+    return true;
+  }
+
   /** Read bytes from guest RAM, or undefined if the range is not RAM. Returns a copy. */
   readBytes(paddr: number, len: number): Uint8Array | undefined {
     const off = this.ramOffset(paddr, len);

@@ -73,6 +73,7 @@ export class Machine {
       wallClockMs: cfg.wallClockMs ?? (() => Date.now()),
       onPowerOff: (code) => this.finish({ reason: code === 0 ? 'poweroff' : 'fail', code }),
       onReset: () => this.finish({ reason: 'reset', code: 0 }),
+      wake: () => this.wakeUp(),
     });
     this.hart = this.board.hart;
     this.layout = setupBoot(this.board, this.hart, {
@@ -109,6 +110,12 @@ export class Machine {
     this.board.uart.receive(bytes);
     this.kick();
   }
+
+  /**
+   * Something happened outside the run loop (a device's host I/O completed): service the
+   * devices now and wake a hart sleeping in WFI. Safe to call from any host callback.
+   */
+  wakeUp(): void { this.kick(); }
 
   private kick(): void {
     const w = this.wake;

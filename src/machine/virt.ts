@@ -42,6 +42,11 @@ export interface VirtBoardOptions {
   wallClockMs(): number;
   onPowerOff(code: number): void;
   onReset(): void;
+  /**
+   * Called by devices when something happened outside the run loop (host I/O completed,
+   * network input): the machine runs its device service and wakes a sleeping hart.
+   */
+  wake?(): void;
 }
 
 export interface DtbChosen {
@@ -62,9 +67,12 @@ export class VirtBoard {
   readonly mrom: Rom;
   readonly virtio: VirtioMmioSlot[] = [];
   readonly memoryBytes: number;
+  /** Wake the machine from outside the run loop (async device completions). */
+  readonly wake: () => void;
 
   constructor(opts: VirtBoardOptions) {
     this.memoryBytes = opts.memoryBytes;
+    this.wake = opts.wake ?? (() => {});
     this.bus = new Bus(VIRT.DRAM_BASE, opts.memoryBytes);
     this.clock = new GuestClock(opts.monoClockMs);
     this.hart = new Hart(this.bus, 0, this.clock);
