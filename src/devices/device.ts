@@ -72,3 +72,16 @@ export interface NetBackend {
   rxReady(): void;
   close(): void;
 }
+
+/**
+ * A part of the machine whose state can be saved and loaded (snapshots, migration).
+ * `S` is plain data that survives structuredClone and JSON (numbers, strings, booleans,
+ * arrays, plain objects; Uint8Array for byte buffers), with a `v` version field so that
+ * old states can be migrated or refused. Derived caches are rebuilt by load(), never saved.
+ * Host backends (files, sockets) are not state: they are reattached by the host.
+ */
+export interface Stateful<S extends { v: number }> {
+  save(): S;
+  /** Throws a clear Error for an unknown version or malformed state; never half-loads. */
+  load(state: S): void;
+}
