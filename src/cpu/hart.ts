@@ -5,7 +5,8 @@ import {
   PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, ALL_INTERRUPTS, MIP_SSIP, MIP_STIP, MIP_SEIP,
   SATP_BARE, SATP_SV39, SATP_SV57,
 } from './csr.js';
-import { PC, NPC, SCRATCH, HART_STATE_BYTES, F0 } from './state.js';
+import { PC, NPC, SCRATCH, HART_STATE_BYTES, F0, JIT_RETIRED, JIT_EXIT } from './state.js';
+import { Translator, type JitMemory } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
 
@@ -143,6 +144,12 @@ export class Hart {
   private pendingTvalLo = 0;
   private pendingTvalHi = 0;
   sbi: SbiHandler | null = null;
+  /** The WebAssembly translator, when enabled (enableJit). */
+  jit: Translator | null = null;
+  /** True while a translated block runs (a trap then adds the block's retired count). */
+  private inBlock = false;
+  /** Bumped whenever decoded code is dropped: a translated block that stored into code must stop. */
+  private codeEpoch = 0;
   /** Effective address of the last load/store, as two halves (set by ea()). */
   eaLoV = 0;
   eaHiV = 0;
@@ -211,12 +218,18 @@ export class Hart {
    */
   run(budget: number): number {
     const x32 = this.x32;
+    const jit = this.jit;
     let n = 0;
+    // At a block start (after a control transfer, a trap or entry) translated code may run.
+    let start = true;
     if (this.waiting && !this.attention) return 0;
     while (n < budget) {
       try {
         while (n < budget) {
-          if (this.attention && this.serviceAttention()) return n;
+          if (this.attention) {
+            if (this.serviceAttention()) return n;
+            start = true;
+          }
           const lo = x32[PC * 2];
           const hi = x32[PC * 2 + 1];
           let page = this.fetchPage;
@@ -224,6 +237,23 @@ export class Hart {
           const idx = (lo & 0xfff) >>> 1;
           let d = page[idx];
           if (d === undefined) d = this.decodeAt(page, idx, lo, hi);
+          if (start && jit !== null) {
+            const b = d.block;
+            if (b !== null) {
+              if (n + d.blockLen <= budget) {
+                this.inBlock = true;
+                const k = b();
+                this.inBlock = false;
+                n += k;
+                this.icount += k;
+                continue;
+              }
+            } else if (++d.hits >= jit.threshold && page[idx] === d) {
+              // (An uncached instruction, e.g. one crossing a page, is never a block head.)
+              this.planBlock(d, page, lo);
+              if (d.block !== null) continue;
+            }
+          }
           // pc + len in 32-bit halves (BigInt<->Number round trips are slow); carry into hi.
           const nlo = (lo + d.len) | 0;
           x32[NPC * 2] = nlo;
@@ -233,14 +263,69 @@ export class Hart {
           x32[PC * 2 + 1] = x32[NPC * 2 + 1];
           n++;
           this.icount++;
+          start = d.ends;
         }
       } catch (e) {
         if (e !== TRAP_SIGNAL) throw e;
+        if (this.inBlock) {
+          this.inBlock = false;
+          const k = x32[JIT_RETIRED * 2];
+          n += k;
+          this.icount += k;
+        }
         n++;
         this.takeTrap(this.pendingCause, false, this.pendingTvalLo, this.pendingTvalHi);
+        start = true;
       }
     }
+    if (jit !== null && jit.hasPending) jit.flush();
     return n;
+  }
+
+  /**
+   * Translate code: block starts entered `threshold` times are compiled to WebAssembly
+   * (0: on first entry). Infinity turns the translator off.
+   */
+  enableJit(threshold: number): void {
+    if (threshold === Infinity) { this.jit = null; return; }
+    if (this.jit) { this.jit.threshold = threshold; return; }
+    this.jit = new Translator(this.bus.memory, this.hartId * HART_STATE_BYTES, this.jitMemory(), threshold);
+  }
+
+  /** Plan a block at `head` (in the current fetch page, which is RAM). */
+  private planBlock(head: Decoded, page: (Decoded | undefined)[], lo: number): void {
+    const pageLo = lo & ~0xfff, hi = this.fetchHi, first = lo & 0xfff;
+    const host = this.ramHost + this.fetchPpn * 4096;
+    this.jit!.plan(head, (off) => {
+      const o = first + off;
+      if (o >= 4096) return null;
+      const i = o >>> 1;
+      const d = page[i];
+      if (d !== undefined) return d;
+      // A 32-bit instruction in the page's last parcel crosses into another page: not here.
+      if (o === 4094 && (this.mu16[(host + o) >>> 1] & 3) === 3) return null;
+      return this.decodeAt(page, i, pageLo | o, hi);
+    });
+  }
+
+  /** The memory helpers translated code calls; they flag JIT_EXIT when the block must stop. */
+  private jitMemory(): JitMemory {
+    const x32 = this.x32;
+    const EXIT = JIT_EXIT * 2;
+    const afterLoad = (v: number): number => { if (this.attention) x32[EXIT] = 1; return v; };
+    const afterStore = (epoch: number): void => { if (this.attention || this.codeEpoch !== epoch) x32[EXIT] = 1; };
+    return {
+      load8: (lo, hi) => afterLoad(this.load8(lo, hi)),
+      load8u: (lo, hi) => afterLoad(this.load8u(lo, hi)),
+      load16: (lo, hi) => afterLoad(this.load16(lo, hi)),
+      load16u: (lo, hi) => afterLoad(this.load16u(lo, hi)),
+      load32: (lo, hi) => afterLoad(this.load32(lo, hi)),
+      load64: (lo, hi) => { this.load64(lo, hi); afterLoad(0); },
+      store8: (lo, hi, v) => { const e = this.codeEpoch; this.store8(lo, hi, v); afterStore(e); },
+      store16: (lo, hi, v) => { const e = this.codeEpoch; this.store16(lo, hi, v); afterStore(e); },
+      store32: (lo, hi, v) => { const e = this.codeEpoch; this.store32(lo, hi, v); afterStore(e); },
+      store64: (lo, hi, vlo, vhi) => { const e = this.codeEpoch; this.store64(lo, hi, vlo, vhi); afterStore(e); },
+    };
   }
 
   /** Ask the run loop to return before the next instruction. */
@@ -334,6 +419,7 @@ export class Hart {
 
   /** fence.i and remote fences: drop every decoded page. */
   flushCodeCache(): void {
+    this.codeEpoch++;
     this.codePages.clear();
     this.codeMark.fill(0);
     this.fetchLo = TLB_INVALID;
@@ -342,6 +428,7 @@ export class Hart {
   }
 
   private invalidateCodePage(ppn: number): void {
+    this.codeEpoch++;
     this.codePages.delete(ppn);
     this.codeMark[ppn] = 0;
     if (this.fetchPpn === ppn) {

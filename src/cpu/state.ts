@@ -18,6 +18,10 @@ export const NPC = 34;
 export const SCRATCH = 35;
 /** Second scratch slot (AMO old values, FP temporaries). */
 export const SCRATCH2 = 36;
+/** Translated blocks write here how many instructions retired before a call that may trap. */
+export const JIT_RETIRED = 37;
+/** Set (non-zero) by the hart's memory helpers when a translated block must stop early. */
+export const JIT_EXIT = 38;
 /** f0..f31: 64-bit registers; singles are NaN-boxed (upper 32 bits all ones). */
 export const F0 = 64;
 /** Size of one hart's state block in bytes. */

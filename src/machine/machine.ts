@@ -39,6 +39,11 @@ export interface MachineConfig {
   monoClockMs?: () => number;
   /** Host wall clock in ms since the epoch (default Date.now). */
   wallClockMs?: () => number;
+  /**
+   * The translator: block starts entered this many times are compiled to WebAssembly
+   * (0: at once); Infinity (the default for now) keeps the interpreter alone.
+   */
+  jitThreshold?: number;
 }
 
 export type MachineExit = {
@@ -76,6 +81,7 @@ export class Machine {
       wake: () => this.wakeUp(),
     });
     this.hart = this.board.hart;
+    this.hart.enableJit(cfg.jitThreshold ?? Infinity);
     this.layout = setupBoot(this.board, this.hart, {
       bios: cfg.bios,
       kernel: cfg.kernel,

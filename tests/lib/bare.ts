@@ -3,6 +3,7 @@
  * does: exit through HTIF tohost or the SiFive test finisher; console on UART0.
  */
 import { Machine, type MachineExit } from '../../src/machine/machine.js';
+import { testJitThreshold } from './user.js';
 
 export interface BareResult {
   code: number;
@@ -15,6 +16,7 @@ export async function runBare(elf: Uint8Array, opts: { timeoutMs?: number; memor
   let out = '';
   const dec = new TextDecoder();
   const m = new Machine({
+    jitThreshold: testJitThreshold(),
     memoryBytes: opts.memoryBytes ?? 128 << 20,
     bios: elf,
     kernel: null,

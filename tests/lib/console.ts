@@ -2,6 +2,7 @@
  * Drives a guest's serial console from a test: wait for text, type commands, collect output.
  */
 import { Machine, type MachineConfig, type MachineExit } from '../../src/machine/machine.js';
+import { testJitThreshold } from './user.js';
 
 export class GuestConsole {
   readonly machine: Machine;
@@ -16,6 +17,7 @@ export class GuestConsole {
   constructor(cfg: Omit<MachineConfig, 'serial'>) {
     const dec = new TextDecoder();
     this.machine = new Machine({
+      jitThreshold: testJitThreshold(),
       ...cfg,
       serial: {
         write: (b: Uint8Array) => {

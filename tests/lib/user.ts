@@ -21,7 +21,16 @@ const HOST_CSR = { raw: 0, len: 4, imm: 0 } as unknown as Decoded;
 const SYS_WRITE = 64, SYS_EXIT = 93, SYS_EXIT_GROUP = 94;
 const ENOSYS = -38n, EFAULT = -14n;
 
-export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?: number } = {}): UserResult {
+/** The translator threshold tests use: $TYPEVISOR_JIT (a number, or 'off'), default off. */
+export function testJitThreshold(): number {
+  const v = process.env.TYPEVISOR_JIT;
+  if (v === undefined || v === '' || v === 'off') return Infinity;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`TYPEVISOR_JIT must be a non-negative number or 'off', got '${v}'`);
+  return n;
+}
+
+export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?: number; jitThreshold?: number } = {}): UserResult {
   const img = parseElf(elf);
   const memoryBytes = opts.memoryBytes ?? 64 << 20;
   const bus = new Bus(0x8000_0000, memoryBytes);
@@ -51,6 +60,7 @@ export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?
     },
   };
   hart.sbi = sbi;
+  hart.enableJit(opts.jitThreshold ?? testJitThreshold());
   // Open PMP (S-mode has no access without a matching entry), FS=Initial, then drop to S.
   hart.csrWrite(HOST_CSR, CSR.pmpaddr0, (1n << 54n) - 1n);
   hart.csrWrite(HOST_CSR, CSR.pmpcfg0, 0x1fn);

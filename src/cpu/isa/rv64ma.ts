@@ -7,6 +7,8 @@
  */
 import type { Hart } from '../hart.js';
 import type { InsnSpec } from './types.js';
+import { Op } from '../jit/wasm.js';
+import { bin, binW, div, mulh } from '../jit/emit.js';
 
 const R = 0xfe00707f;
 const INT64_MIN = -0x8000_0000_0000_0000n;
@@ -17,18 +19,21 @@ function setW(h: Hart, rd: number, v: number): void {
 }
 
 export const RV64M: InsnSpec[] = [
-  { name: 'mul', mask: R, match: 0x02000033, format: 'R', ext: 'M', exec(h, d) { h.x[d.rd] = BigInt.asIntN(64, h.x[d.rs1] * h.x[d.rs2]); } },
-  { name: 'mulh', mask: R, match: 0x02001033, format: 'R', ext: 'M', exec(h, d) { h.x[d.rd] = BigInt.asIntN(64, (h.x[d.rs1] * h.x[d.rs2]) >> 64n); } },
+  { name: 'mul', mask: R, match: 0x02000033, format: 'R', ext: 'M', emit: bin(Op.i64_mul), exec(h, d) { h.x[d.rd] = BigInt.asIntN(64, h.x[d.rs1] * h.x[d.rs2]); } },
+  { name: 'mulh', mask: R, match: 0x02001033, format: 'R', ext: 'M', emit: mulh(true, true), exec(h, d) { h.x[d.rd] = BigInt.asIntN(64, (h.x[d.rs1] * h.x[d.rs2]) >> 64n); } },
   {
     name: 'mulhsu', mask: R, match: 0x02002033, format: 'R', ext: 'M',
+    emit: mulh(true, false),
     exec(h, d) { h.x[d.rd] = BigInt.asIntN(64, (h.x[d.rs1] * BigInt.asUintN(64, h.x[d.rs2])) >> 64n); },
   },
   {
     name: 'mulhu', mask: R, match: 0x02003033, format: 'R', ext: 'M',
+    emit: mulh(false, false),
     exec(h, d) { h.x[d.rd] = BigInt.asIntN(64, (BigInt.asUintN(64, h.x[d.rs1]) * BigInt.asUintN(64, h.x[d.rs2])) >> 64n); },
   },
   {
     name: 'div', mask: R, match: 0x02004033, format: 'R', ext: 'M',
+    emit: div(false, Op.i64_div_s, 'ones', true),
     exec(h, d) {
       const a = h.x[d.rs1], b = h.x[d.rs2];
       h.x[d.rd] = b === 0n ? -1n : (a === INT64_MIN && b === -1n) ? INT64_MIN : a / b;
@@ -36,6 +41,7 @@ export const RV64M: InsnSpec[] = [
   },
   {
     name: 'divu', mask: R, match: 0x02005033, format: 'R', ext: 'M',
+    emit: div(false, Op.i64_div_u, 'ones', false),
     exec(h, d) {
       const b = BigInt.asUintN(64, h.x[d.rs2]);
       h.x[d.rd] = b === 0n ? -1n : BigInt.asIntN(64, BigInt.asUintN(64, h.x[d.rs1]) / b);
@@ -43,6 +49,7 @@ export const RV64M: InsnSpec[] = [
   },
   {
     name: 'rem', mask: R, match: 0x02006033, format: 'R', ext: 'M',
+    emit: div(false, Op.i64_rem_s, 'dividend', false),
     exec(h, d) {
       const a = h.x[d.rs1], b = h.x[d.rs2];
       h.x[d.rd] = b === 0n ? a : (a === INT64_MIN && b === -1n) ? 0n : a % b;
@@ -50,14 +57,16 @@ export const RV64M: InsnSpec[] = [
   },
   {
     name: 'remu', mask: R, match: 0x02007033, format: 'R', ext: 'M',
+    emit: div(false, Op.i64_rem_u, 'dividend', false),
     exec(h, d) {
       const a = h.x[d.rs1], b = BigInt.asUintN(64, h.x[d.rs2]);
       h.x[d.rd] = b === 0n ? a : BigInt.asIntN(64, BigInt.asUintN(64, a) % b);
     },
   },
-  { name: 'mulw', mask: R, match: 0x0200003b, format: 'R', ext: 'M', exec(h, d) { setW(h, d.rd, Math.imul(h.x32[d.rs1 * 2], h.x32[d.rs2 * 2])); } },
+  { name: 'mulw', mask: R, match: 0x0200003b, format: 'R', ext: 'M', emit: binW(Op.i32_mul), exec(h, d) { setW(h, d.rd, Math.imul(h.x32[d.rs1 * 2], h.x32[d.rs2 * 2])); } },
   {
     name: 'divw', mask: R, match: 0x0200403b, format: 'R', ext: 'M',
+    emit: div(true, Op.i32_div_s, 'ones', true),
     exec(h, d) {
       const a = h.x32[d.rs1 * 2], b = h.x32[d.rs2 * 2];
       setW(h, d.rd, b === 0 ? -1 : (a === -0x80000000 && b === -1) ? a : (a / b) | 0);
@@ -65,6 +74,7 @@ export const RV64M: InsnSpec[] = [
   },
   {
     name: 'divuw', mask: R, match: 0x0200503b, format: 'R', ext: 'M',
+    emit: div(true, Op.i32_div_u, 'ones', false),
     exec(h, d) {
       const a = h.x32[d.rs1 * 2] >>> 0, b = h.x32[d.rs2 * 2] >>> 0;
       setW(h, d.rd, b === 0 ? -1 : Math.floor(a / b) | 0);
@@ -72,6 +82,7 @@ export const RV64M: InsnSpec[] = [
   },
   {
     name: 'remw', mask: R, match: 0x0200603b, format: 'R', ext: 'M',
+    emit: div(true, Op.i32_rem_s, 'dividend', false),
     exec(h, d) {
       const a = h.x32[d.rs1 * 2], b = h.x32[d.rs2 * 2];
       setW(h, d.rd, b === 0 ? a : (a === -0x80000000 && b === -1) ? 0 : (a % b) | 0);
@@ -79,6 +90,7 @@ export const RV64M: InsnSpec[] = [
   },
   {
     name: 'remuw', mask: R, match: 0x0200703b, format: 'R', ext: 'M',
+    emit: div(true, Op.i32_rem_u, 'dividend', false),
     exec(h, d) {
       const a = h.x32[d.rs1 * 2] >>> 0, b = h.x32[d.rs2 * 2] >>> 0;
       setW(h, d.rd, b === 0 ? a | 0 : (a % b) | 0);

@@ -1,4 +1,8 @@
 import type { Hart } from '../hart.js';
+import type { Emit } from '../jit/emit.js';
+
+/** A translated block: runs from its first instruction, returns how many instructions retired. */
+export type BlockFn = () => number;
 
 /** Instruction formats: they say which fields the decoder extracts and how the disassembler prints. */
 export type Format =
@@ -27,6 +31,14 @@ export class Decoded {
   rm: number;
   imm: number;
   imm64: bigint;
+  /** Times the interpreter entered a block here (translator hotness counter). */
+  hits: number;
+  /** The translated block starting at this instruction, if any. */
+  block: BlockFn | null;
+  /** Instructions in `block` at most (the run loop never overshoots its budget). */
+  blockLen: number;
+  /** spec.ends, copied for the run loop. */
+  ends: boolean;
   constructor(spec: InsnSpec, raw: number, len: number) {
     this.exec = spec.exec;
     this.spec = spec;
@@ -35,6 +47,8 @@ export class Decoded {
     this.step = len === 2 ? 2n : 4n;
     this.rd = 0; this.rs1 = 0; this.rs2 = 0; this.rs3 = 0; this.rm = 0;
     this.imm = 0; this.imm64 = 0n;
+    this.hits = 0; this.block = null; this.blockLen = 0;
+    this.ends = spec.ends === true;
   }
 }
 
@@ -58,6 +72,11 @@ export interface InsnSpec {
   /** Ends a translation block (branches, jumps, traps, CSR writes, fences). */
   readonly ends?: boolean;
   exec(h: Hart, d: Decoded): void;
+  /**
+   * The same semantics for the translator: emit WebAssembly through `e`. Rows without it
+   * end a translated block before them and run in the interpreter.
+   */
+  emit?(e: Emit, d: Decoded): void;
 }
 
 /**

@@ -1,0 +1,286 @@
+/**
+ * The translator: hot guest code becomes WebAssembly.
+ *
+ * The interpreter counts entries at block starts (the instruction after a control
+ * transfer or trap). When a start gets hot, the block from there is planned: straight-line
+ * instructions of one physical page whose rows have an `emit`, up to the first control
+ * transfer. Planned blocks are batched into one module per batch (module compiles are
+ * costly) over the same WebAssembly.Memory that holds registers and RAM; each becomes a
+ * function stored on its first instruction's Decoded, so it shares that decoded page's
+ * lifetime: a store, DMA or fence.i that drops the page drops its blocks too.
+ *
+ * Memory accesses call the hart's load/store helpers (the TLB fast path inside them).
+ * Before each such call the block writes pc and the number of retired instructions, so a
+ * trap inside a block leaves the exact state the interpreter would. When a helper sets
+ * JIT_EXIT (an interrupt became pending, or the store hit translated code) the block
+ * returns after that instruction.
+ */
+import { ModuleBuilder, FunctionBody, Op, ValType } from './wasm.js';
+import type { Emit } from './emit.js';
+import type { Decoded, BlockFn } from '../isa/types.js';
+import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT } from '../state.js';
+
+/** Longest block, in instructions. */
+const MAX_BLOCK = 64;
+/** Blocks per compiled module. */
+const MAX_BATCH = 64;
+
+/** The hart's memory helpers, called by translated loads and stores. */
+export interface JitMemory {
+  load8(lo: number, hi: number): number;
+  load8u(lo: number, hi: number): number;
+  load16(lo: number, hi: number): number;
+  load16u(lo: number, hi: number): number;
+  load32(lo: number, hi: number): number;
+  /** Writes the value to the SCRATCH slot. */
+  load64(lo: number, hi: number): void;
+  store8(lo: number, hi: number, v: number): void;
+  store16(lo: number, hi: number, v: number): void;
+  store32(lo: number, hi: number, v: number): void;
+  store64(lo: number, hi: number, vlo: number, vhi: number): void;
+}
+
+export interface JitStats {
+  blocks: number;
+  compiles: number;
+  compileMs: number;
+  instructions: number;
+  /** Block starts that could not be translated (first instruction has no emitter). */
+  untranslatable: number;
+}
+
+interface Plan { head: Decoded; insns: Decoded[]; offs: number[]; }
+
+export class Translator {
+  /** Entries before a block is translated; 0 translates on first sight, Infinity never. */
+  threshold: number;
+  readonly stats: JitStats = { blocks: 0, compiles: 0, compileMs: 0, instructions: 0, untranslatable: 0 };
+  private pending: Plan[] = [];
+  private readonly imports: WebAssembly.Imports;
+
+  constructor(memory: WebAssembly.Memory, private readonly stateBase: number, mem: JitMemory, threshold: number) {
+    this.threshold = threshold;
+    this.imports = {
+      env: {
+        memory,
+        load8: mem.load8, load8u: mem.load8u, load16: mem.load16, load16u: mem.load16u,
+        load32: mem.load32, load64: mem.load64,
+        store8: mem.store8, store16: mem.store16, store32: mem.store32, store64: mem.store64,
+      },
+    };
+  }
+
+  /**
+   * A block start got hot. `at(off)` returns the decoded instruction at byte offset `off`
+   * from the head (or null past the page or where it cannot be fetched).
+   */
+  plan(head: Decoded, at: (off: number) => Decoded | null): void {
+    const insns: Decoded[] = [];
+    const offs: number[] = [];
+    let off = 0;
+    for (let d: Decoded | null = head; d !== null && insns.length < MAX_BLOCK; d = at(off)) {
+      if (!d.spec.emit) break;
+      insns.push(d);
+      offs.push(off);
+      off += d.len;
+      if (d.spec.ends) break;
+    }
+    if (insns.length === 0) {
+      head.hits = -0x4000_0000; // never again
+      this.stats.untranslatable++;
+      return;
+    }
+    head.hits = -0x4000_0000; // planned: stop counting
+    this.pending.push({ head, insns, offs });
+    if (this.pending.length >= MAX_BATCH || this.threshold <= 0) this.flush();
+  }
+
+  get hasPending(): boolean { return this.pending.length > 0; }
+
+  /** Compile every planned block, in one module. */
+  flush(): void {
+    const plans = this.pending;
+    if (plans.length === 0) return;
+    this.pending = [];
+    const t0 = performance.now();
+    const m = new ModuleBuilder();
+    const I = ValType.I32;
+    const tLoad = m.type([I, I], [I]);
+    const tLoad64 = m.type([I, I], []);
+    const tStore = m.type([I, I, I], []);
+    const tStore64 = m.type([I, I, I, I], []);
+    const fn: Record<string, number> = {};
+    for (const n of ['load8', 'load8u', 'load16', 'load16u', 'load32']) fn[n] = m.importFunc('env', n, tLoad);
+    fn.load64 = m.importFunc('env', 'load64', tLoad64);
+    for (const n of ['store8', 'store16', 'store32']) fn[n] = m.importFunc('env', n, tStore);
+    fn.store64 = m.importFunc('env', 'store64', tStore64);
+    m.importMemory('env', 'memory', 1);
+    const tBlock = m.type([], [I]);
+    plans.forEach((p, i) => {
+      const { body, index } = m.func(tBlock);
+      new BlockWriter(body, this.stateBase, fn).write(p);
+      m.export(`b${i}`, index);
+    });
+    const bytes = m.encode();
+    const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), this.imports);
+    plans.forEach((p, i) => {
+      p.head.block = inst.exports[`b${i}`] as BlockFn;
+      p.head.blockLen = p.insns.length;
+      this.stats.instructions += p.insns.length;
+    });
+    this.stats.blocks += plans.length;
+    this.stats.compiles++;
+    this.stats.compileMs += performance.now() - t0;
+  }
+}
+
+/** Writes one block's function; implements the rows' view (Emit). */
+class BlockWriter implements Emit {
+  private readonly pc0: number;
+  private readonly lo: number;
+  private readonly hi: number;
+  private readonly t64: number[];
+  private readonly t32: number[];
+  /** Index and byte offset of the instruction being emitted. */
+  private k = 0;
+  private off = 0;
+  private len = 4;
+  private ended = false;
+
+  constructor(readonly f: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>) {
+    this.pc0 = f.local(ValType.I64);
+    this.lo = f.local(ValType.I32);
+    this.hi = f.local(ValType.I32);
+    this.t64 = [f.local(ValType.I64), f.local(ValType.I64), f.local(ValType.I64), f.local(ValType.I64)];
+    this.t32 = [f.local(ValType.I32), f.local(ValType.I32)];
+  }
+
+  write(p: Plan): void {
+    const f = this.f;
+    f.i32(this.base).mem(Op.i64_load, 3, PC * 8).set(this.pc0);
+    for (let i = 0; i < p.insns.length; i++) {
+      const d = p.insns[i];
+      this.k = i;
+      this.off = p.offs[i];
+      this.len = d.len;
+      d.spec.emit!(this, d);
+      if (this.ended) return;
+    }
+    // Fell off the end (page end, length limit or an untranslatable instruction next).
+    const last = p.insns.length - 1;
+    this.exit(p.offs[last] + p.insns[last].len, p.insns.length);
+  }
+
+  /** pc = pc0 + off; return count. */
+  private exit(off: number, count: number): void {
+    this.setPc(() => this.pcAt(off));
+    this.f.i32(count).op(Op.return);
+  }
+
+  private pcAt(off: number): void {
+    this.f.get(this.pc0);
+    if (off !== 0) this.f.i64(BigInt(off)).op(Op.i64_add);
+  }
+
+  private setPc(value: () => void): void {
+    this.f.i32(this.base);
+    value();
+    this.f.mem(Op.i64_store, 3, PC * 8);
+  }
+
+  x(r: number): void {
+    if (r === 0) this.f.i64(0n); else this.f.i32(this.base).mem(Op.i64_load, 3, r * 8);
+  }
+
+  x32(r: number): void {
+    if (r === 0) this.f.i32(0); else this.f.i32(this.base).mem(Op.i32_load, 2, r * 8);
+  }
+
+  setX(rd: number, value: () => void): void {
+    this.f.i32(this.base);
+    value();
+    this.f.mem(Op.i64_store, 3, rd * 8);
+  }
+
+  setXw(rd: number, value: () => void): void {
+    this.f.i32(this.base);
+    value();
+    this.f.op(Op.i64_extend_i32_s).mem(Op.i64_store, 3, rd * 8);
+  }
+
+  pcPlus(k: number): void { this.pcAt(this.off + k); }
+
+  tmp64(i: 0 | 1 | 2 | 3): number { return this.t64[i]; }
+  tmp32(i: 0 | 1): number { return this.t32[i]; }
+
+  jump(d: Decoded, target: () => void): void {
+    const t = this.t64[0];
+    target();
+    this.f.set(t);
+    this.setX(d.rd, () => this.pcPlus(d.len));
+    this.setPc(() => this.f.get(t));
+    this.f.i32(this.k + 1).op(Op.return);
+    this.ended = true;
+  }
+
+  branch(d: Decoded, cond: () => void): void {
+    cond();
+    this.f.block(Op.if);
+    this.exit(this.off + d.imm, this.k + 1);
+    this.f.op(Op.end);
+    this.exit(this.off + d.len, this.k + 1);
+    this.ended = true;
+  }
+
+  /** Effective address into lo/hi, and the precise state a trap needs. */
+  private ea(d: Decoded): void {
+    const f = this.f, t = this.t64[0];
+    this.x(d.rs1);
+    if (d.imm !== 0) f.i64(BigInt(d.imm)).op(Op.i64_add);
+    f.tee(t).op(Op.i32_wrap_i64).set(this.lo);
+    f.get(t).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).set(this.hi);
+    this.setPc(() => this.pcAt(this.off));
+    f.i32(this.base).i32(this.k).mem(Op.i32_store, 2, JIT_RETIRED * 8);
+  }
+
+  /** After a helper call: leave the block if the hart asked for it. */
+  private checkExit(): void {
+    const f = this.f;
+    f.i32(this.base).mem(Op.i32_load, 2, JIT_EXIT * 8).block(Op.if);
+    f.i32(this.base).i32(0).mem(Op.i32_store, 2, JIT_EXIT * 8);
+    this.exit(this.off + this.len, this.k + 1);
+    f.op(Op.end);
+  }
+
+  load(d: Decoded, size: 1 | 2 | 4 | 8, signed: boolean): void {
+    const f = this.f;
+    this.ea(d);
+    if (size === 8) {
+      f.get(this.lo).get(this.hi).call(this.fn.load64);
+      this.setX(d.rd, () => f.i32(this.base).mem(Op.i64_load, 3, SCRATCH * 8));
+    } else {
+      const name = size === 1 ? (signed ? 'load8' : 'load8u') : size === 2 ? (signed ? 'load16' : 'load16u') : 'load32';
+      this.setX(d.rd, () => {
+        f.get(this.lo).get(this.hi).call(this.fn[name]);
+        f.op(signed ? Op.i64_extend_i32_s : Op.i64_extend_i32_u);
+      });
+    }
+    this.checkExit();
+  }
+
+  store(d: Decoded, size: 1 | 2 | 4 | 8): void {
+    const f = this.f;
+    this.ea(d);
+    f.get(this.lo).get(this.hi);
+    if (size === 8) {
+      this.x(d.rs2);
+      f.tee(this.t64[1]).op(Op.i32_wrap_i64);
+      f.get(this.t64[1]).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
+      f.call(this.fn.store64);
+    } else {
+      this.x32(d.rs2);
+      f.call(this.fn[size === 1 ? 'store8' : size === 2 ? 'store16' : 'store32']);
+    }
+    this.checkExit();
+  }
+}
