@@ -5,7 +5,9 @@ import {
   PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, ALL_INTERRUPTS, MIP_SSIP, MIP_STIP, MIP_SEIP,
   SATP_BARE, SATP_SV39, SATP_SV57,
 } from './csr.js';
-import { PC, NPC, SCRATCH, HART_STATE_BYTES, F0, JIT_RETIRED, JIT_EXIT } from './state.js';
+import {
+  PC, NPC, SCRATCH, HART_STATE_BYTES, F0, JIT_RETIRED, JIT_EXIT, TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_BYTES, TLB_REGION, TLB_R_PTR, TLB_W_PTR,
+} from './state.js';
 import { Translator, type JitMemory } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
@@ -19,7 +21,6 @@ export interface SbiHandler {
 }
 
 const ACC_R = 0, ACC_W = 1, ACC_X = 2;
-const TLB_SIZE = 1024;
 const TLB_MASK = TLB_SIZE - 1;
 /** A tag that never matches a page-aligned low word. */
 const TLB_INVALID = 1;
@@ -31,12 +32,22 @@ const FS_SHIFT = 13;
 const SUPERPAGE_SPAN = [1, 512, 512 * 512, 512 ** 3, 512 ** 4];
 const SD64 = -0x8000_0000_0000_0000n;
 
-/** One software TLB (direct-mapped by virtual page number) for one access type. */
+/**
+ * One software TLB (direct-mapped by virtual page number) for one access type. Its three
+ * arrays live in the shared memory (state.ts TLB layout) so translated code probes the
+ * same entries inline.
+ */
 class Tlb {
-  readonly tagLo = new Int32Array(TLB_SIZE).fill(TLB_INVALID);
-  readonly tagHi = new Int32Array(TLB_SIZE);
+  readonly tagLo: Int32Array;
+  readonly tagHi: Int32Array;
   /** Host byte offset of the page in the shared memory. */
-  readonly host = new Float64Array(TLB_SIZE);
+  readonly host: Uint32Array;
+  constructor(buf: ArrayBuffer, readonly byteOffset: number) {
+    this.tagLo = new Int32Array(buf, byteOffset, TLB_SIZE);
+    this.tagHi = new Int32Array(buf, byteOffset + TLB_TAG_HI, TLB_SIZE);
+    this.host = new Uint32Array(buf, byteOffset + TLB_HOST, TLB_SIZE);
+    this.flush();
+  }
   flush(): void { this.tagLo.fill(TLB_INVALID); }
 }
 
@@ -118,7 +129,7 @@ export class Hart {
   private satpMode = SATP_BARE;
   private satpRoot = 0;
   /** TLB sets per privilege level (U, S, -, M), so traps and xRETs need no flush. */
-  private readonly tlbSets: Tlb[][] = [0, 1, 2, 3].map(() => [new Tlb(), new Tlb(), new Tlb()]);
+  private readonly tlbSets: Tlb[][];
   private tlbR: Tlb;
   private tlbW: Tlb;
   private tlbX: Tlb;
@@ -175,6 +186,10 @@ export class Hart {
     this.ramEnd = bus.ramBase + bus.ramSize;
     this.ramHost = bus.ramHostOffset;
     this.codeMark = new Uint8Array(bus.ramSize / 4096);
+    // 4 privilege levels x (R, W, X), after the hart state blocks.
+    const tlbBase = TLB_REGION + hartId * 12 * TLB_BYTES;
+    if (tlbBase + 12 * TLB_BYTES > bus.ramHostOffset) throw new Error(`too many harts for the state region`);
+    this.tlbSets = [0, 1, 2, 3].map((p) => [0, 1, 2].map((a) => new Tlb(buf, tlbBase + (p * 3 + a) * TLB_BYTES)));
     this.tlbR = this.tlbSets[3][0];
     this.tlbW = this.tlbSets[3][1];
     this.tlbX = this.tlbSets[3][2];
@@ -242,7 +257,7 @@ export class Hart {
             if (b !== null) {
               if (n + d.blockLen <= budget) {
                 this.inBlock = true;
-                const k = b();
+                const k = b(budget - n);
                 this.inBlock = false;
                 n += k;
                 this.icount += k;
@@ -614,6 +629,9 @@ export class Hart {
     this.tlbW = d[1];
     this.tlbX = this.tlbSets[this.priv][2];
     this.fetchLo = TLB_INVALID;
+    // Translated code finds the data TLBs through these slots.
+    this.x32[TLB_R_PTR * 2] = this.tlbR.byteOffset;
+    this.x32[TLB_W_PTR * 2] = this.tlbW.byteOffset;
   }
 
   /** satp, SUM/MXR changes: recompute the translation mode and drop translations. */

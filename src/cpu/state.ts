@@ -22,7 +22,21 @@ export const SCRATCH2 = 36;
 export const JIT_RETIRED = 37;
 /** Set (non-zero) by the hart's memory helpers when a translated block must stop early. */
 export const JIT_EXIT = 38;
+/** Byte offsets of the current read and write TLBs (set when the privilege changes), for translated code. */
+export const TLB_R_PTR = 39;
+export const TLB_W_PTR = 40;
 /** f0..f31: 64-bit registers; singles are NaN-boxed (upper 32 bits all ones). */
 export const F0 = 64;
 /** Size of one hart's state block in bytes. */
 export const HART_STATE_BYTES = 4096;
+
+/**
+ * Software TLBs, in the shared memory after the hart state blocks: per hart 4 privilege
+ * levels x (read, write, execute), each TLB_SIZE entries as three arrays: tag low word,
+ * tag high word, host byte offset of the page.
+ */
+export const TLB_REGION = 0x8000;
+export const TLB_SIZE = 1024;
+export const TLB_TAG_HI = TLB_SIZE * 4;
+export const TLB_HOST = TLB_SIZE * 8;
+export const TLB_BYTES = TLB_SIZE * 12;

@@ -7,8 +7,8 @@ export interface MmioRegion {
   readonly device: MmioDevice;
 }
 
-/** Bytes reserved at the start of the shared memory for hart state (see cpu/state.ts). */
-export const STATE_REGION_BYTES = 0x10000;
+/** Bytes reserved at the start of the shared memory for hart state and TLBs (see cpu/state.ts). */
+export const STATE_REGION_BYTES = 0x40000;
 
 /**
  * The physical address space: guest RAM plus MMIO regions.

@@ -76,7 +76,7 @@ export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?
   hart.x[2] = BigInt(trapPad - 64);
   const max = opts.maxInsns ?? 200_000_000;
   while (code < 0 && insns < max) {
-    insns += hart.run(Math.min(1_000_000, max - insns));
+    insns += hart.run(Math.min(20_000, max - insns));
     if (hart.priv === PRIV_M) {
       throw new Error(`user program trapped: mcause=${hart.mcause} mepc=0x${BigInt.asUintN(64, hart.mepc).toString(16)} mtval=0x${BigInt.asUintN(64, hart.mtval).toString(16)}`);
     }

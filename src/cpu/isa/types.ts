@@ -1,8 +1,11 @@
 import type { Hart } from '../hart.js';
 import type { Emit } from '../jit/emit.js';
 
-/** A translated block: runs from its first instruction, returns how many instructions retired. */
-export type BlockFn = () => number;
+/**
+ * A translated block: runs from its first instruction with at most `budget` instructions
+ * (at least one pass fits), returns how many retired.
+ */
+export type BlockFn = (budget: number) => number;
 
 /** Instruction formats: they say which fields the decoder extracts and how the disassembler prints. */
 export type Format =

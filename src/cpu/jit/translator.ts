@@ -16,9 +16,10 @@
  * returns after that instruction.
  */
 import { ModuleBuilder, FunctionBody, Op, ValType } from './wasm.js';
+import { SINK } from '../state.js';
 import type { Emit } from './emit.js';
 import type { Decoded, BlockFn } from '../isa/types.js';
-import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT } from '../state.js';
+import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, TLB_R_PTR, TLB_W_PTR, TLB_TAG_HI, TLB_HOST } from '../state.js';
 
 /** Longest block, in instructions. */
 const MAX_BLOCK = 64;
@@ -115,7 +116,7 @@ export class Translator {
     for (const n of ['store8', 'store16', 'store32']) fn[n] = m.importFunc('env', n, tStore);
     fn.store64 = m.importFunc('env', 'store64', tStore64);
     m.importMemory('env', 'memory', 1);
-    const tBlock = m.type([], [I]);
+    const tBlock = m.type([I], [I]);
     plans.forEach((p, i) => {
       const { body, index } = m.func(tBlock);
       new BlockWriter(body, this.stateBase, fn).write(p);
@@ -134,47 +135,124 @@ export class Translator {
   }
 }
 
-/** Writes one block's function; implements the rows' view (Emit). */
+/**
+ * Writes one block's function; implements the rows' view (Emit). Guest registers the
+ * block uses live in Wasm locals: loaded once at entry, stored back at every exit and
+ * before every helper call that may trap (so a trap sees them in memory).
+ */
 class BlockWriter implements Emit {
+  f: FunctionBody;
+  /** Wasm local of each guest register x1..x31 used by the block, or -1. */
+  private readonly reg = new Int32Array(32).fill(-1);
+  /** Registers the block writes (stored back at exits). */
+  private written: number[] = [];
+  /** The first pass only records which registers are used. */
+  private scanning = false;
+  private readonly scanRead = new Uint8Array(33);
+  private readonly scanWrite = new Uint8Array(33);
   private readonly pc0: number;
   private readonly lo: number;
   private readonly hi: number;
   private readonly t64: number[];
   private readonly t32: number[];
+  /** Address of the TLB entry being probed. */
+  private readonly ent: number;
   /** Index and byte offset of the instruction being emitted. */
   private k = 0;
   private off = 0;
+  /** Instructions in one pass of the block. */
+  private passLen = 0;
+  /** Instructions retired by earlier passes of a self-looping block. */
+  private readonly done: number;
   private len = 4;
   private ended = false;
 
-  constructor(readonly f: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>) {
+  constructor(f: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>) {
+    this.f = f;
     this.pc0 = f.local(ValType.I64);
     this.lo = f.local(ValType.I32);
     this.hi = f.local(ValType.I32);
     this.t64 = [f.local(ValType.I64), f.local(ValType.I64), f.local(ValType.I64), f.local(ValType.I64)];
     this.t32 = [f.local(ValType.I32), f.local(ValType.I32)];
+    this.ent = f.local(ValType.I32);
+    this.done = f.local(ValType.I32);
   }
 
+  /**
+   * The function takes the instruction budget left and returns the instructions retired.
+   * Its body is a loop, so a branch back to the block's own head (an inner loop) stays in
+   * WebAssembly while whole passes fit the budget.
+   */
   write(p: Plan): void {
+    this.scan(p);
     const f = this.f;
+    for (let r = 1; r < 32; r++) {
+      if (!this.scanRead[r] && !this.scanWrite[r]) continue;
+      this.reg[r] = f.local(ValType.I64);
+      if (this.scanWrite[r]) this.written.push(r);
+      // Loaded even if only written: an exit before the write stores it back unchanged.
+      f.i32(this.base).mem(Op.i64_load, 3, r * 8).set(this.reg[r]);
+    }
+    this.passLen = p.insns.length;
     f.i32(this.base).mem(Op.i64_load, 3, PC * 8).set(this.pc0);
+    f.block(Op.loop);
     for (let i = 0; i < p.insns.length; i++) {
       const d = p.insns[i];
       this.k = i;
       this.off = p.offs[i];
       this.len = d.len;
       d.spec.emit!(this, d);
-      if (this.ended) return;
+      if (this.ended) { f.op(Op.end).op(Op.unreachable); return; }
     }
     // Fell off the end (page end, length limit or an untranslatable instruction next).
     const last = p.insns.length - 1;
     this.exit(p.offs[last] + p.insns[last].len, p.insns.length);
+    f.op(Op.end).op(Op.unreachable);
   }
 
-  /** pc = pc0 + off; return count. */
+  /** A dry run of the rows' emitters into a scratch body, recording register use. */
+  private scan(p: Plan): void {
+    const real = this.f;
+    this.f = new FunctionBody(0, 0);
+    this.scanning = true;
+    for (let i = 0; i < p.insns.length && !this.ended; i++) {
+      const d = p.insns[i];
+      this.k = i; this.off = p.offs[i]; this.len = d.len;
+      d.spec.emit!(this, d);
+    }
+    this.scanning = false;
+    this.ended = false;
+    this.f = real;
+  }
+
+  /** Store the written registers back to the state block. */
+  private flushRegs(): void {
+    for (const r of this.written) this.f.i32(this.base).get(this.reg[r]).mem(Op.i64_store, 3, r * 8);
+  }
+
+  /** Push done + c: the retired count after `c` instructions of this pass. */
+  private retired(c: number): void {
+    this.f.get(this.done);
+    if (c !== 0) this.f.i32(c).op(Op.i32_add);
+  }
+
+  /** pc = pc0 + off; return done + count. */
   private exit(off: number, count: number): void {
+    this.flushRegs();
     this.setPc(() => this.pcAt(off));
-    this.f.i32(count).op(Op.return);
+    this.retired(count);
+    this.f.op(Op.return);
+  }
+
+  /**
+   * A taken transfer to the block's own head, `depth` levels inside the loop: start
+   * another pass if a whole one fits the budget (param 0), else leave with pc = head.
+   */
+  private loopBack(depth: number): void {
+    const f = this.f;
+    this.retired(this.k + 1);
+    f.tee(this.done).i32(this.passLen).op(Op.i32_add).get(0).op(Op.i32_le_u).br(Op.br_if, depth);
+    this.exit(0, 0);
   }
 
   private pcAt(off: number): void {
@@ -189,23 +267,25 @@ class BlockWriter implements Emit {
   }
 
   x(r: number): void {
-    if (r === 0) this.f.i64(0n); else this.f.i32(this.base).mem(Op.i64_load, 3, r * 8);
+    if (r === 0) { this.f.i64(0n); return; }
+    if (this.scanning) this.scanRead[r] = 1;
+    this.f.get(this.reg[r]);
   }
 
   x32(r: number): void {
-    if (r === 0) this.f.i32(0); else this.f.i32(this.base).mem(Op.i32_load, 2, r * 8);
+    this.x(r);
+    if (r !== 0) this.f.op(Op.i32_wrap_i64); else { this.f.op(Op.drop).i32(0); }
   }
 
   setX(rd: number, value: () => void): void {
-    this.f.i32(this.base);
     value();
-    this.f.mem(Op.i64_store, 3, rd * 8);
+    if (rd === SINK || rd === 0) { this.f.op(Op.drop); return; }
+    if (this.scanning) this.scanWrite[rd] = 1;
+    this.f.set(this.reg[rd]);
   }
 
   setXw(rd: number, value: () => void): void {
-    this.f.i32(this.base);
-    value();
-    this.f.op(Op.i64_extend_i32_s).mem(Op.i64_store, 3, rd * 8);
+    this.setX(rd, () => { value(); this.f.op(Op.i64_extend_i32_s); });
   }
 
   pcPlus(k: number): void { this.pcAt(this.off + k); }
@@ -215,32 +295,66 @@ class BlockWriter implements Emit {
 
   jump(d: Decoded, target: () => void): void {
     const t = this.t64[0];
+    const f = this.f;
+    if (d.spec.format === 'J' && this.off + d.imm === 0) {
+      this.setX(d.rd, () => this.pcPlus(d.len));
+      this.loopBack(0);
+      this.ended = true;
+      return;
+    }
     target();
-    this.f.set(t);
+    f.set(t);
     this.setX(d.rd, () => this.pcPlus(d.len));
-    this.setPc(() => this.f.get(t));
-    this.f.i32(this.k + 1).op(Op.return);
+    this.flushRegs();
+    this.setPc(() => f.get(t));
+    this.retired(this.k + 1);
+    f.op(Op.return);
     this.ended = true;
   }
 
   branch(d: Decoded, cond: () => void): void {
     cond();
     this.f.block(Op.if);
-    this.exit(this.off + d.imm, this.k + 1);
+    if (this.off + d.imm === 0) this.loopBack(1); else this.exit(this.off + d.imm, this.k + 1);
     this.f.op(Op.end);
     this.exit(this.off + d.len, this.k + 1);
     this.ended = true;
   }
 
-  /** Effective address into lo/hi, and the precise state a trap needs. */
+  /** Effective address into lo/hi. */
   private ea(d: Decoded): void {
     const f = this.f, t = this.t64[0];
     this.x(d.rs1);
     if (d.imm !== 0) f.i64(BigInt(d.imm)).op(Op.i64_add);
     f.tee(t).op(Op.i32_wrap_i64).set(this.lo);
     f.get(t).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).set(this.hi);
+  }
+
+  /** Before a helper call that may trap: pc and the retired count, as the interpreter has them. */
+  private precise(): void {
+    this.flushRegs();
     this.setPc(() => this.pcAt(this.off));
-    f.i32(this.base).i32(this.k).mem(Op.i32_store, 2, JIT_RETIRED * 8);
+    this.f.i32(this.base);
+    this.retired(this.k);
+    this.f.mem(Op.i32_store, 2, JIT_RETIRED * 8);
+  }
+
+  /**
+   * Push the i32 condition "the TLB at slot `ptr` maps lo/hi and the access is aligned",
+   * leaving the entry's address in `ent` (the interpreter's fast path, inline).
+   */
+  private tlbHit(ptr: number, size: number): void {
+    const f = this.f, ent = this.ent;
+    f.i32(this.base).mem(Op.i32_load, 2, ptr * 8);
+    f.get(this.lo).i32(10).op(Op.i32_shr_u).i32(0xffc).op(Op.i32_and).op(Op.i32_add).tee(ent);
+    f.mem(Op.i32_load, 2, 0).get(this.lo).i32(-4096).op(Op.i32_and).op(Op.i32_eq);
+    f.get(ent).mem(Op.i32_load, 2, TLB_TAG_HI).get(this.hi).op(Op.i32_eq).op(Op.i32_and);
+    if (size > 1) f.get(this.lo).i32(size - 1).op(Op.i32_and).op(Op.i32_eqz).op(Op.i32_and);
+  }
+
+  /** Push the host address of lo in the page of TLB entry `ent`. */
+  private hostAddr(): void {
+    this.f.get(this.ent).mem(Op.i32_load, 2, TLB_HOST).get(this.lo).i32(0xfff).op(Op.i32_and).op(Op.i32_add);
   }
 
   /** After a helper call: leave the block if the hart asked for it. */
@@ -255,22 +369,40 @@ class BlockWriter implements Emit {
   load(d: Decoded, size: 1 | 2 | 4 | 8, signed: boolean): void {
     const f = this.f;
     this.ea(d);
-    if (size === 8) {
-      f.get(this.lo).get(this.hi).call(this.fn.load64);
-      this.setX(d.rd, () => f.i32(this.base).mem(Op.i64_load, 3, SCRATCH * 8));
-    } else {
-      const name = size === 1 ? (signed ? 'load8' : 'load8u') : size === 2 ? (signed ? 'load16' : 'load16u') : 'load32';
-      this.setX(d.rd, () => {
+    const fast = size === 8 ? Op.i64_load : size === 4 ? (signed ? Op.i64_load32_s : Op.i64_load32_u)
+      : size === 2 ? (signed ? Op.i64_load16_s : Op.i64_load16_u) : (signed ? Op.i64_load8_s : Op.i64_load8_u);
+    const align = size === 8 ? 3 : size === 4 ? 2 : size === 2 ? 1 : 0;
+    this.setX(d.rd, () => {
+      this.tlbHit(TLB_R_PTR, size);
+      f.block(Op.if, ValType.I64);
+      this.hostAddr();
+      f.mem(fast, align, 0);
+      f.op(Op.else);
+      this.precise();
+      if (size === 8) {
+        f.get(this.lo).get(this.hi).call(this.fn.load64);
+        f.i32(this.base).mem(Op.i64_load, 3, SCRATCH * 8);
+      } else {
+        const name = size === 1 ? (signed ? 'load8' : 'load8u') : size === 2 ? (signed ? 'load16' : 'load16u') : 'load32';
         f.get(this.lo).get(this.hi).call(this.fn[name]);
         f.op(signed ? Op.i64_extend_i32_s : Op.i64_extend_i32_u);
-      });
-    }
+      }
+      f.op(Op.end);
+    });
     this.checkExit();
   }
 
   store(d: Decoded, size: 1 | 2 | 4 | 8): void {
     const f = this.f;
     this.ea(d);
+    this.tlbHit(TLB_W_PTR, size);
+    f.block(Op.if);
+    this.hostAddr();
+    this.x(d.rs2);
+    f.mem(size === 8 ? Op.i64_store : size === 4 ? Op.i64_store32 : size === 2 ? Op.i64_store16 : Op.i64_store8,
+      size === 8 ? 3 : size === 4 ? 2 : size === 2 ? 1 : 0, 0);
+    f.op(Op.else);
+    this.precise();
     f.get(this.lo).get(this.hi);
     if (size === 8) {
       this.x(d.rs2);
@@ -281,6 +413,7 @@ class BlockWriter implements Emit {
       this.x32(d.rs2);
       f.call(this.fn[size === 1 ? 'store8' : size === 2 ? 'store16' : 'store32']);
     }
+    f.op(Op.end);
     this.checkExit();
   }
 }
