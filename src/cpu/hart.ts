@@ -257,7 +257,7 @@ export class Hart {
             if (b !== null) {
               if (n + d.blockLen <= budget) {
                 this.inBlock = true;
-                const k = b(budget - n);
+                const k = b(budget - n, 0);
                 this.inBlock = false;
                 n += k;
                 this.icount += k;
@@ -305,21 +305,33 @@ export class Hart {
     if (threshold === Infinity) { this.jit = null; return; }
     if (this.jit) { this.jit.threshold = threshold; return; }
     this.jit = new Translator(this.bus.memory, this.hartId * HART_STATE_BYTES, this.jitMemory(), threshold);
+    this.jit.onFull = () => this.flushCodeCache();
   }
 
-  /** Plan a block at `head` (in the current fetch page, which is RAM). */
+  /**
+   * Plan a block at `head` (in the current fetch page, which is RAM). The translator may
+   * look at other instructions of the same page now or when it compiles (chaining), so
+   * `at` decodes straight from the page's RAM into its decoded-page array.
+   */
   private planBlock(head: Decoded, page: (Decoded | undefined)[], lo: number): void {
-    const pageLo = lo & ~0xfff, hi = this.fetchHi, first = lo & 0xfff;
+    const first = lo & 0xfff;
     const host = this.ramHost + this.fetchPpn * 4096;
+    const mu16 = this.mu16;
     this.jit!.plan(head, (off) => {
       const o = first + off;
-      if (o >= 4096) return null;
+      if (o < 0 || o >= 4096 || (o & 1) !== 0) return null;
       const i = o >>> 1;
-      const d = page[i];
-      if (d !== undefined) return d;
-      // A 32-bit instruction in the page's last parcel crosses into another page: not here.
-      if (o === 4094 && (this.mu16[(host + o) >>> 1] & 3) === 3) return null;
-      return this.decodeAt(page, i, pageLo | o, hi);
+      const known = page[i];
+      if (known !== undefined) return known;
+      let raw = mu16[(host + o) >>> 1];
+      if ((raw & 3) === 3) {
+        // A 32-bit instruction in the page's last parcel crosses into another page: not here.
+        if (o === 4094) return null;
+        raw |= mu16[((host + o) >>> 1) + 1] << 16;
+      }
+      const d = decode(raw | 0);
+      page[i] = d;
+      return d;
     });
   }
 
@@ -435,6 +447,7 @@ export class Hart {
   /** fence.i and remote fences: drop every decoded page. */
   flushCodeCache(): void {
     this.codeEpoch++;
+    this.jit?.reset();
     this.codePages.clear();
     this.codeMark.fill(0);
     this.fetchLo = TLB_INVALID;

@@ -3,9 +3,10 @@ import type { Emit } from '../jit/emit.js';
 
 /**
  * A translated block: runs from its first instruction with at most `budget` instructions
- * (at least one pass fits), returns how many retired.
+ * (at least one pass fits); `done` counts instructions already retired by the blocks that
+ * chained into it. Returns the total retired.
  */
-export type BlockFn = (budget: number) => number;
+export type BlockFn = (budget: number, done: number) => number;
 
 /** Instruction formats: they say which fields the decoder extracts and how the disassembler prints. */
 export type Format =
@@ -40,6 +41,8 @@ export class Decoded {
   block: BlockFn | null;
   /** Instructions in `block` at most (the run loop never overshoots its budget). */
   blockLen: number;
+  /** Slot in the translator's function table for chained entry (-1: none yet). */
+  slot: number;
   /** spec.ends, copied for the run loop. */
   ends: boolean;
   constructor(spec: InsnSpec, raw: number, len: number) {
@@ -50,7 +53,7 @@ export class Decoded {
     this.step = len === 2 ? 2n : 4n;
     this.rd = 0; this.rs1 = 0; this.rs2 = 0; this.rs3 = 0; this.rm = 0;
     this.imm = 0; this.imm64 = 0n;
-    this.hits = 0; this.block = null; this.blockLen = 0;
+    this.hits = 0; this.block = null; this.blockLen = 0; this.slot = -1;
     this.ends = spec.ends === true;
   }
 }

@@ -50,7 +50,23 @@ export interface JitStats {
   untranslatable: number;
 }
 
-interface Plan { head: Decoded; insns: Decoded[]; offs: number[]; }
+/** Decoded instruction at a byte offset from a block's head, in the same page (or null). */
+type At = (off: number) => Decoded | null;
+
+interface Plan { head: Decoded; insns: Decoded[]; offs: number[]; at: At; }
+
+/** Table slots before the translation cache is dropped and refilled (bounds its memory). */
+const MAX_SLOTS = 1 << 16;
+
+/** Does this engine have tail calls (WebAssembly 3.0 return_call_indirect)? Chaining needs them. */
+function hasTailCalls(): boolean {
+  const m = new ModuleBuilder();
+  const t = m.type([], []);
+  m.importTable('env', 'table', 1);
+  const { body } = m.func(t);
+  body.i32(0).code.byte(Op.return_call_indirect).u32(t).u32(0);
+  return WebAssembly.validate(m.encode());
+}
 
 export class Translator {
   /** Entries before a block is translated; 0 translates on first sight, Infinity never. */
@@ -58,12 +74,28 @@ export class Translator {
   readonly stats: JitStats = { blocks: 0, compiles: 0, compileMs: 0, instructions: 0, untranslatable: 0 };
   private pending: Plan[] = [];
   private readonly imports: WebAssembly.Imports;
+  /** Every block and chaining target has a slot; a target not yet compiled holds `stub`. */
+  private readonly table: WebAssembly.Table;
+  private nextSlot = 0;
+  private readonly stub: BlockFn;
+  readonly chaining: boolean;
+  /** Called when the table is full: the hart drops all decoded code (and so all blocks). */
+  onFull: () => void = () => {};
 
   constructor(memory: WebAssembly.Memory, private readonly stateBase: number, mem: JitMemory, threshold: number) {
     this.threshold = threshold;
+    this.chaining = hasTailCalls();
+    this.table = new WebAssembly.Table({ initial: 1024, element: 'anyfunc' });
+    // The stub returns to the dispatcher: the chaining block already stored pc.
+    const sm = new ModuleBuilder();
+    const { body, index } = sm.func(sm.type([ValType.I32, ValType.I32], [ValType.I32]));
+    body.get(1);
+    sm.export('stub', index);
+    this.stub = new WebAssembly.Instance(new WebAssembly.Module(sm.encode())).exports.stub as BlockFn;
     this.imports = {
       env: {
         memory,
+        table: this.table,
         load8: mem.load8, load8u: mem.load8u, load16: mem.load16, load16u: mem.load16u,
         load32: mem.load32, load64: mem.load64,
         store8: mem.store8, store16: mem.store16, store32: mem.store32, store64: mem.store64,
@@ -75,7 +107,7 @@ export class Translator {
    * A block start got hot. `at(off)` returns the decoded instruction at byte offset `off`
    * from the head (or null past the page or where it cannot be fetched).
    */
-  plan(head: Decoded, at: (off: number) => Decoded | null): void {
+  plan(head: Decoded, at: At): void {
     const insns: Decoded[] = [];
     const offs: number[] = [];
     let off = 0;
@@ -92,11 +124,28 @@ export class Translator {
       return;
     }
     head.hits = -0x4000_0000; // planned: stop counting
-    this.pending.push({ head, insns, offs });
+    this.pending.push({ head, insns, offs, at });
     if (this.pending.length >= MAX_BATCH || this.threshold <= 0) this.flush();
   }
 
   get hasPending(): boolean { return this.pending.length > 0; }
+
+  /** The table slot of a block start (allocated on first use, holding the stub), or -1. */
+  private slotFor(d: Decoded | null): number {
+    if (d === null) return -1;
+    if (d.slot >= 0) return d.slot;
+    const slot = this.nextSlot++;
+    if (slot >= this.table.length) this.table.grow(Math.min(this.table.length, MAX_SLOTS - this.table.length));
+    this.table.set(slot, d.block ?? this.stub);
+    d.slot = slot;
+    return slot;
+  }
+
+  /** The decoded code was all dropped: slots can be reused. */
+  reset(): void {
+    this.pending = [];
+    this.nextSlot = 0;
+  }
 
   /** Compile every planned block, in one module. */
   flush(): void {
@@ -116,17 +165,27 @@ export class Translator {
     for (const n of ['store8', 'store16', 'store32']) fn[n] = m.importFunc('env', n, tStore);
     fn.store64 = m.importFunc('env', 'store64', tStore64);
     m.importMemory('env', 'memory', 1);
-    const tBlock = m.type([I], [I]);
+    m.importTable('env', 'table', 1);
+    const tBlock = m.type([I, I], [I]);
+    // Chaining targets of this batch need slots before the table can hold them.
+    if (this.nextSlot + plans.length * 3 > MAX_SLOTS) {
+      this.nextSlot = 0;
+      this.onFull();
+      return;
+    }
     plans.forEach((p, i) => {
       const { body, index } = m.func(tBlock);
-      new BlockWriter(body, this.stateBase, fn).write(p);
+      const chain = this.chaining ? (off: number): number => this.slotFor(p.at(off)) : null;
+      new BlockWriter(body, this.stateBase, fn, tBlock, chain).write(p);
       m.export(`b${i}`, index);
     });
     const bytes = m.encode();
     const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), this.imports);
     plans.forEach((p, i) => {
-      p.head.block = inst.exports[`b${i}`] as BlockFn;
+      const b = inst.exports[`b${i}`] as BlockFn;
+      p.head.block = b;
       p.head.blockLen = p.insns.length;
+      this.table.set(this.slotFor(p.head), b);
       this.stats.instructions += p.insns.length;
     });
     this.stats.blocks += plans.length;
@@ -162,12 +221,15 @@ class BlockWriter implements Emit {
   private off = 0;
   /** Instructions in one pass of the block. */
   private passLen = 0;
-  /** Instructions retired by earlier passes of a self-looping block. */
-  private readonly done: number;
+  /** Param 1: instructions retired before this pass (chained blocks, earlier passes). */
+  private readonly done = 1;
   private len = 4;
   private ended = false;
 
-  constructor(f: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>) {
+  constructor(
+    f: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>,
+    private readonly blockType: number, private readonly chain: ((off: number) => number) | null,
+  ) {
     this.f = f;
     this.pc0 = f.local(ValType.I64);
     this.lo = f.local(ValType.I32);
@@ -175,7 +237,6 @@ class BlockWriter implements Emit {
     this.t64 = [f.local(ValType.I64), f.local(ValType.I64), f.local(ValType.I64), f.local(ValType.I64)];
     this.t32 = [f.local(ValType.I32), f.local(ValType.I32)];
     this.ent = f.local(ValType.I32);
-    this.done = f.local(ValType.I32);
   }
 
   /**
@@ -236,12 +297,24 @@ class BlockWriter implements Emit {
     if (c !== 0) this.f.i32(c).op(Op.i32_add);
   }
 
-  /** pc = pc0 + off; return done + count. */
-  private exit(off: number, count: number): void {
+  /**
+   * pc = pc0 + off; return done + count. With `chain`, a target in the same page goes on
+   * in its block by a tail call, if a whole block of the longest kind still fits the budget
+   * (a target not yet translated is the stub, which returns to the dispatcher).
+   */
+  private exit(off: number, count: number, chain = true): void {
+    const f = this.f;
     this.flushRegs();
     this.setPc(() => this.pcAt(off));
     this.retired(count);
-    this.f.op(Op.return);
+    const slot = chain && this.chain && !this.scanning ? this.chain(off) : -1;
+    if (slot >= 0) {
+      const t = this.t32[0];
+      f.tee(t).i32(MAX_BLOCK).op(Op.i32_add).get(0).op(Op.i32_le_u).block(Op.if);
+      f.get(0).get(t).i32(slot).code.byte(Op.return_call_indirect).u32(this.blockType).u32(0);
+      f.op(Op.end).get(t);
+    }
+    f.op(Op.return);
   }
 
   /**
@@ -252,7 +325,7 @@ class BlockWriter implements Emit {
     const f = this.f;
     this.retired(this.k + 1);
     f.tee(this.done).i32(this.passLen).op(Op.i32_add).get(0).op(Op.i32_le_u).br(Op.br_if, depth);
-    this.exit(0, 0);
+    this.exit(0, 0, false);
   }
 
   private pcAt(off: number): void {
@@ -362,7 +435,7 @@ class BlockWriter implements Emit {
     const f = this.f;
     f.i32(this.base).mem(Op.i32_load, 2, JIT_EXIT * 8).block(Op.if);
     f.i32(this.base).i32(0).mem(Op.i32_store, 2, JIT_EXIT * 8);
-    this.exit(this.off + this.len, this.k + 1);
+    this.exit(this.off + this.len, this.k + 1, false);
     f.op(Op.end);
   }
 
