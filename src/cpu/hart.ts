@@ -352,6 +352,15 @@ export class Hart {
       store16: (lo, hi, v) => { const e = this.codeEpoch; this.store16(lo, hi, v); afterStore(e); },
       store32: (lo, hi, v) => { const e = this.codeEpoch; this.store32(lo, hi, v); afterStore(e); },
       store64: (lo, hi, vlo, vhi) => { const e = this.codeEpoch; this.store64(lo, hi, vlo, vhi); afterStore(e); },
+      exec: (d) => {
+        const e = this.codeEpoch;
+        // As the interpreter does: NPC = pc + len (rows that take this path never jump).
+        const lo = x32[PC * 2], nlo = (lo + d.len) | 0;
+        x32[NPC * 2] = nlo;
+        x32[NPC * 2 + 1] = (nlo >>> 0) < (lo >>> 0) ? (x32[PC * 2 + 1] + 1) | 0 : x32[PC * 2 + 1];
+        d.exec(this, d);
+        afterStore(e);
+      },
     };
   }
 

@@ -12,11 +12,11 @@ export interface BareResult {
   message?: string;
 }
 
-export async function runBare(elf: Uint8Array, opts: { timeoutMs?: number; memoryBytes?: number } = {}): Promise<BareResult> {
+export async function runBare(elf: Uint8Array, opts: { timeoutMs?: number; memoryBytes?: number; jitThreshold?: number } = {}): Promise<BareResult> {
   let out = '';
   const dec = new TextDecoder();
   const m = new Machine({
-    jitThreshold: testJitThreshold(),
+    jitThreshold: opts.jitThreshold ?? testJitThreshold(),
     memoryBytes: opts.memoryBytes ?? 128 << 20,
     bios: elf,
     kernel: null,

@@ -15,6 +15,8 @@ export interface UserResult {
   code: number;
   hart: Hart;
   instructions: number;
+  /** With stopOnTrap: the program trapped to M-mode (mcause/mepc/mtval are on the hart). */
+  trapped?: boolean;
 }
 
 const HOST_CSR = { raw: 0, len: 4, imm: 0 } as unknown as Decoded;
@@ -30,7 +32,11 @@ export function testJitThreshold(): number {
   return n;
 }
 
-export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?: number; jitThreshold?: number } = {}): UserResult {
+/**
+ * `stopOnTrap`: a trap to M-mode ends the run (result.trapped) instead of throwing, so a
+ * test can compare the architectural state at the fault.
+ */
+export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?: number; jitThreshold?: number; stopOnTrap?: boolean } = {}): UserResult {
   const img = parseElf(elf);
   const memoryBytes = opts.memoryBytes ?? 64 << 20;
   const bus = new Bus(0x8000_0000, memoryBytes);
@@ -78,6 +84,7 @@ export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?
   while (code < 0 && insns < max) {
     insns += hart.run(Math.min(20_000, max - insns));
     if (hart.priv === PRIV_M) {
+      if (opts.stopOnTrap) return { stdout: new Uint8Array(0), code, hart, instructions: insns, trapped: true };
       throw new Error(`user program trapped: mcause=${hart.mcause} mepc=0x${BigInt.asUintN(64, hart.mepc).toString(16)} mtval=0x${BigInt.asUintN(64, hart.mtval).toString(16)}`);
     }
     if (hart.waiting) throw new Error('user program executed wfi with nothing to wake it');

@@ -39,6 +39,8 @@ export interface JitMemory {
   store16(lo: number, hi: number, v: number): void;
   store32(lo: number, hi: number, v: number): void;
   store64(lo: number, hi: number, vlo: number, vhi: number): void;
+  /** Run one instruction through its row's `exec` (rows without an emitter). */
+  exec(d: Decoded): void;
 }
 
 export interface JitStats {
@@ -77,6 +79,8 @@ export class Translator {
   /** Every block and chaining target has a slot; a target not yet compiled holds `stub`. */
   private readonly table: WebAssembly.Table;
   private nextSlot = 0;
+  /** Instructions that blocks run through their rows' exec, by index (the `exec` import's argument). */
+  private execs: Decoded[] = [];
   private readonly stub: BlockFn;
   readonly chaining: boolean;
   /** Called when the table is full: the hart drops all decoded code (and so all blocks). */
@@ -99,6 +103,7 @@ export class Translator {
         load8: mem.load8, load8u: mem.load8u, load16: mem.load16, load16u: mem.load16u,
         load32: mem.load32, load64: mem.load64,
         store8: mem.store8, store16: mem.store16, store32: mem.store32, store64: mem.store64,
+        exec: (i: number) => mem.exec(this.execs[i]),
       },
     };
   }
@@ -112,7 +117,9 @@ export class Translator {
     const offs: number[] = [];
     let off = 0;
     for (let d: Decoded | null = head; d !== null && insns.length < MAX_BLOCK; d = at(off)) {
-      if (!d.spec.emit) break;
+      // Rows without an emitter run through their exec from the block, except control
+      // transfers and system instructions (they end blocks) and illegal encodings.
+      if (!d.spec.emit && (d.ends || d.spec.name === 'illegal')) break;
       insns.push(d);
       offs.push(off);
       off += d.len;
@@ -145,6 +152,7 @@ export class Translator {
   reset(): void {
     this.pending = [];
     this.nextSlot = 0;
+    this.execs = [];
   }
 
   /** Compile every planned block, in one module. */
@@ -164,6 +172,7 @@ export class Translator {
     fn.load64 = m.importFunc('env', 'load64', tLoad64);
     for (const n of ['store8', 'store16', 'store32']) fn[n] = m.importFunc('env', n, tStore);
     fn.store64 = m.importFunc('env', 'store64', tStore64);
+    fn.exec = m.importFunc('env', 'exec', m.type([I], []));
     m.importMemory('env', 'memory', 1);
     m.importTable('env', 'table', 1);
     const tBlock = m.type([I, I], [I]);
@@ -176,7 +185,7 @@ export class Translator {
     plans.forEach((p, i) => {
       const { body, index } = m.func(tBlock);
       const chain = this.chaining ? (off: number): number => this.slotFor(p.at(off)) : null;
-      new BlockWriter(body, this.stateBase, fn, tBlock, chain).write(p);
+      new BlockWriter(body, this.stateBase, fn, tBlock, chain, this.execs).write(p);
       m.export(`b${i}`, index);
     });
     const bytes = m.encode();
@@ -229,6 +238,7 @@ class BlockWriter implements Emit {
   constructor(
     f: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>,
     private readonly blockType: number, private readonly chain: ((off: number) => number) | null,
+    private readonly execs: Decoded[],
   ) {
     this.f = f;
     this.pc0 = f.local(ValType.I64);
@@ -262,13 +272,27 @@ class BlockWriter implements Emit {
       this.k = i;
       this.off = p.offs[i];
       this.len = d.len;
-      d.spec.emit!(this, d);
+      this.emitOne(d);
       if (this.ended) { f.op(Op.end).op(Op.unreachable); return; }
     }
     // Fell off the end (page end, length limit or an untranslatable instruction next).
     const last = p.insns.length - 1;
     this.exit(p.offs[last] + p.insns[last].len, p.insns.length);
     f.op(Op.end).op(Op.unreachable);
+  }
+
+  private emitOne(d: Decoded): void {
+    if (d.spec.emit) { d.spec.emit(this, d); return; }
+    if (this.scanning) return;
+    // The row's exec reads and writes the state block: store locals, run it, reload rd.
+    const f = this.f;
+    this.precise();
+    f.i32(this.execs.length).call(this.fn.exec);
+    this.execs.push(d);
+    if (!d.spec.fd && d.rd !== SINK && d.rd !== 0 && this.reg[d.rd] >= 0) {
+      f.i32(this.base).mem(Op.i64_load, 3, d.rd * 8).set(this.reg[d.rd]);
+    }
+    this.checkExit();
   }
 
   /** A dry run of the rows' emitters into a scratch body, recording register use. */
@@ -279,7 +303,7 @@ class BlockWriter implements Emit {
     for (let i = 0; i < p.insns.length && !this.ended; i++) {
       const d = p.insns[i];
       this.k = i; this.off = p.offs[i]; this.len = d.len;
-      d.spec.emit!(this, d);
+      this.emitOne(d);
     }
     this.scanning = false;
     this.ended = false;

@@ -1,0 +1,281 @@
+/**
+ * The translator against the interpreter: the same programs, run with translation off,
+ * at threshold 0 (everything translated at once) and at a small threshold (mixed), must
+ * agree on output, registers and instruction counts; faults inside translated blocks must
+ * leave exactly the interpreter's state; stores into a running block's own code, budgets
+ * and interrupts raised by a block's MMIO store must behave as in the interpreter.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { buildElf } from '../lib/toolchain.js';
+import { runUser, type UserResult } from '../lib/user.js';
+import { runBare } from '../lib/bare.js';
+import { CSR } from '../../src/cpu/csr.js';
+
+const EXIT = String.raw`
+  .macro EXIT code
+    li a0, \code
+    li a7, 93
+    ecall
+  .endm
+`;
+
+/** Integer work with loops, calls, indirect jumps, every load/store width and M ops; prints a checksum. */
+const WORKLOAD = EXIT + String.raw`
+  .globl _start
+_start:
+  la s0, buf
+  li s1, 0                  # checksum
+  li s2, 300                # outer iterations
+outer:
+  # fill buf with a pattern, all widths
+  li t0, 0
+fill:
+  slli t1, t0, 3
+  add t2, s0, t1
+  mul t3, t0, s2
+  xor t3, t3, s1
+  sd t3, 0(t2)
+  sw t3, 8*64(t2)
+  sh t3, 8*64+4(t2)
+  sb t0, 8*64+6(t2)
+  addi t0, t0, 1
+  li t4, 64
+  blt t0, t4, fill
+  # sum with sign- and zero-extending loads
+  li t0, 0
+sum:
+  slli t1, t0, 3
+  add t2, s0, t1
+  ld t3, 0(t2)
+  lw t4, 8*64(t2)
+  lwu t5, 8*64(t2)
+  lh t6, 8*64+4(t2)
+  lhu a1, 8*64+4(t2)
+  lb a2, 8*64+6(t2)
+  lbu a3, 8*64+6(t2)
+  add s1, s1, t3
+  xor s1, s1, t4
+  add s1, s1, t5
+  sub s1, s1, t6
+  add s1, s1, a1
+  xor s1, s1, a2
+  add s1, s1, a3
+  addi t0, t0, 1
+  li a4, 64
+  bne t0, a4, sum
+  # a call and an indirect call
+  mv a0, s1
+  call mix
+  la t0, mix
+  jalr t0
+  mv s1, a0
+  addi s2, s2, -1
+  bnez s2, outer
+  la t0, out
+  sd s1, 0(t0)
+  li a0, 1
+  la a1, out
+  li a2, 8
+  li a7, 64
+  ecall
+  EXIT 0
+mix:
+  li t1, 0x9e3779b97f4a7c15
+  mulhu t2, a0, t1
+  mulh t3, a0, t1
+  mulhsu t4, a0, t1
+  div t5, a0, t1
+  remu t6, a0, t1
+  divw a5, a0, t1
+  remw a6, a0, t1
+  add a0, a0, t2
+  xor a0, a0, t3
+  add a0, a0, t4
+  xor a0, a0, t5
+  add a0, a0, t6
+  add a0, a0, a5
+  xor a0, a0, a6
+  slli a0, a0, 1
+  addiw a0, a0, 7
+  ret
+  .bss
+  .align 3
+buf: .space 8*64*2
+out: .space 8
+`;
+
+function regs(r: UserResult): bigint[] {
+  return Array.from({ length: 32 }, (_, i) => r.hart.reg(i));
+}
+
+test('translated code agrees with the interpreter: output, registers, instruction counts', { timeout: 60_000 }, async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-workload', sources: { 'w.S': WORKLOAD } }));
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  assert.equal(ref.code, 0);
+  for (const th of [0, 3]) {
+    const r = runUser(elf, { jitThreshold: th });
+    assert.equal(r.code, 0);
+    assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}: checksum`);
+    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers`);
+    assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
+    const st = r.hart.jit!.stats;
+    assert.ok(st.blocks >= 8, `threshold ${th}: ${st.blocks} blocks translated`);
+    assert.ok(st.compiles < st.blocks || th === 0, 'blocks are batched into modules');
+  }
+});
+
+/** Hot loop, then a faulting load in the middle of a block with registers changed before it. */
+const FAULT = EXIT + String.raw`
+  .globl _start
+_start:
+  li s0, 5000
+  la s1, data
+  li s2, 0
+loop:
+  addi s2, s2, 3
+  ld t0, 0(s1)
+  add s3, s2, t0
+  xori s4, s3, 0x55
+  addi s0, s0, -1
+  bnez s0, loop
+  # the same shape once more, now through a pointer that faults (outside RAM)
+  li s1, 0x1000
+  li s5, 7
+again:
+  addi s2, s2, 3
+  mul s6, s2, s5
+  ld t0, 8(s1)
+  add s3, s2, t0
+  j again
+  .data
+  .align 3
+data: .dword 5
+`;
+
+test('a fault in the middle of a translated block leaves the interpreter\'s exact state', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-fault', sources: { 'f.S': FAULT } }));
+  const ref = runUser(elf, { jitThreshold: Infinity, stopOnTrap: true });
+  assert.equal(ref.trapped, true);
+  assert.equal(ref.hart.mcause, 5n, 'load access fault');
+  assert.equal(ref.hart.mtval, 0x1008n);
+  for (const th of [0, 2]) {
+    const r = runUser(elf, { jitThreshold: th, stopOnTrap: true });
+    assert.equal(r.trapped, true);
+    assert.deepEqual([r.hart.mcause, r.hart.mepc, r.hart.mtval], [ref.hart.mcause, ref.hart.mepc, ref.hart.mtval], `threshold ${th}`);
+    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers at the fault`);
+    assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
+    assert.ok(r.hart.jit!.stats.blocks > 0);
+  }
+});
+
+/** A hot loop that rewrites an instruction of its own block: the new one runs on the next pass. */
+const SMC = EXIT + String.raw`
+  .globl _start
+_start:
+  li s0, 50
+  li s1, 0
+  la s2, patch
+  lw s3, 0(s2)            # addi s1, s1, 1
+  la t0, alt
+  lw s4, 0(t0)            # addi s1, s1, 100
+loop:
+patch:
+  addi s1, s1, 1
+  li t1, 25
+  bne s0, t1, 1f
+  sw s4, 0(s2)            # from the 26th pass on, the loop adds 100
+  fence.i
+1:
+  addi s0, s0, -1
+  bnez s0, loop
+  la t0, out
+  sd s1, 0(t0)
+  li a0, 1
+  la a1, out
+  li a2, 8
+  li a7, 64
+  ecall
+  EXIT 0
+alt:
+  addi s1, s1, 100
+  .data
+  .align 3
+out: .dword 0
+`;
+
+test('a store into a running block\'s own code takes effect at once, as in the interpreter', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-smc', sources: { 's.S': SMC } }));
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  assert.equal(Buffer.from(ref.stdout).readBigUInt64LE(0), 26n + 24n * 100n, "26 passes add 1, then 24 add 100");
+  for (const th of [0, 2]) {
+    const r = runUser(elf, { jitThreshold: th });
+    assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}`);
+    assert.equal(r.hart.icount, ref.hart.icount);
+  }
+});
+
+test('hart.run never exceeds its budget with translated, chained and self-looping blocks', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-workload', sources: { 'w.S': WORKLOAD } }));
+  const warm = runUser(elf, { jitThreshold: 0 });
+  const h = warm.hart;
+  assert.ok(h.jit!.stats.blocks > 0);
+  // Re-run from the start on the same hart, whose blocks are translated now.
+  for (const budget of [1, 2, 7, 64, 65, 1000, 12345]) {
+    h.pc = 0x8000_0000n;
+    const before = h.icount;
+    const n = h.run(budget);
+    assert.ok(n <= budget, `budget ${budget}: ran ${n}`);
+    assert.equal(h.icount - before, n, 'icount follows');
+  }
+});
+
+/** M-mode: a block's store to CLINT msip raises MSIP; the trap must come right after the store. */
+const IRQ = String.raw`
+  .equ CLINT, 0x2000000
+  .equ FINISHER, 0x100000
+  .globl _start
+_start:
+  la t0, handler
+  csrw mtvec, t0
+  li t0, 8
+  csrs mie, t0             # MSIE
+  csrsi mstatus, 8         # MIE
+  li s0, 0
+  li s1, 40
+  li s2, CLINT
+loop:
+  addi s0, s0, 1
+  bne s0, s1, loop
+  li t1, 1
+  sw t1, 0(s2)             # msip = 1: the interrupt is taken before the next instruction
+  addi s0, s0, 1000
+  addi s0, s0, 1000
+  j loop
+  .align 2
+handler:
+  csrr a0, mepc
+  la t0, after
+  sub a0, a0, t0           # 0 if precise
+  sw zero, 0(s2)
+  li t0, FINISHER
+  li t1, 0x3333
+  beqz a0, 1f
+  li t1, (9 << 16) | 0x3333
+1: bne s0, s1, 2f         # and s0 was not yet bumped past 40
+  li t1, 0x5555
+2: sw t1, 0(t0)
+3: j 3b
+  .equ after, loop + 12
+`;
+
+test('an interrupt raised by a translated MMIO store is taken at the next instruction', async () => {
+  const src = IRQ.replace('  .equ after, loop + 12\n', '').replace('  sw t1, 0(s2)             # msip', 'store_msip:\n  sw t1, 0(s2)             # msip').replace('  la t0, after\n', '  la t0, store_msip\n  addi t0, t0, 4\n');
+  const elf = readFileSync(await buildElf({ name: 'jit-irq', sources: { 'i.S': src } }));
+  for (const th of [Infinity, 0, 2]) {
+    const r = await runBare(elf, { jitThreshold: th, timeoutMs: 10_000 });
+    assert.deepEqual([r.reason, r.code], ['poweroff', 0], `threshold ${th}: ${JSON.stringify(r)}`);
+  }
+  assert.equal(CSR.mepc, 0x341);
+});
