@@ -293,7 +293,7 @@ export class Hart {
         start = true;
       }
     }
-    if (jit !== null && jit.hasPending) jit.flush();
+    if (jit !== null) jit.endSlice();
     return n;
   }
 
@@ -301,10 +301,11 @@ export class Hart {
    * Translate code: block starts entered `threshold` times are compiled to WebAssembly
    * (0: on first entry). Infinity turns the translator off.
    */
-  enableJit(threshold: number): void {
+  enableJit(threshold: number, background = true): void {
     if (threshold === Infinity) { this.jit = null; return; }
-    if (this.jit) { this.jit.threshold = threshold; return; }
+    if (this.jit) { this.jit.threshold = threshold; this.jit.background = background; return; }
     this.jit = new Translator(this.bus.memory, this.hartId * HART_STATE_BYTES, this.jitMemory(), threshold);
+    this.jit.background = background;
     this.jit.onFull = () => this.flushCodeCache();
   }
 

@@ -66,7 +66,8 @@ export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?
     },
   };
   hart.sbi = sbi;
-  hart.enableJit(opts.jitThreshold ?? testJitThreshold());
+  // This runner never yields to the event loop: compile synchronously.
+  hart.enableJit(opts.jitThreshold ?? testJitThreshold(), false);
   // Open PMP (S-mode has no access without a matching entry), FS=Initial, then drop to S.
   hart.csrWrite(HOST_CSR, CSR.pmpaddr0, (1n << 54n) - 1n);
   hart.csrWrite(HOST_CSR, CSR.pmpcfg0, 0x1fn);

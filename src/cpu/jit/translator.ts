@@ -23,8 +23,11 @@ import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, TLB_R_PTR, TLB_W_PTR, TLB_TAG_HI, T
 
 /** Longest block, in instructions. */
 const MAX_BLOCK = 64;
-/** Blocks per compiled module. */
+/** Blocks per compiled module: at most, and enough to compile at once. */
 const MAX_BATCH = 64;
+const MIN_BATCH = 24;
+/** Run slices a pending plan waits for company before it is compiled anyway. */
+const MAX_WAIT = 4;
 
 /** The hart's memory helpers, called by translated loads and stores. */
 export interface JitMemory {
@@ -50,6 +53,8 @@ export interface JitStats {
   instructions: number;
   /** Block starts that could not be translated (first instruction has no emitter). */
   untranslatable: number;
+  /** Modules the engine refused (a translator bug; the code stays interpreted). */
+  failures: number;
 }
 
 /** Decoded instruction at a byte offset from a block's head, in the same page (or null). */
@@ -73,12 +78,25 @@ function hasTailCalls(): boolean {
 export class Translator {
   /** Entries before a block is translated; 0 translates on first sight, Infinity never. */
   threshold: number;
-  readonly stats: JitStats = { blocks: 0, compiles: 0, compileMs: 0, instructions: 0, untranslatable: 0 };
+  readonly stats: JitStats = { blocks: 0, compiles: 0, compileMs: 0, instructions: 0, untranslatable: 0, failures: 0 };
+  /** Modules being compiled in the background. */
+  inFlight = 0;
+  /**
+   * Compile in the background (the default): the caller must yield to the event loop
+   * for compiled blocks to arrive, as Machine.run does. Synchronous callers turn it off.
+   */
+  background = true;
+  /** Bumped when the cache is dropped, so late compiles are discarded. */
+  private generation = 0;
   private pending: Plan[] = [];
   private readonly imports: WebAssembly.Imports;
   /** Every block and chaining target has a slot; a target not yet compiled holds `stub`. */
   private readonly table: WebAssembly.Table;
   private nextSlot = 0;
+  /** Slots below this have held a block since the table was made. */
+  private usedSlots = 0;
+  /** run() calls since the oldest pending plan (batching). */
+  private waited = 0;
   /** Instructions that blocks run through their rows' exec, by index (the `exec` import's argument). */
   private execs: Decoded[] = [];
   private readonly stub: BlockFn;
@@ -89,13 +107,14 @@ export class Translator {
   constructor(memory: WebAssembly.Memory, private readonly stateBase: number, mem: JitMemory, threshold: number) {
     this.threshold = threshold;
     this.chaining = hasTailCalls();
-    this.table = new WebAssembly.Table({ initial: 1024, element: 'anyfunc' });
     // The stub returns to the dispatcher: the chaining block already stored pc.
     const sm = new ModuleBuilder();
     const { body, index } = sm.func(sm.type([ValType.I32, ValType.I32], [ValType.I32]));
     body.get(1);
     sm.export('stub', index);
     this.stub = new WebAssembly.Instance(new WebAssembly.Module(sm.encode())).exports.stub as BlockFn;
+    // Full size from the start, every slot the stub: Table.grow and set are slow calls.
+    this.table = new WebAssembly.Table({ initial: MAX_SLOTS, element: 'anyfunc' }, this.stub);
     this.imports = {
       env: {
         memory,
@@ -137,19 +156,30 @@ export class Translator {
 
   get hasPending(): boolean { return this.pending.length > 0; }
 
+  /**
+   * End of a run slice: compile the pending plans once there are enough for a module or
+   * they have waited a few slices (module instantiation has a fixed cost).
+   */
+  endSlice(): void {
+    if (this.pending.length === 0) return;
+    if (!this.background || this.pending.length >= MIN_BATCH || ++this.waited >= MAX_WAIT) this.flush();
+  }
+
   /** The table slot of a block start (allocated on first use, holding the stub), or -1. */
   private slotFor(d: Decoded | null): number {
     if (d === null) return -1;
     if (d.slot >= 0) return d.slot;
     const slot = this.nextSlot++;
-    if (slot >= this.table.length) this.table.grow(Math.min(this.table.length, MAX_SLOTS - this.table.length));
-    this.table.set(slot, d.block ?? this.stub);
+    // Slots above the high-water mark still hold the stub; reused ones (after a reset) do not.
+    if (d.block !== null || slot < this.usedSlots) this.table.set(slot, d.block ?? this.stub);
+    else this.usedSlots = slot + 1;
     d.slot = slot;
     return slot;
   }
 
   /** The decoded code was all dropped: slots can be reused. */
   reset(): void {
+    this.generation++;
     this.pending = [];
     this.nextSlot = 0;
     this.execs = [];
@@ -160,6 +190,7 @@ export class Translator {
     const plans = this.pending;
     if (plans.length === 0) return;
     this.pending = [];
+    this.waited = 0;
     const t0 = performance.now();
     const m = new ModuleBuilder();
     const I = ValType.I32;
@@ -184,21 +215,37 @@ export class Translator {
     }
     plans.forEach((p, i) => {
       const { body, index } = m.func(tBlock);
+      // (The head's own slot first, so a self-chain finds it.)
       const chain = this.chaining ? (off: number): number => this.slotFor(p.at(off)) : null;
       new BlockWriter(body, this.stateBase, fn, tBlock, chain, this.execs).write(p);
       m.export(`b${i}`, index);
     });
     const bytes = m.encode();
-    const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), this.imports);
-    plans.forEach((p, i) => {
-      const b = inst.exports[`b${i}`] as BlockFn;
-      p.head.block = b;
-      p.head.blockLen = p.insns.length;
-      this.table.set(this.slotFor(p.head), b);
-      this.stats.instructions += p.insns.length;
-    });
-    this.stats.blocks += plans.length;
+    const slots = plans.map((p) => this.slotFor(p.head));
+    const gen = this.generation;
+    const install = (inst: WebAssembly.Instance): void => {
+      if (gen !== this.generation) return; // the cache was dropped meanwhile: slots are reused
+      plans.forEach((p, i) => {
+        const b = inst.exports[`b${i}`] as BlockFn;
+        p.head.block = b;
+        p.head.blockLen = p.insns.length;
+        this.table.set(slots[i], b);
+        this.stats.instructions += p.insns.length;
+      });
+      this.stats.blocks += plans.length;
+    };
     this.stats.compiles++;
+    if (this.threshold <= 0 || !this.background) {
+      // Translate-at-once mode (tests) and callers that never yield: synchronous.
+      install(new WebAssembly.Instance(new WebAssembly.Module(bytes), this.imports));
+    } else {
+      // Compiled off the vCPU's thread; the interpreter runs the code meanwhile.
+      this.inFlight++;
+      WebAssembly.instantiate(bytes, this.imports).then(
+        (r) => { this.inFlight--; install(r.instance); },
+        () => { this.inFlight--; this.stats.failures++; },
+      );
+    }
     this.stats.compileMs += performance.now() - t0;
   }
 }

@@ -84,6 +84,8 @@ export class ByteWriter {
 
   /** Signed LEB128 of an i64. */
   s64(v: bigint): this {
+    // Most constants are small: encode them with number arithmetic (BigInt per byte is slow).
+    if (v >= -0x8000_0000n && v < 0x8000_0000n) return this.s32(Number(v));
     let x = BigInt.asIntN(64, v);
     this.ensure(10);
     for (;;) {
