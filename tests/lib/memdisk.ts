@@ -17,6 +17,9 @@ export class MemDisk implements BlockBackend {
   /** Milliseconds each write takes (to test ordering and async completion). */
   writeDelayMs = 0;
   failNext = false;
+  /** Writes running now, and the most ever running at once. */
+  active = 0;
+  maxActive = 0;
   closed = false;
 
   constructor(size: number, opts: { readOnly?: boolean; serial?: string; data?: Uint8Array } = {}) {
@@ -39,8 +42,10 @@ export class MemDisk implements BlockBackend {
   }
 
   async write(offset: number, src: Uint8Array): Promise<void> {
+    this.maxActive = Math.max(this.maxActive, ++this.active);
     if (this.writeDelayMs) await new Promise((r) => setTimeout(r, this.writeDelayMs));
     else await Promise.resolve();
+    this.active--;
     this.check(offset, src.length);
     this.data.set(src, offset);
     this.writesDone++;
