@@ -12,7 +12,7 @@ export const F_NEXT = 1, F_WRITE = 2, F_INDIRECT = 4;
 export const VERSION_1_HI = 1, EVENT_IDX = 1 << 29, INDIRECT = 1 << 28;
 
 export class TestDriver {
-  readonly bus = new Bus(RAM_BASE, RAM_SIZE);
+  readonly bus: Bus;
   irqLevel = false;
   wakes = 0;
   readonly slot: VirtioMmio;
@@ -23,7 +23,8 @@ export class TestDriver {
   /** Next free scratch address for buffers. */
   private heap = RAM_BASE + 0x10_0000;
 
-  constructor(dev: VirtioDevice | null) {
+  constructor(dev: VirtioDevice | null, ramSize = RAM_SIZE) {
+    this.bus = new Bus(RAM_BASE, ramSize);
     this.slot = new VirtioMmio(0, this.bus, { set: (l) => { this.irqLevel = l; } }, () => { this.wakes++; });
     if (dev) this.slot.plug(dev);
   }

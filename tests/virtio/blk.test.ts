@@ -140,6 +140,18 @@ test('out-of-range, unaligned, read-only and unknown requests get IOERR/UNSUPP; 
   assert.deepEqual(ro.disk.data, before);
 });
 
+test('a request over 32 MiB gets IOERR without a host buffer of its size', async () => {
+  const disk = new MemDisk(64 << 20);
+  const d = new TestDriver(new VirtioBlk(disk), 48 << 20);
+  d.up(0, [64]);
+  const big = d.alloc(33 << 20);
+  const st = request(d, 0, T_IN, 0, [{ addr: big, len: 33 << 20, write: true }]);
+  d.post(0, 0);
+  await d.settle();
+  assert.equal(d.get(st, 1)[0], S_IOERR);
+  assert.equal(d.status & 64, 0);
+});
+
 test('a request with no status byte or a short header is a malformed ring (NEEDS_RESET)', () => {
   const { d } = setup();
   const h = d.alloc(16); d.put(h, header(T_IN, 0));
@@ -210,7 +222,10 @@ test('in-flight requests are bounded (64); the rest are taken as completions fre
     d.post(0, 2 * k, k === reqs - 1);
   }
   assert.equal(disk.active, 64);
-  for (let i = 0; i < 50 && d.usedIdx(0) !== reqs; i++) await d.settle(10);
+  const vb = d.slot.device as VirtioBlk;
+  assert.equal(vb.busy, true);
+  await vb.drain();
+  assert.equal(vb.busy, false);
   assert.equal(d.usedIdx(0), reqs);
   assert.equal(disk.writesDone, reqs);
   assert.equal(disk.maxActive, 64);

@@ -30,6 +30,8 @@ const QUEUE_SIZE = 256;
 /** Segments per request we advertise (seg_max); queue size minus header and status. */
 const SEG_MAX = QUEUE_SIZE - 2;
 const MAX_INFLIGHT = 64;
+/** Largest data transfer per request; Linux sends at most 1280 KiB by default. Larger ones get IOERR rather than a huge host buffer. */
+const MAX_TRANSFER = 32 << 20;
 /** One discard/write-zeroes range per request; up to 4 GiB - 512 bytes each. */
 const MAX_DISCARD_SECTORS = 0x7f_ffff;
 /** virtio_blk_discard_write_zeroes: {le64 sector, le32 num_sectors, le32 flags}. */
@@ -47,6 +49,7 @@ export class VirtioBlk implements VirtioDevice {
   readonly config = new Uint8Array(60);
   private t!: VirtioTransport;
   private inflight = 0;
+  private drainWaiters: Array<() => void> = [];
   /** Writes not yet completed, which a later FLUSH must wait for. */
   private writes = new Set<Promise<unknown>>();
   private readonly hdr = new Uint8Array(HEADER);
@@ -82,6 +85,24 @@ export class VirtioBlk implements VirtioDevice {
   reset(): void {
     // In-flight requests finish on the host but their completions see a new epoch and drop.
     this.inflight = 0;
+    this.drained();
+  }
+
+  /** Requests taken from the ring whose host I/O has not completed. */
+  get busy(): boolean { return this.inflight > 0; }
+
+  /**
+   * Resolves once no request is in flight. In-flight requests are not part of the saved
+   * state, so a snapshot waits for this (with the vCPU paused) before save().
+   */
+  drain(): Promise<void> {
+    return this.inflight === 0 ? Promise.resolve() : new Promise((r) => { this.drainWaiters.push(r); });
+  }
+
+  private drained(): void {
+    const w = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const f of w) f();
   }
 
   notify(): void { this.process(); }
@@ -148,7 +169,7 @@ export class VirtioBlk implements VirtioDevice {
         const n = v.getUint32(8, true), flags = v.getUint32(12, true);
         // §5.2.6.2: unknown flags, UNMAP on discard, or too many sectors: UNSUPP / IOERR.
         if ((flags & ~DWZ_F_UNMAP) || (!wz && flags) || n > MAX_DISCARD_SECTORS) { this.done(head, c, statusAt, VIRTIO_BLK_S_UNSUPP, 0); return; }
-        if (disk.readOnly || !this.inRange(s, n * SECTOR)) { this.done(head, c, statusAt, VIRTIO_BLK_S_IOERR, 0); return; }
+        if (disk.readOnly || !(s <= this.sectors && n <= this.sectors - s)) { this.done(head, c, statusAt, VIRTIO_BLK_S_IOERR, 0); return; }
         const p = wz ? disk.writeZeroes(s * SECTOR, n * SECTOR, (flags & DWZ_F_UNMAP) !== 0) : disk.discard(s * SECTOR, n * SECTOR);
         this.track(p, head, c.writableAddr(statusAt), 0, EMPTY, null, wz);
         return;
@@ -159,7 +180,7 @@ export class VirtioBlk implements VirtioDevice {
   }
 
   private inRange(sector: number, len: number): boolean {
-    return len % SECTOR === 0 && sector <= this.sectors && len / SECTOR <= this.sectors - sector;
+    return len % SECTOR === 0 && len <= MAX_TRANSFER && sector <= this.sectors && len / SECTOR <= this.sectors - sector;
   }
 
   /**
@@ -179,7 +200,7 @@ export class VirtioBlk implements VirtioDevice {
     this.inflight++;
     const finish = (ok: boolean): void => {
       if (epoch !== this.t.epoch) return; // the device was reset meanwhile
-      this.inflight--;
+      if (--this.inflight === 0) this.drained();
       let written = 0;
       if (ok && data) { this.scatter(segs, data); written = dataLen; }
       this.status[0] = ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
