@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection } from 'node:net';
@@ -91,6 +91,23 @@ test('kill -9 right after a guest sync: the data is on disk; a second VM on a bu
     holder.child.kill('SIGKILL');
     await holder.exited;
   }
+});
+
+test('-hda with -snapshot: the guest sees its writes, the image is unchanged; poweroff exits 0', { timeout: 300_000 }, async () => {
+  const img = join(tmp, 'snap.img');
+  const bytes = new Uint8Array(4 << 20).map((_, i) => (i * 31) >> 3);
+  writeFileSync(img, bytes);
+  const vm = start(['-hda', img, '-snapshot']);
+  try {
+    await waitFor(vm.out, /~ # $/, 200_000, 'the shell prompt');
+    vm.child.stdin.write('echo overwritten | dd of=/dev/vda bs=512 seek=3 conv=sync,fsync 2>/dev/null; dd if=/dev/vda bs=512 skip=3 count=1 2>/dev/null | head -c 11; echo; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=512 skip=3 count=1 2>/dev/null | head -c 11 | od -An -c | tr -d " "; poweroff\n');
+    assert.equal(await vm.exited, 0, vm.err());
+    assert.match(vm.out(), /^overwritten\s*$/m);
+    assert.match(vm.out(), /^overwritten\s*$[\s\S]*^overwritten$/m, 'read back after dropping the page cache');
+  } finally {
+    vm.child.kill('SIGKILL');
+  }
+  assert.ok(Buffer.from(bytes).equals(readFileSync(img)), 'the image changed under -snapshot');
 });
 
 test('usage errors (exit 2) and image errors naming the file (exit 1)', async () => {
