@@ -12,6 +12,7 @@ import { ElfError } from '../machine/elf.js';
 import { UserError, loadImage } from '../host/images.js';
 import { findDefaultGuest, guestDir, cacheDir } from '../host/guest-cache.js';
 import { TerminalConsole, ESCAPE_HELP, type ConsoleInput, type ConsoleOutput } from '../host/terminal.js';
+import { cmdImg } from './img.js';
 import { parseFlags, parseSize, parseAddress, USAGE_STATUS, type FlagSpec, type Parsed } from './args.js';
 
 export interface CliIo {
@@ -34,6 +35,7 @@ Commands:
   run       boot a virtual machine (the default guest if no --kernel or --bios file)
   dumpdtb   write the machine's device tree blob
   image     build (image build [--force]) or locate (image path) the default guest
+  img       disk images: create, info, convert, check (qemu-img spelling; 'img help')
   help      this text
   --version print the version
 
@@ -270,6 +272,7 @@ export async function main(argv: readonly string[], ioIn?: Partial<CliIo>): Prom
       case 'run': return await cmdRun(rest, io);
       case 'dumpdtb': return cmdDumpDtb(rest, io);
       case 'image': return await cmdImage(rest, io);
+      case 'img': return await cmdImg(rest, io);
       default:
         // QEMU habit: options straight away mean `run`.
         if (cmd.startsWith('-')) return await cmdRun(argv, io);
