@@ -6,7 +6,7 @@
  */
 import { DiskError, readFull, type HostFile } from './file.js';
 import {
-  readQcow2Header, entryOffset, getRefcount, OFLAG_COPIED_HI, OFLAG_COMPRESSED_HI, type Qcow2Header,
+  readQcow2Header, entryOffset, compressedExtent, getRefcount, OFLAG_COPIED_HI, OFLAG_COMPRESSED_HI, type Qcow2Header,
 } from './qcow2-format.js';
 
 export interface CheckReport {
@@ -61,7 +61,6 @@ export async function checkQcow2(f: HostFile): Promise<CheckReport> {
   const l2 = new DataView(new ArrayBuffer(cs));
   const copiedChecks: Array<{ c: number; copied: boolean; what: string }> = [];
   let allocated = 0, compressed = 0, fragmented = 0, prevData = -1;
-  const x = 62 - (h.clusterBits - 8);
   for (let i = 0; i < h.l1Size; i++) {
     const l1hi = l1.getUint32(i * 8), l1off = entryOffset(l1hi, l1.getUint32(i * 8 + 4));
     if (l1off === 0) continue;
@@ -74,11 +73,8 @@ export async function checkQcow2(f: HostFile): Promise<CheckReport> {
       const hi = l2.getUint32(j * 8), lo = l2.getUint32(j * 8 + 4);
       if (hi === 0 && lo === 0) continue;
       if (hi & OFLAG_COMPRESSED_HI) {
-        const full = (hi & 0x3fff_ffff) * 0x1_0000_0000 + lo;
-        const off = full % 2 ** x;
-        const sectors = Math.floor(full / 2 ** x) % 2 ** (h.clusterBits - 8) + 1;
-        const start = off - (off % 512);
-        for (let c = Math.floor(start / cs); c * cs < start + sectors * 512; c++) ref(c * cs, 'compressed cluster');
+        const { off, start, end } = compressedExtent(hi, lo, h.clusterBits);
+        for (let c = Math.floor(start / cs); c * cs < end; c++) ref(c * cs, 'compressed cluster');
         if (hi & OFLAG_COPIED_HI) { errors++; messages.push(`ERROR: coffset=0x${off.toString(16)}: copied flag must never be set for compressed clusters`); }
         allocated++; compressed++;
         continue;

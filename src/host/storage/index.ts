@@ -122,7 +122,12 @@ export async function openDisk(opts: DiskOptions): Promise<BlockBackend> {
     } finally {
       rmSync(dir, { recursive: true, force: true }); // unlinked: the open handle keeps it alive
     }
-    return await Qcow2Disk.open(f, { readOnly: opts.readOnly ?? false, backing: base, inflate: nodeInflate, syncEachWrite: false });
+    try {
+      return await Qcow2Disk.open(f, { readOnly: opts.readOnly ?? false, backing: base, inflate: nodeInflate, syncEachWrite: false });
+    } catch (e) {
+      await f.close();
+      throw e;
+    }
   } catch (e) {
     await base.close();
     throw e;

@@ -10,7 +10,7 @@ import type { BlockBackend } from '../../devices/device.js';
 import { DiskError, readFull, type HostFile } from './file.js';
 import { checkRange } from './raw.js';
 import {
-  readQcow2Header, entryOffset, getRefcount, setRefcount, maxRefcount, setU64, type Qcow2Header,
+  readQcow2Header, entryOffset, compressedExtent, getRefcount, setRefcount, maxRefcount, setU64, type Qcow2Header,
   INCOMPAT_DIRTY, INCOMPAT_CORRUPT, OFLAG_COPIED_HI, OFLAG_COMPRESSED_HI, OFLAG_ZERO_LO,
 } from './qcow2-format.js';
 
@@ -344,14 +344,9 @@ export class Qcow2Disk implements BlockBackend {
   }
 
   private compressedRange(hi: number, lo: number): { off: number; start: number; end: number } {
-    const x = 62 - (this.cb - 8); // offset bits
-    const full = (hi & 0x3fff_ffff) * 0x1_0000_0000 + (lo >>> 0);
-    const off = full % 2 ** x;
-    const sectors = Math.floor(full / 2 ** x) % 2 ** (this.cb - 8) + 1;
-    const start = off - (off % 512);
-    const end = start + sectors * 512;
-    if (off === 0 || off >= this.end) throw new DiskError(`'${this.name}': corrupt qcow2 image: compressed cluster offset 0x${off.toString(16)} outside the file`);
-    return { off, start, end };
+    const r = compressedExtent(hi, lo, this.cb);
+    if (r.off === 0 || r.off >= this.end) throw new DiskError(`'${this.name}': corrupt qcow2 image: compressed cluster offset 0x${r.off.toString(16)} outside the file`);
+    return r;
   }
 
   private async readCompressed(hi: number, lo: number): Promise<Uint8Array> {
