@@ -173,3 +173,29 @@ test('overlapping concurrent writes to the same new clusters allocate once', asy
   assertCheckClean(file);
   assert.ok(readFileSync(file).length <= 10 * 65536, 'no duplicate allocations');
 });
+
+test('discarded clusters are reused; racing writes and discards leave a consistent image', async () => {
+  const file = join(dir, 'reuse.qcow2');
+  qemu('qemu-img', 'create', '-f', 'qcow2', file, '8M');
+  const d = await openDisk({ file });
+  const data = pattern(prng(11), 2 * MiB);
+  await d.write(0, data);
+  const grown = readFileSync(file).length;
+  for (let round = 0; round < 5; round++) {
+    await d.discard(0, 2 * MiB);
+    await d.write(4 * MiB, data);
+    await d.discard(4 * MiB, 2 * MiB);
+    await d.write(0, data);
+  }
+  assert.ok(readFileSync(file).length <= grown + 2 * 65536, `the file did not grow with rewrites (${readFileSync(file).length} vs ${grown})`);
+  const next = prng(12);
+  const ops: Array<Promise<void>> = [];
+  for (let i = 0; i < 400; i++) {
+    const off = (next() % 64) * 65536 + (next() % 4) * 512, len = 512 * (1 + (next() % 256));
+    const end = Math.min(8 * MiB, off + len);
+    ops.push(next() % 3 === 0 ? d.discard(off - (off % 65536), Math.min(8 * MiB - (off - (off % 65536)), 131072)) : d.write(off, data.subarray(0, end - off)));
+  }
+  await Promise.all(ops);
+  await d.close();
+  assertCheckClean(file);
+});

@@ -30,6 +30,8 @@ export interface Qcow2Options {
 const CACHE_BYTES = 4 << 20;
 /** Allocation gives up after skipping this many in-use clusters past the end of the file. */
 const MAX_SKIP = 1 << 16;
+/** Freed clusters remembered for reuse (the rest are found again by nobody: harmless holes). */
+const MAX_FREED = 1 << 16;
 
 /** Serialises metadata updates (allocation): one holder at a time, FIFO. */
 class Mutex {
@@ -109,6 +111,9 @@ export class Qcow2Disk implements BlockBackend {
   private readonly rbCache: TableCache;
   private readonly mutex = new Mutex();
   private scratch: Uint8Array | null = null;
+  private readonly freed: number[] = [];
+  /** Host clusters with in-place writes in flight, and how many. */
+  private readonly inflight = new Map<number, number>();
   private lastCompressed = { hi: 0, lo: 0, data: null as Uint8Array | null };
   private closed = false;
 
@@ -241,7 +246,10 @@ export class Qcow2Disk implements BlockBackend {
     const r = await this.refcount(hc);
     if (r + delta < 0) throw new DiskError(`'${this.name}': corrupt qcow2 image: refcount of cluster ${hc} would drop below zero`);
     await this.setRef(hc, r + delta);
-    if (r + delta === 0) this.meta.delete(hc);
+    if (r + delta === 0) {
+      this.meta.delete(hc);
+      if (hc > 0 && this.freed.length < MAX_FREED) this.freed.push(hc);
+    }
   }
 
   /** A new refcount table at the end of the file with room for `minEntries` blocks. Holds the mutex. */
@@ -275,6 +283,14 @@ export class Qcow2Disk implements BlockBackend {
 
   /** A fresh cluster at the end of the file with refcount 1. Holds the mutex. */
   private async allocCluster(): Promise<number> {
+    // Clusters freed by discards and rewrites are used again before the file grows.
+    while (this.freed.length) {
+      const hc = this.freed.pop() as number;
+      if ((await this.refcount(hc)) === 0 && !this.meta.has(hc) && !this.inflight.has(hc)) {
+        await this.setRef(hc, 1);
+        return hc * this.cs;
+      }
+    }
     for (let skipped = 0; ; skipped++) {
       if (skipped > MAX_SKIP) throw new DiskError(`'${this.name}': corrupt qcow2 image: refcounts claim clusters far past the end of the file`);
       const off = this.end;
@@ -427,8 +443,13 @@ export class Qcow2Disk implements BlockBackend {
     const t = await l2p, i = (vc % this.l2Entries) * 8;
     const hi = t.getUint32(i), lo = t.getUint32(i + 4);
     if (!(hi & OFLAG_COPIED_HI) || (hi & OFLAG_COMPRESSED_HI) || (this.v3 && (lo & OFLAG_ZERO_LO))) return -1;
-    const off = entryOffset(hi, lo);
-    return off === 0 ? -1 : this.dataOffset(hi, lo);
+    if (entryOffset(hi, lo) === 0) return -1;
+    const off = this.dataOffset(hi, lo);
+    // Registered in the same synchronous step as the lookup: a concurrent discard cannot hand
+    // this cluster to new metadata while our write to it is in flight.
+    const hc = off / this.cs;
+    this.inflight.set(hc, (this.inflight.get(hc) ?? 0) + 1);
+    return off;
   }
 
   private async writeCluster(vc: number, inOff: number, src: Uint8Array): Promise<void> {
@@ -449,17 +470,23 @@ export class Qcow2Disk implements BlockBackend {
         await this.readCluster(vc, hi, lo, 0, data);
         data.set(src, inOff);
       }
+      const l2 = await this.l2ForWrite(vc); // first, so a new table precedes its data in the file
       const off = await this.allocCluster();
       await this.f.pwrite(data, off);
-      const l2 = await this.l2ForWrite(vc);
       await this.setL2Entry(l2, vc, Math.floor(off / 0x1_0000_0000) | OFLAG_COPIED_HI, off >>> 0);
       await this.release(hi, lo);
     } finally { release(); }
   }
 
   private async writeInPlace(host: number, inOff: number, src: Uint8Array): Promise<void> {
-    if (this.meta.has(host / this.cs)) throw new DiskError(`'${this.name}': corrupt qcow2 image: data cluster 0x${host.toString(16)} overlaps metadata`);
-    await this.f.pwrite(src, host + inOff);
+    const hc = host / this.cs;
+    try {
+      if (this.meta.has(hc)) throw new DiskError(`'${this.name}': corrupt qcow2 image: data cluster 0x${host.toString(16)} overlaps metadata`);
+      await this.f.pwrite(src, host + inOff);
+    } finally {
+      const n = (this.inflight.get(hc) ?? 1) - 1;
+      if (n > 0) this.inflight.set(hc, n); else this.inflight.delete(hc);
+    }
   }
 
   async flush(): Promise<void> {
