@@ -217,3 +217,36 @@ test('an image QEMU has open is refused (qemu-io holding it read-write or read-o
   } finally { ro.stdin?.end(); await new Promise((r) => ro.on('exit', r)); }
   await (await openDisk({ file })).close();
 });
+
+/** A MemFile whose writes of one marked buffer are slow, to line up races deterministically. */
+class SlowFile extends MemFile {
+  slow: Uint8Array | null = null;
+  override async pwrite(src: Uint8Array, position: number): Promise<void> {
+    if (this.slow && src.length === this.slow.length && src[0] === this.slow[0]) await new Promise((r) => setTimeout(r, 50));
+    return super.pwrite(src, position);
+  }
+}
+
+test('a cluster freed by a discard while a write to it is in flight is not reused for metadata', async () => {
+  const mem = new SlowFile('race.qcow2');
+  await createQcow2(mem, { size: 1 << 30 });
+  const d = await Qcow2Disk.open(mem, { readOnly: false, backing: null, inflate: nodeInflate });
+  await d.write(0, new Uint8Array(65536).fill(1));
+  const slow = new Uint8Array(4096).fill(0xee);
+  mem.slow = slow;
+  const inFlight = d.write(0, slow); // in place, slow
+  await new Promise((r) => setTimeout(r, 5));
+  await d.discard(0, 65536); // frees the cluster under the write
+  await d.write(600 << 20, new Uint8Array(4096).fill(2)); // needs a new L2 table
+  await inFlight;
+  const got = new Uint8Array(4096);
+  await d.read(600 << 20, got);
+  assert.ok(got.every((b) => b === 2));
+  await d.close();
+  const { checkQcow2 } = await import('../../src/host/storage/check.js');
+  const r = await checkQcow2(new MemFile('race.qcow2', mem.bytes));
+  assert.deepEqual([r.errors, r.leaks], [0, 0], r.messages.join('\n'));
+  const again = await Qcow2Disk.open(new MemFile('race.qcow2', mem.bytes), { readOnly: true, backing: null, inflate: nodeInflate });
+  await again.read(600 << 20, got);
+  assert.ok(got.every((b) => b === 2), 'the new L2 table on disk is intact');
+});
