@@ -15,7 +15,7 @@ import { openDisk, DiskError } from '../../src/host/storage/index.js';
 import { MemFile } from '../../src/host/storage/file.js';
 import { Qcow2Disk } from '../../src/host/storage/qcow2.js';
 import { createQcow2 } from '../../src/host/storage/qcow2-format.js';
-import { procLocks } from '../../src/host/storage/lock.js';
+import { procLocks, lockDir } from '../../src/host/storage/lock.js';
 import { nodeInflate } from '../../src/host/storage/index.js';
 import { tmp, qemu, qemuStatus, qemuRawBytes, pattern, prng, firstDiff } from './util.js';
 
@@ -249,4 +249,21 @@ test('a cluster freed by a discard while a write to it is in flight is not reuse
   const again = await Qcow2Disk.open(new MemFile('race.qcow2', mem.bytes), { readOnly: true, backing: null, inflate: nodeInflate });
   await again.read(600 << 20, got);
   assert.ok(got.every((b) => b === 2), 'the new L2 table on disk is intact');
+});
+
+test('a lock file naming a live pid with another start time (a reused pid) is stale', async () => {
+  const file = f('reuse.raw');
+  writeFileSync(file, new Uint8Array(4096));
+  const st = statSync(file);
+  mkdirSync(lockDir(), { recursive: true });
+  const lock = join(lockDir(), `${st.dev}-${st.ino}.lock`);
+  const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
+  try {
+    const stat = readFileSync(`/proc/${sleeper.pid}/stat`, 'utf8');
+    const started = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    writeFileSync(lock, `${sleeper.pid}\n${started}\n${file}\n`);
+    await rejects(openDisk({ file }), new RegExp(`locked: typevisor process ${sleeper.pid}`));
+    writeFileSync(lock, `${sleeper.pid}\n${Number(started) + 1}\n${file}\n`);
+    await (await openDisk({ file })).close();
+  } finally { sleeper.kill('SIGKILL'); }
 });
