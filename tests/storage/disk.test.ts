@@ -187,8 +187,11 @@ test('kill -9 after a guest flush loses nothing; the dead writer\'s lock is stal
   }
 });
 
-function holdWithQemuIo(file: string, readOnly: boolean): Promise<ChildProcess> {
-  const child = spawn('qemu-io', [...(readOnly ? ['-r'] : []), file], { stdio: ['pipe', 'ignore', 'ignore'] });
+function holdWithQemuIo(file: string, readOnly: boolean, system = false): Promise<ChildProcess> {
+  const child = system
+    ? spawn('qemu-system-riscv64', ['-M', 'virt', '-S', '-display', 'none', '-monitor', 'none', '-serial', 'none',
+      '-drive', `file=${file},format=qcow2,if=none,id=d0`, '-device', 'virtio-blk-device,drive=d0'], { stdio: ['pipe', 'ignore', 'ignore'] })
+    : spawn('qemu-io', [...(readOnly ? ['-r'] : []), file], { stdio: ['pipe', 'ignore', 'ignore'] });
   const st = statSync(file);
   return new Promise((res, rej) => {
     const t0 = Date.now();
@@ -201,7 +204,7 @@ function holdWithQemuIo(file: string, readOnly: boolean): Promise<ChildProcess> 
   });
 }
 
-test('an image QEMU has open is refused (qemu-io holding it read-write or read-only)', async () => {
+test('an image QEMU has open is refused (qemu-io read-write or read-only, qemu-system-riscv64 -drive)', async () => {
   const file = f('q-locked.qcow2');
   qemu('qemu-img', 'create', '-f', 'qcow2', file, '1M');
   const rw = await holdWithQemuIo(file, false);
@@ -216,6 +219,10 @@ test('an image QEMU has open is refused (qemu-io holding it read-write or read-o
     await (await openDisk({ file, readOnly: true })).close(); // readers may share with a QEMU reader
   } finally { ro.stdin?.end(); await new Promise((r) => ro.on('exit', r)); }
   await (await openDisk({ file })).close();
+  const vm = await holdWithQemuIo(file, false, true);
+  try {
+    await rejects(openDisk({ file }), /q-locked\.qcow2' is locked/);
+  } finally { vm.kill('SIGKILL'); await new Promise((r) => vm.on('exit', r)); }
 });
 
 /** A MemFile whose writes of one marked buffer are slow, to line up races deterministically. */
