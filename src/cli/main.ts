@@ -8,11 +8,11 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Machine, BootError, type MachineConfig, type MachineExit, type RawImage } from '../machine/machine.js';
 import { VirtBoard } from '../machine/virt.js';
+import { cmdImg } from './img.js';
 import { ElfError } from '../machine/elf.js';
 import { UserError, loadImage } from '../host/images.js';
 import { findDefaultGuest, guestDir, cacheDir } from '../host/guest-cache.js';
 import { TerminalConsole, ESCAPE_HELP, type ConsoleInput, type ConsoleOutput } from '../host/terminal.js';
-import { cmdImg } from './img.js';
 import { parseFlags, parseSize, parseAddress, USAGE_STATUS, type FlagSpec, type Parsed } from './args.js';
 
 export interface CliIo {
