@@ -99,7 +99,7 @@ async function randomWrites(d: BlockBackend, ref: Uint8Array, seed: number, coun
   }
 }
 
-for (const variant of ['fresh', 'backing', 'small clusters', 'v2', 'refcount_bits=1']) {
+for (const variant of ['fresh', 'backing', 'small clusters', 'v2', 'refcount_bits=1', 'refcount_bits=64', 'cluster_size=2M']) {
   test(`typevisor writes to qcow2 (${variant}): qemu-img check clean, qemu-img compare identical`, async () => {
     const f = (n: string): string => join(dir, `${variant.replace(/\W/g, '_')}-${n}`);
     const size = 16 * MiB;
@@ -110,9 +110,10 @@ for (const variant of ['fresh', 'backing', 'small clusters', 'v2', 'refcount_bit
       qemu('qemu-img', 'create', '-f', 'qcow2', '-b', f('base.qcow2'), '-F', 'qcow2', f('img.qcow2'));
       ref = qemuRawBytes(f('base.qcow2'), dir);
     } else {
-      const o = variant === 'small clusters' ? 'cluster_size=512' : variant === 'v2' ? 'compat=0.10' : variant === 'refcount_bits=1' ? 'refcount_bits=1' : 'cluster_size=65536';
+      const o = variant === 'small clusters' ? 'cluster_size=512' : variant === 'v2' ? 'compat=0.10' : variant.includes('=') ? variant : 'cluster_size=65536';
       qemu('qemu-img', 'create', '-f', 'qcow2', '-o', o, f('img.qcow2'), '16M');
     }
+    const rtBefore = readFileSync(f('img.qcow2')).readBigUInt64BE(48);
     const d = await openDisk({ file: f('img.qcow2') });
     // Small clusters: 12 MiB of writes outgrow the first refcount table (64 blocks of 256 clusters).
     const [count, maxLen] = variant === 'small clusters' ? [400, 64 * 1024] : [300, 256 * 1024];
@@ -121,6 +122,7 @@ for (const variant of ['fresh', 'backing', 'small clusters', 'v2', 'refcount_bit
     const got = await readAll(d);
     assert.equal(firstDiff(got, ref), -1, 'typevisor reads back what it wrote');
     await d.close();
+    if (variant === 'small clusters') assert.notEqual(readFileSync(f('img.qcow2')).readBigUInt64BE(48), rtBefore, 'the refcount table was moved to grow');
     assertCheckClean(f('img.qcow2'));
     writeFileSync(f('ref.raw'), ref);
     const cmp = qemuStatus('qemu-img', 'compare', '-f', 'qcow2', '-F', 'raw', f('img.qcow2'), f('ref.raw'));
