@@ -343,11 +343,17 @@ export class Qcow2Disk implements BlockBackend {
   private async release(hi: number, lo: number): Promise<void> {
     if (hi & OFLAG_COMPRESSED_HI) {
       const { start, end } = this.compressedRange(hi, lo);
-      for (let c = Math.floor(start / this.cs); c * this.cs < end; c++) await this.changeRef(c, -1);
+      for (let c = Math.floor(start / this.cs); c * this.cs < end; c++) await this.releaseData(c);
       return;
     }
     const off = entryOffset(hi, lo);
-    if (off !== 0) await this.changeRef(off / this.cs, -1);
+    if (off !== 0) await this.releaseData(Math.floor(off / this.cs));
+  }
+
+  private async releaseData(hc: number): Promise<void> {
+    // A data entry pointing into metadata is corruption: freeing it would let the table be overwritten.
+    if (this.meta.has(hc)) throw new DiskError(`'${this.name}': corrupt qcow2 image: data cluster ${hc} overlaps metadata`);
+    await this.changeRef(hc, -1);
   }
 
   // --- entries ---------------------------------------------------------------------------
