@@ -9,6 +9,7 @@ import { DiskError, openDisk, probeFormat, type DiskFormat } from '../host/stora
 import { NodeFile } from '../host/storage/node-file.js';
 import { readQcow2Header, createQcow2, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, type Qcow2Header } from '../host/storage/qcow2-format.js';
 import { checkQcow2 } from '../host/storage/check.js';
+import { lockImage } from '../host/storage/lock.js';
 import { parseFlags, USAGE_STATUS, type Parsed } from './args.js';
 
 export interface ImgIo {
@@ -19,7 +20,7 @@ export interface ImgIo {
 export const IMG_HELP = `typevisor img create [-f raw|qcow2] [-b BACKING [-F FMT]] [-o cluster_size=N] FILE [SIZE]
 typevisor img info [-f FMT] [--output human|json] FILE
 typevisor img convert [-f FMT] [-O raw|qcow2] IN OUT
-typevisor img check [-f FMT] [--output human|json] FILE
+typevisor img check [-f FMT] [-r leaks] [--output human|json] FILE
   SIZE in bytes or with a K/M/G/T suffix (rounded up to 512 bytes).
 `;
 
@@ -203,17 +204,32 @@ function isZero(b: Uint8Array): boolean {
 }
 
 async function cmdCheck(argv: readonly string[], io: ImgIo): Promise<number> {
-  const p = parseFlags(argv, [{ name: 'f', value: true }, { name: 'output', value: true }, { name: 'q', value: false }, { name: 'U', aliases: ['force-share'], value: false }], 'img check');
+  const p = parseFlags(argv, [{ name: 'f', value: true }, { name: 'output', value: true }, { name: 'q', value: false }, { name: 'U', aliases: ['force-share'], value: false }, { name: 'r', value: true }], 'img check');
+  const repair = one(p, 'r');
+  if (repair !== undefined && repair !== 'leaks') throw new UserError(`img check: -r ${repair}: only '-r leaks' is supported (use qemu-img check -r all for corruption)`, USAGE_STATUS);
   const out = one(p, 'output') ?? 'human';
   if (out !== 'human' && out !== 'json') throw new UserError(`img check: --output must be human or json`, USAGE_STATUS);
   const [file, extra] = p.positional;
   if (!file || extra !== undefined) throw new UserError('img check: expected FILE', USAGE_STATUS);
-  let r;
+  let r, repaired = 0;
   try {
-    r = await withFile(file, async (f) => {
-      const fmt = format(one(p, 'f'), '-f') ?? await probeFormat(f);
-      return fmt === 'qcow2' ? await checkQcow2(f) : null;
-    });
+    if (repair) {
+      const lock = lockImage(file, true);
+      const f = await NodeFile.open(file, true);
+      try {
+        const fmt = format(one(p, 'f'), '-f') ?? await probeFormat(f);
+        if (fmt === 'qcow2') {
+          const first = await checkQcow2(f, { repairLeaks: true });
+          if (first.errors) r = first;
+          else { repaired = first.leaks; await f.sync(); r = await checkQcow2(f); }
+        } else r = null;
+      } finally { await f.close(); lock.release(); }
+    } else {
+      r = await withFile(file, async (f) => {
+        const fmt = format(one(p, 'f'), '-f') ?? await probeFormat(f);
+        return fmt === 'qcow2' ? await checkQcow2(f) : null;
+      });
+    }
   } catch (e) {
     if (e instanceof DiskError) { io.stderr.write(`typevisor: ${e.message}\n`); return 1; }
     throw e;
@@ -229,6 +245,7 @@ async function cmdCheck(argv: readonly string[], io: ImgIo): Promise<number> {
     }, null, 4)}\n`);
   } else {
     let s = r.messages.map((m) => `${m}\n`).join('');
+    if (repaired) s = `The following inconsistencies were found and repaired:\n\n    ${repaired} leaked clusters\n    0 corruptions\n\nDouble checking the fixed image now...\n${s}`;
     if (r.errors) s += `\n${r.errors} errors were found on the image.\nData may be corrupted, or further writes to the image may corrupt it.\n`;
     if (r.leaks) s += `\n${r.leaks} leaked clusters were found on the image.\nThis means waste of disk space, but no harm to data.\n`;
     if (!r.errors && !r.leaks) s += 'No errors were found on the image.\n';

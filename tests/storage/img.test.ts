@@ -104,6 +104,10 @@ test('img check: exit statuses and messages as qemu-img', () => {
   assert.equal(r.status, 3, r.stdout);
   assert.match(r.stdout, new RegExp(`Leaked cluster ${end} refcount=1 reference=0\n\n1 leaked clusters were found`));
   assert.equal(qemuStatus('qemu-img', 'check', f('leak.qcow2')).status, 3, 'qemu-img agrees');
+  r = tv('check', '-r', 'leaks', f('leak.qcow2'));
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /1 leaked clusters\n {4}0 corruptions\n\nDouble checking the fixed image now...\nNo errors were found/);
+  assert.equal(qemuStatus('qemu-img', 'check', f('leak.qcow2')).status, 0, 'qemu-img finds the repaired image clean');
   // Corruption: the header's refcount dropped to 0.
   const bad = Buffer.from(img); bad.writeUInt16BE(0, rb);
   writeFileSync(f('bad.qcow2'), bad);

@@ -6,7 +6,7 @@
  */
 import { DiskError, readFull, type HostFile } from './file.js';
 import {
-  readQcow2Header, entryOffset, compressedExtent, getRefcount, OFLAG_COPIED_HI, OFLAG_COMPRESSED_HI, type Qcow2Header,
+  readQcow2Header, entryOffset, compressedExtent, getRefcount, setRefcount, OFLAG_COPIED_HI, OFLAG_COMPRESSED_HI, type Qcow2Header,
 } from './qcow2-format.js';
 
 export interface CheckReport {
@@ -25,7 +25,8 @@ export interface CheckReport {
 /** Clusters checked at most (a 64 TiB image of 64 KiB clusters has 2^30; we stop at 2^26). */
 const MAX_CHECK_CLUSTERS = 1 << 26;
 
-export async function checkQcow2(f: HostFile): Promise<CheckReport> {
+/** With `repairLeaks`, the refcounts of leaked clusters are set to 0 (qemu-img check -r leaks). */
+export async function checkQcow2(f: HostFile, opts: { repairLeaks?: boolean } = {}): Promise<CheckReport> {
   const h = await readQcow2Header(f);
   const name = f.name;
   if (h.nbSnapshots > 0) throw new DiskError(`'${name}': checking images with internal snapshots is not supported`);
@@ -104,9 +105,20 @@ export async function checkQcow2(f: HostFile): Promise<CheckReport> {
       if (c < nClusters) stored[c] = r; // past the end of the file: ignored, as qemu-img does
     }
   }
+  const zeroRefcount = async (c: number): Promise<void> => {
+    const b = Math.floor(c / rbEntries), off = blocks[b];
+    if (off === 0 || off + cs > fileSize || refs[off / cs] === 0) return;
+    await readFull(f, new Uint8Array(blk.buffer), off);
+    const [s, e] = setRefcount(blk, c % rbEntries, h.refcountOrder, 0);
+    await f.pwrite(new Uint8Array(blk.buffer, s, e - s), off + s);
+  };
   for (let c = 0; c < nClusters; c++) {
     if (stored[c] === refs[c]) continue;
-    if (refs[c] === 0) { leaks++; messages.push(`Leaked cluster ${c} refcount=${stored[c]} reference=0`); }
+    if (refs[c] === 0) {
+      leaks++;
+      messages.push(`${opts.repairLeaks ? 'Repairing cluster' : 'Leaked cluster'} ${c} refcount=${stored[c]} reference=0`);
+      if (opts.repairLeaks) await zeroRefcount(c);
+    }
     else { errors++; messages.push(`ERROR cluster ${c} refcount=${stored[c]} reference=${refs[c]}`); }
   }
   for (const k of copiedChecks) {
