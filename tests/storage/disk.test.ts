@@ -274,3 +274,21 @@ test('a lock file naming a live pid with another start time (a reused pid) is st
     await (await openDisk({ file })).close();
   } finally { sleeper.kill('SIGKILL'); }
 });
+
+test('metadata corruption found while writing stops writes and marks the image corrupt, as QEMU does', async () => {
+  const file = f('mark.qcow2');
+  qemu('qemu-img', 'create', '-f', 'qcow2', file, '4M');
+  qemu('qemu-io', '-c', 'write -P 7 0 64k', file);
+  const img = Buffer.from(readFileSync(file));
+  const l1 = Number(img.readBigUInt64BE(40));
+  const l2 = Number(img.readBigUInt64BE(l1) & 0x00ff_ffff_ffff_fe00n);
+  img.writeBigUInt64BE(BigInt(l1) | (1n << 63n), l2); // cluster 0's data "is" the L1 table
+  writeFileSync(file, img);
+  const d = await openDisk({ file });
+  await rejects(d.write(0, new Uint8Array(512).fill(1)), /corrupt qcow2 image: data cluster .* overlaps metadata/);
+  await rejects(d.write(1 << 20, new Uint8Array(512)), /found corrupt; writes are refused/);
+  await d.close();
+  assert.ok(readFileSync(file).subarray(l1, l1 + 4096).equals(img.subarray(l1, l1 + 4096)), 'the L1 table was not overwritten');
+  assert.match(qemu('qemu-img', 'info', file), /corrupt: true/);
+  await rejects(openDisk({ file }), /marked corrupt/);
+});

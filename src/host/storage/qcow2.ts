@@ -116,6 +116,7 @@ export class Qcow2Disk implements BlockBackend {
   private readonly inflight = new Map<number, number>();
   private lastCompressed = { hi: 0, lo: 0, data: null as Uint8Array | null };
   private closed = false;
+  private corruptFound = false;
 
   private constructor(private readonly f: HostFile, h: Qcow2Header, l1: DataView, rt: number[], fileSize: number, private readonly o: Qcow2Options) {
     this.name = f.name;
@@ -244,7 +245,7 @@ export class Qcow2Disk implements BlockBackend {
 
   private async changeRef(hc: number, delta: number): Promise<void> {
     const r = await this.refcount(hc);
-    if (r + delta < 0) throw new DiskError(`'${this.name}': corrupt qcow2 image: refcount of cluster ${hc} would drop below zero`);
+    if (r + delta < 0) throw this.corrupt(`refcount of cluster ${hc} would drop below zero`);
     await this.setRef(hc, r + delta);
     if (r + delta === 0) {
       this.meta.delete(hc);
@@ -292,7 +293,7 @@ export class Qcow2Disk implements BlockBackend {
       }
     }
     for (let skipped = 0; ; skipped++) {
-      if (skipped > MAX_SKIP) throw new DiskError(`'${this.name}': corrupt qcow2 image: refcounts claim clusters far past the end of the file`);
+      if (skipped > MAX_SKIP) throw this.corrupt(`refcounts claim clusters far past the end of the file`);
       const off = this.end;
       this.end += this.cs;
       if ((await this.refcount(off / this.cs)) === 0) {
@@ -352,7 +353,7 @@ export class Qcow2Disk implements BlockBackend {
 
   private async releaseData(hc: number): Promise<void> {
     // A data entry pointing into metadata is corruption: freeing it would let the table be overwritten.
-    if (this.meta.has(hc)) throw new DiskError(`'${this.name}': corrupt qcow2 image: data cluster ${hc} overlaps metadata`);
+    if (this.meta.has(hc)) throw this.corrupt(`data cluster ${hc} overlaps metadata`);
     await this.changeRef(hc, -1);
   }
 
@@ -360,14 +361,14 @@ export class Qcow2Disk implements BlockBackend {
 
   private dataOffset(hi: number, lo: number): number {
     const off = entryOffset(hi, lo);
-    if (off % this.cs !== 0) throw new DiskError(`'${this.name}': corrupt qcow2 image: data cluster offset 0x${off.toString(16)} is not cluster aligned`);
-    if (off >= this.end) throw new DiskError(`'${this.name}': corrupt qcow2 image: data cluster offset 0x${off.toString(16)} lies beyond the end of the file`);
+    if (off % this.cs !== 0) throw this.corrupt(`data cluster offset 0x${off.toString(16)} is not cluster aligned`);
+    if (off >= this.end) throw this.corrupt(`data cluster offset 0x${off.toString(16)} lies beyond the end of the file`);
     return off;
   }
 
   private compressedRange(hi: number, lo: number): { off: number; start: number; end: number } {
     const r = compressedExtent(hi, lo, this.cb);
-    if (r.off === 0 || r.off >= this.end) throw new DiskError(`'${this.name}': corrupt qcow2 image: compressed cluster offset 0x${r.off.toString(16)} outside the file`);
+    if (r.off === 0 || r.off >= this.end) throw this.corrupt(`compressed cluster offset 0x${r.off.toString(16)} outside the file`);
     return r;
   }
 
@@ -378,7 +379,7 @@ export class Qcow2Disk implements BlockBackend {
     const src = new Uint8Array(end - off);
     await readFull(this.f, src, off);
     const out = this.o.inflate(src, this.cs);
-    if (!out || out.length !== this.cs) throw new DiskError(`'${this.name}': corrupt qcow2 image: compressed cluster at 0x${off.toString(16)} does not decompress`);
+    if (!out || out.length !== this.cs) throw this.corrupt(`compressed cluster at 0x${off.toString(16)} does not decompress`);
     this.lastCompressed = { hi, lo, data: out };
     return out;
   }
@@ -487,7 +488,7 @@ export class Qcow2Disk implements BlockBackend {
   private async writeInPlace(host: number, inOff: number, src: Uint8Array): Promise<void> {
     const hc = host / this.cs;
     try {
-      if (this.meta.has(hc)) throw new DiskError(`'${this.name}': corrupt qcow2 image: data cluster 0x${host.toString(16)} overlaps metadata`);
+      if (this.meta.has(hc)) throw this.corrupt(`data cluster 0x${host.toString(16)} overlaps metadata`);
       await this.f.pwrite(src, host + inOff);
     } finally {
       const n = (this.inflight.get(hc) ?? 1) - 1;
@@ -551,6 +552,12 @@ export class Qcow2Disk implements BlockBackend {
     this.closed = true;
     const release = await this.mutex.lock();
     try {
+      if (!this.readOnly && this.corruptFound && this.v3) {
+        const b = new Uint8Array(8);
+        await readFull(this.f, b, 72);
+        b[7] |= INCOMPAT_CORRUPT;
+        await this.f.pwrite(b, 72);
+      }
       if (!this.readOnly) await this.f.sync();
     } finally {
       release();
@@ -559,12 +566,22 @@ export class Qcow2Disk implements BlockBackend {
     }
   }
 
+  /**
+   * Metadata found inconsistent at run time: as QEMU does, refuse further writes and set the
+   * header's corrupt bit (on close) so nothing writes to the image until it is repaired.
+   */
+  private corrupt(why: string): DiskError {
+    this.corruptFound = true;
+    return new DiskError(`'${this.name}': corrupt qcow2 image: ${why}`);
+  }
+
   private checkOpen(): void {
     if (this.closed) throw new DiskError(`'${this.name}': the disk is closed`);
   }
   private writable(): void {
     this.checkOpen();
     if (this.readOnly) throw new DiskError(`'${this.name}': the disk is read-only`);
+    if (this.corruptFound) throw new DiskError(`'${this.name}': the image was found corrupt; writes are refused (repair it with 'qemu-img check -r all')`);
   }
 }
 
