@@ -418,12 +418,25 @@ export class Qcow2Disk implements BlockBackend {
       const n = Math.min(this.cs - inOff, dst.length - pos);
       const chunk = dst.subarray(pos, pos + n);
       const l2p = this.l2For(vc);
-      if (l2p === null) await this.readBelow(vo, chunk);
-      else {
-        const t = await l2p, i = (vc % this.l2Entries) * 8;
-        await this.readCluster(vc, t.getUint32(i), t.getUint32(i + 4), inOff, chunk);
+      if (l2p === null) { await this.readBelow(vo, chunk); pos += n; continue; }
+      const t = await l2p, i = (vc % this.l2Entries) * 8;
+      const hi = t.getUint32(i), lo = t.getUint32(i + 4);
+      if ((hi & OFLAG_COMPRESSED_HI) || (this.v3 && (lo & OFLAG_ZERO_LO)) || entryOffset(hi, lo) === 0) {
+        await this.readCluster(vc, hi, lo, inOff, chunk);
+        pos += n;
+        continue;
       }
-      pos += n;
+      // Plain data: extend over following clusters of this L2 table that are contiguous on the host.
+      const host = this.dataOffset(hi, lo);
+      let len = n;
+      for (let j = i + 8; pos + len < dst.length && j < this.cs; j += 8) {
+        const h2 = t.getUint32(j), l2 = t.getUint32(j + 4);
+        if ((h2 & OFLAG_COMPRESSED_HI) || (this.v3 && (l2 & OFLAG_ZERO_LO)) || entryOffset(h2, l2) !== host + inOff + len) break;
+        this.dataOffset(h2, l2);
+        len += Math.min(this.cs, dst.length - pos - len);
+      }
+      await readFull(this.f, dst.subarray(pos, pos + len), host + inOff);
+      pos += len;
     }
   }
 
@@ -435,8 +448,30 @@ export class Qcow2Disk implements BlockBackend {
       const vc = Math.floor(vo / this.cs);
       const inOff = vo - vc * this.cs;
       const n = Math.min(this.cs - inOff, src.length - pos);
-      await this.writeCluster(vc, inOff, src.subarray(pos, pos + n));
-      pos += n;
+      const host = await this.ownedCluster(vc);
+      if (host < 0) {
+        const k = inOff === 0 ? await this.freshRun(vc, Math.floor((src.length - pos) / this.cs)) : 0;
+        if (k >= 2) {
+          await this.writeRun(vc, k, src.subarray(pos, pos + k * this.cs));
+          pos += k * this.cs;
+        } else {
+          await this.writeCluster(vc, inOff, src.subarray(pos, pos + n));
+          pos += n;
+        }
+        continue;
+      }
+      // In place: extend over following owned clusters that are contiguous on the host.
+      let len = n, clusters = 1;
+      try {
+        while (pos + len < src.length) {
+          const next = await this.ownedCluster(vc + clusters);
+          if (next !== host + clusters * this.cs) { if (next >= 0) this.unregister(next / this.cs, 1); break; }
+          clusters++;
+          len += Math.min(this.cs, src.length - pos - len);
+        }
+      } catch (e) { this.unregister(host / this.cs, clusters); throw e; }
+      await this.writeInPlace(host, inOff, src.subarray(pos, pos + len), clusters);
+      pos += len;
     }
     if (this.o.syncEachWrite) await this.f.sync();
   }
@@ -485,14 +520,90 @@ export class Qcow2Disk implements BlockBackend {
     } finally { release(); }
   }
 
-  private async writeInPlace(host: number, inOff: number, src: Uint8Array): Promise<void> {
+  /** How many of the `max` clusters from vc (within one L2 table) are unallocated or plain zero: whole-cluster writes there need no copy. */
+  private async freshRun(vc: number, max: number): Promise<number> {
+    const limit = Math.min(max, this.l2Entries - (vc % this.l2Entries));
+    const l2p = this.l2For(vc);
+    if (l2p === null) return limit;
+    const t = await l2p;
+    let k = 0;
+    for (let i = (vc % this.l2Entries) * 8; k < limit; k++, i += 8) {
+      const hi = t.getUint32(i), lo = t.getUint32(i + 4);
+      if (hi !== 0 || (lo !== 0 && !(this.v3 && lo === OFLAG_ZERO_LO))) break;
+    }
+    return k;
+  }
+
+  /** Whole-cluster writes to k fresh clusters: one contiguous allocation, one data write, one L2 write. */
+  private async writeRun(vc: number, k: number, src: Uint8Array): Promise<void> {
+    const release = await this.mutex.lock();
+    let done = false;
+    try {
+      // Freed clusters are used first (cluster by cluster), so rewrites do not grow the file.
+      if (this.freed.length === 0 && (await this.freshRun(vc, k)) === k) {
+        const l2 = await this.l2ForWrite(vc);
+        const off = this.end, hc0 = off / this.cs;
+        let free = true;
+        for (let j = 0; j < k && free; j++) free = (await this.refcount(hc0 + j)) === 0;
+        if (free) {
+          this.end += k * this.cs;
+          await this.setRefRange(hc0, k);
+          await this.f.pwrite(src, off);
+          const i0 = (vc % this.l2Entries) * 8;
+          this.l2Cache.pin(l2.off, l2.t);
+          try {
+            for (let j = 0; j < k; j++) {
+              const o = off + j * this.cs;
+              l2.t.setUint32(i0 + j * 8, (Math.floor(o / 0x1_0000_0000) | OFLAG_COPIED_HI) >>> 0);
+              l2.t.setUint32(i0 + j * 8 + 4, o >>> 0);
+            }
+            await this.f.pwrite(new Uint8Array(l2.t.buffer, i0, k * 8), l2.off + i0);
+          } finally { this.l2Cache.unpin(l2.off); }
+          done = true;
+        }
+      }
+    } finally { release(); }
+    if (!done) {
+      for (let j = 0; j < k; j++) await this.writeCluster(vc + j, 0, src.subarray(j * this.cs, (j + 1) * this.cs));
+    }
+  }
+
+  /** Refcount 1 for `count` clusters from hc0, one write per refcount block. Holds the mutex. */
+  private async setRefRange(hc0: number, count: number): Promise<void> {
+    for (let hc = hc0; hc < hc0 + count;) {
+      const ti = Math.floor(hc / this.rbEntries);
+      if (ti >= this.rt.length || this.rt[ti] === 0) { await this.setRef(hc, 1); hc++; continue; }
+      const bo = this.rt[ti];
+      const blk = await this.rbCache.get(bo);
+      this.rbCache.pin(bo, blk);
+      try {
+        const last = Math.min(hc0 + count, (ti + 1) * this.rbEntries);
+        let s = Infinity, e = 0;
+        for (; hc < last; hc++) {
+          const [a, b] = setRefcount(blk, hc % this.rbEntries, this.order, 1);
+          if (a < s) s = a;
+          if (b > e) e = b;
+        }
+        await this.f.pwrite(new Uint8Array(blk.buffer, s, e - s), bo + s);
+      } finally { this.rbCache.unpin(bo); }
+    }
+  }
+
+  /** Writes to `clusters` owned host clusters from `host`, each registered by ownedCluster. */
+  private async writeInPlace(host: number, inOff: number, src: Uint8Array, clusters = 1): Promise<void> {
     const hc = host / this.cs;
     try {
-      if (this.meta.has(hc)) throw this.corrupt(`data cluster 0x${host.toString(16)} overlaps metadata`);
+      for (let k = 0; k < clusters; k++) {
+        if (this.meta.has(hc + k)) throw this.corrupt(`data cluster 0x${(host + k * this.cs).toString(16)} overlaps metadata`);
+      }
       await this.f.pwrite(src, host + inOff);
-    } finally {
-      const n = (this.inflight.get(hc) ?? 1) - 1;
-      if (n > 0) this.inflight.set(hc, n); else this.inflight.delete(hc);
+    } finally { this.unregister(hc, clusters); }
+  }
+
+  private unregister(hc: number, clusters: number): void {
+    for (let k = hc; k < hc + clusters; k++) {
+      const n = (this.inflight.get(k) ?? 1) - 1;
+      if (n > 0) this.inflight.set(k, n); else this.inflight.delete(k);
     }
   }
 
