@@ -170,10 +170,16 @@ test('overlapping concurrent writes to the same new clusters allocate once', asy
   }
   await Promise.all(writes);
   const got = await readAll(d);
-  await d.close();
   assert.equal(firstDiff(got, ref), -1);
-  assertCheckClean(file);
   assert.ok(readFileSync(file).length <= 10 * 65536, 'no duplicate allocations');
+  // Multi-cluster writes racing over the same fresh clusters (the run allocator and the per-cluster path).
+  const before = readFileSync(file).length;
+  const big: Array<Promise<void>> = [];
+  for (let s = 0; s < 16; s++) big.push(d.write(MiB + ((s * 3) % 8) * 65536 + (s & 1) * 512, new Uint8Array(3 * 65536 - (s & 1) * 1024).fill(s + 1)));
+  await Promise.all(big);
+  await d.close();
+  assert.ok(readFileSync(file).length <= before + 10 * 65536, `no cluster allocated twice (${readFileSync(file).length - before} bytes more)`);
+  assertCheckClean(file);
 });
 
 test('discarded clusters are reused; racing writes and discards leave a consistent image', async () => {
