@@ -1,11 +1,17 @@
 /** Helpers for the storage tests: temp dirs, qemu-img/qemu-io runs, seeded data. */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { after } from 'node:test';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { prng } from '../lib/prng.js';
 
-export function tmp(tag: string): string { return mkdtempSync(join(tmpdir(), `typevisor-storage-${tag}-`)); }
+/** A temporary directory, removed when the test file is done (KEEP_TMP=1 keeps it). */
+export function tmp(tag: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `typevisor-storage-${tag}-`));
+  if (!process.env.KEEP_TMP) after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
 
 /** Runs a qemu tool; throws with its stderr on failure. */
 export function qemu(tool: 'qemu-img' | 'qemu-io', ...args: string[]): string {
