@@ -90,12 +90,13 @@ async function cmdCreate(argv: readonly string[], io: ImgIo): Promise<number> {
     } finally { await b.close(); }
   }
   if (size === undefined) throw new UserError('img create: a SIZE is needed (or a backing file)', USAGE_STATUS);
-  const f = await NodeFile.open(file, true, true);
+  const lock = lockImage(file, true); // never truncate an image a VM is using
+  const f = await NodeFile.open(file, true, true).catch((e: unknown) => { lock.release(); throw e; });
   try {
     if (fmt === 'raw') await f.truncate(size);
     else await createQcow2(f, { size, clusterBits, backingFile: backing, backingFormat: backingFmt });
     await f.sync();
-  } finally { await f.close(); }
+  } finally { await f.close(); lock.release(); }
   if (!p.flags.has('q')) {
     io.stdout.write(`Formatting '${file}', fmt=${fmt}${fmt === 'qcow2' ? ` cluster_size=${2 ** clusterBits}` : ''}` +
       `${backing !== undefined ? ` backing_file=${backing} backing_fmt=${backingFmt}` : ''} size=${size}\n`);
@@ -173,11 +174,14 @@ async function cmdConvert(argv: readonly string[], io: ImgIo): Promise<number> {
   const input = await openDisk({ file: src, format: inFmt, readOnly: true });
   try {
     const size = input.sizeBytes;
-    const f = await NodeFile.open(dst, true, true);
+    const lock = lockImage(dst, true);
     try {
-      if (outFmt === 'raw') await f.truncate(size);
-      else await createQcow2(f, { size });
-    } finally { await f.close(); }
+      const f = await NodeFile.open(dst, true, true);
+      try {
+        if (outFmt === 'raw') await f.truncate(size);
+        else await createQcow2(f, { size });
+      } finally { await f.close(); }
+    } finally { lock.release(); }
     const out = await openDisk({ file: dst, format: outFmt });
     try {
       const buf = new Uint8Array(CONVERT_CHUNK);

@@ -5,11 +5,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../lib/toolchain.js';
 import { tmp, qemu, qemuStatus } from './util.js';
+import { procLocks } from '../../src/host/storage/lock.js';
 
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
 const dir = tmp('img');
@@ -121,4 +122,22 @@ test('img check: exit statuses and messages as qemu-img', () => {
   r = tv('check', '-f', 'qcow2', f('trunc.qcow2'));
   assert.equal(r.status, 1);
   assert.match(r.stderr, /trunc\.qcow2.*too short/);
+});
+
+test('img create and convert refuse to overwrite an image QEMU has open', async () => {
+  qemu('qemu-img', 'create', '-f', 'qcow2', f('busy.qcow2'), '1M');
+  const before = readFileSync(f('busy.qcow2'));
+  const holder = spawn('qemu-io', [f('busy.qcow2')], { stdio: ['pipe', 'ignore', 'ignore'] });
+  try {
+    const st = statSync(f('busy.qcow2'));
+    for (let i = 0; i < 200 && procLocks(st.dev, st.ino).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    writeFileSync(f('busy-src.raw'), new Uint8Array(4096));
+    let r = tv('create', '-f', 'raw', f('busy.qcow2'), '1M');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /busy\.qcow2' is locked/);
+    r = tv('convert', '-O', 'raw', f('busy-src.raw'), f('busy.qcow2'));
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /busy\.qcow2' is locked/);
+    assert.ok(readFileSync(f('busy.qcow2')).equals(before), 'the image is untouched');
+  } finally { holder.stdin.end(); await new Promise((res) => holder.on('exit', res)); }
 });
