@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Machine, BootError, type MachineConfig, type MachineExit, type RawImage } from '../machine/machine.js';
 import { VirtBoard } from '../machine/virt.js';
+import { cmdImg } from './img.js';
 import { ElfError } from '../machine/elf.js';
 import { UserError, loadImage } from '../host/images.js';
 import { findDefaultGuest, guestDir, cacheDir } from '../host/guest-cache.js';
@@ -35,6 +36,7 @@ Commands:
   run       boot a virtual machine (the default guest if no --kernel or --bios file)
   dumpdtb   write the machine's device tree blob
   image     build (image build [--force]) or locate (image path) the default guest
+  img       disk images: create, info, convert, check (qemu-img spelling; 'img help')
   help      this text
   --version print the version
 
@@ -305,6 +307,7 @@ export async function main(argv: readonly string[], ioIn?: Partial<CliIo>): Prom
       case 'run': return await cmdRun(rest, io);
       case 'dumpdtb': return cmdDumpDtb(rest, io);
       case 'image': return await cmdImage(rest, io);
+      case 'img': return await cmdImg(rest, io);
       default:
         // QEMU habit: options straight away mean `run`.
         if (cmd.startsWith('-')) return await cmdRun(argv, io);

@@ -115,14 +115,19 @@ export async function openDisk(opts: DiskOptions): Promise<BlockBackend> {
   try {
     const dir = mkdtempSync(join(tmpdir(), 'typevisor-snapshot-'));
     const path = join(dir, 'overlay.qcow2');
-    let f: NodeFile | null = null;
+    let f: NodeFile;
     try {
       f = await NodeFile.open(path, true, true);
-      await createQcow2(f, { size: base.sizeBytes });
     } finally {
       rmSync(dir, { recursive: true, force: true }); // unlinked: the open handle keeps it alive
     }
-    return await Qcow2Disk.open(f, { readOnly: opts.readOnly ?? false, backing: base, inflate: nodeInflate, syncEachWrite: false });
+    try {
+      await createQcow2(f, { size: base.sizeBytes });
+      return await Qcow2Disk.open(f, { readOnly: opts.readOnly ?? false, backing: base, inflate: nodeInflate, syncEachWrite: false });
+    } catch (e) {
+      await f.close();
+      throw e;
+    }
   } catch (e) {
     await base.close();
     throw e;

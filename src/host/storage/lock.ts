@@ -61,10 +61,20 @@ function qemuConflict(path: string, dev: number, ino: number, writable: boolean)
   }
 }
 
-function alive(pid: number): boolean {
+/** A process's start time (clock ticks since boot, /proc/PID/stat field 22), to tell a reused pid. */
+function startTime(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  } catch { return ''; }
+}
+
+function alive(pid: number, started: string): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   if (pid === process.pid) return true;
-  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+  try { process.kill(pid, 0); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false; }
+  const now = startTime(pid);
+  return started === '' || now === '' || now === started;
 }
 
 const held = new Set<string>();
@@ -82,15 +92,19 @@ export function lockImage(path: string, writable: boolean, env: NodeJS.ProcessEn
   qemuConflict(path, st.dev, st.ino, writable);
   const dir = lockDir(env);
   const file = join(dir, `${st.dev}-${st.ino}.lock`);
+  /** The live holder's pid, or null (no lock file, or its process is gone: a stale lock). */
   const holder = (): number | null => {
-    try { return Number(readFileSync(file, 'utf8').split('\n')[0]); } catch { return null; }
+    let lines: string[];
+    try { lines = readFileSync(file, 'utf8').split('\n'); } catch { return null; }
+    const pid = Number(lines[0]);
+    return alive(pid, lines[1] ?? '') ? pid : null;
   };
   const refuse = (pid: number): never => {
     throw new DiskError(`'${path}' is locked: typevisor process ${pid} has it open for writing`);
   };
   if (!writable) {
     const pid = holder();
-    if (pid !== null && alive(pid)) refuse(pid);
+    if (pid !== null) refuse(pid);
     return { release() {} };
   }
   try { mkdirSync(dir, { recursive: true, mode: 0o700 }); } catch (e) {
@@ -98,12 +112,12 @@ export function lockImage(path: string, writable: boolean, env: NodeJS.ProcessEn
   }
   for (let attempt = 0; ; attempt++) {
     try {
-      writeFileSync(file, `${process.pid}\n${path}\n`, { flag: 'wx' });
+      writeFileSync(file, `${process.pid}\n${startTime(process.pid)}\n${path}\n`, { flag: 'wx' });
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new DiskError(`'${path}': cannot create lock file ${file}: ${(e as Error).message}`);
       const pid = holder();
-      if (pid !== null && alive(pid)) refuse(pid);
+      if (pid !== null) refuse(pid);
       if (attempt >= 3) throw new DiskError(`'${path}': cannot take the lock file ${file}`);
       try { unlinkSync(file); } catch { /* someone else removed the stale lock */ }
     }
@@ -119,7 +133,7 @@ export function lockImage(path: string, writable: boolean, env: NodeJS.ProcessEn
       if (released) return;
       released = true;
       held.delete(file);
-      try { if (holder() === process.pid) unlinkSync(file); } catch { /* gone */ }
+      try { if (Number(readFileSync(file, 'utf8').split('\n')[0]) === process.pid) unlinkSync(file); } catch { /* gone */ }
     },
   };
 }

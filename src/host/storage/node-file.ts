@@ -9,7 +9,7 @@ export class NodeFile implements HostFile {
     try {
       const fh = await open(path, create ? 'w+' : writable ? 'r+' : 'r');
       const st = await fh.stat();
-      if (!st.isFile() && !st.isBlockDevice()) {
+      if (!st.isFile()) {
         await fh.close();
         throw new DiskError(`'${path}': not a regular file`);
       }

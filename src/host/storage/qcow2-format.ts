@@ -81,6 +81,15 @@ function bits64(dv: DataView, at: number): number {
   return hi !== 0 ? (lo | 0x8000_0000) >>> 0 : lo;
 }
 
+/** A compressed L2 entry's host offset and the byte range [start, end) of the sectors it uses. */
+export function compressedExtent(hi: number, lo: number, clusterBits: number): { off: number; start: number; end: number } {
+  const x = 62 - (clusterBits - 8) - 32; // offset bits in the high word
+  const off = (hi & ((1 << x) - 1)) * 0x1_0000_0000 + (lo >>> 0);
+  const sectors = ((hi >>> x) & ((1 << (clusterBits - 8)) - 1)) + 1;
+  const start = off - (off % 512);
+  return { off, start, end: start + sectors * 512 };
+}
+
 export async function isQcow2(f: HostFile): Promise<boolean> {
   const b = new Uint8Array(4);
   const n = await f.pread(b, 0);

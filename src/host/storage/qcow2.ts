@@ -10,7 +10,7 @@ import type { BlockBackend } from '../../devices/device.js';
 import { DiskError, readFull, type HostFile } from './file.js';
 import { checkRange } from './raw.js';
 import {
-  readQcow2Header, entryOffset, getRefcount, setRefcount, maxRefcount, setU64, type Qcow2Header,
+  readQcow2Header, entryOffset, compressedExtent, getRefcount, setRefcount, maxRefcount, setU64, type Qcow2Header,
   INCOMPAT_DIRTY, INCOMPAT_CORRUPT, OFLAG_COPIED_HI, OFLAG_COMPRESSED_HI, OFLAG_ZERO_LO,
 } from './qcow2-format.js';
 
@@ -30,6 +30,8 @@ export interface Qcow2Options {
 const CACHE_BYTES = 4 << 20;
 /** Allocation gives up after skipping this many in-use clusters past the end of the file. */
 const MAX_SKIP = 1 << 16;
+/** Freed clusters remembered for reuse (the rest are found again by nobody: harmless holes). */
+const MAX_FREED = 1 << 16;
 
 /** Serialises metadata updates (allocation): one holder at a time, FIFO. */
 class Mutex {
@@ -109,8 +111,12 @@ export class Qcow2Disk implements BlockBackend {
   private readonly rbCache: TableCache;
   private readonly mutex = new Mutex();
   private scratch: Uint8Array | null = null;
+  private readonly freed: number[] = [];
+  /** Host clusters with in-place writes in flight, and how many. */
+  private readonly inflight = new Map<number, number>();
   private lastCompressed = { hi: 0, lo: 0, data: null as Uint8Array | null };
   private closed = false;
+  private corruptFound = false;
 
   private constructor(private readonly f: HostFile, h: Qcow2Header, l1: DataView, rt: number[], fileSize: number, private readonly o: Qcow2Options) {
     this.name = f.name;
@@ -239,9 +245,12 @@ export class Qcow2Disk implements BlockBackend {
 
   private async changeRef(hc: number, delta: number): Promise<void> {
     const r = await this.refcount(hc);
-    if (r + delta < 0) throw new DiskError(`'${this.name}': corrupt qcow2 image: refcount of cluster ${hc} would drop below zero`);
+    if (r + delta < 0) throw this.corrupt(`refcount of cluster ${hc} would drop below zero`);
     await this.setRef(hc, r + delta);
-    if (r + delta === 0) this.meta.delete(hc);
+    if (r + delta === 0) {
+      this.meta.delete(hc);
+      if (hc > 0 && this.freed.length < MAX_FREED) this.freed.push(hc);
+    }
   }
 
   /** A new refcount table at the end of the file with room for `minEntries` blocks. Holds the mutex. */
@@ -275,8 +284,16 @@ export class Qcow2Disk implements BlockBackend {
 
   /** A fresh cluster at the end of the file with refcount 1. Holds the mutex. */
   private async allocCluster(): Promise<number> {
+    // Clusters freed by discards and rewrites are used again before the file grows.
+    while (this.freed.length) {
+      const hc = this.freed.pop() as number;
+      if ((await this.refcount(hc)) === 0 && !this.meta.has(hc) && !this.inflight.has(hc)) {
+        await this.setRef(hc, 1);
+        return hc * this.cs;
+      }
+    }
     for (let skipped = 0; ; skipped++) {
-      if (skipped > MAX_SKIP) throw new DiskError(`'${this.name}': corrupt qcow2 image: refcounts claim clusters far past the end of the file`);
+      if (skipped > MAX_SKIP) throw this.corrupt(`refcounts claim clusters far past the end of the file`);
       const off = this.end;
       this.end += this.cs;
       if ((await this.refcount(off / this.cs)) === 0) {
@@ -327,31 +344,32 @@ export class Qcow2Disk implements BlockBackend {
   private async release(hi: number, lo: number): Promise<void> {
     if (hi & OFLAG_COMPRESSED_HI) {
       const { start, end } = this.compressedRange(hi, lo);
-      for (let c = Math.floor(start / this.cs); c * this.cs < end; c++) await this.changeRef(c, -1);
+      for (let c = Math.floor(start / this.cs); c * this.cs < end; c++) await this.releaseData(c);
       return;
     }
     const off = entryOffset(hi, lo);
-    if (off !== 0) await this.changeRef(off / this.cs, -1);
+    if (off !== 0) await this.releaseData(Math.floor(off / this.cs));
+  }
+
+  private async releaseData(hc: number): Promise<void> {
+    // A data entry pointing into metadata is corruption: freeing it would let the table be overwritten.
+    if (this.meta.has(hc)) throw this.corrupt(`data cluster ${hc} overlaps metadata`);
+    await this.changeRef(hc, -1);
   }
 
   // --- entries ---------------------------------------------------------------------------
 
   private dataOffset(hi: number, lo: number): number {
     const off = entryOffset(hi, lo);
-    if (off % this.cs !== 0) throw new DiskError(`'${this.name}': corrupt qcow2 image: data cluster offset 0x${off.toString(16)} is not cluster aligned`);
-    if (off >= this.end) throw new DiskError(`'${this.name}': corrupt qcow2 image: data cluster offset 0x${off.toString(16)} lies beyond the end of the file`);
+    if (off % this.cs !== 0) throw this.corrupt(`data cluster offset 0x${off.toString(16)} is not cluster aligned`);
+    if (off >= this.end) throw this.corrupt(`data cluster offset 0x${off.toString(16)} lies beyond the end of the file`);
     return off;
   }
 
   private compressedRange(hi: number, lo: number): { off: number; start: number; end: number } {
-    const x = 62 - (this.cb - 8); // offset bits
-    const full = (hi & 0x3fff_ffff) * 0x1_0000_0000 + (lo >>> 0);
-    const off = full % 2 ** x;
-    const sectors = Math.floor(full / 2 ** x) % 2 ** (this.cb - 8) + 1;
-    const start = off - (off % 512);
-    const end = start + sectors * 512;
-    if (off === 0 || off >= this.end) throw new DiskError(`'${this.name}': corrupt qcow2 image: compressed cluster offset 0x${off.toString(16)} outside the file`);
-    return { off, start, end };
+    const r = compressedExtent(hi, lo, this.cb);
+    if (r.off === 0 || r.off >= this.end) throw this.corrupt(`compressed cluster offset 0x${r.off.toString(16)} outside the file`);
+    return r;
   }
 
   private async readCompressed(hi: number, lo: number): Promise<Uint8Array> {
@@ -361,7 +379,7 @@ export class Qcow2Disk implements BlockBackend {
     const src = new Uint8Array(end - off);
     await readFull(this.f, src, off);
     const out = this.o.inflate(src, this.cs);
-    if (!out || out.length !== this.cs) throw new DiskError(`'${this.name}': corrupt qcow2 image: compressed cluster at 0x${off.toString(16)} does not decompress`);
+    if (!out || out.length !== this.cs) throw this.corrupt(`compressed cluster at 0x${off.toString(16)} does not decompress`);
     this.lastCompressed = { hi, lo, data: out };
     return out;
   }
@@ -400,12 +418,25 @@ export class Qcow2Disk implements BlockBackend {
       const n = Math.min(this.cs - inOff, dst.length - pos);
       const chunk = dst.subarray(pos, pos + n);
       const l2p = this.l2For(vc);
-      if (l2p === null) await this.readBelow(vo, chunk);
-      else {
-        const t = await l2p, i = (vc % this.l2Entries) * 8;
-        await this.readCluster(vc, t.getUint32(i), t.getUint32(i + 4), inOff, chunk);
+      if (l2p === null) { await this.readBelow(vo, chunk); pos += n; continue; }
+      const t = await l2p, i = (vc % this.l2Entries) * 8;
+      const hi = t.getUint32(i), lo = t.getUint32(i + 4);
+      if ((hi & OFLAG_COMPRESSED_HI) || (this.v3 && (lo & OFLAG_ZERO_LO)) || entryOffset(hi, lo) === 0) {
+        await this.readCluster(vc, hi, lo, inOff, chunk);
+        pos += n;
+        continue;
       }
-      pos += n;
+      // Plain data: extend over following clusters of this L2 table that are contiguous on the host.
+      const host = this.dataOffset(hi, lo);
+      let len = n;
+      for (let j = i + 8; pos + len < dst.length && j < this.cs; j += 8) {
+        const h2 = t.getUint32(j), l2 = t.getUint32(j + 4);
+        if ((h2 & OFLAG_COMPRESSED_HI) || (this.v3 && (l2 & OFLAG_ZERO_LO)) || entryOffset(h2, l2) !== host + inOff + len) break;
+        this.dataOffset(h2, l2);
+        len += Math.min(this.cs, dst.length - pos - len);
+      }
+      await readFull(this.f, dst.subarray(pos, pos + len), host + inOff);
+      pos += len;
     }
   }
 
@@ -417,8 +448,30 @@ export class Qcow2Disk implements BlockBackend {
       const vc = Math.floor(vo / this.cs);
       const inOff = vo - vc * this.cs;
       const n = Math.min(this.cs - inOff, src.length - pos);
-      await this.writeCluster(vc, inOff, src.subarray(pos, pos + n));
-      pos += n;
+      const host = await this.ownedCluster(vc);
+      if (host < 0) {
+        const k = inOff === 0 ? await this.freshRun(vc, Math.floor((src.length - pos) / this.cs)) : 0;
+        if (k >= 2) {
+          await this.writeRun(vc, k, src.subarray(pos, pos + k * this.cs));
+          pos += k * this.cs;
+        } else {
+          await this.writeCluster(vc, inOff, src.subarray(pos, pos + n));
+          pos += n;
+        }
+        continue;
+      }
+      // In place: extend over following owned clusters that are contiguous on the host.
+      let len = n, clusters = 1;
+      try {
+        while (pos + len < src.length) {
+          const next = await this.ownedCluster(vc + clusters);
+          if (next !== host + clusters * this.cs) { if (next >= 0) this.unregister(next / this.cs, 1); break; }
+          clusters++;
+          len += Math.min(this.cs, src.length - pos - len);
+        }
+      } catch (e) { this.unregister(host / this.cs, clusters); throw e; }
+      await this.writeInPlace(host, inOff, src.subarray(pos, pos + len), clusters);
+      pos += len;
     }
     if (this.o.syncEachWrite) await this.f.sync();
   }
@@ -432,8 +485,13 @@ export class Qcow2Disk implements BlockBackend {
     const t = await l2p, i = (vc % this.l2Entries) * 8;
     const hi = t.getUint32(i), lo = t.getUint32(i + 4);
     if (!(hi & OFLAG_COPIED_HI) || (hi & OFLAG_COMPRESSED_HI) || (this.v3 && (lo & OFLAG_ZERO_LO))) return -1;
-    const off = entryOffset(hi, lo);
-    return off === 0 ? -1 : this.dataOffset(hi, lo);
+    if (entryOffset(hi, lo) === 0) return -1;
+    const off = this.dataOffset(hi, lo);
+    // Registered in the same synchronous step as the lookup: a concurrent discard cannot hand
+    // this cluster to new metadata while our write to it is in flight.
+    const hc = off / this.cs;
+    this.inflight.set(hc, (this.inflight.get(hc) ?? 0) + 1);
+    return off;
   }
 
   private async writeCluster(vc: number, inOff: number, src: Uint8Array): Promise<void> {
@@ -454,17 +512,99 @@ export class Qcow2Disk implements BlockBackend {
         await this.readCluster(vc, hi, lo, 0, data);
         data.set(src, inOff);
       }
+      const l2 = await this.l2ForWrite(vc); // first, so a new table precedes its data in the file
       const off = await this.allocCluster();
       await this.f.pwrite(data, off);
-      const l2 = await this.l2ForWrite(vc);
       await this.setL2Entry(l2, vc, Math.floor(off / 0x1_0000_0000) | OFLAG_COPIED_HI, off >>> 0);
       await this.release(hi, lo);
     } finally { release(); }
   }
 
-  private async writeInPlace(host: number, inOff: number, src: Uint8Array): Promise<void> {
-    if (this.meta.has(host / this.cs)) throw new DiskError(`'${this.name}': corrupt qcow2 image: data cluster 0x${host.toString(16)} overlaps metadata`);
-    await this.f.pwrite(src, host + inOff);
+  /** How many of the `max` clusters from vc (within one L2 table) are unallocated or plain zero: whole-cluster writes there need no copy. */
+  private async freshRun(vc: number, max: number): Promise<number> {
+    const limit = Math.min(max, this.l2Entries - (vc % this.l2Entries));
+    const l2p = this.l2For(vc);
+    if (l2p === null) return limit;
+    const t = await l2p;
+    let k = 0;
+    for (let i = (vc % this.l2Entries) * 8; k < limit; k++, i += 8) {
+      const hi = t.getUint32(i), lo = t.getUint32(i + 4);
+      if (hi !== 0 || (lo !== 0 && !(this.v3 && lo === OFLAG_ZERO_LO))) break;
+    }
+    return k;
+  }
+
+  /** Whole-cluster writes to k fresh clusters: one contiguous allocation, one data write, one L2 write. */
+  private async writeRun(vc: number, k: number, src: Uint8Array): Promise<void> {
+    const release = await this.mutex.lock();
+    let done = false;
+    try {
+      // Freed clusters are used first (cluster by cluster), so rewrites do not grow the file.
+      if (this.freed.length === 0 && (await this.freshRun(vc, k)) === k) {
+        const l2 = await this.l2ForWrite(vc);
+        const off = this.end, hc0 = off / this.cs;
+        let free = true;
+        for (let j = 0; j < k && free; j++) free = (await this.refcount(hc0 + j)) === 0;
+        if (free) {
+          this.end += k * this.cs;
+          await this.setRefRange(hc0, k);
+          await this.f.pwrite(src, off);
+          const i0 = (vc % this.l2Entries) * 8;
+          this.l2Cache.pin(l2.off, l2.t);
+          try {
+            for (let j = 0; j < k; j++) {
+              const o = off + j * this.cs;
+              l2.t.setUint32(i0 + j * 8, (Math.floor(o / 0x1_0000_0000) | OFLAG_COPIED_HI) >>> 0);
+              l2.t.setUint32(i0 + j * 8 + 4, o >>> 0);
+            }
+            await this.f.pwrite(new Uint8Array(l2.t.buffer, i0, k * 8), l2.off + i0);
+          } finally { this.l2Cache.unpin(l2.off); }
+          done = true;
+        }
+      }
+    } finally { release(); }
+    if (!done) {
+      for (let j = 0; j < k; j++) await this.writeCluster(vc + j, 0, src.subarray(j * this.cs, (j + 1) * this.cs));
+    }
+  }
+
+  /** Refcount 1 for `count` clusters from hc0, one write per refcount block. Holds the mutex. */
+  private async setRefRange(hc0: number, count: number): Promise<void> {
+    for (let hc = hc0; hc < hc0 + count;) {
+      const ti = Math.floor(hc / this.rbEntries);
+      if (ti >= this.rt.length || this.rt[ti] === 0) { await this.setRef(hc, 1); hc++; continue; }
+      const bo = this.rt[ti];
+      const blk = await this.rbCache.get(bo);
+      this.rbCache.pin(bo, blk);
+      try {
+        const last = Math.min(hc0 + count, (ti + 1) * this.rbEntries);
+        let s = Infinity, e = 0;
+        for (; hc < last; hc++) {
+          const [a, b] = setRefcount(blk, hc % this.rbEntries, this.order, 1);
+          if (a < s) s = a;
+          if (b > e) e = b;
+        }
+        await this.f.pwrite(new Uint8Array(blk.buffer, s, e - s), bo + s);
+      } finally { this.rbCache.unpin(bo); }
+    }
+  }
+
+  /** Writes to `clusters` owned host clusters from `host`, each registered by ownedCluster. */
+  private async writeInPlace(host: number, inOff: number, src: Uint8Array, clusters = 1): Promise<void> {
+    const hc = host / this.cs;
+    try {
+      for (let k = 0; k < clusters; k++) {
+        if (this.meta.has(hc + k)) throw this.corrupt(`data cluster 0x${(host + k * this.cs).toString(16)} overlaps metadata`);
+      }
+      await this.f.pwrite(src, host + inOff);
+    } finally { this.unregister(hc, clusters); }
+  }
+
+  private unregister(hc: number, clusters: number): void {
+    for (let k = hc; k < hc + clusters; k++) {
+      const n = (this.inflight.get(k) ?? 1) - 1;
+      if (n > 0) this.inflight.set(k, n); else this.inflight.delete(k);
+    }
   }
 
   async flush(): Promise<void> {
@@ -523,6 +663,12 @@ export class Qcow2Disk implements BlockBackend {
     this.closed = true;
     const release = await this.mutex.lock();
     try {
+      if (!this.readOnly && this.corruptFound && this.v3) {
+        const b = new Uint8Array(8);
+        await readFull(this.f, b, 72);
+        b[7] |= INCOMPAT_CORRUPT;
+        await this.f.pwrite(b, 72);
+      }
       if (!this.readOnly) await this.f.sync();
     } finally {
       release();
@@ -531,12 +677,22 @@ export class Qcow2Disk implements BlockBackend {
     }
   }
 
+  /**
+   * Metadata found inconsistent at run time: as QEMU does, refuse further writes and set the
+   * header's corrupt bit (on close) so nothing writes to the image until it is repaired.
+   */
+  private corrupt(why: string): DiskError {
+    this.corruptFound = true;
+    return new DiskError(`'${this.name}': corrupt qcow2 image: ${why}`);
+  }
+
   private checkOpen(): void {
     if (this.closed) throw new DiskError(`'${this.name}': the disk is closed`);
   }
   private writable(): void {
     this.checkOpen();
     if (this.readOnly) throw new DiskError(`'${this.name}': the disk is read-only`);
+    if (this.corruptFound) throw new DiskError(`'${this.name}': the image was found corrupt; writes are refused (repair it with 'qemu-img check -r all')`);
   }
 }
 
