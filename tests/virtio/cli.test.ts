@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { createConnection } from 'node:net';
 import { repoRoot, guestDir } from '../lib/toolchain.js';
 import { mkfsExt4, recoveredCopy, debugfsCat, md5 } from '../lib/ext4.js';
+import { parseVirtio } from '../../src/cli/devices.js';
 
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
 const tmp = mkdtempSync(join(tmpdir(), 'typevisor-vcli-'));
@@ -45,7 +46,7 @@ async function quick(args: string[]): Promise<{ status: number | null; stderr: s
   return { status, stderr: p.err() };
 }
 
-test('kill -9 right after a guest sync: the data is on disk; a second VM on a busy image is refused; hvc0 on a socket', { timeout: 300_000 }, async () => {
+test('kill -9 right after a guest sync: the data is on disk; a second VM on a busy image is refused; snapshot=on; hvc0 on a socket', { timeout: 300_000 }, async () => {
   const src = join(tmp, 'src');
   mkdirSync(src, { recursive: true });
   writeFileSync(join(src, 'hello.txt'), 'hello\n');
@@ -65,10 +66,13 @@ test('kill -9 right after a guest sync: the data is on disk; a second VM on a bu
     vm.child.kill('SIGKILL');
   }
 
-  // The image is locked while a VM writes it. That VM also has a virtio console on a unix
-  // socket carrying a shell (hvc0), and virtio-rng.
+  // The image is locked while a VM writes it. That VM also has a snapshot=on disk (vdb), a
+  // virtio console on a unix socket carrying a shell (hvc0), and virtio-rng.
   const sock = join(tmp, 'hvc.sock');
-  const holder = start(['-drive', `file=${img},format=raw`, '-chardev', `socket,id=c0,path=${sock},server=on,wait=off`,
+  const snap = join(tmp, 'snap.img');
+  const bytes = new Uint8Array(4 << 20).map((_, i) => (i * 31) >> 3);
+  writeFileSync(snap, bytes);
+  const holder = start(['-hda', img, '-drive', `file=${snap},snapshot=on`, '-chardev', `socket,id=c0,path=${sock},server=on,wait=off`,
     '-device', 'virtio-serial-device', '-device', 'virtconsole,chardev=c0', '-device', 'virtio-rng-device']);
   try {
     await waitFor(holder.out, /Linux version/, 200_000, 'the first VM to boot');
@@ -87,27 +91,24 @@ test('kill -9 right after a guest sync: the data is on disk; a second VM on a bu
     s.write('echo via-$((40 + 2)); tty\n');
     await waitFor(() => hvc, /via-42\s+\/dev\/hvc0/, 30_000, 'the hvc0 shell');
     s.destroy();
+
+    // snapshot=on: the guest reads back its write (also past the page cache); the file is unchanged.
+    holder.child.stdin.write('echo overwritten | dd of=/dev/vdb bs=512 seek=3 conv=sync,fsync 2>/dev/null; echo 3 > /proc/sys/vm/drop_caches; ' +
+      'dd if=/dev/vdb bs=512 skip=3 count=1 2>/dev/null | head -c 11 | od -An -c | tr -d " "; poweroff\n');
+    assert.equal(await holder.exited, 0, holder.err());
+    assert.match(holder.out(), /^overwritten\s*$/m);
+    assert.ok(Buffer.from(bytes).equals(readFileSync(snap)), 'the image changed under snapshot=on');
   } finally {
     holder.child.kill('SIGKILL');
     await holder.exited;
   }
 });
 
-test('-hda with -snapshot: the guest sees its writes, the image is unchanged; poweroff exits 0', { timeout: 300_000 }, async () => {
-  const img = join(tmp, 'snap.img');
-  const bytes = new Uint8Array(4 << 20).map((_, i) => (i * 31) >> 3);
-  writeFileSync(img, bytes);
-  const vm = start(['-hda', img, '-snapshot']);
-  try {
-    await waitFor(vm.out, /~ # $/, 200_000, 'the shell prompt');
-    vm.child.stdin.write('echo overwritten | dd of=/dev/vda bs=512 seek=3 conv=sync,fsync 2>/dev/null; dd if=/dev/vda bs=512 skip=3 count=1 2>/dev/null | head -c 11; echo; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=512 skip=3 count=1 2>/dev/null | head -c 11 | od -An -c | tr -d " "; poweroff\n');
-    assert.equal(await vm.exited, 0, vm.err());
-    assert.match(vm.out(), /^overwritten\s*$/m);
-    assert.match(vm.out(), /^overwritten\s*$[\s\S]*^overwritten$/m, 'read back after dropping the page cache');
-  } finally {
-    vm.child.kill('SIGKILL');
-  }
-  assert.ok(Buffer.from(bytes).equals(readFileSync(img)), 'the image changed under -snapshot');
+test('-snapshot applies to every drive; -hda comes first', () => {
+  const r = parseVirtio({ hda: 'a.img', drives: ['file=b.img,format=qcow2', 'file=c.img,snapshot=off'], devices: ['virtio-rng-device'], chardevs: [], snapshot: true });
+  assert.deepEqual(r.map((x) => x.kind === 'blk' ? [x.drive.file, x.drive.snapshot] : [x.kind]), [['a.img', true], ['b.img', true], ['c.img', true], ['rng']]);
+  const n = parseVirtio({ drives: ['file=x,,y.img,snapshot=on,readonly=on,cache=none'], devices: [], chardevs: [], snapshot: false });
+  assert.deepEqual(n, [{ kind: 'blk', drive: { file: 'x,y.img', readOnly: true, snapshot: true, cache: 'none' } }]);
 });
 
 test('usage errors (exit 2) and image errors naming the file (exit 1)', async () => {
