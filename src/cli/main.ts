@@ -8,11 +8,13 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Machine, BootError, type MachineConfig, type MachineExit, type RawImage } from '../machine/machine.js';
 import { VirtBoard } from '../machine/virt.js';
+import { cmdImg } from './img.js';
 import { ElfError } from '../machine/elf.js';
 import { UserError, loadImage } from '../host/images.js';
 import { findDefaultGuest, guestDir, cacheDir } from '../host/guest-cache.js';
 import { TerminalConsole, ESCAPE_HELP, type ConsoleInput, type ConsoleOutput } from '../host/terminal.js';
 import { parseFlags, parseSize, parseAddress, USAGE_STATUS, type FlagSpec, type Parsed } from './args.js';
+import { parseVirtio, isVirtioDevice, openVirtio, type VirtioRequest } from './devices.js';
 
 export interface CliIo {
   stdin: ConsoleInput;
@@ -34,6 +36,7 @@ Commands:
   run       boot a virtual machine (the default guest if no --kernel or --bios file)
   dumpdtb   write the machine's device tree blob
   image     build (image build [--force]) or locate (image path) the default guest
+  img       disk images: create, info, convert, check (qemu-img spelling; 'img help')
   help      this text
   --version print the version
 
@@ -47,6 +50,14 @@ typevisor run [options]
                             kernel in M-mode; default: the built-in SBI (no firmware needed)
   --device loader,file=FILE,addr=ADDR
                             place a raw file in guest memory (repeatable)
+  -drive file=FILE[,format=raw|qcow2][,if=virtio][,readonly=on][,snapshot=on][,cache=writeback|none]
+                            a virtio-blk disk (repeatable; the first is /dev/vda)
+  -hda FILE                 the same as -drive file=FILE, before any -drive
+  -snapshot                 write to throw-away overlays: no image is modified
+  -device virtio-rng-device an entropy source fed by the host's CSPRNG (/dev/hwrng)
+  -chardev socket,id=ID,path=SOCK,server=on[,wait=off] | -chardev file,id=ID,path=FILE
+  -device virtio-serial-device -device virtconsole,chardev=ID
+                            a virtio console (hvc0) on a unix socket or an output file
   --no-reboot               exit instead of rebooting when the guest resets
   -M virt, -nographic       accepted for QEMU compatibility
 
@@ -66,6 +77,10 @@ const MACHINE_FLAGS: FlagSpec[] = [
   { name: 'append', value: true },
   { name: 'bios', value: true },
   { name: 'device', value: true, repeat: true },
+  { name: 'drive', value: true, repeat: true },
+  { name: 'hda', value: true },
+  { name: 'snapshot', value: false },
+  { name: 'chardev', value: true, repeat: true },
   { name: 'M', aliases: ['machine'], value: true },
   { name: 'smp', value: true },
 ];
@@ -103,8 +118,9 @@ function machineConfig(p: Parsed, io: CliIo, command: string): BaseConfig {
   }
   const loaders: Array<{ file: string; address: number }> = [];
   for (const d of p.flags.get('device') ?? []) {
+    if (isVirtioDevice(d)) continue;
     const parts = d.split(',');
-    if (parts[0] !== 'loader') throw new UserError(`${command}: unsupported device '${parts[0]}' (supported: loader,file=FILE,addr=ADDR)`, USAGE_STATUS);
+    if (parts[0] !== 'loader') throw new UserError(`${command}: unsupported device '${parts[0]}' (supported: loader,file=FILE,addr=ADDR; virtio-rng-device; virtio-serial-device; virtconsole,chardev=ID)`, USAGE_STATUS);
     const kv = new Map(parts.slice(1).map((s) => { const i = s.indexOf('='); return [s.slice(0, i), s.slice(i + 1)] as const; }));
     const file = kv.get('file'), addr = kv.get('addr');
     if (!file || !addr) throw new UserError(`${command}: --device loader needs file= and addr=`, USAGE_STATUS);
@@ -136,6 +152,14 @@ function machineConfig(p: Parsed, io: CliIo, command: string): BaseConfig {
   return { memoryBytes, bios, kernel, initrd, append: append ?? '', images };
 }
 
+/** The virtio devices the flags ask for (checked, nothing opened yet). */
+function virtioRequests(p: Parsed): VirtioRequest[] {
+  return parseVirtio({
+    hda: one(p, 'hda'), drives: p.flags.get('drive') ?? [], devices: p.flags.get('device') ?? [],
+    chardevs: p.flags.get('chardev') ?? [], snapshot: p.flags.has('snapshot'),
+  });
+}
+
 /** Machine construction errors that are the user's (bad ELF, images that do not fit). */
 function newMachine(cfg: MachineConfig, paths: Parsed): Machine {
   try {
@@ -165,9 +189,20 @@ async function cmdRun(argv: readonly string[], io: CliIo): Promise<number> {
   const p = parseFlags(argv, RUN_FLAGS, 'run');
   if (p.positional.length) throw new UserError(`run: unexpected argument '${p.positional[0]}'`, USAGE_STATUS);
   const base = machineConfig(p, io, 'run');
+  const vio = await openVirtio(virtioRequests(p), io.stderr);
+  try {
+    return await runMachine(p, io, { ...base, virtio: vio.specs }, (m) => vio.attach(m));
+  } finally {
+    // Disks are flushed and closed on every exit path.
+    await vio.close();
+  }
+}
+
+async function runMachine(p: Parsed, io: CliIo, base: BaseConfig, attach: (m: Machine) => void): Promise<number> {
   const noReboot = p.flags.has('no-reboot');
   const serial = { write: (b: Uint8Array) => { io.stdout.write(b); } };
   let machine = newMachine({ ...base, serial }, p);
+  attach(machine);
   const term = new TerminalConsole(io.stdin, io.stderr, (b) => machine.sendInput(b), () => { stopped = true; machine.stop(); });
   let stopped = false;
   const onSignal = (): void => { stopped = true; machine.stop(); };
@@ -186,6 +221,7 @@ async function cmdRun(argv: readonly string[], io: CliIo): Promise<number> {
         await new Promise<void>((r) => setImmediate(r));
         if (stopped) return 0;
         machine = newMachine({ ...base, serial }, p);
+        attach(machine);
         continue;
       }
       return exitStatus(exit, io);
@@ -203,6 +239,7 @@ function cmdDumpDtb(argv: readonly string[], io: CliIo): number {
   const p = parseFlags(argv, DTB_FLAGS, 'dumpdtb');
   if (p.positional.length) throw new UserError(`dumpdtb: unexpected argument '${p.positional[0]}'`, USAGE_STATUS);
   const base = machineConfig(p, io, 'dumpdtb');
+  virtioRequests(p); // checked; the device tree lists every slot whether plugged or not
   let dtb: Uint8Array;
   if (base.kernel) {
     dtb = newMachine({ ...base, serial: { write() {} } }, p).dtb;
@@ -270,6 +307,7 @@ export async function main(argv: readonly string[], ioIn?: Partial<CliIo>): Prom
       case 'run': return await cmdRun(rest, io);
       case 'dumpdtb': return cmdDumpDtb(rest, io);
       case 'image': return await cmdImage(rest, io);
+      case 'img': return await cmdImg(rest, io);
       default:
         // QEMU habit: options straight away mean `run`.
         if (cmd.startsWith('-')) return await cmdRun(argv, io);

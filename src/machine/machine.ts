@@ -15,9 +15,19 @@ export type { RawImage };
 export { BootError } from './boot.js';
 import { parseElf, isElf } from './elf.js';
 import { Htif } from '../devices/htif.js';
-import type { SerialBackend } from '../devices/device.js';
+import type { SerialBackend, BlockBackend } from '../devices/device.js';
+import type { VirtioDevice } from '../devices/virtio/mmio.js';
+import { VirtioBlk } from '../devices/virtio/blk.js';
+import { VirtioConsole } from '../devices/virtio/console.js';
+import { VirtioRng } from '../devices/virtio/rng.js';
 
 export type { SerialBackend };
+
+/** A virtio device to plug into the board, with its host backend. Slots fill in list order. */
+export type VirtioDeviceSpec =
+  | { kind: 'blk'; disk: BlockBackend }
+  | { kind: 'console'; serial: SerialBackend }
+  | { kind: 'rng' };
 
 export interface MachineConfig {
   /** Guest RAM in bytes (default 512 MiB). */
@@ -44,6 +54,8 @@ export interface MachineConfig {
    * (0: at once); Infinity (the default for now) keeps the interpreter alone.
    */
   jitThreshold?: number;
+  /** virtio devices (disks, console, rng), in slot order: the first disk is /dev/vda. */
+  virtio?: readonly VirtioDeviceSpec[];
 }
 
 export type MachineExit = {
@@ -65,6 +77,8 @@ export class Machine {
   /** The device tree this machine booted with. */
   get dtb(): Uint8Array { return this.layout.dtb; }
   readonly htif: Htif | null = null;
+  /** The plugged virtio device models, in the order of cfg.virtio. */
+  readonly virtioDevices: VirtioDevice[] = [];
   private exit: MachineExit | null = null;
   private wake: (() => void) | null = null;
   private readonly mono: () => number;
@@ -82,6 +96,11 @@ export class Machine {
     });
     this.hart = this.board.hart;
     this.hart.enableJit(cfg.jitThreshold ?? Infinity);
+    for (const spec of cfg.virtio ?? []) {
+      const dev = spec.kind === 'blk' ? new VirtioBlk(spec.disk) : spec.kind === 'console' ? new VirtioConsole(spec.serial) : new VirtioRng();
+      this.board.plugVirtio(dev);
+      this.virtioDevices.push(dev);
+    }
     this.layout = setupBoot(this.board, this.hart, {
       bios: cfg.bios,
       kernel: cfg.kernel,

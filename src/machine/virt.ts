@@ -13,7 +13,7 @@ import { Uart16550 } from '../devices/uart16550.js';
 import { GoldfishRtc } from '../devices/goldfish_rtc.js';
 import { SifiveTest, FINISHER_PASS, FINISHER_RESET } from '../devices/sifive_test.js';
 import { Rom } from '../devices/rom.js';
-import { VirtioMmioSlot, VIRTIO_MMIO_SIZE } from '../devices/virtio_mmio.js';
+import { VirtioMmio, VIRTIO_MMIO_SIZE, type VirtioDevice } from '../devices/virtio/mmio.js';
 import type { SerialBackend } from '../devices/device.js';
 
 export const VIRT = {
@@ -65,7 +65,10 @@ export class VirtBoard {
   readonly rtc: GoldfishRtc;
   readonly test: SifiveTest;
   readonly mrom: Rom;
-  readonly virtio: VirtioMmioSlot[] = [];
+  /** The eight virtio-mmio slots, index i at VIRTIO_BASE + i * 0x1000 on PLIC line VIRTIO_IRQ + i. */
+  readonly virtio: VirtioMmio[] = [];
+  /** Extra per-slice work registered by devices (returns a deadline in mtime ticks, or Infinity). */
+  private services: Array<() => number> = [];
   readonly memoryBytes: number;
   /** Wake the machine from outside the run loop (async device completions). */
   readonly wake: () => void;
@@ -90,11 +93,27 @@ export class VirtBoard {
     b.map(VIRT.PLIC_BASE, PLIC_SIZE, this.plic);
     b.map(VIRT.UART0_BASE, VIRT.UART0_SIZE, this.uart);
     for (let i = 0; i < VIRT.VIRTIO_COUNT; i++) {
-      const slot = new VirtioMmioSlot(i);
+      const slot = new VirtioMmio(i, b, this.plic.line(VIRT.VIRTIO_IRQ + i), this.wake);
       this.virtio.push(slot);
       b.map(VIRT.VIRTIO_BASE + i * VIRTIO_MMIO_SIZE, VIRTIO_MMIO_SIZE, slot);
     }
   }
+
+  /**
+   * Plug a virtio device into the next free slot. Slots fill from the highest address down,
+   * as on QEMU's virt: the device tree lists that slot first and Linux probes in DT order,
+   * so the first disk becomes /dev/vda.
+   */
+  plugVirtio(dev: VirtioDevice): VirtioMmio {
+    for (let i = this.virtio.length - 1; i >= 0; i--) {
+      const slot = this.virtio[i];
+      if (!slot.device) { slot.plug(dev); return slot; }
+    }
+    throw new Error(`no free virtio-mmio slot for ${dev.name} (the board has ${VIRT.VIRTIO_COUNT})`);
+  }
+
+  /** Register per-slice device work (for devices that must be polled); returns its deadline. */
+  addService(fn: () => number): void { this.services.push(fn); }
 
   /**
    * Bring time-driven state up to date: CLINT MTIP, the Sstc/SBI supervisor timer, the RTC
@@ -107,7 +126,9 @@ export class VirtBoard {
     const rtcMs = this.rtc.service();
     this.uart.flush();
     const r = rtcMs === Infinity ? Infinity : now + rtcMs * (TIMEBASE_HZ / 1000);
-    return Math.min(a, s, r);
+    let d = Math.min(a, s, r);
+    for (const fn of this.services) d = Math.min(d, fn());
+    return d;
   }
 
   /** The device tree describing this board (what QEMU's virt machine would generate). */

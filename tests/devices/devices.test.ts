@@ -8,7 +8,8 @@ import { Uart16550 } from '../../src/devices/uart16550.js';
 import { Clint } from '../../src/devices/clint.js';
 import { GoldfishRtc } from '../../src/devices/goldfish_rtc.js';
 import { SifiveTest } from '../../src/devices/sifive_test.js';
-import { VirtioMmioSlot } from '../../src/devices/virtio_mmio.js';
+import { VirtioMmio } from '../../src/devices/virtio/mmio.js';
+import { Bus } from '../../src/machine/bus.js';
 import { GuestClock } from '../../src/machine/clock.js';
 import { IRQ } from '../../src/cpu/csr.js';
 
@@ -202,10 +203,10 @@ test('SiFive test finisher: pass, fail with code, reset; other values ignored', 
 });
 
 test('virtio-mmio slots with no device read as magic, version 2, device ID 0', () => {
-  const s = new VirtioMmioSlot(0);
+  const s = new VirtioMmio(0, new Bus(0x8000_0000, 1 << 20), { set() {} }, () => {});
   assert.equal(s.read(0, 4), 0x74726976);
   assert.equal(s.read(4, 4), 2);
   assert.equal(s.read(8, 4), 0);
-  s.write();
+  s.write(0x70, 4, 0xff);
   assert.equal(s.read(0x70, 4), 0);
 });

@@ -1,0 +1,139 @@
+/**
+ * Image locking. Node cannot take fcntl/OFD byte locks, so:
+ *  - QEMU's locks are detected by reading /proc/locks for the image's device:inode. QEMU
+ *    holds OFD locks on bytes 100.. (permissions in use) and 200.. (permissions it does not
+ *    share); any of them blocks our writing, and byte 101 (QEMU is writing) blocks reading.
+ *  - typevisor vs typevisor: a lock file per image (keyed by device:inode) in a per-user
+ *    directory, holding the writer's pid; a lock whose pid is gone is stale and taken over.
+ * QEMU cannot see typevisor's lock files: start QEMU on an image typevisor uses at your own risk.
+ */
+import { readFileSync, writeFileSync, unlinkSync, mkdirSync, statSync } from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { DiskError } from './file.js';
+
+const QEMU_PERM_WRITE_BYTE = 101;
+const QEMU_LOCK_FIRST = 100;
+const QEMU_LOCK_LAST = 299;
+
+export function lockDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.TYPEVISOR_LOCK_DIR) return env.TYPEVISOR_LOCK_DIR;
+  let uid = 'user';
+  try { uid = String(userInfo().uid); } catch { /* no passwd entry */ }
+  return join(tmpdir(), `typevisor-locks-${uid}`);
+}
+
+function devParts(dev: number): [number, number] {
+  // Linux dev_t encoding (glibc gnu_dev_major/minor).
+  const big = BigInt(dev);
+  const major = Number(((big >> 8n) & 0xfffn) | ((big >> 32n) & ~0xfffn));
+  const minor = Number((big & 0xffn) | ((big >> 12n) & ~0xffn));
+  return [major, minor];
+}
+
+interface ProcLock { start: number; end: number }
+
+/** Byte-range locks any process holds on (dev, ino), from /proc/locks (empty where unavailable). */
+export function procLocks(dev: number, ino: number, text?: string): ProcLock[] {
+  let body = text;
+  if (body === undefined) {
+    try { body = readFileSync('/proc/locks', 'utf8'); } catch { return []; }
+  }
+  const [major, minor] = devParts(dev);
+  const out: ProcLock[] = [];
+  for (const line of body.split('\n')) {
+    // "1: OFDLCK ADVISORY  READ -1 fe:00:2149102 100 101"  (a "->" prefix marks a waiter)
+    const m = /^\d+:\s+(?:->\s+)?\S+\s+\S+\s+\S+\s+-?\d+\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s+(\d+)\s+(\d+|EOF)/i.exec(line.trim());
+    if (!m || line.includes('->')) continue;
+    if (parseInt(m[1], 16) !== major || parseInt(m[2], 16) !== minor || Number(m[3]) !== ino) continue;
+    out.push({ start: Number(m[4]), end: m[5] === 'EOF' ? Number.MAX_SAFE_INTEGER : Number(m[5]) });
+  }
+  return out;
+}
+
+function qemuConflict(path: string, dev: number, ino: number, writable: boolean): void {
+  const hit = procLocks(dev, ino).some((l) => writable
+    ? l.end >= QEMU_LOCK_FIRST && l.start <= QEMU_LOCK_LAST
+    : l.start <= QEMU_PERM_WRITE_BYTE && l.end >= QEMU_PERM_WRITE_BYTE);
+  if (hit) {
+    throw new DiskError(`'${path}' is locked: another process (QEMU?) has it open${writable ? '' : ' for writing'}; ` +
+      `typevisor will not ${writable ? 'write to' : 'read'} it`);
+  }
+}
+
+/** A process's start time (clock ticks since boot, /proc/PID/stat field 22), to tell a reused pid. */
+function startTime(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  } catch { return ''; }
+}
+
+function alive(pid: number, started: string): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return true;
+  try { process.kill(pid, 0); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false; }
+  const now = startTime(pid);
+  return started === '' || now === '' || now === started;
+}
+
+const held = new Set<string>();
+let exitHook = false;
+
+export interface ImageLock { release(): void }
+
+/**
+ * Checks that nobody else writes `path` and, for writable opens, takes typevisor's write lock.
+ * Throws a DiskError naming the file and the holder.
+ */
+export function lockImage(path: string, writable: boolean, env: NodeJS.ProcessEnv = process.env): ImageLock {
+  let st;
+  try { st = statSync(path); } catch { return { release() {} }; } // open() reports the missing file
+  qemuConflict(path, st.dev, st.ino, writable);
+  const dir = lockDir(env);
+  const file = join(dir, `${st.dev}-${st.ino}.lock`);
+  /** The live holder's pid, or null (no lock file, or its process is gone: a stale lock). */
+  const holder = (): number | null => {
+    let lines: string[];
+    try { lines = readFileSync(file, 'utf8').split('\n'); } catch { return null; }
+    const pid = Number(lines[0]);
+    return alive(pid, lines[1] ?? '') ? pid : null;
+  };
+  const refuse = (pid: number): never => {
+    throw new DiskError(`'${path}' is locked: typevisor process ${pid} has it open for writing`);
+  };
+  if (!writable) {
+    const pid = holder();
+    if (pid !== null) refuse(pid);
+    return { release() {} };
+  }
+  try { mkdirSync(dir, { recursive: true, mode: 0o700 }); } catch (e) {
+    throw new DiskError(`'${path}': cannot create the lock directory ${dir}: ${(e as Error).message}`);
+  }
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync(file, `${process.pid}\n${startTime(process.pid)}\n${path}\n`, { flag: 'wx' });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new DiskError(`'${path}': cannot create lock file ${file}: ${(e as Error).message}`);
+      const pid = holder();
+      if (pid !== null) refuse(pid);
+      if (attempt >= 3) throw new DiskError(`'${path}': cannot take the lock file ${file}`);
+      try { unlinkSync(file); } catch { /* someone else removed the stale lock */ }
+    }
+  }
+  held.add(file);
+  if (!exitHook) {
+    exitHook = true;
+    process.on('exit', () => { for (const f of held) { try { unlinkSync(f); } catch { /* gone */ } } });
+  }
+  let released = false;
+  return {
+    release() {
+      if (released) return;
+      released = true;
+      held.delete(file);
+      try { if (Number(readFileSync(file, 'utf8').split('\n')[0]) === process.pid) unlinkSync(file); } catch { /* gone */ }
+    },
+  };
+}
