@@ -58,6 +58,9 @@ typevisor run [options]
   -chardev socket,id=ID,path=SOCK,server=on[,wait=off] | -chardev file,id=ID,path=FILE
   -device virtio-serial-device -device virtconsole,chardev=ID
                             a virtio console (hvc0) on a unix socket or an output file
+  --accel interp|jit[,threshold=N]
+                            execution: the interpreter alone (default), or hot code
+                            translated to WebAssembly after N entries (default 50)
   --no-reboot               exit instead of rebooting when the guest resets
   -M virt, -nographic       accepted for QEMU compatibility
 
@@ -83,6 +86,7 @@ const MACHINE_FLAGS: FlagSpec[] = [
   { name: 'chardev', value: true, repeat: true },
   { name: 'M', aliases: ['machine'], value: true },
   { name: 'smp', value: true },
+  { name: 'accel', value: true },
 ];
 const RUN_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, { name: 'nographic', value: false }, { name: 'no-reboot', value: false }];
 const DTB_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, { name: 'o', aliases: ['output'], value: true }];
@@ -105,6 +109,7 @@ type BaseConfig = Omit<MachineConfig, 'serial'>;
 
 /** Turn machine flags into a MachineConfig (files read and checked here). */
 function machineConfig(p: Parsed, io: CliIo, command: string): BaseConfig {
+  const jitThreshold = parseAccel(one(p, 'accel'), command);
   const machineType = one(p, 'M');
   if (machineType !== undefined && machineType.split(',')[0] !== 'virt') {
     throw new UserError(`${command}: unsupported machine '${machineType}' (only 'virt')`, USAGE_STATUS);
@@ -149,7 +154,23 @@ function machineConfig(p: Parsed, io: CliIo, command: string): BaseConfig {
   if (initrd && !kernel) throw new UserError(`${command}: --initrd needs --kernel`, USAGE_STATUS);
 
   const images: RawImage[] = loaders.map((l) => ({ name: l.file, address: l.address, data: loadImage(l.file, 'image', { gunzip: false }) }));
-  return { memoryBytes, bios, kernel, initrd, append: append ?? '', images };
+  return { memoryBytes, bios, kernel, initrd, append: append ?? '', images, jitThreshold };
+}
+
+const DEFAULT_JIT_THRESHOLD = 50;
+
+/** --accel interp | jit[,threshold=N] (QEMU's -accel names the execution engine). */
+export function parseAccel(text: string | undefined, command: string): number {
+  if (text === undefined || text === 'interp') return Infinity;
+  const [kind, ...opts] = text.split(',');
+  if (kind !== 'jit' && kind !== 'tcg') throw new UserError(`${command}: unknown accelerator '${kind}' (interp or jit)`, USAGE_STATUS);
+  let threshold = DEFAULT_JIT_THRESHOLD;
+  for (const o of opts) {
+    const m = /^threshold=(\d+)$/.exec(o);
+    if (!m) throw new UserError(`${command}: --accel ${kind}: unknown option '${o}' (threshold=N)`, USAGE_STATUS);
+    threshold = Number(m[1]);
+  }
+  return threshold;
 }
 
 /** The virtio devices the flags ask for (checked, nothing opened yet). */

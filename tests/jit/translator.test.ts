@@ -270,12 +270,33 @@ handler:
   .equ after, loop + 12
 `;
 
+/** The program passes only if mepc is the instruction right after the msip store. */
+function irqSource(): string {
+  return IRQ.replace('  .equ after, loop + 12\n', '')
+    .replace('  sw t1, 0(s2)             # msip', 'store_msip:\n  sw t1, 0(s2)             # msip')
+    .replace('  la t0, after\n', '  la t0, store_msip\n  addi t0, t0, 4\n');
+}
+
 test('an interrupt raised by a translated MMIO store is taken at the next instruction', async () => {
-  const src = IRQ.replace('  .equ after, loop + 12\n', '').replace('  sw t1, 0(s2)             # msip', 'store_msip:\n  sw t1, 0(s2)             # msip').replace('  la t0, after\n', '  la t0, store_msip\n  addi t0, t0, 4\n');
-  const elf = readFileSync(await buildElf({ name: 'jit-irq', sources: { 'i.S': src } }));
+  const elf = readFileSync(await buildElf({ name: 'jit-irq', sources: { 'i.S': irqSource() } }));
   for (const th of [Infinity, 0, 2]) {
     const r = await runBare(elf, { jitThreshold: th, timeoutMs: 10_000 });
     assert.deepEqual([r.reason, r.code], ['poweroff', 0], `threshold ${th}: ${JSON.stringify(r)}`);
   }
   assert.equal(CSR.mepc, 0x341);
+});
+
+test('typevisor run --accel: jit and interp give the same program output; bad values are usage errors', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { join, dirname } = await import('node:path');
+  const { fileURLToPath } = await import('node:url');
+  const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'typevisor.js');
+  const elf = await buildElf({ name: 'jit-irq', sources: { 'i.S': irqSource() } });
+  const runs = ['interp', 'jit', 'jit,threshold=0'].map((a) => spawnSync(process.execPath, [bin, 'run', '--accel', a, '--bios', elf], { encoding: 'utf8', timeout: 30_000 }));
+  for (const r of runs) assert.equal(r.status, 0, r.stderr);
+  for (const bad of ['fast', 'jit,threshold=x', 'jit,foo=1']) {
+    const r = spawnSync(process.execPath, [bin, 'run', '--accel', bad, '--bios', 'none'], { encoding: 'utf8' });
+    assert.equal(r.status, 2, bad);
+    assert.match(r.stderr, /accel/);
+  }
 });
