@@ -4,11 +4,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildGuest, runTypevisor, runQemu, bestOf, type Row } from './lib.js';
 
-export async function benchGuestProgram(name: string, cfile: string, scale: number, startup: number): Promise<Row> {
+/** Translator threshold for the bench's jit rows (the CLI's --accel jit default). */
+const JIT_THRESHOLD = 50;
+
+/** Two rows: the interpreter alone (`name`), and with the translator (`name (jit)`). */
+export async function benchGuestProgram(name: string, cfile: string, scale: number, startup: number): Promise<Row[]> {
   const elf = await buildGuest(name, cfile, scale);
   const path = join(mkdtempSync(join(tmpdir(), 'tv-bench-')), `${name}.elf`);
   writeFileSync(path, elf);
-  const tv = await bestOf(() => runTypevisor(elf));
+  const rows: Row[] = [];
+  for (const jit of [Infinity, JIT_THRESHOLD]) rows.push(await benchOne(jit === Infinity ? name : `${name} (jit)`, elf, path, startup, jit));
+  return rows;
+}
+
+async function benchOne(name: string, elf: Uint8Array, path: string, startup: number, jit: number): Promise<Row> {
+  const tv = await bestOf(() => runTypevisor(elf, jit));
   // QEMU finishes in a fraction of a second, so its time is noisy: best of three.
   let q = await runQemu(path);
   for (let i = 0; i < 2; i++) {
@@ -39,6 +49,6 @@ export async function benchGuestProgram(name: string, cfile: string, scale: numb
   };
 }
 
-export function benchCpu(startup: number): Promise<Row> {
+export function benchCpu(startup: number): Promise<Row[]> {
   return benchGuestProgram('cpu', 'cpu.c', 12, startup);
 }

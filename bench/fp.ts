@@ -2,6 +2,6 @@
 import { benchGuestProgram } from './cpu.js';
 import type { Row } from './lib.js';
 
-export function benchFp(startup: number): Promise<Row> {
+export function benchFp(startup: number): Promise<Row[]> {
   return benchGuestProgram('fp', 'fp.c', 6, startup);
 }

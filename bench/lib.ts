@@ -49,10 +49,11 @@ export async function buildGuest(name: string, cfile: string, scale: number): Pr
   return new Uint8Array(readFileSync(path));
 }
 
-export async function runTypevisor(elf: Uint8Array): Promise<{ seconds: number; instructions: number; output: string; code: number }> {
+/** jitThreshold: Infinity for the interpreter alone, else the translator's threshold. */
+export async function runTypevisor(elf: Uint8Array, jitThreshold = Infinity): Promise<{ seconds: number; instructions: number; output: string; code: number }> {
   let output = '';
   const m = new Machine({
-    memoryBytes: 128 << 20, bios: elf, kernel: null, initrd: null, append: '',
+    memoryBytes: 128 << 20, bios: elf, kernel: null, initrd: null, append: '', jitThreshold,
     serial: { write(b: Uint8Array) { output += Buffer.from(b).toString('latin1'); } },
   });
   const t0 = performance.now();
