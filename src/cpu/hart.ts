@@ -259,6 +259,8 @@ export class Hart {
                 this.inBlock = true;
                 const k = b(budget - n, 0);
                 this.inBlock = false;
+                jit.stats.entries++;
+                jit.stats.executed += k;
                 n += k;
                 this.icount += k;
                 continue;

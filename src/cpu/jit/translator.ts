@@ -55,6 +55,10 @@ export interface JitStats {
   untranslatable: number;
   /** Modules the engine refused (a translator bug; the code stays interpreted). */
   failures: number;
+  /** Calls from the dispatcher into translated code (each may chain through many blocks). */
+  entries: number;
+  /** Instructions retired in translated code (traps inside blocks aside). */
+  executed: number;
 }
 
 /** Decoded instruction at a byte offset from a block's head, in the same page (or null). */
@@ -78,7 +82,7 @@ function hasTailCalls(): boolean {
 export class Translator {
   /** Entries before a block is translated; 0 translates on first sight, Infinity never. */
   threshold: number;
-  readonly stats: JitStats = { blocks: 0, compiles: 0, compileMs: 0, instructions: 0, untranslatable: 0, failures: 0 };
+  readonly stats: JitStats = { blocks: 0, compiles: 0, compileMs: 0, instructions: 0, untranslatable: 0, failures: 0, entries: 0, executed: 0 };
   /** Modules being compiled in the background. */
   inFlight = 0;
   /**
