@@ -26,6 +26,8 @@ const TLB_INVALID = 1;
 const UNCACHED_PAGE: (Decoded | undefined)[] = [];
 
 const FS_SHIFT = 13;
+/** mcountinhibit bits (privileged spec 3.1.12). */
+const COUNTINHIBIT_CY = 1, COUNTINHIBIT_IR = 4;
 /** 4 KiB pages per superpage at each page-table level. */
 const SUPERPAGE_SPAN = [1, 512, 512 * 512, 512 ** 3, 512 ** 4];
 const SD64 = -0x8000_0000_0000_0000n;
@@ -108,10 +110,13 @@ export class Hart {
   private readonly pmpHi = new Float64Array(16);
   private pmpActive = false;
 
-  /** Instructions retired (also the cycle count). */
+  /** Instructions retired (also the cycle count); the virtual clock runs on it. */
   icount = 0;
+  /** minstret = icount + offset while counting; the frozen value while mcountinhibit.IR is set. */
   private minstretOffset = 0;
   private mcycleOffset = 0;
+  private minstretFrozen = 0;
+  private mcycleFrozen = 0;
 
   // ---- translation state ----
   private satpMode = SATP_BARE;
@@ -273,9 +278,17 @@ export class Hart {
   private fetchSlow(lo: number, hi: number): (Decoded | undefined)[] {
     // Translate the exact pc so a fault's tval is the faulting address, then work per page.
     const pa = this.translate(lo, hi, ACC_X, this.priv) - (lo & 0xfff);
-    this.fetchLo = lo & ~0xfff;
-    this.fetchHi = hi;
     if (pa >= this.ramBase && pa < this.ramEnd) {
+      this.fetchLo = lo & ~0xfff;
+      this.fetchHi = hi;
+      // Cache the page only if PMP treats all of it alike (as tlbFill does for data);
+      // otherwise every parcel goes through translate() and its PMP check (fetchParcel).
+      const uniform = (!this.pmpActive && this.priv === PRIV_M) || this.pmpCheck(pa, 4096, ACC_X, this.priv);
+      if (!uniform) {
+        this.fetchPage = UNCACHED_PAGE;
+        this.fetchPpn = -1;
+        return UNCACHED_PAGE;
+      }
       const ppn = (pa - this.ramBase) / 4096;
       let page = this.codePages.get(ppn);
       if (page === undefined) {
@@ -288,18 +301,22 @@ export class Hart {
       this.fetchPpn = ppn;
       return page;
     }
-    if (!this.bus.findRegion(pa)) this.raise(CAUSE.FETCH_ACCESS, lo, hi);
+    const r = this.bus.findRegion(pa);
+    if (!r || !r.executable) this.raise(CAUSE.FETCH_ACCESS, lo, hi);
+    // ROM: never cached; each parcel is read through fetchParcel.
+    this.fetchLo = lo & ~0xfff;
+    this.fetchHi = hi;
     this.fetchPage = UNCACHED_PAGE;
     this.fetchPpn = -1;
     return UNCACHED_PAGE;
   }
 
-  /** Fetch one 16-bit parcel through translation (slow path, for MMIO code and page-crossing). */
+  /** Fetch one 16-bit parcel through translation (slow path, for ROM code, PMP-split pages and page-crossing). */
   private fetchParcel(lo: number, hi: number): number {
     const pa = this.translate(lo, hi, ACC_X, this.priv);
     if (pa >= this.ramBase && pa < this.ramEnd) return this.mu16[(this.ramHost + pa - this.ramBase) >>> 1];
     const r = this.bus.findRegion(pa);
-    if (!r) this.raise(CAUSE.FETCH_ACCESS, lo, hi);
+    if (!r || !r.executable) this.raise(CAUSE.FETCH_ACCESS, lo, hi);
     return r.device.read(pa - r.base, 2) & 0xffff;
   }
 
@@ -356,6 +373,12 @@ export class Hart {
       const t = set[1];
       for (let i = 0; i < TLB_SIZE; i++) if (t.host[i] === hostPage) t.tagLo[i] = TLB_INVALID;
     }
+  }
+
+  /** The hart wrote RAM outside the store path (page-table A/D updates): drop decoded code there. */
+  private ramWritten(pa: number): void {
+    const ppn = (pa - this.ramBase) >>> 12;
+    if (this.codeMark[ppn]) this.invalidateCodePage(ppn);
   }
 
   /** RAM written by a device or loader: drop decoded code and a matching LR reservation. */
@@ -615,6 +638,7 @@ export class Hart {
       if ((plo & need) !== need) {
         if (!this.pmpCheck(pteAddr, 8, ACC_W, PRIV_S)) this.raise(this.accessFaultCause(acc), lo, hi);
         this.m32[off >>> 2] = plo | need;
+        this.ramWritten(pteAddr);
       }
       // Offset within the (super)page comes from the virtual address.
       const inPage = i === 0 ? lo & 0xfff : i === 1 ? lo & 0x1fffff : i === 2 ? lo & 0x3fffffff
@@ -828,8 +852,14 @@ export class Hart {
     if (!r || (pa & (size - 1)) !== 0 || pa + size > r.base + r.size) return this.raise(CAUSE.LOAD_ACCESS, lo, hi);
     const o = pa - r.base;
     if (size === 8) {
-      const vlo = r.device.read(o, 4) | 0;
-      const vhi = r.device.read(o + 4, 4) | 0;
+      let vlo: number, vhi: number;
+      if (r.wide) {
+        const v = r.wide.read64(o);
+        vlo = Number(BigInt.asIntN(32, v)); vhi = Number(BigInt.asIntN(32, v >> 32n));
+      } else {
+        vlo = r.device.read(o, 4) | 0;
+        vhi = r.device.read(o + 4, 4) | 0;
+      }
       this.x32[SCRATCH * 2] = vlo; this.x32[SCRATCH * 2 + 1] = vhi;
       return vlo;
     }
@@ -877,8 +907,8 @@ export class Hart {
     if (!r || (pa & (size - 1)) !== 0 || pa + size > r.base + r.size) { this.raise(CAUSE.STORE_ACCESS, lo, hi); }
     const o = pa - r.base;
     if (size === 8) {
-      r.device.write(o, 4, vlo);
-      r.device.write(o + 4, 4, vhi);
+      if (r.wide) r.wide.write64(o, (BigInt(vhi >>> 0) << 32n) | BigInt(vlo >>> 0));
+      else { r.device.write(o, 4, vlo); r.device.write(o + 4, 4, vhi); }
     } else {
       r.device.write(o, size as 1 | 2 | 4, size === 1 ? vlo & 0xff : size === 2 ? vlo & 0xffff : vlo);
     }
@@ -962,9 +992,9 @@ export class Hart {
       case CSR.fflags: this.requireFP(); return BigInt(this.fflags);
       case CSR.frm: this.requireFP(); return BigInt(this.frm);
       case CSR.fcsr: this.requireFP(); return BigInt((this.frm << 5) | this.fflags);
-      case CSR.cycle: if (!this.counterAllowed(0)) this.illegal(d); return BigInt(this.icount + this.mcycleOffset);
+      case CSR.cycle: if (!this.counterAllowed(0)) this.illegal(d); return BigInt(this.mcycle);
       case CSR.time: if (!this.counterAllowed(1)) this.illegal(d); return BigInt(Math.floor(this.clock.now()));
-      case CSR.instret: if (!this.counterAllowed(2)) this.illegal(d); return BigInt(this.icount + this.minstretOffset);
+      case CSR.instret: if (!this.counterAllowed(2)) this.illegal(d); return BigInt(this.minstret);
       case CSR.sstatus: return this.sstatusValue();
       case CSR.sie: return BigInt(this.mie & this.mideleg & S_INTERRUPTS);
       case CSR.stvec: return this.stvec;
@@ -993,8 +1023,8 @@ export class Hart {
       case CSR.mcause: return this.mcause;
       case CSR.mtval: return this.mtval;
       case CSR.mip: return BigInt(this.mip);
-      case CSR.mcycle: return BigInt(this.icount + this.mcycleOffset);
-      case CSR.minstret: return BigInt(this.icount + this.minstretOffset);
+      case CSR.mcycle: return BigInt(this.mcycle);
+      case CSR.minstret: return BigInt(this.minstret);
       case CSR.mvendorid: case CSR.marchid: case CSR.mimpid: case CSR.mconfigptr: return 0n;
       case CSR.mhartid: return BigInt(this.hartId);
     }
@@ -1017,6 +1047,16 @@ export class Hart {
       return 0n;
     }
     return this.illegal(d);
+  }
+
+  /**
+   * The value CSRRS/CSRRC modify: the CSR as read, except that for mip only the
+   * software-writable SEIP bit takes part (privileged spec 3.1.9), so a PLIC-driven SEIP is
+   * never latched into the software bit.
+   */
+  csrRmwBase(csr: number, old: bigint): bigint {
+    if (csr !== CSR.mip) return old;
+    return (old & ~BigInt(MIP_SEIP)) | BigInt(this.mipSw & MIP_SEIP);
   }
 
   private stimecmpCheck(d: Decoded): void {
@@ -1073,7 +1113,7 @@ export class Hart {
         this.menvcfg = v & (SD64 | 1n);
         this.updateTimers(this.clock.now());
         return;
-      case CSR.mcountinhibit: this.mcountinhibit = lo & 5; return;
+      case CSR.mcountinhibit: this.writeMcountinhibit(lo & (COUNTINHIBIT_CY | COUNTINHIBIT_IR)); return;
       case CSR.mscratch: this.mscratch = v; return;
       case CSR.mepc: this.mepc = v & ~1n; return;
       case CSR.mcause: this.mcause = v; return;
@@ -1085,8 +1125,15 @@ export class Hart {
         this.updateIrq();
         return;
       }
-      case CSR.mcycle: this.mcycleOffset = Number(BigInt.asUintN(64, v)) - this.icount - 1; return;
-      case CSR.minstret: this.minstretOffset = Number(BigInt.asUintN(64, v)) - this.icount - 1; return;
+      case CSR.mcycle:
+        // The writing instruction itself is not counted (it retires after the write).
+        this.mcycleOffset = Number(BigInt.asUintN(64, v)) - this.icount - 1;
+        this.mcycleFrozen = Number(BigInt.asUintN(64, v));
+        return;
+      case CSR.minstret:
+        this.minstretOffset = Number(BigInt.asUintN(64, v)) - this.icount - 1;
+        this.minstretFrozen = Number(BigInt.asUintN(64, v));
+        return;
     }
     if (csr >= CSR.pmpcfg0 && csr < CSR.pmpcfg0 + 16) {
       if (csr & 1) this.illegal(d);
@@ -1113,6 +1160,26 @@ export class Hart {
     }
     if ((csr >= 0xb03 && csr <= 0xb1f) || (csr >= 0x323 && csr <= 0x33f)) return;
     this.illegal(d);
+  }
+
+  /** mcycle as the guest sees it (Zicntr; frozen while mcountinhibit.CY). */
+  get mcycle(): number {
+    return (this.mcountinhibit & COUNTINHIBIT_CY) !== 0 ? this.mcycleFrozen : this.icount + this.mcycleOffset;
+  }
+
+  get minstret(): number {
+    return (this.mcountinhibit & COUNTINHIBIT_IR) !== 0 ? this.minstretFrozen : this.icount + this.minstretOffset;
+  }
+
+  /** Inhibiting freezes a counter at its current value; resuming continues from there (privileged spec 3.1.12). */
+  private writeMcountinhibit(v: number): void {
+    const on = v & ~this.mcountinhibit, off = this.mcountinhibit & ~v;
+    if (on & COUNTINHIBIT_CY) this.mcycleFrozen = this.mcycle;
+    if (on & COUNTINHIBIT_IR) this.minstretFrozen = this.minstret;
+    // Counting resumes with the next instruction.
+    if (off & COUNTINHIBIT_CY) this.mcycleOffset = this.mcycleFrozen - this.icount - 1;
+    if (off & COUNTINHIBIT_IR) this.minstretOffset = this.minstretFrozen - this.icount - 1;
+    this.mcountinhibit = v;
   }
 
   private writeMstatus(lo: number): void {

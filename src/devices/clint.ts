@@ -4,6 +4,7 @@
  * at +0x4000 and mtime at +0xbff8. One hart. Drives mip.MSIP and mip.MTIP.
  */
 import type { MmioDevice } from './device.js';
+import type { Mmio64 } from '../machine/bus.js';
 import type { GuestClock } from '../machine/clock.js';
 import { IRQ } from '../cpu/csr.js';
 
@@ -15,7 +16,7 @@ export interface ClintHart {
   setIrqLine(bit: number, level: boolean): void;
 }
 
-export class Clint implements MmioDevice {
+export class Clint implements MmioDevice, Mmio64 {
   readonly name = 'clint';
   private msip = 0;
   /** mtimecmp as a double: exact below 2^53, i.e. for 28 years of 10 MHz ticks; larger means never. */
@@ -51,6 +52,26 @@ export class Clint implements MmioDevice {
       case MTIME: { const n = this.clock.now(); this.clock.set(Math.floor(n / TWO32) * TWO32 + value); break; }
       case MTIME + 4: { const n = this.clock.now(); this.clock.set(value * TWO32 + (n % TWO32)); break; }
       default: return;
+    }
+    this.mtimecmp = this.cmpHi >= 0x20_0000 ? Number.MAX_VALUE : this.cmpHi * TWO32 + this.cmpLo;
+    this.update();
+  }
+
+  /** A 64-bit access samples the clock once (no torn mtime when the low word wraps). */
+  read64(offset: number): bigint {
+    switch (offset) {
+      case MTIMECMP: return (BigInt(this.cmpHi) << 32n) | BigInt(this.cmpLo);
+      case MTIME: return BigInt(this.clock.now());
+      default: return (BigInt(this.read(offset + 4, 4) >>> 0) << 32n) | BigInt(this.read(offset, 4) >>> 0);
+    }
+  }
+
+  write64(offset: number, value: bigint): void {
+    const lo = Number(value & 0xffff_ffffn), hi = Number(value >> 32n);
+    switch (offset) {
+      case MTIMECMP: this.cmpLo = lo; this.cmpHi = hi; break;
+      case MTIME: this.clock.set(hi * TWO32 + lo); break;
+      default: this.write(offset, 4, lo); this.write(offset + 4, 4, hi); return;
     }
     this.mtimecmp = this.cmpHi >= 0x20_0000 ? Number.MAX_VALUE : this.cmpHi * TWO32 + this.cmpLo;
     this.update();

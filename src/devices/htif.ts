@@ -14,6 +14,8 @@ import type { Bus } from '../machine/bus.js';
 const SYS_WRITE = 64;
 
 export class Htif {
+  private readonly wordBytes = new Uint8Array(8);
+  private readonly word = new DataView(this.wordBytes.buffer);
   constructor(
     private readonly bus: Bus,
     private readonly tohost: number,
@@ -27,9 +29,10 @@ export class Htif {
     return off < 0 ? undefined : this.bus.dv.getBigUint64(off, true);
   }
 
+  /** Through the bus's DMA path, so decoded code and reservations on that RAM are dropped. */
   private write64(pa: number, v: bigint): void {
-    const off = this.bus.ramOffset(pa, 8);
-    if (off >= 0) this.bus.dv.setBigUint64(off, BigInt.asUintN(64, v), true);
+    this.word.setBigUint64(0, BigInt.asUintN(64, v), true);
+    this.bus.dmaWrite(pa, this.wordBytes);
   }
 
   poll(): void {

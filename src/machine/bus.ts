@@ -1,10 +1,23 @@
 import type { MmioDevice } from '../devices/device.js';
 
+/**
+ * A device whose 64-bit registers must be accessed in one piece (CLINT mtime: two 32-bit
+ * reads would sample the clock twice and tear when the low word wraps).
+ */
+export interface Mmio64 {
+  read64(offset: number): bigint;
+  write64(offset: number, value: bigint): void;
+}
+
 /** One mapped MMIO region. */
 export interface MmioRegion {
   readonly base: number;
   readonly size: number;
   readonly device: MmioDevice;
+  /** Set when the device takes 8-byte accesses whole; otherwise they are split, low word first. */
+  readonly wide: Mmio64 | null;
+  /** Instructions may be fetched from it (ROM). Fetching from other devices is an access fault with no device read. */
+  readonly executable: boolean;
 }
 
 /** Bytes reserved at the start of the shared memory for hart state (see cpu/state.ts). */
@@ -41,11 +54,13 @@ export class Bus {
     this.ramSize = ramSize;
   }
 
-  map(base: number, size: number, device: MmioDevice): void {
+  /** Map a device; `executable` only for ROM (reads without side effects). */
+  map(base: number, size: number, device: MmioDevice, opts: { executable?: boolean } = {}): void {
     for (const r of this.regions) {
       if (base < r.base + r.size && r.base < base + size) throw new Error(`MMIO region ${device.name} overlaps ${r.device.name}`);
     }
-    this.regions.push({ base, size, device });
+    const wide = isMmio64(device) ? device : null;
+    this.regions.push({ base, size, device, executable: opts.executable ?? false, wide });
     this.regions.sort((a, b) => a.base - b.base);
   }
 
@@ -124,4 +139,9 @@ export class Bus {
     if (!r) return undefined;
     return r.device.read(paddr - r.base, size);
   }
+}
+
+function isMmio64(d: MmioDevice): d is MmioDevice & Mmio64 {
+  const w = d as Partial<Mmio64>;
+  return typeof w.read64 === 'function' && typeof w.write64 === 'function';
 }

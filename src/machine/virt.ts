@@ -83,7 +83,7 @@ export class VirtBoard {
     this.uart = new Uart16550(this.plic.line(VIRT.UART0_IRQ), opts.serial);
     this.rtc = new GoldfishRtc(this.plic.line(VIRT.RTC_IRQ), opts.wallClockMs);
     const b = this.bus;
-    b.map(VIRT.MROM_BASE, VIRT.MROM_SIZE, this.mrom);
+    b.map(VIRT.MROM_BASE, VIRT.MROM_SIZE, this.mrom, { executable: true });
     b.map(VIRT.TEST_BASE, VIRT.TEST_SIZE, this.test);
     b.map(VIRT.RTC_BASE, VIRT.RTC_SIZE, this.rtc);
     b.map(VIRT.CLINT_BASE, CLINT_SIZE, this.clint);

@@ -263,6 +263,14 @@ test('Linux through the CLI on a pipe: commands run and poweroff exits 0', { tim
   assert.equal(status, 0);
 });
 
+test('Linux through the CLI: input piped before boot survives the UART set-up (echo X; poweroff)', { timeout: 300_000 }, async () => {
+  const r = await tv(['run', '--kernel', join(guestDir, 'Image'), '--initrd', join(guestDir, 'initramfs.cpio.gz'), '--append', 'console=ttyS0'],
+    { input: 'echo X$((6*7))\npoweroff\n', timeoutMs: 280_000 });
+  assert.match(r.stdout, /^X42\r?$/m, `the command ran, every byte intact:\n${r.stdout.slice(-1500)}`);
+  assert.match(r.stdout, /reboot: Power down/);
+  assert.equal(r.status, 0);
+});
+
 test('console escapes: Ctrl-A X quits, Ctrl-A H helps, Ctrl-A Ctrl-A sends Ctrl-A; pipes pass bytes through', () => {
   const fakeInput = (tty: boolean): ConsoleInput => ({
     isTTY: tty, setRawMode: tty ? () => undefined : undefined,
