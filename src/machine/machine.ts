@@ -16,8 +16,9 @@ export { BootError } from './boot.js';
 import { parseElf, isElf } from './elf.js';
 import { Htif } from '../devices/htif.js';
 import type { SerialBackend } from '../devices/device.js';
+import type { ClockMode } from './clock.js';
 
-export type { SerialBackend };
+export type { SerialBackend, ClockMode };
 
 export interface MachineConfig {
   /** Guest RAM in bytes (default 512 MiB). */
@@ -39,6 +40,8 @@ export interface MachineConfig {
   monoClockMs?: () => number;
   /** Host wall clock in ms since the epoch (default Date.now). */
   wallClockMs?: () => number;
+  /** Guest time: host-paced (default) or virtual, advancing with instructions (QEMU -icount). */
+  clock?: ClockMode;
 }
 
 export type MachineExit = {
@@ -71,6 +74,7 @@ export class Machine {
       serial: cfg.serial,
       monoClockMs: this.mono,
       wallClockMs: cfg.wallClockMs ?? (() => Date.now()),
+      clock: cfg.clock,
       onPowerOff: (code) => this.finish({ reason: code === 0 ? 'poweroff' : 'fail', code }),
       onReset: () => this.finish({ reason: 'reset', code: 0 }),
       wake: () => this.wakeUp(),
@@ -144,8 +148,15 @@ export class Machine {
         }
         if (this.exit !== null) break;
         if (hart.waiting) {
-          const ticks = deadline - this.board.clock.now();
-          if (ticks > 0) await this.sleep(Math.min(1000, ticks / 10000));
+          const clock = this.board.clock;
+          if (clock.virtual && deadline !== Infinity) {
+            // Nothing runs until the deadline: skip there instead of waiting for it.
+            clock.advanceTo(deadline);
+            await yieldToHost();
+          } else {
+            const ticks = deadline - clock.now();
+            if (ticks > 0) await this.sleep(Math.min(1000, ticks / 10000));
+          }
           this.service();
           if (hart.waiting && hart.interruptPending) hart.waiting = false;
         } else {
@@ -175,8 +186,25 @@ export class Machine {
 }
 
 const g = globalThis as { setImmediate?: (cb: () => void) => unknown };
-function yieldToHost(): Promise<void> {
+/** Browsers: a MessageChannel message is the unclamped macrotask (setTimeout(0) is clamped to >= 4 ms). */
+let channel: MessageChannel | null = null;
+const channelWaiters: Array<() => void> = [];
+
+/** Let host events (input, I/O completions, timers) run, as soon as possible. */
+export function yieldToHost(): Promise<void> {
   return new Promise((resolve) => {
-    if (g.setImmediate) g.setImmediate(resolve); else setTimeout(resolve, 0);
+    if (g.setImmediate) { g.setImmediate(resolve); return; }
+    if (typeof MessageChannel === 'function') {
+      if (channel === null) {
+        channel = new MessageChannel();
+        channel.port1.onmessage = () => { channelWaiters.shift()?.(); };
+        // Node (tests): an idle port must not keep the process alive.
+        (channel.port1 as { unref?: () => void }).unref?.();
+      }
+      channelWaiters.push(resolve);
+      channel.port2.postMessage(0);
+      return;
+    }
+    setTimeout(resolve, 0);
   });
 }

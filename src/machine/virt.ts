@@ -5,7 +5,7 @@
  */
 import { Bus } from './bus.js';
 import { Hart } from '../cpu/hart.js';
-import { GuestClock, TIMEBASE_HZ } from './clock.js';
+import { GuestClock, TIMEBASE_HZ, type ClockMode } from './clock.js';
 import { FdtBuilder } from './fdt.js';
 import { Clint, CLINT_SIZE } from '../devices/clint.js';
 import { Plic, PLIC_SIZE, PLIC_SOURCES } from '../devices/plic.js';
@@ -40,6 +40,8 @@ export interface VirtBoardOptions {
   monoClockMs(): number;
   /** Host wall-clock milliseconds since the epoch (Date.now), for the RTC. */
   wallClockMs(): number;
+  /** How guest time advances (default: with the host's monotonic clock). */
+  clock?: ClockMode;
   onPowerOff(code: number): void;
   onReset(): void;
   /**
@@ -74,14 +76,20 @@ export class VirtBoard {
     this.memoryBytes = opts.memoryBytes;
     this.wake = opts.wake ?? (() => {});
     this.bus = new Bus(VIRT.DRAM_BASE, opts.memoryBytes);
-    this.clock = new GuestClock(opts.monoClockMs);
+    this.clock = new GuestClock(opts.monoClockMs, opts.clock);
     this.hart = new Hart(this.bus, 0, this.clock);
+    const hart = this.hart;
+    this.clock.countInstructions(() => hart.icount);
+    // With a virtual clock the RTC runs on guest time too (from the host's date at start), so runs repeat exactly.
+    const wall0 = opts.wallClockMs();
+    const clock = this.clock;
+    const wallClockMs = clock.virtual ? () => wall0 + clock.now() / (TIMEBASE_HZ / 1000) : opts.wallClockMs;
     this.mrom = new Rom(VIRT.MROM_SIZE);
     this.test = new SifiveTest(opts.onPowerOff, opts.onReset);
     this.clint = new Clint(this.hart, this.clock);
     this.plic = new Plic(this.hart);
     this.uart = new Uart16550(this.plic.line(VIRT.UART0_IRQ), opts.serial);
-    this.rtc = new GoldfishRtc(this.plic.line(VIRT.RTC_IRQ), opts.wallClockMs);
+    this.rtc = new GoldfishRtc(this.plic.line(VIRT.RTC_IRQ), wallClockMs);
     const b = this.bus;
     b.map(VIRT.MROM_BASE, VIRT.MROM_SIZE, this.mrom, { executable: true });
     b.map(VIRT.TEST_BASE, VIRT.TEST_SIZE, this.test);

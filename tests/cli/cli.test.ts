@@ -161,6 +161,26 @@ test('run --bios prog.elf: UART output and the SiFive test device exit status', 
   assert.equal(r.status, 7);
 });
 
+test('--clock virtual and --icount shift=N select the virtual clock; bad values exit 2', { timeout: 60_000 }, async () => {
+  const elf = await buildElf({ name: 'cli-uart', sources: { 'u.S': UART_EXIT } });
+  for (const flags of [['--clock', 'virtual'], ['-icount', 'shift=3'], ['--icount=0'], ['--clock', 'host']]) {
+    const r = await tv(['run', '--bios', elf, ...flags]);
+    assert.equal(r.stdout, 'hi', flags.join(' '));
+    assert.equal(r.status, 7);
+  }
+  const bad = await tv(['run', '--bios', elf, '--icount', 'shift=11']);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--icount shift=11: expected shift=N with N from 0 to 10/);
+  const auto = await tv(['run', '--bios', elf, '--icount', 'shift=auto']);
+  assert.equal(auto.status, 2);
+  const clash = await tv(['run', '--bios', elf, '--clock', 'host', '--icount', '2']);
+  assert.equal(clash.status, 2);
+  assert.match(clash.stderr, /--icount needs the virtual clock/);
+  const what = await tv(['run', '--bios', elf, '--clock', 'fast']);
+  assert.equal(what.status, 2);
+  assert.match(what.stderr, /--clock fast: expected 'host' or 'virtual'/);
+});
+
 test('a gzip-compressed kernel is accepted (bios none: the kernel runs in M-mode)', { timeout: 60_000 }, async () => {
   const { gzipSync } = await import('node:zlib');
   const elf = readFileSync(await buildElf({ name: 'cli-uart', sources: { 'u.S': UART_EXIT } }));
