@@ -70,13 +70,14 @@ export class Hart {
   private readonly ramEnd: number;
   private readonly ramHost: number;
 
-  priv = PRIV_M;
+  /** Current privilege level; changed only by traps, xRET and enterPrivilege(), which keep the TLB selection in step. */
+  private privLevel = PRIV_M;
   /** Privilege used for loads/stores (differs from priv when mstatus.MPRV is set). */
   private dpriv = PRIV_M;
 
   // ---- CSRs ----
-  /** Low word of mstatus (the upper word is fixed UXL=SXL=2, SD derived). */
-  mstatus = 0;
+  /** Low word of mstatus (the upper word is fixed UXL=SXL=2, SD derived); written through writeMstatus/traps/xRET. */
+  private ms = 0;
   medeleg = 0;
   mideleg = 0;
   mie = 0;
@@ -184,8 +185,8 @@ export class Hart {
   reset(pc: number): void {
     this.x.fill(0n, 0, 128);
     this.x[PC] = BigInt(pc);
-    this.priv = PRIV_M;
-    this.mstatus = 0;
+    this.privLevel = PRIV_M;
+    this.ms = 0;
     this.medeleg = 0; this.mideleg = 0; this.mie = 0; this.mipSw = 0;
     this.mtvec = 0n; this.stvec = 0n; this.mepc = 0n; this.sepc = 0n;
     this.mcause = 0n; this.scause = 0n; this.mtval = 0n; this.stval = 0n;
@@ -201,6 +202,25 @@ export class Hart {
     this.flushAllTlbs();
     this.flushCodeCache();
     this.updateIrq();
+  }
+
+  get priv(): number { return this.privLevel; }
+  get mstatus(): number { return this.ms; }
+  /** mip as M-mode reads it (tests, debugger). */
+  get mipValue(): number { return this.mip; }
+
+  /**
+   * Leave M-mode firmware for `priv` at `pc` as an MRET would (MPP becomes U, MPRV is
+   * cleared below M): the built-in SBI's hand-off to the kernel, test runners.
+   */
+  enterPrivilege(priv: number, pc: bigint): void {
+    let ms = this.ms & ~MSTATUS.MPP;
+    if (priv !== PRIV_M) ms &= ~MSTATUS.MPRV;
+    this.ms = ms;
+    this.privLevel = priv;
+    this.privChanged();
+    this.updateIrq();
+    this.x[PC] = pc;
   }
 
   get pc(): bigint { return this.x[PC]; }
@@ -277,13 +297,13 @@ export class Hart {
 
   private fetchSlow(lo: number, hi: number): (Decoded | undefined)[] {
     // Translate the exact pc so a fault's tval is the faulting address, then work per page.
-    const pa = this.translate(lo, hi, ACC_X, this.priv) - (lo & 0xfff);
+    const pa = this.translate(lo, hi, ACC_X, this.privLevel) - (lo & 0xfff);
     if (pa >= this.ramBase && pa < this.ramEnd) {
       this.fetchLo = lo & ~0xfff;
       this.fetchHi = hi;
       // Cache the page only if PMP treats all of it alike (as tlbFill does for data);
       // otherwise every parcel goes through translate() and its PMP check (fetchParcel).
-      const uniform = (!this.pmpActive && this.priv === PRIV_M) || this.pmpCheck(pa, 4096, ACC_X, this.priv);
+      const uniform = (!this.pmpActive && this.privLevel === PRIV_M) || this.pmpCheck(pa, 4096, ACC_X, this.privLevel);
       if (!uniform) {
         this.fetchPage = UNCACHED_PAGE;
         this.fetchPpn = -1;
@@ -313,7 +333,7 @@ export class Hart {
 
   /** Fetch one 16-bit parcel through translation (slow path, for ROM code, PMP-split pages and page-crossing). */
   private fetchParcel(lo: number, hi: number): number {
-    const pa = this.translate(lo, hi, ACC_X, this.priv);
+    const pa = this.translate(lo, hi, ACC_X, this.privLevel);
     if (pa >= this.ramBase && pa < this.ramEnd) return this.mu16[(this.ramHost + pa - this.ramBase) >>> 1];
     const r = this.bus.findRegion(pa);
     if (!r || !r.executable) this.raise(CAUSE.FETCH_ACCESS, lo, hi);
@@ -414,26 +434,26 @@ export class Hart {
     const deleg = interrupt ? this.mideleg : this.medeleg;
     const causeBig = interrupt ? (BigInt(cause) | SD64) : BigInt(cause);
     this.resvValid = false;
-    let ms = this.mstatus;
+    let ms = this.ms;
     let vec: bigint;
-    if (this.priv <= PRIV_S && ((deleg >>> cause) & 1) !== 0) {
+    if (this.privLevel <= PRIV_S && ((deleg >>> cause) & 1) !== 0) {
       this.scause = causeBig;
       this.sepc = epc;
       this.stval = tval;
       ms = (ms & ~(MSTATUS.SPIE | MSTATUS.SIE | MSTATUS.SPP)) |
-        ((ms & MSTATUS.SIE) !== 0 ? MSTATUS.SPIE : 0) | (this.priv === PRIV_S ? MSTATUS.SPP : 0);
-      this.priv = PRIV_S;
+        ((ms & MSTATUS.SIE) !== 0 ? MSTATUS.SPIE : 0) | (this.privLevel === PRIV_S ? MSTATUS.SPP : 0);
+      this.privLevel = PRIV_S;
       vec = this.stvec;
     } else {
       this.mcause = causeBig;
       this.mepc = epc;
       this.mtval = tval;
       ms = (ms & ~(MSTATUS.MPIE | MSTATUS.MIE | MSTATUS.MPP)) |
-        ((ms & MSTATUS.MIE) !== 0 ? MSTATUS.MPIE : 0) | (this.priv << 11);
-      this.priv = PRIV_M;
+        ((ms & MSTATUS.MIE) !== 0 ? MSTATUS.MPIE : 0) | (this.privLevel << 11);
+      this.privLevel = PRIV_M;
       vec = this.mtvec;
     }
-    this.mstatus = ms;
+    this.ms = ms;
     let target = vec & ~3n;
     if ((vec & 3n) === 1n && interrupt) target += BigInt(cause * 4);
     x[PC] = BigInt.asIntN(64, target);
@@ -443,22 +463,22 @@ export class Hart {
 
   /** mret / sret (privileged spec 3.3.2). */
   xret(fromM: boolean): void {
-    let ms = this.mstatus;
+    let ms = this.ms;
     let target: bigint;
     if (fromM) {
       const mpp = (ms & MSTATUS.MPP) >>> 11;
       ms = (ms & ~(MSTATUS.MIE | MSTATUS.MPP)) | ((ms & MSTATUS.MPIE) !== 0 ? MSTATUS.MIE : 0) | MSTATUS.MPIE;
       if (mpp !== PRIV_M) ms &= ~MSTATUS.MPRV;
-      this.priv = mpp;
+      this.privLevel = mpp;
       target = this.mepc;
     } else {
       const spp = (ms & MSTATUS.SPP) !== 0 ? PRIV_S : PRIV_U;
       ms = (ms & ~(MSTATUS.SIE | MSTATUS.SPP)) | ((ms & MSTATUS.SPIE) !== 0 ? MSTATUS.SIE : 0) | MSTATUS.SPIE;
       ms &= ~MSTATUS.MPRV;
-      this.priv = spp;
+      this.privLevel = spp;
       target = this.sepc;
     }
-    this.mstatus = ms;
+    this.ms = ms;
     this.x[NPC] = target;
     this.privChanged();
     this.updateIrq();
@@ -472,8 +492,8 @@ export class Hart {
   private pendingInterrupt(): number {
     const pend = this.mip & this.mie;
     if (pend === 0) return -1;
-    const mEnabled = this.priv < PRIV_M || (this.mstatus & MSTATUS.MIE) !== 0;
-    const sEnabled = this.priv < PRIV_S || (this.priv === PRIV_S && (this.mstatus & MSTATUS.SIE) !== 0);
+    const mEnabled = this.privLevel < PRIV_M || (this.ms & MSTATUS.MIE) !== 0;
+    const sEnabled = this.privLevel < PRIV_S || (this.privLevel === PRIV_S && (this.ms & MSTATUS.SIE) !== 0);
     const toM = mEnabled ? pend & ~this.mideleg : 0;
     const toS = sEnabled ? pend & this.mideleg : 0;
     const m = toM !== 0 ? toM : toS;
@@ -542,13 +562,13 @@ export class Hart {
   // =====================================================================
 
   /** Select the TLB sets for the current privilege (and MPRV data privilege). */
-  privChanged(): void {
-    const ms = this.mstatus;
-    this.dpriv = this.priv === PRIV_M && (ms & MSTATUS.MPRV) !== 0 ? (ms & MSTATUS.MPP) >>> 11 : this.priv;
+  private privChanged(): void {
+    const ms = this.ms;
+    this.dpriv = this.privLevel === PRIV_M && (ms & MSTATUS.MPRV) !== 0 ? (ms & MSTATUS.MPP) >>> 11 : this.privLevel;
     const d = this.tlbSets[this.dpriv];
     this.tlbR = d[0];
     this.tlbW = d[1];
-    this.tlbX = this.tlbSets[this.priv][2];
+    this.tlbX = this.tlbSets[this.privLevel][2];
     this.fetchLo = TLB_INVALID;
   }
 
@@ -607,7 +627,7 @@ export class Hart {
     const top = hi >> topShift;
     if (top !== 0 && top !== -1) this.raise(this.pageFaultCause(acc), lo, hi);
     let a = this.satpRoot;
-    const ms = this.mstatus;
+    const ms = this.ms;
     for (let i = levels - 1; i >= 0; i--) {
       const sh = 12 + 9 * i;
       const vpn = (sh < 32 ? (lo >>> sh) | (sh > 23 ? hi << (32 - sh) : 0) : hi >>> (sh - 32)) & 511;
@@ -962,25 +982,25 @@ export class Hart {
   /** Check access to CSR `csr` for read (and write if `write`); raises illegal-instruction. */
   private csrCheck(d: Decoded, csr: number, write: boolean): void {
     const minPriv = (csr >>> 8) & 3;
-    if (this.priv < minPriv) this.illegal(d);
+    if (this.privLevel < minPriv) this.illegal(d);
     if (write && (csr >>> 10) === 3) this.illegal(d);
   }
 
   private counterAllowed(index: number): boolean {
-    if (this.priv === PRIV_M) return true;
+    if (this.privLevel === PRIV_M) return true;
     if (((this.mcounteren >>> index) & 1) === 0) return false;
-    if (this.priv === PRIV_U && ((this.scounteren >>> index) & 1) === 0) return false;
+    if (this.privLevel === PRIV_U && ((this.scounteren >>> index) & 1) === 0) return false;
     return true;
   }
 
   private mstatusValue(): bigint {
-    const ms = this.mstatus;
+    const ms = this.ms;
     const sd = (ms & MSTATUS.FS) === MSTATUS.FS ? SD64 : 0n;
     return sd | (0xan << 32n) | BigInt(ms >>> 0);
   }
 
   private sstatusValue(): bigint {
-    const ms = this.mstatus & SSTATUS_MASK;
+    const ms = this.ms & SSTATUS_MASK;
     const sd = (ms & MSTATUS.FS) === MSTATUS.FS ? SD64 : 0n;
     return sd | (0x2n << 32n) | BigInt(ms >>> 0);
   }
@@ -1007,7 +1027,7 @@ export class Hart {
       case CSR.sip: return BigInt(this.mip & this.mideleg & S_INTERRUPTS);
       case CSR.stimecmp: this.stimecmpCheck(d); return this.stimecmp;
       case CSR.satp:
-        if (this.priv === PRIV_S && (this.mstatus & MSTATUS.TVM) !== 0) this.illegal(d);
+        if (this.privLevel === PRIV_S && (this.ms & MSTATUS.TVM) !== 0) this.illegal(d);
         return this.satp;
       case CSR.mstatus: return this.mstatusValue();
       case CSR.misa: return MISA_VALUE;
@@ -1060,7 +1080,7 @@ export class Hart {
   }
 
   private stimecmpCheck(d: Decoded): void {
-    if (this.priv === PRIV_S && ((this.menvcfg & SD64) === 0n || (this.mcounteren & 2) === 0)) this.illegal(d);
+    if (this.privLevel === PRIV_S && ((this.menvcfg & SD64) === 0n || (this.mcounteren & 2) === 0)) this.illegal(d);
   }
 
   /** Write a CSR with WARL legalisation. Assumes csrRead() was already done for access checks. */
@@ -1071,7 +1091,7 @@ export class Hart {
       case CSR.fflags: this.requireFP(); this.fflags = lo & 0x1f; this.markFPDirty(); return;
       case CSR.frm: this.requireFP(); this.frm = lo & 7; this.markFPDirty(); return;
       case CSR.fcsr: this.requireFP(); this.fflags = lo & 0x1f; this.frm = (lo >>> 5) & 7; this.markFPDirty(); return;
-      case CSR.sstatus: this.writeMstatus((this.mstatus & ~SSTATUS_MASK) | (lo & SSTATUS_MASK)); return;
+      case CSR.sstatus: this.writeMstatus((this.ms & ~SSTATUS_MASK) | (lo & SSTATUS_MASK)); return;
       case CSR.sie: {
         const m = this.mideleg & S_INTERRUPTS;
         this.mie = (this.mie & ~m) | (lo & m);
@@ -1094,7 +1114,7 @@ export class Hart {
       }
       case CSR.stimecmp: this.stimecmpCheck(d); this.setStimecmp(v); return;
       case CSR.satp: {
-        if (this.priv === PRIV_S && (this.mstatus & MSTATUS.TVM) !== 0) this.illegal(d);
+        if (this.privLevel === PRIV_S && (this.ms & MSTATUS.TVM) !== 0) this.illegal(d);
         const mode = Number(BigInt.asUintN(64, v) >> 60n);
         if (mode !== SATP_BARE && (mode < SATP_SV39 || mode > SATP_SV57)) return; // unsupported mode: no effect
         // ASIDLEN = 16; PPN = 44 bits.
@@ -1183,10 +1203,10 @@ export class Hart {
   }
 
   private writeMstatus(lo: number): void {
-    let ms = (this.mstatus & ~MSTATUS_WMASK) | (lo & MSTATUS_WMASK);
-    if ((ms & MSTATUS.MPP) === 2 << 11) ms = (ms & ~MSTATUS.MPP) | (this.mstatus & MSTATUS.MPP); // MPP=2 reserved
-    const changed = ms ^ this.mstatus;
-    this.mstatus = ms;
+    let ms = (this.ms & ~MSTATUS_WMASK) | (lo & MSTATUS_WMASK);
+    if ((ms & MSTATUS.MPP) === 2 << 11) ms = (ms & ~MSTATUS.MPP) | (this.ms & MSTATUS.MPP); // MPP=2 reserved
+    const changed = ms ^ this.ms;
+    this.ms = ms;
     if (changed & (MSTATUS.SUM | MSTATUS.MXR)) this.flushTlb();
     if (changed & (MSTATUS.MPRV | MSTATUS.MPP)) this.privChanged();
     this.updateIrq();
@@ -1196,10 +1216,10 @@ export class Hart {
 
   /** Illegal-instruction when mstatus.FS is Off (privileged spec 3.1.6.6). */
   requireFP(): void {
-    if ((this.mstatus & MSTATUS.FS) === 0) this.raise(CAUSE.ILLEGAL_INSTRUCTION, this.currentRaw(), 0);
+    if ((this.ms & MSTATUS.FS) === 0) this.raise(CAUSE.ILLEGAL_INSTRUCTION, this.currentRaw(), 0);
   }
 
-  markFPDirty(): void { this.mstatus |= MSTATUS.FS; }
+  markFPDirty(): void { this.ms |= MSTATUS.FS; }
 
   /** Resolve an rm field: 7 = dynamic (frm). Reserved modes raise illegal-instruction. */
   roundingMode(rm: number): number {
@@ -1222,7 +1242,7 @@ export class Hart {
   }
 
   /** FS field value (0 Off, 1 Initial, 2 Clean, 3 Dirty). */
-  get fs(): number { return (this.mstatus >>> FS_SHIFT) & 3; }
+  get fs(): number { return (this.ms >>> FS_SHIFT) & 3; }
 
   // ---- debug helpers ----
 

@@ -14,7 +14,7 @@
  */
 import type { Hart } from '../cpu/hart.js';
 import type { Decoded } from '../cpu/isa/types.js';
-import { CSR, MSTATUS, PRIV_S } from '../cpu/csr.js';
+import { CSR, PRIV_S } from '../cpu/csr.js';
 import { VIRT, type VirtBoard } from './virt.js';
 import { isElf, parseElf } from './elf.js';
 import { parseLinuxImage } from './linux_image.js';
@@ -218,8 +218,5 @@ function enterBuiltin(board: VirtBoard, hart: Hart, entry: number, dtbAddr: numb
   });
   hart.x[10] = BigInt(hart.hartId);
   hart.x[11] = BigInt(dtbAddr);
-  hart.priv = PRIV_S;
-  hart.mstatus &= ~MSTATUS.MPP;
-  hart.privChanged();
-  hart.pc = BigInt(entry);
+  hart.enterPrivilege(PRIV_S, BigInt(entry));
 }

@@ -60,9 +60,7 @@ export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?
   const trapPad = 0x8000_0000 + memoryBytes - 4096;
   bus.writeBytes(trapPad, new Uint8Array([0x73, 0x00, 0x50, 0x10]));
   hart.csrWrite(HOST_CSR, CSR.mtvec, BigInt(trapPad));
-  hart.priv = PRIV_S;
-  hart.privChanged();
-  hart.pc = BigInt(img.entry);
+  hart.enterPrivilege(PRIV_S, BigInt(img.entry));
   hart.x[2] = BigInt(trapPad - 64);
   const max = opts.maxInsns ?? 200_000_000;
   while (code < 0 && insns < max) {
