@@ -2,7 +2,7 @@ import type { Bus } from '../machine/bus.js';
 import type { TimeSource } from '../devices/device.js';
 import {
   CSR, MSTATUS, MSTATUS_WMASK, SSTATUS_MASK, IRQ_PRIORITY, CAUSE, MEDELEG_MASK, MISA_VALUE,
-  PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, ALL_INTERRUPTS, MIP_SSIP, MIP_STIP, MIP_SEIP,
+  IRQ, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, ALL_INTERRUPTS, MIP_SSIP, MIP_STIP, MIP_SEIP,
   SATP_BARE, SATP_SV39, SATP_SV57,
 } from './csr.js';
 import { PC, NPC, SCRATCH, HART_STATE_BYTES, F0 } from './state.js';
@@ -26,6 +26,8 @@ const TLB_INVALID = 1;
 const UNCACHED_PAGE: (Decoded | undefined)[] = [];
 
 const FS_SHIFT = 13;
+/** Page-table entry bits (privileged spec 4.3.1, Figure 4.18). */
+const PTE_V = 0x01, PTE_R = 0x02, PTE_W = 0x04, PTE_X = 0x08, PTE_U = 0x10, PTE_A = 0x40, PTE_D = 0x80;
 /** mcountinhibit bits (privileged spec 3.1.12). */
 const COUNTINHIBIT_CY = 1, COUNTINHIBIT_IR = 4;
 /** 4 KiB pages per superpage at each page-table level. */
@@ -542,7 +544,7 @@ export class Hart {
     const fire = stce || this.sbi !== null;
     const level = fire && now >= this.stimecmpNum;
     const cur = (this.mipHw & MIP_STIP) !== 0;
-    if (level !== cur) this.setIrqLine(5, level);
+    if (level !== cur) this.setIrqLine(IRQ.STI, level);
     return fire && !level ? this.stimecmpNum : Infinity;
   }
 
@@ -636,25 +638,25 @@ export class Hart {
       const plo = this.m32[off >>> 2];
       const phi = this.m32[(off >>> 2) + 1];
       // Reserved bits 63:54 (no Svnapot/Svpbmt) must be zero; W without R is reserved.
-      if ((plo & 1) === 0 || (plo & 6) === 4 || (phi >>> 22) !== 0) this.raise(this.pageFaultCause(acc), lo, hi);
+      if ((plo & PTE_V) === 0 || (plo & (PTE_R | PTE_W)) === PTE_W || (phi >>> 22) !== 0) this.raise(this.pageFaultCause(acc), lo, hi);
       const ppn = (phi & 0x3fffff) * 4194304 + (plo >>> 10);
-      if ((plo & 0xa) === 0) {
-        if ((plo & 0xd0) !== 0) this.raise(this.pageFaultCause(acc), lo, hi); // D, A, U reserved on non-leaf
+      if ((plo & (PTE_R | PTE_X)) === 0) {
+        if ((plo & (PTE_D | PTE_A | PTE_U)) !== 0) this.raise(this.pageFaultCause(acc), lo, hi); // reserved on non-leaf
         a = ppn * 4096;
         continue;
       }
       // Leaf: permission checks (4.3.1, 3.1.6.3).
       if (priv === PRIV_U) {
-        if ((plo & 0x10) === 0) this.raise(this.pageFaultCause(acc), lo, hi);
-      } else if ((plo & 0x10) !== 0) {
+        if ((plo & PTE_U) === 0) this.raise(this.pageFaultCause(acc), lo, hi);
+      } else if ((plo & PTE_U) !== 0) {
         if (acc === ACC_X || (ms & MSTATUS.SUM) === 0) this.raise(this.pageFaultCause(acc), lo, hi);
       }
-      const ok = acc === ACC_R ? (plo & 2) !== 0 || ((ms & MSTATUS.MXR) !== 0 && (plo & 8) !== 0)
-        : acc === ACC_W ? (plo & 4) !== 0 : (plo & 8) !== 0;
+      const ok = acc === ACC_R ? (plo & PTE_R) !== 0 || ((ms & MSTATUS.MXR) !== 0 && (plo & PTE_X) !== 0)
+        : acc === ACC_W ? (plo & PTE_W) !== 0 : (plo & PTE_X) !== 0;
       if (!ok) this.raise(this.pageFaultCause(acc), lo, hi);
       if (i > 0 && ppn % SUPERPAGE_SPAN[i] !== 0) this.raise(this.pageFaultCause(acc), lo, hi); // misaligned superpage
       // A/D update: hardware-managed (the spec permits either scheme; QEMU does the same).
-      const need = 0x40 | (acc === ACC_W ? 0x80 : 0);
+      const need = PTE_A | (acc === ACC_W ? PTE_D : 0);
       if ((plo & need) !== need) {
         if (!this.pmpCheck(pteAddr, 8, ACC_W, PRIV_S)) this.raise(this.accessFaultCause(acc), lo, hi);
         this.m32[off >>> 2] = plo | need;

@@ -128,17 +128,6 @@ export class Bus {
     if (off < 0) return undefined;
     return this.u8.slice(off, off + len);
   }
-
-  /** Physical read for device models and debug (not the hart fast path). size 1/2/4/8; 8 returns a bigint. */
-  readPhys32(paddr: number, size: 1 | 2 | 4): number | undefined {
-    const off = this.ramOffset(paddr, size);
-    if (off >= 0) {
-      return size === 1 ? this.dv.getUint8(off) : size === 2 ? this.dv.getUint16(off, true) : this.dv.getUint32(off, true);
-    }
-    const r = this.findRegion(paddr);
-    if (!r) return undefined;
-    return r.device.read(paddr - r.base, size);
-  }
 }
 
 function isMmio64(d: MmioDevice): d is MmioDevice & Mmio64 {
