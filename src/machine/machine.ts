@@ -42,6 +42,11 @@ export interface MachineConfig {
   wallClockMs?: () => number;
   /** Guest time: host-paced (default) or virtual, advancing with instructions (QEMU -icount). */
   clock?: ClockMode;
+  /**
+   * Stop (reason 'stopped') after this many steps: instructions plus traps taken. With the
+   * virtual clock, a run bounded this way is reproducible (fuzzing, tests).
+   */
+  stepLimit?: number;
 }
 
 export type MachineExit = {
@@ -66,9 +71,13 @@ export class Machine {
   private exit: MachineExit | null = null;
   private wake: (() => void) | null = null;
   private readonly mono: () => number;
+  private readonly stepLimit: number;
+  /** Instructions executed plus traps taken, since construction. */
+  steps = 0;
 
   constructor(cfg: MachineConfig) {
     this.mono = cfg.monoClockMs ?? (() => performance.now());
+    this.stepLimit = cfg.stepLimit ?? Infinity;
     this.board = new VirtBoard({
       memoryBytes: cfg.memoryBytes,
       serial: cfg.serial,
@@ -141,7 +150,8 @@ export class Machine {
         const t0 = this.mono();
         let deadline = Infinity;
         while (this.exit === null) {
-          hart.run(SLICE);
+          this.steps += hart.run(Math.min(SLICE, this.stepLimit - this.steps));
+          if (this.steps >= this.stepLimit) { this.finish({ reason: 'stopped', code: 0, message: `step limit ${this.stepLimit} reached` }); break; }
           if (builtin && hart.priv === PRIV_M) { this.firmwareTrap(); break; }
           deadline = this.service();
           if (hart.waiting || this.mono() - t0 >= YIELD_MS) break;
