@@ -1,5 +1,5 @@
 import type { Bus } from '../machine/bus.js';
-import type { TimeSource } from '../devices/device.js';
+import type { TimeSource, Stateful } from '../devices/device.js';
 import {
   CSR, MSTATUS, MSTATUS_WMASK, SSTATUS_MASK, IRQ_PRIORITY, CAUSE, MEDELEG_MASK, MISA_VALUE,
   IRQ, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, ALL_INTERRUPTS, MIP_SSIP, MIP_STIP, MIP_SEIP,
@@ -8,6 +8,19 @@ import {
 import { PC, NPC, SCRATCH, HART_STATE_BYTES, F0 } from './state.js';
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
+
+/** A hart's saved state (Stateful, devices/device.ts): 64-bit CSRs as hex strings so JSON can carry them. */
+export interface HartState {
+  v: 1;
+  /** The register block (x, f, pc; cpu/state.ts). */
+  regs: Uint8Array;
+  priv: number; mstatus: number; medeleg: number; mideleg: number; mie: number; mipSw: number; mipHw: number;
+  mtvec: string; stvec: string; mepc: string; sepc: string; mcause: string; scause: string; mtval: string; stval: string;
+  mscratch: string; sscratch: string; satp: string; mcounteren: number; scounteren: number; menvcfg: string; senvcfg: string;
+  mcountinhibit: number; stimecmp: string; fflags: number; frm: number; pmpcfg: number[]; pmpaddr: string[];
+  icount: number; minstretOffset: number; mcycleOffset: number; minstretFrozen: number; mcycleFrozen: number;
+  resvValid: boolean; resvAddr: number; waiting: boolean;
+}
 
 /** Thrown (never allocated per trap) to abandon the current instruction; the run loop takes the trap. */
 export const TRAP_SIGNAL = Object.freeze({ trap: true });
@@ -52,7 +65,7 @@ class Tlb {
  * drops that page (writes to code pages never hit the write TLB, so the fast path needs no
  * check).
  */
-export class Hart {
+export class Hart implements Stateful<HartState> {
   readonly bus: Bus;
   readonly hartId: number;
   readonly clock: TimeSource;
@@ -204,6 +217,77 @@ export class Hart {
     this.flushAllTlbs();
     this.flushCodeCache();
     this.updateIrq();
+  }
+
+  // =====================================================================
+  // State (snapshots): architectural state only; TLBs, decoded pages, PMP ranges and the
+  // translation mode are derived and rebuilt by load().
+  // =====================================================================
+
+  save(): HartState {
+    const h = (v: bigint): string => BigInt.asUintN(64, v).toString(16);
+    return {
+      v: 1,
+      regs: new Uint8Array(this.x.buffer, this.x.byteOffset, HART_STATE_BYTES).slice(),
+      priv: this.privLevel, mstatus: this.ms, medeleg: this.medeleg, mideleg: this.mideleg, mie: this.mie,
+      mipSw: this.mipSw, mipHw: this.mipHw,
+      mtvec: h(this.mtvec), stvec: h(this.stvec), mepc: h(this.mepc), sepc: h(this.sepc),
+      mcause: h(this.mcause), scause: h(this.scause), mtval: h(this.mtval), stval: h(this.stval),
+      mscratch: h(this.mscratch), sscratch: h(this.sscratch), satp: h(this.satp),
+      mcounteren: this.mcounteren, scounteren: this.scounteren, menvcfg: h(this.menvcfg), senvcfg: h(this.senvcfg),
+      mcountinhibit: this.mcountinhibit, stimecmp: h(this.stimecmp), fflags: this.fflags, frm: this.frm,
+      pmpcfg: [...this.pmpcfg], pmpaddr: this.pmpaddr.map(h),
+      icount: this.icount, minstretOffset: this.minstretOffset, mcycleOffset: this.mcycleOffset,
+      minstretFrozen: this.minstretFrozen, mcycleFrozen: this.mcycleFrozen,
+      resvValid: this.resvValid, resvAddr: this.resvAddr, waiting: this.waiting,
+    };
+  }
+
+  load(st: HartState): void {
+    if (st?.v !== 1) throw new Error(`hart state: unsupported version ${String(st?.v)}`);
+    const regs = st.regs;
+    if (!(regs instanceof Uint8Array) || regs.length !== HART_STATE_BYTES) throw new Error('hart state: malformed register block');
+    const b = (name: string, v: string): bigint => {
+      if (typeof v !== 'string' || !/^[0-9a-f]{1,16}$/.test(v)) throw new Error(`hart state: malformed ${name}`);
+      return BigInt.asIntN(64, BigInt('0x' + v));
+    };
+    const n = (name: string, v: number): number => {
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`hart state: malformed ${name}`);
+      return v;
+    };
+    if (!Array.isArray(st.pmpcfg) || st.pmpcfg.length !== 16 || !Array.isArray(st.pmpaddr) || st.pmpaddr.length !== 16) throw new Error('hart state: malformed PMP');
+    // Validate everything before changing anything (never half-load).
+    const big = {
+      mtvec: b('mtvec', st.mtvec), stvec: b('stvec', st.stvec), mepc: b('mepc', st.mepc), sepc: b('sepc', st.sepc),
+      mcause: b('mcause', st.mcause), scause: b('scause', st.scause), mtval: b('mtval', st.mtval), stval: b('stval', st.stval),
+      mscratch: b('mscratch', st.mscratch), sscratch: b('sscratch', st.sscratch), satp: b('satp', st.satp),
+      menvcfg: b('menvcfg', st.menvcfg), senvcfg: b('senvcfg', st.senvcfg), stimecmp: b('stimecmp', st.stimecmp),
+    };
+    const pmpaddr = st.pmpaddr.map((v, i) => b(`pmpaddr${i}`, v));
+    const priv = n('priv', st.priv);
+    if (priv !== PRIV_U && priv !== PRIV_S && priv !== PRIV_M) throw new Error('hart state: bad privilege');
+    for (const k of ['mstatus', 'medeleg', 'mideleg', 'mie', 'mipSw', 'mipHw', 'mcounteren', 'scounteren', 'mcountinhibit', 'fflags', 'frm',
+      'icount', 'minstretOffset', 'mcycleOffset', 'minstretFrozen', 'mcycleFrozen', 'resvAddr'] as const) n(k, st[k]);
+    new Uint8Array(this.x.buffer, this.x.byteOffset, HART_STATE_BYTES).set(regs);
+    this.privLevel = priv; this.ms = st.mstatus; this.medeleg = st.medeleg; this.mideleg = st.mideleg; this.mie = st.mie;
+    this.mipSw = st.mipSw; this.mipHw = st.mipHw;
+    this.mtvec = big.mtvec; this.stvec = big.stvec; this.mepc = big.mepc; this.sepc = big.sepc;
+    this.mcause = big.mcause; this.scause = big.scause; this.mtval = big.mtval; this.stval = big.stval;
+    this.mscratch = big.mscratch; this.sscratch = big.sscratch; this.satp = big.satp;
+    this.mcounteren = st.mcounteren; this.scounteren = st.scounteren; this.menvcfg = big.menvcfg; this.senvcfg = big.senvcfg;
+    this.mcountinhibit = st.mcountinhibit; this.fflags = st.fflags; this.frm = st.frm;
+    this.stimecmp = big.stimecmp; this.stimecmpNum = Number(BigInt.asUintN(64, big.stimecmp));
+    for (let i = 0; i < 16; i++) { this.pmpcfg[i] = st.pmpcfg[i]; this.pmpaddr[i] = BigInt.asUintN(64, pmpaddr[i]); }
+    this.icount = st.icount; this.minstretOffset = st.minstretOffset; this.mcycleOffset = st.mcycleOffset;
+    this.minstretFrozen = st.minstretFrozen; this.mcycleFrozen = st.mcycleFrozen;
+    this.resvValid = st.resvValid === true; this.resvAddr = st.resvAddr; this.waiting = st.waiting === true;
+    this.stopRequested = false;
+    // Derived state.
+    this.updatePmpActive();
+    this.updateTranslation();
+    this.flushAllTlbs();
+    this.flushCodeCache();
+    this.attention = true;
   }
 
   get priv(): number { return this.privLevel; }
@@ -557,6 +641,8 @@ export class Hart {
     this.stimecmp = v;
     this.stimecmpNum = Number(BigInt.asUintN(64, v));
     this.updateTimers(this.clock.now());
+    // The machine's next deadline moved: let the run loop recompute it (exact virtual-clock timers).
+    this.requestStop();
   }
 
   // =====================================================================

@@ -10,10 +10,14 @@
  * The words are polled between run slices; the guest spins on them, so that is enough.
  */
 import type { Bus } from '../machine/bus.js';
+import type { Stateful } from './device.js';
 
 const SYS_WRITE = 64;
 
-export class Htif {
+/** HTIF keeps no state: tohost/fromhost live in guest RAM, their addresses come from the ELF. */
+export interface HtifState { v: 1 }
+
+export class Htif implements Stateful<HtifState> {
   private readonly wordBytes = new Uint8Array(8);
   private readonly word = new DataView(this.wordBytes.buffer);
   constructor(
@@ -34,6 +38,9 @@ export class Htif {
     this.word.setBigUint64(0, BigInt.asUintN(64, v), true);
     this.bus.dmaWrite(pa, this.wordBytes);
   }
+
+  save(): HtifState { return { v: 1 }; }
+  load(s: HtifState): void { if (s?.v !== 1) throw new Error('htif state: unsupported version'); }
 
   poll(): void {
     const v = this.read64(this.tohost);

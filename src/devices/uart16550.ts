@@ -8,7 +8,7 @@
  * FIFO; further host input waits in a host-side queue and is moved into the FIFO as the
  * guest drains it, so nothing typed is lost.
  */
-import type { MmioDevice, IrqLine, SerialBackend } from './device.js';
+import type { MmioDevice, IrqLine, SerialBackend, Stateful } from './device.js';
 
 const FIFO_SIZE = 16;
 const TX_FLUSH_BYTES = 4096;
@@ -31,7 +31,16 @@ const LSR_DR = 0x01, LSR_OE = 0x02, LSR_THRE = 0x20, LSR_TEMT = 0x40;
 const MSR_CTS = 0x10, MSR_DSR = 0x20, MSR_RI = 0x40, MSR_DCD = 0x80;
 const RX_TRIGGER = [1, 4, 8, 14];
 
-export class Uart16550 implements MmioDevice {
+export interface Uart16550State {
+  v: 1; ier: number; lcr: number; mcr: number; scr: number; dll: number; dlm: number; fcr: number;
+  lsrErrors: number; msrDelta: number; thrIpending: boolean; mcrWritten: boolean; irqLevel: boolean;
+  /** RX FIFO contents in order, and which of them came from the host (not loopback). */
+  rx: Uint8Array; rxFromHost: Uint8Array;
+  /** Host input not yet delivered to the FIFO. */
+  hostQueue: Uint8Array;
+}
+
+export class Uart16550 implements MmioDevice, Stateful<Uart16550State> {
   readonly name = 'uart16550a';
   private ier = 0;
   private lcr = 0x03;
@@ -67,6 +76,44 @@ export class Uart16550 implements MmioDevice {
   private irqLevel = false;
 
   constructor(private readonly irq: IrqLine, private readonly serial: SerialBackend) {}
+
+  // ---- state ----
+
+  /** Pending output is flushed to the backend first (it is not guest state). */
+  save(): Uart16550State {
+    this.flush();
+    const rx = new Uint8Array(this.rxCount), rxFromHost = new Uint8Array(this.rxCount);
+    for (let k = 0; k < this.rxCount; k++) {
+      const i = (this.rxHead + k) % FIFO_SIZE;
+      rx[k] = this.rx[i]; rxFromHost[k] = this.rxFromHost[i];
+    }
+    let queued = 0;
+    for (const b of this.hostQueue) queued += b.length;
+    const hostQueue = new Uint8Array(queued - this.hostQueueOffset);
+    let o = 0;
+    this.hostQueue.forEach((b, j) => { const part = j === 0 ? b.subarray(this.hostQueueOffset) : b; hostQueue.set(part, o); o += part.length; });
+    return {
+      v: 1, ier: this.ier, lcr: this.lcr, mcr: this.mcr, scr: this.scr, dll: this.dll, dlm: this.dlm, fcr: this.fcr,
+      lsrErrors: this.lsrErrors, msrDelta: this.msrDelta, thrIpending: this.thrIpending, mcrWritten: this.mcrWritten,
+      irqLevel: this.irqLevel, rx, rxFromHost, hostQueue,
+    };
+  }
+
+  load(s: Uart16550State): void {
+    const bytes = [s?.ier, s?.lcr, s?.mcr, s?.scr, s?.dll, s?.dlm, s?.fcr, s?.lsrErrors, s?.msrDelta];
+    if (s?.v !== 1 || !bytes.every((b) => Number.isInteger(b) && b >= 0 && b <= 0xff) || !(s.rx instanceof Uint8Array) ||
+      !(s.rxFromHost instanceof Uint8Array) || s.rx.length > FIFO_SIZE || s.rxFromHost.length !== s.rx.length || !(s.hostQueue instanceof Uint8Array)) {
+      throw new Error('uart16550 state: unsupported version or malformed');
+    }
+    this.ier = s.ier; this.lcr = s.lcr; this.mcr = s.mcr; this.scr = s.scr; this.dll = s.dll; this.dlm = s.dlm; this.fcr = s.fcr;
+    this.lsrErrors = s.lsrErrors; this.msrDelta = s.msrDelta; this.thrIpending = s.thrIpending === true;
+    this.mcrWritten = s.mcrWritten === true; this.irqLevel = s.irqLevel === true;
+    this.rxHead = 0; this.rxCount = s.rx.length;
+    this.rx.set(s.rx); this.rxFromHost.set(s.rxFromHost);
+    this.hostQueue = s.hostQueue.length > 0 ? [s.hostQueue.slice()] : [];
+    this.hostQueueOffset = 0;
+    this.txLen = 0;
+  }
 
   // ---- host side ----
 

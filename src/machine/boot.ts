@@ -123,7 +123,7 @@ function writeRom(board: VirtBoard, start: number, dtb: number, nextAddr: number
   const info = [FW_DYNAMIC_MAGIC, FW_DYNAMIC_VERSION, nextAddr, NEXT_MODE_S, 0, 0];
   info.forEach((v, i) => dv.setBigUint64(ROM_FW_DYNAMIC + i * 8, BigInt(v), true));
   dv.setUint32(ROM_M_TRAP, 0x0000006f, true); // j . (built-in SBI mode: an unexpected M-mode trap parks here)
-  board.mrom.load(rom);
+  board.mrom.program(rom);
 }
 
 export function setupBoot(board: VirtBoard, hart: Hart, opts: BootOptions): BootLayout {

@@ -20,6 +20,9 @@ export interface MmioRegion {
   readonly executable: boolean;
 }
 
+/** Saved guest RAM. */
+export interface RamState { v: 1; base: number; bytes: Uint8Array }
+
 /** Bytes reserved at the start of the shared memory for hart state (see cpu/state.ts). */
 export const STATE_REGION_BYTES = 0x10000;
 
@@ -120,6 +123,18 @@ export class Bus {
     this.u8.set(src, off);
     if (src.length > 0) this.notifyRamWrite(paddr, src.length);
     return true;
+  }
+
+  /** Guest RAM as saved state (a copy). MMIO devices save themselves. */
+  saveRam(): RamState { return { v: 1, base: this.ramBase, bytes: this.u8.slice(this.ramHostOffset, this.ramHostOffset + this.ramSize) }; }
+
+  /** Restore RAM saved from a bus of the same layout; code caches are told everything changed. */
+  loadRam(s: RamState): void {
+    if (s?.v !== 1 || s.base !== this.ramBase || !(s.bytes instanceof Uint8Array) || s.bytes.length !== this.ramSize) {
+      throw new Error(`RAM state: expected ${this.ramSize} bytes at 0x${this.ramBase.toString(16)}`);
+    }
+    this.u8.set(s.bytes, this.ramHostOffset);
+    this.notifyRamWrite(this.ramBase, this.ramSize);
   }
 
   /** Read bytes from guest RAM, or undefined if the range is not RAM. Returns a copy. */

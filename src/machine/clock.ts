@@ -73,6 +73,24 @@ export class GuestClock implements TimeSource {
     if (d > 0 && Number.isFinite(d)) this.offset += d;
   }
 
+  /**
+   * Virtual mode: instructions to retire before now() reaches `ticks` (0 if already there),
+   * so the run loop can stop exactly at a deadline whatever its slicing (deterministic runs).
+   */
+  instructionsUntil(ticks: number): number {
+    if (this.mode.kind !== 'virtual' || !Number.isFinite(ticks)) return Infinity;
+    const i0 = this.instructions();
+    const at = (k: number): number => Math.floor(k * this.ticksPerInsn) + this.offset;
+    if (this.pausedAt !== null || at(i0) >= ticks) return 0;
+    let k = Math.ceil((ticks - this.offset) / this.ticksPerInsn);
+    // Far deadlines (a guest may set stimecmp near 2^64): no exact count needed, and past
+    // 2^53 k++ would not even change k.
+    if (!(k - i0 < 2 ** 40)) return 2 ** 40;
+    while (k > i0 && at(k - 1) >= ticks) k--;
+    while (at(k) < ticks) k++;
+    return k - i0;
+  }
+
   /** Host milliseconds until guest time reaches `ticks` (0 if already past). */
   msUntil(ticks: number): number {
     const d = ticks - this.now();

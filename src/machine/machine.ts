@@ -16,7 +16,17 @@ export { BootError } from './boot.js';
 import { parseElf, isElf } from './elf.js';
 import { Htif } from '../devices/htif.js';
 import type { SerialBackend } from '../devices/device.js';
-import type { ClockMode } from './clock.js';
+import type { ClockMode, ClockState } from './clock.js';
+import type { HartState } from '../cpu/hart.js';
+import type { RamState } from './bus.js';
+import type { ClintState } from '../devices/clint.js';
+import type { PlicState } from '../devices/plic.js';
+import type { Uart16550State } from '../devices/uart16550.js';
+import type { GoldfishRtcState } from '../devices/goldfish_rtc.js';
+import type { SifiveTestState } from '../devices/sifive_test.js';
+import type { RomState } from '../devices/rom.js';
+import type { HtifState } from '../devices/htif.js';
+import { BuiltinSbi, type BuiltinSbiState } from '../firmware/sbi.js';
 
 export type { SerialBackend, ClockMode };
 
@@ -47,6 +57,28 @@ export interface MachineConfig {
    * virtual clock, a run bounded this way is reproducible (fuzzing, tests).
    */
   stepLimit?: number;
+}
+
+/**
+ * A whole machine's state (snapshots, migration): each part's own versioned state.
+ * Host backends, the boot configuration and derived caches are not in it.
+ */
+export interface MachineState {
+  v: 1;
+  memoryBytes: number;
+  /** Boot path: a state only loads into a machine built the same way (built-in SBI or not, HTIF or not). */
+  mode: BootLayout['mode'];
+  hart: HartState;
+  ram: RamState;
+  clock: ClockState;
+  clint: ClintState;
+  plic: PlicState;
+  uart: Uart16550State;
+  rtc: GoldfishRtcState;
+  test: SifiveTestState;
+  rom: RomState;
+  sbi: BuiltinSbiState | null;
+  htif: HtifState | null;
 }
 
 export type MachineExit = {
@@ -115,6 +147,47 @@ export class Machine {
     this.kick();
   }
 
+  /**
+   * The machine's state. Call it while the machine is not running (before run(), or after
+   * run() returned); guest time is taken at this instant.
+   */
+  save(): MachineState {
+    const b = this.board;
+    const sbi = this.hart.sbi instanceof BuiltinSbi ? this.hart.sbi : null;
+    return {
+      v: 1, memoryBytes: b.memoryBytes, mode: this.layout.mode,
+      hart: this.hart.save(), ram: b.bus.saveRam(), clock: b.clock.save(),
+      clint: b.clint.save(), plic: b.plic.save(), uart: b.uart.save(), rtc: b.rtc.save(), test: b.test.save(), rom: b.mrom.save(),
+      sbi: sbi ? sbi.save() : null, htif: this.htif ? this.htif.save() : null,
+    };
+  }
+
+  /**
+   * Continue from a saved state, in a machine constructed with the same memory size and
+   * boot path (its own boot setup is overwritten). Throws a clear Error on a mismatch;
+   * then call it before run().
+   */
+  load(s: MachineState): void {
+    const b = this.board;
+    if (s?.v !== 1) throw new Error(`machine state: unsupported version ${String(s?.v)}`);
+    if (s.memoryBytes !== b.memoryBytes) throw new Error(`machine state: saved with ${s.memoryBytes} bytes of RAM, this machine has ${b.memoryBytes}`);
+    if (s.mode !== this.layout.mode) throw new Error(`machine state: saved with boot path '${s.mode}', this machine uses '${this.layout.mode}'`);
+    if ((s.htif === null) !== (this.htif === null)) throw new Error('machine state: HTIF presence differs');
+    const sbi = this.hart.sbi instanceof BuiltinSbi ? this.hart.sbi : null;
+    if ((s.sbi === null) !== (sbi === null)) throw new Error('machine state: built-in SBI presence differs');
+    b.bus.loadRam(s.ram);
+    this.hart.load(s.hart);
+    b.clock.load(s.clock); // after the hart: the virtual clock runs on its instruction count
+    b.clint.load(s.clint);
+    b.plic.load(s.plic);
+    b.uart.load(s.uart);
+    b.rtc.load(s.rtc);
+    b.test.load(s.test);
+    b.mrom.load(s.rom);
+    if (sbi && s.sbi) sbi.load(s.sbi);
+    if (this.htif && s.htif) this.htif.load(s.htif);
+  }
+
   /** Stop the machine from the host (Ctrl-A X, a test timeout). */
   stop(): void { this.finish({ reason: 'stopped', code: 0 }); }
 
@@ -146,11 +219,15 @@ export class Machine {
     const hart = this.hart;
     const builtin = this.layout.mode === 'builtin';
     try {
+      const clock = this.board.clock;
+      let deadline = this.service();
       while (this.exit === null) {
         const t0 = this.mono();
-        let deadline = Infinity;
         while (this.exit === null) {
-          this.steps += hart.run(Math.min(SLICE, this.stepLimit - this.steps));
+          // Virtual clock: end the slice exactly at the next deadline, so timer interrupts
+          // arrive at the same instruction however the run is sliced (or saved and resumed).
+          const slice = clock.virtual ? Math.max(1, Math.min(SLICE, clock.instructionsUntil(deadline))) : SLICE;
+          this.steps += hart.run(Math.min(slice, this.stepLimit - this.steps));
           if (this.steps >= this.stepLimit) { this.finish({ reason: 'stopped', code: 0, message: `step limit ${this.stepLimit} reached` }); break; }
           if (builtin && hart.priv === PRIV_M) { this.firmwareTrap(); break; }
           deadline = this.service();
@@ -158,7 +235,6 @@ export class Machine {
         }
         if (this.exit !== null) break;
         if (hart.waiting) {
-          const clock = this.board.clock;
           if (clock.virtual && deadline !== Infinity) {
             // Nothing runs until the deadline: skip there instead of waiting for it.
             clock.advanceTo(deadline);
@@ -167,7 +243,7 @@ export class Machine {
             const ticks = deadline - clock.now();
             if (ticks > 0) await this.sleep(Math.min(1000, ticks / 10000));
           }
-          this.service();
+          deadline = this.service();
           if (hart.waiting && hart.interruptPending) hart.waiting = false;
         } else {
           await yieldToHost();

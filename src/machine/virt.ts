@@ -51,6 +51,12 @@ export interface VirtBoardOptions {
   wake?(): void;
 }
 
+/** Something the board brings up to date between run slices (timers, alarms, output batching). */
+export interface Serviced {
+  /** Update for guest time `now` (mtime ticks); return the next tick at which it needs service, or Infinity. */
+  service(now: number): number;
+}
+
 export interface DtbChosen {
   bootargs: string;
   initrdStart?: number;
@@ -71,6 +77,9 @@ export class VirtBoard {
   readonly memoryBytes: number;
   /** Wake the machine from outside the run loop (async device completions). */
   readonly wake: () => void;
+  private readonly serviced: Serviced[] = [];
+  /** One-shot device timers, in guest ticks (schedule()). */
+  private timers: Array<{ at: number; callback: () => void }> = [];
 
   constructor(opts: VirtBoardOptions) {
     this.memoryBytes = opts.memoryBytes;
@@ -86,10 +95,20 @@ export class VirtBoard {
     const wallClockMs = clock.virtual ? () => wall0 + clock.now() / (TIMEBASE_HZ / 1000) : opts.wallClockMs;
     this.mrom = new Rom(VIRT.MROM_SIZE);
     this.test = new SifiveTest(opts.onPowerOff, opts.onReset);
-    this.clint = new Clint(this.hart, this.clock);
+    this.clint = new Clint(this.hart, this.clock, () => hart.requestStop());
     this.plic = new Plic(this.hart);
     this.uart = new Uart16550(this.plic.line(VIRT.UART0_IRQ), opts.serial);
     this.rtc = new GoldfishRtc(this.plic.line(VIRT.RTC_IRQ), wallClockMs);
+    const clint = this.clint, rtc = this.rtc, uart = this.uart;
+    this.addService({ service: () => clint.update() });
+    this.addService({ service: (now) => hart.updateTimers(now) });
+    this.addService({
+      service: (now) => {
+        const ms = rtc.service();
+        return ms === Infinity ? Infinity : now + ms * (TIMEBASE_HZ / 1000);
+      },
+    });
+    this.addService({ service: () => { uart.flush(); return Infinity; } });
     const b = this.bus;
     b.map(VIRT.MROM_BASE, VIRT.MROM_SIZE, this.mrom, { executable: true });
     b.map(VIRT.TEST_BASE, VIRT.TEST_SIZE, this.test);
@@ -110,12 +129,28 @@ export class VirtBoard {
    */
   service(): number {
     const now = this.clock.now();
-    const a = this.clint.update();
-    const s = this.hart.updateTimers(now);
-    const rtcMs = this.rtc.service();
-    this.uart.flush();
-    const r = rtcMs === Infinity ? Infinity : now + rtcMs * (TIMEBASE_HZ / 1000);
-    return Math.min(a, s, r);
+    let next = Infinity;
+    if (this.timers.length > 0) {
+      const due = this.timers.filter((t) => t.at <= now);
+      this.timers = this.timers.filter((t) => t.at > now);
+      for (const t of due) t.callback();
+      for (const t of this.timers) next = Math.min(next, t.at);
+    }
+    for (const s of this.serviced) next = Math.min(next, s.service(now));
+    return next;
+  }
+
+  /** Devices that need time-driven updates register here (service() calls them in order). */
+  addService(s: Serviced): void { this.serviced.push(s); }
+
+  /**
+   * Call `callback` from the run loop once `ticks` of guest time have passed (device
+   * timers: a virtio completion delay, a NIC's interrupt moderation). Exact with the
+   * virtual clock: the run loop stops at the deadline.
+   */
+  schedule(ticks: number, callback: () => void): void {
+    this.timers.push({ at: this.clock.now() + Math.max(0, ticks), callback });
+    this.hart.requestStop(); // the run loop recomputes its next deadline
   }
 
   /** The device tree describing this board (what QEMU's virt machine would generate). */

@@ -33,6 +33,12 @@ test('virtual clock: 2^shift ns per instruction, mtime writes, skipping ahead, p
   other += 100;
   assert.equal(d.now(), 9016);
   assert.throws(() => d.load({ v: 2, ticks: 0 } as unknown as typeof s), /version/);
+  // Instructions until a deadline: exact near, bounded far (a guest may set stimecmp to ~2^64).
+  assert.equal(d.instructionsUntil(d.now()), 0);
+  assert.equal(d.instructionsUntil(d.now() + 16), 100);
+  assert.equal(d.instructionsUntil(d.now() + 17), 107, 'the first instruction at or past the deadline');
+  assert.equal(d.instructionsUntil(2 ** 63), 2 ** 40);
+  assert.equal(d.instructionsUntil(Infinity), Infinity);
   assert.throws(() => new GuestClock(() => 0, { kind: 'virtual', shift: 11 }), /shift/);
 });
 

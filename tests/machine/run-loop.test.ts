@@ -178,3 +178,22 @@ test('LR/SC: a trap between LR and SC makes the SC fail; SC consumes the reserva
   const ref = await runQemuSystem(path);
   assert.equal(ref.output.trim(), ours.console.trim());
 });
+
+test('board.schedule: a device timer fires at its guest tick; the virtual clock skips an idle hart to it', { timeout: 30_000 }, async () => {
+  const src = String.raw`
+  .section .text.init
+  .globl _start
+_start:
+1: wfi
+  j 1b
+`;
+  const elf = readFileSync(await buildElf({ name: 'wfi-forever', sources: { 'w.S': src } }));
+  const m = new Machine({ memoryBytes: 16 << 20, bios: elf, kernel: null, initrd: null, append: '', serial: { write() {} }, clock: { kind: 'virtual', shift: 4 } });
+  const fired: number[] = [];
+  m.board.schedule(50_000_000, () => { fired.push(m.board.clock.now()); m.stop(); }); // 5 s of guest time
+  const t0 = performance.now();
+  const exit = await m.run();
+  assert.equal(exit.reason, 'stopped');
+  assert.deepEqual(fired, [50_000_000]);
+  assert.ok(performance.now() - t0 < 3000, 'idle guest time was skipped, not waited');
+});
