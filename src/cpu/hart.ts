@@ -149,6 +149,12 @@ export class Hart implements Stateful<HartState> {
   private readonly codePages = new Map<number, (Decoded | undefined)[]>();
   /** One byte per RAM page: 1 if decoded code is cached for it. */
   private readonly codeMark: Uint8Array;
+  /**
+   * One byte per RAM page: 1 if written since the last takeDirtyPages() (snapshots,
+   * migration). A page is marked when it enters a write TLB, so the store fast path needs
+   * no check; takeDirtyPages() empties the write TLBs to re-arm the marking.
+   */
+  private readonly dirty: Uint8Array;
 
   // ---- LR/SC ----
   private resvValid = false;
@@ -189,6 +195,7 @@ export class Hart implements Stateful<HartState> {
     this.ramEnd = bus.ramBase + bus.ramSize;
     this.ramHost = bus.ramHostOffset;
     this.codeMark = new Uint8Array(bus.ramSize / 4096);
+    this.dirty = new Uint8Array(bus.ramSize / 4096).fill(1);
     this.tlbR = this.tlbSets[3][0];
     this.tlbW = this.tlbSets[3][1];
     this.tlbX = this.tlbSets[3][2];
@@ -455,6 +462,20 @@ export class Hart implements Stateful<HartState> {
     return d;
   }
 
+  /**
+   * RAM pages (indices from the start of RAM) written by the hart, page-table A/D updates,
+   * DMA or loaders since the last call; clears the record. Everything counts as written
+   * before the first call.
+   */
+  takeDirtyPages(): number[] {
+    const out: number[] = [];
+    const d = this.dirty;
+    for (let p = 0; p < d.length; p++) if (d[p]) out.push(p);
+    d.fill(0);
+    for (const set of this.tlbSets) set[1].flush();
+    return out;
+  }
+
   /** fence.i and remote fences: drop every decoded page. */
   flushCodeCache(): void {
     this.codePages.clear();
@@ -485,13 +506,17 @@ export class Hart implements Stateful<HartState> {
   private ramWritten(pa: number): void {
     const ppn = (pa - this.ramBase) >>> 12;
     if (this.codeMark[ppn]) this.invalidateCodePage(ppn);
+    this.dirty[ppn] = 1;
   }
 
   /** RAM written by a device or loader: drop decoded code and a matching LR reservation. */
   private externalWrite(paddr: number, len: number): void {
     const first = Math.max(0, Math.floor((paddr - this.ramBase) / 4096));
     const last = Math.min(this.codeMark.length - 1, Math.floor((paddr + len - 1 - this.ramBase) / 4096));
-    for (let p = first; p <= last; p++) if (this.codeMark[p]) this.invalidateCodePage(p);
+    for (let p = first; p <= last; p++) {
+      if (this.codeMark[p]) this.invalidateCodePage(p);
+      this.dirty[p] = 1;
+    }
     if (this.resvValid && this.resvAddr + 8 > paddr && this.resvAddr < paddr + len) this.resvValid = false;
   }
 
@@ -813,7 +838,10 @@ export class Hart implements Stateful<HartState> {
     if (pa >= this.ramBase && pa < this.ramEnd) {
       const pagePa = pa - (pa % 4096);
       const ppn = (pagePa - this.ramBase) / 4096;
-      if (acc === ACC_W && this.codeMark[ppn]) this.invalidateCodePage(ppn);
+      if (acc === ACC_W) {
+        if (this.codeMark[ppn]) this.invalidateCodePage(ppn);
+        this.dirty[ppn] = 1; // the write this fill serves, and every fast-path write after it
+      }
       const uniform = (!this.pmpActive && this.dpriv === PRIV_M) || this.pmpCheck(pagePa, 4096, acc, this.dpriv);
       if (uniform) {
         const i = (lo >>> 12) & TLB_MASK;
@@ -1008,6 +1036,7 @@ export class Hart implements Stateful<HartState> {
       const h = this.ramHost + (pa - this.ramBase);
       const ppn = (pa - this.ramBase) >>> 12;
       if (this.codeMark[ppn]) this.invalidateCodePage(ppn);
+      this.dirty[ppn] = 1;
       for (let k = 0; k < size; k++) this.mu8[h + k] = k < 4 ? vlo >>> (8 * k) : vhi >>> (8 * (k - 4));
       return;
     }
@@ -1041,6 +1070,7 @@ export class Hart implements Stateful<HartState> {
     if (forWrite) {
       const ppn = (pa - this.ramBase) >>> 12;
       if (this.codeMark[ppn]) this.invalidateCodePage(ppn);
+      this.dirty[ppn] = 1;
     }
     this.amoPa = pa;
     return this.ramHost + (pa - this.ramBase);

@@ -197,3 +197,25 @@ _start:
   assert.deepEqual(fired, [50_000_000]);
   assert.ok(performance.now() - t0 < 3000, 'idle guest time was skipped, not waited');
 });
+
+test('dirty pages: hart stores (fast path included), DMA and loaders mark pages; taking them re-arms the marking', async () => {
+  const { VirtBoard } = await import('../../src/machine/virt.js');
+  const board = new VirtBoard({ memoryBytes: 1 << 20, serial: { write() {} }, monoClockMs: () => 0, wallClockMs: () => 0, onPowerOff() {}, onReset() {} });
+  const h = board.hart;
+  const code = (words: number[]): void => board.bus.writeBytes(0x8000_0000, new Uint8Array(new Uint32Array(words).buffer));
+  const step = (a0: bigint, n: number): void => { h.pc = 0x8000_0000n; h.x[10] = a0; h.run(n); };
+  assert.equal(h.takeDirtyPages().length, 256, 'everything counts as written before the first call');
+  code([0x00b53023, 0x00b53023, 0x0000006f]); // sd a1, 0(a0); sd a1, 0(a0); j .
+  assert.deepEqual(h.takeDirtyPages(), [0], 'the loader wrote page 0');
+  step(0x8001_0008n, 2);                         // the second sd hits the write TLB
+  assert.deepEqual(h.takeDirtyPages(), [16]);
+  assert.deepEqual(h.takeDirtyPages(), [], 'nothing written since');
+  step(0x8001_0010n, 2);                         // same page again: its TLB entry was dropped, so it is marked again
+  assert.deepEqual(h.takeDirtyPages(), [16]);
+  code([0x00053603, 0x0000006f]);                // ld a2, 0(a0); j .
+  h.takeDirtyPages();
+  step(0x8001_4000n, 2);
+  assert.deepEqual(h.takeDirtyPages(), [], 'a load does not dirty');
+  assert.ok(board.bus.dmaWrite(0x8003_0ffc, new Uint8Array(8)));
+  assert.deepEqual(h.takeDirtyPages(), [48, 49], 'DMA across a page boundary');
+});
