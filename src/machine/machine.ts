@@ -175,6 +175,19 @@ export class Machine {
     if ((s.htif === null) !== (this.htif === null)) throw new Error('machine state: HTIF presence differs');
     const sbi = this.hart.sbi instanceof BuiltinSbi ? this.hart.sbi : null;
     if ((s.sbi === null) !== (sbi === null)) throw new Error('machine state: built-in SBI presence differs');
+    // Each part checks its state before changing anything; if a later part refuses, the
+    // earlier ones are put back, so a machine is never left half-loaded.
+    const before = this.save();
+    try {
+      this.apply(s, sbi);
+    } catch (e) {
+      this.apply(before, sbi);
+      throw e;
+    }
+  }
+
+  private apply(s: MachineState, sbi: BuiltinSbi | null): void {
+    const b = this.board;
     b.bus.loadRam(s.ram);
     this.hart.load(s.hart);
     b.clock.load(s.clock); // after the hart: the virtual clock runs on its instruction count

@@ -65,4 +65,13 @@ test('load refuses states of another version, RAM size or boot path, and malform
   bad((s) => { s.plic.priority = [1]; }, /plic state/);
   bad((s) => { s.uart.rx = new Uint8Array(17); s.uart.rxFromHost = new Uint8Array(17); }, /uart16550 state/);
   bad((s) => { (s.clock as { ticks: unknown }).ticks = 'soon'; }, /clock state/);
+  // A refusal late in the load (the ROM, after RAM and the hart) leaves the machine as it was.
+  const before = n.save();
+  const late = structuredClone(good);
+  late.ram.bytes[0] = 0x5a; late.hart.icount = 12345; late.rom.bytes = new Uint8Array(3);
+  assert.throws(() => n.load(late), /rom state/);
+  const after = n.save();
+  assert.equal(after.ram.bytes[0], before.ram.bytes[0]);
+  assert.equal(after.hart.icount, before.hart.icount);
+  assert.deepEqual(after.hart.regs, before.hart.regs);
 });
