@@ -1,5 +1,6 @@
 /** The Node implementation of `HostNet` (node:net, node:dgram, node:dns). */
 import { createSocket } from 'node:dgram';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
 import { createServer, Socket } from 'node:net';
 import type { AcceptedTcp, HostListener, HostNet, HostTcp, HostTcpEvents, HostUdp } from './host.js';
@@ -75,4 +76,14 @@ export class NodeHostNet implements HostNet {
       return [];
     }
   }
+}
+
+/** A pcap sink writing to a file (synchronously, so records stay in order and survive a crash). */
+export function pcapFileSink(path: string): { sink: (chunk: Uint8Array) => void; close(): void } {
+  const fd = openSync(path, 'w');
+  let open = true;
+  return {
+    sink: (c) => { if (open) writeSync(fd, c); },
+    close: () => { if (open) { open = false; closeSync(fd); } },
+  };
 }
