@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NodeHostNet, pcapFileSink } from '../../src/host/net/node-host.js';
@@ -36,8 +36,10 @@ describe('user-mode network with a Linux guest in QEMU', { timeout: 180_000 }, (
   let link: { port: number; close(): void };
   let pcapFile: ReturnType<typeof pcapFileSink>;
   let webPort = 0, ncPort = 0;
+  const sink = createServer({ allowHalfOpen: true });
 
   before(async () => {
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
     http = await httpServer(body);
     echo = await udpEcho();
     dns = await dnsServer('host.typevisor.test', '192.0.2.7');
@@ -60,6 +62,7 @@ describe('user-mode network with a Linux guest in QEMU', { timeout: 180_000 }, (
     link?.close();
     un?.close();
     http?.server.close();
+    sink.close();
     echo?.sock.close();
     dns?.sock.close();
     pcapFile?.close();
@@ -91,6 +94,22 @@ describe('user-mode network with a Linux guest in QEMU', { timeout: 180_000 }, (
     const ms = Date.now() - t0;
     assert.equal(out.trim(), `${md5(body)}  -`);
     console.log(`# 16 MiB guest<-host through the NAT in ${ms} ms (${(16 / (ms / 1000)).toFixed(1)} MiB/s)`);
+  });
+
+  it('uploads 8 MiB from the guest to a host TCP server through the NAT; the digest matches', async () => {
+    const got: Buffer[] = [];
+    const done = new Promise<string>((resolve) => {
+      sink.once('connection', (s) => {
+        s.on('data', (d: Buffer) => got.push(d));
+        s.on('end', () => { s.end(); resolve(md5(Buffer.concat(got))); });
+      });
+    });
+    const sent = await g.run('dd if=/dev/urandom of=/tmp/f bs=1024 count=8192 2>/dev/null; md5sum < /tmp/f');
+    const t0 = Date.now();
+    await g.run(`nc 10.0.2.2 ${(sink.address() as AddressInfo).port} < /tmp/f; rm /tmp/f`, 120_000);
+    const ms = Date.now() - t0;
+    assert.match(sent, new RegExp(`^${await done} {2}-$`, 'm'));
+    console.log(`# 8 MiB guest->host through the NAT in ${ms} ms`);
   });
 
   it('exchanges UDP with a host server through the NAT', async () => {
