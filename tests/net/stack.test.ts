@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { finishSum, sum16 } from '../../src/host/net/ipv4.js';
 import { LIMITS, UserNet } from '../../src/host/net/slirp.js';
 import { NodeHostNet } from '../../src/host/net/node-host.js';
-import { arpRequest, FakeHostNet, GUEST_MAC, GW_MAC, icmpEcho, parseTcpFrame, tcp, udp, type SeenTcp } from '../lib/net-frames.js';
+import { arpRequest, FakeHostNet, FakeTcp, GUEST_MAC, GW_MAC, icmpEcho, parseTcpFrame, tcp, udp, type SeenTcp } from '../lib/net-frames.js';
+import type { HostTcpEvents } from '../../src/host/net/host.js';
 
 const G = '10.0.2.15', GW = '10.0.2.2';
 const SYN = 2, ACK = 16, FIN = 1, RST = 4, PSH = 8;
@@ -266,5 +267,47 @@ test('a guest without receive buffers: frames for it are queued up to a bound, t
   accept = true;
   un.rxReady();
   assert.equal(got.length, LIMITS.rxQueueFrames);
+  un.close();
+});
+
+test('hostfwd tcp: an accepted host connection becomes a SYN to the guest; the stream flows both ways once established', async () => {
+  const host = new FakeHostNet();
+  const { un, out } = setup({ hostfwd: [{ proto: 'tcp', hostAddr: '127.0.0.1', hostPort: 0, guestAddr: 0, guestPort: 80 }] }, host);
+  await un.start();
+  assert.equal(host.listeners.length, 1);
+  const t = new FakeTcp('127.0.0.1', 51000, null);
+  t.paused = true;
+  host.listeners[0].accept(Object.assign(t, { remoteAddress: '127.0.0.1', remotePort: 51000, start: (ev: HostTcpEvents) => { t.ev = ev; } }));
+  const syn = tcpOut(out).at(-1)!;
+  assert.equal(syn.flags, SYN);
+  assert.equal(syn.dport, 80);
+  assert.equal(syn.sport, 51000);
+  assert.equal(out.some((f) => f[12] === 8 && f[13] === 6), true, 'an ARP probe for the unknown guest');
+  t.ev!.data(new Uint8Array([9, 9, 9])); // early host data waits for the handshake
+  assert.equal(tcpOut(out).filter((s) => s.data.length).length, 0);
+  un.transmit(tcp(G, 80, GW, 51000, { seq: 7000, ack: syn.seq + 1, flags: SYN | ACK, mss: 1460, wscale: 7 }));
+  assert.equal(t.paused, false);
+  const segs = tcpOut(out);
+  assert.equal(segs.at(-1)!.ack, 7001);
+  assert.deepEqual([...segs.at(-1)!.data], [9, 9, 9]);
+  un.transmit(tcp(G, 80, GW, 51000, { seq: 7001, ack: syn.seq + 4, flags: ACK | PSH, data: [1, 2] }));
+  assert.deepEqual([...t.bytes()], [1, 2]);
+  un.close();
+});
+
+test('hostfwd udp: datagrams from a host peer reach the guest port, and the guest replies go back to that peer', async () => {
+  const host = new FakeHostNet();
+  const msgs: Array<(d: Uint8Array, a: string, p: number) => void> = [];
+  host.udpBind = (_a, _p, m) => { msgs.push(m); host.udpBinds++; return Promise.resolve({ send: (d, addr, port) => { host.udpSent.push({ d: d.slice(), addr, port }); }, close: () => undefined }); };
+  const { un, out } = setup({ hostfwd: [{ proto: 'udp', hostAddr: '127.0.0.1', hostPort: 5353, guestAddr: 0, guestPort: 53 }] }, host);
+  await un.start();
+  msgs[0](new Uint8Array([1, 2, 3]), '127.0.0.1', 45678);
+  const f = out.at(-1)!;
+  assert.equal(f[23], 17);
+  assert.equal((f[34] << 8) | f[35], 45678);
+  assert.equal((f[36] << 8) | f[37], 53);
+  assert.deepEqual([...f.subarray(42)], [1, 2, 3]);
+  un.transmit(udp(G, 53, GW, 45678, [4, 5]));
+  assert.deepEqual(host.udpSent.at(-1), { d: new Uint8Array([4, 5]), addr: '127.0.0.1', port: 45678 });
   un.close();
 });
