@@ -19,7 +19,7 @@ import { BROADCAST_MAC, ETH_HLEN, ETH_MAX_FRAME, ETHERTYPE_ARP, ETHERTYPE_IPV4, 
 import type { AcceptedTcp, HostListener, HostNet, HostUdp } from './host.js';
 import { echoReply } from './icmp.js';
 import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ipToString, l4ChecksumOk, parseIp, parseIpv4, type Ipv4Packet } from './ipv4.js';
-import { parseTcp, resetFor, SYN, ACK, TcpConn, type TcpNetwork, type TcpSegment } from './tcp.js';
+import { parseTcp, resetFor, State, SYN, ACK, TcpConn, type TcpNetwork, type TcpSegment } from './tcp.js';
 import { buildUdpFrame, parseUdp } from './udp.js';
 
 export interface HostFwd {
@@ -307,7 +307,11 @@ export class UserNet implements NetBackend, TcpNetwork {
     // Checksum over the pseudo-header (after the header check, which bounds the lengths).
     if (!l4ChecksumOk(f, ip)) { this.stats.dropBadFrame++; return; }
     const c = this.findConn(ip.src, s.sport, ip.dst, s.dport);
-    if (c) { c.input(s, f); return; }
+    if (c) {
+      // A new SYN for a pair in TIME-WAIT reopens it (RFC 9293 3.6.1) instead of waiting.
+      if (c.state === State.TimeWait && (s.flags & (SYN | ACK)) === SYN) c.destroy();
+      else { c.input(s, f); return; }
+    }
     if ((s.flags & (SYN | ACK)) !== SYN) { resetFor(this, ip, s); return; }
     if (this.cfg.restrict) { this.stats.dropRestricted++; resetFor(this, ip, s); return; }
     const hostAddr = this.hostAddrFor(ip.dst);
