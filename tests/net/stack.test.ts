@@ -154,11 +154,17 @@ test('TCP: handshake with MSS and window scale; data both ways within the window
   assert.deepEqual([...synack.opts.subarray(0, 4)], [2, 4, 0x05, 0xb4], 'MSS 1460');
   assert.equal(synack.opts[5], 3, 'window scale option');
   const h = host.tcp[0];
-  // Guest -> host, in order, and an out-of-order segment that is not delivered.
+  // Guest -> host: a segment ahead of a hole waits (and is re-ACKed) until the hole is filled.
   un.transmit(tcp(G, 40000, GW, 8080, { seq: 1001, ack: iss + 1, flags: ACK | PSH, data: [...Buffer.from('hello ')] }));
-  un.transmit(tcp(G, 40000, GW, 8080, { seq: 1013, ack: iss + 1, flags: ACK | PSH, data: [...Buffer.from('LATE')] }));
-  un.transmit(tcp(G, 40000, GW, 8080, { seq: 1007, ack: iss + 1, flags: ACK | PSH, data: [...Buffer.from('world!')] }));
-  assert.equal(Buffer.from(h.bytes()).toString(), 'hello world!');
+  un.transmit(tcp(G, 40000, GW, 8080, { seq: 1013, ack: iss + 1, flags: ACK | PSH, data: [...Buffer.from('WXYZ')] }));
+  assert.equal(Buffer.from(h.bytes()).toString(), 'hello ');
+  assert.equal(tcpOut(out).at(-1)!.ack, 1007, 'duplicate ACK for the hole');
+  un.transmit(tcp(G, 40000, GW, 8080, { seq: 1011, ack: iss + 1, flags: ACK | PSH, data: [...Buffer.from('d!WX')] })); // overlaps the queued one
+  un.transmit(tcp(G, 40000, GW, 8080, { seq: 1007, ack: iss + 1, flags: ACK | PSH, data: [...Buffer.from('worl')] }));
+  assert.equal(Buffer.from(h.bytes()).toString(), 'hello world!WXYZ');
+  assert.equal(tcpOut(out).at(-1)!.ack, 1017);
+  un.transmit(tcp(G, 40000, GW, 8080, { seq: 1001, ack: iss + 1, flags: ACK | PSH, data: [...Buffer.from('hello ')] })); // an old duplicate
+  assert.equal(Buffer.from(h.bytes()).toString(), 'hello world!WXYZ');
   // Host -> guest: 20000 bytes; guest window 8000 << 2 = 32000 but MSS 1400.
   out.length = 0;
   const payload = new Uint8Array(20000).map((_, i) => i * 7);
@@ -169,7 +175,7 @@ test('TCP: handshake with MSS and window scale; data both ways within the window
   assert.ok(got <= 32000);
   assert.equal(segs[0].seq, iss + 1);
   // The guest shrinks its window to 1000 << 2 and acks everything so far.
-  un.transmit(tcp(G, 40000, GW, 8080, { seq: 1013, ack: iss + 1 + got, flags: ACK, wnd: 1000 }));
+  un.transmit(tcp(G, 40000, GW, 8080, { seq: 1017, ack: iss + 1 + got, flags: ACK, wnd: 1000 }));
   segs = tcpOut(out).filter((s) => s.data.length > 0);
   const total = segs.reduce((n, s) => n + s.data.length, 0);
   assert.ok(total - got <= 4000, `sent ${total - got} bytes into a 4000-byte window`);
@@ -179,12 +185,12 @@ test('TCP: handshake with MSS and window scale; data both ways within the window
   assert.deepEqual(bytes, payload.subarray(0, got));
   // Ack the rest in steps until everything has arrived.
   for (let i = 0; i < 20 && got < 20000; i++) {
-    un.transmit(tcp(G, 40000, GW, 8080, { seq: 1013, ack: iss + 1 + got, flags: ACK, wnd: 8000 }));
+    un.transmit(tcp(G, 40000, GW, 8080, { seq: 1017, ack: iss + 1 + got, flags: ACK, wnd: 8000 }));
     segs = tcpOut(out).filter((s) => s.data.length > 0);
     got = Math.max(...segs.map((s) => s.seq - iss - 1 + s.data.length));
   }
   assert.equal(got, 20000);
-  un.transmit(tcp(G, 40000, GW, 8080, { seq: 1013, ack: iss + 1 + 20000, flags: ACK, wnd: 8000 }));
+  un.transmit(tcp(G, 40000, GW, 8080, { seq: 1017, ack: iss + 1 + 20000, flags: ACK, wnd: 8000 }));
   // Host closes: FIN to the guest after the data.
   out.length = 0;
   h.ev!.end();
@@ -192,9 +198,9 @@ test('TCP: handshake with MSS and window scale; data both ways within the window
   assert.equal(fin.flags & FIN, FIN);
   assert.equal(fin.seq, iss + 1 + 20000);
   // Guest acks our FIN and sends its own: the host side is half-closed, the connection ends.
-  un.transmit(tcp(G, 40000, GW, 8080, { seq: 1013, ack: fin.seq + 1, flags: ACK | FIN }));
+  un.transmit(tcp(G, 40000, GW, 8080, { seq: 1017, ack: fin.seq + 1, flags: ACK | FIN }));
   assert.ok(h.ended);
-  assert.equal(tcpOut(out).at(-1)!.ack, 1014);
+  assert.equal(tcpOut(out).at(-1)!.ack, 1018);
   await new Promise((r) => setTimeout(r, 1100)); // TIME-WAIT
   assert.equal(un.stats.tcpConnections, 0);
   un.close();

@@ -72,6 +72,8 @@ export interface UserNetStats {
   dropLimit: number;
   dropUnsupported: number;
   tcpConnections: number;
+  tcpTimeouts: number;
+  tcpFastRetransmits: number;
   udpAssociations: number;
 }
 
@@ -95,7 +97,7 @@ export class UserNet implements NetBackend, TcpNetwork {
   private closed = false;
   readonly stats: UserNetStats = {
     fromGuest: 0, toGuest: 0, dropBadFrame: 0, dropNotForUs: 0, dropFragment: 0, dropRxQueueFull: 0,
-    dropRestricted: 0, dropLimit: 0, dropUnsupported: 0, tcpConnections: 0, udpAssociations: 0,
+    dropRestricted: 0, dropLimit: 0, dropUnsupported: 0, tcpConnections: 0, tcpTimeouts: 0, tcpFastRetransmits: 0, udpAssociations: 0,
   };
   private readonly ip: Ipv4Packet = { src: 0, dst: 0, proto: 0, ttl: 0, l4Off: 0, l4Len: 0 };
   private readonly seg: TcpSegment = { sport: 0, dport: 0, seq: 0, ack: 0, flags: 0, wnd: 0, dataOff: 0, dataLen: 0, mss: 0, wscale: -1 };
@@ -167,6 +169,10 @@ export class UserNet implements NetBackend, TcpNetwork {
     if (l.length === 0) this.conns.delete(k);
     this.connCount--;
     this.stats.tcpConnections = this.connCount;
+  }
+
+  retransmitted(kind: 'timeout' | 'fast'): void {
+    if (kind === 'timeout') this.stats.tcpTimeouts++; else this.stats.tcpFastRetransmits++;
   }
 
   private inNet(a: number): boolean { return ((a & this.mask) >>> 0) === this.cfg.net; }

@@ -8,9 +8,10 @@
  * - Sending: host data sits in a bounded send buffer until the guest ACKs it. Segments go
  *   out up to min(guest window, cwnd). Retransmission timer with RTO from RFC 6298 (Karn's
  *   rule), go-back-N after a timeout with slow start, fast retransmit on 3 duplicate ACKs,
- *   zero-window probes.
- * - Receiving: only in-order data is accepted (out-of-order segments are dropped and
- *   re-ACKed; the guest retransmits), so nothing reaches the host reordered. The advertised
+ *   NewReno partial ACKs, zero-window probes.
+ * - Receiving: data reaches the host in order only; segments beyond a hole wait in a
+ *   reassembly queue (within the window) and are re-ACKed at once so the guest's fast
+ *   retransmit fills the hole. The advertised
  *   window is what the host socket has not yet flushed, so a slow host peer throttles the
  *   guest instead of growing host memory.
  * - FIN both ways with half-close, RST both ways; a short TIME-WAIT.
@@ -88,6 +89,8 @@ export interface TcpNetwork {
   guestMac(ip: number): Uint8Array;
   /** The connection reached CLOSED: forget it. */
   removed(c: TcpConn): void;
+  /** Count a retransmission (statistics). */
+  retransmitted(kind: 'timeout' | 'fast'): void;
 }
 
 export class TcpConn implements HostTcpEvents {
@@ -111,6 +114,8 @@ export class TcpConn implements HostTcpEvents {
   private cwnd = 10 * OUR_MSS;
   private ssthresh = 0x7fffffff;
   private dupAcks = 0;
+  private recovering = false;
+  private recover = 0;
 
   // Send buffer: bytes from sndUna on (the SYN is not in it).
   private chunks: Uint8Array[] = [];
@@ -131,6 +136,9 @@ export class TcpConn implements HostTcpEvents {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private deadline = 0;
   private ackTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Segments received ahead of a hole, bounded by the receive window. */
+  private ooo: Array<{ seq: number; data: Uint8Array }> = [];
+  private oooBytes = 0;
   private unacked = 0;
 
   private constructor(
@@ -258,16 +266,16 @@ export class TcpConn implements HostTcpEvents {
     if (!this.processAck(s)) return;
     if (this.done()) return;
 
-    // Data, in order only.
+    // Data: in order to the host; ahead of a hole into the bounded reassembly queue.
     let consumed = false;
     if (s.dataLen > 0 && (this.state === State.Established || this.state === State.FinWait1 || this.state === State.FinWait2)) {
-      if (s.seq !== this.rcvNxt && !seqLt(s.seq, this.rcvNxt)) { this.sendAck(); return; } // out of order: dup ACK
+      if (seqLt(this.rcvNxt, s.seq)) { this.queueOoo(s.seq, f, s.dataOff, s.dataLen, rwnd); this.sendAck(); return; }
       const skip = (this.rcvNxt - s.seq) >>> 0;
       const len = Math.min(s.dataLen - skip, rwnd);
       if (len > 0) {
-        if (this.host && !this.hostGone) this.host.write(f.slice(s.dataOff + skip, s.dataOff + skip + len));
-        this.rcvNxt = (this.rcvNxt + len) >>> 0;
+        this.deliver(f.slice(s.dataOff + skip, s.dataOff + skip + len));
         consumed = true;
+        if (this.ooo.length) { this.drainOoo(); this.sendAck(); }
       }
       if (skip + len < s.dataLen) { this.sendAck(); return; } // trimmed to the window; FIN not reached
     }
@@ -329,11 +337,16 @@ export class TcpConn implements HostTcpEvents {
       if (seqLt(this.sndNxt, this.sndUna)) this.sndNxt = this.sndUna;
       this.dupAcks = 0;
       this.retries = 0;
+      // NewReno (RFC 6582): a partial ACK in fast recovery means the next segment was lost too.
+      if (this.recovering && seqLt(s.ack, this.recover)) {
+        const len = Math.min(this.bufBytes, this.mss);
+        if (len > 0) this.segment(ACK, this.sndUna, this.rcvNxt, this, 0, len);
+      } else this.recovering = false;
       this.cwnd += this.cwnd < this.ssthresh ? dataAcked : Math.max(1, Math.floor(this.mss * this.mss / this.cwnd));
       if (this.cwnd > 4 * SEND_BUF) this.cwnd = 4 * SEND_BUF;
       if (this.sndUna === this.sndMax) this.disarm(); else this.arm(this.rto);
       if (this.hostPaused && this.bufBytes < SEND_BUF / 2) { this.hostPaused = false; this.host?.resume(); }
-    } else if (s.ack === this.sndUna && s.dataLen === 0 && wnd === this.sndWnd && this.sndUna !== this.sndMax && !(s.flags & (SYN | FIN))) {
+    } else if (s.ack === this.sndUna && s.dataLen === 0 && wnd >= this.sndWnd && this.sndUna !== this.sndMax && !(s.flags & (SYN | FIN))) {
       if (++this.dupAcks === 3) this.fastRetransmit();
     }
     if (seqLt(this.sndWl1, s.seq) || (this.sndWl1 === s.seq && seqLe(this.sndWl2, s.ack))) {
@@ -391,8 +404,8 @@ export class TcpConn implements HostTcpEvents {
       }
       break;
     }
-    if (this.sndUna !== this.sndMax) this.arm(this.rto);
-    else if (this.bufBytes > 0 && this.sndWnd === 0) this.arm(this.rto); // persist
+    // RFC 6298 5.1: start the timer if it is not running (an ACK of new data restarts it).
+    if (!this.timer && (this.sndUna !== this.sndMax || (this.bufBytes > 0 && this.sndWnd === 0))) this.arm(this.rto);
   }
 
   private sendData(off: number, len: number): void {
@@ -407,6 +420,10 @@ export class TcpConn implements HostTcpEvents {
   }
 
   private fastRetransmit(): void {
+    if (this.recovering) return;
+    this.recovering = true;
+    this.net.retransmitted('fast');
+    this.recover = this.sndMax;
     const inFlight = (this.sndMax - this.sndUna) >>> 0;
     this.ssthresh = Math.max(inFlight >>> 1, 2 * this.mss);
     this.cwnd = this.ssthresh;
@@ -429,6 +446,7 @@ export class TcpConn implements HostTcpEvents {
     }
     this.rto = Math.min(this.rto * 2, RTO_MAX);
     this.timing = false;
+    this.net.retransmitted('timeout');
     if (this.state === State.SynSent || this.state === State.SynRcvd) {
       this.sendSyn();
       this.arm(this.rto);
@@ -444,6 +462,7 @@ export class TcpConn implements HostTcpEvents {
     }
     this.ssthresh = Math.max(inFlight >>> 1, 2 * this.mss);
     this.cwnd = this.mss;
+    this.recovering = false;
     this.sndNxt = this.sndUna; // go back N
     this.output();
     this.arm(this.rto);
@@ -498,6 +517,34 @@ export class TcpConn implements HostTcpEvents {
     }
   }
 
+  private deliver(d: Uint8Array): void {
+    if (this.host && !this.hostGone) this.host.write(d);
+    this.rcvNxt = (this.rcvNxt + d.length) >>> 0;
+  }
+
+  /** Keep a segment that arrived ahead of a hole (within the window), sorted by sequence number. */
+  private queueOoo(seq: number, f: Uint8Array, off: number, len: number, rwnd: number): void {
+    const ahead = (seq - this.rcvNxt) >>> 0;
+    if (ahead >= rwnd) return;
+    const n = Math.min(len, rwnd - ahead);
+    if (this.oooBytes + n > RCV_BUF) return;
+    let i = this.ooo.length;
+    while (i > 0 && seqLt(seq, this.ooo[i - 1].seq)) i--;
+    if (i > 0 && this.ooo[i - 1].seq === seq && this.ooo[i - 1].data.length >= n) return; // a duplicate
+    this.ooo.splice(i, 0, { seq, data: f.slice(off, off + n) });
+    this.oooBytes += n;
+  }
+
+  /** Deliver queued segments that the hole-filling data made contiguous. */
+  private drainOoo(): void {
+    while (this.ooo.length && seqLe(this.ooo[0].seq, this.rcvNxt)) {
+      const e = this.ooo.shift()!;
+      this.oooBytes -= e.data.length;
+      const skip = (this.rcvNxt - e.seq) >>> 0;
+      if (skip < e.data.length) this.deliver(e.data.subarray(skip));
+    }
+  }
+
   private rcvWindow(): number {
     const w = RCV_BUF - (this.host && !this.hostGone ? this.host.buffered() : 0);
     return w > 0 ? w : 0;
@@ -546,6 +593,8 @@ export class TcpConn implements HostTcpEvents {
     if (this.ackTimer) { clearTimeout(this.ackTimer); this.ackTimer = null; }
     this.chunks = [];
     this.bufBytes = 0;
+    this.ooo = [];
+    this.oooBytes = 0;
     if (this.host && !this.hostGone) this.host.destroy();
     this.hostGone = true;
     this.net.removed(this);
