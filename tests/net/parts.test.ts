@@ -11,6 +11,8 @@ import { pcapFileSink } from '../../src/host/net/node-host.js';
 import { UserNet } from '../../src/host/net/slirp.js';
 import { Switch } from '../../src/host/net/switch.js';
 import { eth, FakeHostNet, icmpEcho, arpRequest } from '../lib/net-frames.js';
+import { NodeHostNet } from '../../src/host/net/node-host.js';
+import { createServer, type AddressInfo } from 'node:net';
 
 test('switch: broadcast floods, unicast goes to the learned port only, unknown unicast floods', () => {
   const sw = new Switch();
@@ -91,5 +93,20 @@ test('pcap: tcpdump reads what the tap wrote, both directions', () => {
     assert.match(lines[3], /10\.0\.2\.2 > 10\.0\.2\.15: ICMP echo reply, id 119, seq 1/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('hostfwd on a host port already in use fails with the forward and the reason', async () => {
+  const busy = createServer();
+  await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+  const port = (busy.address() as AddressInfo).port;
+  try {
+    const spec = parseNetdev(`user,hostfwd=tcp:127.0.0.1:${port}-:80`);
+    assert.ok(spec.type === 'user');
+    const un = new UserNet(new NodeHostNet(), spec.user);
+    await assert.rejects(un.start(), new RegExp(`hostfwd=tcp:127\\.0\\.0\\.1:${port}: .*EADDRINUSE`));
+    un.close();
+  } finally {
+    busy.close();
   }
 });

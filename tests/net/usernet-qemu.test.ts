@@ -112,6 +112,23 @@ describe('user-mode network with a Linux guest in QEMU', { timeout: 180_000 }, (
     console.log(`# 8 MiB guest->host through the NAT in ${ms} ms`);
   });
 
+  it('a closed host port is refused at once; a host peer that resets mid-transfer is a reset in the guest', async () => {
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const t0 = Date.now();
+    assert.match(await g.run(`wget -q -O /dev/null http://10.0.2.2:${port}/ 2>&1`), /refused/i);
+    assert.ok(Date.now() - t0 < 5000, 'refused without waiting for timeouts');
+    const rude = createServer((s) => { s.write(new Uint8Array(256 << 10)); setTimeout(() => s.resetAndDestroy(), 50); });
+    await new Promise<void>((r) => rude.listen(0, '127.0.0.1', r));
+    const out = await g.run(`nc 10.0.2.2 ${(rude.address() as AddressInfo).port} < /dev/null | wc -c; echo status-done`, 30_000);
+    rude.close();
+    assert.match(out, /status-done/);
+    for (let i = 0; i < 30 && un.stats.tcpConnections > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(un.stats.tcpConnections, 0, 'the reset connection is gone');
+  });
+
   it('exchanges UDP with a host server through the NAT', async () => {
     assert.match(await g.run(`echo hello-udp | nc -u -w 1 10.0.2.2 ${echo.port}`), /HELLO-UDP/);
   });
