@@ -3,6 +3,10 @@
  *   user[,id=ID][,net=ADDR[/MASK]][,host=ADDR][,dns=ADDR][,dhcpstart=ADDR][,restrict=on|off]
  *       [,hostfwd=[tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT]...[,dnsupstream=ADDR:PORT][,pcap=FILE]
  *   socket[,id=ID],connect=HOST:PORT | listen=HOST:PORT | udp=HOST:PORT,localaddr=HOST:PORT [,pcap=FILE]
+ *   switch[,id=ID],name=NAME[,listen=HOST:PORT][,connect=HOST:PORT][,uplink=on][,pcap=FILE]   (ours)
+ * A `switch` is a port on the named switch of this process; the first use of a name creates
+ * it, with `listen` (peers in other processes join over the stream transport), `connect`
+ * (join a switch another process listens with) and `uplink` (a user-mode NAT on it).
  * `dnsupstream` (ours) forwards DNS to a server instead of asking the host's resolver.
  * `pcap` (ours) records the link's frames. Errors name the offending option.
  */
@@ -14,7 +18,8 @@ export interface HostPort { host: string; port: number }
 export type NetdevSpec =
   | { type: 'user'; id: string; user: Partial<UserNetConfig>; pcap: string | null }
   | { type: 'socket'; id: string; mode: 'connect' | 'listen'; addr: HostPort; pcap: string | null }
-  | { type: 'dgram'; id: string; remote: HostPort; local: HostPort; pcap: string | null };
+  | { type: 'dgram'; id: string; remote: HostPort; local: HostPort; pcap: string | null }
+  | { type: 'switch'; id: string; name: string; listen: HostPort | null; connect: HostPort | null; uplink: boolean; pcap: string | null };
 
 function port(s: string, what: string): number {
   if (!/^\d{1,5}$/.test(s) || Number(s) > 65535) throw new Error(`${what}: bad port '${s}'`);
@@ -127,5 +132,22 @@ export function parseNetdev(spec: string): NetdevSpec {
     }
     return { type: 'socket', id, mode: connect ? 'connect' : 'listen', addr: (connect ?? listen)!, pcap };
   }
-  throw new Error(`netdev: unknown type '${type}' (supported: user, socket)`);
+  if (type === 'switch') {
+    let name = '', listen: HostPort | null = null, connect: HostPort | null = null, uplink = false;
+    for (const [k, v] of opts) {
+      const what = `netdev switch: ${k}=${v}`;
+      switch (k) {
+        case 'id': id = v; break;
+        case 'pcap': pcap = v; break;
+        case 'name': name = v; break;
+        case 'listen': listen = hostPort(v, what, '127.0.0.1'); break;
+        case 'connect': connect = hostPort(v, what); break;
+        case 'uplink': uplink = onOff(v, what); break;
+        default: throw new Error(`netdev switch: unknown option '${k}'`);
+      }
+    }
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new Error('netdev switch: name=NAME is needed (letters, digits, _ . -)');
+    return { type: 'switch', id, name, listen, connect, uplink, pcap };
+  }
+  throw new Error(`netdev: unknown type '${type}' (supported: user, socket, switch)`);
 }
