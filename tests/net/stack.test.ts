@@ -317,3 +317,31 @@ test('hostfwd udp: datagrams from a host peer reach the guest port, and the gues
   assert.deepEqual(host.udpSent.at(-1), { d: new Uint8Array([4, 5]), addr: '127.0.0.1', port: 45678 });
   un.close();
 });
+
+test('TCP: duplicate ACKs send new data (limited transmit), the third retransmits the hole (fast retransmit)', async () => {
+  const { un, host, out } = setup();
+  const { iss } = await handshake(un, host, out, 40005, 7);
+  const h = host.tcp[0];
+  out.length = 0;
+  h.ev!.data(new Uint8Array(100_000));
+  const first = tcpOut(out).filter((s) => s.data.length > 0);
+  assert.equal(first.reduce((n, x) => n + x.data.length, 0), 14600, 'initial cwnd: 10 x 1460 bytes');
+  const mss = first[0].data.length;
+  assert.equal(mss, 1400, 'the guest\'s MSS');
+  const dup = (): void => un.transmit(tcp(G, 40005, GW, 8080, { seq: 1001, ack: iss + 1 + mss, flags: ACK, wnd: 8000 }));
+  un.transmit(tcp(G, 40005, GW, 8080, { seq: 1001, ack: iss + 1 + mss, flags: ACK, wnd: 8000 })); // first segment acked
+  const sent = tcpOut(out).filter((x) => x.data.length > 0);
+  const end = Math.max(...sent.map((x) => x.seq + x.data.length));
+  assert.equal(end, iss + 1 + 14600 + 2 * mss, 'slow start: two more segments for one acked');
+  out.length = 0;
+  dup();
+  let segs = tcpOut(out).filter((s) => s.data.length > 0);
+  assert.equal(segs.length, 1, 'first dup ACK: one new segment');
+  assert.equal(segs[0].seq, end, 'beyond cwnd');
+  dup();
+  dup();
+  segs = tcpOut(out).filter((s) => s.data.length > 0);
+  assert.equal(segs.at(-1)!.seq, iss + 1 + mss, 'third dup ACK: the missing segment again');
+  assert.equal(un.stats.tcpFastRetransmits, 1);
+  un.close();
+});

@@ -166,6 +166,7 @@ describe('user-mode network with a Linux guest in QEMU', { timeout: 180_000 }, (
   });
 
   it('kept its bounds: nothing dropped for lack of room', () => {
+    console.log(`# stats: ${JSON.stringify(un.stats)}`);
     assert.equal(un.stats.dropRxQueueFull, 0);
     assert.equal(un.stats.dropBadFrame, 0);
   });

@@ -7,7 +7,7 @@
  *   sees them refused in our SYN and does without.
  * - Sending: host data sits in a bounded send buffer until the guest ACKs it. Segments go
  *   out up to min(guest window, cwnd). Retransmission timer with RTO from RFC 6298 (Karn's
- *   rule), go-back-N after a timeout with slow start, fast retransmit on 3 duplicate ACKs,
+ *   rule), go-back-N after a timeout with slow start, fast retransmit on 3 duplicate ACKs with limited transmit,
  *   NewReno partial ACKs, zero-window probes.
  * - Receiving: data reaches the host in order only; segments beyond a hole wait in a
  *   reassembly queue (within the window) and are re-ACKed at once so the guest's fast
@@ -346,8 +346,9 @@ export class TcpConn implements HostTcpEvents {
       if (this.cwnd > 4 * SEND_BUF) this.cwnd = 4 * SEND_BUF;
       if (this.sndUna === this.sndMax) this.disarm(); else this.arm(this.rto);
       if (this.hostPaused && this.bufBytes < SEND_BUF / 2) { this.hostPaused = false; this.host?.resume(); }
-    } else if (s.ack === this.sndUna && s.dataLen === 0 && wnd >= this.sndWnd && this.sndUna !== this.sndMax && !(s.flags & (SYN | FIN))) {
+    } else if (s.ack === this.sndUna && s.dataLen === 0 && this.sndUna !== this.sndMax && !(s.flags & (SYN | FIN))) {
       if (++this.dupAcks === 3) this.fastRetransmit();
+      else if (this.dupAcks < 3) this.limitedTransmit();
     }
     if (seqLt(this.sndWl1, s.seq) || (this.sndWl1 === s.seq && seqLe(this.sndWl2, s.ack))) {
       this.sndWnd = wnd;
@@ -417,6 +418,18 @@ export class TcpConn implements HostTcpEvents {
       this.sndMax = this.sndNxt;
       if (!this.timing) { this.timing = true; this.rttSeq = this.sndNxt; this.rttStart = Date.now(); }
     }
+  }
+
+  /**
+   * RFC 3042: on the first two duplicate ACKs send one new segment beyond cwnd, so the guest
+   * sees more data past the hole and sends the duplicate ACKs fast retransmit needs (a
+   * guest's receive offload merges back-to-back segments into one ACK).
+   */
+  private limitedTransmit(): void {
+    if (this.sndNxt !== this.sndMax || !this.synchronized()) return;
+    const off = (this.sndNxt - this.sndUna) >>> 0;
+    const len = Math.min(this.bufBytes - off, this.mss, this.sndWnd - off);
+    if (len > 0) this.sendData(off, len);
   }
 
   private fastRetransmit(): void {
