@@ -7,6 +7,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { finishSum, sum16 } from '../../src/host/net/ipv4.js';
 import { LIMITS, UserNet } from '../../src/host/net/slirp.js';
+import { RCV_BUF } from '../../src/host/net/tcp.js';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { repoRoot } from '../lib/toolchain.js';
 import { NodeHostNet } from '../../src/host/net/node-host.js';
 import { arpRequest, FakeHostNet, FakeTcp, GUEST_MAC, GW_MAC, icmpEcho, parseTcpFrame, tcp, udp, type SeenTcp } from '../lib/net-frames.js';
 import type { HostTcpEvents } from '../../src/host/net/host.js';
@@ -344,4 +348,35 @@ test('TCP: duplicate ACKs send new data (limited transmit), the third retransmit
   assert.equal(segs.at(-1)!.seq, iss + 1 + mss, 'third dup ACK: the missing segment again');
   assert.equal(un.stats.tcpFastRetransmits, 1);
   un.close();
+});
+
+test('TCP memory bounds: a guest ignoring the window and a guest that never ACKs cannot grow host buffers', async () => {
+  const { un, host, out } = setup();
+  const { iss } = await handshake(un, host, out, 40006, 7);
+  const h = host.tcp[0];
+  // The host peer reads nothing (pending grows); the guest sends 2 MiB regardless of our window.
+  let seq = 1001;
+  const chunk = new Array<number>(1400).fill(7);
+  for (let i = 0; i < 1500; i++) { un.transmit(tcp(G, 40006, GW, 8080, { seq, ack: iss + 1, flags: ACK, data: chunk })); seq += 1400; }
+  assert.ok(h.pending <= RCV_BUF, `${h.pending} bytes accepted for a host peer that reads nothing`);
+  assert.ok(h.pending >= RCV_BUF - 1400, 'the window was used');
+  assert.equal(tcpOut(out).at(-1)!.wnd, 0, 'a zero window is advertised');
+  // Host data the guest never ACKs: the host socket is paused at the send buffer bound.
+  for (let i = 0; i < 100 && !h.paused; i++) h.ev!.data(new Uint8Array(16384));
+  assert.ok(h.paused, 'host socket paused');
+  // The host drains: the window opens again.
+  h.pending = 0;
+  h.ev!.drain();
+  assert.ok(tcpOut(out).at(-1)!.wnd > 0);
+  un.close();
+});
+
+test('the protocol code imports no Node API (it runs in a browser behind HostNet)', () => {
+  const dir = join(repoRoot, 'src', 'host', 'net');
+  const nodeOnly = new Set(['node-host.ts', 'socket-transport.ts', 'open.ts']);
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.ts') && !nodeOnly.has(n))) {
+    const text = readFileSync(join(dir, f), 'utf8');
+    assert.doesNotMatch(text, /from '(node:|fs|net|dgram)|\bBuffer\b|\bprocess\./, f);
+    for (const m of text.matchAll(/from '\.\/([\w-]+)\.js'/g)) assert.ok(!nodeOnly.has(`${m[1]}.ts`), `${f} imports ${m[1]}`);
+  }
 });
