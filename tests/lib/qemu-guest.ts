@@ -27,6 +27,7 @@ export class QemuGuest {
     this.proc.stdout!.on('data', on);
     this.proc.stderr!.on('data', on);
     this.proc.on('exit', (code) => { this.exited = code ?? -1; this.notify(); });
+    this.proc.on('error', (e) => { this.output += `\n[spawn qemu-system-riscv64: ${e.message}]`; this.exited = -1; this.notify(); });
   }
 
   private notify(): void {

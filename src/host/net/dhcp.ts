@@ -122,6 +122,6 @@ export class DhcpServer {
       opt(6, ip(c.dns));
     }
     r[i++] = 255;
-    return r.subarray(0, Math.max(i, 300 - 28)); // BOOTP minimum message size for old clients
+    return r.subarray(0, Math.max(i, 300)); // the BOOTP minimum message size (RFC 1542 2.1)
   }
 }
