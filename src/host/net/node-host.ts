@@ -5,9 +5,21 @@ import { lookup } from 'node:dns/promises';
 import { createServer, Socket } from 'node:net';
 import type { AcceptedTcp, HostListener, HostNet, HostTcp, HostTcpEvents, HostUdp } from './host.js';
 
+/** Write through cork/uncork so the segments of one event-loop turn leave in one writev. */
+export function corkedWriter(sock: Socket): (d: Uint8Array) => void {
+  let corked = false;
+  const uncork = (): void => { corked = false; sock.uncork(); };
+  return (d) => {
+    if (sock.destroyed || !sock.writable) return;
+    if (!corked) { corked = true; sock.cork(); process.nextTick(uncork); }
+    sock.write(d);
+  };
+}
+
 function wrap(sock: Socket): HostTcp {
+  const write = corkedWriter(sock);
   return {
-    write: (d) => { if (!sock.destroyed && sock.writable) sock.write(d); },
+    write,
     buffered: () => sock.writableLength,
     pause: () => { sock.pause(); },
     resume: () => { sock.resume(); },

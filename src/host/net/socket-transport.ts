@@ -8,6 +8,7 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createConnection, createServer, type Socket } from 'node:net';
 import type { NetBackend, NetReceiver } from '../../devices/device.js';
 import { encodeFrame, StreamDecoder, STREAM_MAX_FRAME } from './framing.js';
+import { corkedWriter } from './node-host.js';
 
 /** Bytes we let the host socket buffer before dropping frames (the peer is not reading). */
 const MAX_BUFFERED = 2 << 20;
@@ -15,6 +16,7 @@ const MAX_BUFFERED = 2 << 20;
 export class StreamLink implements NetBackend {
   private rx: NetReceiver | null = null;
   private readonly dec: StreamDecoder;
+  private readonly write: (d: Uint8Array) => void;
   dropped = 0;
   error: string | null = null;
   readonly closed: Promise<void>;
@@ -22,6 +24,7 @@ export class StreamLink implements NetBackend {
   constructor(private readonly sock: Socket) {
     this.dec = new StreamDecoder((f) => { if (!this.rx?.receive(f)) this.dropped++; }, (m) => { this.error = m; sock.destroy(); });
     sock.setNoDelay(true);
+    this.write = corkedWriter(sock);
     sock.on('data', (d: Buffer) => this.dec.push(d));
     sock.on('error', (e) => { this.error ??= e.message; });
     this.closed = new Promise((r) => sock.once('close', () => r()));
@@ -31,7 +34,7 @@ export class StreamLink implements NetBackend {
 
   transmit(frame: Uint8Array): void {
     if (this.sock.destroyed || frame.length > STREAM_MAX_FRAME || this.sock.writableLength > MAX_BUFFERED) { this.dropped++; return; }
-    this.sock.write(encodeFrame(frame));
+    this.write(encodeFrame(frame));
   }
 
   rxReady(): void { /* frames are delivered as they arrive; a full NIC drops */ }
