@@ -383,3 +383,32 @@ test('the protocol code imports no Node API (it runs in a browser behind HostNet
     for (const m of text.matchAll(/from '\.\/([\w-]+)\.js'/g)) assert.ok(!nodeOnly.has(`${m[1]}.ts`), `${f} imports ${m[1]}`);
   }
 });
+
+test('TCP: the guest closes first (CLOSE-WAIT, LAST-ACK); we close first (FIN-WAIT, TIME-WAIT) and a new SYN reopens the pair', async () => {
+  const { un, host, out } = setup();
+  const { iss } = await handshake(un, host, out, 40007);
+  un.transmit(tcp(G, 40007, GW, 8080, { seq: 1001, ack: iss + 1, flags: ACK | FIN }));
+  assert.ok(host.tcp[0].ended, 'guest FIN half-closes the host socket');
+  assert.equal(tcpOut(out).at(-1)!.ack, 1002);
+  host.tcp[0].ev!.end(); // host closes too: our FIN
+  const fin = tcpOut(out).at(-1)!;
+  assert.equal(fin.flags & FIN, FIN);
+  un.transmit(tcp(G, 40007, GW, 8080, { seq: 1002, ack: fin.seq + 1, flags: ACK }));
+  assert.equal(un.stats.tcpConnections, 0, 'LAST-ACK acknowledged: closed');
+  // Now we close first: FIN-WAIT, then TIME-WAIT after the guest's FIN.
+  un.transmit(tcp(G, 40008, GW, 8080, { seq: 5000, flags: SYN, mss: 1460 }));
+  host.tcp[1].ev!.connect();
+  const sa = tcpOut(out).at(-1)!;
+  un.transmit(tcp(G, 40008, GW, 8080, { seq: 5001, ack: sa.seq + 1, flags: ACK }));
+  host.tcp[1].ev!.end();
+  const fin2 = tcpOut(out).at(-1)!;
+  assert.equal(fin2.flags & FIN, FIN);
+  un.transmit(tcp(G, 40008, GW, 8080, { seq: 5001, ack: fin2.seq + 1, flags: ACK | FIN }));
+  assert.equal(tcpOut(out).at(-1)!.ack, 5002);
+  assert.equal(un.stats.tcpConnections, 1, 'in TIME-WAIT');
+  // A new SYN on the same ports reopens at once instead of waiting.
+  un.transmit(tcp(G, 40008, GW, 8080, { seq: 90000, flags: SYN, mss: 1460 }));
+  assert.equal(host.tcp.length, 3);
+  assert.equal(un.stats.tcpConnections, 1);
+  un.close();
+});
