@@ -2,7 +2,8 @@
  * Two Linux guests in two qemu-system-riscv64 processes on one typevisor switch: one joins
  * over QEMU's stream socket netdev, the other over its dgram (UDP) netdev, and the switch has
  * a user-mode NAT uplink. Both get addresses by DHCP through the uplink, see each other on
- * one L2 segment (ping), and nc moves a file between them.
+ * one L2 segment (ping), and nc moves a file between them. The uplink's DNS (default mode)
+ * answers from the host's resolver: `localhost` resolves.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -83,7 +84,9 @@ describe('two guests on one switch with a NAT uplink', { timeout: 180_000 }, () 
     assert.match(got, new RegExp(`^${digest[1]}  -$`, 'm'));
   });
 
-  it('both still reach the host through the uplink', async () => {
+  it('both still reach the host through the uplink, and its DNS answers from the host resolver', async () => {
     assert.match(await b.run('ping -c 1 -W 2 10.0.2.2'), /1 packets received/);
+    const out = await a.run('nslookup localhost 10.0.2.3');
+    assert.match(out, /Address:?\s+127\.0\.0\.1/);
   });
 });
