@@ -412,3 +412,14 @@ test('TCP: the guest closes first (CLOSE-WAIT, LAST-ACK); we close first (FIN-WA
   assert.equal(un.stats.tcpConnections, 1);
   un.close();
 });
+
+test('TCP: a guest RST while the host is still connecting abandons the host connection', () => {
+  const { un, host } = setup();
+  un.transmit(tcp(G, 40009, GW, 8080, { seq: 300, flags: SYN }));
+  assert.equal(un.stats.tcpConnections, 1);
+  un.transmit(tcp(G, 40009, GW, 8080, { seq: 301, flags: RST }));
+  assert.equal(un.stats.tcpConnections, 0);
+  assert.ok(host.tcp[0].destroyed);
+  host.tcp[0].ev!.connect(); // late: ignored
+  un.close();
+});

@@ -230,7 +230,11 @@ export class TcpConn implements HostTcpEvents {
       case State.Closed: return;
       case State.SynSent: this.inputSynSent(s); return;
       case State.SynRcvd:
-        if (this.connecting) return; // still connecting on the host: the guest retransmits its SYN
+        if (this.connecting) {
+          // Still connecting on the host: a retransmitted SYN waits; a RST gives up.
+          if ((s.flags & RST) && s.seq === this.rcvNxt) this.destroy();
+          return;
+        }
         if ((s.flags & SYN) && !(s.flags & ACK) && s.seq === ((this.rcvNxt - 1) >>> 0)) { this.sendSyn(); return; }
         break;
       default: break;
