@@ -292,3 +292,25 @@ test('metadata corruption found while writing stops writes and marks the image c
   assert.match(qemu('qemu-img', 'info', file), /corrupt: true/);
   await rejects(openDisk({ file }), /marked corrupt/);
 });
+
+test('an image open read-only (a backing file under a live overlay, a -snapshot base) cannot be opened for writing', async () => {
+  qemu('qemu-img', 'create', '-f', 'raw', f('shared-base.raw'), '1M');
+  qemu('qemu-img', 'create', '-f', 'qcow2', '-b', 'shared-base.raw', '-F', 'raw', f('ov1.qcow2'));
+  qemu('qemu-img', 'create', '-f', 'qcow2', '-b', 'shared-base.raw', '-F', 'raw', f('ov2.qcow2'));
+  const o1 = await openDisk({ file: f('ov1.qcow2') });
+  const o2 = await openDisk({ file: f('ov2.qcow2') }); // readers share
+  await rejects(openDisk({ file: f('shared-base.raw') }), new RegExp(`shared-base\\.raw' is locked: typevisor process ${process.pid} has it open read-only`));
+  await o1.close();
+  await rejects(openDisk({ file: f('shared-base.raw') }), /open read-only/);
+  await o2.close();
+  await (await openDisk({ file: f('shared-base.raw') })).close();
+  const snap = await openDisk({ file: f('shared-base.raw'), snapshot: true });
+  await rejects(openDisk({ file: f('shared-base.raw') }), /open read-only/);
+  await snap.close();
+  // A reader that died without cleaning up does not block.
+  const st = statSync(f('shared-base.raw'));
+  const dead = spawn('true');
+  await new Promise((r) => dead.on('exit', r));
+  writeFileSync(join(lockDir(), `${st.dev}-${st.ino}.r.${dead.pid}`), `${dead.pid}\n\n${f('shared-base.raw')}\n`);
+  await (await openDisk({ file: f('shared-base.raw') })).close();
+});
