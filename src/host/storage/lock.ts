@@ -114,9 +114,9 @@ export function lockImage(path: string, writable: boolean, env: NodeJS.ProcessEn
   const key = `${st.dev}-${st.ino}`;
   const file = join(dir, `${key}.lock`);
   const me = `${process.pid}\n${startTime(process.pid)}\n${path}\n`;
-  try { mkdirSync(dir, { recursive: true, mode: 0o700 }); } catch (e) {
-    throw new DiskError(`'${path}': cannot create the lock directory ${dir}: ${(e as Error).message}`);
-  }
+  let dirError: Error | null = null;
+  try { mkdirSync(dir, { recursive: true, mode: 0o700 }); } catch (e) { dirError = e as Error; }
+  if (dirError && writable) throw new DiskError(`'${path}': cannot create the lock directory ${dir}: ${dirError.message}`);
   onExitCleanup();
   const refuseWriter = (pid: number): never => {
     throw new DiskError(`'${path}' is locked: typevisor process ${pid} has it open for writing`);
@@ -125,13 +125,15 @@ export function lockImage(path: string, writable: boolean, env: NodeJS.ProcessEn
     // Register first, then look for a writer: of two racing opens, one sees the other.
     const mine = join(dir, `${key}.r.${process.pid}`);
     const n = readers.get(mine) ?? 0;
+    let registered = true;
     if (n === 0) {
-      try { writeFileSync(mine, me); } catch (e) { throw new DiskError(`'${path}': cannot create lock file ${mine}: ${(e as Error).message}`); }
+      // Best effort: a reader that cannot register (no writable lock directory) still opens.
+      try { writeFileSync(mine, me); } catch { registered = false; }
     }
-    readers.set(mine, n + 1);
+    if (registered) readers.set(mine, n + 1);
     let released = false;
     const release = (): void => {
-      if (released) return;
+      if (released || !registered) return;
       released = true;
       const left = (readers.get(mine) ?? 1) - 1;
       if (left > 0) { readers.set(mine, left); return; }
