@@ -54,6 +54,16 @@ test('raw: read-write, read-only refuses writes, sizes in whole sectors, bounds'
   assert.equal(ro.readOnly, true);
   await rejects(ro.write(0, new Uint8Array(512)), /read-only/);
   await ro.close();
+  // A guest may not turn a probed raw image into a qcow2 header (QEMU's rule): its backing file could be any host file.
+  const magic = new Uint8Array(512); magic.set([0x51, 0x46, 0x49, 0xfb]);
+  writeFileSync(f('probe.raw'), new Uint8Array(4096));
+  const probed = await openDisk({ file: f('probe.raw') });
+  await rejects(probed.write(0, magic), /format probed.*format=raw/);
+  await probed.write(512, magic);
+  await probed.close();
+  const explicit = await openDisk({ file: f('probe.raw'), format: 'raw' });
+  await explicit.write(0, magic);
+  await explicit.close();
   writeFileSync(f('odd.raw'), new Uint8Array(1000));
   const odd = await openDisk({ file: f('odd.raw'), format: 'raw' });
   assert.equal(odd.sizeBytes, 512);
