@@ -8,7 +8,7 @@
  *    start time; a lock whose process is gone is stale and taken over.
  * QEMU cannot see typevisor's lock files: start QEMU on an image typevisor uses at your own risk.
  */
-import { readFileSync, writeFileSync, unlinkSync, mkdirSync, statSync, readdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, unlinkSync, mkdirSync, statSync, readdirSync, linkSync, renameSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { DiskError } from './file.js';
@@ -93,6 +93,20 @@ function onExitCleanup(): void {
 
 export interface ImageLock { release(): void }
 
+/**
+ * Creates `file` with its whole content at once, so no one ever reads it half written:
+ * exclusive (fails with EEXIST if it exists) by link(2), else by rename(2).
+ */
+function writeWhole(file: string, content: string, exclusive: boolean): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, content);
+  try {
+    if (exclusive) linkSync(tmp, file); else renameSync(tmp, file);
+  } finally {
+    try { unlinkSync(tmp); } catch { /* renamed */ }
+  }
+}
+
 /** pid and start time from a lock file, if its process is alive. */
 function liveOwner(file: string): number | null {
   let lines: string[];
@@ -128,7 +142,7 @@ export function lockImage(path: string, writable: boolean, env: NodeJS.ProcessEn
     let registered = true;
     if (n === 0) {
       // Best effort: a reader that cannot register (no writable lock directory) still opens.
-      try { writeFileSync(mine, me); } catch { registered = false; }
+      try { writeWhole(mine, me, false); } catch { registered = false; }
     }
     if (registered) readers.set(mine, n + 1);
     let released = false;
@@ -146,7 +160,7 @@ export function lockImage(path: string, writable: boolean, env: NodeJS.ProcessEn
   }
   for (let attempt = 0; ; attempt++) {
     try {
-      writeFileSync(file, me, { flag: 'wx' });
+      writeWhole(file, me, true);
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new DiskError(`'${path}': cannot create lock file ${file}: ${(e as Error).message}`);
@@ -168,7 +182,7 @@ export function lockImage(path: string, writable: boolean, env: NodeJS.ProcessEn
   let names: string[] = [];
   try { names = readdirSync(dir); } catch { /* no readers */ }
   for (const n of names) {
-    if (!n.startsWith(`${key}.r.`)) continue;
+    if (!n.startsWith(`${key}.r.`) || n.endsWith('.tmp')) continue;
     const pid = liveOwner(join(dir, n));
     if (pid === null) { try { unlinkSync(join(dir, n)); } catch { /* gone */ } continue; }
     release();
