@@ -1,8 +1,8 @@
 /**
  * A qcow2 disk (version 2 and 3) over a HostFile: reads through L1/L2 tables (unallocated
  * clusters from the backing disk or zeros, zero clusters, compressed clusters), writes by
- * allocating clusters at the end of the file with refcounts kept exact, so `qemu-img check`
- * finds no leaks or errors. Metadata is written through (data, then refcount, then the L2
+ * allocating clusters (freed ones first, else at the end of the file) with refcounts kept
+ * exact, so `qemu-img check` finds no leaks or errors. Metadata is written through (data, then refcount, then the L2
  * entry), so the file is consistent after every completed request: a kill loses nothing
  * and a flush is one fsync. No Node imports: decompression is passed in.
  */
