@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Machine, BootError, type MachineConfig, type MachineExit, type RawImage } from '../machine/machine.js';
 import { VirtBoard } from '../machine/virt.js';
 import { cmdImg } from './img.js';
+import { MAX_ICOUNT_SHIFT, type ClockMode } from '../machine/clock.js';
 import { ElfError } from '../machine/elf.js';
 import { UserError, loadImage } from '../host/images.js';
 import { findDefaultGuest, guestDir, cacheDir } from '../host/guest-cache.js';
@@ -62,6 +63,9 @@ typevisor run [options]
                             execution: the interpreter alone (default), or hot code
                             translated to WebAssembly after N entries (default 50)
   --no-reboot               exit instead of rebooting when the guest resets
+  --clock host|virtual      guest time: the host's clock (default), or virtual time that
+                            advances with instructions (deterministic; WFI skips ahead)
+  --icount shift=N          virtual time, 2^N ns per instruction (QEMU's -icount; default 4)
   -M virt, -nographic       accepted for QEMU compatibility
 
   The console is the board's 16550 UART (ttyS0). On a terminal: Ctrl-A X quits,
@@ -88,7 +92,24 @@ const MACHINE_FLAGS: FlagSpec[] = [
   { name: 'smp', value: true },
   { name: 'accel', value: true },
 ];
-const RUN_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, { name: 'nographic', value: false }, { name: 'no-reboot', value: false }];
+/** --clock virtual without --icount: 16 ns per instruction, near the interpreter's real speed. */
+const DEFAULT_ICOUNT_SHIFT = 4;
+const RUN_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, { name: 'nographic', value: false }, { name: 'no-reboot', value: false },
+  { name: 'clock', value: true }, { name: 'icount', value: true }];
+
+/** --clock host|virtual and QEMU's -icount [shift=]N. */
+function clockMode(p: Parsed): ClockMode {
+  const kind = one(p, 'clock'), icount = one(p, 'icount');
+  if (kind !== undefined && kind !== 'host' && kind !== 'virtual') {
+    throw new UserError(`--clock ${kind}: expected 'host' or 'virtual'`, USAGE_STATUS);
+  }
+  if (icount === undefined) return kind === 'virtual' ? { kind: 'virtual', shift: DEFAULT_ICOUNT_SHIFT } : { kind: 'host' };
+  if (kind === 'host') throw new UserError('--icount needs the virtual clock, not --clock host', USAGE_STATUS);
+  const m = /^(?:shift=)?(\d+)$/.exec(icount);
+  const shift = m ? Number(m[1]) : NaN;
+  if (!(shift <= MAX_ICOUNT_SHIFT)) throw new UserError(`--icount ${icount}: expected shift=N with N from 0 to ${MAX_ICOUNT_SHIFT}`, USAGE_STATUS);
+  return { kind: 'virtual', shift };
+}
 const DTB_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, { name: 'o', aliases: ['output'], value: true }];
 
 function defaultIo(): CliIo {
@@ -209,7 +230,7 @@ function exitStatus(e: MachineExit, io: CliIo): number {
 async function cmdRun(argv: readonly string[], io: CliIo): Promise<number> {
   const p = parseFlags(argv, RUN_FLAGS, 'run');
   if (p.positional.length) throw new UserError(`run: unexpected argument '${p.positional[0]}'`, USAGE_STATUS);
-  const base = machineConfig(p, io, 'run');
+  const base = { ...machineConfig(p, io, 'run'), clock: clockMode(p) };
   const vio = await openVirtio(virtioRequests(p), io.stderr);
   try {
     return await runMachine(p, io, { ...base, virtio: vio.specs }, (m) => vio.attach(m));

@@ -1,8 +1,8 @@
 import type { Bus } from '../machine/bus.js';
-import type { TimeSource } from '../devices/device.js';
+import type { TimeSource, Stateful } from '../devices/device.js';
 import {
   CSR, MSTATUS, MSTATUS_WMASK, SSTATUS_MASK, IRQ_PRIORITY, CAUSE, MEDELEG_MASK, MISA_VALUE,
-  PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, ALL_INTERRUPTS, MIP_SSIP, MIP_STIP, MIP_SEIP,
+  IRQ, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, ALL_INTERRUPTS, MIP_SSIP, MIP_STIP, MIP_SEIP,
   SATP_BARE, SATP_SV39, SATP_SV57,
 } from './csr.js';
 import {
@@ -11,6 +11,19 @@ import {
 import { Translator, type JitMemory } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
+
+/** A hart's saved state (Stateful, devices/device.ts): 64-bit CSRs as hex strings so JSON can carry them. */
+export interface HartState {
+  v: 1;
+  /** The register block (x, f, pc; cpu/state.ts). */
+  regs: Uint8Array;
+  priv: number; mstatus: number; medeleg: number; mideleg: number; mie: number; mipSw: number; mipHw: number;
+  mtvec: string; stvec: string; mepc: string; sepc: string; mcause: string; scause: string; mtval: string; stval: string;
+  mscratch: string; sscratch: string; satp: string; mcounteren: number; scounteren: number; menvcfg: string; senvcfg: string;
+  mcountinhibit: number; stimecmp: string; fflags: number; frm: number; pmpcfg: number[]; pmpaddr: string[];
+  icount: number; minstretOffset: number; mcycleOffset: number; minstretFrozen: number; mcycleFrozen: number;
+  resvValid: boolean; resvAddr: number; waiting: boolean;
+}
 
 /** Thrown (never allocated per trap) to abandon the current instruction; the run loop takes the trap. */
 export const TRAP_SIGNAL = Object.freeze({ trap: true });
@@ -28,6 +41,10 @@ const TLB_INVALID = 1;
 const UNCACHED_PAGE: (Decoded | undefined)[] = [];
 
 const FS_SHIFT = 13;
+/** Page-table entry bits (privileged spec 4.3.1, Figure 4.18). */
+const PTE_V = 0x01, PTE_R = 0x02, PTE_W = 0x04, PTE_X = 0x08, PTE_U = 0x10, PTE_A = 0x40, PTE_D = 0x80;
+/** mcountinhibit bits (privileged spec 3.1.12). */
+const COUNTINHIBIT_CY = 1, COUNTINHIBIT_IR = 4;
 /** 4 KiB pages per superpage at each page-table level. */
 const SUPERPAGE_SPAN = [1, 512, 512 * 512, 512 ** 3, 512 ** 4];
 const SD64 = -0x8000_0000_0000_0000n;
@@ -60,7 +77,7 @@ class Tlb {
  * drops that page (writes to code pages never hit the write TLB, so the fast path needs no
  * check).
  */
-export class Hart {
+export class Hart implements Stateful<HartState> {
   readonly bus: Bus;
   readonly hartId: number;
   readonly clock: TimeSource;
@@ -80,13 +97,14 @@ export class Hart {
   private readonly ramEnd: number;
   private readonly ramHost: number;
 
-  priv = PRIV_M;
+  /** Current privilege level; changed only by traps, xRET and enterPrivilege(), which keep the TLB selection in step. */
+  private privLevel = PRIV_M;
   /** Privilege used for loads/stores (differs from priv when mstatus.MPRV is set). */
   private dpriv = PRIV_M;
 
   // ---- CSRs ----
-  /** Low word of mstatus (the upper word is fixed UXL=SXL=2, SD derived). */
-  mstatus = 0;
+  /** Low word of mstatus (the upper word is fixed UXL=SXL=2, SD derived); written through writeMstatus/traps/xRET. */
+  private ms = 0;
   medeleg = 0;
   mideleg = 0;
   mie = 0;
@@ -120,10 +138,18 @@ export class Hart {
   private readonly pmpHi = new Float64Array(16);
   private pmpActive = false;
 
-  /** Instructions retired (also the cycle count). */
+  /** Instructions retired (also the cycle count); the virtual clock runs on it. */
   icount = 0;
+  /**
+   * Instructions retired, exact even from inside a translated block (which adds its count
+   * to icount only when it returns, but publishes it before every helper call).
+   */
+  get retired(): number { return this.inBlock ? this.icount + this.x32[JIT_RETIRED * 2] : this.icount; }
+  /** minstret = icount + offset while counting; the frozen value while mcountinhibit.IR is set. */
   private minstretOffset = 0;
   private mcycleOffset = 0;
+  private minstretFrozen = 0;
+  private mcycleFrozen = 0;
 
   // ---- translation state ----
   private satpMode = SATP_BARE;
@@ -140,6 +166,12 @@ export class Hart {
   private readonly codePages = new Map<number, (Decoded | undefined)[]>();
   /** One byte per RAM page: 1 if decoded code is cached for it. */
   private readonly codeMark: Uint8Array;
+  /**
+   * One byte per RAM page: 1 if written since the last takeDirtyPages() (snapshots,
+   * migration). A page is marked when it enters a write TLB, so the store fast path needs
+   * no check; takeDirtyPages() empties the write TLBs to re-arm the marking.
+   */
+  private readonly dirty: Uint8Array;
 
   // ---- LR/SC ----
   private resvValid = false;
@@ -190,6 +222,7 @@ export class Hart {
     const tlbBase = TLB_REGION + hartId * 12 * TLB_BYTES;
     if (tlbBase + 12 * TLB_BYTES > bus.ramHostOffset) throw new Error(`too many harts for the state region`);
     this.tlbSets = [0, 1, 2, 3].map((p) => [0, 1, 2].map((a) => new Tlb(buf, tlbBase + (p * 3 + a) * TLB_BYTES)));
+    this.dirty = new Uint8Array(bus.ramSize / 4096).fill(1);
     this.tlbR = this.tlbSets[3][0];
     this.tlbW = this.tlbSets[3][1];
     this.tlbX = this.tlbSets[3][2];
@@ -201,8 +234,8 @@ export class Hart {
   reset(pc: number): void {
     this.x.fill(0n, 0, 128);
     this.x[PC] = BigInt(pc);
-    this.priv = PRIV_M;
-    this.mstatus = 0;
+    this.privLevel = PRIV_M;
+    this.ms = 0;
     this.medeleg = 0; this.mideleg = 0; this.mie = 0; this.mipSw = 0;
     this.mtvec = 0n; this.stvec = 0n; this.mepc = 0n; this.sepc = 0n;
     this.mcause = 0n; this.scause = 0n; this.mtval = 0n; this.stval = 0n;
@@ -218,6 +251,96 @@ export class Hart {
     this.flushAllTlbs();
     this.flushCodeCache();
     this.updateIrq();
+  }
+
+  // =====================================================================
+  // State (snapshots): architectural state only; TLBs, decoded pages, PMP ranges and the
+  // translation mode are derived and rebuilt by load().
+  // =====================================================================
+
+  save(): HartState {
+    const h = (v: bigint): string => BigInt.asUintN(64, v).toString(16);
+    return {
+      v: 1,
+      regs: new Uint8Array(this.x.buffer, this.x.byteOffset, HART_STATE_BYTES).slice(),
+      priv: this.privLevel, mstatus: this.ms, medeleg: this.medeleg, mideleg: this.mideleg, mie: this.mie,
+      mipSw: this.mipSw, mipHw: this.mipHw,
+      mtvec: h(this.mtvec), stvec: h(this.stvec), mepc: h(this.mepc), sepc: h(this.sepc),
+      mcause: h(this.mcause), scause: h(this.scause), mtval: h(this.mtval), stval: h(this.stval),
+      mscratch: h(this.mscratch), sscratch: h(this.sscratch), satp: h(this.satp),
+      mcounteren: this.mcounteren, scounteren: this.scounteren, menvcfg: h(this.menvcfg), senvcfg: h(this.senvcfg),
+      mcountinhibit: this.mcountinhibit, stimecmp: h(this.stimecmp), fflags: this.fflags, frm: this.frm,
+      pmpcfg: [...this.pmpcfg], pmpaddr: this.pmpaddr.map(h),
+      icount: this.icount, minstretOffset: this.minstretOffset, mcycleOffset: this.mcycleOffset,
+      minstretFrozen: this.minstretFrozen, mcycleFrozen: this.mcycleFrozen,
+      resvValid: this.resvValid, resvAddr: this.resvAddr, waiting: this.waiting,
+    };
+  }
+
+  load(st: HartState): void {
+    if (st?.v !== 1) throw new Error(`hart state: unsupported version ${String(st?.v)}`);
+    const regs = st.regs;
+    if (!(regs instanceof Uint8Array) || regs.length !== HART_STATE_BYTES) throw new Error('hart state: malformed register block');
+    const b = (name: string, v: string): bigint => {
+      if (typeof v !== 'string' || !/^[0-9a-f]{1,16}$/.test(v)) throw new Error(`hart state: malformed ${name}`);
+      return BigInt.asIntN(64, BigInt('0x' + v));
+    };
+    const n = (name: string, v: number): number => {
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`hart state: malformed ${name}`);
+      return v;
+    };
+    if (!Array.isArray(st.pmpcfg) || st.pmpcfg.length !== 16 || !Array.isArray(st.pmpaddr) || st.pmpaddr.length !== 16) throw new Error('hart state: malformed PMP');
+    // Validate everything before changing anything (never half-load).
+    const big = {
+      mtvec: b('mtvec', st.mtvec), stvec: b('stvec', st.stvec), mepc: b('mepc', st.mepc), sepc: b('sepc', st.sepc),
+      mcause: b('mcause', st.mcause), scause: b('scause', st.scause), mtval: b('mtval', st.mtval), stval: b('stval', st.stval),
+      mscratch: b('mscratch', st.mscratch), sscratch: b('sscratch', st.sscratch), satp: b('satp', st.satp),
+      menvcfg: b('menvcfg', st.menvcfg), senvcfg: b('senvcfg', st.senvcfg), stimecmp: b('stimecmp', st.stimecmp),
+    };
+    const pmpaddr = st.pmpaddr.map((v, i) => b(`pmpaddr${i}`, v));
+    const priv = n('priv', st.priv);
+    if (priv !== PRIV_U && priv !== PRIV_S && priv !== PRIV_M) throw new Error('hart state: bad privilege');
+    for (const k of ['mstatus', 'medeleg', 'mideleg', 'mie', 'mipSw', 'mipHw', 'mcounteren', 'scounteren', 'mcountinhibit', 'fflags', 'frm',
+      'icount', 'minstretOffset', 'mcycleOffset', 'minstretFrozen', 'mcycleFrozen', 'resvAddr'] as const) n(k, st[k]);
+    new Uint8Array(this.x.buffer, this.x.byteOffset, HART_STATE_BYTES).set(regs);
+    this.privLevel = priv; this.ms = st.mstatus; this.medeleg = st.medeleg; this.mideleg = st.mideleg; this.mie = st.mie;
+    this.mipSw = st.mipSw; this.mipHw = st.mipHw;
+    this.mtvec = big.mtvec; this.stvec = big.stvec; this.mepc = big.mepc; this.sepc = big.sepc;
+    this.mcause = big.mcause; this.scause = big.scause; this.mtval = big.mtval; this.stval = big.stval;
+    this.mscratch = big.mscratch; this.sscratch = big.sscratch; this.satp = big.satp;
+    this.mcounteren = st.mcounteren; this.scounteren = st.scounteren; this.menvcfg = big.menvcfg; this.senvcfg = big.senvcfg;
+    this.mcountinhibit = st.mcountinhibit; this.fflags = st.fflags; this.frm = st.frm;
+    this.stimecmp = big.stimecmp; this.stimecmpNum = Number(BigInt.asUintN(64, big.stimecmp));
+    for (let i = 0; i < 16; i++) { this.pmpcfg[i] = st.pmpcfg[i]; this.pmpaddr[i] = BigInt.asUintN(64, pmpaddr[i]); }
+    this.icount = st.icount; this.minstretOffset = st.minstretOffset; this.mcycleOffset = st.mcycleOffset;
+    this.minstretFrozen = st.minstretFrozen; this.mcycleFrozen = st.mcycleFrozen;
+    this.resvValid = st.resvValid === true; this.resvAddr = st.resvAddr; this.waiting = st.waiting === true;
+    this.stopRequested = false;
+    // Derived state.
+    this.updatePmpActive();
+    this.updateTranslation();
+    this.flushAllTlbs();
+    this.flushCodeCache();
+    this.attention = true;
+  }
+
+  get priv(): number { return this.privLevel; }
+  get mstatus(): number { return this.ms; }
+  /** mip as M-mode reads it (tests, debugger). */
+  get mipValue(): number { return this.mip; }
+
+  /**
+   * Leave M-mode firmware for `priv` at `pc` as an MRET would (MPP becomes U, MPRV is
+   * cleared below M): the built-in SBI's hand-off to the kernel, test runners.
+   */
+  enterPrivilege(priv: number, pc: bigint): void {
+    let ms = this.ms & ~MSTATUS.MPP;
+    if (priv !== PRIV_M) ms &= ~MSTATUS.MPRV;
+    this.ms = ms;
+    this.privLevel = priv;
+    this.privChanged();
+    this.updateIrq();
+    this.x[PC] = pc;
   }
 
   get pc(): bigint { return this.x[PC]; }
@@ -396,10 +519,18 @@ export class Hart {
 
   private fetchSlow(lo: number, hi: number): (Decoded | undefined)[] {
     // Translate the exact pc so a fault's tval is the faulting address, then work per page.
-    const pa = this.translate(lo, hi, ACC_X, this.priv) - (lo & 0xfff);
-    this.fetchLo = lo & ~0xfff;
-    this.fetchHi = hi;
+    const pa = this.translate(lo, hi, ACC_X, this.privLevel) - (lo & 0xfff);
     if (pa >= this.ramBase && pa < this.ramEnd) {
+      this.fetchLo = lo & ~0xfff;
+      this.fetchHi = hi;
+      // Cache the page only if PMP treats all of it alike (as tlbFill does for data);
+      // otherwise every parcel goes through translate() and its PMP check (fetchParcel).
+      const uniform = (!this.pmpActive && this.privLevel === PRIV_M) || this.pmpCheck(pa, 4096, ACC_X, this.privLevel);
+      if (!uniform) {
+        this.fetchPage = UNCACHED_PAGE;
+        this.fetchPpn = -1;
+        return UNCACHED_PAGE;
+      }
       const ppn = (pa - this.ramBase) / 4096;
       let page = this.codePages.get(ppn);
       if (page === undefined) {
@@ -412,18 +543,22 @@ export class Hart {
       this.fetchPpn = ppn;
       return page;
     }
-    if (!this.bus.findRegion(pa)) this.raise(CAUSE.FETCH_ACCESS, lo, hi);
+    const r = this.bus.findRegion(pa);
+    if (!r || !r.executable) this.raise(CAUSE.FETCH_ACCESS, lo, hi);
+    // ROM: never cached; each parcel is read through fetchParcel.
+    this.fetchLo = lo & ~0xfff;
+    this.fetchHi = hi;
     this.fetchPage = UNCACHED_PAGE;
     this.fetchPpn = -1;
     return UNCACHED_PAGE;
   }
 
-  /** Fetch one 16-bit parcel through translation (slow path, for MMIO code and page-crossing). */
+  /** Fetch one 16-bit parcel through translation (slow path, for ROM code, PMP-split pages and page-crossing). */
   private fetchParcel(lo: number, hi: number): number {
-    const pa = this.translate(lo, hi, ACC_X, this.priv);
+    const pa = this.translate(lo, hi, ACC_X, this.privLevel);
     if (pa >= this.ramBase && pa < this.ramEnd) return this.mu16[(this.ramHost + pa - this.ramBase) >>> 1];
     const r = this.bus.findRegion(pa);
-    if (!r) this.raise(CAUSE.FETCH_ACCESS, lo, hi);
+    if (!r || !r.executable) this.raise(CAUSE.FETCH_ACCESS, lo, hi);
     return r.device.read(pa - r.base, 2) & 0xffff;
   }
 
@@ -456,6 +591,20 @@ export class Hart {
     return d;
   }
 
+  /**
+   * RAM pages (indices from the start of RAM) written by the hart, page-table A/D updates,
+   * DMA or loaders since the last call; clears the record. Everything counts as written
+   * before the first call.
+   */
+  takeDirtyPages(): number[] {
+    const out: number[] = [];
+    const d = this.dirty;
+    for (let p = 0; p < d.length; p++) if (d[p]) out.push(p);
+    d.fill(0);
+    for (const set of this.tlbSets) set[1].flush();
+    return out;
+  }
+
   /** fence.i and remote fences: drop every decoded page. */
   flushCodeCache(): void {
     this.codeEpoch++;
@@ -485,11 +634,21 @@ export class Hart {
     }
   }
 
+  /** The hart wrote RAM outside the store path (page-table A/D updates): drop decoded code there. */
+  private ramWritten(pa: number): void {
+    const ppn = (pa - this.ramBase) >>> 12;
+    if (this.codeMark[ppn]) this.invalidateCodePage(ppn);
+    this.dirty[ppn] = 1;
+  }
+
   /** RAM written by a device or loader: drop decoded code and a matching LR reservation. */
   private externalWrite(paddr: number, len: number): void {
     const first = Math.max(0, Math.floor((paddr - this.ramBase) / 4096));
     const last = Math.min(this.codeMark.length - 1, Math.floor((paddr + len - 1 - this.ramBase) / 4096));
-    for (let p = first; p <= last; p++) if (this.codeMark[p]) this.invalidateCodePage(p);
+    for (let p = first; p <= last; p++) {
+      if (this.codeMark[p]) this.invalidateCodePage(p);
+      this.dirty[p] = 1;
+    }
     if (this.resvValid && this.resvAddr + 8 > paddr && this.resvAddr < paddr + len) this.resvValid = false;
   }
 
@@ -518,26 +677,26 @@ export class Hart {
     const deleg = interrupt ? this.mideleg : this.medeleg;
     const causeBig = interrupt ? (BigInt(cause) | SD64) : BigInt(cause);
     this.resvValid = false;
-    let ms = this.mstatus;
+    let ms = this.ms;
     let vec: bigint;
-    if (this.priv <= PRIV_S && ((deleg >>> cause) & 1) !== 0) {
+    if (this.privLevel <= PRIV_S && ((deleg >>> cause) & 1) !== 0) {
       this.scause = causeBig;
       this.sepc = epc;
       this.stval = tval;
       ms = (ms & ~(MSTATUS.SPIE | MSTATUS.SIE | MSTATUS.SPP)) |
-        ((ms & MSTATUS.SIE) !== 0 ? MSTATUS.SPIE : 0) | (this.priv === PRIV_S ? MSTATUS.SPP : 0);
-      this.priv = PRIV_S;
+        ((ms & MSTATUS.SIE) !== 0 ? MSTATUS.SPIE : 0) | (this.privLevel === PRIV_S ? MSTATUS.SPP : 0);
+      this.privLevel = PRIV_S;
       vec = this.stvec;
     } else {
       this.mcause = causeBig;
       this.mepc = epc;
       this.mtval = tval;
       ms = (ms & ~(MSTATUS.MPIE | MSTATUS.MIE | MSTATUS.MPP)) |
-        ((ms & MSTATUS.MIE) !== 0 ? MSTATUS.MPIE : 0) | (this.priv << 11);
-      this.priv = PRIV_M;
+        ((ms & MSTATUS.MIE) !== 0 ? MSTATUS.MPIE : 0) | (this.privLevel << 11);
+      this.privLevel = PRIV_M;
       vec = this.mtvec;
     }
-    this.mstatus = ms;
+    this.ms = ms;
     let target = vec & ~3n;
     if ((vec & 3n) === 1n && interrupt) target += BigInt(cause * 4);
     x[PC] = BigInt.asIntN(64, target);
@@ -547,22 +706,22 @@ export class Hart {
 
   /** mret / sret (privileged spec 3.3.2). */
   xret(fromM: boolean): void {
-    let ms = this.mstatus;
+    let ms = this.ms;
     let target: bigint;
     if (fromM) {
       const mpp = (ms & MSTATUS.MPP) >>> 11;
       ms = (ms & ~(MSTATUS.MIE | MSTATUS.MPP)) | ((ms & MSTATUS.MPIE) !== 0 ? MSTATUS.MIE : 0) | MSTATUS.MPIE;
       if (mpp !== PRIV_M) ms &= ~MSTATUS.MPRV;
-      this.priv = mpp;
+      this.privLevel = mpp;
       target = this.mepc;
     } else {
       const spp = (ms & MSTATUS.SPP) !== 0 ? PRIV_S : PRIV_U;
       ms = (ms & ~(MSTATUS.SIE | MSTATUS.SPP)) | ((ms & MSTATUS.SPIE) !== 0 ? MSTATUS.SIE : 0) | MSTATUS.SPIE;
       ms &= ~MSTATUS.MPRV;
-      this.priv = spp;
+      this.privLevel = spp;
       target = this.sepc;
     }
-    this.mstatus = ms;
+    this.ms = ms;
     this.x[NPC] = target;
     this.privChanged();
     this.updateIrq();
@@ -576,8 +735,8 @@ export class Hart {
   private pendingInterrupt(): number {
     const pend = this.mip & this.mie;
     if (pend === 0) return -1;
-    const mEnabled = this.priv < PRIV_M || (this.mstatus & MSTATUS.MIE) !== 0;
-    const sEnabled = this.priv < PRIV_S || (this.priv === PRIV_S && (this.mstatus & MSTATUS.SIE) !== 0);
+    const mEnabled = this.privLevel < PRIV_M || (this.ms & MSTATUS.MIE) !== 0;
+    const sEnabled = this.privLevel < PRIV_S || (this.privLevel === PRIV_S && (this.ms & MSTATUS.SIE) !== 0);
     const toM = mEnabled ? pend & ~this.mideleg : 0;
     const toS = sEnabled ? pend & this.mideleg : 0;
     const m = toM !== 0 ? toM : toS;
@@ -626,7 +785,7 @@ export class Hart {
     const fire = stce || this.sbi !== null;
     const level = fire && now >= this.stimecmpNum;
     const cur = (this.mipHw & MIP_STIP) !== 0;
-    if (level !== cur) this.setIrqLine(5, level);
+    if (level !== cur) this.setIrqLine(IRQ.STI, level);
     return fire && !level ? this.stimecmpNum : Infinity;
   }
 
@@ -639,6 +798,8 @@ export class Hart {
     this.stimecmp = v;
     this.stimecmpNum = Number(BigInt.asUintN(64, v));
     this.updateTimers(this.clock.now());
+    // The machine's next deadline moved: let the run loop recompute it (exact virtual-clock timers).
+    this.requestStop();
   }
 
   // =====================================================================
@@ -646,13 +807,13 @@ export class Hart {
   // =====================================================================
 
   /** Select the TLB sets for the current privilege (and MPRV data privilege). */
-  privChanged(): void {
-    const ms = this.mstatus;
-    this.dpriv = this.priv === PRIV_M && (ms & MSTATUS.MPRV) !== 0 ? (ms & MSTATUS.MPP) >>> 11 : this.priv;
+  private privChanged(): void {
+    const ms = this.ms;
+    this.dpriv = this.privLevel === PRIV_M && (ms & MSTATUS.MPRV) !== 0 ? (ms & MSTATUS.MPP) >>> 11 : this.privLevel;
     const d = this.tlbSets[this.dpriv];
     this.tlbR = d[0];
     this.tlbW = d[1];
-    this.tlbX = this.tlbSets[this.priv][2];
+    this.tlbX = this.tlbSets[this.privLevel][2];
     this.fetchLo = TLB_INVALID;
     // Translated code finds the data TLBs through these slots.
     this.x32[TLB_R_PTR * 2] = this.tlbR.byteOffset;
@@ -714,7 +875,7 @@ export class Hart {
     const top = hi >> topShift;
     if (top !== 0 && top !== -1) this.raise(this.pageFaultCause(acc), lo, hi);
     let a = this.satpRoot;
-    const ms = this.mstatus;
+    const ms = this.ms;
     for (let i = levels - 1; i >= 0; i--) {
       const sh = 12 + 9 * i;
       const vpn = (sh < 32 ? (lo >>> sh) | (sh > 23 ? hi << (32 - sh) : 0) : hi >>> (sh - 32)) & 511;
@@ -723,28 +884,29 @@ export class Hart {
       const plo = this.m32[off >>> 2];
       const phi = this.m32[(off >>> 2) + 1];
       // Reserved bits 63:54 (no Svnapot/Svpbmt) must be zero; W without R is reserved.
-      if ((plo & 1) === 0 || (plo & 6) === 4 || (phi >>> 22) !== 0) this.raise(this.pageFaultCause(acc), lo, hi);
+      if ((plo & PTE_V) === 0 || (plo & (PTE_R | PTE_W)) === PTE_W || (phi >>> 22) !== 0) this.raise(this.pageFaultCause(acc), lo, hi);
       const ppn = (phi & 0x3fffff) * 4194304 + (plo >>> 10);
-      if ((plo & 0xa) === 0) {
-        if ((plo & 0xd0) !== 0) this.raise(this.pageFaultCause(acc), lo, hi); // D, A, U reserved on non-leaf
+      if ((plo & (PTE_R | PTE_X)) === 0) {
+        if ((plo & (PTE_D | PTE_A | PTE_U)) !== 0) this.raise(this.pageFaultCause(acc), lo, hi); // reserved on non-leaf
         a = ppn * 4096;
         continue;
       }
       // Leaf: permission checks (4.3.1, 3.1.6.3).
       if (priv === PRIV_U) {
-        if ((plo & 0x10) === 0) this.raise(this.pageFaultCause(acc), lo, hi);
-      } else if ((plo & 0x10) !== 0) {
+        if ((plo & PTE_U) === 0) this.raise(this.pageFaultCause(acc), lo, hi);
+      } else if ((plo & PTE_U) !== 0) {
         if (acc === ACC_X || (ms & MSTATUS.SUM) === 0) this.raise(this.pageFaultCause(acc), lo, hi);
       }
-      const ok = acc === ACC_R ? (plo & 2) !== 0 || ((ms & MSTATUS.MXR) !== 0 && (plo & 8) !== 0)
-        : acc === ACC_W ? (plo & 4) !== 0 : (plo & 8) !== 0;
+      const ok = acc === ACC_R ? (plo & PTE_R) !== 0 || ((ms & MSTATUS.MXR) !== 0 && (plo & PTE_X) !== 0)
+        : acc === ACC_W ? (plo & PTE_W) !== 0 : (plo & PTE_X) !== 0;
       if (!ok) this.raise(this.pageFaultCause(acc), lo, hi);
       if (i > 0 && ppn % SUPERPAGE_SPAN[i] !== 0) this.raise(this.pageFaultCause(acc), lo, hi); // misaligned superpage
       // A/D update: hardware-managed (the spec permits either scheme; QEMU does the same).
-      const need = 0x40 | (acc === ACC_W ? 0x80 : 0);
+      const need = PTE_A | (acc === ACC_W ? PTE_D : 0);
       if ((plo & need) !== need) {
         if (!this.pmpCheck(pteAddr, 8, ACC_W, PRIV_S)) this.raise(this.accessFaultCause(acc), lo, hi);
         this.m32[off >>> 2] = plo | need;
+        this.ramWritten(pteAddr);
       }
       // Offset within the (super)page comes from the virtual address.
       const inPage = i === 0 ? lo & 0xfff : i === 1 ? lo & 0x1fffff : i === 2 ? lo & 0x3fffffff
@@ -811,7 +973,10 @@ export class Hart {
     if (pa >= this.ramBase && pa < this.ramEnd) {
       const pagePa = pa - (pa % 4096);
       const ppn = (pagePa - this.ramBase) / 4096;
-      if (acc === ACC_W && this.codeMark[ppn]) this.invalidateCodePage(ppn);
+      if (acc === ACC_W) {
+        if (this.codeMark[ppn]) this.invalidateCodePage(ppn);
+        this.dirty[ppn] = 1; // the write this fill serves, and every fast-path write after it
+      }
       const uniform = (!this.pmpActive && this.dpriv === PRIV_M) || this.pmpCheck(pagePa, 4096, acc, this.dpriv);
       if (uniform) {
         const i = (lo >>> 12) & TLB_MASK;
@@ -958,8 +1123,14 @@ export class Hart {
     if (!r || (pa & (size - 1)) !== 0 || pa + size > r.base + r.size) return this.raise(CAUSE.LOAD_ACCESS, lo, hi);
     const o = pa - r.base;
     if (size === 8) {
-      const vlo = r.device.read(o, 4) | 0;
-      const vhi = r.device.read(o + 4, 4) | 0;
+      let vlo: number, vhi: number;
+      if (r.wide) {
+        const v = r.wide.read64(o);
+        vlo = Number(BigInt.asIntN(32, v)); vhi = Number(BigInt.asIntN(32, v >> 32n));
+      } else {
+        vlo = r.device.read(o, 4) | 0;
+        vhi = r.device.read(o + 4, 4) | 0;
+      }
       this.x32[SCRATCH * 2] = vlo; this.x32[SCRATCH * 2 + 1] = vhi;
       return vlo;
     }
@@ -1000,6 +1171,7 @@ export class Hart {
       const h = this.ramHost + (pa - this.ramBase);
       const ppn = (pa - this.ramBase) >>> 12;
       if (this.codeMark[ppn]) this.invalidateCodePage(ppn);
+      this.dirty[ppn] = 1;
       for (let k = 0; k < size; k++) this.mu8[h + k] = k < 4 ? vlo >>> (8 * k) : vhi >>> (8 * (k - 4));
       return;
     }
@@ -1007,8 +1179,8 @@ export class Hart {
     if (!r || (pa & (size - 1)) !== 0 || pa + size > r.base + r.size) { this.raise(CAUSE.STORE_ACCESS, lo, hi); }
     const o = pa - r.base;
     if (size === 8) {
-      r.device.write(o, 4, vlo);
-      r.device.write(o + 4, 4, vhi);
+      if (r.wide) r.wide.write64(o, (BigInt(vhi >>> 0) << 32n) | BigInt(vlo >>> 0));
+      else { r.device.write(o, 4, vlo); r.device.write(o + 4, 4, vhi); }
     } else {
       r.device.write(o, size as 1 | 2 | 4, size === 1 ? vlo & 0xff : size === 2 ? vlo & 0xffff : vlo);
     }
@@ -1033,6 +1205,7 @@ export class Hart {
     if (forWrite) {
       const ppn = (pa - this.ramBase) >>> 12;
       if (this.codeMark[ppn]) this.invalidateCodePage(ppn);
+      this.dirty[ppn] = 1;
     }
     this.amoPa = pa;
     return this.ramHost + (pa - this.ramBase);
@@ -1062,25 +1235,25 @@ export class Hart {
   /** Check access to CSR `csr` for read (and write if `write`); raises illegal-instruction. */
   private csrCheck(d: Decoded, csr: number, write: boolean): void {
     const minPriv = (csr >>> 8) & 3;
-    if (this.priv < minPriv) this.illegal(d);
+    if (this.privLevel < minPriv) this.illegal(d);
     if (write && (csr >>> 10) === 3) this.illegal(d);
   }
 
   private counterAllowed(index: number): boolean {
-    if (this.priv === PRIV_M) return true;
+    if (this.privLevel === PRIV_M) return true;
     if (((this.mcounteren >>> index) & 1) === 0) return false;
-    if (this.priv === PRIV_U && ((this.scounteren >>> index) & 1) === 0) return false;
+    if (this.privLevel === PRIV_U && ((this.scounteren >>> index) & 1) === 0) return false;
     return true;
   }
 
   private mstatusValue(): bigint {
-    const ms = this.mstatus;
+    const ms = this.ms;
     const sd = (ms & MSTATUS.FS) === MSTATUS.FS ? SD64 : 0n;
     return sd | (0xan << 32n) | BigInt(ms >>> 0);
   }
 
   private sstatusValue(): bigint {
-    const ms = this.mstatus & SSTATUS_MASK;
+    const ms = this.ms & SSTATUS_MASK;
     const sd = (ms & MSTATUS.FS) === MSTATUS.FS ? SD64 : 0n;
     return sd | (0x2n << 32n) | BigInt(ms >>> 0);
   }
@@ -1092,9 +1265,9 @@ export class Hart {
       case CSR.fflags: this.requireFP(); return BigInt(this.fflags);
       case CSR.frm: this.requireFP(); return BigInt(this.frm);
       case CSR.fcsr: this.requireFP(); return BigInt((this.frm << 5) | this.fflags);
-      case CSR.cycle: if (!this.counterAllowed(0)) this.illegal(d); return BigInt(this.icount + this.mcycleOffset);
+      case CSR.cycle: if (!this.counterAllowed(0)) this.illegal(d); return BigInt(this.mcycle);
       case CSR.time: if (!this.counterAllowed(1)) this.illegal(d); return BigInt(Math.floor(this.clock.now()));
-      case CSR.instret: if (!this.counterAllowed(2)) this.illegal(d); return BigInt(this.icount + this.minstretOffset);
+      case CSR.instret: if (!this.counterAllowed(2)) this.illegal(d); return BigInt(this.minstret);
       case CSR.sstatus: return this.sstatusValue();
       case CSR.sie: return BigInt(this.mie & this.mideleg & S_INTERRUPTS);
       case CSR.stvec: return this.stvec;
@@ -1107,7 +1280,7 @@ export class Hart {
       case CSR.sip: return BigInt(this.mip & this.mideleg & S_INTERRUPTS);
       case CSR.stimecmp: this.stimecmpCheck(d); return this.stimecmp;
       case CSR.satp:
-        if (this.priv === PRIV_S && (this.mstatus & MSTATUS.TVM) !== 0) this.illegal(d);
+        if (this.privLevel === PRIV_S && (this.ms & MSTATUS.TVM) !== 0) this.illegal(d);
         return this.satp;
       case CSR.mstatus: return this.mstatusValue();
       case CSR.misa: return MISA_VALUE;
@@ -1123,8 +1296,8 @@ export class Hart {
       case CSR.mcause: return this.mcause;
       case CSR.mtval: return this.mtval;
       case CSR.mip: return BigInt(this.mip);
-      case CSR.mcycle: return BigInt(this.icount + this.mcycleOffset);
-      case CSR.minstret: return BigInt(this.icount + this.minstretOffset);
+      case CSR.mcycle: return BigInt(this.mcycle);
+      case CSR.minstret: return BigInt(this.minstret);
       case CSR.mvendorid: case CSR.marchid: case CSR.mimpid: case CSR.mconfigptr: return 0n;
       case CSR.mhartid: return BigInt(this.hartId);
     }
@@ -1149,8 +1322,18 @@ export class Hart {
     return this.illegal(d);
   }
 
+  /**
+   * The value CSRRS/CSRRC modify: the CSR as read, except that for mip only the
+   * software-writable SEIP bit takes part (privileged spec 3.1.9), so a PLIC-driven SEIP is
+   * never latched into the software bit.
+   */
+  csrRmwBase(csr: number, old: bigint): bigint {
+    if (csr !== CSR.mip) return old;
+    return (old & ~BigInt(MIP_SEIP)) | BigInt(this.mipSw & MIP_SEIP);
+  }
+
   private stimecmpCheck(d: Decoded): void {
-    if (this.priv === PRIV_S && ((this.menvcfg & SD64) === 0n || (this.mcounteren & 2) === 0)) this.illegal(d);
+    if (this.privLevel === PRIV_S && ((this.menvcfg & SD64) === 0n || (this.mcounteren & 2) === 0)) this.illegal(d);
   }
 
   /** Write a CSR with WARL legalisation. Assumes csrRead() was already done for access checks. */
@@ -1161,7 +1344,7 @@ export class Hart {
       case CSR.fflags: this.requireFP(); this.fflags = lo & 0x1f; this.markFPDirty(); return;
       case CSR.frm: this.requireFP(); this.frm = lo & 7; this.markFPDirty(); return;
       case CSR.fcsr: this.requireFP(); this.fflags = lo & 0x1f; this.frm = (lo >>> 5) & 7; this.markFPDirty(); return;
-      case CSR.sstatus: this.writeMstatus((this.mstatus & ~SSTATUS_MASK) | (lo & SSTATUS_MASK)); return;
+      case CSR.sstatus: this.writeMstatus((this.ms & ~SSTATUS_MASK) | (lo & SSTATUS_MASK)); return;
       case CSR.sie: {
         const m = this.mideleg & S_INTERRUPTS;
         this.mie = (this.mie & ~m) | (lo & m);
@@ -1184,7 +1367,7 @@ export class Hart {
       }
       case CSR.stimecmp: this.stimecmpCheck(d); this.setStimecmp(v); return;
       case CSR.satp: {
-        if (this.priv === PRIV_S && (this.mstatus & MSTATUS.TVM) !== 0) this.illegal(d);
+        if (this.privLevel === PRIV_S && (this.ms & MSTATUS.TVM) !== 0) this.illegal(d);
         const mode = Number(BigInt.asUintN(64, v) >> 60n);
         if (mode !== SATP_BARE && (mode < SATP_SV39 || mode > SATP_SV57)) return; // unsupported mode: no effect
         // ASIDLEN = 16; PPN = 44 bits.
@@ -1203,7 +1386,7 @@ export class Hart {
         this.menvcfg = v & (SD64 | 1n);
         this.updateTimers(this.clock.now());
         return;
-      case CSR.mcountinhibit: this.mcountinhibit = lo & 5; return;
+      case CSR.mcountinhibit: this.writeMcountinhibit(lo & (COUNTINHIBIT_CY | COUNTINHIBIT_IR)); return;
       case CSR.mscratch: this.mscratch = v; return;
       case CSR.mepc: this.mepc = v & ~1n; return;
       case CSR.mcause: this.mcause = v; return;
@@ -1215,8 +1398,15 @@ export class Hart {
         this.updateIrq();
         return;
       }
-      case CSR.mcycle: this.mcycleOffset = Number(BigInt.asUintN(64, v)) - this.icount - 1; return;
-      case CSR.minstret: this.minstretOffset = Number(BigInt.asUintN(64, v)) - this.icount - 1; return;
+      case CSR.mcycle:
+        // The writing instruction itself is not counted (it retires after the write).
+        this.mcycleOffset = Number(BigInt.asUintN(64, v)) - this.icount - 1;
+        this.mcycleFrozen = Number(BigInt.asUintN(64, v));
+        return;
+      case CSR.minstret:
+        this.minstretOffset = Number(BigInt.asUintN(64, v)) - this.icount - 1;
+        this.minstretFrozen = Number(BigInt.asUintN(64, v));
+        return;
     }
     if (csr >= CSR.pmpcfg0 && csr < CSR.pmpcfg0 + 16) {
       if (csr & 1) this.illegal(d);
@@ -1245,11 +1435,31 @@ export class Hart {
     this.illegal(d);
   }
 
+  /** mcycle as the guest sees it (Zicntr; frozen while mcountinhibit.CY). */
+  get mcycle(): number {
+    return (this.mcountinhibit & COUNTINHIBIT_CY) !== 0 ? this.mcycleFrozen : this.icount + this.mcycleOffset;
+  }
+
+  get minstret(): number {
+    return (this.mcountinhibit & COUNTINHIBIT_IR) !== 0 ? this.minstretFrozen : this.icount + this.minstretOffset;
+  }
+
+  /** Inhibiting freezes a counter at its current value; resuming continues from there (privileged spec 3.1.12). */
+  private writeMcountinhibit(v: number): void {
+    const on = v & ~this.mcountinhibit, off = this.mcountinhibit & ~v;
+    if (on & COUNTINHIBIT_CY) this.mcycleFrozen = this.mcycle;
+    if (on & COUNTINHIBIT_IR) this.minstretFrozen = this.minstret;
+    // Counting resumes with the next instruction.
+    if (off & COUNTINHIBIT_CY) this.mcycleOffset = this.mcycleFrozen - this.icount - 1;
+    if (off & COUNTINHIBIT_IR) this.minstretOffset = this.minstretFrozen - this.icount - 1;
+    this.mcountinhibit = v;
+  }
+
   private writeMstatus(lo: number): void {
-    let ms = (this.mstatus & ~MSTATUS_WMASK) | (lo & MSTATUS_WMASK);
-    if ((ms & MSTATUS.MPP) === 2 << 11) ms = (ms & ~MSTATUS.MPP) | (this.mstatus & MSTATUS.MPP); // MPP=2 reserved
-    const changed = ms ^ this.mstatus;
-    this.mstatus = ms;
+    let ms = (this.ms & ~MSTATUS_WMASK) | (lo & MSTATUS_WMASK);
+    if ((ms & MSTATUS.MPP) === 2 << 11) ms = (ms & ~MSTATUS.MPP) | (this.ms & MSTATUS.MPP); // MPP=2 reserved
+    const changed = ms ^ this.ms;
+    this.ms = ms;
     if (changed & (MSTATUS.SUM | MSTATUS.MXR)) this.flushTlb();
     if (changed & (MSTATUS.MPRV | MSTATUS.MPP)) this.privChanged();
     this.updateIrq();
@@ -1259,10 +1469,10 @@ export class Hart {
 
   /** Illegal-instruction when mstatus.FS is Off (privileged spec 3.1.6.6). */
   requireFP(): void {
-    if ((this.mstatus & MSTATUS.FS) === 0) this.raise(CAUSE.ILLEGAL_INSTRUCTION, this.currentRaw(), 0);
+    if ((this.ms & MSTATUS.FS) === 0) this.raise(CAUSE.ILLEGAL_INSTRUCTION, this.currentRaw(), 0);
   }
 
-  markFPDirty(): void { this.mstatus |= MSTATUS.FS; }
+  markFPDirty(): void { this.ms |= MSTATUS.FS; }
 
   /** Resolve an rm field: 7 = dynamic (frm). Reserved modes raise illegal-instruction. */
   roundingMode(rm: number): number {
@@ -1285,7 +1495,7 @@ export class Hart {
   }
 
   /** FS field value (0 Off, 1 Initial, 2 Clean, 3 Dirty). */
-  get fs(): number { return (this.mstatus >>> FS_SHIFT) & 3; }
+  get fs(): number { return (this.ms >>> FS_SHIFT) & 3; }
 
   // ---- debug helpers ----
 

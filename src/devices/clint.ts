@@ -3,7 +3,8 @@
  * device (msip, RISC-V ACLINT spec §3) at +0x0 and an MTIMER device (§2) with mtimecmp
  * at +0x4000 and mtime at +0xbff8. One hart. Drives mip.MSIP and mip.MTIP.
  */
-import type { MmioDevice } from './device.js';
+import type { MmioDevice, Stateful } from './device.js';
+import type { Mmio64 } from '../machine/bus.js';
 import type { GuestClock } from '../machine/clock.js';
 import { IRQ } from '../cpu/csr.js';
 
@@ -15,7 +16,9 @@ export interface ClintHart {
   setIrqLine(bit: number, level: boolean): void;
 }
 
-export class Clint implements MmioDevice {
+export interface ClintState { v: 1; msip: number; cmpLo: number; cmpHi: number; mtip: boolean }
+
+export class Clint implements MmioDevice, Mmio64, Stateful<ClintState> {
   readonly name = 'clint';
   private msip = 0;
   /** mtimecmp as a double: exact below 2^53, i.e. for 28 years of 10 MHz ticks; larger means never. */
@@ -24,7 +27,8 @@ export class Clint implements MmioDevice {
   private cmpHi = 0xffff_ffff;
   private mtip = false;
 
-  constructor(private readonly hart: ClintHart, private readonly clock: GuestClock) {}
+  /** `onDeadlineChange`: mtimecmp or mtime was written, so the machine's next timer deadline moved. */
+  constructor(private readonly hart: ClintHart, private readonly clock: GuestClock, private readonly onDeadlineChange: () => void = () => {}) {}
 
   read(offset: number, size: 1 | 2 | 4): number {
     if (size !== 4) return 0;
@@ -54,6 +58,39 @@ export class Clint implements MmioDevice {
     }
     this.mtimecmp = this.cmpHi >= 0x20_0000 ? Number.MAX_VALUE : this.cmpHi * TWO32 + this.cmpLo;
     this.update();
+    this.onDeadlineChange();
+  }
+
+  save(): ClintState { return { v: 1, msip: this.msip, cmpLo: this.cmpLo, cmpHi: this.cmpHi, mtip: this.mtip }; }
+
+  /** mtime is the machine clock's state, restored with it. */
+  load(s: ClintState): void {
+    if (s?.v !== 1 || ![s.msip, s.cmpLo, s.cmpHi].every((x) => Number.isInteger(x) && x >= 0 && x <= 0xffff_ffff)) {
+      throw new Error('clint state: unsupported version or malformed');
+    }
+    this.msip = s.msip & 1; this.cmpLo = s.cmpLo; this.cmpHi = s.cmpHi; this.mtip = s.mtip === true;
+    this.mtimecmp = this.cmpHi >= 0x20_0000 ? Number.MAX_VALUE : this.cmpHi * TWO32 + this.cmpLo;
+  }
+
+  /** A 64-bit access samples the clock once (no torn mtime when the low word wraps). */
+  read64(offset: number): bigint {
+    switch (offset) {
+      case MTIMECMP: return (BigInt(this.cmpHi) << 32n) | BigInt(this.cmpLo);
+      case MTIME: return BigInt(this.clock.now());
+      default: return (BigInt(this.read(offset + 4, 4) >>> 0) << 32n) | BigInt(this.read(offset, 4) >>> 0);
+    }
+  }
+
+  write64(offset: number, value: bigint): void {
+    const lo = Number(value & 0xffff_ffffn), hi = Number(value >> 32n);
+    switch (offset) {
+      case MTIMECMP: this.cmpLo = lo; this.cmpHi = hi; break;
+      case MTIME: this.clock.set(hi * TWO32 + lo); break;
+      default: this.write(offset, 4, lo); this.write(offset + 4, 4, hi); return;
+    }
+    this.mtimecmp = this.cmpHi >= 0x20_0000 ? Number.MAX_VALUE : this.cmpHi * TWO32 + this.cmpLo;
+    this.update();
+    this.onDeadlineChange();
   }
 
   /** Re-evaluate MTIP; returns the tick at which it next changes (Infinity if none). */

@@ -4,13 +4,17 @@
  * Time is nanoseconds since the Unix epoch, from the host's wall clock plus an offset
  * the guest may set. Reading TIME_LOW latches TIME_HIGH. One alarm with an interrupt.
  */
-import type { MmioDevice, IrqLine } from './device.js';
+import type { MmioDevice, IrqLine, Stateful } from './device.js';
 
 const TIME_LOW = 0x00, TIME_HIGH = 0x04, ALARM_LOW = 0x08, ALARM_HIGH = 0x0c;
 const IRQ_ENABLED = 0x10, CLEAR_ALARM = 0x14, ALARM_STATUS = 0x18, CLEAR_INTERRUPT = 0x1c;
 const NS_PER_MS = 1_000_000n;
 
-export class GoldfishRtc implements MmioDevice {
+export interface GoldfishRtcState {
+  v: 1; offsetNs: string; latchedHigh: number; alarmHigh: number; alarmNs: string; irqEnabled: number; irqPending: boolean;
+}
+
+export class GoldfishRtc implements MmioDevice, Stateful<GoldfishRtcState> {
   readonly name = 'goldfish_rtc';
   private offsetNs = 0n;
   private latchedHigh = 0;
@@ -20,6 +24,21 @@ export class GoldfishRtc implements MmioDevice {
   private irqPending = false;
 
   constructor(private readonly irq: IrqLine, private readonly wallClockMs: () => number) {}
+
+  save(): GoldfishRtcState {
+    return { v: 1, offsetNs: this.offsetNs.toString(), latchedHigh: this.latchedHigh, alarmHigh: this.alarmHigh,
+      alarmNs: this.alarmNs.toString(), irqEnabled: this.irqEnabled, irqPending: this.irqPending };
+  }
+
+  /** offsetNs is relative to the host's wall clock, so the guest's date follows the host's after a load. */
+  load(s: GoldfishRtcState): void {
+    const int = (t: unknown): boolean => typeof t === 'string' && /^-?\d{1,25}$/.test(t);
+    if (s?.v !== 1 || !int(s.offsetNs) || !int(s.alarmNs) || ![s.latchedHigh, s.alarmHigh, s.irqEnabled].every(Number.isInteger)) {
+      throw new Error('goldfish rtc state: unsupported version or malformed');
+    }
+    this.offsetNs = BigInt(s.offsetNs); this.latchedHigh = s.latchedHigh; this.alarmHigh = s.alarmHigh;
+    this.alarmNs = BigInt(s.alarmNs); this.irqEnabled = s.irqEnabled; this.irqPending = s.irqPending === true;
+  }
 
   private nowNs(): bigint {
     return BigInt(Math.floor(this.wallClockMs() * 1000)) * 1000n + this.offsetNs;

@@ -10,10 +10,16 @@
  * The words are polled between run slices; the guest spins on them, so that is enough.
  */
 import type { Bus } from '../machine/bus.js';
+import type { Stateful } from './device.js';
 
 const SYS_WRITE = 64;
 
-export class Htif {
+/** HTIF keeps no state: tohost/fromhost live in guest RAM, their addresses come from the ELF. */
+export interface HtifState { v: 1 }
+
+export class Htif implements Stateful<HtifState> {
+  private readonly wordBytes = new Uint8Array(8);
+  private readonly word = new DataView(this.wordBytes.buffer);
   constructor(
     private readonly bus: Bus,
     private readonly tohost: number,
@@ -27,10 +33,14 @@ export class Htif {
     return off < 0 ? undefined : this.bus.dv.getBigUint64(off, true);
   }
 
+  /** Through the bus's DMA path, so decoded code and reservations on that RAM are dropped. */
   private write64(pa: number, v: bigint): void {
-    const off = this.bus.ramOffset(pa, 8);
-    if (off >= 0) this.bus.dv.setBigUint64(off, BigInt.asUintN(64, v), true);
+    this.word.setBigUint64(0, BigInt.asUintN(64, v), true);
+    this.bus.dmaWrite(pa, this.wordBytes);
   }
+
+  save(): HtifState { return { v: 1 }; }
+  load(s: HtifState): void { if (s?.v !== 1) throw new Error('htif state: unsupported version'); }
 
   poll(): void {
     const v = this.read64(this.tohost);

@@ -5,7 +5,7 @@
  * Gateways are level-triggered: a source is pending while its line is high and it is not
  * claimed; completing re-arms it.
  */
-import type { MmioDevice, IrqLine } from './device.js';
+import type { MmioDevice, IrqLine, Stateful } from './device.js';
 import { IRQ } from '../cpu/csr.js';
 
 export const PLIC_SIZE = 0x60_0000;
@@ -21,7 +21,12 @@ export interface PlicHart {
   setIrqLine(bit: number, level: boolean): void;
 }
 
-export class Plic implements MmioDevice {
+export interface PlicState {
+  v: 1; priority: number[]; level: number[]; pending: number[]; claimed: number[]; enable: number[];
+  threshold: number[]; ctxLevel: boolean[];
+}
+
+export class Plic implements MmioDevice, Stateful<PlicState> {
   readonly name = 'plic';
   private readonly priority = new Uint8Array(PLIC_SOURCES);
   private readonly level = new Uint32Array(WORDS);
@@ -38,6 +43,24 @@ export class Plic implements MmioDevice {
       const n = i;
       this.lines.push({ set: (level: boolean) => this.setLevel(n, level) });
     }
+  }
+
+  save(): PlicState {
+    return {
+      v: 1, priority: [...this.priority], level: [...this.level], pending: [...this.pending], claimed: [...this.claimed],
+      enable: [...this.enable], threshold: [...this.threshold], ctxLevel: [...this.ctxLevel],
+    };
+  }
+
+  load(s: PlicState): void {
+    const ok = (a: unknown, n: number): boolean => Array.isArray(a) && a.length === n && a.every((x) => Number.isInteger(x));
+    if (s?.v !== 1 || !ok(s.priority, PLIC_SOURCES) || !ok(s.level, WORDS) || !ok(s.pending, WORDS) || !ok(s.claimed, WORDS) ||
+      !ok(s.enable, WORDS * CONTEXTS) || !ok(s.threshold, CONTEXTS) || !Array.isArray(s.ctxLevel) || s.ctxLevel.length !== CONTEXTS) {
+      throw new Error('plic state: unsupported version or malformed');
+    }
+    this.priority.set(s.priority.map((p) => p & PRIORITY_MASK)); this.level.set(s.level); this.pending.set(s.pending);
+    this.claimed.set(s.claimed); this.enable.set(s.enable); this.threshold.set(s.threshold.map((t) => t & PRIORITY_MASK));
+    for (let c = 0; c < CONTEXTS; c++) this.ctxLevel[c] = s.ctxLevel[c] === true;
   }
 
   /** The interrupt line for source n (1..96). */

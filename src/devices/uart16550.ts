@@ -8,7 +8,7 @@
  * FIFO; further host input waits in a host-side queue and is moved into the FIFO as the
  * guest drains it, so nothing typed is lost.
  */
-import type { MmioDevice, IrqLine, SerialBackend } from './device.js';
+import type { MmioDevice, IrqLine, SerialBackend, Stateful } from './device.js';
 
 const FIFO_SIZE = 16;
 const TX_FLUSH_BYTES = 4096;
@@ -31,7 +31,16 @@ const LSR_DR = 0x01, LSR_OE = 0x02, LSR_THRE = 0x20, LSR_TEMT = 0x40;
 const MSR_CTS = 0x10, MSR_DSR = 0x20, MSR_RI = 0x40, MSR_DCD = 0x80;
 const RX_TRIGGER = [1, 4, 8, 14];
 
-export class Uart16550 implements MmioDevice {
+export interface Uart16550State {
+  v: 1; ier: number; lcr: number; mcr: number; scr: number; dll: number; dlm: number; fcr: number;
+  lsrErrors: number; msrDelta: number; thrIpending: boolean; mcrWritten: boolean; irqLevel: boolean;
+  /** RX FIFO contents in order, and which of them came from the host (not loopback). */
+  rx: Uint8Array; rxFromHost: Uint8Array;
+  /** Host input not yet delivered to the FIFO. */
+  hostQueue: Uint8Array;
+}
+
+export class Uart16550 implements MmioDevice, Stateful<Uart16550State> {
   readonly name = 'uart16550a';
   private ier = 0;
   private lcr = 0x03;
@@ -46,9 +55,19 @@ export class Uart16550 implements MmioDevice {
   private thrIpending = false;
 
   private readonly rx = new Uint8Array(FIFO_SIZE);
+  /** 1 where the FIFO slot holds host input (0: a looped-back byte). */
+  private readonly rxFromHost = new Uint8Array(FIFO_SIZE);
   private rxHead = 0;
   private rxCount = 0;
-  /** Host input not yet in the FIFO. */
+  /**
+   * Whether the guest has written MCR since reset. Host input follows RTS/CTS flow control,
+   * as a terminal set to CRTSCTS would: it is sent only while the guest asserts MCR.RTS, so
+   * bytes do not arrive while a driver is still resetting the UART (Linux's 8250 startup
+   * reads RBR to discard stale input before it raises RTS). A guest that never programs
+   * MCR (a polling bare-metal program) is treated as ready.
+   */
+  private mcrWritten = false;
+  /** Host input not yet in the FIFO ("on the wire"). */
   private hostQueue: Uint8Array[] = [];
   private hostQueueOffset = 0;
 
@@ -57,6 +76,44 @@ export class Uart16550 implements MmioDevice {
   private irqLevel = false;
 
   constructor(private readonly irq: IrqLine, private readonly serial: SerialBackend) {}
+
+  // ---- state ----
+
+  /** Pending output is flushed to the backend first (it is not guest state). */
+  save(): Uart16550State {
+    this.flush();
+    const rx = new Uint8Array(this.rxCount), rxFromHost = new Uint8Array(this.rxCount);
+    for (let k = 0; k < this.rxCount; k++) {
+      const i = (this.rxHead + k) % FIFO_SIZE;
+      rx[k] = this.rx[i]; rxFromHost[k] = this.rxFromHost[i];
+    }
+    let queued = 0;
+    for (const b of this.hostQueue) queued += b.length;
+    const hostQueue = new Uint8Array(queued - this.hostQueueOffset);
+    let o = 0;
+    this.hostQueue.forEach((b, j) => { const part = j === 0 ? b.subarray(this.hostQueueOffset) : b; hostQueue.set(part, o); o += part.length; });
+    return {
+      v: 1, ier: this.ier, lcr: this.lcr, mcr: this.mcr, scr: this.scr, dll: this.dll, dlm: this.dlm, fcr: this.fcr,
+      lsrErrors: this.lsrErrors, msrDelta: this.msrDelta, thrIpending: this.thrIpending, mcrWritten: this.mcrWritten,
+      irqLevel: this.irqLevel, rx, rxFromHost, hostQueue,
+    };
+  }
+
+  load(s: Uart16550State): void {
+    const bytes = [s?.ier, s?.lcr, s?.mcr, s?.scr, s?.dll, s?.dlm, s?.fcr, s?.lsrErrors, s?.msrDelta];
+    if (s?.v !== 1 || !bytes.every((b) => Number.isInteger(b) && b >= 0 && b <= 0xff) || !(s.rx instanceof Uint8Array) ||
+      !(s.rxFromHost instanceof Uint8Array) || s.rx.length > FIFO_SIZE || s.rxFromHost.length !== s.rx.length || !(s.hostQueue instanceof Uint8Array)) {
+      throw new Error('uart16550 state: unsupported version or malformed');
+    }
+    this.ier = s.ier; this.lcr = s.lcr; this.mcr = s.mcr; this.scr = s.scr; this.dll = s.dll; this.dlm = s.dlm; this.fcr = s.fcr;
+    this.lsrErrors = s.lsrErrors; this.msrDelta = s.msrDelta; this.thrIpending = s.thrIpending === true;
+    this.mcrWritten = s.mcrWritten === true; this.irqLevel = s.irqLevel === true;
+    this.rxHead = 0; this.rxCount = s.rx.length;
+    this.rx.set(s.rx); this.rxFromHost.set(s.rxFromHost);
+    this.hostQueue = s.hostQueue.length > 0 ? [s.hostQueue.slice()] : [];
+    this.hostQueueOffset = 0;
+    this.txLen = 0;
+  }
 
   // ---- host side ----
 
@@ -82,7 +139,12 @@ export class Uart16550 implements MmioDevice {
       this.update();
       return v;
     }
-    return -1;
+    if (this.hostQueue.length === 0) return -1;
+    // The SBI console is not the UART: it does not wait for RTS.
+    const head = this.hostQueue[0];
+    const v = head[this.hostQueueOffset++];
+    if (this.hostQueueOffset >= head.length) { this.hostQueue.shift(); this.hostQueueOffset = 0; }
+    return v;
   }
 
   /** Output that bypasses the UART registers (SBI console), kept in order with THR output. */
@@ -103,18 +165,51 @@ export class Uart16550 implements MmioDevice {
     if (this.txLen === this.tx.length) this.flush();
   }
 
+  /** The line delivers host input: RTS asserted (or MCR never programmed) and not in loopback. */
+  private get lineReady(): boolean {
+    return (this.mcr & MCR_LOOP) === 0 && ((this.mcr & MCR_RTS) !== 0 || !this.mcrWritten);
+  }
+
   private refill(): void {
+    if (!this.lineReady) return;
     while (this.rxCount < FIFO_SIZE && this.hostQueue.length > 0) {
       const head = this.hostQueue[0];
-      this.pushRx(head[this.hostQueueOffset++]);
+      this.pushRx(head[this.hostQueueOffset++], 1);
       if (this.hostQueueOffset >= head.length) { this.hostQueue.shift(); this.hostQueueOffset = 0; }
     }
   }
 
-  private pushRx(b: number): void {
+  private pushRx(b: number, fromHost: number): void {
     if (this.rxCount >= FIFO_SIZE) { this.lsrErrors |= LSR_OE; return; }
-    this.rx[(this.rxHead + this.rxCount) % FIFO_SIZE] = b;
+    const i = (this.rxHead + this.rxCount) % FIFO_SIZE;
+    this.rx[i] = b;
+    this.rxFromHost[i] = fromHost;
     this.rxCount++;
+  }
+
+  /**
+   * RX FIFO reset (FCR.CLEAR_RX, or toggling FCR.ENABLE). Host input is moved into the FIFO
+   * early only as a shortcut: on a real line those bytes would still be arriving, so they
+   * go back to the head of the host queue and are delivered again. Only looped-back bytes,
+   * which really were in the receiver, are discarded.
+   */
+  private resetRx(): void {
+    let kept = 0;
+    const keep = new Uint8Array(this.rxCount);
+    for (let k = 0; k < this.rxCount; k++) {
+      const i = (this.rxHead + k) % FIFO_SIZE;
+      if (this.rxFromHost[i]) keep[kept++] = this.rx[i];
+    }
+    this.rxHead = 0;
+    this.rxCount = 0;
+    if (kept > 0) {
+      if (this.hostQueueOffset > 0) {
+        this.hostQueue[0] = this.hostQueue[0].subarray(this.hostQueueOffset);
+        this.hostQueueOffset = 0;
+      }
+      this.hostQueue.unshift(keep.subarray(0, kept));
+    }
+    this.refill();
   }
 
   private popRx(): number {
@@ -141,7 +236,7 @@ export class Uart16550 implements MmioDevice {
   }
 
   private update(): void {
-    // OUT2 gates the interrupt output on PC-style boards; QEMU and Linux's 8250 set it.
+    // On PC boards MCR.OUT2 gates the IRQ; on virt (as in QEMU) the line is wired straight to the PLIC, so OUT2 is ignored.
     const level = this.iir() !== IIR_NONE;
     if (level !== this.irqLevel) {
       this.irqLevel = level;
@@ -196,7 +291,7 @@ export class Uart16550 implements MmioDevice {
     switch (offset) {
       case RBR_THR_DLL:
         if (this.lcr & LCR_DLAB) { this.dll = value; return; }
-        if (this.mcr & MCR_LOOP) this.pushRx(value); else this.putTx(value);
+        if (this.mcr & MCR_LOOP) this.pushRx(value, 0); else this.putTx(value);
         // The byte leaves at once, so THR is empty again: THRE interrupt (re)arms.
         this.thrIpending = true;
         this.update();
@@ -209,14 +304,18 @@ export class Uart16550 implements MmioDevice {
         this.update();
         return;
       case IIR_FCR: {
-        if ((value & FCR_ENABLE) !== ((this.fcr & FCR_ENABLE))) { this.rxHead = 0; this.rxCount = 0; }
-        if (value & FCR_CLEAR_RX) { this.rxHead = 0; this.rxCount = 0; this.refill(); }
+        if ((value & FCR_ENABLE) !== (this.fcr & FCR_ENABLE) || (value & FCR_CLEAR_RX) !== 0) this.resetRx();
         this.fcr = value & 0xc9;
         this.update();
         return;
       }
       case LCR: this.lcr = value; return;
-      case MCR: this.mcr = value & 0x1f; return;
+      case MCR:
+        this.mcr = value & 0x1f;
+        this.mcrWritten = true;
+        this.refill();
+        this.update();
+        return;
       case LSR: case MSR: return; // read-only
       case SCR: this.scr = value; return;
       default: return;

@@ -5,6 +5,7 @@
  * TIME (§6), IPI (§7), RFENCE (§8), HSM (§9), SRST (§10) and DBCN (§12).
  * Calling convention (§3): a7 = EID, a6 = FID, a0..a5 arguments; returns a0 = error, a1 = value.
  */
+import type { Stateful } from '../devices/device.js';
 import type { Hart, SbiHandler } from '../cpu/hart.js';
 import type { Bus } from '../machine/bus.js';
 import { MIP_SSIP } from '../cpu/csr.js';
@@ -36,10 +37,16 @@ export interface SbiPlatform {
   reset(): void;
 }
 
-export class BuiltinSbi implements SbiHandler {
+/** The built-in SBI keeps no state of its own (timer and IPIs live in hart CSRs). */
+export interface BuiltinSbiState { v: 1 }
+
+export class BuiltinSbi implements SbiHandler, Stateful<BuiltinSbiState> {
   private readonly one = new Uint8Array(1);
 
   constructor(private readonly platform: SbiPlatform) {}
+
+  save(): BuiltinSbiState { return { v: 1 }; }
+  load(s: BuiltinSbiState): void { if (s?.v !== 1) throw new Error('built-in SBI state: unsupported version'); }
 
   ecall(h: Hart): void {
     const x = h.x;

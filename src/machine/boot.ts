@@ -14,7 +14,7 @@
  */
 import type { Hart } from '../cpu/hart.js';
 import type { Decoded } from '../cpu/isa/types.js';
-import { CSR, MSTATUS, PRIV_S } from '../cpu/csr.js';
+import { CSR, PRIV_S } from '../cpu/csr.js';
 import { VIRT, type VirtBoard } from './virt.js';
 import { isElf, parseElf } from './elf.js';
 import { parseLinuxImage } from './linux_image.js';
@@ -123,7 +123,7 @@ function writeRom(board: VirtBoard, start: number, dtb: number, nextAddr: number
   const info = [FW_DYNAMIC_MAGIC, FW_DYNAMIC_VERSION, nextAddr, NEXT_MODE_S, 0, 0];
   info.forEach((v, i) => dv.setBigUint64(ROM_FW_DYNAMIC + i * 8, BigInt(v), true));
   dv.setUint32(ROM_M_TRAP, 0x0000006f, true); // j . (built-in SBI mode: an unexpected M-mode trap parks here)
-  board.mrom.load(rom);
+  board.mrom.program(rom);
 }
 
 export function setupBoot(board: VirtBoard, hart: Hart, opts: BootOptions): BootLayout {
@@ -218,8 +218,5 @@ function enterBuiltin(board: VirtBoard, hart: Hart, entry: number, dtbAddr: numb
   });
   hart.x[10] = BigInt(hart.hartId);
   hart.x[11] = BigInt(dtbAddr);
-  hart.priv = PRIV_S;
-  hart.mstatus &= ~MSTATUS.MPP;
-  hart.privChanged();
-  hart.pc = BigInt(entry);
+  hart.enterPrivilege(PRIV_S, BigInt(entry));
 }

@@ -1,11 +1,27 @@
 import type { MmioDevice } from '../devices/device.js';
 
+/**
+ * A device whose 64-bit registers must be accessed in one piece (CLINT mtime: two 32-bit
+ * reads would sample the clock twice and tear when the low word wraps).
+ */
+export interface Mmio64 {
+  read64(offset: number): bigint;
+  write64(offset: number, value: bigint): void;
+}
+
 /** One mapped MMIO region. */
 export interface MmioRegion {
   readonly base: number;
   readonly size: number;
   readonly device: MmioDevice;
+  /** Set when the device takes 8-byte accesses whole; otherwise they are split, low word first. */
+  readonly wide: Mmio64 | null;
+  /** Instructions may be fetched from it (ROM). Fetching from other devices is an access fault with no device read. */
+  readonly executable: boolean;
 }
+
+/** Saved guest RAM. */
+export interface RamState { v: 1; base: number; bytes: Uint8Array }
 
 /** Bytes reserved at the start of the shared memory for hart state and TLBs (see cpu/state.ts). */
 export const STATE_REGION_BYTES = 0x40000;
@@ -41,11 +57,13 @@ export class Bus {
     this.ramSize = ramSize;
   }
 
-  map(base: number, size: number, device: MmioDevice): void {
+  /** Map a device; `executable` only for ROM (reads without side effects). */
+  map(base: number, size: number, device: MmioDevice, opts: { executable?: boolean } = {}): void {
     for (const r of this.regions) {
       if (base < r.base + r.size && r.base < base + size) throw new Error(`MMIO region ${device.name} overlaps ${r.device.name}`);
     }
-    this.regions.push({ base, size, device });
+    const wide = isMmio64(device) ? device : null;
+    this.regions.push({ base, size, device, executable: opts.executable ?? false, wide });
     this.regions.sort((a, b) => a.base - b.base);
   }
 
@@ -107,21 +125,27 @@ export class Bus {
     return true;
   }
 
+  /** Guest RAM as saved state (a copy). MMIO devices save themselves. */
+  saveRam(): RamState { return { v: 1, base: this.ramBase, bytes: this.u8.slice(this.ramHostOffset, this.ramHostOffset + this.ramSize) }; }
+
+  /** Restore RAM saved from a bus of the same layout; code caches are told everything changed. */
+  loadRam(s: RamState): void {
+    if (s?.v !== 1 || s.base !== this.ramBase || !(s.bytes instanceof Uint8Array) || s.bytes.length !== this.ramSize) {
+      throw new Error(`RAM state: expected ${this.ramSize} bytes at 0x${this.ramBase.toString(16)}`);
+    }
+    this.u8.set(s.bytes, this.ramHostOffset);
+    this.notifyRamWrite(this.ramBase, this.ramSize);
+  }
+
   /** Read bytes from guest RAM, or undefined if the range is not RAM. Returns a copy. */
   readBytes(paddr: number, len: number): Uint8Array | undefined {
     const off = this.ramOffset(paddr, len);
     if (off < 0) return undefined;
     return this.u8.slice(off, off + len);
   }
+}
 
-  /** Physical read for device models and debug (not the hart fast path). size 1/2/4/8; 8 returns a bigint. */
-  readPhys32(paddr: number, size: 1 | 2 | 4): number | undefined {
-    const off = this.ramOffset(paddr, size);
-    if (off >= 0) {
-      return size === 1 ? this.dv.getUint8(off) : size === 2 ? this.dv.getUint16(off, true) : this.dv.getUint32(off, true);
-    }
-    const r = this.findRegion(paddr);
-    if (!r) return undefined;
-    return r.device.read(paddr - r.base, size);
-  }
+function isMmio64(d: MmioDevice): d is MmioDevice & Mmio64 {
+  const w = d as Partial<Mmio64>;
+  return typeof w.read64 === 'function' && typeof w.write64 === 'function';
 }

@@ -20,8 +20,19 @@ import type { VirtioDevice } from '../devices/virtio/mmio.js';
 import { VirtioBlk } from '../devices/virtio/blk.js';
 import { VirtioConsole } from '../devices/virtio/console.js';
 import { VirtioRng } from '../devices/virtio/rng.js';
+import type { ClockMode, ClockState } from './clock.js';
+import type { HartState } from '../cpu/hart.js';
+import type { RamState } from './bus.js';
+import type { ClintState } from '../devices/clint.js';
+import type { PlicState } from '../devices/plic.js';
+import type { Uart16550State } from '../devices/uart16550.js';
+import type { GoldfishRtcState } from '../devices/goldfish_rtc.js';
+import type { SifiveTestState } from '../devices/sifive_test.js';
+import type { RomState } from '../devices/rom.js';
+import type { HtifState } from '../devices/htif.js';
+import { BuiltinSbi, type BuiltinSbiState } from '../firmware/sbi.js';
 
-export type { SerialBackend };
+export type { SerialBackend, ClockMode };
 
 /** A virtio device to plug into the board, with its host backend. Slots fill in list order. */
 export type VirtioDeviceSpec =
@@ -56,6 +67,35 @@ export interface MachineConfig {
   jitThreshold?: number;
   /** virtio devices (disks, console, rng), in slot order: the first disk is /dev/vda. */
   virtio?: readonly VirtioDeviceSpec[];
+  /** Guest time: host-paced (default) or virtual, advancing with instructions (QEMU -icount). */
+  clock?: ClockMode;
+  /**
+   * Stop (reason 'stopped') after this many steps: instructions plus traps taken. With the
+   * virtual clock, a run bounded this way is reproducible (fuzzing, tests).
+   */
+  stepLimit?: number;
+}
+
+/**
+ * A whole machine's state (snapshots, migration): each part's own versioned state.
+ * Host backends, the boot configuration and derived caches are not in it.
+ */
+export interface MachineState {
+  v: 1;
+  memoryBytes: number;
+  /** Boot path: a state only loads into a machine built the same way (built-in SBI or not, HTIF or not). */
+  mode: BootLayout['mode'];
+  hart: HartState;
+  ram: RamState;
+  clock: ClockState;
+  clint: ClintState;
+  plic: PlicState;
+  uart: Uart16550State;
+  rtc: GoldfishRtcState;
+  test: SifiveTestState;
+  rom: RomState;
+  sbi: BuiltinSbiState | null;
+  htif: HtifState | null;
 }
 
 export type MachineExit = {
@@ -82,14 +122,19 @@ export class Machine {
   private exit: MachineExit | null = null;
   private wake: (() => void) | null = null;
   private readonly mono: () => number;
+  private readonly stepLimit: number;
+  /** Instructions executed plus traps taken, since construction. */
+  steps = 0;
 
   constructor(cfg: MachineConfig) {
     this.mono = cfg.monoClockMs ?? (() => performance.now());
+    this.stepLimit = cfg.stepLimit ?? Infinity;
     this.board = new VirtBoard({
       memoryBytes: cfg.memoryBytes,
       serial: cfg.serial,
       monoClockMs: this.mono,
       wallClockMs: cfg.wallClockMs ?? (() => Date.now()),
+      clock: cfg.clock,
       onPowerOff: (code) => this.finish({ reason: code === 0 ? 'poweroff' : 'fail', code }),
       onReset: () => this.finish({ reason: 'reset', code: 0 }),
       wake: () => this.wakeUp(),
@@ -127,6 +172,60 @@ export class Machine {
     this.kick();
   }
 
+  /**
+   * The machine's state. Call it while the machine is not running (before run(), or after
+   * run() returned); guest time is taken at this instant.
+   */
+  save(): MachineState {
+    const b = this.board;
+    const sbi = this.hart.sbi instanceof BuiltinSbi ? this.hart.sbi : null;
+    return {
+      v: 1, memoryBytes: b.memoryBytes, mode: this.layout.mode,
+      hart: this.hart.save(), ram: b.bus.saveRam(), clock: b.clock.save(),
+      clint: b.clint.save(), plic: b.plic.save(), uart: b.uart.save(), rtc: b.rtc.save(), test: b.test.save(), rom: b.mrom.save(),
+      sbi: sbi ? sbi.save() : null, htif: this.htif ? this.htif.save() : null,
+    };
+  }
+
+  /**
+   * Continue from a saved state, in a machine constructed with the same memory size and
+   * boot path (its own boot setup is overwritten). Throws a clear Error on a mismatch;
+   * then call it before run().
+   */
+  load(s: MachineState): void {
+    const b = this.board;
+    if (s?.v !== 1) throw new Error(`machine state: unsupported version ${String(s?.v)}`);
+    if (s.memoryBytes !== b.memoryBytes) throw new Error(`machine state: saved with ${s.memoryBytes} bytes of RAM, this machine has ${b.memoryBytes}`);
+    if (s.mode !== this.layout.mode) throw new Error(`machine state: saved with boot path '${s.mode}', this machine uses '${this.layout.mode}'`);
+    if ((s.htif === null) !== (this.htif === null)) throw new Error('machine state: HTIF presence differs');
+    const sbi = this.hart.sbi instanceof BuiltinSbi ? this.hart.sbi : null;
+    if ((s.sbi === null) !== (sbi === null)) throw new Error('machine state: built-in SBI presence differs');
+    // Each part checks its state before changing anything; if a later part refuses, the
+    // earlier ones are put back, so a machine is never left half-loaded.
+    const before = this.save();
+    try {
+      this.apply(s, sbi);
+    } catch (e) {
+      this.apply(before, sbi);
+      throw e;
+    }
+  }
+
+  private apply(s: MachineState, sbi: BuiltinSbi | null): void {
+    const b = this.board;
+    b.bus.loadRam(s.ram);
+    this.hart.load(s.hart);
+    b.clock.load(s.clock); // after the hart: the virtual clock runs on its instruction count
+    b.clint.load(s.clint);
+    b.plic.load(s.plic);
+    b.uart.load(s.uart);
+    b.rtc.load(s.rtc);
+    b.test.load(s.test);
+    b.mrom.load(s.rom);
+    if (sbi && s.sbi) sbi.load(s.sbi);
+    if (this.htif && s.htif) this.htif.load(s.htif);
+  }
+
   /** Stop the machine from the host (Ctrl-A X, a test timeout). */
   stop(): void { this.finish({ reason: 'stopped', code: 0 }); }
 
@@ -158,20 +257,31 @@ export class Machine {
     const hart = this.hart;
     const builtin = this.layout.mode === 'builtin';
     try {
+      const clock = this.board.clock;
+      let deadline = this.service();
       while (this.exit === null) {
         const t0 = this.mono();
-        let deadline = Infinity;
         while (this.exit === null) {
-          hart.run(SLICE);
+          // Virtual clock: end the slice exactly at the next deadline, so timer interrupts
+          // arrive at the same instruction however the run is sliced (or saved and resumed).
+          const slice = clock.virtual ? Math.max(1, Math.min(SLICE, clock.instructionsUntil(deadline))) : SLICE;
+          this.steps += hart.run(Math.min(slice, this.stepLimit - this.steps));
+          if (this.steps >= this.stepLimit) { this.finish({ reason: 'stopped', code: 0, message: `step limit ${this.stepLimit} reached` }); break; }
           if (builtin && hart.priv === PRIV_M) { this.firmwareTrap(); break; }
           deadline = this.service();
           if (hart.waiting || this.mono() - t0 >= YIELD_MS) break;
         }
         if (this.exit !== null) break;
         if (hart.waiting) {
-          const ticks = deadline - this.board.clock.now();
-          if (ticks > 0) await this.sleep(Math.min(1000, ticks / 10000));
-          this.service();
+          if (clock.virtual && deadline !== Infinity) {
+            // Nothing runs until the deadline: skip there instead of waiting for it.
+            clock.advanceTo(deadline);
+            await yieldToHost();
+          } else {
+            const ticks = deadline - clock.now();
+            if (ticks > 0) await this.sleep(Math.min(1000, ticks / 10000));
+          }
+          deadline = this.service();
           if (hart.waiting && hart.interruptPending) hart.waiting = false;
         } else {
           await yieldToHost();
@@ -200,8 +310,25 @@ export class Machine {
 }
 
 const g = globalThis as { setImmediate?: (cb: () => void) => unknown };
-function yieldToHost(): Promise<void> {
+/** Browsers: a MessageChannel message is the unclamped macrotask (setTimeout(0) is clamped to >= 4 ms). */
+let channel: MessageChannel | null = null;
+const channelWaiters: Array<() => void> = [];
+
+/** Let host events (input, I/O completions, timers) run, as soon as possible. */
+export function yieldToHost(): Promise<void> {
   return new Promise((resolve) => {
-    if (g.setImmediate) g.setImmediate(resolve); else setTimeout(resolve, 0);
+    if (g.setImmediate) { g.setImmediate(resolve); return; }
+    if (typeof MessageChannel === 'function') {
+      if (channel === null) {
+        channel = new MessageChannel();
+        channel.port1.onmessage = () => { channelWaiters.shift()?.(); };
+        // Node (tests): an idle port must not keep the process alive.
+        (channel.port1 as { unref?: () => void }).unref?.();
+      }
+      channelWaiters.push(resolve);
+      channel.port2.postMessage(0);
+      return;
+    }
+    setTimeout(resolve, 0);
   });
 }

@@ -5,7 +5,7 @@
  */
 import { Bus } from './bus.js';
 import { Hart } from '../cpu/hart.js';
-import { GuestClock, TIMEBASE_HZ } from './clock.js';
+import { GuestClock, TIMEBASE_HZ, type ClockMode } from './clock.js';
 import { FdtBuilder } from './fdt.js';
 import { Clint, CLINT_SIZE } from '../devices/clint.js';
 import { Plic, PLIC_SIZE, PLIC_SOURCES } from '../devices/plic.js';
@@ -40,6 +40,8 @@ export interface VirtBoardOptions {
   monoClockMs(): number;
   /** Host wall-clock milliseconds since the epoch (Date.now), for the RTC. */
   wallClockMs(): number;
+  /** How guest time advances (default: with the host's monotonic clock). */
+  clock?: ClockMode;
   onPowerOff(code: number): void;
   onReset(): void;
   /**
@@ -47,6 +49,12 @@ export interface VirtBoardOptions {
    * network input): the machine runs its device service and wakes a sleeping hart.
    */
   wake?(): void;
+}
+
+/** Something the board brings up to date between run slices (timers, alarms, output batching). */
+export interface Serviced {
+  /** Update for guest time `now` (mtime ticks); return the next tick at which it needs service, or Infinity. */
+  service(now: number): number;
 }
 
 export interface DtbChosen {
@@ -67,26 +75,43 @@ export class VirtBoard {
   readonly mrom: Rom;
   /** The eight virtio-mmio slots, index i at VIRTIO_BASE + i * 0x1000 on PLIC line VIRTIO_IRQ + i. */
   readonly virtio: VirtioMmio[] = [];
-  /** Extra per-slice work registered by devices (returns a deadline in mtime ticks, or Infinity). */
-  private services: Array<() => number> = [];
   readonly memoryBytes: number;
   /** Wake the machine from outside the run loop (async device completions). */
   readonly wake: () => void;
+  private readonly serviced: Serviced[] = [];
+  /** One-shot device timers, in guest ticks (schedule()). */
+  private timers: Array<{ at: number; callback: () => void }> = [];
 
   constructor(opts: VirtBoardOptions) {
     this.memoryBytes = opts.memoryBytes;
     this.wake = opts.wake ?? (() => {});
     this.bus = new Bus(VIRT.DRAM_BASE, opts.memoryBytes);
-    this.clock = new GuestClock(opts.monoClockMs);
+    this.clock = new GuestClock(opts.monoClockMs, opts.clock);
     this.hart = new Hart(this.bus, 0, this.clock);
+    const hart = this.hart;
+    this.clock.countInstructions(() => hart.retired);
+    // With a virtual clock the RTC runs on guest time too (from the host's date at start), so runs repeat exactly.
+    const wall0 = opts.wallClockMs();
+    const clock = this.clock;
+    const wallClockMs = clock.virtual ? () => wall0 + clock.now() / (TIMEBASE_HZ / 1000) : opts.wallClockMs;
     this.mrom = new Rom(VIRT.MROM_SIZE);
     this.test = new SifiveTest(opts.onPowerOff, opts.onReset);
-    this.clint = new Clint(this.hart, this.clock);
+    this.clint = new Clint(this.hart, this.clock, () => hart.requestStop());
     this.plic = new Plic(this.hart);
     this.uart = new Uart16550(this.plic.line(VIRT.UART0_IRQ), opts.serial);
-    this.rtc = new GoldfishRtc(this.plic.line(VIRT.RTC_IRQ), opts.wallClockMs);
+    this.rtc = new GoldfishRtc(this.plic.line(VIRT.RTC_IRQ), wallClockMs);
+    const clint = this.clint, rtc = this.rtc, uart = this.uart;
+    this.addService({ service: () => clint.update() });
+    this.addService({ service: (now) => hart.updateTimers(now) });
+    this.addService({
+      service: (now) => {
+        const ms = rtc.service();
+        return ms === Infinity ? Infinity : now + ms * (TIMEBASE_HZ / 1000);
+      },
+    });
+    this.addService({ service: () => { uart.flush(); return Infinity; } });
     const b = this.bus;
-    b.map(VIRT.MROM_BASE, VIRT.MROM_SIZE, this.mrom);
+    b.map(VIRT.MROM_BASE, VIRT.MROM_SIZE, this.mrom, { executable: true });
     b.map(VIRT.TEST_BASE, VIRT.TEST_SIZE, this.test);
     b.map(VIRT.RTC_BASE, VIRT.RTC_SIZE, this.rtc);
     b.map(VIRT.CLINT_BASE, CLINT_SIZE, this.clint);
@@ -112,23 +137,34 @@ export class VirtBoard {
     throw new Error(`no free virtio-mmio slot for ${dev.name} (the board has ${VIRT.VIRTIO_COUNT})`);
   }
 
-  /** Register per-slice device work (for devices that must be polled); returns its deadline. */
-  addService(fn: () => number): void { this.services.push(fn); }
-
   /**
    * Bring time-driven state up to date: CLINT MTIP, the Sstc/SBI supervisor timer, the RTC
    * alarm, console output. Returns the next timer deadline in mtime ticks (Infinity if none).
    */
   service(): number {
     const now = this.clock.now();
-    const a = this.clint.update();
-    const s = this.hart.updateTimers(now);
-    const rtcMs = this.rtc.service();
-    this.uart.flush();
-    const r = rtcMs === Infinity ? Infinity : now + rtcMs * (TIMEBASE_HZ / 1000);
-    let d = Math.min(a, s, r);
-    for (const fn of this.services) d = Math.min(d, fn());
-    return d;
+    let next = Infinity;
+    if (this.timers.length > 0) {
+      const due = this.timers.filter((t) => t.at <= now);
+      this.timers = this.timers.filter((t) => t.at > now);
+      for (const t of due) t.callback();
+      for (const t of this.timers) next = Math.min(next, t.at);
+    }
+    for (const s of this.serviced) next = Math.min(next, s.service(now));
+    return next;
+  }
+
+  /** Devices that need time-driven updates register here (service() calls them in order). */
+  addService(s: Serviced): void { this.serviced.push(s); }
+
+  /**
+   * Call `callback` from the run loop once `ticks` of guest time have passed (device
+   * timers: a virtio completion delay, a NIC's interrupt moderation). Exact with the
+   * virtual clock: the run loop stops at the deadline.
+   */
+  schedule(ticks: number, callback: () => void): void {
+    this.timers.push({ at: this.clock.now() + Math.max(0, ticks), callback });
+    this.hart.requestStop(); // the run loop recomputes its next deadline
   }
 
   /** The device tree describing this board (what QEMU's virt machine would generate). */

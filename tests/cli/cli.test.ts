@@ -161,6 +161,26 @@ test('run --bios prog.elf: UART output and the SiFive test device exit status', 
   assert.equal(r.status, 7);
 });
 
+test('--clock virtual and --icount shift=N select the virtual clock; bad values exit 2', { timeout: 60_000 }, async () => {
+  const elf = await buildElf({ name: 'cli-uart', sources: { 'u.S': UART_EXIT } });
+  for (const flags of [['--clock', 'virtual'], ['-icount', 'shift=3'], ['--icount=0'], ['--clock', 'host']]) {
+    const r = await tv(['run', '--bios', elf, ...flags]);
+    assert.equal(r.stdout, 'hi', flags.join(' '));
+    assert.equal(r.status, 7);
+  }
+  const bad = await tv(['run', '--bios', elf, '--icount', 'shift=11']);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--icount shift=11: expected shift=N with N from 0 to 10/);
+  const auto = await tv(['run', '--bios', elf, '--icount', 'shift=auto']);
+  assert.equal(auto.status, 2);
+  const clash = await tv(['run', '--bios', elf, '--clock', 'host', '--icount', '2']);
+  assert.equal(clash.status, 2);
+  assert.match(clash.stderr, /--icount needs the virtual clock/);
+  const what = await tv(['run', '--bios', elf, '--clock', 'fast']);
+  assert.equal(what.status, 2);
+  assert.match(what.stderr, /--clock fast: expected 'host' or 'virtual'/);
+});
+
 test('a gzip-compressed kernel is accepted (bios none: the kernel runs in M-mode)', { timeout: 60_000 }, async () => {
   const { gzipSync } = await import('node:zlib');
   const elf = readFileSync(await buildElf({ name: 'cli-uart', sources: { 'u.S': UART_EXIT } }));
@@ -261,6 +281,14 @@ test('Linux through the CLI on a pipe: commands run and poweroff exits 0', { tim
   assert.match(out, /sum=42/);
   assert.match(out, /reboot: Power down/);
   assert.equal(status, 0);
+});
+
+test('Linux through the CLI: input piped before boot survives the UART set-up (echo X; poweroff)', { timeout: 300_000 }, async () => {
+  const r = await tv(['run', '--kernel', join(guestDir, 'Image'), '--initrd', join(guestDir, 'initramfs.cpio.gz'), '--append', 'console=ttyS0'],
+    { input: 'echo X$((6*7))\npoweroff\n', timeoutMs: 280_000 });
+  assert.match(r.stdout, /^X42\r?$/m, `the command ran, every byte intact:\n${r.stdout.slice(-1500)}`);
+  assert.match(r.stdout, /reboot: Power down/);
+  assert.equal(r.status, 0);
 });
 
 test('console escapes: Ctrl-A X quits, Ctrl-A H helps, Ctrl-A Ctrl-A sends Ctrl-A; pipes pass bytes through', () => {

@@ -12,6 +12,7 @@ import { VirtioMmio } from '../../src/devices/virtio/mmio.js';
 import { Bus } from '../../src/machine/bus.js';
 import { GuestClock } from '../../src/machine/clock.js';
 import { IRQ } from '../../src/cpu/csr.js';
+import { VirtBoard } from '../../src/machine/virt.js';
 
 /** Records the interrupt lines a device drives into the hart. */
 class FakeHart {
@@ -113,6 +114,45 @@ test('16550A: RX FIFO, trigger levels, interrupts and no lost input', () => {
   assert.equal(u.read(THR, 1), 0x41);
 });
 
+test('16550A: FIFO resets keep host input that is not yet on the wire (Linux init sequence, a lone FCR=01)', () => {
+  const input = new Uint8Array(29).map((_, i) => 0x41 + i);
+  for (const seq of [[0x01, 0x07, 0x00, 0xc1], [0x01], [0x07, 0x06, 0x00]]) {
+    const { u, irq } = uart();
+    u.receive(input);
+    for (const v of seq) u.write(FCR, 1, v);
+    u.write(IER, 1, 0x01);
+    assert.equal(u.read(LSR, 1) & 1, 1, `data ready after FCR ${seq.join(',')}`);
+    assert.equal(irq.level, true, 'and the receive interrupt is raised');
+    assert.equal(u.inputPending, 29);
+    const got: number[] = [];
+    while (u.read(LSR, 1) & 1) got.push(u.read(THR, 1));
+    assert.deepEqual(got, [...input], `all 29 bytes after FCR ${seq.join(',')}`);
+    assert.equal(u.inputPending, 0);
+  }
+  // Linux's 8250 startup: MCR without RTS, FIFO reset, then a discarding RBR read; input
+  // waits on the line (RTS/CTS flow control) until RTS is raised.
+  {
+    const { u } = uart();
+    u.receive(input);
+    u.write(MCR, 1, 0x01);
+    for (const v of [0x01, 0x07, 0x00]) u.write(FCR, 1, v);
+    u.read(THR, 1);
+    assert.equal(u.read(LSR, 1) & 1, 0, 'nothing received while RTS is off');
+    u.write(MCR, 1, 0x0b);
+    const got: number[] = [];
+    while (u.read(LSR, 1) & 1) got.push(u.read(THR, 1));
+    assert.deepEqual(got, [...input], 'all 29 bytes once RTS is raised');
+  }
+  // Bytes the guest looped back itself are in the FIFO: a reset clears them.
+  const { u } = uart();
+  u.write(FCR, 1, 0x01);
+  u.write(MCR, 1, 0x10);
+  u.write(THR, 1, 0x5a);
+  assert.equal(u.read(LSR, 1) & 1, 1);
+  u.write(FCR, 1, 0x03);
+  assert.equal(u.read(LSR, 1) & 1, 0, 'loopback byte cleared by FCR.CLEAR_RX');
+});
+
 test('16550A: THRE interrupt on enable and after each write; cleared by reading IIR', () => {
   const { u, irq } = uart();
   u.write(IER, 1, 0x02);
@@ -163,6 +203,30 @@ test('CLINT: mtime follows the guest clock, mtimecmp drives MTIP, msip drives MS
   clint.write(0xbffc, 4, 0);
   assert.equal(clint.read(0xbff8, 4), 5);
   assert.equal(clock.now(), 5, 'the time CSR reads the same clock');
+});
+
+test('CLINT: a 64-bit mtime load samples the clock once (no tear when the low word wraps)', () => {
+  // mtime is 2^32 - 1 at the first clock reading after arming, 10 ticks later at every further one.
+  let armed = false, readings = 0;
+  const board = new VirtBoard({
+    memoryBytes: 1 << 20, serial: { write() {} }, monoClockMs: () => (!armed ? 0 : readings++ === 0 ? 0 : 0.001),
+    wallClockMs: () => 0, onPowerOff() {}, onReset() {},
+  });
+  board.clock.set(2 ** 32 - 1);
+  armed = true;
+  const h = board.hart;
+  board.bus.writeBytes(0x8000_0000, new Uint8Array(new Uint32Array([0x0005b503, 0x0000006f]).buffer)); // ld a0, 0(a1); j .
+  h.pc = 0x8000_0000n;
+  h.x[11] = 0x200_bff8n;
+  h.run(1);
+  assert.equal(readings, 1, 'one clock reading for one load');
+  assert.equal(h.reg(10), 2n ** 32n - 1n);
+  h.pc = 0x8000_0000n;
+  h.x[11] = 0x200_4000n;
+  board.bus.writeBytes(0x8000_0000, new Uint8Array(new Uint32Array([0x00b5b023, 0x0005b503]).buffer)); // sd a1, 0(a1); ld a0, 0(a1)
+  // A timer write ends the run slice (the machine recomputes its deadline): run on.
+  for (let i = 0; i < 4 && h.pc !== 0x8000_0008n; i++) h.run(1);
+  assert.equal(h.reg(10), 0x200_4000n, 'mtimecmp written and read whole');
 });
 
 test('goldfish RTC: nanoseconds since the epoch, settable, alarm interrupt', () => {

@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { buildElf } from '../lib/toolchain.js';
 import { runBare } from '../lib/bare.js';
+import { Bus } from '../../src/machine/bus.js';
+import { Htif } from '../../src/devices/htif.js';
 
 const PROG = `
   .section .tohost, "aw", @progbits
@@ -59,4 +61,25 @@ test('HTIF: proxied write syscall, bad buffers refused, putchar, exit code', { t
   assert.equal(r.reason, 'htif');
   assert.equal(r.code, 42);
   assert.equal(r.console, 'hello htif!\n!');
+});
+
+test('HTIF writes RAM through the bus DMA path (decoded code and dirty tracking see them)', () => {
+  const bus = new Bus(0x8000_0000, 1 << 20);
+  const writes: Array<[number, number]> = [];
+  bus.onRamWrite((pa, len) => writes.push([pa, len]));
+  const tohost = 0x8000_1000, fromhost = 0x8000_1040, block = 0x8000_2000;
+  let out = '';
+  const h = new Htif(bus, tohost, fromhost, (b) => { out += new TextDecoder().decode(b); }, () => {});
+  const dv = bus.dv, off = (pa: number): number => bus.ramOffset(pa, 8);
+  dv.setBigUint64(off(block), 64n, true);
+  dv.setBigUint64(off(block + 8), 1n, true);
+  dv.setBigUint64(off(block + 16), BigInt(block + 64), true);
+  dv.setBigUint64(off(block + 24), 2n, true);
+  bus.u8.set([0x6f, 0x6b], off(block + 64));
+  dv.setBigUint64(off(tohost), BigInt(block), true);
+  h.poll();
+  assert.equal(out, 'ok');
+  assert.equal(dv.getBigUint64(off(block), true), 2n, 'return value in block[0]');
+  assert.deepEqual(writes.map(([pa]) => pa).sort(), [tohost, fromhost, block].sort());
+  assert.ok(writes.every(([, len]) => len === 8));
 });

@@ -334,6 +334,10 @@ test('F/D differential test against qemu-riscv64', async () => {
   assert.equal(ours.code, 0);
   assert.equal(ref.stdout.length, recs.length * OUT_BYTES, 'qemu output length');
   assert.equal(ours.stdout.length, recs.length * OUT_BYTES, 'typevisor output length');
+  // The same program in U-mode under Sv39 (every load, store and fetch translated) gives the same bytes.
+  const paged = runUser(elf, { maxInsns: 50_000_000, paging: true });
+  assert.equal(paged.code, 0);
+  assert.ok(Buffer.from(paged.stdout).equals(Buffer.from(ours.stdout)), 'U-mode/Sv39 run differs from the S-mode run');
   const a = new DataView(ours.stdout.buffer, ours.stdout.byteOffset, ours.stdout.length);
   const b = new DataView(ref.stdout.buffer, ref.stdout.byteOffset, ref.stdout.length);
   let mismatches = 0;

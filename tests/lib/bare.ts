@@ -2,7 +2,7 @@
  * Runs an M-mode bare-metal ELF on the full virt board, the way `typevisor run --bios prog.elf`
  * does: exit through HTIF tohost or the SiFive test finisher; console on UART0.
  */
-import { Machine, type MachineExit } from '../../src/machine/machine.js';
+import { Machine, type MachineExit, type ClockMode } from '../../src/machine/machine.js';
 import { testJitThreshold } from './user.js';
 
 export interface BareResult {
@@ -12,7 +12,7 @@ export interface BareResult {
   message?: string;
 }
 
-export async function runBare(elf: Uint8Array, opts: { timeoutMs?: number; memoryBytes?: number; jitThreshold?: number } = {}): Promise<BareResult> {
+export async function runBare(elf: Uint8Array, opts: { timeoutMs?: number; memoryBytes?: number; clock?: ClockMode; jitThreshold?: number } = {}): Promise<BareResult> {
   let out = '';
   const dec = new TextDecoder();
   const m = new Machine({
@@ -22,6 +22,7 @@ export async function runBare(elf: Uint8Array, opts: { timeoutMs?: number; memor
     kernel: null,
     initrd: null,
     append: '',
+    clock: opts.clock,
     serial: { write(b: Uint8Array) { out += dec.decode(b, { stream: true }); } },
   });
   const timer = setTimeout(() => m.stop(), opts.timeoutMs ?? 20_000);

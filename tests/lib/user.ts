@@ -8,7 +8,7 @@ import { Bus } from '../../src/machine/bus.js';
 import { Hart, type SbiHandler } from '../../src/cpu/hart.js';
 import type { Decoded } from '../../src/cpu/isa/types.js';
 import { parseElf } from '../../src/machine/elf.js';
-import { CSR, PRIV_M, PRIV_S } from '../../src/cpu/csr.js';
+import { CSR, CAUSE, PRIV_M, PRIV_S, PRIV_U } from '../../src/cpu/csr.js';
 
 export interface UserResult {
   stdout: Uint8Array;
@@ -33,10 +33,13 @@ export function testJitThreshold(): number {
 }
 
 /**
- * `stopOnTrap`: a trap to M-mode ends the run (result.trapped) instead of throwing, so a
- * test can compare the architectural state at the fault.
+ * `paging: true` runs the program as Linux would: in U-mode under Sv39, RAM mapped with 4 KiB
+ * pages (A and D clear, so the walker sets them), and each ecall traps to M, where the runner
+ * answers it and returns to U. Otherwise the program runs in S-mode without translation and
+ * ecalls are answered directly. `stopOnTrap`: a trap to M-mode ends the run (result.trapped)
+ * instead of throwing, so a test can compare the architectural state at the fault.
  */
-export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?: number; jitThreshold?: number; stopOnTrap?: boolean } = {}): UserResult {
+export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?: number; paging?: boolean; jitThreshold?: number; stopOnTrap?: boolean } = {}): UserResult {
   const img = parseElf(elf);
   const memoryBytes = opts.memoryBytes ?? 64 << 20;
   const bus = new Bus(0x8000_0000, memoryBytes);
@@ -47,8 +50,8 @@ export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?
   }
   const chunks: Uint8Array[] = [];
   let code = -1;
-  const sbi: SbiHandler = {
-    ecall(h: Hart): void {
+  const syscall = (h: Hart): void => {
+    {
       const nr = Number(h.x[17]);
       if (nr === SYS_WRITE) {
         const buf = Number(BigInt.asUintN(64, h.x[11]));
@@ -63,9 +66,10 @@ export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?
       } else {
         h.x[10] = ENOSYS;
       }
-    },
+    }
   };
-  hart.sbi = sbi;
+  const sbi: SbiHandler = { ecall: syscall };
+  if (!opts.paging) hart.sbi = sbi;
   // This runner never yields to the event loop: compile synchronously.
   hart.enableJit(opts.jitThreshold ?? testJitThreshold(), false);
   // Open PMP (S-mode has no access without a matching entry), FS=Initial, then drop to S.
@@ -77,13 +81,24 @@ export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?
   const trapPad = 0x8000_0000 + memoryBytes - 4096;
   bus.writeBytes(trapPad, new Uint8Array([0x73, 0x00, 0x50, 0x10]));
   hart.csrWrite(HOST_CSR, CSR.mtvec, BigInt(trapPad));
-  hart.priv = PRIV_S;
-  hart.privChanged();
-  hart.pc = BigInt(img.entry);
-  hart.x[2] = BigInt(trapPad - 64);
+  if (opts.paging) {
+    const tables = mapSv39(bus, trapPad);
+    hart.csrWrite(HOST_CSR, CSR.satp, (8n << 60n) | BigInt(tables.root / 4096));
+    hart.enterPrivilege(PRIV_U, BigInt(img.entry));
+    hart.x[2] = BigInt(tables.base - 64);
+  } else {
+    hart.enterPrivilege(PRIV_S, BigInt(img.entry));
+    hart.x[2] = BigInt(trapPad - 64);
+  }
   const max = opts.maxInsns ?? 200_000_000;
   while (code < 0 && insns < max) {
     insns += hart.run(Math.min(20_000, max - insns));
+    if (opts.paging && hart.priv === PRIV_M && hart.mcause === BigInt(CAUSE.ECALL_U)) {
+      syscall(hart);
+      hart.waiting = false;
+      if (code < 0) hart.enterPrivilege(PRIV_U, hart.mepc + 4n);
+      continue;
+    }
     if (hart.priv === PRIV_M) {
       if (opts.stopOnTrap) return { stdout: new Uint8Array(0), code, hart, instructions: insns, trapped: true };
       throw new Error(`user program trapped: mcause=${hart.mcause} mepc=0x${BigInt.asUintN(64, hart.mepc).toString(16)} mtval=0x${BigInt.asUintN(64, hart.mtval).toString(16)}`);
@@ -97,4 +112,26 @@ export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?
   let o = 0;
   for (const c of chunks) { stdout.set(c, o); o += c.length; }
   return { stdout, code, hart, instructions: insns };
+}
+
+/** Bytes below the trap pad reserved for the page tables (root, one L1, one L0 per 2 MiB). */
+const TABLE_BYTES = 1 << 20;
+
+/** Map RAM below the tables 1:1 for U-mode with 4 KiB pages (V R W X U; A and D left to the walker). */
+function mapSv39(bus: Bus, top: number): { root: number; base: number } {
+  const base = top - TABLE_BYTES;
+  const root = base, l1 = base + 4096;
+  const pte = (ppn: number, flags: number): bigint => (BigInt(ppn) << 10n) | BigInt(flags);
+  const put = (pa: number, v: bigint): void => { bus.dv.setBigUint64(bus.ramOffset(pa, 8), v, true); };
+  const ram0 = bus.ramBase;
+  put(root + ((ram0 / 2 ** 30) & 511) * 8, pte(l1 / 4096, 0x01));
+  let l0 = base + 2 * 4096;
+  for (let mb2 = ram0; mb2 < base; mb2 += 2 << 20) {
+    if (l0 + 4096 > top) throw new Error('runUser: page tables do not fit');
+    put(l1 + ((mb2 / (2 << 20)) & 511) * 8, pte(l0 / 4096, 0x01));
+    for (let i = 0; i < 512 && mb2 + i * 4096 < base; i++) put(l0 + i * 8, pte(mb2 / 4096 + i, 0x1f));
+    l0 += 4096;
+  }
+  bus.notifyRamWrite(base, TABLE_BYTES);
+  return { root, base };
 }

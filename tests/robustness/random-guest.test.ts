@@ -11,7 +11,10 @@ import { prng } from '../lib/prng.js';
 
 const SEED = Number(process.env.TYPEVISOR_FUZZ_SEED ?? 0x7e57);
 const CASES = Number(process.env.TYPEVISOR_FUZZ_CASES ?? 24);
-const RUN_MS = 120;
+/** Each case runs this many steps (instructions + traps) on the virtual clock, so a seed reproduces a run exactly. */
+const STEPS = 1_000_000;
+/** Only for a guest asleep in WFI with no timer armed (nothing would ever wake it). */
+const IDLE_STOP_MS = 5000;
 
 /** Addresses worth hitting: every device, register blocks, holes, RAM edges. */
 const TARGETS = [
@@ -74,9 +77,10 @@ function program(rand: () => number, sbi: boolean): Uint8Array {
 async function runCase(image: Uint8Array, sbi: boolean): Promise<MachineExit> {
   const m = new Machine({
     memoryBytes: 64 << 20, bios: sbi ? null : image, kernel: sbi ? image : null, initrd: null, append: '',
+    clock: { kind: 'virtual', shift: 4 }, stepLimit: STEPS,
     serial: { write() {} },
   });
-  const t = setTimeout(() => m.stop(), RUN_MS);
+  const t = setTimeout(() => m.stop(), IDLE_STOP_MS);
   const e = await m.run();
   clearTimeout(t);
   return e;

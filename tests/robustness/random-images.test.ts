@@ -17,7 +17,10 @@ import { prng } from '../lib/prng.js';
 
 const SEED = Number(process.env.TYPEVISOR_FUZZ_SEED ?? 0x5eed5);
 const CASES = Number(process.env.TYPEVISOR_FUZZ_CASES ?? 16);
-const RUN_MS = 60;
+/** Each case runs this many steps (instructions + traps) on the virtual clock, so a seed reproduces a run exactly. */
+const STEPS = 500_000;
+/** Only for a guest asleep in WFI with no timer armed (nothing would ever wake it). */
+const IDLE_STOP_MS = 5000;
 /** Not a multiple of the 64 KiB WebAssembly page, so the buffer has a tail past RAM to watch. */
 const MEM = (8 << 20) + 0x3000;
 const CANARY = 0xa5;
@@ -160,6 +163,7 @@ const count = (k: string): void => { hits.set(k, (hits.get(k) ?? 0) + 1); };
 async function runCase(img: Uint8Array, sbi: boolean): Promise<{ exit: MachineExit; tailOk: boolean; grew: boolean }> {
   const m = new Machine({
     memoryBytes: MEM, bios: sbi ? null : img, kernel: sbi ? img : null, initrd: null, append: '',
+    clock: { kind: 'virtual', shift: 4 }, stepLimit: STEPS,
     serial: { write() {} },
   });
   const bus = m.board.bus;
@@ -178,7 +182,7 @@ async function runCase(img: Uint8Array, sbi: boolean): Promise<{ exit: MachineEx
   const tail = STATE_REGION_BYTES + MEM;
   assert.ok(len0 > tail, 'the buffer has a tail past RAM');
   bus.u8.fill(CANARY, tail);
-  const t = setTimeout(() => m.stop(), RUN_MS);
+  const t = setTimeout(() => m.stop(), IDLE_STOP_MS);
   const exit = await m.run();
   clearTimeout(t);
   if (process.env.TYPEVISOR_FUZZ_DEBUG) {

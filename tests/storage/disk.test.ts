@@ -54,6 +54,16 @@ test('raw: read-write, read-only refuses writes, sizes in whole sectors, bounds'
   assert.equal(ro.readOnly, true);
   await rejects(ro.write(0, new Uint8Array(512)), /read-only/);
   await ro.close();
+  // A guest may not turn a probed raw image into a qcow2 header (QEMU's rule): its backing file could be any host file.
+  const magic = new Uint8Array(512); magic.set([0x51, 0x46, 0x49, 0xfb]);
+  writeFileSync(f('probe.raw'), new Uint8Array(4096));
+  const probed = await openDisk({ file: f('probe.raw') });
+  await rejects(probed.write(0, magic), /format probed.*format=raw/);
+  await probed.write(512, magic);
+  await probed.close();
+  const explicit = await openDisk({ file: f('probe.raw'), format: 'raw' });
+  await explicit.write(0, magic);
+  await explicit.close();
   writeFileSync(f('odd.raw'), new Uint8Array(1000));
   const odd = await openDisk({ file: f('odd.raw'), format: 'raw' });
   assert.equal(odd.sizeBytes, 512);
@@ -291,4 +301,26 @@ test('metadata corruption found while writing stops writes and marks the image c
   assert.ok(readFileSync(file).subarray(l1, l1 + 4096).equals(img.subarray(l1, l1 + 4096)), 'the L1 table was not overwritten');
   assert.match(qemu('qemu-img', 'info', file), /corrupt: true/);
   await rejects(openDisk({ file }), /marked corrupt/);
+});
+
+test('an image open read-only (a backing file under a live overlay, a -snapshot base) cannot be opened for writing', async () => {
+  qemu('qemu-img', 'create', '-f', 'raw', f('shared-base.raw'), '1M');
+  qemu('qemu-img', 'create', '-f', 'qcow2', '-b', 'shared-base.raw', '-F', 'raw', f('ov1.qcow2'));
+  qemu('qemu-img', 'create', '-f', 'qcow2', '-b', 'shared-base.raw', '-F', 'raw', f('ov2.qcow2'));
+  const o1 = await openDisk({ file: f('ov1.qcow2') });
+  const o2 = await openDisk({ file: f('ov2.qcow2') }); // readers share
+  await rejects(openDisk({ file: f('shared-base.raw') }), new RegExp(`shared-base\\.raw' is locked: typevisor process ${process.pid} has it open read-only`));
+  await o1.close();
+  await rejects(openDisk({ file: f('shared-base.raw') }), /open read-only/);
+  await o2.close();
+  await (await openDisk({ file: f('shared-base.raw') })).close();
+  const snap = await openDisk({ file: f('shared-base.raw'), snapshot: true });
+  await rejects(openDisk({ file: f('shared-base.raw') }), /open read-only/);
+  await snap.close();
+  // A reader that died without cleaning up does not block.
+  const st = statSync(f('shared-base.raw'));
+  const dead = spawn('true');
+  await new Promise((r) => dead.on('exit', r));
+  writeFileSync(join(lockDir(), `${st.dev}-${st.ino}.r.${dead.pid}`), `${dead.pid}\n\n${f('shared-base.raw')}\n`);
+  await (await openDisk({ file: f('shared-base.raw') })).close();
 });

@@ -68,6 +68,9 @@ test('img info reads QEMU\'s images (human and json)', () => {
   r = tv('info', '--output', 'json', f('qo.qcow2'));
   const mine = JSON.parse(r.stdout) as QemuInfo, theirs = qinfo(f('qo.qcow2'));
   for (const k of ['virtual-size', 'format', 'cluster-size', 'backing-filename', 'backing-filename-format'] as const) assert.equal(mine[k], theirs[k], k);
+  qemu('qemu-img', 'create', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'q.qcow2', '-F', 'qcow2', f('v2.qcow2'));
+  r = tv('info', f('v2.qcow2'));
+  assert.match(r.stdout, /backing file format: qcow2\n[^]*compat: 0\.10/, 'version 2 header extensions');
   r = tv('info', f('nothere.img'));
   assert.equal(r.status, 1);
   assert.match(r.stderr, /nothere\.img.*no such file/);

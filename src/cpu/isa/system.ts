@@ -19,7 +19,10 @@ function csrOp(h: Hart, d: Decoded, src: bigint, op: number, writes: boolean): v
     return;
   }
   const old = h.csrRead(d, csr);
-  if (writes) h.csrWrite(d, csr, op === 1 ? old | src : old & ~src);
+  if (writes) {
+    const base = h.csrRmwBase(csr, old);
+    h.csrWrite(d, csr, op === 1 ? base | src : base & ~src);
+  }
   h.x[d.rd] = old;
 }
 

@@ -25,8 +25,6 @@ export class Decoded {
   raw: number;
   /** 2 for compressed, 4 otherwise. */
   len: number;
-  /** `len` as a bigint, added to pc by the run loop. */
-  step: bigint;
   rd: number;
   rs1: number;
   rs2: number;
@@ -50,7 +48,6 @@ export class Decoded {
     this.spec = spec;
     this.raw = raw;
     this.len = len;
-    this.step = len === 2 ? 2n : 4n;
     this.rd = 0; this.rs1 = 0; this.rs2 = 0; this.rs3 = 0; this.rm = 0;
     this.imm = 0; this.imm64 = 0n;
     this.hits = 0; this.block = null; this.blockLen = 0; this.slot = -1;

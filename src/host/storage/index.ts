@@ -78,7 +78,7 @@ async function openChain(file: string, format: DiskFormat | undefined, o: ChainO
   try {
     f = await NodeFile.open(file, !o.readOnly);
     const fmt = format ?? await probeFormat(f);
-    if (fmt === 'raw') return withLock(await RawDisk.open(f, o.readOnly, o.syncEachWrite), lock);
+    if (fmt === 'raw') return withLock(await RawDisk.open(f, o.readOnly, o.syncEachWrite, format === undefined), lock);
     // qcow2: the header names the backing file; open it read-only first.
     const h = await readQcow2Header(f);
     let backing: BlockBackend | null = null;

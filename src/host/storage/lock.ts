@@ -3,11 +3,12 @@
  *  - QEMU's locks are detected by reading /proc/locks for the image's device:inode. QEMU
  *    holds OFD locks on bytes 100.. (permissions in use) and 200.. (permissions it does not
  *    share); any of them blocks our writing, and byte 101 (QEMU is writing) blocks reading.
- *  - typevisor vs typevisor: a lock file per image (keyed by device:inode) in a per-user
- *    directory, holding the writer's pid; a lock whose pid is gone is stale and taken over.
+ *  - typevisor vs typevisor: lock files per image (keyed by device:inode) in a per-user
+ *    directory: one for the writer, one per reading process, each holding the owner's pid and
+ *    start time; a lock whose process is gone is stale and taken over.
  * QEMU cannot see typevisor's lock files: start QEMU on an image typevisor uses at your own risk.
  */
-import { readFileSync, writeFileSync, unlinkSync, mkdirSync, statSync } from 'node:fs';
+import { readFileSync, writeFileSync, unlinkSync, mkdirSync, statSync, readdirSync, linkSync, renameSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { DiskError } from './file.js';
@@ -78,62 +79,114 @@ function alive(pid: number, started: string): boolean {
 }
 
 const held = new Set<string>();
+/** Read locks this process holds, by reader file: how many opens share it. */
+const readers = new Map<string, number>();
 let exitHook = false;
+
+function onExitCleanup(): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const f of [...held, ...readers.keys()]) { try { unlinkSync(f); } catch { /* gone */ } }
+  });
+}
 
 export interface ImageLock { release(): void }
 
 /**
- * Checks that nobody else writes `path` and, for writable opens, takes typevisor's write lock.
- * Throws a DiskError naming the file and the holder.
+ * Creates `file` with its whole content at once, so no one ever reads it half written:
+ * exclusive (fails with EEXIST if it exists) by link(2), else by rename(2).
+ */
+function writeWhole(file: string, content: string, exclusive: boolean): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, content);
+  try {
+    if (exclusive) linkSync(tmp, file); else renameSync(tmp, file);
+  } finally {
+    try { unlinkSync(tmp); } catch { /* renamed */ }
+  }
+}
+
+/** pid and start time from a lock file, if its process is alive. */
+function liveOwner(file: string): number | null {
+  let lines: string[];
+  try { lines = readFileSync(file, 'utf8').split('\n'); } catch { return null; }
+  const pid = Number(lines[0]);
+  return alive(pid, lines[1] ?? '') ? pid : null;
+}
+
+/**
+ * Checks the image against QEMU's locks and typevisor's lock files, and takes typevisor's lock:
+ * one writer and no readers, or any number of readers (a backing file is read by every overlay
+ * on it). Throws a DiskError naming the file and the holder.
  */
 export function lockImage(path: string, writable: boolean, env: NodeJS.ProcessEnv = process.env): ImageLock {
   let st;
   try { st = statSync(path); } catch { return { release() {} }; } // open() reports the missing file
   qemuConflict(path, st.dev, st.ino, writable);
   const dir = lockDir(env);
-  const file = join(dir, `${st.dev}-${st.ino}.lock`);
-  /** The live holder's pid, or null (no lock file, or its process is gone: a stale lock). */
-  const holder = (): number | null => {
-    let lines: string[];
-    try { lines = readFileSync(file, 'utf8').split('\n'); } catch { return null; }
-    const pid = Number(lines[0]);
-    return alive(pid, lines[1] ?? '') ? pid : null;
-  };
-  const refuse = (pid: number): never => {
+  const key = `${st.dev}-${st.ino}`;
+  const file = join(dir, `${key}.lock`);
+  const me = `${process.pid}\n${startTime(process.pid)}\n${path}\n`;
+  let dirError: Error | null = null;
+  try { mkdirSync(dir, { recursive: true, mode: 0o700 }); } catch (e) { dirError = e as Error; }
+  if (dirError && writable) throw new DiskError(`'${path}': cannot create the lock directory ${dir}: ${dirError.message}`);
+  onExitCleanup();
+  const refuseWriter = (pid: number): never => {
     throw new DiskError(`'${path}' is locked: typevisor process ${pid} has it open for writing`);
   };
   if (!writable) {
-    const pid = holder();
-    if (pid !== null) refuse(pid);
-    return { release() {} };
-  }
-  try { mkdirSync(dir, { recursive: true, mode: 0o700 }); } catch (e) {
-    throw new DiskError(`'${path}': cannot create the lock directory ${dir}: ${(e as Error).message}`);
+    // Register first, then look for a writer: of two racing opens, one sees the other.
+    const mine = join(dir, `${key}.r.${process.pid}`);
+    const n = readers.get(mine) ?? 0;
+    let registered = true;
+    if (n === 0) {
+      // Best effort: a reader that cannot register (no writable lock directory) still opens.
+      try { writeWhole(mine, me, false); } catch { registered = false; }
+    }
+    if (registered) readers.set(mine, n + 1);
+    let released = false;
+    const release = (): void => {
+      if (released || !registered) return;
+      released = true;
+      const left = (readers.get(mine) ?? 1) - 1;
+      if (left > 0) { readers.set(mine, left); return; }
+      readers.delete(mine);
+      try { unlinkSync(mine); } catch { /* gone */ }
+    };
+    const pid = liveOwner(file);
+    if (pid !== null) { release(); refuseWriter(pid); }
+    return { release };
   }
   for (let attempt = 0; ; attempt++) {
     try {
-      writeFileSync(file, `${process.pid}\n${startTime(process.pid)}\n${path}\n`, { flag: 'wx' });
+      writeWhole(file, me, true);
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new DiskError(`'${path}': cannot create lock file ${file}: ${(e as Error).message}`);
-      const pid = holder();
-      if (pid !== null) refuse(pid);
+      const pid = liveOwner(file);
+      if (pid !== null) refuseWriter(pid);
       if (attempt >= 3) throw new DiskError(`'${path}': cannot take the lock file ${file}`);
       try { unlinkSync(file); } catch { /* someone else removed the stale lock */ }
     }
   }
   held.add(file);
-  if (!exitHook) {
-    exitHook = true;
-    process.on('exit', () => { for (const f of held) { try { unlinkSync(f); } catch { /* gone */ } } });
-  }
   let released = false;
-  return {
-    release() {
-      if (released) return;
-      released = true;
-      held.delete(file);
-      try { if (Number(readFileSync(file, 'utf8').split('\n')[0]) === process.pid) unlinkSync(file); } catch { /* gone */ }
-    },
+  const release = (): void => {
+    if (released) return;
+    released = true;
+    held.delete(file);
+    try { if (Number(readFileSync(file, 'utf8').split('\n')[0]) === process.pid) unlinkSync(file); } catch { /* gone */ }
   };
+  // Readers (overlays using this image as their backing file) block writing.
+  let names: string[] = [];
+  try { names = readdirSync(dir); } catch { /* no readers */ }
+  for (const n of names) {
+    if (!n.startsWith(`${key}.r.`) || n.endsWith('.tmp')) continue;
+    const pid = liveOwner(join(dir, n));
+    if (pid === null) { try { unlinkSync(join(dir, n)); } catch { /* gone */ } continue; }
+    release();
+    throw new DiskError(`'${path}' is locked: typevisor process ${pid} has it open read-only (as a disk or a backing file)`);
+  }
+  return { release };
 }

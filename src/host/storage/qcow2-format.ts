@@ -163,16 +163,16 @@ export async function readQcow2Header(f: HostFile): Promise<Qcow2Header> {
   if (h.nbSnapshots > 65536) throw bad(`${h.nbSnapshots} snapshots (at most 65536)`);
   if (h.nbSnapshots > 0 && (h.snapshotsOffset % cs !== 0 || h.snapshotsOffset === 0 || h.snapshotsOffset >= fileSize)) throw bad('snapshot table offset invalid');
 
-  // Header extensions: from header_length up to the end of cluster 0.
-  if (version === 3) {
+  // Header extensions (both versions): from header_length up to the backing file name, or the end of cluster 0.
+  {
+    const end = Math.min(h.backingFileOffset > h.headerLength ? h.backingFileOffset : cs, cs, hdrBytes);
     let at = h.headerLength;
-    for (let count = 0; ; count++) {
+    for (let count = 0; at + 8 <= end; count++) {
       if (count > 1024) throw bad('too many header extensions');
-      if (at + 8 > hdrBytes || at + 8 > cs) throw bad('header extensions run past the first cluster');
       const type = dv.getUint32(at), len = dv.getUint32(at + 4);
       at += 8;
       if (type === EXT_END) break;
-      if (len > cs || at + len > hdrBytes || at + len > cs) throw bad(`header extension 0x${type.toString(16)} runs past the first cluster`);
+      if (len > end - at) throw bad(`header extension 0x${type.toString(16)} is too large`);
       const data = new Uint8Array(dv.buffer, at, len);
       switch (type) {
         case EXT_BACKING_FORMAT: h.backingFormat = ascii(data); break;

@@ -1,8 +1,8 @@
 /**
  * A qcow2 disk (version 2 and 3) over a HostFile: reads through L1/L2 tables (unallocated
  * clusters from the backing disk or zeros, zero clusters, compressed clusters), writes by
- * allocating clusters at the end of the file with refcounts kept exact, so `qemu-img check`
- * finds no leaks or errors. Metadata is written through (data, then refcount, then the L2
+ * allocating clusters (freed ones first, else at the end of the file) with refcounts kept
+ * exact, so `qemu-img check` finds no leaks or errors. Metadata is written through (data, then refcount, then the L2
  * entry), so the file is consistent after every completed request: a kill loses nothing
  * and a flush is one fsync. No Node imports: decompression is passed in.
  */
@@ -634,7 +634,7 @@ export class Qcow2Disk implements BlockBackend {
       const n = Math.min(this.cs - inOff, length - pos);
       pos += n;
       if (n !== this.cs || !this.v3) {
-        if (partial) await this.writeCluster(vc, inOff, this.zeroBuf().subarray(0, n));
+        if (partial && !(await this.readsZero(vc))) await this.writeCluster(vc, inOff, this.zeroBuf().subarray(0, n));
         continue;
       }
       const release = await this.mutex.lock();
@@ -653,6 +653,17 @@ export class Qcow2Disk implements BlockBackend {
         }
       } finally { release(); }
     }
+  }
+
+  /** Virtual cluster vc reads as zeros without looking at data: unallocated with no backing, or a zero cluster. */
+  private async readsZero(vc: number): Promise<boolean> {
+    const l2p = this.l2For(vc);
+    if (l2p === null) return !this.o.backing;
+    const t = await l2p, i = (vc % this.l2Entries) * 8;
+    const hi = t.getUint32(i), lo = t.getUint32(i + 4);
+    if (hi & OFLAG_COMPRESSED_HI) return false;
+    if (this.v3 && (lo & OFLAG_ZERO_LO)) return true;
+    return entryOffset(hi, lo) === 0 && !this.o.backing;
   }
 
   private zeroBuf(): Uint8Array { return (this.zeros ??= new Uint8Array(this.cs)); }

@@ -13,12 +13,18 @@ const ZERO_CHUNK = 1 << 20;
 export class RawDisk implements BlockBackend {
   readonly serial = '';
   private zeros: Uint8Array | null = null;
-  private constructor(private readonly f: HostFile, readonly sizeBytes: number, readonly readOnly: boolean, private readonly syncEachWrite: boolean) {}
+  private constructor(private readonly f: HostFile, readonly sizeBytes: number, readonly readOnly: boolean,
+    private readonly syncEachWrite: boolean, private readonly probed: boolean) {}
 
-  static async open(f: HostFile, readOnly: boolean, syncEachWrite = false): Promise<RawDisk> {
+  /**
+   * `probed`: the format was guessed, not given. Then, as QEMU does, the guest may not write a
+   * qcow2 magic into the first bytes: the next probe would read its header (and its backing
+   * file name, any host file) instead of the guest's data.
+   */
+  static async open(f: HostFile, readOnly: boolean, syncEachWrite = false, probed = false): Promise<RawDisk> {
     const size = await f.size();
     // The guest sees whole sectors; a tail shorter than 512 bytes is not addressable.
-    return new RawDisk(f, Math.floor(size / 512) * 512, readOnly, syncEachWrite);
+    return new RawDisk(f, Math.floor(size / 512) * 512, readOnly, syncEachWrite, probed);
   }
 
   async read(offset: number, dst: Uint8Array): Promise<void> {
@@ -33,6 +39,9 @@ export class RawDisk implements BlockBackend {
   async write(offset: number, src: Uint8Array): Promise<void> {
     this.writable();
     checkRange(this.f.name, this.sizeBytes, offset, src.length);
+    if (this.probed && offset === 0 && src.length >= 4 && src[0] === 0x51 && src[1] === 0x46 && src[2] === 0x49 && src[3] === 0xfb) {
+      throw new DiskError(`'${this.f.name}': refusing a write that would make this raw image (format probed) look like qcow2; give format=raw explicitly`);
+    }
     await this.f.pwrite(src, offset);
     if (this.syncEachWrite) await this.f.sync();
   }

@@ -1,0 +1,360 @@
+/**
+ * User-mode networking (QEMU's `-netdev user`): a virtual gateway that the guest reaches
+ * over Ethernet, with ARP, DHCP, DNS, ICMP echo, and NAT of the guest's UDP and TCP onto
+ * host sockets. No root, no TAP: every guest connection becomes an ordinary host socket
+ * (through `HostNet`), and host ports forward into the guest (hostfwd).
+ *
+ * Addresses as slirp: network 10.0.2.0/24, gateway (and host) 10.0.2.2, DNS 10.0.2.3,
+ * guests from 10.0.2.15. Traffic to the gateway address goes to the host's 127.0.0.1.
+ *
+ * Bounds: frames waiting for guest receive buffers, TCP connections (total and half-open),
+ * UDP associations, DNS queries and per-connection buffers are all capped; what exceeds a
+ * cap is dropped and counted in `stats`.
+ */
+import type { NetBackend, NetReceiver } from '../../devices/device.js';
+import { ArpPacket, ARP_REPLY, ARP_REQUEST, buildArp, parseArp } from './arp.js';
+import { DhcpServer, DHCP_CLIENT_PORT, DHCP_SERVER_PORT } from './dhcp.js';
+import { DnsService } from './dns.js';
+import { BROADCAST_MAC, ETH_HLEN, ETH_MAX_FRAME, ETHERTYPE_ARP, ETHERTYPE_IPV4, etherType, isBroadcastOrMulticast, macEquals } from './ethernet.js';
+import type { AcceptedTcp, HostListener, HostNet, HostUdp } from './host.js';
+import { echoReply } from './icmp.js';
+import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ipToString, l4ChecksumOk, parseIp, parseIpv4, type Ipv4Packet } from './ipv4.js';
+import { parseTcp, resetFor, State, SYN, ACK, TcpConn, type TcpNetwork, type TcpSegment } from './tcp.js';
+import { buildUdpFrame, parseUdp } from './udp.js';
+
+export interface HostFwd {
+  proto: 'tcp' | 'udp';
+  hostAddr: string;
+  hostPort: number;
+  /** 0: the first DHCP address. */
+  guestAddr: number;
+  guestPort: number;
+}
+
+export interface UserNetConfig {
+  /** Network address and prefix length (10.0.2.0/24). */
+  net: number;
+  prefix: number;
+  host: number;
+  dns: number;
+  dhcpStart: number;
+  restrict: boolean;
+  hostfwd: HostFwd[];
+  /** Forward DNS to this server; null: answer from the host's resolver. */
+  dnsUpstream: { addr: string; port: number } | null;
+  /** Our MAC (slirp's 52:55:0a:00:02:02). */
+  mac: Uint8Array;
+}
+
+export function defaultUserNetConfig(): UserNetConfig {
+  return {
+    net: parseIp('10.0.2.0'), prefix: 24, host: parseIp('10.0.2.2'), dns: parseIp('10.0.2.3'), dhcpStart: parseIp('10.0.2.15'),
+    restrict: false, hostfwd: [], dnsUpstream: null, mac: new Uint8Array([0x52, 0x55, 0x0a, 0x00, 0x02, 0x02]),
+  };
+}
+
+export const LIMITS = {
+  rxQueueFrames: 1024,
+  maxConnections: 512,
+  maxHalfOpen: 64,
+  maxUdp: 128,
+  udpIdleMs: 60_000,
+};
+
+export interface UserNetStats {
+  fromGuest: number;
+  toGuest: number;
+  dropBadFrame: number;
+  dropNotForUs: number;
+  dropFragment: number;
+  dropRxQueueFull: number;
+  dropRestricted: number;
+  dropLimit: number;
+  dropUnsupported: number;
+  tcpConnections: number;
+  tcpTimeouts: number;
+  tcpFastRetransmits: number;
+  udpAssociations: number;
+}
+
+interface UdpAssoc { sock: Promise<HostUdp>; guestIp: number; guestPort: number; lastUsed: number }
+
+export class UserNet implements NetBackend, TcpNetwork {
+  readonly cfg: UserNetConfig;
+  readonly ourMac: Uint8Array;
+  private nic: NetReceiver | null = null;
+  private readonly rxQueue: Uint8Array[] = [];
+  private readonly mask: number;
+  private readonly dhcp: DhcpServer;
+  private readonly dns: DnsService;
+  private readonly arpTable = new Map<number, Uint8Array>();
+  private readonly conns = new Map<number, TcpConn[]>();
+  private connCount = 0;
+  private readonly udp = new Map<number, UdpAssoc>();
+  private readonly listeners: HostListener[] = [];
+  private readonly udpFwd: Array<{ fwd: HostFwd; sock: HostUdp; peers: Map<number, { addr: string; port: number }> }> = [];
+  private sweep: ReturnType<typeof setInterval> | null = null;
+  private closed = false;
+  readonly stats: UserNetStats = {
+    fromGuest: 0, toGuest: 0, dropBadFrame: 0, dropNotForUs: 0, dropFragment: 0, dropRxQueueFull: 0,
+    dropRestricted: 0, dropLimit: 0, dropUnsupported: 0, tcpConnections: 0, tcpTimeouts: 0, tcpFastRetransmits: 0, udpAssociations: 0,
+  };
+  private readonly ip: Ipv4Packet = { src: 0, dst: 0, proto: 0, ttl: 0, l4Off: 0, l4Len: 0 };
+  private readonly seg: TcpSegment = { sport: 0, dport: 0, seq: 0, ack: 0, flags: 0, wnd: 0, dataOff: 0, dataLen: 0, mss: 0, wscale: -1 };
+
+  constructor(private readonly hostNet: HostNet, cfg: Partial<UserNetConfig> = {}) {
+    this.cfg = { ...defaultUserNetConfig(), ...cfg };
+    this.ourMac = this.cfg.mac;
+    this.mask = this.cfg.prefix === 0 ? 0 : (0xffffffff << (32 - this.cfg.prefix)) >>> 0;
+    this.dhcp = new DhcpServer({
+      server: this.cfg.host, router: this.cfg.host, dns: this.cfg.dns, mask: this.mask,
+      firstAddr: this.cfg.dhcpStart, poolSize: 16, leaseSeconds: 86400,
+    });
+    this.dns = new DnsService(hostNet, this.cfg.dnsUpstream);
+  }
+
+  /** Open the hostfwd listeners; rejects (with the address) if a host port is taken. */
+  async start(): Promise<void> {
+    this.sweep = setInterval(() => this.sweepUdp(), 10_000);
+    (this.sweep as { unref?: () => void }).unref?.();
+    for (const f of this.cfg.hostfwd) {
+      try {
+        if (f.proto === 'tcp') this.listeners.push(await this.hostNet.tcpListen(f.hostAddr, f.hostPort, (s) => this.acceptFwd(f, s)));
+        else {
+          const peers = new Map<number, { addr: string; port: number }>();
+          const sock = await this.hostNet.udpBind(f.hostAddr, f.hostPort, (d, addr, port) => {
+            if (peers.size >= LIMITS.maxUdp && !peers.has(port)) { this.stats.dropLimit++; return; }
+            peers.set(port, { addr, port });
+            this.sendUdpToGuest(this.cfg.host, port, f.guestAddr || this.cfg.dhcpStart, f.guestPort, d);
+          });
+          this.udpFwd.push({ fwd: f, sock, peers });
+        }
+      } catch (e) {
+        throw new Error(`hostfwd=${f.proto}:${f.hostAddr}:${f.hostPort}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  /** The host port a hostfwd listener got (useful with port 0). */
+  boundPorts(): number[] { return this.listeners.map((l) => l.port); }
+
+  attach(nic: NetReceiver): void { this.nic = nic; }
+
+  rxReady(): void {
+    const nic = this.nic;
+    if (!nic) return;
+    while (this.rxQueue.length > 0 && nic.receive(this.rxQueue[0])) this.rxQueue.shift();
+  }
+
+  /** TcpNetwork: a frame for the guest. */
+  toGuest(frame: Uint8Array): void {
+    if (this.closed) return;
+    this.stats.toGuest++;
+    if (this.rxQueue.length === 0 && this.nic?.receive(frame)) return;
+    if (this.rxQueue.length >= LIMITS.rxQueueFrames) { this.stats.dropRxQueueFull++; return; }
+    this.rxQueue.push(frame);
+  }
+
+  guestMac(ip: number): Uint8Array {
+    return this.arpTable.get(ip) ?? BROADCAST_MAC;
+  }
+
+  removed(c: TcpConn): void {
+    const k = c.guestPort * 65536 + c.remotePort;
+    const l = this.conns.get(k);
+    if (!l) return;
+    const i = l.indexOf(c);
+    if (i < 0) return;
+    l.splice(i, 1);
+    if (l.length === 0) this.conns.delete(k);
+    this.connCount--;
+    this.stats.tcpConnections = this.connCount;
+  }
+
+  retransmitted(kind: 'timeout' | 'fast'): void {
+    if (kind === 'timeout') this.stats.tcpTimeouts++; else this.stats.tcpFastRetransmits++;
+  }
+
+  private inNet(a: number): boolean { return ((a & this.mask) >>> 0) === this.cfg.net; }
+
+  private learn(ip: number, f: Uint8Array, macOff: number): void {
+    if (!this.inNet(ip) || ip === this.cfg.host || ip === this.cfg.dns || isBroadcastOrMulticast(f, macOff)) return;
+    const have = this.arpTable.get(ip);
+    if (have && macEquals(f, macOff, have)) return;
+    if (!have && this.arpTable.size >= 256) return;
+    this.arpTable.set(ip, f.slice(macOff, macOff + 6));
+  }
+
+  transmit(f: Uint8Array): void {
+    if (this.closed) return;
+    this.stats.fromGuest++;
+    const len = f.length;
+    if (len < ETH_HLEN || len > ETH_MAX_FRAME + 4) { this.stats.dropBadFrame++; return; }
+    if (!isBroadcastOrMulticast(f, 0) && !macEquals(f, 0, this.ourMac)) { this.stats.dropNotForUs++; return; }
+    const type = etherType(f);
+    if (type === ETHERTYPE_ARP) { this.arp(f, len); return; }
+    if (type !== ETHERTYPE_IPV4) { this.stats.dropUnsupported++; return; }
+    const ip = this.ip;
+    const err = parseIpv4(f, len, ip);
+    if (err) { if (err === 'fragment') this.stats.dropFragment++; else this.stats.dropBadFrame++; return; }
+    this.learn(ip.src, f, 6);
+    if (ip.proto === IPPROTO_UDP) this.udpIn(f, ip);
+    else if (ip.proto === IPPROTO_TCP) this.tcpIn(f, ip);
+    else if (ip.proto === IPPROTO_ICMP) this.icmpIn(f, ip);
+    else this.stats.dropUnsupported++;
+  }
+
+  private arp(f: Uint8Array, len: number): void {
+    const a: ArpPacket | null = parseArp(f, len);
+    if (!a) { this.stats.dropBadFrame++; return; }
+    this.learn(a.senderIp, f, ETH_HLEN + 8);
+    if (a.op === ARP_REQUEST && (a.targetIp === this.cfg.host || a.targetIp === this.cfg.dns)) {
+      this.toGuest(buildArp(ARP_REPLY, this.ourMac, a.targetIp, a.senderMac.slice(), a.senderIp));
+    }
+  }
+
+  private icmpIn(f: Uint8Array, ip: Ipv4Packet): void {
+    if (ip.dst !== this.cfg.host && ip.dst !== this.cfg.dns) { this.stats.dropUnsupported++; return; }
+    const r = echoReply(f, ip, this.ourMac, f.subarray(6, 12));
+    if (r) this.toGuest(r); else this.stats.dropBadFrame++;
+  }
+
+  private sendUdpToGuest(src: number, sport: number, dst: number, dport: number, payload: Uint8Array): void {
+    const mac = dst === 0xffffffff ? BROADCAST_MAC : this.guestMac(dst);
+    this.toGuest(buildUdpFrame(mac, this.ourMac, src, sport, dst, dport, payload));
+  }
+
+  private udpIn(f: Uint8Array, ip: Ipv4Packet): void {
+    const u = parseUdp(f, ip);
+    if (!u) { this.stats.dropBadFrame++; return; }
+    const payload = f.subarray(u.off, u.off + u.len);
+    if (u.dport === DHCP_SERVER_PORT) {
+      const r = this.dhcp.handle(payload);
+      if (r) this.toGuest(buildUdpFrame(BROADCAST_MAC, this.ourMac, this.cfg.host, DHCP_SERVER_PORT, 0xffffffff, DHCP_CLIENT_PORT, r.payload));
+      return;
+    }
+    const src = ip.src, sport = u.sport;
+    if (ip.dst === this.cfg.host) {
+      for (const uf of this.udpFwd) {
+        const peer = uf.peers.get(u.dport);
+        if (uf.fwd.guestPort === sport && peer) { uf.sock.send(payload.slice(), peer.addr, peer.port); return; }
+      }
+    }
+    if (this.cfg.restrict) { this.stats.dropRestricted++; return; }
+    if (ip.dst === this.cfg.dns) {
+      if (u.dport !== 53) { this.stats.dropUnsupported++; return; }
+      this.dns.query(payload.slice(), (d) => this.sendUdpToGuest(this.cfg.dns, 53, src, sport, d));
+      return;
+    }
+    const hostAddr = this.hostAddrFor(ip.dst);
+    if (!hostAddr) { this.stats.dropUnsupported++; return; }
+    const key = (src & 0xff) * 65536 + sport;
+    let a = this.udp.get(key);
+    if (!a) {
+      if (this.udp.size >= LIMITS.maxUdp) { this.stats.dropLimit++; return; }
+      const assoc: UdpAssoc = {
+        guestIp: src, guestPort: sport, lastUsed: Date.now(),
+        sock: this.hostNet.udpBind('0.0.0.0', 0, (d, addr, port) => {
+          assoc.lastUsed = Date.now();
+          const from = addr.startsWith('127.') ? this.cfg.host : /^\d+\.\d+\.\d+\.\d+$/.test(addr) ? parseIp(addr) : 0;
+          if (from) this.sendUdpToGuest(from, port, assoc.guestIp, assoc.guestPort, d);
+        }),
+      };
+      assoc.sock.catch(() => { this.udp.delete(key); });
+      a = assoc;
+      this.udp.set(key, a);
+      this.stats.udpAssociations = this.udp.size;
+    }
+    a.lastUsed = Date.now();
+    const data = payload.slice();
+    const dport = u.dport;
+    a.sock.then((s) => s.send(data, hostAddr, dport), () => { this.stats.dropLimit++; });
+  }
+
+  private sweepUdp(): void {
+    const old = Date.now() - LIMITS.udpIdleMs;
+    for (const [k, a] of this.udp) {
+      if (a.lastUsed < old) { this.udp.delete(k); a.sock.then((s) => s.close(), () => undefined); }
+    }
+    this.stats.udpAssociations = this.udp.size;
+  }
+
+  /** Where a guest destination is on the host: the gateway is the host's loopback. */
+  private hostAddrFor(dst: number): string | null {
+    if (dst === this.cfg.host) return '127.0.0.1';
+    if (this.inNet(dst) || dst === 0xffffffff || dst >>> 28 === 0xe || dst === 0) return null;
+    return ipToString(dst);
+  }
+
+  private findConn(guestIp: number, guestPort: number, remoteIp: number, remotePort: number): TcpConn | undefined {
+    const l = this.conns.get(guestPort * 65536 + remotePort);
+    if (!l) return undefined;
+    for (const c of l) if (c.guestIp === guestIp && c.remoteIp === remoteIp) return c;
+    return undefined;
+  }
+
+  private addConn(c: TcpConn): void {
+    const k = c.guestPort * 65536 + c.remotePort;
+    const l = this.conns.get(k);
+    if (l) l.push(c); else this.conns.set(k, [c]);
+    this.connCount++;
+    this.stats.tcpConnections = this.connCount;
+  }
+
+  private halfOpen(): number {
+    let n = 0;
+    for (const l of this.conns.values()) for (const c of l) if (c.halfOpen) n++;
+    return n;
+  }
+
+  private tcpIn(f: Uint8Array, ip: Ipv4Packet): void {
+    const s = this.seg;
+    if (!parseTcp(f, ip, s)) { this.stats.dropBadFrame++; return; }
+    // Checksum over the pseudo-header (after the header check, which bounds the lengths).
+    if (!l4ChecksumOk(f, ip)) { this.stats.dropBadFrame++; return; }
+    const c = this.findConn(ip.src, s.sport, ip.dst, s.dport);
+    if (c) {
+      // A new SYN for a pair in TIME-WAIT reopens it (RFC 9293 3.6.1) instead of waiting.
+      if (c.state === State.TimeWait && (s.flags & (SYN | ACK)) === SYN) c.destroy();
+      else { c.input(s, f); return; }
+    }
+    if ((s.flags & (SYN | ACK)) !== SYN) { resetFor(this, ip, s); return; }
+    if (this.cfg.restrict) { this.stats.dropRestricted++; resetFor(this, ip, s); return; }
+    const hostAddr = this.hostAddrFor(ip.dst);
+    if (!hostAddr || !this.inNet(ip.src)) { this.stats.dropUnsupported++; resetFor(this, ip, s); return; }
+    // SYN flood bound: excess SYNs are dropped (the guest retries), not answered.
+    if (this.connCount >= LIMITS.maxConnections || this.halfOpen() >= LIMITS.maxHalfOpen) { this.stats.dropLimit++; return; }
+    const conn = TcpConn.fromGuestSyn(this, ip, s);
+    this.addConn(conn);
+    conn.attachHost(this.hostNet.tcpConnect(hostAddr, s.dport, conn));
+  }
+
+  private acceptFwd(f: HostFwd, s: AcceptedTcp): void {
+    if (this.closed || this.connCount >= LIMITS.maxConnections || this.halfOpen() >= LIMITS.maxHalfOpen) { this.stats.dropLimit++; s.destroy(); return; }
+    const guestIp = f.guestAddr || this.cfg.dhcpStart;
+    if (!this.arpTable.has(guestIp)) this.probeGuest(guestIp);
+    let port = s.remotePort;
+    for (let i = 0; this.findConn(guestIp, f.guestPort, this.cfg.host, port) && i < 65536; i++) port = 1024 + ((port - 1024 + 1) % 64512);
+    const conn = TcpConn.toGuest(this, guestIp, f.guestPort, this.cfg.host, port, s);
+    this.addConn(conn);
+    s.start(conn);
+  }
+
+  /** Send an ARP request so a guest we have not heard from answers (hostfwd before any guest traffic). */
+  probeGuest(ip: number): void {
+    this.toGuest(buildArp(ARP_REQUEST, this.ourMac, this.cfg.host, null, ip));
+  }
+
+  close(): void {
+    if (this.closed) return;
+    for (const l of [...this.conns.values()]) for (const c of [...l]) c.destroy();
+    this.closed = true;
+    for (const l of this.listeners) l.close();
+    for (const u of this.udpFwd) u.sock.close();
+    for (const a of this.udp.values()) a.sock.then((s) => s.close(), () => undefined);
+    this.udp.clear();
+    this.dns.close();
+    if (this.sweep) clearInterval(this.sweep);
+    this.rxQueue.length = 0;
+  }
+}

@@ -1,0 +1,44 @@
+/** Small loopback servers the network tests talk to: HTTP with a fixed body, a UDP echo, a one-name DNS server. */
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export async function httpServer(body: Uint8Array): Promise<{ port: number; server: Server }> {
+  const server = createServer((_req, res) => { res.setHeader('content-length', body.length); res.end(body); });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as AddressInfo).port, server };
+}
+
+/** Replies to each datagram with its upper-cased text. */
+export async function udpEcho(): Promise<{ port: number; sock: UdpSocket }> {
+  const sock = createSocket('udp4');
+  sock.on('message', (m, r) => sock.send(Buffer.from(m.toString().toUpperCase()), r.port, r.address));
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+  return { port: sock.address().port, sock };
+}
+
+/** Answers A queries for `name` with `addr` (dotted); NXDOMAIN for anything else. */
+export async function dnsServer(name: string, addr: string): Promise<{ port: number; sock: UdpSocket; queries: string[] }> {
+  const sock = createSocket('udp4');
+  const queries: string[] = [];
+  sock.on('message', (q, r) => {
+    if (q.length < 17) return;
+    let i = 12;
+    const labels: string[] = [];
+    while (i < q.length && q[i] !== 0) { labels.push(q.subarray(i + 1, i + 1 + q[i]).toString()); i += q[i] + 1; }
+    const qend = i + 5;
+    if (qend > q.length) return;
+    const qname = labels.join('.');
+    const qtype = q.readUInt16BE(i + 1);
+    queries.push(qname);
+    const hit = qname.toLowerCase() === name && qtype === 1;
+    const known = qname.toLowerCase() === name;
+    const ans = hit ? Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, ...addr.split('.').map(Number)]) : Buffer.alloc(0);
+    const h = Buffer.from(q.subarray(0, qend));
+    h[2] = 0x81; h[3] = known ? 0x80 : 0x83;
+    h.writeUInt16BE(hit ? 1 : 0, 6); h.writeUInt16BE(0, 8); h.writeUInt16BE(0, 10);
+    sock.send(Buffer.concat([h, ans]), r.port, r.address);
+  });
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+  return { port: sock.address().port, sock, queries };
+}

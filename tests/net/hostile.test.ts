@@ -1,0 +1,117 @@
+/**
+ * Hostile guest frames never crash the host: every truncation of valid frames, oversized
+ * frames, corrupted checksums, and random and mutated frames from the shared PRNG, through
+ * the user-mode network and the switch; the stack keeps working afterwards.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { finishSum, sum16 } from '../../src/host/net/ipv4.js';
+import { UserNet } from '../../src/host/net/slirp.js';
+import { Switch } from '../../src/host/net/switch.js';
+import { StreamDecoder } from '../../src/host/net/framing.js';
+import { prng } from '../lib/prng.js';
+import { arpRequest, FakeHostNet, icmpEcho, tcp, udp } from '../lib/net-frames.js';
+
+const G = '10.0.2.15', GW = '10.0.2.2';
+
+function valid(): Uint8Array[] {
+  return [
+    arpRequest(G, GW),
+    icmpEcho(G, GW, 1, 1, [1, 2, 3]),
+    udp(G, 68, '255.255.255.255', 67, new Array<number>(300).fill(0), undefined, [255, 255, 255, 255, 255, 255]),
+    udp(G, 1000, '10.0.2.3', 53, [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0x61, 0, 0, 1, 0, 1]),
+    udp(G, 1000, GW, 7, [1, 2]),
+    tcp(G, 4000, GW, 80, { seq: 1, flags: 2, mss: 1460, wscale: 7 }),
+    tcp(G, 4000, GW, 80, { seq: 2, ack: 5, flags: 0x18, data: [1, 2, 3] }),
+  ];
+}
+
+test('truncated, oversized and corrupted frames are dropped and counted, never thrown', () => {
+  const host = new FakeHostNet();
+  const un = new UserNet(host);
+  let out = 0;
+  un.attach({ receive: () => { out++; return true; } });
+  for (const f of valid()) for (let n = 0; n < f.length; n++) un.transmit(f.subarray(0, n));
+  un.transmit(new Uint8Array(9000).fill(0xff));
+  un.transmit(new Uint8Array(0));
+  assert.ok(un.stats.dropBadFrame > 100, `dropBadFrame ${un.stats.dropBadFrame}`);
+  const before = un.stats.dropBadFrame;
+  // One flipped bit in the TCP payload, the UDP payload, the ICMP payload, the IP header.
+  for (const [f, at] of [[valid()[6], 56], [valid()[4], 43], [valid()[1], 40], [valid()[5], 20]] as Array<[Uint8Array, number]>) {
+    f[at] ^= 0x10;
+    un.transmit(f);
+  }
+  assert.equal(un.stats.dropBadFrame - before, 4, 'each bad checksum dropped');
+  assert.equal(host.tcp.length, 0, 'no connection from a corrupted SYN');
+  // A length field larger than the frame.
+  const big = icmpEcho(G, GW, 1, 1, [1, 2, 3]);
+  big[16] = 0x40;
+  un.transmit(big);
+  assert.equal(un.stats.dropBadFrame - before, 5);
+  // A fragment.
+  const frag = icmpEcho(G, GW, 1, 1, [1]);
+  frag[20] = 0x20; // MF, with a correct header checksum
+  frag[24] = 0; frag[25] = 0;
+  const c = finishSum(sum16(frag, 14, 20));
+  frag[24] = c >>> 8; frag[25] = c & 0xff;
+  un.transmit(frag);
+  assert.equal(un.stats.dropFragment, 1);
+  // Still answers afterwards.
+  const n = out;
+  un.transmit(icmpEcho(G, GW, 9, 9, [9]));
+  assert.equal(out, n + 1);
+  un.close();
+});
+
+test('random and mutated frames (PRNG) through the NAT and a switch: no exception, bounded state', () => {
+  const rnd = prng(0x5eed);
+  const host = new FakeHostNet();
+  const un = new UserNet(host);
+  const sw = new Switch();
+  sw.connect(un);
+  const nic = sw.createPort();
+  let rx = 0;
+  nic.attach({ receive: () => { rx++; return rx % 3 !== 0; } }); // a NIC that is sometimes full
+  const seeds = valid();
+  for (let i = 0; i < 30000; i++) {
+    let f: Uint8Array;
+    if (i % 3 === 0) {
+      f = new Uint8Array(rnd() % 1600);
+      for (let j = 0; j < f.length; j++) f[j] = rnd() & 0xff;
+      if (f.length > 14 && (rnd() & 1)) { f[12] = 8; f[13] = rnd() & 1 ? 0 : 6; }
+    } else {
+      f = seeds[rnd() % seeds.length].slice();
+      const flips = 1 + (rnd() % 4);
+      for (let k = 0; k < flips; k++) f[rnd() % f.length] = rnd() & 0xff;
+      if (rnd() % 5 === 0) f = f.subarray(0, rnd() % f.length);
+    }
+    nic.transmit(f);
+    if (i % 1000 === 0) nic.rxReady();
+  }
+  // Host events on whatever connections the fuzz opened: refuse half, connect the rest.
+  for (const [i, t] of host.tcp.entries()) if (i % 2) t.ev!.close('ECONNRESET'); else t.ev!.connect();
+  assert.ok(un.stats.tcpConnections <= 64);
+  assert.ok(un.stats.fromGuest > 0);
+  un.close();
+});
+
+test('stream framing: frames survive any chunking; an absurd length is an error, not an allocation', () => {
+  const rnd = prng(42);
+  const frames: Uint8Array[] = [];
+  const wire: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const f = new Uint8Array(14 + (rnd() % 1500)).map(() => rnd() & 255);
+    frames.push(f);
+    wire.push(f.length >>> 24, (f.length >>> 16) & 255, (f.length >>> 8) & 255, f.length & 255, ...f);
+  }
+  const got: Uint8Array[] = [];
+  const d = new StreamDecoder((f) => got.push(f), (m) => assert.fail(m));
+  const bytes = new Uint8Array(wire);
+  for (let i = 0; i < bytes.length;) { const n = 1 + (rnd() % 3000); d.push(bytes.subarray(i, i + n)); i += n; }
+  assert.equal(got.length, frames.length);
+  for (let i = 0; i < frames.length; i++) assert.deepEqual(got[i], frames[i]);
+  let err = '';
+  const bad = new StreamDecoder(() => assert.fail('no frame'), (m) => { err = m; });
+  bad.push(new Uint8Array([0x7f, 0xff, 0xff, 0xff, 1, 2, 3]));
+  assert.match(err, /exceeds/);
+});
