@@ -13,6 +13,7 @@ import { readFileSync } from 'node:fs';
 import { buildElf } from '../lib/toolchain.js';
 import { runBare } from '../lib/bare.js';
 import { runQemuSystem } from '../lib/qemu-system.js';
+import { testJitThreshold } from '../lib/user.js';
 
 const PROGRAM = String.raw`
   .equ CLINT_MSIP, 0x2000000
@@ -697,7 +698,7 @@ test('misaligned loads and stores are carried out by the hart; misaligned AMO an
   const { Machine } = await import('../../src/machine/machine.js');
   const { parseElf } = await import('../../src/machine/elf.js');
   const bytes = readFileSync(await buildElf({ name: 'misaligned', sources: { 'm.S': MISALIGNED } }));
-  const m = new Machine({ memoryBytes: 16 << 20, bios: bytes, kernel: null, initrd: null, append: '', serial: { write() {} } });
+  const m = new Machine({ jitThreshold: testJitThreshold(), memoryBytes: 16 << 20, bios: bytes, kernel: null, initrd: null, append: '', serial: { write() {} } });
   assert.deepEqual(await m.run(), { reason: 'poweroff', code: 0 });
   const out = parseElf(bytes).symbols.get('out') ?? 0;
   const data = parseElf(bytes).symbols.get('data') ?? 0;

@@ -11,6 +11,7 @@ import { Htif } from '../../src/devices/htif.js';
 import { VIRT } from '../../src/machine/virt.js';
 import type { MmioDevice } from '../../src/devices/device.js';
 import { prng } from '../lib/prng.js';
+import { testJitThreshold } from '../lib/user.js';
 
 const SEED = Number(process.env.TYPEVISOR_FUZZ_SEED ?? 0xd1ce);
 const MEM = 16 << 20;
@@ -19,6 +20,7 @@ function machine(): { m: Machine; out: number[]; exits: string[] } {
   const out: number[] = [];
   const exits: string[] = [];
   const m = new Machine({
+    jitThreshold: testJitThreshold(),
     memoryBytes: MEM, bios: null, kernel: new Uint8Array([0x6f, 0, 0, 0]) /* j . */, initrd: null, append: '',
     serial: { write(b: Uint8Array) { for (const x of b) out.push(x); } },
   });

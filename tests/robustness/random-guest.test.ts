@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Machine, type MachineExit } from '../../src/machine/machine.js';
 import { prng } from '../lib/prng.js';
+import { testJitThreshold } from '../lib/user.js';
 
 const SEED = Number(process.env.TYPEVISOR_FUZZ_SEED ?? 0x7e57);
 const CASES = Number(process.env.TYPEVISOR_FUZZ_CASES ?? 24);
@@ -76,6 +77,7 @@ function program(rand: () => number, sbi: boolean): Uint8Array {
 
 async function runCase(image: Uint8Array, sbi: boolean): Promise<MachineExit> {
   const m = new Machine({
+    jitThreshold: testJitThreshold(),
     memoryBytes: 64 << 20, bios: sbi ? null : image, kernel: sbi ? image : null, initrd: null, append: '',
     clock: { kind: 'virtual', shift: 4 }, stepLimit: STEPS,
     serial: { write() {} },

@@ -14,6 +14,7 @@ import { Machine, type MachineExit } from '../../src/machine/machine.js';
 import { STATE_REGION_BYTES } from '../../src/machine/bus.js';
 import type { MmioDevice } from '../../src/devices/device.js';
 import { prng } from '../lib/prng.js';
+import { testJitThreshold } from '../lib/user.js';
 
 const SEED = Number(process.env.TYPEVISOR_FUZZ_SEED ?? 0x5eed5);
 const CASES = Number(process.env.TYPEVISOR_FUZZ_CASES ?? 16);
@@ -162,6 +163,7 @@ const count = (k: string): void => { hits.set(k, (hits.get(k) ?? 0) + 1); };
 
 async function runCase(img: Uint8Array, sbi: boolean): Promise<{ exit: MachineExit; tailOk: boolean; grew: boolean }> {
   const m = new Machine({
+    jitThreshold: testJitThreshold(),
     memoryBytes: MEM, bios: sbi ? null : img, kernel: sbi ? img : null, initrd: null, append: '',
     clock: { kind: 'virtual', shift: 4 }, stepLimit: STEPS,
     serial: { write() {} },

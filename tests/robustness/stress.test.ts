@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { buildElf } from '../lib/toolchain.js';
 import { runQemuSystem } from '../lib/qemu-system.js';
 import { Machine, type MachineExit } from '../../src/machine/machine.js';
+import { testJitThreshold } from '../lib/user.js';
 
 const COMMON = String.raw`
   .equ UART, 0x10000000
@@ -55,6 +56,7 @@ puthex:
 async function runFor(elf: Uint8Array, ms: number): Promise<{ exit: MachineExit; out: string; m: Machine }> {
   let out = '';
   const m = new Machine({
+    jitThreshold: testJitThreshold(),
     memoryBytes: 32 << 20, bios: elf, kernel: null, initrd: null, append: '',
     serial: { write(b: Uint8Array) { out += Buffer.from(b).toString('latin1'); } },
   });
