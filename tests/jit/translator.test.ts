@@ -19,6 +19,13 @@ const EXIT = String.raw`
     li a7, 93
     ecall
   .endm
+  .macro PRINT8 sym
+    li a0, 1
+    la a1, \sym
+    li a2, 8
+    li a7, 64
+    ecall
+  .endm
 `;
 
 /** Integer work with loops, calls, indirect jumps, every load/store width and M ops; prints a checksum. */
@@ -75,11 +82,7 @@ sum:
   bnez s2, outer
   la t0, out
   sd s1, 0(t0)
-  li a0, 1
-  la a1, out
-  li a2, 8
-  li a7, 64
-  ecall
+  PRINT8 out
   EXIT 0
 mix:
   li t1, 0x9e3779b97f4a7c15
@@ -192,11 +195,7 @@ patch:
   bnez s0, loop
   la t0, out
   sd s1, 0(t0)
-  li a0, 1
-  la a1, out
-  li a2, 8
-  li a7, 64
-  ecall
+  PRINT8 out
   EXIT 0
 alt:
   addi s1, s1, 100
