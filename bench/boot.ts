@@ -18,7 +18,7 @@ const TIMEOUT_MS = 300_000;
 /** After the prompt, how long poweroff may take before the guest is stopped. */
 const POWEROFF_MS = 60_000;
 
-async function bootTypevisor(bios: Uint8Array | null, kernel: Uint8Array, initrd: Uint8Array): Promise<number> {
+export async function bootTypevisor(bios: Uint8Array | null, kernel: Uint8Array, initrd: Uint8Array): Promise<number> {
   let tail = '';
   let seconds = 0;
   const t0 = performance.now();
@@ -44,7 +44,7 @@ async function bootTypevisor(bios: Uint8Array | null, kernel: Uint8Array, initrd
 }
 
 /** firmware: a -bios path, or null for QEMU's bundled default. */
-function bootQemu(firmware: string | null, kernelPath: string, initrdPath: string): Promise<number> {
+export function bootQemu(firmware: string | null, kernelPath: string, initrdPath: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const args = ['-M', 'virt', '-m', '512M', '-nographic', ...(firmware ? ['-bios', firmware] : []),

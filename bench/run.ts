@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: typevisor against qemu-system-riscv64 in the same run.
- * `node dist/bench/run.js [--runs N] [cpu] [fp] [boot]` runs a subset, keeping the best of N runs. Results go to bench/results.json;
+ * `node dist/bench/run.js [--runs N] [cpu] [fp] [boot] [kernels]` runs a subset, keeping the best of N runs. Results go to bench/results.json;
  * a subset run replaces only its own rows there and keeps the others.
  */
 import { writeFileSync, readFileSync, existsSync } from 'node:fs';
@@ -10,9 +10,10 @@ import { join } from 'node:path';
 import { benchCpu } from './cpu.js';
 import { benchFp } from './fp.js';
 import { benchBoot } from './boot.js';
+import { benchKernels } from './kernels.js';
 import { qemuStartupSeconds, benchRoot, bench, type Row } from './lib.js';
 
-const BENCHES = ['cpu', 'fp', 'boot'] as const;
+const BENCHES = ['cpu', 'fp', 'boot', 'kernels'] as const;
 
 interface Results { date: string; command: string; runs: number; node: string; cpu: string; cores: number; loadavg: number[]; qemu: string; rows: (Row & { date?: string; loadavg?: number[] })[] }
 
@@ -61,6 +62,7 @@ async function main(): Promise<number> {
   await attempt('cpu', () => benchCpu(startup));
   await attempt('fp', () => benchFp(startup));
   await attempt('boot', () => benchBoot());
+  await attempt('kernels', () => benchKernels());
 
   console.log('\n' + table(rows));
   for (const e of errors) console.log(`FAILED ${e}`);
