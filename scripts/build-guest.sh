@@ -36,11 +36,11 @@ CROSS=riscv64-linux-gnu-
 PKGS=(gcc-riscv64-linux-gnu libc6-dev-riscv64-cross linux-source-6.1 make gcc libc6-dev bc flex bison
       libssl-dev libelf-dev cpio gzip xz-utils bzip2 dpkg-dev ca-certificates)
 
-# Measured CPU time of each part (seconds on one core of a 2020s x86-64 server; see
-# docs/PERFORMANCE.md), and how many make lines the kernel build prints, for the
-# estimate and the progress percentage.
-if [[ $KCONFIG == fragment ]]; then KERNEL_CPU=300 KERNEL_LINES=1150; else KERNEL_CPU=2400 KERNEL_LINES=3300; fi
-BUSYBOX_CPU=260 SERIAL_S=40
+# For the estimate and the progress percentage: CPU seconds of each part (user+sys,
+# measured on a 2-vCPU AMD EPYC host, see README), the parts that run on one core only
+# (unpacking, configuring, linking), and how many lines the kernel's make prints.
+if [[ $KCONFIG == fragment ]]; then KERNEL_CPU=400 KERNEL_LINES=1282; else KERNEL_CPU=1600 KERNEL_LINES=3300; fi
+BUSYBOX_CPU=70 SERIAL_S=40
 T0=$SECONDS
 NSTEPS=7
 step() { printf '\n==> [%s/%s] %s   (%s elapsed)\n' "$1" "$NSTEPS" "$2" "$(elapsed)"; }
