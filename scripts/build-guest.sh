@@ -9,8 +9,9 @@
 # per-user cache, see `typevisor image path`), written atomically. Logs of a failed build
 # are kept (the script names the directory).
 #
-# Usage: build-guest.sh [--out DIR] [--jobs N] [--defconfig] [--check]
-#   --defconfig  build the kernel with Debian's `make defconfig` instead (much slower)
+# Usage: build-guest.sh [--out DIR] [--jobs N] [--kernel-config FRAGMENT | --defconfig] [--check]
+#   --kernel-config  merge this fragment onto allnoconfig instead of the board's own
+#   --defconfig      build the kernel with Debian's `make defconfig` instead (much slower)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -25,8 +26,9 @@ while (($#)); do
     --out) OUT="$2"; shift 2 ;;
     --jobs) JOBS="$2"; shift 2 ;;
     --defconfig) KCONFIG=defconfig; shift ;;
+    --kernel-config) FRAGMENT="$(realpath -- "$2")"; shift 2 ;;
     --check) CHECK=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "build-guest: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
