@@ -11,6 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { findGuest } from './guest.js';
+import { cacheDir } from '../../src/host/guest-cache.js';
 
 const execFileP = promisify(execFile);
 
@@ -18,10 +19,10 @@ const execFileP = promisify(execFile);
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 /**
- * Directory of the Linux guest, or '' when there is none. Kept for older callers: new code
- * uses requireGuest() from ./guest.js, which says how to build a missing guest.
+ * Directory of the Linux guest (the cache directory when there is none yet). Kept for older
+ * callers: new code uses requireGuest() from ./guest.js, which says how to build a missing guest.
  */
-export const guestDir = ((): string => { try { return findGuest().dir; } catch { return ''; } })();
+export const guestDir = ((): string => { try { return findGuest().dir; } catch { return join(cacheDir(), 'guest'); } })();
 
 export const CC = 'riscv64-linux-gnu-gcc';
 
