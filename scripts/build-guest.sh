@@ -76,7 +76,8 @@ if ((CHECK)); then echo "prerequisites present; output would go to $OUT"; exit 0
 mkdir -p "$(dirname "$OUT")"
 WORK="$(mktemp -d "$(dirname "$OUT")/.guest-build.XXXXXX")"
 # Keep the work tree (and its logs) if something fails, so the failure can be inspected.
-trap 'status=$?; if [[ $status -eq 0 ]]; then rm -rf "$WORK"; else echo "build-guest: failed after $(elapsed); logs kept in $WORK (*.log)" >&2; fi' EXIT
+# On success it is deleted in the background: the guest can boot meanwhile.
+trap 'status=$?; if [[ $status -eq 0 ]]; then rm -rf "$WORK" </dev/null >/dev/null 2>&1 & else echo "build-guest: failed after $(elapsed); logs kept in $WORK (*.log)" >&2; fi' EXIT
 echo "working in $WORK"
 
 # Kernel progress: a line at every 5% of the expected make output; the full log is kept.
