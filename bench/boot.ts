@@ -7,9 +7,8 @@
  */
 import { readFileSync, existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { Machine } from '../src/machine/machine.js';
-import { guestDir } from '../tests/lib/toolchain.js';
+import { requireGuest } from '../tests/lib/guest.js';
 import { bestOf, type Row } from './lib.js';
 
 const PROMPT = '~ # ';
@@ -19,7 +18,7 @@ const TIMEOUT_MS = 300_000;
 /** After the prompt, how long poweroff may take before the guest is stopped. */
 const POWEROFF_MS = 60_000;
 
-async function bootTypevisor(bios: Uint8Array | null, kernel: Uint8Array, initrd: Uint8Array): Promise<number> {
+export async function bootTypevisor(bios: Uint8Array | null, kernel: Uint8Array, initrd: Uint8Array): Promise<number> {
   let tail = '';
   let seconds = 0;
   const t0 = performance.now();
@@ -45,7 +44,7 @@ async function bootTypevisor(bios: Uint8Array | null, kernel: Uint8Array, initrd
 }
 
 /** firmware: a -bios path, or null for QEMU's bundled default. */
-function bootQemu(firmware: string | null, kernelPath: string, initrdPath: string): Promise<number> {
+export function bootQemu(firmware: string | null, kernelPath: string, initrdPath: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const args = ['-M', 'virt', '-m', '512M', '-nographic', ...(firmware ? ['-bios', firmware] : []),
@@ -72,8 +71,7 @@ function bootQemu(firmware: string | null, kernelPath: string, initrdPath: strin
 }
 
 export async function benchBoot(): Promise<Row[]> {
-  const kernelPath = join(guestDir, 'Image'), initrdPath = join(guestDir, 'initramfs.cpio.gz');
-  if (!existsSync(kernelPath) || !existsSync(initrdPath)) throw new Error(`no guest in ${guestDir} (set TYPEVISOR_GUEST_DIR or run typevisor image build)`);
+  const { kernel: kernelPath, initrd: initrdPath } = requireGuest();
   const kernel = new Uint8Array(readFileSync(kernelPath)), initrd = new Uint8Array(readFileSync(initrdPath));
   const rows: Row[] = [];
   const best = async (f: () => Promise<number>): Promise<number> => (await bestOf(async () => ({ seconds: await f() }))).seconds;

@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: typevisor against qemu-system-riscv64 in the same run.
- * `node dist/bench/run.js [--runs N] [cpu] [fp] [boot] [disk]` runs a subset, keeping the best of N runs. Results go to bench/results.json;
+ * `node dist/bench/run.js [--runs N] [cpu] [fp] [boot] [kernels] [disk]` runs a subset, keeping the best of N runs. Results go to bench/results.json;
  * a subset run replaces only its own rows there and keeps the others.
  */
 import { writeFileSync, readFileSync, existsSync } from 'node:fs';
@@ -11,9 +11,10 @@ import { benchCpu } from './cpu.js';
 import { benchFp } from './fp.js';
 import { benchBoot } from './boot.js';
 import { benchDisk } from './disk.js';
+import { benchKernels } from './kernels.js';
 import { qemuStartupSeconds, benchRoot, bench, type Row } from './lib.js';
 
-const BENCHES = ['cpu', 'fp', 'boot', 'disk'] as const;
+const BENCHES = ['cpu', 'fp', 'boot', 'kernels', 'disk'] as const;
 
 interface Results { date: string; command: string; runs: number; node: string; cpu: string; cores: number; loadavg: number[]; qemu: string; rows: (Row & { date?: string; loadavg?: number[] })[] }
 
@@ -62,6 +63,7 @@ async function main(): Promise<number> {
   await attempt('cpu', () => benchCpu(startup));
   await attempt('fp', () => benchFp(startup));
   await attempt('boot', () => benchBoot());
+  await attempt('kernels', () => benchKernels());
   await attempt('disk', () => benchDisk());
 
   console.log('\n' + table(rows));

@@ -1,24 +1,23 @@
 /**
  * Linux 6.1 (Debian linux-source defconfig) boots to the busybox shell on the virt board by
  * each boot path, and the console works: commands, tmpfs, pipelines, timer preemption and
- * poweroff. Images come from the guest directory (../shared/guest in CI).
+ * poweroff. The guest comes from tests/lib/guest.ts (../shared/guest in CI, else the cached
+ * default guest); without one these tests fail, naming the command that builds it.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GuestConsole } from '../lib/console.js';
-import { guestDir } from '../lib/toolchain.js';
+import { requireGuest } from '../lib/guest.js';
 
 const OPENSBI = '/usr/lib/riscv64-linux-gnu/opensbi/generic';
 const PROMPT = '~ # ';
 const BOOT_TIMEOUT = 240_000;
 
 function guest(): { kernel: Uint8Array; initrd: Uint8Array } {
-  return {
-    kernel: readFileSync(join(guestDir, 'Image')),
-    initrd: readFileSync(join(guestDir, 'initramfs.cpio.gz')),
-  };
+  const g = requireGuest();
+  return { kernel: readFileSync(g.kernel), initrd: readFileSync(g.initrd) };
 }
 
 test('built-in SBI: Linux boots to a shell; commands, tmpfs, pipeline, preemption, poweroff', { timeout: 420_000 }, async () => {

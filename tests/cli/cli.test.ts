@@ -8,7 +8,8 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { repoRoot, buildElf, guestDir } from '../lib/toolchain.js';
+import { repoRoot, buildElf } from '../lib/toolchain.js';
+import { requireGuest } from '../lib/guest.js';
 import { TerminalConsole, type ConsoleInput } from '../../src/host/terminal.js';
 import { parseSize } from '../../src/cli/args.js';
 
@@ -267,7 +268,8 @@ test('dumpdtb writes a device tree dtc decompiles', async () => {
 });
 
 test('Linux through the CLI on a pipe: commands run and poweroff exits 0', { timeout: 300_000 }, async () => {
-  const child = spawn(process.execPath, [BIN, 'run', '--kernel', join(guestDir, 'Image'), '--initrd', join(guestDir, 'initramfs.cpio.gz'), '--append', 'console=ttyS0'],
+  const g = requireGuest();
+  const child = spawn(process.execPath, [BIN, 'run', '--kernel', g.kernel, '--initrd', g.initrd, '--append', 'console=ttyS0'],
     { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '', typed = false;
   child.stdout.on('data', (d: Buffer) => {

@@ -10,14 +10,19 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { findGuest } from './guest.js';
+import { cacheDir } from '../../src/host/guest-cache.js';
 
 const execFileP = promisify(execFile);
 
 /** The repository root (tests run from dist/tests/lib). */
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
-/** Directory holding the prebuilt guest images (CI takes them from ../shared/guest). */
-export const guestDir = process.env.TYPEVISOR_GUEST_DIR ?? resolve(repoRoot, '..', 'shared', 'guest');
+/**
+ * Directory of the Linux guest (the cache directory when there is none yet). Kept for older
+ * callers: new code uses requireGuest() from ./guest.js, which says how to build a missing guest.
+ */
+export const guestDir = ((): string => { try { return findGuest().dir; } catch { return join(cacheDir(), 'guest'); } })();
 
 export const CC = 'riscv64-linux-gnu-gcc';
 

@@ -5,8 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { buildElf, guestDir } from '../lib/toolchain.js';
+import { buildElf } from '../lib/toolchain.js';
+import { requireGuest } from '../lib/guest.js';
 import { Machine, BootError } from '../../src/machine/machine.js';
 import { parseLinuxImage } from '../../src/machine/linux_image.js';
 
@@ -127,7 +127,7 @@ test('images that do not fit give a clear BootError', () => {
 });
 
 test('Linux Image header: recognised, with its load offset; other data is not an Image', () => {
-  const img = join(guestDir, 'Image');
+  const img = requireGuest().kernel;
   assert.ok(existsSync(img), `guest kernel at ${img}`);
   const hdr = parseLinuxImage(readFileSync(img));
   assert.ok(hdr);
