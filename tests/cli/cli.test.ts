@@ -286,7 +286,8 @@ test('Linux through the CLI on a pipe: commands run and poweroff exits 0', { tim
 });
 
 test('Linux through the CLI: input piped before boot survives the UART set-up (echo X; poweroff)', { timeout: 300_000 }, async () => {
-  const r = await tv(['run', '--kernel', join(guestDir, 'Image'), '--initrd', join(guestDir, 'initramfs.cpio.gz'), '--append', 'console=ttyS0'],
+  const g = requireGuest();
+  const r = await tv(['run', '--kernel', g.kernel, '--initrd', g.initrd, '--append', 'console=ttyS0'],
     { input: 'echo X$((6*7))\npoweroff\n', timeoutMs: 280_000 });
   assert.match(r.stdout, /^X42\r?$/m, `the command ran, every byte intact:\n${r.stdout.slice(-1500)}`);
   assert.match(r.stdout, /reboot: Power down/);
