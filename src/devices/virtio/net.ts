@@ -52,8 +52,7 @@ export class VirtioNet implements VirtioDevice, NetReceiver {
   readonly deviceId = VIRTIO_ID_NET;
   readonly name = 'virtio-net';
   readonly queueMax = [QUEUE_SIZE, QUEUE_SIZE];
-  readonly features = (1 << VIRTIO_NET_F_CSUM) | (1 << VIRTIO_NET_F_GUEST_CSUM) | (1 << VIRTIO_NET_F_MAC) |
-    (1 << VIRTIO_NET_F_MRG_RXBUF) | (1 << VIRTIO_NET_F_STATUS);
+  readonly features: number;
   /** struct virtio_net_config (§5.1.4): mac[6], status, max_virtqueue_pairs (+2 padding). */
   readonly config = new Uint8Array(12);
   readonly stats: VirtioNetStats = { txFrames: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, rxNoBuffer: 0 };
@@ -67,8 +66,11 @@ export class VirtioNet implements VirtioDevice, NetReceiver {
   private readonly mergeLens = new Uint32Array(QUEUE_SIZE);
   private readonly numBuffers = new Uint8Array(2);
 
-  constructor(private readonly backend: NetBackend, mac: Uint8Array) {
+  /** `offloads` false: no CSUM/GUEST_CSUM (to measure what they are worth). */
+  constructor(private readonly backend: NetBackend, mac: Uint8Array, offloads = true) {
     if (mac.length !== 6 || (mac[0] & 1)) throw new Error('virtio-net: the MAC must be 6 bytes, unicast');
+    this.features = (1 << VIRTIO_NET_F_MAC) | (1 << VIRTIO_NET_F_MRG_RXBUF) | (1 << VIRTIO_NET_F_STATUS) |
+      (offloads ? (1 << VIRTIO_NET_F_CSUM) | (1 << VIRTIO_NET_F_GUEST_CSUM) : 0);
     this.config.set(mac, 0);
     this.config[6] = VIRTIO_NET_S_LINK_UP;
     this.config[8] = 1; // max_virtqueue_pairs (meaningful only with MQ)
