@@ -7,6 +7,7 @@
  *   -chardev socket,id=ID,path=P,server=on[,wait=off] | -chardev file,id=ID,path=P
  *   -netdev TYPE,id=ID,... -device virtio-net-device,netdev=ID[,mac=MAC]
  *   -nic TYPE[,...][,mac=MAC][,model=virtio-net-device] | -nic none   (TYPE: user, socket, switch)
+ *   -object filter-dump,id=F,netdev=ID,file=PCAP   (the same as pcap=PCAP on that netdev)
  * Parsing is pure (usage errors, exit 2); opening files and sockets happens in openVirtio.
  */
 import { createServer, type Server, type Socket } from 'node:net';
@@ -159,7 +160,7 @@ export function isVirtioDevice(text: string): boolean {
  * Put drives (-hda first, then -drive in order) and virtio -device entries (in order) into
  * slot order. virtconsole needs a virtio-serial-device, as in QEMU.
  */
-export function parseVirtio(args: { hda?: string; drives: string[]; devices: string[]; chardevs: string[]; snapshot: boolean; netdevs?: string[]; nics?: string[] }): VirtioRequest[] {
+export function parseVirtio(args: { hda?: string; drives: string[]; devices: string[]; chardevs: string[]; snapshot: boolean; netdevs?: string[]; nics?: string[]; objects?: string[] }): VirtioRequest[] {
   const out: VirtioRequest[] = [];
   if (args.hda !== undefined) out.push({ kind: 'blk', drive: { file: args.hda, readOnly: false, snapshot: args.snapshot } });
   for (const d of args.drives) out.push({ kind: 'blk', drive: parseDrive(d, args.snapshot) });
@@ -175,6 +176,18 @@ export function parseVirtio(args: { hda?: string; drives: string[]; devices: str
     if (!id) throw new UserError(`-netdev ${n}: id= is required`, USAGE_STATUS);
     if (netdevs.has(id)) throw new UserError(`-netdev: duplicate id '${id}'`, USAGE_STATUS);
     netdevs.set(id, n);
+  }
+  for (const o of args.objects ?? []) {
+    const [[type], ...kv] = parseOptionList(o);
+    const keys = new Map(kv.map(([k, v]) => [k, v ?? '']));
+    if (type !== 'filter-dump') throw new UserError(`-object ${o}: unsupported object '${type}' (filter-dump)`, USAGE_STATUS);
+    for (const k of keys.keys()) if (!['id', 'netdev', 'file'].includes(k)) throw new UserError(`-object ${o}: unknown key '${k}' (id, netdev, file)`, USAGE_STATUS);
+    const id = keys.get('netdev') ?? '', file = keys.get('file') ?? '';
+    const n = netdevs.get(id);
+    if (n === undefined) throw new UserError(`-object ${o}: netdev= must name a -netdev id`, USAGE_STATUS);
+    if (!file) throw new UserError(`-object ${o}: file= is required`, USAGE_STATUS);
+    if (parseOptionList(n).some(([k]) => k === 'pcap')) throw new UserError(`-object ${o}: netdev '${id}' is already captured`, USAGE_STATUS);
+    netdevs.set(id, `${n},pcap=${file}`);
   }
   let serialBus = false;
   const used = new Set<string>();

@@ -67,6 +67,8 @@ typevisor run [options]
                             a NIC on a named switch (VMs in one or several processes)
   -netdev user|socket|switch,id=ID,... -device virtio-net-device,netdev=ID[,mac=MAC]
                             the same in two parts; MACs default to 52:54:00:12:34:56, :57, ...
+  -object filter-dump,id=F,netdev=ID,file=FILE
+                            capture a netdev's frames to a pcap file (or pcap=FILE on it)
   --no-reboot               exit instead of rebooting when the guest resets
   --clock host|virtual      guest time: the host's clock (default), or virtual time that
                             advances with instructions (deterministic; WFI skips ahead)
@@ -99,7 +101,8 @@ const MACHINE_FLAGS: FlagSpec[] = [
 /** --clock virtual without --icount: 16 ns per instruction, near the interpreter's real speed. */
 const DEFAULT_ICOUNT_SHIFT = 4;
 /** Networking flags (-nic, -netdev), kept apart from the machine flags. */
-const NET_FLAGS: FlagSpec[] = [{ name: 'nic', value: true, repeat: true }, { name: 'netdev', value: true, repeat: true }];
+const NET_FLAGS: FlagSpec[] = [{ name: 'nic', value: true, repeat: true }, { name: 'netdev', value: true, repeat: true },
+  { name: 'object', value: true, repeat: true }];
 const RUN_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, ...NET_FLAGS, { name: 'nographic', value: false }, { name: 'no-reboot', value: false },
   { name: 'clock', value: true }, { name: 'icount', value: true }];
 
@@ -188,7 +191,7 @@ function virtioRequests(p: Parsed): VirtioRequest[] {
   return parseVirtio({
     hda: one(p, 'hda'), drives: p.flags.get('drive') ?? [], devices: p.flags.get('device') ?? [],
     chardevs: p.flags.get('chardev') ?? [], snapshot: p.flags.has('snapshot'),
-    netdevs: p.flags.get('netdev') ?? [], nics: p.flags.get('nic') ?? [],
+    netdevs: p.flags.get('netdev') ?? [], nics: p.flags.get('nic') ?? [], objects: p.flags.get('object') ?? [],
   });
 }
 

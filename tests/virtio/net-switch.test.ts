@@ -7,13 +7,15 @@
  *   and `-nic user,hostfwd=...` (the next default MAC, :57). Linux's eth names follow its
  *   probe order, so B's interfaces are found by MAC.
  * A pings B over the switch and nc moves a file between them with matching digests; busybox
- * httpd in B answers curl on the host through the forwarded port (issue #10's "done when").
+ * httpd in B answers curl on the host through the forwarded port (issue #10's "done when");
+ * `-object filter-dump` on B's switch NIC writes a pcap that tcpdump reads.
  * Plus the flags' usage errors.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -70,12 +72,15 @@ describe('two typevisor VMs on a switch; the CLI NIC flags', { timeout: 400_000 
   let a: GuestConsole;
   let b: CliGuest;
   let webPort = 0;
+  const dir = mkdtempSync(join(tmpdir(), 'tv-vnet-sw-'));
+  const pcapPath = join(dir, 's0.pcap');
 
   before(async () => {
     link = await listenStream('127.0.0.1', 0, (l) => { sw.connect(l); });
     webPort = await freePort();
     b = new CliGuest(['-nic', `user,hostfwd=tcp:127.0.0.1:${webPort}-:80`,
-      '-netdev', `socket,id=s0,connect=127.0.0.1:${link.port}`, '-device', 'virtio-net-device,netdev=s0']);
+      '-netdev', `socket,id=s0,connect=127.0.0.1:${link.port}`, '-device', 'virtio-net-device,netdev=s0',
+      '-object', `filter-dump,id=f0,netdev=s0,file=${pcapPath}`]);
     a = new GuestConsole({
       memoryBytes: 256 << 20, bios: null, append: 'console=ttyS0',
       kernel: readFileSync(join(guestDir, 'Image')), initrd: readFileSync(join(guestDir, 'initramfs.cpio.gz')),
@@ -88,6 +93,7 @@ describe('two typevisor VMs on a switch; the CLI NIC flags', { timeout: 400_000 
     b?.child.kill('SIGKILL');
     await a?.stop();
     link?.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('B has two NICs with distinct default MACs; A has the MAC it was given', async () => {
@@ -104,6 +110,10 @@ describe('two typevisor VMs on a switch; the CLI NIC flags', { timeout: 400_000 
     const out = await sh(a, 'ip addr add 10.0.3.1/24 dev eth0; ip link set eth0 up; ping -c 3 -W 3 10.0.3.2');
     assert.match(out, /3 packets transmitted, 3 packets received/);
     assert.equal(sw.portCount, 2);
+    // -object filter-dump on B's switch NIC recorded the pings; tcpdump reads the file.
+    const text = execFileSync('tcpdump', ['-nn', '-r', pcapPath], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    assert.match(text, /10\.0\.3\.1 > 10\.0\.3\.2: ICMP echo request/);
+    assert.match(text, /10\.0\.3\.2 > 10\.0\.3\.1: ICMP echo reply/);
   });
 
   it('nc moves a 1 MiB file from B to A; the digest matches', async () => {
@@ -134,6 +144,8 @@ describe('two typevisor VMs on a switch; the CLI NIC flags', { timeout: 400_000 
     assert.deepEqual(Array.from(r[0].mac ?? []), [0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]);
     const r2 = parseVirtio({ ...base, netdevs: ['switch,id=n1,name=s'], devices: ['virtio-net-device,netdev=n1'] });
     assert.deepEqual(r2, [{ kind: 'net', netdev: 'switch,id=n1,name=s', mac: undefined }]);
+    const r3 = parseVirtio({ ...base, netdevs: ['user,id=n0'], devices: ['virtio-net-device,netdev=n0'], objects: ['filter-dump,id=f0,netdev=n0,file=/tmp/x.pcap'] });
+    assert.deepEqual(r3, [{ kind: 'net', netdev: 'user,id=n0,pcap=/tmp/x.pcap', mac: undefined }]);
     const bad: Array<[Partial<Parameters<typeof parseVirtio>[0]>, RegExp]> = [
       [{ nics: ['user,mac=01:00:00:00:00:01'] }, /multicast/],
       [{ nics: ['user,mac=52:54:00'] }, /bad MAC/],
@@ -144,6 +156,9 @@ describe('two typevisor VMs on a switch; the CLI NIC flags', { timeout: 400_000 
       [{ netdevs: ['user,id=a'] }, /not used/],
       [{ devices: ['virtio-net-device,netdev=x'] }, /must name a -netdev/],
       [{ netdevs: ['user,id=a'], devices: ['virtio-net-device,netdev=a', 'virtio-net-device,netdev=a'] }, /already in use/],
+      [{ netdevs: ['user,id=a'], devices: ['virtio-net-device,netdev=a'], objects: ['filter-dump,id=f,netdev=b,file=x'] }, /must name a -netdev/],
+      [{ netdevs: ['user,id=a,pcap=y'], devices: ['virtio-net-device,netdev=a'], objects: ['filter-dump,id=f,netdev=a,file=x'] }, /already captured/],
+      [{ objects: ['memory-backend-ram,id=m'] }, /unsupported object/],
     ];
     for (const [args, re] of bad) {
       assert.throws(() => parseVirtio({ ...base, ...args }), (e: Error & { status?: number }) => re.test(e.message) && e.status === 2, re.source);
