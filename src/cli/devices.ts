@@ -5,6 +5,9 @@
  *   -device virtio-rng-device
  *   -device virtio-serial-device -device virtconsole,chardev=ID
  *   -chardev socket,id=ID,path=P,server=on[,wait=off] | -chardev file,id=ID,path=P
+ *   -netdev TYPE,id=ID,... -device virtio-net-device,netdev=ID[,mac=MAC]
+ *   -nic TYPE[,...][,mac=MAC][,model=virtio-net-device] | -nic none   (TYPE: user, socket, switch)
+ *   -object filter-dump,id=F,netdev=ID,file=PCAP   (the same as pcap=PCAP on that netdev)
  * Parsing is pure (usage errors, exit 2); opening files and sockets happens in openVirtio.
  */
 import { createServer, type Server, type Socket } from 'node:net';
@@ -14,6 +17,9 @@ import { openDisk, DiskError, type DiskFormat } from '../host/storage/index.js';
 import type { BlockBackend, SerialBackend } from '../devices/device.js';
 import type { Machine, VirtioDeviceSpec } from '../machine/machine.js';
 import { VirtioConsole } from '../devices/virtio/console.js';
+import type { NetBackend } from '../devices/device.js';
+import { parseNetdev } from '../host/net/netdev.js';
+import { openNetdev } from '../host/net/open.js';
 import { USAGE_STATUS } from './args.js';
 
 export interface DriveSpec {
@@ -33,7 +39,9 @@ export interface ChardevSpec {
 }
 
 /** What -drive/-hda/-device/-chardev asked for, in slot order. */
-export type VirtioRequest = { kind: 'blk'; drive: DriveSpec } | { kind: 'rng' } | { kind: 'console'; chardev: ChardevSpec };
+export type VirtioRequest = { kind: 'blk'; drive: DriveSpec } | { kind: 'rng' } | { kind: 'console'; chardev: ChardevSpec }
+  /** A NIC: `netdev` is the backend's text for openNetdev; mac undefined = the board's default. */
+  | { kind: 'net'; netdev: string; mac?: Uint8Array };
 
 /** QEMU option syntax: comma-separated key=value, ',,' for a literal comma. */
 export function parseOptionList(text: string): Array<[string, string | null]> {
@@ -113,7 +121,37 @@ export function parseChardev(text: string): ChardevSpec {
   return c;
 }
 
-const VIRTIO_DEVICE_NAMES = ['virtio-rng-device', 'virtio-rng', 'virtio-serial-device', 'virtio-serial', 'virtconsole'];
+const VIRTIO_DEVICE_NAMES = ['virtio-rng-device', 'virtio-rng', 'virtio-serial-device', 'virtio-serial', 'virtconsole', 'virtio-net-device', 'virtio-net'];
+
+/** A MAC address as QEMU spells it (52:54:00:12:34:56); unicast only. */
+export function parseMac(v: string, what: string): Uint8Array {
+  const m = /^([0-9a-fA-F]{2})(?::([0-9a-fA-F]{2})){5}$/.test(v) ? v.split(':').map((x) => parseInt(x, 16)) : null;
+  if (!m) throw new UserError(`${what}: bad MAC address '${v}' (expected six hex pairs like 52:54:00:12:34:56)`, USAGE_STATUS);
+  if (m[0] & 1) throw new UserError(`${what}: '${v}' is a multicast address`, USAGE_STATUS);
+  return Uint8Array.from(m);
+}
+
+/** Check a netdev text (usage error, exit 2, if bad); returns its id. */
+function checkNetdev(text: string, flag: string): string {
+  try { return parseNetdev(text).id; } catch (e) { throw new UserError(`${flag} ${text}: ${(e as Error).message}`, USAGE_STATUS); }
+}
+
+/** -nic TYPE,...: the netdev part (without mac=, model=, id=) and the MAC; null for -nic none. */
+function parseNic(text: string): { netdev: string; mac?: Uint8Array } | null {
+  const [[type], ...kv] = parseOptionList(text);
+  if (type === 'none' && kv.length === 0) return null;
+  const keep: string[] = [type];
+  let mac: Uint8Array | undefined;
+  for (const [k, v] of kv) {
+    if (k === 'mac') mac = parseMac(v ?? '', `-nic ${text}`);
+    else if (k === 'model') {
+      if (v !== 'virtio-net-device' && v !== 'virtio' && v !== 'virtio-net') throw new UserError(`-nic ${text}: unsupported model '${v ?? ''}' (virtio-net-device)`, USAGE_STATUS);
+    } else if (k !== 'id') keep.push(v === null ? k : `${k}=${v}`);
+  }
+  const netdev = keep.join(',');
+  checkNetdev(netdev, '-nic');
+  return { netdev, mac };
+}
 export function isVirtioDevice(text: string): boolean {
   return VIRTIO_DEVICE_NAMES.includes(parseOptionList(text)[0][0]);
 }
@@ -122,7 +160,7 @@ export function isVirtioDevice(text: string): boolean {
  * Put drives (-hda first, then -drive in order) and virtio -device entries (in order) into
  * slot order. virtconsole needs a virtio-serial-device, as in QEMU.
  */
-export function parseVirtio(args: { hda?: string; drives: string[]; devices: string[]; chardevs: string[]; snapshot: boolean }): VirtioRequest[] {
+export function parseVirtio(args: { hda?: string; drives: string[]; devices: string[]; chardevs: string[]; snapshot: boolean; netdevs?: string[]; nics?: string[]; objects?: string[] }): VirtioRequest[] {
   const out: VirtioRequest[] = [];
   if (args.hda !== undefined) out.push({ kind: 'blk', drive: { file: args.hda, readOnly: false, snapshot: args.snapshot } });
   for (const d of args.drives) out.push({ kind: 'blk', drive: parseDrive(d, args.snapshot) });
@@ -132,8 +170,28 @@ export function parseVirtio(args: { hda?: string; drives: string[]; devices: str
     if (chardevs.has(spec.id)) throw new UserError(`-chardev: duplicate id '${spec.id}'`, USAGE_STATUS);
     chardevs.set(spec.id, spec);
   }
+  const netdevs = new Map<string, string>();
+  for (const n of args.netdevs ?? []) {
+    const id = checkNetdev(n, '-netdev');
+    if (!id) throw new UserError(`-netdev ${n}: id= is required`, USAGE_STATUS);
+    if (netdevs.has(id)) throw new UserError(`-netdev: duplicate id '${id}'`, USAGE_STATUS);
+    netdevs.set(id, n);
+  }
+  for (const o of args.objects ?? []) {
+    const [[type], ...kv] = parseOptionList(o);
+    const keys = new Map(kv.map(([k, v]) => [k, v ?? '']));
+    if (type !== 'filter-dump') throw new UserError(`-object ${o}: unsupported object '${type}' (filter-dump)`, USAGE_STATUS);
+    for (const k of keys.keys()) if (!['id', 'netdev', 'file'].includes(k)) throw new UserError(`-object ${o}: unknown key '${k}' (id, netdev, file)`, USAGE_STATUS);
+    const id = keys.get('netdev') ?? '', file = keys.get('file') ?? '';
+    const n = netdevs.get(id);
+    if (n === undefined) throw new UserError(`-object ${o}: netdev= must name a -netdev id`, USAGE_STATUS);
+    if (!file) throw new UserError(`-object ${o}: file= is required`, USAGE_STATUS);
+    if (parseOptionList(n).some(([k]) => k === 'pcap')) throw new UserError(`-object ${o}: netdev '${id}' is already captured`, USAGE_STATUS);
+    netdevs.set(id, `${n},pcap=${file}`);
+  }
   let serialBus = false;
   const used = new Set<string>();
+  const usedNetdevs = new Set<string>();
   for (const d of args.devices) {
     const [[name], ...kv] = parseOptionList(d);
     const keys = new Map(kv.map(([k, v]) => [k, v ?? '']));
@@ -154,9 +212,25 @@ export function parseVirtio(args: { hda?: string; drives: string[]; devices: str
         out.push({ kind: 'console', chardev: c });
         break;
       }
+      case 'virtio-net-device': case 'virtio-net': {
+        allow(['netdev', 'mac', 'id']);
+        const id = keys.get('netdev');
+        const n = id === undefined ? undefined : netdevs.get(id);
+        if (id === undefined || n === undefined) throw new UserError(`-device ${d}: netdev= must name a -netdev id`, USAGE_STATUS);
+        if (usedNetdevs.has(id)) throw new UserError(`-device ${d}: netdev '${id}' is already in use`, USAGE_STATUS);
+        usedNetdevs.add(id);
+        const mac = keys.get('mac');
+        out.push({ kind: 'net', netdev: n, mac: mac === undefined ? undefined : parseMac(mac, `-device ${d}`) });
+        break;
+      }
       default: break; // not a virtio device: handled by the caller
     }
   }
+  for (const text of args.nics ?? []) {
+    const nic = parseNic(text);
+    if (nic) out.push({ kind: 'net', ...nic });
+  }
+  for (const id of netdevs.keys()) if (!usedNetdevs.has(id)) throw new UserError(`-netdev id=${id} is not used by any -device virtio-net-device,netdev=${id}`, USAGE_STATUS);
   if (out.length > 8) throw new UserError(`too many virtio devices (${out.length}); the virt board has 8 slots`, USAGE_STATUS);
   return out;
 }
@@ -204,12 +278,14 @@ export interface OpenedVirtio {
 /** Open disks and chardevs. Errors name the file (exit 1); on error everything opened is closed. */
 export async function openVirtio(reqs: readonly VirtioRequest[], stderr: { write(s: string): unknown }): Promise<OpenedVirtio> {
   const disks: BlockBackend[] = [];
+  const nets: NetBackend[] = [];
   const chars: HostChar[] = [];
   const specs: VirtioDeviceSpec[] = [];
   const consoleIndex: number[] = [];
   let machine: Machine | null = null;
   const closeAll = async (): Promise<void> => {
     for (const c of chars) c.close();
+    for (const n of nets) n.close();
     const r = await Promise.allSettled(disks.map((d) => d.close()));
     for (const x of r) if (x.status === 'rejected') stderr.write(`typevisor: closing a disk: ${(x.reason as Error).message}\n`);
   };
@@ -229,6 +305,11 @@ export async function openVirtio(reqs: readonly VirtioRequest[], stderr: { write
         specs.push({ kind: 'blk', disk });
       } else if (r.kind === 'rng') {
         specs.push({ kind: 'rng' });
+      } else if (r.kind === 'net') {
+        let backend: NetBackend;
+        try { backend = await openNetdev(r.netdev); } catch (e) { throw new UserError((e as Error).message); }
+        nets.push(backend);
+        specs.push({ kind: 'net', backend, mac: r.mac });
       } else {
         const idx = specs.length;
         consoleIndex.push(idx);

@@ -59,6 +59,16 @@ typevisor run [options]
   -chardev socket,id=ID,path=SOCK,server=on[,wait=off] | -chardev file,id=ID,path=FILE
   -device virtio-serial-device -device virtconsole,chardev=ID
                             a virtio console (hvc0) on a unix socket or an output file
+  -nic user[,hostfwd=tcp:[HOSTADDR]:PORT-[GUESTADDR]:PORT][,restrict=on][,mac=MAC][,pcap=FILE]
+                            a virtio-net NIC on user-mode networking (NAT; the guest is
+                            10.0.2.15 by DHCP, the host's 127.0.0.1 is 10.0.2.2)
+  -nic socket,connect=|listen=HOST:PORT   a NIC on QEMU's socket netdev (another VM/switch)
+  -nic switch,name=NAME[,listen=|connect=HOST:PORT][,uplink=on]
+                            a NIC on a named switch (VMs in one or several processes)
+  -netdev user|socket|switch,id=ID,... -device virtio-net-device,netdev=ID[,mac=MAC]
+                            the same in two parts; MACs default to 52:54:00:12:34:56, :57, ...
+  -object filter-dump,id=F,netdev=ID,file=FILE
+                            capture a netdev's frames to a pcap file (or pcap=FILE on it)
   --accel interp|jit[,threshold=N]
                             execution: the interpreter alone (default), or hot code
                             translated to WebAssembly after N entries (default 50)
@@ -94,7 +104,10 @@ const MACHINE_FLAGS: FlagSpec[] = [
 ];
 /** --clock virtual without --icount: 16 ns per instruction, near the interpreter's real speed. */
 const DEFAULT_ICOUNT_SHIFT = 4;
-const RUN_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, { name: 'nographic', value: false }, { name: 'no-reboot', value: false },
+/** Networking flags (-nic, -netdev), kept apart from the machine flags. */
+const NET_FLAGS: FlagSpec[] = [{ name: 'nic', value: true, repeat: true }, { name: 'netdev', value: true, repeat: true },
+  { name: 'object', value: true, repeat: true }];
+const RUN_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, ...NET_FLAGS, { name: 'nographic', value: false }, { name: 'no-reboot', value: false },
   { name: 'clock', value: true }, { name: 'icount', value: true }];
 
 /** --clock host|virtual and QEMU's -icount [shift=]N. */
@@ -110,7 +123,7 @@ function clockMode(p: Parsed): ClockMode {
   if (!(shift <= MAX_ICOUNT_SHIFT)) throw new UserError(`--icount ${icount}: expected shift=N with N from 0 to ${MAX_ICOUNT_SHIFT}`, USAGE_STATUS);
   return { kind: 'virtual', shift };
 }
-const DTB_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, { name: 'o', aliases: ['output'], value: true }];
+const DTB_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, ...NET_FLAGS, { name: 'o', aliases: ['output'], value: true }];
 
 function defaultIo(): CliIo {
   return { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env };
@@ -146,7 +159,7 @@ function machineConfig(p: Parsed, io: CliIo, command: string): BaseConfig {
   for (const d of p.flags.get('device') ?? []) {
     if (isVirtioDevice(d)) continue;
     const parts = d.split(',');
-    if (parts[0] !== 'loader') throw new UserError(`${command}: unsupported device '${parts[0]}' (supported: loader,file=FILE,addr=ADDR; virtio-rng-device; virtio-serial-device; virtconsole,chardev=ID)`, USAGE_STATUS);
+    if (parts[0] !== 'loader') throw new UserError(`${command}: unsupported device '${parts[0]}' (supported: loader,file=FILE,addr=ADDR; virtio-rng-device; virtio-serial-device; virtconsole,chardev=ID; virtio-net-device,netdev=ID)`, USAGE_STATUS);
     const kv = new Map(parts.slice(1).map((s) => { const i = s.indexOf('='); return [s.slice(0, i), s.slice(i + 1)] as const; }));
     const file = kv.get('file'), addr = kv.get('addr');
     if (!file || !addr) throw new UserError(`${command}: --device loader needs file= and addr=`, USAGE_STATUS);
@@ -199,6 +212,7 @@ function virtioRequests(p: Parsed): VirtioRequest[] {
   return parseVirtio({
     hda: one(p, 'hda'), drives: p.flags.get('drive') ?? [], devices: p.flags.get('device') ?? [],
     chardevs: p.flags.get('chardev') ?? [], snapshot: p.flags.has('snapshot'),
+    netdevs: p.flags.get('netdev') ?? [], nics: p.flags.get('nic') ?? [], objects: p.flags.get('object') ?? [],
   });
 }
 

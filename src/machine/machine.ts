@@ -15,11 +15,12 @@ export type { RawImage };
 export { BootError } from './boot.js';
 import { parseElf, isElf } from './elf.js';
 import { Htif } from '../devices/htif.js';
-import type { SerialBackend, BlockBackend } from '../devices/device.js';
+import type { SerialBackend, BlockBackend, NetBackend } from '../devices/device.js';
 import type { VirtioDevice } from '../devices/virtio/mmio.js';
 import { VirtioBlk } from '../devices/virtio/blk.js';
 import { VirtioConsole } from '../devices/virtio/console.js';
 import { VirtioRng } from '../devices/virtio/rng.js';
+import { VirtioNet, defaultMac } from '../devices/virtio/net.js';
 import type { ClockMode, ClockState } from './clock.js';
 import type { HartState } from '../cpu/hart.js';
 import type { RamState } from './bus.js';
@@ -38,7 +39,9 @@ export type { SerialBackend, ClockMode };
 export type VirtioDeviceSpec =
   | { kind: 'blk'; disk: BlockBackend }
   | { kind: 'console'; serial: SerialBackend }
-  | { kind: 'rng' };
+  | { kind: 'rng' }
+  /** virtio-net; the MAC defaults to 52:54:00:12:34:56 plus the NIC's index in this list. */
+  | { kind: 'net'; backend: NetBackend; mac?: Uint8Array; offloads?: boolean };
 
 export interface MachineConfig {
   /** Guest RAM in bytes (default 512 MiB). */
@@ -141,8 +144,11 @@ export class Machine {
     });
     this.hart = this.board.hart;
     this.hart.enableJit(cfg.jitThreshold ?? Infinity);
+    let nics = 0;
     for (const spec of cfg.virtio ?? []) {
-      const dev = spec.kind === 'blk' ? new VirtioBlk(spec.disk) : spec.kind === 'console' ? new VirtioConsole(spec.serial) : new VirtioRng();
+      const dev = spec.kind === 'blk' ? new VirtioBlk(spec.disk) : spec.kind === 'console' ? new VirtioConsole(spec.serial)
+        : spec.kind === 'net' ? new VirtioNet(spec.backend, spec.mac ?? defaultMac(nics), spec.offloads) : new VirtioRng();
+      if (spec.kind === 'net') nics++;
       this.board.plugVirtio(dev);
       this.virtioDevices.push(dev);
     }

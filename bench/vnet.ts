@@ -1,0 +1,128 @@
+/**
+ * Network throughput with the guest in typevisor (its virtio-net on the user-mode NAT, and two
+ * typevisor VMs on a switch) against the same guest in qemu-system-riscv64 on QEMU's own
+ * `-nic user`, in one run. Host->guest: wget of a blob from a Node HTTP server to /dev/null;
+ * guest->host: dd of zeroes into nc to a Node TCP sink (byte count checked); VM->VM: dd | nc
+ * from one typevisor VM to `nc -l` in the other. Wall time from typing the command to the
+ * prompt, best of N runs. For typevisor guests also the guest instructions executed per MiB
+ * moved (mean over the runs; includes the shell and wget/dd/nc themselves), a figure the host's
+ * load does not disturb.
+ *   node dist/bench/vnet.js [--runs N] [--mib M] [--parts user,switch,qemu]
+ */
+import { readFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { loadavg, cpus } from 'node:os';
+import { join } from 'node:path';
+import { NodeHostNet } from '../src/host/net/node-host.js';
+import { UserNet } from '../src/host/net/slirp.js';
+import { Switch } from '../src/host/net/switch.js';
+import type { NetBackend } from '../src/devices/device.js';
+import { GuestConsole } from '../tests/lib/console.js';
+import { QemuGuest } from '../tests/lib/qemu-guest.js';
+import { guestDir } from '../tests/lib/toolchain.js';
+import { httpServer } from '../tests/lib/net-servers.js';
+import { PROMPT, UDHCPC_SCRIPT } from '../tests/lib/net-guest.js';
+
+type Runner = (cmd: string) => Promise<string>;
+
+async function measure(run: Runner, cmd: string, runs: number): Promise<number> {
+  let best = Infinity;
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    const out = await run(cmd);
+    if (/error|refused|failed/i.test(out)) throw new Error(`${cmd}: ${out}`);
+    best = Math.min(best, (performance.now() - t0) / 1000);
+  }
+  return best;
+}
+
+function tvGuest(backend: NetBackend, mac: number, offloads = true): GuestConsole {
+  return new GuestConsole({
+    memoryBytes: 256 << 20, bios: null, append: 'console=ttyS0 quiet',
+    kernel: readFileSync(join(guestDir, 'Image')), initrd: readFileSync(join(guestDir, 'initramfs.cpio.gz')),
+    virtio: [{ kind: 'net', backend, mac: Uint8Array.of(0x52, 0x54, 0, 0, 0, mac), offloads }],
+  });
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const runs = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : 2;
+  const mib = args.includes('--mib') ? Number(args[args.indexOf('--mib') + 1]) : 8;
+  const parts = (args.includes('--parts') ? args[args.indexOf('--parts') + 1] : 'user,switch,qemu').split(',');
+  const http = await httpServer(new Uint8Array(mib << 20));
+  let received = 0;
+  const sink = createServer((s) => { s.on('data', (d: Buffer) => { received += d.length; }); s.on('end', () => s.end()); });
+  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+  const sinkPort = (sink.address() as AddressInfo).port;
+  console.log(`host: node ${process.version}, ${cpus()[0]?.model ?? '?'} x${cpus().length}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(`command: node dist/bench/vnet.js --runs ${runs} --mib ${mib} --parts ${parts.join(',')}`);
+  const down = `wget -q -O /dev/null http://10.0.2.2:${http.port}/blob`;
+  const up = `dd if=/dev/zero bs=65536 count=${mib * 16} 2>/dev/null | nc 10.0.2.2 ${sinkPort}`;
+  const dhcp = `printf '${UDHCPC_SCRIPT}' > /tmp/dhcp.sh; chmod +x /tmp/dhcp.sh; ip link set eth0 up; udhcpc -i eth0 -n -q -s /tmp/dhcp.sh >/dev/null 2>&1`;
+  const row = (what: string, d: number, u: number): void => {
+    console.log(`${what}: host->guest ${(mib / d).toFixed(2)} MiB/s (${d.toFixed(2)} s), guest->host ${(mib / u).toFixed(2)} MiB/s (${u.toFixed(2)} s)`);
+  };
+  const checkSink = async (): Promise<void> => {
+    await new Promise((r) => setTimeout(r, 500));
+    if (received !== runs * (mib << 20)) throw new Error(`the sink received ${received} bytes, not ${runs * (mib << 20)}`);
+    received = 0;
+  };
+
+  // typevisor guest on typevisor's user-mode NAT, with and without checksum offloads.
+  for (const offloads of parts.includes('user') ? [true, false] : []) {
+    const un = new UserNet(new NodeHostNet());
+    await un.start();
+    const g = tvGuest(un, 1, offloads);
+    try {
+      await g.expect(PROMPT, 300_000);
+      const run: Runner = (cmd) => g.run(cmd, PROMPT, 600_000);
+      await run(dhcp);
+      const i0 = g.machine.hart.icount;
+      const d = await measure(run, down, runs);
+      const i1 = g.machine.hart.icount;
+      const u = await measure(run, up, runs);
+      const i2 = g.machine.hart.icount;
+      await checkSink();
+      const per = (n: number): string => `${(n / runs / mib / 1e6).toFixed(1)} M instructions/MiB`;
+      row(`typevisor guest, typevisor -nic user, ${offloads ? 'with' : 'without'} CSUM/GUEST_CSUM`, d, u);
+      console.log(`  guest CPU: host->guest ${per(i1 - i0)}, guest->host ${per(i2 - i1)}`);
+    } finally { await g.stop(); un.close(); }
+  }
+  // Two typevisor guests on a switch.
+  if (parts.includes('switch')) {
+    const sw = new Switch('bench');
+    const a = tvGuest(sw.createPort(), 0x0a), b = tvGuest(sw.createPort(), 0x0b);
+    try {
+      await Promise.all([a.expect(PROMPT, 300_000), b.expect(PROMPT, 300_000)]);
+      await a.run('ip addr add 10.0.3.1/24 dev eth0; ip link set eth0 up');
+      await b.run('ip addr add 10.0.3.2/24 dev eth0; ip link set eth0 up');
+      let best = Infinity;
+      for (let i = 0; i < runs; i++) {
+        await b.run('nc -l -p 5000 > /dev/null < /dev/null &');
+        await new Promise((r) => setTimeout(r, 500));
+        const t0 = performance.now();
+        await a.run(`dd if=/dev/zero bs=65536 count=${mib * 16} 2>/dev/null | nc 10.0.3.2 5000`, PROMPT, 600_000);
+        best = Math.min(best, (performance.now() - t0) / 1000);
+        await b.run('wait');
+      }
+      console.log(`typevisor guests, VM->VM through a switch: ${(mib / best).toFixed(2)} MiB/s (${best.toFixed(2)} s)`);
+    } finally { await a.stop(); await b.stop(); }
+  }
+  // The same guest in QEMU on QEMU's -nic user.
+  if (parts.includes('qemu')) {
+    const g = new QemuGuest(['-netdev', 'user,id=n0', '-device', 'virtio-net-device,netdev=n0']);
+    try {
+      await g.boot();
+      const run: Runner = (cmd) => g.run(cmd, 600_000);
+      await run(dhcp);
+      const d = await measure(run, down, runs);
+      const u = await measure(run, up, runs);
+      await checkSink();
+      row('QEMU guest, QEMU -nic user', d, u);
+    } finally { await g.kill(); }
+  }
+  http.server.close();
+  sink.close();
+}
+
+main().then(() => process.exit(0), (e: unknown) => { console.error(e); process.exit(1); });
