@@ -76,6 +76,9 @@ export class Machine {
   readonly virtioDevices: VirtioDevice[] = [];
   private exit: MachineExit | null = null;
   private wake: (() => void) | null = null;
+  /** Set while suspended: the run loop waits on it at a slice boundary. */
+  private pauseGate: Promise<void> | null = null;
+  private unpause: (() => void) | null = null;
   private readonly mono: () => number;
 
   constructor(cfg: MachineConfig) {
@@ -117,12 +120,32 @@ export class Machine {
 
   private finish(e: MachineExit): void {
     if (this.exit === null) this.exit = e;
+    this.resume();
     this.hart.requestStop();
     this.kick();
   }
 
   /** Stop the machine from the host (Ctrl-A X, a test timeout). */
   stop(): void { this.finish({ reason: 'stopped', code: 0 }); }
+
+  /**
+   * Suspend: the run loop stops at the next slice boundary and runs nothing (no vCPU,
+   * no device service) until resume(). The caller keeps guest time still (monoClockMs).
+   */
+  pause(): void {
+    if (this.pauseGate) return;
+    this.pauseGate = new Promise((r) => { this.unpause = r; });
+    this.kick();
+  }
+
+  resume(): void {
+    const r = this.unpause;
+    this.pauseGate = null;
+    this.unpause = null;
+    r?.();
+  }
+
+  get paused(): boolean { return this.pauseGate !== null; }
 
   /** Console input from the host. Wakes a sleeping hart. */
   sendInput(bytes: Uint8Array): void {
@@ -153,15 +176,17 @@ export class Machine {
     const builtin = this.layout.mode === 'builtin';
     try {
       while (this.exit === null) {
+        if (this.pauseGate) { await this.pauseGate; continue; }
         const t0 = this.mono();
         let deadline = Infinity;
-        while (this.exit === null) {
+        while (this.exit === null && this.pauseGate === null) {
           hart.run(SLICE);
           if (builtin && hart.priv === PRIV_M) { this.firmwareTrap(); break; }
           deadline = this.service();
           if (hart.waiting || this.mono() - t0 >= YIELD_MS) break;
         }
         if (this.exit !== null) break;
+        if (this.pauseGate) continue;
         if (hart.waiting) {
           const ticks = deadline - this.board.clock.now();
           if (ticks > 0) await this.sleep(Math.min(1000, ticks / 10000));
