@@ -1,0 +1,313 @@
+/**
+ * One VM as the daemon sees it: its definition, its state (libvirt's names), its runner
+ * process, the console's last 64 KiB, and its CPU cap. A runner that dies without
+ * reporting an exit leaves the VM `crashed` with the reason and the console's last lines;
+ * the daemon itself never throws on a dying runner.
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { EventEmitter } from 'node:events';
+import { ChildPort } from '../vmm/node-port.js';
+import { PROTOCOL_VERSION, asFromRunner, type FromRunner, type RunnerConfig, type RunnerStats, type ToRunner } from '../vmm/protocol.js';
+import { memoryBytes, type VmDef } from './store.js';
+
+export type VmState = 'shutoff' | 'running' | 'paused' | 'crashed';
+export const VM_STATES: readonly VmState[] = ['shutoff', 'running', 'paused', 'crashed'];
+
+export const CONSOLE_LOG_BYTES = 64 * 1024;
+/** cgroup cpu.max's default period. */
+export const CPU_PERIOD_MS = 100;
+
+export class ApiError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string, readonly field?: string) { super(message); }
+}
+
+/** A byte ring of the console's last output. */
+class ConsoleLog {
+  private chunks: Uint8Array[] = [];
+  private size = 0;
+  push(b: Uint8Array): void {
+    this.chunks.push(b);
+    this.size += b.length;
+    while (this.size - this.chunks[0].length >= CONSOLE_LOG_BYTES) this.size -= this.chunks.shift()!.length;
+  }
+  bytes(): Uint8Array {
+    const all = new Uint8Array(this.size);
+    let o = 0;
+    for (const c of this.chunks) { all.set(c, o); o += c.length; }
+    return all.length > CONSOLE_LOG_BYTES ? all.subarray(all.length - CONSOLE_LOG_BYTES) : all;
+  }
+  text(): string { return new TextDecoder().decode(this.bytes()); }
+  clear(): void { this.chunks = []; this.size = 0; }
+}
+
+/** Process CPU seconds (user + system) from /proc; null when the process is gone. */
+export function procCpuSeconds(pid: number): number | null {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in USER_HZ (100 on Linux)
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * CPU cap by duty-cycling the runner with SIGSTOP/SIGCONT: in each period it may run for
+ * cap × period. The window is corrected once a second from the measured CPU time, so a
+ * runner that gets less than its window (a busy host) still reaches its cap.
+ */
+class CpuCap {
+  private timer: NodeJS.Timeout | null = null;
+  private k = 1;
+  private lastCpu = 0;
+  private lastWall = 0;
+  private periods = 0;
+  constructor(private readonly pid: number, public cap: number) {}
+
+  start(): void {
+    this.lastCpu = procCpuSeconds(this.pid) ?? 0;
+    this.lastWall = performance.now();
+    this.cycle();
+  }
+
+  private signal(s: NodeJS.Signals): boolean {
+    try { process.kill(this.pid, s); return true; } catch { this.stop(); return false; }
+  }
+
+  private cycle(): void {
+    if (++this.periods % 10 === 0) this.correct();
+    const window = Math.min(CPU_PERIOD_MS, this.cap * CPU_PERIOD_MS * this.k);
+    if (!this.signal('SIGCONT')) return;
+    if (window >= CPU_PERIOD_MS) { this.timer = setTimeout(() => this.cycle(), CPU_PERIOD_MS); return; }
+    this.timer = setTimeout(() => {
+      if (!this.signal('SIGSTOP')) return;
+      this.timer = setTimeout(() => this.cycle(), CPU_PERIOD_MS - window);
+    }, window);
+  }
+
+  private correct(): void {
+    const cpu = procCpuSeconds(this.pid);
+    const wall = performance.now();
+    if (cpu === null) return;
+    const used = (cpu - this.lastCpu) / ((wall - this.lastWall) / 1000);
+    const allowed = Math.min(1, this.cap * this.k);
+    this.lastCpu = cpu; this.lastWall = wall;
+    // Only a runner that was busy in its window says anything about the window's size.
+    if (used >= 0.6 * allowed && used > 0) this.k = Math.min(4, Math.max(0.5, this.k * this.cap / used));
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    try { process.kill(this.pid, 'SIGCONT'); } catch { /* gone */ }
+  }
+}
+
+export interface VmInfo {
+  name: string;
+  state: VmState;
+  definition: VmDef;
+  pid?: number;
+  /** How the last run ended. */
+  lastExit?: { reason: string; code: number; message?: string };
+  /** For a crash: the console's last lines. */
+  lastConsole?: string;
+}
+
+export interface VmEvents {
+  state: [info: VmInfo];
+  console: [data: Uint8Array];
+}
+
+export class Vm extends EventEmitter<VmEvents> {
+  state: VmState = 'shutoff';
+  private port: ChildPort<FromRunner, ToRunner> | null = null;
+  private readonly log = new ConsoleLog();
+  private lastExit: VmInfo['lastExit'];
+  private lastConsole: string | undefined;
+  private exitMsg: Extract<FromRunner, { type: 'exit' }> | null = null;
+  private statsId = 0;
+  private statsWaiters = new Map<number, (s: RunnerStats) => void>();
+  private lastStats: RunnerStats | null = null;
+  private cap: CpuCap | null = null;
+  private shutdownTimer: NodeJS.Timeout | null = null;
+  private exited: Promise<void> = Promise.resolve();
+  private destroying = false;
+
+  constructor(public def: VmDef, private readonly runnerScript: string, private readonly env: NodeJS.ProcessEnv) { super(); }
+
+  get name(): string { return this.def.name; }
+  get pid(): number | undefined { return this.port?.pid; }
+
+  info(): VmInfo {
+    return {
+      name: this.name, state: this.state, definition: this.def,
+      ...(this.pid !== undefined ? { pid: this.pid } : {}),
+      ...(this.lastExit ? { lastExit: this.lastExit } : {}),
+      ...(this.lastConsole !== undefined ? { lastConsole: this.lastConsole } : {}),
+    };
+  }
+
+  private setState(s: VmState): void {
+    this.state = s;
+    this.emit('state', this.info());
+  }
+
+  private need(ok: readonly VmState[], verb: string): void {
+    if (!ok.includes(this.state)) throw new ApiError(409, 'wrong_state', `cannot ${verb} '${this.name}': it is ${this.state}`);
+  }
+
+  consoleLog(): string { return this.log.text(); }
+
+  runnerConfig(): RunnerConfig {
+    const d = this.def;
+    return {
+      name: d.name, memoryBytes: memoryBytes(d.memory),
+      ...(d.kernel !== undefined ? { kernel: resolve(d.kernel) } : {}),
+      ...(d.initrd !== undefined ? { initrd: resolve(d.initrd) } : {}),
+      ...(d.append !== undefined ? { append: d.append } : {}),
+      ...(d.bios !== undefined ? { bios: d.bios === 'none' || d.bios === 'default' ? d.bios : resolve(d.bios) } : {}),
+      drives: (d.drives ?? []).map((x) => ({ ...x, file: resolve(x.file) })),
+    };
+  }
+
+  /** Start the runner; resolves when the machine runs, rejects (400) if it cannot be built. */
+  start(): Promise<void> {
+    this.need(['shutoff', 'crashed'], 'start');
+    this.log.clear();
+    this.lastExit = undefined;
+    this.lastConsole = undefined;
+    this.exitMsg = null;
+    const port = new ChildPort<FromRunner, ToRunner>(this.runnerScript, [], this.env);
+    this.port = port;
+    let stderr = '';
+    port.child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4096); });
+    let resolveExit!: () => void;
+    this.exited = new Promise((r) => { resolveExit = r; });
+    this.setState('running');
+    return new Promise<void>((resolveStart, rejectStart) => {
+      let startSettled = false;
+      port.onMessage((raw) => {
+        const m = asFromRunner(raw);
+        if (!m) return;
+        switch (m.type) {
+          case 'hello':
+            if (m.version !== PROTOCOL_VERSION) { port.child.kill('SIGKILL'); return; }
+            port.post({ type: 'start', version: PROTOCOL_VERSION, config: this.runnerConfig() });
+            return;
+          case 'started':
+            startSettled = true;
+            this.applyLimits();
+            resolveStart();
+            return;
+          case 'console':
+            if (!(m.data instanceof Uint8Array)) return;
+            this.log.push(m.data);
+            this.emit('console', m.data);
+            return;
+          case 'stats': {
+            const w = this.statsWaiters.get(m.id);
+            this.statsWaiters.delete(m.id);
+            this.lastStats = m.stats;
+            w?.(m.stats);
+            return;
+          }
+          case 'state': this.setState(m.state); return;
+          case 'rebooted': return;
+          case 'exit': this.exitMsg = m; return;
+        }
+      });
+      port.child.on('exit', (code, signal) => {
+        this.cap?.stop();
+        this.cap = null;
+        if (this.shutdownTimer) clearTimeout(this.shutdownTimer);
+        this.shutdownTimer = null;
+        this.port = null;
+        for (const w of this.statsWaiters.values()) w(this.lastStats ?? emptyStats());
+        this.statsWaiters.clear();
+        const e = this.exitMsg;
+        if (e) {
+          this.lastExit = { reason: e.reason, code: e.code, ...(e.message !== undefined ? { message: e.message } : {}) };
+        } else {
+          this.lastExit = { reason: signal ? `killed by ${signal}` : `runner exited with status ${code ?? 0}`, code: code ?? 1, ...(stderr ? { message: stderr.trim() } : {}) };
+        }
+        const crashed = !this.destroying && (!e || e.reason === 'panic' || e.reason === 'error');
+        this.destroying = false;
+        if (crashed) this.lastConsole = this.log.text().split('\n').slice(-20).join('\n');
+        if (!startSettled) {
+          startSettled = true;
+          rejectStart(new ApiError(400, 'start_failed', `cannot start '${this.name}': ${this.lastExit.message ?? this.lastExit.reason}`));
+        }
+        this.setState(crashed && e?.reason !== 'config' ? 'crashed' : 'shutoff');
+        resolveExit();
+      });
+    });
+  }
+
+  input(data: Uint8Array): void {
+    this.need(['running', 'paused'], 'send input to');
+    this.port?.post({ type: 'input', data });
+  }
+
+  suspend(): void { this.need(['running'], 'suspend'); this.port?.post({ type: 'suspend' }); this.state = 'paused'; }
+  resume(): void { this.need(['paused'], 'resume'); this.port?.post({ type: 'resume' }); this.state = 'running'; }
+  reboot(): void { this.need(['running', 'paused'], 'reboot'); this.port?.post({ type: 'reboot' }); }
+
+  /** Stop now: the runner is asked, then killed if it does not end within 2 s. */
+  async destroy(): Promise<void> {
+    this.need(['running', 'paused'], 'destroy');
+    const port = this.port;
+    if (!port) return;
+    this.cap?.stop();
+    this.cap = null;
+    this.destroying = true;
+    port.post({ type: 'stop' });
+    const t = setTimeout(() => port.child.kill('SIGKILL'), 2000);
+    await this.exited;
+    clearTimeout(t);
+  }
+
+  /**
+   * Graceful shutdown: the virt board has no power button the guest listens to, so this
+   * waits for the guest to power off (within timeoutMs) and destroys it after that.
+   */
+  shutdown(timeoutMs: number): void {
+    this.need(['running', 'paused'], 'shut down');
+    if (this.state === 'paused') this.resume();
+    if (this.shutdownTimer) return;
+    this.shutdownTimer = setTimeout(() => { this.shutdownTimer = null; if (this.port) void this.destroy().catch(() => {}); }, timeoutMs);
+  }
+
+  /** Apply limits to the running runner (called on start and on PATCH). */
+  applyLimits(): void {
+    const pid = this.pid;
+    const cpu = this.def.limits?.cpu;
+    if (pid === undefined) return;
+    if (cpu === undefined || cpu >= 1) { this.cap?.stop(); this.cap = null; return; }
+    if (this.cap) { this.cap.cap = cpu; return; }
+    this.cap = new CpuCap(pid, cpu);
+    this.cap.start();
+  }
+
+  /** The runner's stats (the last known ones if it does not answer within 1 s). */
+  async stats(): Promise<RunnerStats | null> {
+    const port = this.port;
+    if (!port) return null;
+    const id = ++this.statsId;
+    return await new Promise<RunnerStats>((res) => {
+      const t = setTimeout(() => { this.statsWaiters.delete(id); res(this.lastStats ?? emptyStats()); }, 1000);
+      this.statsWaiters.set(id, (s) => { clearTimeout(t); res(s); });
+      port.post({ type: 'stats', id });
+    });
+  }
+
+  /** Daemon exit: runners end with it (they exit when the channel closes). */
+  detach(): void {
+    this.cap?.stop();
+    this.port?.close();
+  }
+}
+
+function emptyStats(): RunnerStats { return { instructions: 0, cpuSeconds: 0, rssBytes: 0, pausedMs: 0, disks: [] }; }
