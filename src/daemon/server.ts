@@ -221,6 +221,14 @@ export class Daemon {
     action('resume', 'Continue a suspended VM', (vm) => vm.resume());
     action('destroy', 'Stop the VM at once', (vm) => vm.destroy());
 
+    app.get<{ Params: { name: string } }>('/v1/vms/:name/stats', { schema: { summary: 'Runner figures: instructions retired, CPU seconds, RSS, disk counters (404 unless running)', params: nameParams, response: { 200: { type: 'object', additionalProperties: true }, ...err } } },
+      async (req) => {
+        const vm = this.vm(req.params.name);
+        const st = await vm.stats();
+        if (!st) throw new ApiError(409, 'wrong_state', `'${vm.name}' is ${vm.state}: no runner`);
+        return { name: vm.name, state: vm.state, ...st };
+      });
+
     app.get<{ Params: { name: string } }>('/v1/vms/:name/console/log', { schema: { summary: 'The console\'s last 64 KiB', params: nameParams, response: { 200: { type: 'string' }, ...err } } },
       async (req, reply) => reply.type('text/plain; charset=utf-8').send(this.vm(req.params.name).consoleLog()));
 

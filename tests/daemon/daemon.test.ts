@@ -131,7 +131,7 @@ test('daemon: two VMs boot, console log/input/WebSocket, metrics, CPU cap, suspe
   const ac = new AbortController();
   const sse = fetch(base + '/v1/events', { headers: { authorization: `Bearer ${daemon.token}` }, signal: ac.signal }).then(async (r) => {
     const dec = new TextDecoder();
-    for await (const chunk of r.body as AsyncIterable<Uint8Array>) events.push(dec.decode(chunk));
+    for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) events.push(dec.decode(chunk));
   }).catch(() => {});
 
   for (const name of ['a', 'b']) {

@@ -1,0 +1,102 @@
+/**
+ * `typevisor daemon` and `typevisor vm ...` as a user runs them: real processes, the token
+ * read from the state dir, one VM booted and driven through `vm console` on a pipe.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { guestDir, repoRoot } from '../lib/toolchain.js';
+
+const execFileP = promisify(execFile);
+const BIN = join(repoRoot, 'bin', 'typevisor.js');
+const dir = mkdtempSync(join(tmpdir(), 'typevisor-cli-daemon-'));
+const env = { ...process.env, TYPEVISOR_GUEST_DIR: guestDir, TYPEVISOR_STATE_DIR: dir };
+let daemon: ChildProcess | null = null;
+after(() => { daemon?.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }); });
+
+async function tv(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await execFileP(process.execPath, [BIN, ...args], { env, timeout: 60_000 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
+}
+
+test('typevisor daemon refuses a non-loopback address without TLS or --insecure', async () => {
+  const r = await tv('daemon', '--listen', '0.0.0.0:8446');
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /not a loopback address: give --tls-cert\/--tls-key, or --insecure/);
+  assert.equal((await tv('daemon', '--listen', 'nonsense')).code, 2);
+  assert.equal((await tv('daemon', '--tls-cert', 'x')).code, 2);
+});
+
+test('typevisor vm: define, list, start, console, stats, set, shutdown fallback, undefine', { timeout: 300_000 }, async () => {
+  daemon = spawn(process.execPath, [BIN, 'daemon', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    daemon!.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
+      if (m) resolve(m[1]);
+    });
+    daemon!.once('exit', (c) => reject(new Error(`daemon exited ${c}: ${err}`)));
+  });
+  const vm = (...a: string[]): Promise<{ code: number; stdout: string; stderr: string }> => tv('vm', '--connect', url, ...a);
+
+  let r = await vm('define', 't', '-m', '64M', '--cpu', '50%');
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "Domain 't' defined\n");
+  writeFileSync(join(dir, 'u.json'), JSON.stringify({ name: 'u', memory: 'lots' }));
+  r = await vm('define', join(dir, 'u.json'));
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /body\/memory/);
+  r = await vm('list');
+  assert.match(r.stdout, /^ t\s+shut off$/m);
+  assert.doesNotMatch(r.stdout, /\bu\b/);
+  r = await vm('start', 't');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match((await vm('list')).stdout, /^ t\s+running$/m);
+  assert.equal((await vm('start', 't')).code, 1);
+
+  // `vm console` on a pipe: output flows out, the pipe's bytes flow in.
+  const con = spawn(process.execPath, [BIN, 'vm', '--connect', url, 'console', 't'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  con.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  const deadline = Date.now() + 200_000;
+  // Keep poking until the shell answers (the boot may still be running).
+  while (!/cli-3/.test(out) && Date.now() < deadline) {
+    if (out.includes('~ # ')) con.stdin.write('echo cli-$((1+2))\n');
+    await new Promise((res) => setTimeout(res, 1000));
+  }
+  con.kill();
+  assert.match(out, /cli-3/);
+
+  r = await vm('stats', 't');
+  const st = JSON.parse(r.stdout) as { instructions: number; cpuSeconds: number; state: string };
+  assert.equal(st.state, 'running');
+  assert.ok(st.instructions > 1e8);
+  assert.equal((await vm('set', 't', '--cpu', '0.3', '--autostart', 'on')).code, 0);
+  assert.match((await tv('vm', '--connect', url, 'set', 't')).stderr, /nothing to set/);
+
+  // The guest ignores the request: after the timeout it is destroyed.
+  r = await vm('shutdown', 't', '--timeout', '1');
+  assert.equal(r.code, 0, r.stderr);
+  let list = '';
+  for (let i = 0; i < 50 && !/shut off/.test(list); i++) { await new Promise((res) => setTimeout(res, 200)); list = (await vm('list')).stdout; }
+  assert.match(list, /^ t\s+shut off$/m);
+  assert.equal((await vm('undefine', 't')).code, 0);
+  assert.doesNotMatch((await vm('list')).stdout, /\bt\b/);
+  assert.match((await vm('start', 't')).stderr, /no VM named 't'/);
+
+  daemon.kill('SIGTERM');
+  const code = await new Promise<number | null>((res) => daemon!.once('exit', res));
+  assert.equal(code, 0);
+  daemon = null;
+  assert.match((await tv('vm', '--connect', url, 'list')).stderr, /cannot reach the daemon/);
+});
