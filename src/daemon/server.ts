@@ -53,12 +53,15 @@ export class Daemon {
   private readonly sseClients = new Set<FastifyReply>();
   private readonly registry = new Registry();
   private readonly log: (msg: string) => void;
+  private readonly runDir: string;
 
   constructor(private readonly opts: DaemonOptions) {
     mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
     this.log = opts.log ?? ((m) => process.stderr.write(`typevisor daemon: ${m}\n`));
     this.token = loadOrCreateToken(opts.stateDir);
     this.store = new DefinitionStore(opts.stateDir);
+    this.runDir = join(opts.stateDir, 'run');
+    mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
     this.app = Fastify({
       ...(opts.tls ? { https: { cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) } } : {}),
       // Strict: no silent coercion or stripping of unknown fields.
@@ -69,7 +72,7 @@ export class Daemon {
   }
 
   private addVm(def: VmDef): Vm {
-    const vm = new Vm(def, RUNNER, this.opts.env ?? process.env);
+    const vm = new Vm(def, RUNNER, this.opts.env ?? process.env, this.runDir);
     vm.on('state', (info) => this.broadcast(info));
     this.vms.set(def.name, vm);
     return vm;

@@ -4,8 +4,8 @@
  * reporting an exit leaves the VM `crashed` with the reason and the console's last lines;
  * the daemon itself never throws on a dying runner.
  */
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { ChildPort } from '../vmm/node-port.js';
 import { PROTOCOL_VERSION, asFromRunner, type FromRunner, type RunnerConfig, type RunnerStats, type ToRunner } from '../vmm/protocol.js';
@@ -48,6 +48,16 @@ export function procCpuSeconds(pid: number): number | null {
     // Fields after the command name (which may hold spaces) start at state (field 3).
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
     return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in USER_HZ (100 on Linux)
+  } catch {
+    return null;
+  }
+}
+
+/** The process's start time (field 22 of /proc/PID/stat), or null. */
+export function procStartTime(pid: number): string | null {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return s.slice(s.lastIndexOf(')') + 2).split(' ')[19] ?? null;
   } catch {
     return null;
   }
@@ -136,7 +146,28 @@ export class Vm extends EventEmitter<VmEvents> {
   private exited: Promise<void> = Promise.resolve();
   private destroying = false;
 
-  constructor(public def: VmDef, private readonly runnerScript: string, private readonly env: NodeJS.ProcessEnv) { super(); }
+  /** runDir holds NAME.pid for each live runner, so a restarted daemon finds them. */
+  constructor(public def: VmDef, private readonly runnerScript: string, private readonly env: NodeJS.ProcessEnv, private readonly runDir: string) {
+    super();
+    this.reapStale();
+  }
+
+  private get pidFile(): string { return join(this.runDir, `${this.name}.pid`); }
+
+  /**
+   * A runner left by an earlier daemon cannot be reconnected (its IPC channel died with
+   * that daemon; it exits by itself unless it was SIGSTOPped by a CPU cap): stop it and
+   * say so. The process start time guards against a reused pid.
+   */
+  private reapStale(): void {
+    let rec: { pid: number; start: string };
+    try { rec = JSON.parse(readFileSync(this.pidFile, 'utf8')) as { pid: number; start: string }; } catch { return; }
+    if (Number.isSafeInteger(rec.pid) && rec.pid > 1 && procStartTime(rec.pid) === rec.start) {
+      try { process.kill(rec.pid, 'SIGKILL'); } catch { /* gone */ }
+      this.lastExit = { reason: 'stopped', code: 0, message: 'the daemon restarted: its runner was stopped' };
+    }
+    rmSync(this.pidFile, { force: true });
+  }
 
   get name(): string { return this.def.name; }
   get pid(): number | undefined { return this.port?.pid; }
@@ -182,6 +213,10 @@ export class Vm extends EventEmitter<VmEvents> {
     this.exitMsg = null;
     const port = new ChildPort<FromRunner, ToRunner>(this.runnerScript, [], this.env);
     this.port = port;
+    const pid = port.pid;
+    if (pid !== undefined) {
+      try { writeFileSync(this.pidFile, JSON.stringify({ pid, start: procStartTime(pid) ?? '' }), { mode: 0o600 }); } catch { /* best effort */ }
+    }
     let stderr = '';
     port.child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4096); });
     let resolveExit!: () => void;
@@ -225,6 +260,7 @@ export class Vm extends EventEmitter<VmEvents> {
         if (this.shutdownTimer) clearTimeout(this.shutdownTimer);
         this.shutdownTimer = null;
         this.port = null;
+        rmSync(this.pidFile, { force: true });
         for (const w of this.statsWaiters.values()) w(this.lastStats ?? emptyStats());
         this.statsWaiters.clear();
         const e = this.exitMsg;

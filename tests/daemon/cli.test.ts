@@ -5,7 +5,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -36,17 +36,26 @@ test('typevisor daemon refuses a non-loopback address without TLS or --insecure'
   assert.equal((await tv('daemon', '--tls-cert', 'x')).code, 2);
 });
 
-test('typevisor vm: define, list, start, console, stats, set, shutdown fallback, undefine', { timeout: 300_000 }, async () => {
-  daemon = spawn(process.execPath, [BIN, 'daemon', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+async function startDaemon(): Promise<string> {
+  const d = spawn(process.execPath, [BIN, 'daemon', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  daemon = d;
   let err = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    daemon!.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
+  return await new Promise<string>((resolve, reject) => {
+    d.stderr!.on('data', (b: Buffer) => {
+      err += b.toString();
       const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
       if (m) resolve(m[1]);
     });
-    daemon!.once('exit', (c) => reject(new Error(`daemon exited ${c}: ${err}`)));
+    d.once('exit', (c) => reject(new Error(`daemon exited ${c}: ${err}`)));
   });
+}
+
+function alive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+test('typevisor vm: define, list, start, console, stats, set, shutdown fallback, undefine', { timeout: 300_000 }, async () => {
+  let url = await startDaemon();
   const vm = (...a: string[]): Promise<{ code: number; stdout: string; stderr: string }> => tv('vm', '--connect', url, ...a);
 
   let r = await vm('define', 't', '-m', '64M', '--cpu', '50%');
@@ -84,6 +93,20 @@ test('typevisor vm: define, list, start, console, stats, set, shutdown fallback,
   assert.equal((await vm('set', 't', '--cpu', '0.3', '--autostart', 'on')).code, 0);
   assert.match((await tv('vm', '--connect', url, 'set', 't')).stderr, /nothing to set/);
 
+  // kill -9 the daemon (the capped runner may be SIGSTOPped right then): a new daemon
+  // finds the definition, stops the old runner, and autostarts the VM in a new one.
+  const oldPid = (JSON.parse(readFileSync(join(dir, 'run', 't.pid'), 'utf8')) as { pid: number }).pid;
+  assert.ok(alive(oldPid));
+  const dead = new Promise((res) => daemon!.once('exit', res));
+  daemon!.kill('SIGKILL');
+  await dead;
+  url = await startDaemon();
+  for (let i = 0; i < 50 && alive(oldPid); i++) await new Promise((res) => setTimeout(res, 100));
+  assert.ok(!alive(oldPid), 'the old runner is gone');
+  assert.match((await vm('list')).stdout, /^ t\s+running$/m);
+  const newPid = (JSON.parse(readFileSync(join(dir, 'run', 't.pid'), 'utf8')) as { pid: number }).pid;
+  assert.notEqual(newPid, oldPid);
+
   // The guest ignores the request: after the timeout it is destroyed.
   r = await vm('shutdown', 't', '--timeout', '1');
   assert.equal(r.code, 0, r.stderr);
@@ -94,7 +117,7 @@ test('typevisor vm: define, list, start, console, stats, set, shutdown fallback,
   assert.doesNotMatch((await vm('list')).stdout, /\bt\b/);
   assert.match((await vm('start', 't')).stderr, /no VM named 't'/);
 
-  daemon.kill('SIGTERM');
+  daemon!.kill('SIGTERM');
   const code = await new Promise<number | null>((res) => daemon!.once('exit', res));
   assert.equal(code, 0);
   daemon = null;
