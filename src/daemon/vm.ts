@@ -65,20 +65,27 @@ export function procStartTime(pid: number): string | null {
 
 /**
  * CPU cap by duty-cycling the runner with SIGSTOP/SIGCONT: in each period it may run for
- * cap × period. The window is corrected once a second from the measured CPU time, so a
- * runner that gets less than its window (a busy host) still reaches its cap.
+ * cap × period, corrected by the CPU time it actually used since the cap was set (an
+ * integral controller on /proc's counter), so the long-run share is the cap even when the
+ * host is busy or the counter is coarse. Unused budget carries over up to one period's
+ * worth (a burst, like cgroup cpu.max.burst), not more.
  */
 class CpuCap {
   private timer: NodeJS.Timeout | null = null;
-  private k = 1;
-  private lastCpu = 0;
-  private lastWall = 0;
-  private periods = 0;
-  constructor(private readonly pid: number, public cap: number) {}
+  private cpu0 = 0;
+  private wall0 = 0;
+  constructor(private readonly pid: number, private capValue: number) {}
+
+  get cap(): number { return this.capValue; }
+  set cap(c: number) { this.capValue = c; this.rebase(); }
+
+  private rebase(): void {
+    this.cpu0 = procCpuSeconds(this.pid) ?? 0;
+    this.wall0 = performance.now();
+  }
 
   start(): void {
-    this.lastCpu = procCpuSeconds(this.pid) ?? 0;
-    this.lastWall = performance.now();
+    this.rebase();
     this.cycle();
   }
 
@@ -87,25 +94,20 @@ class CpuCap {
   }
 
   private cycle(): void {
-    if (++this.periods % 10 === 0) this.correct();
-    const window = Math.min(CPU_PERIOD_MS, this.cap * CPU_PERIOD_MS * this.k);
+    const cpu = procCpuSeconds(this.pid);
+    if (cpu === null) { this.stop(); return; }
+    // Budget owed (ms): what the cap allowed so far minus what was used.
+    let owed = this.capValue * (performance.now() - this.wall0) - (cpu - this.cpu0) * 1000;
+    const burst = this.capValue * CPU_PERIOD_MS;
+    if (owed > burst) { this.cpu0 += (owed - burst) / 1000; owed = burst; }
+    const window = Math.min(CPU_PERIOD_MS, Math.max(0, burst + owed));
+    if (window <= 0) { this.signal('SIGSTOP'); this.timer = setTimeout(() => this.cycle(), CPU_PERIOD_MS); return; }
     if (!this.signal('SIGCONT')) return;
     if (window >= CPU_PERIOD_MS) { this.timer = setTimeout(() => this.cycle(), CPU_PERIOD_MS); return; }
     this.timer = setTimeout(() => {
       if (!this.signal('SIGSTOP')) return;
       this.timer = setTimeout(() => this.cycle(), CPU_PERIOD_MS - window);
     }, window);
-  }
-
-  private correct(): void {
-    const cpu = procCpuSeconds(this.pid);
-    const wall = performance.now();
-    if (cpu === null) return;
-    const used = (cpu - this.lastCpu) / ((wall - this.lastWall) / 1000);
-    const allowed = Math.min(1, this.cap * this.k);
-    this.lastCpu = cpu; this.lastWall = wall;
-    // Only a runner that was busy in its window says anything about the window's size.
-    if (used >= 0.6 * allowed && used > 0) this.k = Math.min(4, Math.max(0.5, this.k * this.cap / used));
   }
 
   stop(): void {

@@ -174,20 +174,42 @@ test('daemon: two VMs boot, console log/input/WebSocket, metrics, CPU cap, suspe
   const c0 = procCpuSeconds(pid)!, t0 = performance.now();
   await new Promise((r) => setTimeout(r, 5000));
   const used = (procCpuSeconds(pid)! - c0) / ((performance.now() - t0) / 1000);
+  console.log(`CPU cap 25%: measured ${(used * 100).toFixed(1)}%`);
   assert.ok(Math.abs(used - 0.25) <= 0.05, `CPU cap 25%: measured ${(used * 100).toFixed(1)}%`);
   assert.equal((await api('PATCH', '/v1/vms/b', { limits: { cpu: 1 } })).status, 200);
   await sh('b', 'kill %1; echo spin-stopped', 'spin-stopped');
 
-  // Suspend: the guest runs nothing; input typed meanwhile arrives after resume.
+  // Suspend: the guest runs nothing and its clock stands still; input typed meanwhile
+  // arrives after resume.
+  // The marker is computed by the shell, so the echoed command line does not match it.
+  const uptime = async (n: number): Promise<number> => {
+    const out = await sh('b', `echo up-$((${n}+1)) $(cut -d' ' -f1 /proc/uptime) end-$((${n}+1))`, `end-${n + 1}`);
+    const m = new RegExp(`up-${n + 1} ([0-9.]+) end-${n + 1}`).exec(out);
+    assert.ok(m, out);
+    return Number(m[1]);
+  };
+  const g0 = await uptime(100), w0 = performance.now();
   assert.equal((await api('POST', '/v1/vms/b/suspend')).json.state, 'paused');
   const i0 = parseProm((await api('GET', '/metrics')).text).get('typevisor_vm_instructions_retired{vm="b"}')!;
   await api('POST', '/v1/vms/b/console/input', undefined, { raw: 'echo after-$((2+2))\n', type: 'text/plain' });
-  await new Promise((r) => setTimeout(r, 500));
+  await new Promise((r) => setTimeout(r, 3000));
   const i1 = parseProm((await api('GET', '/metrics')).text).get('typevisor_vm_instructions_retired{vm="b"}')!;
   assert.equal(i1, i0, 'no instructions while suspended');
   assert.doesNotMatch((await api('GET', '/v1/vms/b/console/log')).text, /after-4/);
   assert.equal((await api('POST', '/v1/vms/b/resume')).json.state, 'running');
   await waitConsole('b', 'after-4', 0, 30_000);
+  const g1 = await uptime(200), wall = (performance.now() - w0) / 1000;
+  assert.ok(g1 - g0 < wall - 2.5, `guest time ${(g1 - g0).toFixed(2)} s over ${wall.toFixed(2)} s of wall time with 3 s suspended`);
+  assert.ok(g1 > g0);
+
+  // Reboot: the machine is rebuilt and boots again; the runner process stays.
+  const bpid = (await api('GET', '/v1/vms/b')).json.pid;
+  const logLen = (await api('GET', '/v1/vms/b/console/log')).text.length;
+  assert.equal((await api('POST', '/v1/vms/b/reboot')).status, 200);
+  await waitConsole('b', 'Linux version', Math.max(0, logLen - 100));
+  await waitConsole('b', PROMPT, (await api('GET', '/v1/vms/b/console/log')).text.lastIndexOf('Linux version'));
+  assert.equal((await api('GET', '/v1/vms/b')).json.pid, bpid);
+  assert.equal((await sh('b', 'echo up2-$(cut -d. -f1 /proc/uptime)', 'up2-')).length > 0, true);
 
   // kill -9 one runner: it is `crashed` with its last console lines; the other still answers.
   const apid = (await api('GET', '/v1/vms/a')).json.pid as number;
