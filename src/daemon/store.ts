@@ -9,7 +9,10 @@ import { join } from 'node:path';
 export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$';
 
 export interface DriveDef { file: string; format?: 'raw' | 'qcow2'; readOnly?: boolean; snapshot?: boolean }
+export interface BucketDef { size: number; refillTimeMs: number; oneTimeBurst?: number }
 export interface LimitsDef {
+  /** Token buckets for each drive (Firecracker semantics: bytes and ops). */
+  disk?: { bandwidth?: BucketDef | null; ops?: BucketDef | null };
   /** CPU cap as a fraction of one core (cgroup cpu.max quota/period); absent = no cap. */
   cpu?: number;
 }
@@ -36,9 +39,21 @@ const driveSchema = {
   },
 } as const;
 
+const bucketSchema = {
+  type: 'object', nullable: true, required: ['size', 'refillTimeMs'], additionalProperties: false,
+  properties: {
+    size: { type: 'integer', minimum: 1, maximum: 2 ** 40 },
+    refillTimeMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },
+    oneTimeBurst: { type: 'integer', minimum: 0, maximum: 2 ** 40 },
+  },
+} as const;
+
 export const limitsSchema = {
   type: 'object', additionalProperties: false,
-  properties: { cpu: { type: 'number', exclusiveMinimum: 0, maximum: 64 } },
+  properties: {
+    cpu: { type: 'number', exclusiveMinimum: 0, maximum: 64 },
+    disk: { type: 'object', additionalProperties: false, properties: { bandwidth: bucketSchema, ops: bucketSchema } },
+  },
 } as const;
 
 const defProperties = {

@@ -203,6 +203,7 @@ export class Vm extends EventEmitter<VmEvents> {
       ...(d.append !== undefined ? { append: d.append } : {}),
       ...(d.bios !== undefined ? { bios: d.bios === 'none' || d.bios === 'default' ? d.bios : resolve(d.bios) } : {}),
       drives: (d.drives ?? []).map((x) => ({ ...x, file: resolve(x.file) })),
+      ...(d.limits?.disk ? { diskLimit: d.limits.disk } : {}),
     };
   }
 
@@ -323,6 +324,7 @@ export class Vm extends EventEmitter<VmEvents> {
     const pid = this.pid;
     const cpu = this.def.limits?.cpu;
     if (pid === undefined) return;
+    this.port?.post({ type: 'limits', disk: this.def.limits?.disk ?? null });
     if (cpu === undefined || cpu >= 1) { this.cap?.stop(); this.cap = null; return; }
     if (this.cap) { this.cap.cap = cpu; return; }
     this.cap = new CpuCap(pid, cpu);

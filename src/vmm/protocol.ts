@@ -6,6 +6,8 @@
  * a manager refuses a runner of another version.
  */
 
+import type { RateLimiterConfig } from './rate-limiter.js';
+
 export const PROTOCOL_VERSION = 1;
 
 /** One virtio-blk disk of a runner: a host file (raw or qcow2). */
@@ -28,6 +30,8 @@ export interface RunnerConfig {
   /** Absent or 'default': the built-in SBI; 'none': kernel in M-mode; else a firmware file. */
   bios?: string;
   drives?: RunnerDrive[];
+  /** Token buckets for each drive (Firecracker's per-drive rate_limiter); absent = none. */
+  diskLimit?: RateLimiterConfig;
 }
 
 /** Why a runner's machine stopped; the machine's exit reasons plus the runner's own. */
@@ -53,6 +57,8 @@ export type ToRunner =
   /** Stop running the vCPU; guest time stands still until resume. */
   | { type: 'suspend' }
   | { type: 'resume' }
+  /** New limits for a running machine (null = unlimited). */
+  | { type: 'limits'; disk: RateLimiterConfig | null }
   /** Reset: the machine is rebuilt from the same config (a fresh boot). */
   | { type: 'reboot' }
   /** Stop the machine now (destroy); the runner replies `exit` with reason 'stopped' and ends. */
@@ -99,7 +105,7 @@ export function asToRunner(m: unknown): ToRunner | null {
   if (typeof m !== 'object' || m === null) return null;
   const t = (m as { type?: unknown }).type;
   switch (t) {
-    case 'start': case 'input': case 'stats': case 'suspend': case 'resume': case 'reboot': case 'stop':
+    case 'start': case 'input': case 'stats': case 'suspend': case 'resume': case 'reboot': case 'stop': case 'limits':
       return m as ToRunner;
     default: return null;
   }

@@ -7,6 +7,8 @@
  */
 import { Machine, BootError, type MachineConfig } from '../machine/machine.js';
 import type { BlockBackend } from '../devices/device.js';
+import { RateLimiter } from './rate-limiter.js';
+import { RateLimitedBlock } from './limited-block.js';
 import { PROTOCOL_VERSION, asToRunner, type FromRunner, type Port, type RunnerConfig, type RunnerStats, type ToRunner, type ExitReason } from './protocol.js';
 
 export interface RunnerHost {
@@ -23,6 +25,7 @@ const CONSOLE_FLUSH_BYTES = 4096;
 export class VmRunner {
   private machine: Machine | null = null;
   private disks: Awaited<ReturnType<RunnerHost['load']>>['disks'] = [];
+  private limiters: RateLimiter[] = [];
   private pausedAt: number | null = null;
   private pausedTotal = 0;
   private icountBefore = 0;
@@ -62,6 +65,11 @@ export class VmRunner {
         this.port.post({ type: 'state', state: 'paused' });
         return;
       case 'resume': this.resume(); return;
+      case 'limits':
+        try {
+          for (const l of this.limiters) l.update(m.disk ?? {});
+        } catch { /* the manager validated them; a bad bucket leaves the old limits */ }
+        return;
       case 'reboot':
         this.resume();
         this.machine?.stop();
@@ -123,10 +131,17 @@ export class VmRunner {
       return;
     }
     this.disks = loaded.disks;
+    try {
+      this.limiters = loaded.disks.map(() => new RateLimiter(cfg.diskLimit ?? {}));
+    } catch (e) {
+      await this.closeDisks();
+      this.end('config', 1, `disk limits: ${(e as Error).message}`);
+      return;
+    }
     const serial = { write: (b: Uint8Array) => this.console(b) };
     const build = (): Machine => new Machine({
       ...loaded.base, serial, monoClockMs: this.guestMono,
-      virtio: loaded.disks.map((disk) => ({ kind: 'blk' as const, disk })),
+      virtio: loaded.disks.map((disk, i) => ({ kind: 'blk' as const, disk: new RateLimitedBlock(disk, this.limiters[i]) })),
     });
     try {
       for (let first = true; ; first = false) {
@@ -161,6 +176,7 @@ export class VmRunner {
   }
 
   private async closeDisks(): Promise<void> {
+    for (const l of this.limiters) l.close();
     await Promise.allSettled(this.disks.map((d) => d.close()));
   }
 

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import WebSocket from 'ws';
 import { Daemon } from '../../src/daemon/server.js';
 import { prng } from '../lib/prng.js';
 
@@ -78,4 +79,21 @@ test('--image-root: paths outside it are refused with the field', async () => {
   assert.deepEqual(await post({ name: 'k', kernel: '/etc/passwd' }), { status: 400, code: 'forbidden_path', message: "/kernel: '/etc/passwd' is outside the image root", field: '/kernel' });
   assert.equal((await post({ name: 'k', drives: [{ file: join(root, '..', 'x.img') }] })).field, '/drives/0/file');
   assert.equal((await post({ name: 'k', kernel: join(root, 'Image'), bios: 'none' })).status, 201);
+});
+
+test('the console WebSocket and the events stream need the token; OpenAPI lists the routes', async () => {
+  const base = daemon.app.listeningOrigin.replace('localhost', '127.0.0.1');
+  const status = await new Promise<number>((resolve, reject) => {
+    const ws = new WebSocket(base.replace('http', 'ws') + '/v1/vms/f/console');
+    ws.on('unexpected-response', (_req, res) => { resolve(res.statusCode ?? 0); ws.terminate(); });
+    ws.on('open', () => { ws.close(); reject(new Error('opened without a token')); });
+    ws.on('error', () => { /* after unexpected-response */ });
+  });
+  assert.equal(status, 401);
+  assert.equal((await fetch(base + '/v1/events')).status, 401);
+  const doc = await (await fetch(base + '/v1/openapi.json', { headers: { authorization: `Bearer ${daemon.token}` } })).json() as { openapi: string; paths: Record<string, Record<string, unknown>> };
+  assert.equal(doc.openapi, '3.0.3');
+  for (const [path, method] of [['/v1/vms', 'post'], ['/v1/vms/{name}', 'patch'], ['/v1/vms/{name}/start', 'post'], ['/v1/vms/{name}/console/input', 'post'], ['/v1/events', 'get']]) {
+    assert.ok(doc.paths[path]?.[method], `${method} ${path} in the OpenAPI document`);
+  }
 });
