@@ -13,6 +13,11 @@ export interface BucketDef { size: number; refillTimeMs: number; oneTimeBurst?: 
 export interface LimitsDef {
   /** Token buckets for each drive (Firecracker semantics: bytes and ops). */
   disk?: { bandwidth?: BucketDef | null; ops?: BucketDef | null };
+  /**
+   * Host memory ceiling of the runner process (its RSS: guest RAM actually touched, the
+   * code cache, Node itself). Bytes or "512M"; a runner above it is killed (`crashed`).
+   */
+  hostMemory?: number | string;
   /** CPU cap as a fraction of one core (cgroup cpu.max quota/period); absent = no cap. */
   cpu?: number;
 }
@@ -52,6 +57,7 @@ export const limitsSchema = {
   type: 'object', additionalProperties: false,
   properties: {
     cpu: { type: 'number', exclusiveMinimum: 0, maximum: 64 },
+    hostMemory: { anyOf: [{ type: 'integer', minimum: 1 << 20, maximum: 2 ** 44 }, { type: 'string', pattern: '^[0-9]{1,10}[KMG]?$' }] },
     disk: { type: 'object', additionalProperties: false, properties: { bandwidth: bucketSchema, ops: bucketSchema } },
   },
 } as const;

@@ -53,6 +53,16 @@ export function procCpuSeconds(pid: number): number | null {
   }
 }
 
+/** The process's resident set in bytes (VmRSS), or null when it is gone. */
+export function procRssBytes(pid: number): number | null {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
 /** The process's start time (field 22 of /proc/PID/stat), or null. */
 export function procStartTime(pid: number): string | null {
   try {
@@ -263,6 +273,8 @@ export class Vm extends EventEmitter<VmEvents> {
         if (this.shutdownTimer) clearTimeout(this.shutdownTimer);
         this.shutdownTimer = null;
         this.port = null;
+        if (this.memTimer) clearInterval(this.memTimer);
+        this.memTimer = null;
         rmSync(this.pidFile, { force: true });
         for (const w of this.statsWaiters.values()) w(this.lastStats ?? emptyStats());
         this.statsWaiters.clear();
@@ -272,6 +284,7 @@ export class Vm extends EventEmitter<VmEvents> {
         } else {
           this.lastExit = { reason: signal ? `killed by ${signal}` : `runner exited with status ${code ?? 0}`, code: code ?? 1, ...(stderr ? { message: stderr.trim() } : {}) };
         }
+        if (this.memKill !== null) { this.lastExit = { reason: 'memory', code: 1, message: this.memKill }; this.memKill = null; }
         const crashed = !this.destroying && (!e || e.reason === 'panic' || e.reason === 'error');
         this.destroying = false;
         if (crashed) this.lastConsole = this.log.text().split('\n').slice(-20).join('\n');
@@ -324,11 +337,34 @@ export class Vm extends EventEmitter<VmEvents> {
     const pid = this.pid;
     const cpu = this.def.limits?.cpu;
     if (pid === undefined) return;
+    this.watchMemory(pid);
     this.port?.post({ type: 'limits', disk: this.def.limits?.disk ?? null });
     if (cpu === undefined || cpu >= 1) { this.cap?.stop(); this.cap = null; return; }
     if (this.cap) { this.cap.cap = cpu; return; }
     this.cap = new CpuCap(pid, cpu);
     this.cap.start();
+  }
+
+  private memTimer: NodeJS.Timeout | null = null;
+  private memKill: string | null = null;
+
+  /** Enforce limits.hostMemory by polling the runner's RSS (twice a second). */
+  private watchMemory(pid: number): void {
+    if (this.memTimer) clearInterval(this.memTimer);
+    this.memTimer = null;
+    const lim = this.def.limits?.hostMemory;
+    if (lim === undefined) return;
+    const max = memoryBytes(lim);
+    const check = (): void => {
+      const rss = procRssBytes(pid);
+      if (rss === null || this.pid !== pid) { if (this.memTimer) clearInterval(this.memTimer); this.memTimer = null; return; }
+      if (rss > max) {
+        this.memKill = `host memory limit: runner RSS ${rss} bytes > ${max}`;
+        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+    };
+    this.memTimer = setInterval(check, 500);
+    check();
   }
 
   /** The runner's stats (the last known ones if it does not answer within 1 s). */

@@ -16,7 +16,7 @@ const daemon = new Daemon({ stateDir: dir, port: 0, env: { ...process.env, TYPEV
 after(async () => { await daemon.close(); rmSync(dir, { recursive: true, force: true }); });
 const MiB = 1 << 20;
 
-test('disk bandwidth limit 1 MiB/s then 4 MiB/s (PATCH, live) within ±10%', { timeout: 300_000 }, async () => {
+test('disk bandwidth limit 1 MiB/s then 4 MiB/s (PATCH, live) within ±10%; host memory ceiling', { timeout: 300_000 }, async () => {
   const base = await daemon.listen();
   const call = async (method: string, path: string, body?: string | object): Promise<{ status: number; text: string }> => {
     const r = await fetch(base + path, {
@@ -86,4 +86,17 @@ test('disk bandwidth limit 1 MiB/s then 4 MiB/s (PATCH, live) within ±10%', { t
   assert.equal((await call('PATCH', '/v1/vms/r', { limits: { disk: { bandwidth: bucket(4 * MiB) } } })).status, 200);
   await new Promise((res) => setTimeout(res, 300));
   check(await measure(8, 16, 200, 4 * MiB), 4 * MiB);
+
+  // A host memory ceiling below the runner's RSS: the runner is killed, the VM `crashed`.
+  const rss = Number(/typevisor_vm_rss_bytes\{vm="r"\} (\d+)/.exec((await call('GET', '/metrics')).text)![1]);
+  assert.ok(rss > 64 * MiB);
+  assert.equal((await call('PATCH', '/v1/vms/r', { limits: { hostMemory: Math.floor(rss / 2) } })).status, 200);
+  let info: { state: string; lastExit?: { reason: string; message?: string } } = { state: '' };
+  for (let i = 0; i < 50 && info.state !== 'crashed'; i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    info = JSON.parse((await call('GET', '/v1/vms/r')).text) as typeof info;
+  }
+  assert.equal(info.state, 'crashed');
+  assert.equal(info.lastExit?.reason, 'memory');
+  assert.match(info.lastExit?.message ?? '', /host memory limit: runner RSS \d+ bytes > \d+/);
 });
