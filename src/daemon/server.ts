@@ -51,6 +51,7 @@ export class Daemon {
   private readonly store: DefinitionStore;
   private readonly vms = new Map<string, Vm>();
   private readonly sseClients = new Set<FastifyReply>();
+  private readonly wsEventClients = new Set<(event: string) => void>();
   private readonly registry = new Registry();
   private readonly log: (msg: string) => void;
   private readonly runDir: string;
@@ -79,8 +80,10 @@ export class Daemon {
   }
 
   private broadcast(info: VmInfo): void {
-    const data = `event: state\ndata: ${JSON.stringify({ name: info.name, state: info.state, ...(info.lastExit ? { lastExit: info.lastExit } : {}) })}\n\n`;
+    const json = JSON.stringify({ name: info.name, state: info.state, ...(info.lastExit ? { lastExit: info.lastExit } : {}) });
+    const data = `event: state\ndata: ${json}\n\n`;
     for (const r of this.sseClients) r.raw.write(data);
+    for (const send of this.wsEventClients) send(json);
   }
 
   private vm(name: string): Vm {
@@ -256,12 +259,21 @@ export class Daemon {
       socket.on('close', () => vm.off('console', onOut));
     });
 
-    app.get('/v1/events', { schema: { summary: 'Server-sent events: one `state` event per VM state change' } }, (req, reply) => {
-      reply.hijack();
-      reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
-      reply.raw.write(': typevisor events\n\n');
-      this.sseClients.add(reply);
-      req.raw.on('close', () => this.sseClients.delete(reply));
+    app.route({
+      method: 'GET', url: '/v1/events',
+      schema: { summary: 'One `state` event per VM state change: server-sent events, or JSON text frames on a WebSocket' },
+      handler: (req, reply) => {
+        reply.hijack();
+        reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+        reply.raw.write(': typevisor events\n\n');
+        this.sseClients.add(reply);
+        req.raw.on('close', () => this.sseClients.delete(reply));
+      },
+      wsHandler: (socket) => {
+        const send = (e: string): void => { socket.send(e); };
+        this.wsEventClients.add(send);
+        socket.on('close', () => this.wsEventClients.delete(send));
+      },
     });
 
     this.setupMetrics();

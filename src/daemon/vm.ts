@@ -80,7 +80,7 @@ export function procStartTime(pid: number): string | null {
  * host is busy or the counter is coarse. Unused budget carries over up to one period's
  * worth (a burst, like cgroup cpu.max.burst), not more.
  */
-class CpuCap {
+export class CpuCap {
   private timer: NodeJS.Timeout | null = null;
   private cpu0 = 0;
   private wall0 = 0;
@@ -109,7 +109,7 @@ class CpuCap {
     // Budget owed (ms): what the cap allowed so far minus what was used.
     let owed = this.capValue * (performance.now() - this.wall0) - (cpu - this.cpu0) * 1000;
     const burst = this.capValue * CPU_PERIOD_MS;
-    if (owed > burst) { this.cpu0 += (owed - burst) / 1000; owed = burst; }
+    if (owed > burst) { this.cpu0 -= (owed - burst) / 1000; owed = burst; } // forget older credit
     const window = Math.min(CPU_PERIOD_MS, Math.max(0, burst + owed));
     if (window <= 0) { this.signal('SIGSTOP'); this.timer = setTimeout(() => this.cycle(), CPU_PERIOD_MS); return; }
     if (!this.signal('SIGCONT')) return;

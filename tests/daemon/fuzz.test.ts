@@ -97,3 +97,23 @@ test('the console WebSocket and the events stream need the token; OpenAPI lists 
     assert.ok(doc.paths[path]?.[method], `${method} ${path} in the OpenAPI document`);
   }
 });
+
+test('events over a WebSocket: a start that fails shows running then shutoff', async () => {
+  const base = daemon.app.listeningOrigin.replace('localhost', '127.0.0.1');
+  const auth = { authorization: `Bearer ${daemon.token}` };
+  const ws = new WebSocket(base.replace('http', 'ws') + '/v1/events', { headers: auth });
+  const events: Array<{ name: string; state: string; lastExit?: { reason: string; message?: string } }> = [];
+  ws.on('message', (d: Buffer) => events.push(JSON.parse(d.toString()) as (typeof events)[number]));
+  await new Promise<void>((res, rej) => { ws.once('open', () => res()); ws.once('error', rej); });
+  const post = (path: string, body?: object): Promise<Response> => fetch(base + path, { method: 'POST', headers: { ...auth, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}) });
+  assert.equal((await post('/v1/vms', { name: 'e', kernel: join(root, 'missing-Image') })).status, 201);
+  const r = await post('/v1/vms/e/start');
+  assert.equal(r.status, 400);
+  const err = await r.json() as { code: string; message: string };
+  assert.equal(err.code, 'start_failed');
+  assert.match(err.message, /missing-Image/);
+  for (let i = 0; i < 50 && events.length < 2; i++) await new Promise((res) => setTimeout(res, 50));
+  ws.close();
+  assert.deepEqual(events.map((e) => [e.name, e.state]), [['e', 'running'], ['e', 'shutoff']]);
+  assert.equal(events[1].lastExit?.reason, 'config');
+});
