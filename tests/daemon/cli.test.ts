@@ -86,6 +86,20 @@ test('typevisor vm: define, list, start, console, stats, set, shutdown fallback,
   con.kill();
   assert.match(out, /cli-3/);
 
+  // On a terminal (a pty from script(1)): raw mode, typed bytes reach the guest, Ctrl-]
+  // detaches with status 0 and the VM keeps running.
+  const tty = spawn('script', ['-qfec', `${process.execPath} ${BIN} vm --connect ${url} console t`, '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let ttyOut = '';
+  tty.stdout.on('data', (d: Buffer) => { ttyOut += d.toString(); });
+  for (let i = 0; i < 100 && !ttyOut.includes('Escape character is ^]'); i++) await new Promise((res) => setTimeout(res, 100));
+  tty.stdin.write('echo tty-$((4+5))\r');
+  for (let i = 0; i < 100 && !ttyOut.includes('tty-9'); i++) await new Promise((res) => setTimeout(res, 100));
+  assert.match(ttyOut, /tty-9/);
+  tty.stdin.write(Buffer.from([0x1d]));
+  const ttyCode = await new Promise<number | null>((res) => tty.once('exit', res));
+  assert.equal(ttyCode, 0, ttyOut);
+  assert.match((await vm('list')).stdout, /^ t\s+running$/m);
+
   r = await vm('stats', 't');
   const st = JSON.parse(r.stdout) as { instructions: number; cpuSeconds: number; state: string };
   assert.equal(st.state, 'running');
