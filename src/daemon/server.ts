@@ -247,16 +247,25 @@ export class Daemon {
         return reply.code(204).send();
       });
 
-    app.get<{ Params: { name: string } }>('/v1/vms/:name/console', { websocket: true, schema: { summary: 'Console WebSocket: binary frames both ways', params: nameParams } }, (socket, req) => {
-      const vm = this.vms.get(req.params.name);
-      if (!vm) { socket.close(4404, 'no such VM'); return; }
-      const onOut = (d: Uint8Array): void => { socket.send(d); };
-      vm.on('console', onOut);
-      socket.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
-        const b = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
-        try { vm.input(new Uint8Array(b)); } catch { /* not running: dropped */ }
-      });
-      socket.on('close', () => vm.off('console', onOut));
+    // handler + wsHandler (not `websocket: true`) so the route shows in the OpenAPI document.
+    app.route<{ Params: { name: string } }>({
+      method: 'GET', url: '/v1/vms/:name/console',
+      schema: { summary: 'Console as a WebSocket: binary frames both ways (a plain GET gets 426)', params: nameParams, response: { 426: errorSchema, ...err } },
+      handler: async (req, reply) => {
+        this.vm(req.params.name);
+        return reply.code(426).header('upgrade', 'websocket').send({ code: 'upgrade_required', message: 'open this URL as a WebSocket' });
+      },
+      wsHandler: (socket, req) => {
+        const vm = this.vms.get(req.params.name);
+        if (!vm) { socket.close(4404, 'no such VM'); return; }
+        const onOut = (d: Uint8Array): void => { socket.send(d); };
+        vm.on('console', onOut);
+        socket.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
+          const b = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+          try { vm.input(new Uint8Array(b)); } catch { /* not running: dropped */ }
+        });
+        socket.on('close', () => vm.off('console', onOut));
+      },
     });
 
     app.route({

@@ -77,8 +77,8 @@ export function procStartTime(pid: number): string | null {
  * CPU cap by duty-cycling the runner with SIGSTOP/SIGCONT: in each period it may run for
  * cap × period, corrected by the CPU time it actually used since the cap was set (an
  * integral controller on /proc's counter), so the long-run share is the cap even when the
- * host is busy or the counter is coarse. Unused budget carries over up to one period's
- * worth (a burst, like cgroup cpu.max.burst), not more.
+ * host is busy or the counter is coarse. Unused budget carries over up to one period of
+ * CPU time (a burst, like cgroup cpu.max.burst), not more.
  */
 export class CpuCap {
   private timer: NodeJS.Timeout | null = null;
@@ -108,9 +108,11 @@ export class CpuCap {
     if (cpu === null) { this.stop(); return; }
     // Budget owed (ms): what the cap allowed so far minus what was used.
     let owed = this.capValue * (performance.now() - this.wall0) - (cpu - this.cpu0) * 1000;
-    const burst = this.capValue * CPU_PERIOD_MS;
-    if (owed > burst) { this.cpu0 -= (owed - burst) / 1000; owed = burst; } // forget older credit
-    const window = Math.min(CPU_PERIOD_MS, Math.max(0, burst + owed));
+    // Credit beyond one period is forgotten: after an idle spell the VM may run at most one
+    // extra period at full speed. Up to that, a runner the host starves in its window
+    // (a contended host) catches up in the next ones.
+    if (owed > CPU_PERIOD_MS) { this.cpu0 -= (owed - CPU_PERIOD_MS) / 1000; owed = CPU_PERIOD_MS; }
+    const window = Math.min(CPU_PERIOD_MS, Math.max(0, this.capValue * CPU_PERIOD_MS + owed));
     if (window <= 0) { this.signal('SIGSTOP'); this.timer = setTimeout(() => this.cycle(), CPU_PERIOD_MS); return; }
     if (!this.signal('SIGCONT')) return;
     if (window >= CPU_PERIOD_MS) { this.timer = setTimeout(() => this.cycle(), CPU_PERIOD_MS); return; }

@@ -91,9 +91,12 @@ test('the console WebSocket and the events stream need the token; OpenAPI lists 
   });
   assert.equal(status, 401);
   assert.equal((await fetch(base + '/v1/events')).status, 401);
+  const plain = await fetch(base + '/v1/vms/f/console', { headers: { authorization: `Bearer ${daemon.token}` } });
+  assert.equal(plain.status, 426);
+  assert.equal(((await plain.json()) as { code: string }).code, 'upgrade_required');
   const doc = await (await fetch(base + '/v1/openapi.json', { headers: { authorization: `Bearer ${daemon.token}` } })).json() as { openapi: string; paths: Record<string, Record<string, unknown>> };
   assert.equal(doc.openapi, '3.0.3');
-  for (const [path, method] of [['/v1/vms', 'post'], ['/v1/vms/{name}', 'patch'], ['/v1/vms/{name}/start', 'post'], ['/v1/vms/{name}/console/input', 'post'], ['/v1/events', 'get']]) {
+  for (const [path, method] of [['/v1/vms', 'post'], ['/v1/vms/{name}', 'patch'], ['/v1/vms/{name}/start', 'post'], ['/v1/vms/{name}/console/input', 'post'], ['/v1/vms/{name}/console', 'get'], ['/v1/events', 'get']]) {
     assert.ok(doc.paths[path]?.[method], `${method} ${path} in the OpenAPI document`);
   }
 });
