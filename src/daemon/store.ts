@@ -14,6 +14,12 @@ export interface LimitsDef {
   /** Token buckets for each drive (Firecracker semantics: bytes and ops). */
   disk?: { bandwidth?: BucketDef | null; ops?: BucketDef | null };
   /**
+   * CPU weight as cgroup v2 cpu.weight (1..10000, default 100): the share a VM gets when
+   * VMs compete for the host's cores. Applied as the runner's nice value (the same CFS
+   * weights); above 100 needs the privilege to lower nice values, else it stays at 100.
+   */
+  cpuWeight?: number;
+  /**
    * Host memory ceiling of the runner process (its RSS: guest RAM actually touched, the
    * code cache, Node itself). Bytes or "512M"; a runner above it is killed (`crashed`).
    */
@@ -57,6 +63,7 @@ export const limitsSchema = {
   type: 'object', additionalProperties: false,
   properties: {
     cpu: { type: 'number', exclusiveMinimum: 0, maximum: 64 },
+    cpuWeight: { type: 'integer', minimum: 1, maximum: 10000 },
     hostMemory: { anyOf: [{ type: 'integer', minimum: 1 << 20, maximum: 2 ** 44 }, { type: 'string', pattern: '^[0-9]{1,10}[KMG]?$' }] },
     disk: { type: 'object', additionalProperties: false, properties: { bandwidth: bucketSchema, ops: bucketSchema } },
   },

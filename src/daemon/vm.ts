@@ -7,6 +7,7 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { EventEmitter } from 'node:events';
+import { getPriority, setPriority } from 'node:os';
 import { ChildPort } from '../vmm/node-port.js';
 import { PROTOCOL_VERSION, asFromRunner, type FromRunner, type RunnerConfig, type RunnerStats, type ToRunner } from '../vmm/protocol.js';
 import { memoryBytes, type VmDef } from './store.js';
@@ -51,6 +52,11 @@ export function procCpuSeconds(pid: number): number | null {
   } catch {
     return null;
   }
+}
+
+/** cpu.weight → a nice offset: CFS weights step by about 1.25× per nice level (weight 100 = nice 0). */
+export function niceOffset(weight: number): number {
+  return Math.round(Math.log(100 / weight) / Math.log(1.25));
 }
 
 /** The process's resident set in bytes (VmRSS), or null when it is gone. */
@@ -340,11 +346,23 @@ export class Vm extends EventEmitter<VmEvents> {
     const cpu = this.def.limits?.cpu;
     if (pid === undefined) return;
     this.watchMemory(pid);
+    this.applyWeight(pid);
     this.port?.post({ type: 'limits', disk: this.def.limits?.disk ?? null });
     if (cpu === undefined || cpu >= 1) { this.cap?.stop(); this.cap = null; return; }
     if (this.cap) { this.cap.cap = cpu; return; }
     this.cap = new CpuCap(pid, cpu);
     this.cap.start();
+  }
+
+  private applyWeight(pid: number): void {
+    const base = getPriority();
+    const nice = Math.max(-20, Math.min(19, base + niceOffset(this.def.limits?.cpuWeight ?? 100)));
+    try {
+      setPriority(pid, nice);
+    } catch {
+      // Lowering a nice value needs privilege: stay at the daemon's own.
+      try { setPriority(pid, base); } catch { /* gone */ }
+    }
   }
 
   private memTimer: NodeJS.Timeout | null = null;

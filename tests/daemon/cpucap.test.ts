@@ -8,7 +8,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { CpuCap, procCpuSeconds } from '../../src/daemon/vm.js';
+import { getPriority, setPriority } from 'node:os';
+import { CpuCap, niceOffset, procCpuSeconds } from '../../src/daemon/vm.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -45,5 +46,27 @@ test('CPU cap: 25% then 50% (changed live) on a busy process, after an idle seco
   } finally {
     child.kill('SIGKILL');
     control.kill('SIGKILL');
+  }
+});
+
+test('CPU weights: two busy processes on one core share it by their weights (cpu.weight via nice)', { timeout: 60_000 }, async () => {
+  // Pin both to CPU 0 so they compete whatever the host's core count.
+  const spin = (): ReturnType<typeof spawn> => spawn('taskset', ['-c', '0', process.execPath, '-e', 'for (;;);'], { stdio: 'ignore' });
+  const heavy = spin(), light = spin();
+  try {
+    await sleep(300);
+    const base = getPriority();
+    // Weight 100 and weight 25: nice +0 and +6, CFS weights 1024 and 272 (about 4:1).
+    assert.equal(niceOffset(100), 0);
+    assert.equal(niceOffset(25), 6);
+    assert.equal(niceOffset(1000), -10);
+    setPriority(light.pid!, base + niceOffset(25));
+    assert.equal(getPriority(light.pid!), base + 6);
+    const [h, l] = await Promise.all([share(heavy.pid!, 3000), share(light.pid!, 3000)]);
+    console.log(`weights 100:25 → ${(h * 100).toFixed(1)}% : ${(l * 100).toFixed(1)}% (ratio ${(h / l).toFixed(2)})`);
+    assert.ok(h / l > 2.5, `ratio ${(h / l).toFixed(2)}, expected about 3.8`);
+  } finally {
+    heavy.kill('SIGKILL');
+    light.kill('SIGKILL');
   }
 });

@@ -7,7 +7,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, statSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, getPriority } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { Daemon } from '../../src/daemon/server.js';
@@ -176,7 +176,8 @@ test('daemon: two VMs boot, console log/input/WebSocket, metrics, CPU cap, suspe
   const used = (procCpuSeconds(pid)! - c0) / ((performance.now() - t0) / 1000);
   console.log(`CPU cap 25%: measured ${(used * 100).toFixed(1)}%`);
   assert.ok(Math.abs(used - 0.25) <= 0.05, `CPU cap 25%: measured ${(used * 100).toFixed(1)}%`);
-  assert.equal((await api('PATCH', '/v1/vms/b', { limits: { cpu: 1 } })).status, 200);
+  assert.equal((await api('PATCH', '/v1/vms/b', { limits: { cpu: 1, cpuWeight: 25 } })).status, 200);
+  assert.equal(getPriority(pid), getPriority() + 6, 'cpu.weight 25 is nice +6 relative to the daemon');
   await sh('b', 'kill %1; echo spin-stopped', 'spin-stopped');
 
   // Suspend: the guest runs nothing and its clock stands still; input typed meanwhile
