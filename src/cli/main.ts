@@ -16,6 +16,7 @@ import { findDefaultGuest, guestDir, cacheDir } from '../host/guest-cache.js';
 import { TerminalConsole, ESCAPE_HELP, type ConsoleInput, type ConsoleOutput } from '../host/terminal.js';
 import { parseFlags, parseSize, parseAddress, USAGE_STATUS, type FlagSpec, type Parsed } from './args.js';
 import { parseVirtio, isVirtioDevice, openVirtio, type VirtioRequest } from './devices.js';
+import { cmdDaemon, cmdVm, VM_HELP } from './vm.js';
 
 export interface CliIo {
   stdin: ConsoleInput;
@@ -38,6 +39,8 @@ Commands:
   dumpdtb   write the machine's device tree blob
   image     build (image build [--force]) or locate (image path) the default guest
   img       disk images: create, info, convert, check (qemu-img spelling; 'img help')
+  daemon    the VM manager: many VMs, each in its own process, behind a REST API
+  vm        talk to the daemon: list, define, start, console, ... ('vm help')
   help      this text
   --version print the version
 
@@ -85,7 +88,8 @@ typevisor run [options]
 typevisor dumpdtb [-m SIZE] [--append ARGS] [--kernel F --initrd F] [-o FILE]
 
 Options take one or two dashes, and --opt=value or --opt value.
-`;
+
+${VM_HELP}`;
 
 const MACHINE_FLAGS: FlagSpec[] = [
   { name: 'm', aliases: ['memory'], value: true },
@@ -364,6 +368,8 @@ export async function main(argv: readonly string[], ioIn?: Partial<CliIo>): Prom
       case 'dumpdtb': return cmdDumpDtb(rest, io);
       case 'image': return await cmdImage(rest, io);
       case 'img': return await cmdImg(rest, io);
+      case 'daemon': return await cmdDaemon(rest, io);
+      case 'vm': return await cmdVm(rest, io);
       default:
         // QEMU habit: options straight away mean `run`.
         if (cmd.startsWith('-')) return await cmdRun(argv, io);

@@ -124,6 +124,9 @@ export class Machine {
   readonly virtioDevices: VirtioDevice[] = [];
   private exit: MachineExit | null = null;
   private wake: (() => void) | null = null;
+  /** Set while suspended: the run loop waits on it at a slice boundary. */
+  private pauseGate: Promise<void> | null = null;
+  private unpause: (() => void) | null = null;
   private readonly mono: () => number;
   private readonly stepLimit: number;
   /** Instructions executed plus traps taken, since construction. */
@@ -174,6 +177,7 @@ export class Machine {
 
   private finish(e: MachineExit): void {
     if (this.exit === null) this.exit = e;
+    this.resume();
     this.hart.requestStop();
     this.kick();
   }
@@ -235,6 +239,25 @@ export class Machine {
   /** Stop the machine from the host (Ctrl-A X, a test timeout). */
   stop(): void { this.finish({ reason: 'stopped', code: 0 }); }
 
+  /**
+   * Suspend: the run loop stops at the next slice boundary and runs nothing (no vCPU,
+   * no device service) until resume(). The caller keeps guest time still (monoClockMs).
+   */
+  pause(): void {
+    if (this.pauseGate) return;
+    this.pauseGate = new Promise((r) => { this.unpause = r; });
+    this.kick();
+  }
+
+  resume(): void {
+    const r = this.unpause;
+    this.pauseGate = null;
+    this.unpause = null;
+    r?.();
+  }
+
+  get paused(): boolean { return this.pauseGate !== null; }
+
   /** Console input from the host. Wakes a sleeping hart. */
   sendInput(bytes: Uint8Array): void {
     this.board.uart.receive(bytes);
@@ -266,8 +289,9 @@ export class Machine {
       const clock = this.board.clock;
       let deadline = this.service();
       while (this.exit === null) {
+        if (this.pauseGate) { await this.pauseGate; continue; }
         const t0 = this.mono();
-        while (this.exit === null) {
+        while (this.exit === null && this.pauseGate === null) {
           // Virtual clock: end the slice exactly at the next deadline, so timer interrupts
           // arrive at the same instruction however the run is sliced (or saved and resumed).
           const slice = clock.virtual ? Math.max(1, Math.min(SLICE, clock.instructionsUntil(deadline))) : SLICE;
@@ -278,6 +302,7 @@ export class Machine {
           if (hart.waiting || this.mono() - t0 >= YIELD_MS) break;
         }
         if (this.exit !== null) break;
+        if (this.pauseGate) continue;
         if (hart.waiting) {
           if (clock.virtual && deadline !== Infinity) {
             // Nothing runs until the deadline: skip there instead of waiting for it.

@@ -1,0 +1,323 @@
+/**
+ * The daemon: a REST API under /v1 (fastify; requests validated against the same JSON
+ * schemas that make /v1/openapi.json), bearer-token auth, Prometheus /metrics, server-sent
+ * events of state changes, and a console WebSocket per VM. VMs run in runner processes.
+ */
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyError } from 'fastify';
+import fastifyWebsocket from '@fastify/websocket';
+import fastifySwagger from '@fastify/swagger';
+import { Registry, Gauge } from 'prom-client';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DefinitionStore, vmDefSchema, vmPatchSchema, memoryBytes, NAME_PATTERN, type VmDef } from './store.js';
+import { Vm, ApiError, VM_STATES, type VmInfo } from './vm.js';
+
+export interface DaemonOptions {
+  stateDir: string;
+  host?: string;
+  port?: number;
+  tls?: { cert: string; key: string };
+  /** When set, every file a definition names must lie under it. */
+  imageRoot?: string;
+  env?: NodeJS.ProcessEnv;
+  log?: (msg: string) => void;
+  /** Default graceful shutdown timeout (ms). */
+  shutdownTimeoutMs?: number;
+}
+
+const RUNNER = join(dirname(fileURLToPath(import.meta.url)), '..', 'vmm', 'runner-main.js');
+
+/** The token file, created at first start with mode 0600. */
+export function loadOrCreateToken(stateDir: string): string {
+  const path = join(stateDir, 'token');
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    const t = randomBytes(32).toString('hex');
+    writeFileSync(path, t + '\n', { mode: 0o600, flag: 'wx' });
+    return t;
+  }
+}
+
+const errorSchema = { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' }, field: { type: 'string' } }, required: ['code', 'message'] } as const;
+const nameParams = { type: 'object', required: ['name'], properties: { name: { type: 'string', pattern: NAME_PATTERN } } } as const;
+const vmInfoSchema = { type: 'object', additionalProperties: true, properties: { name: { type: 'string' }, state: { type: 'string', enum: VM_STATES } } } as const;
+
+export class Daemon {
+  readonly app: FastifyInstance;
+  readonly token: string;
+  private readonly store: DefinitionStore;
+  private readonly vms = new Map<string, Vm>();
+  private readonly sseClients = new Set<FastifyReply>();
+  private readonly wsEventClients = new Set<(event: string) => void>();
+  private readonly registry = new Registry();
+  private readonly log: (msg: string) => void;
+  private readonly runDir: string;
+
+  constructor(private readonly opts: DaemonOptions) {
+    mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
+    this.log = opts.log ?? ((m) => process.stderr.write(`typevisor daemon: ${m}\n`));
+    this.token = loadOrCreateToken(opts.stateDir);
+    this.store = new DefinitionStore(opts.stateDir);
+    this.runDir = join(opts.stateDir, 'run');
+    mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
+    this.app = Fastify({
+      ...(opts.tls ? { https: { cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) } } : {}),
+      // Strict: no silent coercion or stripping of unknown fields.
+      ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+      bodyLimit: 1 << 20,
+    });
+    for (const d of this.store.loadAll(this.log)) this.addVm(d);
+  }
+
+  private addVm(def: VmDef): Vm {
+    const vm = new Vm(def, RUNNER, this.opts.env ?? process.env, this.runDir);
+    vm.on('state', (info) => this.broadcast(info));
+    this.vms.set(def.name, vm);
+    return vm;
+  }
+
+  private broadcast(info: VmInfo): void {
+    const json = JSON.stringify({ name: info.name, state: info.state, ...(info.lastExit ? { lastExit: info.lastExit } : {}) });
+    const data = `event: state\ndata: ${json}\n\n`;
+    for (const r of this.sseClients) r.raw.write(data);
+    for (const send of this.wsEventClients) send(json);
+  }
+
+  private vm(name: string): Vm {
+    const v = this.vms.get(name);
+    if (!v) throw new ApiError(404, 'not_found', `no VM named '${name}'`);
+    return v;
+  }
+
+  /** Every file a definition names exists under --image-root (when set). */
+  private checkPaths(def: Partial<VmDef>): void {
+    if (def.memory !== undefined) {
+      const m = memoryBytes(def.memory);
+      if (m < 4 << 20 || m > 0xf000_0000 || m % 4096 !== 0) throw new ApiError(400, 'invalid', `memory: ${String(def.memory)} must be a multiple of 4 KiB between 4M and 3840M`, '/memory');
+    }
+    const root = this.opts.imageRoot;
+    if (!root) return;
+    const check = (p: string | undefined, field: string): void => {
+      if (p === undefined || (field === '/bios' && (p === 'none' || p === 'default'))) return;
+      const abs = resolve(p);
+      if (!abs.startsWith(resolve(root) + sep)) throw new ApiError(400, 'forbidden_path', `${field}: '${p}' is outside the image root`, field);
+    };
+    check(def.kernel, '/kernel'); check(def.initrd, '/initrd'); check(def.bios, '/bios');
+    (def.drives ?? []).forEach((d, i) => check(d.file, `/drives/${i}/file`));
+  }
+
+  private authorized(req: FastifyRequest): boolean {
+    const h = req.headers.authorization;
+    if (typeof h !== 'string' || !h.startsWith('Bearer ')) return false;
+    const a = Buffer.from(h.slice(7)), b = Buffer.from(this.token);
+    return a.length === b.length && timingSafeEqual(a, b);
+  }
+
+  async listen(): Promise<string> {
+    await this.setup();
+    const addr = await this.app.listen({ host: this.opts.host ?? '127.0.0.1', port: this.opts.port ?? 8446 });
+    for (const v of this.vms.values()) {
+      if (v.def.autostart) v.start().catch((e: Error) => this.log(`autostart ${v.name}: ${e.message}`));
+    }
+    return addr;
+  }
+
+  async close(): Promise<void> {
+    for (const r of this.sseClients) r.raw.end();
+    this.sseClients.clear();
+    await Promise.allSettled([...this.vms.values()].filter((v) => v.state === 'running' || v.state === 'paused').map((v) => v.destroy()));
+    await this.app.close();
+  }
+
+  private async setup(): Promise<void> {
+    const app = this.app;
+    await app.register(fastifySwagger, {
+      openapi: {
+        openapi: '3.0.3',
+        info: { title: 'typevisor daemon', version: '1' },
+        components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+        security: [{ bearer: [] }],
+      },
+    });
+    await app.register(fastifyWebsocket, { options: { maxPayload: 1 << 20 } });
+    app.addHook('onRequest', async (req, reply) => {
+      if (!this.authorized(req)) {
+        await reply.code(401).header('www-authenticate', 'Bearer').send({ code: 'unauthorized', message: 'missing or wrong bearer token' });
+      }
+    });
+    app.setErrorHandler((err: FastifyError | ApiError, _req, reply) => {
+      if (err instanceof ApiError) {
+        return reply.code(err.status).send({ code: err.code, message: err.message, ...(err.field ? { field: err.field } : {}) });
+      }
+      const fe = err as FastifyError;
+      if (fe.validation) {
+        const v = fe.validation[0];
+        const missing = (v?.params as { missingProperty?: string; additionalProperty?: string } | undefined);
+        const field = `${fe.validationContext ?? 'body'}${v?.instancePath ?? ''}${missing?.missingProperty ? '/' + missing.missingProperty : ''}${missing?.additionalProperty ? '/' + missing.additionalProperty : ''}`;
+        return reply.code(400).send({ code: 'invalid', message: `${field}: ${v?.message ?? fe.message}`, field });
+      }
+      const status = fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500 ? fe.statusCode : 500;
+      if (status === 500) this.log(`internal error: ${fe.stack ?? fe.message}`);
+      return reply.code(status).send({ code: status === 500 ? 'internal' : (fe.code ?? 'bad_request'), message: fe.message });
+    });
+    app.setNotFoundHandler((req, reply) => reply.code(404).send({ code: 'not_found', message: `no route ${req.method} ${req.url}` }));
+    app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+    const err = { 400: errorSchema, 401: errorSchema, 404: errorSchema, 409: errorSchema };
+    app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+    app.get('/v1/vms', { schema: { summary: 'List VMs', response: { 200: { type: 'array', items: vmInfoSchema } } } },
+      async () => [...this.vms.values()].map((v) => v.info()));
+
+    app.post<{ Body: VmDef }>('/v1/vms', { schema: { summary: 'Define a VM (stored in the state directory)', body: vmDefSchema, response: { 201: vmInfoSchema, ...err } } },
+      async (req, reply) => {
+        const def = req.body;
+        if (this.vms.has(def.name)) throw new ApiError(409, 'exists', `a VM named '${def.name}' already exists`, '/name');
+        this.checkPaths(def);
+        this.store.save(def);
+        const vm = this.addVm(def);
+        return reply.code(201).send(vm.info());
+      });
+
+    app.get<{ Params: { name: string } }>('/v1/vms/:name', { schema: { params: nameParams, response: { 200: vmInfoSchema, ...err } } },
+      async (req) => this.vm(req.params.name).info());
+
+    app.patch<{ Params: { name: string }; Body: Omit<VmDef, 'name'> }>('/v1/vms/:name',
+      { schema: { summary: 'Change a definition; limits apply to a running VM at once, the rest at its next start', params: nameParams, body: vmPatchSchema, response: { 200: vmInfoSchema, ...err } } },
+      async (req) => {
+        const vm = this.vm(req.params.name);
+        this.checkPaths(req.body);
+        const def: VmDef = { ...vm.def, ...req.body, name: vm.name };
+        if (req.body.limits) def.limits = { ...vm.def.limits, ...req.body.limits };
+        this.store.save(def);
+        vm.def = def;
+        vm.applyLimits();
+        return vm.info();
+      });
+
+    app.delete<{ Params: { name: string } }>('/v1/vms/:name', { schema: { summary: 'Undefine a stopped VM', params: nameParams, response: { 204: { type: 'null' }, ...err } } },
+      async (req, reply) => {
+        const vm = this.vm(req.params.name);
+        if (vm.state === 'running' || vm.state === 'paused') throw new ApiError(409, 'wrong_state', `cannot undefine '${vm.name}': it is ${vm.state}`);
+        this.store.remove(vm.name);
+        this.vms.delete(vm.name);
+        return reply.code(204).send();
+      });
+
+    const action = (verb: string, summary: string, run: (vm: Vm, body: { timeoutMs?: number } | undefined) => Promise<void> | void, code = 200): void => {
+      app.post<{ Params: { name: string }; Body: { timeoutMs?: number } | undefined }>(`/v1/vms/:name/${verb}`, {
+        schema: {
+          summary, params: nameParams,
+          ...(verb === 'shutdown' ? { body: { type: 'object', additionalProperties: false, properties: { timeoutMs: { type: 'integer', minimum: 0, maximum: 600_000 } } } } : {}),
+          response: { [code]: vmInfoSchema, ...err },
+        },
+      }, async (req, reply) => {
+        const vm = this.vm(req.params.name);
+        await run(vm, req.body);
+        return reply.code(code).send(vm.info());
+      });
+    };
+    action('start', 'Boot the VM in a new runner process', (vm) => vm.start());
+    action('shutdown', 'Wait for the guest to power off, destroy it after timeoutMs', (vm, b) => vm.shutdown(b?.timeoutMs ?? this.opts.shutdownTimeoutMs ?? 30_000), 202);
+    action('reboot', 'Reset the machine (a fresh boot)', (vm) => vm.reboot());
+    action('suspend', 'Stop the vCPU and guest time', (vm) => vm.suspend());
+    action('resume', 'Continue a suspended VM', (vm) => vm.resume());
+    action('destroy', 'Stop the VM at once', (vm) => vm.destroy());
+
+    app.get<{ Params: { name: string } }>('/v1/vms/:name/stats', { schema: { summary: 'Runner figures: instructions retired, CPU seconds, RSS, disk counters (404 unless running)', params: nameParams, response: { 200: { type: 'object', additionalProperties: true }, ...err } } },
+      async (req) => {
+        const vm = this.vm(req.params.name);
+        const st = await vm.stats();
+        if (!st) throw new ApiError(409, 'wrong_state', `'${vm.name}' is ${vm.state}: no runner`);
+        return { name: vm.name, state: vm.state, ...st };
+      });
+
+    app.get<{ Params: { name: string } }>('/v1/vms/:name/console/log', { schema: { summary: 'The console\'s last 64 KiB', params: nameParams, response: { 200: { type: 'string' }, ...err } } },
+      async (req, reply) => reply.type('text/plain; charset=utf-8').send(this.vm(req.params.name).consoleLog()));
+
+    app.post<{ Params: { name: string }; Body: Buffer | string }>('/v1/vms/:name/console/input', { schema: { summary: 'Raw bytes to the console (any content type)', params: nameParams, response: { 204: { type: 'null' }, ...err } } },
+      async (req, reply) => {
+        const vm = this.vm(req.params.name);
+        const b = req.body;
+        if (typeof b !== 'string' && !Buffer.isBuffer(b)) throw new ApiError(400, 'invalid', 'console input must be text or application/octet-stream', 'body');
+        vm.input(typeof b === 'string' ? new TextEncoder().encode(b) : new Uint8Array(b));
+        return reply.code(204).send();
+      });
+
+    // handler + wsHandler (not `websocket: true`) so the route shows in the OpenAPI document.
+    app.route<{ Params: { name: string } }>({
+      method: 'GET', url: '/v1/vms/:name/console',
+      schema: { summary: 'Console as a WebSocket: binary frames both ways (a plain GET gets 426)', params: nameParams, response: { 426: errorSchema, ...err } },
+      handler: async (req, reply) => {
+        this.vm(req.params.name);
+        return reply.code(426).header('upgrade', 'websocket').send({ code: 'upgrade_required', message: 'open this URL as a WebSocket' });
+      },
+      wsHandler: (socket, req) => {
+        const vm = this.vms.get(req.params.name);
+        if (!vm) { socket.close(4404, 'no such VM'); return; }
+        const onOut = (d: Uint8Array): void => { socket.send(d); };
+        vm.on('console', onOut);
+        socket.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
+          const b = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+          try { vm.input(new Uint8Array(b)); } catch { /* not running: dropped */ }
+        });
+        socket.on('close', () => vm.off('console', onOut));
+      },
+    });
+
+    app.route({
+      method: 'GET', url: '/v1/events',
+      schema: { summary: 'One `state` event per VM state change: server-sent events, or JSON text frames on a WebSocket' },
+      handler: (req, reply) => {
+        reply.hijack();
+        reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+        reply.raw.write(': typevisor events\n\n');
+        this.sseClients.add(reply);
+        req.raw.on('close', () => this.sseClients.delete(reply));
+      },
+      wsHandler: (socket) => {
+        const send = (e: string): void => { socket.send(e); };
+        this.wsEventClients.add(send);
+        socket.on('close', () => this.wsEventClients.delete(send));
+      },
+    });
+
+    this.setupMetrics();
+  }
+
+  private setupMetrics(): void {
+    const reg = this.registry;
+    const g = (name: string, help: string, labels: string[] = ['vm']): Gauge => new Gauge({ name, help, labelNames: labels, registers: [reg] });
+    const state = g('typevisor_vm_state', 'VM state (1 for the current state)', ['vm', 'state']);
+    const cpu = g('typevisor_vm_cpu_seconds', 'Runner process CPU time (user + system)');
+    const instr = g('typevisor_vm_instructions_retired', 'Instructions retired by the guest hart');
+    const rss = g('typevisor_vm_rss_bytes', 'Runner process resident set size');
+    const mem = g('typevisor_vm_memory_bytes', 'Guest RAM');
+    const cap = g('typevisor_vm_cpu_cap', 'CPU cap as a fraction of one core (0 = none)');
+    const dRB = g('typevisor_vm_disk_read_bytes', 'Bytes read by the guest', ['vm', 'disk']);
+    const dWB = g('typevisor_vm_disk_write_bytes', 'Bytes written by the guest', ['vm', 'disk']);
+    const dRO = g('typevisor_vm_disk_read_ops', 'Read requests', ['vm', 'disk']);
+    const dWO = g('typevisor_vm_disk_write_ops', 'Write requests', ['vm', 'disk']);
+    this.app.get('/metrics', { schema: { summary: 'Prometheus text format', hide: true } }, async (_req, reply) => {
+      reg.resetMetrics();
+      await Promise.all([...this.vms.values()].map(async (v) => {
+        for (const s of VM_STATES) state.set({ vm: v.name, state: s }, v.state === s ? 1 : 0);
+        mem.set({ vm: v.name }, memoryBytes(v.def.memory));
+        cap.set({ vm: v.name }, v.def.limits?.cpu ?? 0);
+        const st = await v.stats();
+        if (!st) return;
+        cpu.set({ vm: v.name }, st.cpuSeconds);
+        instr.set({ vm: v.name }, st.instructions);
+        rss.set({ vm: v.name }, st.rssBytes);
+        st.disks.forEach((d, i) => {
+          const l = { vm: v.name, disk: `vd${String.fromCharCode(97 + i)}` };
+          dRB.set(l, d.readBytes); dWB.set(l, d.writeBytes); dRO.set(l, d.readOps); dWO.set(l, d.writeOps);
+        });
+      }));
+      return reply.type(reg.contentType).send(await reg.metrics());
+    });
+  }
+}

@@ -1,0 +1,409 @@
+/**
+ * One VM as the daemon sees it: its definition, its state (libvirt's names), its runner
+ * process, the console's last 64 KiB, and its CPU cap. A runner that dies without
+ * reporting an exit leaves the VM `crashed` with the reason and the console's last lines;
+ * the daemon itself never throws on a dying runner.
+ */
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { EventEmitter } from 'node:events';
+import { getPriority, setPriority } from 'node:os';
+import { ChildPort } from '../vmm/node-port.js';
+import { PROTOCOL_VERSION, asFromRunner, type FromRunner, type RunnerConfig, type RunnerStats, type ToRunner } from '../vmm/protocol.js';
+import { memoryBytes, type VmDef } from './store.js';
+
+export type VmState = 'shutoff' | 'running' | 'paused' | 'crashed';
+export const VM_STATES: readonly VmState[] = ['shutoff', 'running', 'paused', 'crashed'];
+
+export const CONSOLE_LOG_BYTES = 64 * 1024;
+/** cgroup cpu.max's default period. */
+export const CPU_PERIOD_MS = 100;
+
+export class ApiError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string, readonly field?: string) { super(message); }
+}
+
+/** A byte ring of the console's last output. */
+class ConsoleLog {
+  private chunks: Uint8Array[] = [];
+  private size = 0;
+  push(b: Uint8Array): void {
+    this.chunks.push(b);
+    this.size += b.length;
+    while (this.size - this.chunks[0].length >= CONSOLE_LOG_BYTES) this.size -= this.chunks.shift()!.length;
+  }
+  bytes(): Uint8Array {
+    const all = new Uint8Array(this.size);
+    let o = 0;
+    for (const c of this.chunks) { all.set(c, o); o += c.length; }
+    return all.length > CONSOLE_LOG_BYTES ? all.subarray(all.length - CONSOLE_LOG_BYTES) : all;
+  }
+  text(): string { return new TextDecoder().decode(this.bytes()); }
+  clear(): void { this.chunks = []; this.size = 0; }
+}
+
+/** Process CPU seconds (user + system) from /proc; null when the process is gone. */
+export function procCpuSeconds(pid: number): number | null {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in USER_HZ (100 on Linux)
+  } catch {
+    return null;
+  }
+}
+
+/** cpu.weight → a nice offset: CFS weights step by about 1.25× per nice level (weight 100 = nice 0). */
+export function niceOffset(weight: number): number {
+  return Math.round(Math.log(100 / weight) / Math.log(1.25));
+}
+
+/** The process's resident set in bytes (VmRSS), or null when it is gone. */
+export function procRssBytes(pid: number): number | null {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The process's start time (field 22 of /proc/PID/stat), or null. */
+export function procStartTime(pid: number): string | null {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return s.slice(s.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * CPU cap by duty-cycling the runner with SIGSTOP/SIGCONT: in each period it may run for
+ * cap × period, corrected by the CPU time it actually used since the cap was set (an
+ * integral controller on /proc's counter), so the long-run share is the cap even when the
+ * host is busy or the counter is coarse. Unused budget carries over up to one period of
+ * CPU time (a burst, like cgroup cpu.max.burst), not more.
+ */
+export class CpuCap {
+  private timer: NodeJS.Timeout | null = null;
+  private cpu0 = 0;
+  private wall0 = 0;
+  constructor(private readonly pid: number, private capValue: number) {}
+
+  get cap(): number { return this.capValue; }
+  set cap(c: number) { this.capValue = c; this.rebase(); }
+
+  private rebase(): void {
+    this.cpu0 = procCpuSeconds(this.pid) ?? 0;
+    this.wall0 = performance.now();
+  }
+
+  start(): void {
+    this.rebase();
+    this.cycle();
+  }
+
+  private signal(s: NodeJS.Signals): boolean {
+    try { process.kill(this.pid, s); return true; } catch { this.stop(); return false; }
+  }
+
+  private cycle(): void {
+    const cpu = procCpuSeconds(this.pid);
+    if (cpu === null) { this.stop(); return; }
+    // Budget owed (ms): what the cap allowed so far minus what was used.
+    let owed = this.capValue * (performance.now() - this.wall0) - (cpu - this.cpu0) * 1000;
+    // Credit beyond one period is forgotten: after an idle spell the VM may run at most one
+    // extra period at full speed. Up to that, a runner the host starves in its window
+    // (a contended host) catches up in the next ones.
+    if (owed > CPU_PERIOD_MS) { this.cpu0 -= (owed - CPU_PERIOD_MS) / 1000; owed = CPU_PERIOD_MS; }
+    const window = Math.min(CPU_PERIOD_MS, Math.max(0, this.capValue * CPU_PERIOD_MS + owed));
+    if (window <= 0) { this.signal('SIGSTOP'); this.timer = setTimeout(() => this.cycle(), CPU_PERIOD_MS); return; }
+    if (!this.signal('SIGCONT')) return;
+    if (window >= CPU_PERIOD_MS) { this.timer = setTimeout(() => this.cycle(), CPU_PERIOD_MS); return; }
+    this.timer = setTimeout(() => {
+      if (!this.signal('SIGSTOP')) return;
+      this.timer = setTimeout(() => this.cycle(), CPU_PERIOD_MS - window);
+    }, window);
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    try { process.kill(this.pid, 'SIGCONT'); } catch { /* gone */ }
+  }
+}
+
+export interface VmInfo {
+  name: string;
+  state: VmState;
+  definition: VmDef;
+  pid?: number;
+  /** How the last run ended. */
+  lastExit?: { reason: string; code: number; message?: string };
+  /** For a crash: the console's last lines. */
+  lastConsole?: string;
+}
+
+export interface VmEvents {
+  state: [info: VmInfo];
+  console: [data: Uint8Array];
+}
+
+export class Vm extends EventEmitter<VmEvents> {
+  state: VmState = 'shutoff';
+  private port: ChildPort<FromRunner, ToRunner> | null = null;
+  private readonly log = new ConsoleLog();
+  private lastExit: VmInfo['lastExit'];
+  private lastConsole: string | undefined;
+  private exitMsg: Extract<FromRunner, { type: 'exit' }> | null = null;
+  private statsId = 0;
+  private statsWaiters = new Map<number, (s: RunnerStats) => void>();
+  private lastStats: RunnerStats | null = null;
+  private cap: CpuCap | null = null;
+  private shutdownTimer: NodeJS.Timeout | null = null;
+  private exited: Promise<void> = Promise.resolve();
+  private destroying = false;
+
+  /** runDir holds NAME.pid for each live runner, so a restarted daemon finds them. */
+  constructor(public def: VmDef, private readonly runnerScript: string, private readonly env: NodeJS.ProcessEnv, private readonly runDir: string) {
+    super();
+    this.reapStale();
+  }
+
+  private get pidFile(): string { return join(this.runDir, `${this.name}.pid`); }
+
+  /**
+   * A runner left by an earlier daemon cannot be reconnected (its IPC channel died with
+   * that daemon; it exits by itself unless it was SIGSTOPped by a CPU cap): stop it and
+   * say so. The process start time guards against a reused pid.
+   */
+  private reapStale(): void {
+    let rec: { pid: number; start: string };
+    try { rec = JSON.parse(readFileSync(this.pidFile, 'utf8')) as { pid: number; start: string }; } catch { return; }
+    if (Number.isSafeInteger(rec.pid) && rec.pid > 1 && procStartTime(rec.pid) === rec.start) {
+      try { process.kill(rec.pid, 'SIGKILL'); } catch { /* gone */ }
+      this.lastExit = { reason: 'stopped', code: 0, message: 'the daemon restarted: its runner was stopped' };
+    }
+    rmSync(this.pidFile, { force: true });
+  }
+
+  get name(): string { return this.def.name; }
+  get pid(): number | undefined { return this.port?.pid; }
+
+  info(): VmInfo {
+    return {
+      name: this.name, state: this.state, definition: this.def,
+      ...(this.pid !== undefined ? { pid: this.pid } : {}),
+      ...(this.lastExit ? { lastExit: this.lastExit } : {}),
+      ...(this.lastConsole !== undefined ? { lastConsole: this.lastConsole } : {}),
+    };
+  }
+
+  private setState(s: VmState): void {
+    this.state = s;
+    this.emit('state', this.info());
+  }
+
+  private need(ok: readonly VmState[], verb: string): void {
+    if (!ok.includes(this.state)) throw new ApiError(409, 'wrong_state', `cannot ${verb} '${this.name}': it is ${this.state}`);
+  }
+
+  consoleLog(): string { return this.log.text(); }
+
+  runnerConfig(): RunnerConfig {
+    const d = this.def;
+    return {
+      name: d.name, memoryBytes: memoryBytes(d.memory),
+      ...(d.kernel !== undefined ? { kernel: resolve(d.kernel) } : {}),
+      ...(d.initrd !== undefined ? { initrd: resolve(d.initrd) } : {}),
+      ...(d.append !== undefined ? { append: d.append } : {}),
+      ...(d.bios !== undefined ? { bios: d.bios === 'none' || d.bios === 'default' ? d.bios : resolve(d.bios) } : {}),
+      drives: (d.drives ?? []).map((x) => ({ ...x, file: resolve(x.file) })),
+      ...(d.limits?.disk ? { diskLimit: d.limits.disk } : {}),
+    };
+  }
+
+  /** Start the runner; resolves when the machine runs, rejects (400) if it cannot be built. */
+  start(): Promise<void> {
+    this.need(['shutoff', 'crashed'], 'start');
+    this.log.clear();
+    this.lastExit = undefined;
+    this.lastConsole = undefined;
+    this.exitMsg = null;
+    const port = new ChildPort<FromRunner, ToRunner>(this.runnerScript, [], this.env);
+    this.port = port;
+    const pid = port.pid;
+    if (pid !== undefined) {
+      try { writeFileSync(this.pidFile, JSON.stringify({ pid, start: procStartTime(pid) ?? '' }), { mode: 0o600 }); } catch { /* best effort */ }
+    }
+    let stderr = '';
+    port.child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4096); });
+    let resolveExit!: () => void;
+    this.exited = new Promise((r) => { resolveExit = r; });
+    this.setState('running');
+    return new Promise<void>((resolveStart, rejectStart) => {
+      let startSettled = false;
+      port.onMessage((raw) => {
+        const m = asFromRunner(raw);
+        if (!m) return;
+        switch (m.type) {
+          case 'hello':
+            if (m.version !== PROTOCOL_VERSION) { port.child.kill('SIGKILL'); return; }
+            port.post({ type: 'start', version: PROTOCOL_VERSION, config: this.runnerConfig() });
+            return;
+          case 'started':
+            startSettled = true;
+            this.applyLimits();
+            resolveStart();
+            return;
+          case 'console':
+            if (!(m.data instanceof Uint8Array)) return;
+            this.log.push(m.data);
+            this.emit('console', m.data);
+            return;
+          case 'stats': {
+            const w = this.statsWaiters.get(m.id);
+            this.statsWaiters.delete(m.id);
+            this.lastStats = m.stats;
+            w?.(m.stats);
+            return;
+          }
+          case 'state': this.setState(m.state); return;
+          case 'rebooted': return;
+          case 'exit': this.exitMsg = m; return;
+        }
+      });
+      port.child.on('exit', (code, signal) => {
+        this.cap?.stop();
+        this.cap = null;
+        if (this.shutdownTimer) clearTimeout(this.shutdownTimer);
+        this.shutdownTimer = null;
+        this.port = null;
+        if (this.memTimer) clearInterval(this.memTimer);
+        this.memTimer = null;
+        rmSync(this.pidFile, { force: true });
+        for (const w of this.statsWaiters.values()) w(this.lastStats ?? emptyStats());
+        this.statsWaiters.clear();
+        const e = this.exitMsg;
+        if (e) {
+          this.lastExit = { reason: e.reason, code: e.code, ...(e.message !== undefined ? { message: e.message } : {}) };
+        } else {
+          this.lastExit = { reason: signal ? `killed by ${signal}` : `runner exited with status ${code ?? 0}`, code: code ?? 1, ...(stderr ? { message: stderr.trim() } : {}) };
+        }
+        if (this.memKill !== null) { this.lastExit = { reason: 'memory', code: 1, message: this.memKill }; this.memKill = null; }
+        const crashed = !this.destroying && (!e || e.reason === 'panic' || e.reason === 'error');
+        this.destroying = false;
+        if (crashed) this.lastConsole = this.log.text().split('\n').slice(-20).join('\n');
+        if (!startSettled) {
+          startSettled = true;
+          rejectStart(new ApiError(400, 'start_failed', `cannot start '${this.name}': ${this.lastExit.message ?? this.lastExit.reason}`));
+        }
+        this.setState(crashed && e?.reason !== 'config' ? 'crashed' : 'shutoff');
+        resolveExit();
+      });
+    });
+  }
+
+  input(data: Uint8Array): void {
+    this.need(['running', 'paused'], 'send input to');
+    this.port?.post({ type: 'input', data });
+  }
+
+  suspend(): void { this.need(['running'], 'suspend'); this.port?.post({ type: 'suspend' }); this.state = 'paused'; }
+  resume(): void { this.need(['paused'], 'resume'); this.port?.post({ type: 'resume' }); this.state = 'running'; }
+  reboot(): void { this.need(['running', 'paused'], 'reboot'); this.port?.post({ type: 'reboot' }); }
+
+  /** Stop now: the runner is asked, then killed if it does not end within 2 s. */
+  async destroy(): Promise<void> {
+    this.need(['running', 'paused'], 'destroy');
+    const port = this.port;
+    if (!port) return;
+    this.cap?.stop();
+    this.cap = null;
+    this.destroying = true;
+    port.post({ type: 'stop' });
+    const t = setTimeout(() => port.child.kill('SIGKILL'), 2000);
+    await this.exited;
+    clearTimeout(t);
+  }
+
+  /**
+   * Graceful shutdown: the virt board has no power button the guest listens to, so this
+   * waits for the guest to power off (within timeoutMs) and destroys it after that.
+   */
+  shutdown(timeoutMs: number): void {
+    this.need(['running', 'paused'], 'shut down');
+    if (this.state === 'paused') this.resume();
+    if (this.shutdownTimer) return;
+    this.shutdownTimer = setTimeout(() => { this.shutdownTimer = null; if (this.port) void this.destroy().catch(() => {}); }, timeoutMs);
+  }
+
+  /** Apply limits to the running runner (called on start and on PATCH). */
+  applyLimits(): void {
+    const pid = this.pid;
+    const cpu = this.def.limits?.cpu;
+    if (pid === undefined) return;
+    this.watchMemory(pid);
+    this.applyWeight(pid);
+    this.port?.post({ type: 'limits', disk: this.def.limits?.disk ?? null });
+    if (cpu === undefined || cpu >= 1) { this.cap?.stop(); this.cap = null; return; }
+    if (this.cap) { this.cap.cap = cpu; return; }
+    this.cap = new CpuCap(pid, cpu);
+    this.cap.start();
+  }
+
+  private applyWeight(pid: number): void {
+    const base = getPriority();
+    const nice = Math.max(-20, Math.min(19, base + niceOffset(this.def.limits?.cpuWeight ?? 100)));
+    try {
+      setPriority(pid, nice);
+    } catch {
+      // Lowering a nice value needs privilege: stay at the daemon's own.
+      try { setPriority(pid, base); } catch { /* gone */ }
+    }
+  }
+
+  private memTimer: NodeJS.Timeout | null = null;
+  private memKill: string | null = null;
+
+  /** Enforce limits.hostMemory by polling the runner's RSS (twice a second). */
+  private watchMemory(pid: number): void {
+    if (this.memTimer) clearInterval(this.memTimer);
+    this.memTimer = null;
+    const lim = this.def.limits?.hostMemory;
+    if (lim === undefined) return;
+    const max = memoryBytes(lim);
+    const check = (): void => {
+      const rss = procRssBytes(pid);
+      if (rss === null || this.pid !== pid) { if (this.memTimer) clearInterval(this.memTimer); this.memTimer = null; return; }
+      if (rss > max) {
+        this.memKill = `host memory limit: runner RSS ${rss} bytes > ${max}`;
+        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+    };
+    this.memTimer = setInterval(check, 500);
+    check();
+  }
+
+  /** The runner's stats (the last known ones if it does not answer within 1 s). */
+  async stats(): Promise<RunnerStats | null> {
+    const port = this.port;
+    if (!port) return null;
+    const id = ++this.statsId;
+    return await new Promise<RunnerStats>((res) => {
+      const t = setTimeout(() => { this.statsWaiters.delete(id); res(this.lastStats ?? emptyStats()); }, 1000);
+      this.statsWaiters.set(id, (s) => { clearTimeout(t); res(s); });
+      port.post({ type: 'stats', id });
+    });
+  }
+
+  /** Daemon exit: runners end with it (they exit when the channel closes). */
+  detach(): void {
+    this.cap?.stop();
+    this.port?.close();
+  }
+}
+
+function emptyStats(): RunnerStats { return { instructions: 0, cpuSeconds: 0, rssBytes: 0, pausedMs: 0, disks: [] }; }

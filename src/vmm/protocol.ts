@@ -1,0 +1,112 @@
+/**
+ * The message protocol between a VM manager (the daemon) and a VM runner. Messages are
+ * plain structured-clone data (Uint8Array passes as is), so the same protocol runs over a
+ * Node child process (node-port.ts, `serialization: 'advanced'`) and a Web Worker's
+ * postMessage. Every session starts with the runner's `hello` carrying PROTOCOL_VERSION;
+ * a manager refuses a runner of another version.
+ */
+
+import type { RateLimiterConfig } from './rate-limiter.js';
+
+export const PROTOCOL_VERSION = 1;
+
+/** One virtio-blk disk of a runner: a host file (raw or qcow2). */
+export interface RunnerDrive {
+  file: string;
+  format?: 'raw' | 'qcow2';
+  readOnly?: boolean;
+  /** Writes go to a throw-away overlay. */
+  snapshot?: boolean;
+}
+
+/** What a runner needs to build its machine. File paths are resolved by the manager. */
+export interface RunnerConfig {
+  name: string;
+  memoryBytes: number;
+  /** Absent: the default guest (kernel + initramfs from the guest directory). */
+  kernel?: string;
+  initrd?: string;
+  append?: string;
+  /** Absent or 'default': the built-in SBI; 'none': kernel in M-mode; else a firmware file. */
+  bios?: string;
+  drives?: RunnerDrive[];
+  /** Token buckets for each drive (Firecracker's per-drive rate_limiter); absent = none. */
+  diskLimit?: RateLimiterConfig;
+}
+
+/** Why a runner's machine stopped; the machine's exit reasons plus the runner's own. */
+export type ExitReason = 'poweroff' | 'fail' | 'htif' | 'stopped' | 'panic' | 'error' | 'config';
+
+export interface RunnerStats {
+  /** Instructions retired by the hart since the machine was (re)built, plus earlier boots. */
+  instructions: number;
+  /** Runner process CPU time, user + system (seconds); 0 in a Worker. */
+  cpuSeconds: number;
+  /** Runner resident set (bytes); 0 in a Worker. */
+  rssBytes: number;
+  /** Guest time spent paused (ms), excluded from the guest clock. */
+  pausedMs: number;
+  disks: Array<{ readBytes: number; writeBytes: number; readOps: number; writeOps: number }>;
+}
+
+/** Manager → runner. */
+export type ToRunner =
+  | { type: 'start'; version: number; config: RunnerConfig }
+  | { type: 'input'; data: Uint8Array }
+  | { type: 'stats'; id: number }
+  /** Stop running the vCPU; guest time stands still until resume. */
+  | { type: 'suspend' }
+  | { type: 'resume' }
+  /** New limits for a running machine (null = unlimited). */
+  | { type: 'limits'; disk: RateLimiterConfig | null }
+  /** Reset: the machine is rebuilt from the same config (a fresh boot). */
+  | { type: 'reboot' }
+  /** Stop the machine now (destroy); the runner replies `exit` with reason 'stopped' and ends. */
+  | { type: 'stop' };
+
+/** Runner → manager. */
+export type FromRunner =
+  | { type: 'hello'; version: number }
+  /** The machine is built and running. */
+  | { type: 'started' }
+  | { type: 'console'; data: Uint8Array }
+  | { type: 'stats'; id: number; stats: RunnerStats }
+  | { type: 'state'; state: 'running' | 'paused' }
+  /** The guest rebooted (a reset or a reboot request); the machine was rebuilt. */
+  | { type: 'rebooted' }
+  /** The machine ended for good; the runner exits after sending this. */
+  | { type: 'exit'; reason: ExitReason; code: number; message?: string };
+
+/**
+ * One end of a message channel. Fits a child process (process.send / 'message') and a
+ * Worker (postMessage / onmessage) alike.
+ */
+export interface Port<In, Out> {
+  post(msg: Out): void;
+  onMessage(cb: (msg: In) => void): void;
+  /** The other end went away (process exited, worker terminated, channel closed). */
+  onClose(cb: () => void): void;
+  close(): void;
+}
+
+/** Narrow an untrusted message (structured-clone data) to a FromRunner, or null. */
+export function asFromRunner(m: unknown): FromRunner | null {
+  if (typeof m !== 'object' || m === null) return null;
+  const t = (m as { type?: unknown }).type;
+  switch (t) {
+    case 'hello': case 'started': case 'console': case 'stats': case 'state': case 'rebooted': case 'exit':
+      return m as FromRunner;
+    default: return null;
+  }
+}
+
+/** Narrow an untrusted message to a ToRunner, or null. */
+export function asToRunner(m: unknown): ToRunner | null {
+  if (typeof m !== 'object' || m === null) return null;
+  const t = (m as { type?: unknown }).type;
+  switch (t) {
+    case 'start': case 'input': case 'stats': case 'suspend': case 'resume': case 'reboot': case 'stop': case 'limits':
+      return m as ToRunner;
+    default: return null;
+  }
+}

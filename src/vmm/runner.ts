@@ -1,0 +1,190 @@
+/**
+ * The VM runner: one machine per runner, driven over a Port by the manager. It builds the
+ * machine from a RunnerConfig, streams console output, takes console input, answers
+ * stats, suspends and resumes without a jump in guest time, reboots by rebuilding the
+ * machine, and reports how the machine ended. Host access (files, CPU time) is injected,
+ * so the same class serves a child process (runner-main.ts) and, later, a Web Worker.
+ */
+import { Machine, BootError, type MachineConfig } from '../machine/machine.js';
+import type { BlockBackend } from '../devices/device.js';
+import { RateLimiter } from './rate-limiter.js';
+import { RateLimitedBlock } from './limited-block.js';
+import { PROTOCOL_VERSION, asToRunner, type FromRunner, type Port, type RunnerConfig, type RunnerStats, type ToRunner, type ExitReason } from './protocol.js';
+
+export interface RunnerHost {
+  /** Build the machine's configuration (files read, disks opened). Throws a clear Error. */
+  load(cfg: RunnerConfig): Promise<{ base: Omit<MachineConfig, 'serial' | 'virtio' | 'monoClockMs'>; disks: Array<BlockBackend & { counters?: RunnerStats['disks'][number] }> }>;
+  cpuSeconds(): number;
+  rssBytes(): number;
+  now(): number;
+}
+
+/** Console output is batched per host turn: one message per burst, not per byte. */
+const CONSOLE_FLUSH_BYTES = 4096;
+
+export class VmRunner {
+  private machine: Machine | null = null;
+  private disks: Awaited<ReturnType<RunnerHost['load']>>['disks'] = [];
+  private limiters: RateLimiter[] = [];
+  private pausedAt: number | null = null;
+  private pausedTotal = 0;
+  private icountBefore = 0;
+  /** Input that arrived while suspended: delivered on resume, none lost. */
+  private pendingInput: Uint8Array[] = [];
+  private out: Uint8Array[] = [];
+  private outLen = 0;
+  private flushQueued = false;
+  private ended = false;
+
+  constructor(private readonly port: Port<ToRunner, FromRunner>, private readonly host: RunnerHost) {
+    port.onMessage((m) => this.onMessage(asToRunner(m)));
+    port.post({ type: 'hello', version: PROTOCOL_VERSION });
+  }
+
+  /** Guest time source: host time minus the time spent suspended. */
+  private guestMono = (): number => (this.pausedAt ?? this.host.now()) - this.pausedTotal;
+
+  private onMessage(m: ToRunner | null): void {
+    if (!m || this.ended) return;
+    switch (m.type) {
+      case 'start':
+        if (m.version !== PROTOCOL_VERSION) { this.end('config', 1, `protocol version ${m.version}, runner speaks ${PROTOCOL_VERSION}`); return; }
+        if (this.machine) return;
+        void this.start(m.config);
+        return;
+      case 'input':
+        if (!(m.data instanceof Uint8Array)) return;
+        if (this.pausedAt !== null || !this.machine) this.pendingInput.push(m.data);
+        else this.machine.sendInput(m.data);
+        return;
+      case 'stats': this.port.post({ type: 'stats', id: m.id, stats: this.stats() }); return;
+      case 'suspend':
+        if (!this.machine || this.pausedAt !== null) return;
+        this.pausedAt = this.host.now();
+        this.machine.pause();
+        this.port.post({ type: 'state', state: 'paused' });
+        return;
+      case 'resume': this.resume(); return;
+      case 'limits':
+        try {
+          for (const l of this.limiters) l.update(m.disk ?? {});
+        } catch { /* the manager validated them; a bad bucket leaves the old limits */ }
+        return;
+      case 'reboot':
+        this.resume();
+        this.machine?.stop();
+        this.rebootRequested = true;
+        return;
+      case 'stop':
+        this.resume();
+        if (this.machine) this.machine.stop(); else this.end('stopped', 0);
+        return;
+    }
+  }
+
+  private rebootRequested = false;
+
+  private resume(): void {
+    if (this.pausedAt === null || !this.machine) return;
+    this.pausedTotal += this.host.now() - this.pausedAt;
+    this.pausedAt = null;
+    this.machine.resume();
+    for (const b of this.pendingInput) this.machine.sendInput(b);
+    this.pendingInput = [];
+    this.port.post({ type: 'state', state: 'running' });
+  }
+
+  private stats(): RunnerStats {
+    return {
+      instructions: this.icountBefore + (this.machine?.hart.icount ?? 0),
+      cpuSeconds: this.host.cpuSeconds(),
+      rssBytes: this.host.rssBytes(),
+      pausedMs: this.pausedTotal + (this.pausedAt === null ? 0 : this.host.now() - this.pausedAt),
+      disks: this.disks.map((d) => d.counters ?? { readBytes: 0, writeBytes: 0, readOps: 0, writeOps: 0 }),
+    };
+  }
+
+  private console(b: Uint8Array): void {
+    // The UART may reuse its buffer: copy.
+    this.out.push(b.slice());
+    this.outLen += b.length;
+    if (this.outLen >= CONSOLE_FLUSH_BYTES) this.flushConsole();
+    else if (!this.flushQueued) { this.flushQueued = true; setTimeout(() => this.flushConsole(), 0); }
+  }
+
+  private flushConsole(): void {
+    this.flushQueued = false;
+    if (this.outLen === 0) return;
+    const data = new Uint8Array(this.outLen);
+    let o = 0;
+    for (const b of this.out) { data.set(b, o); o += b.length; }
+    this.out = []; this.outLen = 0;
+    this.port.post({ type: 'console', data });
+  }
+
+  private async start(cfg: RunnerConfig): Promise<void> {
+    let loaded: Awaited<ReturnType<RunnerHost['load']>>;
+    try {
+      loaded = await this.host.load(cfg);
+    } catch (e) {
+      this.end('config', 1, e instanceof Error ? e.message : String(e));
+      return;
+    }
+    this.disks = loaded.disks;
+    try {
+      this.limiters = loaded.disks.map(() => new RateLimiter(cfg.diskLimit ?? {}));
+    } catch (e) {
+      await this.closeDisks();
+      this.end('config', 1, `disk limits: ${(e as Error).message}`);
+      return;
+    }
+    const serial = { write: (b: Uint8Array) => this.console(b) };
+    const build = (): Machine => new Machine({
+      ...loaded.base, serial, monoClockMs: this.guestMono,
+      virtio: loaded.disks.map((disk, i) => ({ kind: 'blk' as const, disk: new RateLimitedBlock(disk, this.limiters[i]) })),
+    });
+    try {
+      for (let first = true; ; first = false) {
+        let m: Machine;
+        try {
+          m = build();
+        } catch (e) {
+          if (e instanceof BootError || e instanceof Error) { await this.closeDisks(); this.end('config', 1, e.message); return; }
+          throw e;
+        }
+        this.machine = m;
+        for (const b of this.pendingInput) m.sendInput(b);
+        this.pendingInput = [];
+        this.port.post(first ? { type: 'started' } : { type: 'rebooted' });
+        const exit = await m.run();
+        this.icountBefore += m.hart.icount;
+        if (exit.reason === 'reset' || (exit.reason === 'stopped' && this.rebootRequested)) {
+          this.rebootRequested = false;
+          // Let messages in between boots: a guest may reset at once, forever.
+          await new Promise<void>((r) => setTimeout(r, 0));
+          if (this.ended) return;
+          continue;
+        }
+        this.flushConsole();
+        await this.closeDisks();
+        this.end(exit.reason as ExitReason, exit.code, exit.message);
+        return;
+      }
+    } catch (e) {
+      this.end('error', 1, e instanceof Error ? e.message : String(e));
+    }
+  }
+
+  private async closeDisks(): Promise<void> {
+    for (const l of this.limiters) l.close();
+    await Promise.allSettled(this.disks.map((d) => d.close()));
+  }
+
+  private end(reason: ExitReason, code: number, message?: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.flushConsole();
+    this.port.post({ type: 'exit', reason, code, ...(message === undefined ? {} : { message }) });
+    this.port.close();
+  }
+}

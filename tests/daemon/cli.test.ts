@@ -1,0 +1,139 @@
+/**
+ * `typevisor daemon` and `typevisor vm ...` as a user runs them: real processes, the token
+ * read from the state dir, one VM booted and driven through `vm console` on a pipe.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { guestDir, repoRoot } from '../lib/toolchain.js';
+
+const execFileP = promisify(execFile);
+const BIN = join(repoRoot, 'bin', 'typevisor.js');
+const dir = mkdtempSync(join(tmpdir(), 'typevisor-cli-daemon-'));
+const env = { ...process.env, TYPEVISOR_GUEST_DIR: guestDir, TYPEVISOR_STATE_DIR: dir };
+let daemon: ChildProcess | null = null;
+after(() => { daemon?.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }); });
+
+async function tv(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await execFileP(process.execPath, [BIN, ...args], { env, timeout: 60_000 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
+}
+
+test('typevisor daemon refuses a non-loopback address without TLS or --insecure', async () => {
+  const r = await tv('daemon', '--listen', '0.0.0.0:8446');
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /not a loopback address: give --tls-cert\/--tls-key, or --insecure/);
+  assert.equal((await tv('daemon', '--listen', 'nonsense')).code, 2);
+  assert.equal((await tv('daemon', '--tls-cert', 'x')).code, 2);
+});
+
+async function startDaemon(): Promise<string> {
+  const d = spawn(process.execPath, [BIN, 'daemon', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  daemon = d;
+  let err = '';
+  return await new Promise<string>((resolve, reject) => {
+    d.stderr!.on('data', (b: Buffer) => {
+      err += b.toString();
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
+      if (m) resolve(m[1]);
+    });
+    d.once('exit', (c) => reject(new Error(`daemon exited ${c}: ${err}`)));
+  });
+}
+
+function alive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+test('typevisor vm: define, list, start, console, stats, set, shutdown fallback, undefine', { timeout: 300_000 }, async () => {
+  let url = await startDaemon();
+  const vm = (...a: string[]): Promise<{ code: number; stdout: string; stderr: string }> => tv('vm', '--connect', url, ...a);
+
+  let r = await vm('define', 't', '-m', '64M', '--cpu', '50%');
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "Domain 't' defined\n");
+  writeFileSync(join(dir, 'u.json'), JSON.stringify({ name: 'u', memory: 'lots' }));
+  r = await vm('define', join(dir, 'u.json'));
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /body\/memory/);
+  r = await vm('list');
+  assert.match(r.stdout, /^ t\s+shut off$/m);
+  assert.doesNotMatch(r.stdout, /\bu\b/);
+  r = await vm('start', 't');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match((await vm('list')).stdout, /^ t\s+running$/m);
+  assert.equal((await vm('start', 't')).code, 1);
+
+  // `vm console` on a pipe: output flows out, the pipe's bytes flow in.
+  const con = spawn(process.execPath, [BIN, 'vm', '--connect', url, 'console', 't'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  con.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  const deadline = Date.now() + 200_000;
+  // Keep poking until the shell answers (the boot may still be running).
+  while (!/cli-3/.test(out) && Date.now() < deadline) {
+    if (out.includes('~ # ')) con.stdin.write('echo cli-$((1+2))\n');
+    await new Promise((res) => setTimeout(res, 1000));
+  }
+  con.kill();
+  assert.match(out, /cli-3/);
+
+  // On a terminal (a pty from script(1)): raw mode, typed bytes reach the guest, Ctrl-]
+  // detaches with status 0 and the VM keeps running.
+  const tty = spawn('script', ['-qfec', `${process.execPath} ${BIN} vm --connect ${url} console t`, '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let ttyOut = '';
+  tty.stdout.on('data', (d: Buffer) => { ttyOut += d.toString(); });
+  for (let i = 0; i < 100 && !ttyOut.includes('Escape character is ^]'); i++) await new Promise((res) => setTimeout(res, 100));
+  tty.stdin.write('echo tty-$((4+5))\r');
+  for (let i = 0; i < 100 && !ttyOut.includes('tty-9'); i++) await new Promise((res) => setTimeout(res, 100));
+  assert.match(ttyOut, /tty-9/);
+  tty.stdin.write(Buffer.from([0x1d]));
+  const ttyCode = await new Promise<number | null>((res) => tty.once('exit', res));
+  assert.equal(ttyCode, 0, ttyOut);
+  assert.match((await vm('list')).stdout, /^ t\s+running$/m);
+
+  r = await vm('stats', 't');
+  const st = JSON.parse(r.stdout) as { instructions: number; cpuSeconds: number; state: string };
+  assert.equal(st.state, 'running');
+  assert.ok(st.instructions > 1e8);
+  assert.equal((await vm('set', 't', '--cpu', '0.3', '--autostart', 'on')).code, 0);
+  assert.match((await tv('vm', '--connect', url, 'set', 't')).stderr, /nothing to set/);
+
+  // kill -9 the daemon (the capped runner may be SIGSTOPped right then): a new daemon
+  // finds the definition, stops the old runner, and autostarts the VM in a new one.
+  const oldPid = (JSON.parse(readFileSync(join(dir, 'run', 't.pid'), 'utf8')) as { pid: number }).pid;
+  assert.ok(alive(oldPid));
+  const dead = new Promise((res) => daemon!.once('exit', res));
+  daemon!.kill('SIGKILL');
+  await dead;
+  url = await startDaemon();
+  for (let i = 0; i < 50 && alive(oldPid); i++) await new Promise((res) => setTimeout(res, 100));
+  assert.ok(!alive(oldPid), 'the old runner is gone');
+  assert.match((await vm('list')).stdout, /^ t\s+running$/m);
+  const newPid = (JSON.parse(readFileSync(join(dir, 'run', 't.pid'), 'utf8')) as { pid: number }).pid;
+  assert.notEqual(newPid, oldPid);
+
+  // The guest ignores the request: after the timeout it is destroyed.
+  r = await vm('shutdown', 't', '--timeout', '1');
+  assert.equal(r.code, 0, r.stderr);
+  let list = '';
+  for (let i = 0; i < 50 && !/shut off/.test(list); i++) { await new Promise((res) => setTimeout(res, 200)); list = (await vm('list')).stdout; }
+  assert.match(list, /^ t\s+shut off$/m);
+  assert.equal((await vm('undefine', 't')).code, 0);
+  assert.doesNotMatch((await vm('list')).stdout, /\bt\b/);
+  assert.match((await vm('start', 't')).stderr, /no VM named 't'/);
+
+  daemon!.kill('SIGTERM');
+  const code = await new Promise<number | null>((res) => daemon!.once('exit', res));
+  assert.equal(code, 0);
+  daemon = null;
+  assert.match((await tv('vm', '--connect', url, 'list')).stderr, /cannot reach the daemon/);
+});
