@@ -103,7 +103,7 @@ test('typevisor vm: define, list, start, console, stats, set, shutdown fallback,
   r = await vm('stats', 't');
   const st = JSON.parse(r.stdout) as { instructions: number; cpuSeconds: number; state: string };
   assert.equal(st.state, 'running');
-  assert.ok(st.instructions > 1e8);
+  assert.ok(st.instructions > 2e7, `instructions retired: ${st.instructions} (a Linux boot is tens of millions)`);
   assert.equal((await vm('set', 't', '--cpu', '0.3', '--autostart', 'on')).code, 0);
   assert.match((await tv('vm', '--connect', url, 'set', 't')).stderr, /nothing to set/);
 

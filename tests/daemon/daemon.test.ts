@@ -160,8 +160,8 @@ test('daemon: two VMs boot, console log/input/WebSocket, metrics, CPU cap, suspe
   const m = parseProm(met.text);
   assert.equal(m.get('typevisor_vm_state{vm="a",state="running"}'), 1);
   assert.equal(m.get('typevisor_vm_state{vm="b",state="crashed"}'), 0);
-  assert.ok((m.get('typevisor_vm_instructions_retired{vm="a"}') ?? 0) > 1e8, 'instructions retired');
-  assert.ok((m.get('typevisor_vm_cpu_seconds{vm="a"}') ?? 0) > 1, 'cpu seconds');
+  assert.ok((m.get('typevisor_vm_instructions_retired{vm="a"}') ?? 0) > 2e7, 'instructions retired (a Linux boot is tens of millions)');
+  assert.ok((m.get('typevisor_vm_cpu_seconds{vm="a"}') ?? 0) > 0.3, 'cpu seconds');
   assert.ok((m.get('typevisor_vm_rss_bytes{vm="a"}') ?? 0) > 64 << 20, 'rss');
   assert.equal(m.get('typevisor_vm_memory_bytes{vm="b"}'), 64 << 20);
 

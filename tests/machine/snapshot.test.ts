@@ -10,25 +10,36 @@ import { join } from 'node:path';
 import { Machine, type MachineConfig, type MachineState } from '../../src/machine/machine.js';
 import { guestDir } from '../lib/toolchain.js';
 
-/** Past the shell prompt of the default guest (about 155 M steps with the virtual clock at shift 4). */
+/**
+ * Past the shell prompt of the guest (Debian's defconfig kernel takes about 155 M steps with
+ * the virtual clock at shift 4, the board's own kernel fewer).
+ */
 const TOTAL_STEPS = 165_000_000;
-const SAVE_AT = 130_000_000; // after the console came up, before init runs
 
-function config(stepLimit: number, sink: { out: string }): MachineConfig {
+function config(stepLimit: number, sink: { out: string; onWrite?: () => void }): MachineConfig {
   return {
     memoryBytes: 128 << 20, bios: null, append: 'console=ttyS0',
     kernel: readFileSync(join(guestDir, 'Image')), initrd: readFileSync(join(guestDir, 'initramfs.cpio.gz')),
     clock: { kind: 'virtual', shift: 4 }, wallClockMs: () => 1_700_000_000_000, stepLimit,
-    serial: { write(b: Uint8Array) { sink.out += Buffer.from(b).toString('latin1'); } },
+    serial: { write(b: Uint8Array) { sink.out += Buffer.from(b).toString('latin1'); sink.onWrite?.(); } },
   };
 }
 
 test('Linux saved mid-boot and loaded into a fresh Machine finishes booting exactly as an uninterrupted run', { timeout: 240_000 }, async () => {
-  const whole = { out: '' };
+  // The uninterrupted run also finds where to save: halfway between the kernel's first
+  // console output and init's welcome line (whichever kernel the guest has).
+  let firstOutput = -1, welcome = -1;
+  const whole: { out: string; onWrite?: () => void } = { out: '' };
   const c = new Machine(config(TOTAL_STEPS, whole));
+  whole.onWrite = () => {
+    if (firstOutput < 0) firstOutput = c.steps;
+    if (welcome < 0 && whole.out.includes('Welcome')) welcome = c.steps;
+  };
   assert.equal((await c.run()).reason, 'stopped');
   assert.match(whole.out, /Welcome to the riscv64 busybox guest/);
   assert.match(whole.out, /~ # $/, 'the uninterrupted run reached the shell');
+  assert.ok(firstOutput > 0 && welcome > firstOutput, `console at step ${firstOutput}, welcome at ${welcome}`);
+  const SAVE_AT = Math.floor((firstOutput + welcome) / 2);
 
   const first = { out: '' };
   const a = new Machine(config(SAVE_AT, first));
