@@ -1,7 +1,11 @@
-/** Small loopback servers the network tests talk to: HTTP with a fixed body, a UDP echo, a one-name DNS server. */
+/**
+ * Small loopback servers the network tests talk to: HTTP with a fixed body, a UDP echo, a
+ * one-name DNS server, a TCP sink that digests one upload; and a free-port finder.
+ */
+import { createHash } from 'node:crypto';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer } from 'node:net';
 
 export async function httpServer(body: Uint8Array): Promise<{ port: number; server: Server }> {
   const server = createServer((_req, res) => { res.setHeader('content-length', body.length); res.end(body); });
@@ -41,4 +45,24 @@ export async function dnsServer(name: string, addr: string): Promise<{ port: num
   });
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
   return { port: sock.address().port, sock, queries };
+}
+
+/** The md5 (hex) of the next connection's whole upload to `sink` (it answers by closing). */
+export function nextUploadMd5(sink: TcpServer): Promise<string> {
+  return new Promise<string>((resolve) => {
+    sink.once('connection', (s) => {
+      const got: Buffer[] = [];
+      s.on('data', (d: Buffer) => got.push(d));
+      s.on('end', () => { s.end(); resolve(createHash('md5').update(Buffer.concat(got)).digest('hex')); });
+    });
+  });
+}
+
+/** A loopback TCP port that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  const s = createTcpServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const p = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return p;
 }

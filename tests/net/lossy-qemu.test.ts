@@ -16,7 +16,7 @@ import { listenStream } from '../../src/host/net/socket-transport.js';
 import { plug } from '../../src/host/net/switch.js';
 import { prng } from '../lib/prng.js';
 import { QemuGuest } from '../lib/qemu-guest.js';
-import { httpServer } from '../lib/net-servers.js';
+import { httpServer, nextUploadMd5 } from '../lib/net-servers.js';
 
 const md5 = (b: Uint8Array): string => createHash('md5').update(b).digest('hex');
 
@@ -74,13 +74,7 @@ describe('TCP through the NAT over a lossy, reordering link', { timeout: 180_000
   });
 
   it('a 4 MiB upload arrives whole', async () => {
-    const got: Buffer[] = [];
-    const done = new Promise<string>((resolve) => {
-      sink.once('connection', (s) => {
-        s.on('data', (d: Buffer) => got.push(d));
-        s.on('end', () => { s.end(); resolve(md5(Buffer.concat(got))); });
-      });
-    });
+    const done = nextUploadMd5(sink);
     const sent = await g.run('dd if=/dev/urandom of=/tmp/f bs=1024 count=4096 2>/dev/null; md5sum < /tmp/f');
     await g.run(`nc 10.0.2.2 ${(sink.address() as AddressInfo).port} < /tmp/f`, 150_000);
     assert.match(sent, new RegExp(`^${await done} {2}-$`, 'm'));

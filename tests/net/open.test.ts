@@ -1,23 +1,15 @@
 /** openNetdev: named switches in one process and across a stream connection, user networks, errors. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type AddressInfo } from 'node:net';
 import { namedSwitch, openNetdev } from '../../src/host/net/open.js';
 import { eth } from '../lib/net-frames.js';
+import { freePort } from '../lib/net-servers.js';
 
 const BC = [255, 255, 255, 255, 255, 255];
 
 function nic(): { got: Uint8Array[]; recv: { receive(f: Uint8Array): boolean } } {
   const got: Uint8Array[] = [];
   return { got, recv: { receive: (f) => { got.push(f.slice()); return true; } } };
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const p = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
 }
 
 async function until(f: () => boolean): Promise<void> {

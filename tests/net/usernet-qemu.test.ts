@@ -19,7 +19,7 @@ import { UserNet } from '../../src/host/net/slirp.js';
 import { listenStream } from '../../src/host/net/socket-transport.js';
 import { plug } from '../../src/host/net/switch.js';
 import { QemuGuest } from '../lib/qemu-guest.js';
-import { dnsServer, httpServer, udpEcho } from '../lib/net-servers.js';
+import { dnsServer, httpServer, udpEcho, nextUploadMd5 } from '../lib/net-servers.js';
 
 const md5 = (b: Uint8Array): string => createHash('md5').update(b).digest('hex');
 const UDHCPC_SCRIPT = '#!/bin/sh\ncase "$1" in bound|renew) ifconfig $interface $ip netmask $subnet up; route add default gw $router; echo "nameserver $dns" > /etc/resolv.conf;; esac';
@@ -97,13 +97,7 @@ describe('user-mode network with a Linux guest in QEMU', { timeout: 180_000 }, (
   });
 
   it('uploads 8 MiB from the guest to a host TCP server through the NAT; the digest matches', async () => {
-    const got: Buffer[] = [];
-    const done = new Promise<string>((resolve) => {
-      sink.once('connection', (s) => {
-        s.on('data', (d: Buffer) => got.push(d));
-        s.on('end', () => { s.end(); resolve(md5(Buffer.concat(got))); });
-      });
-    });
+    const done = nextUploadMd5(sink);
     const sent = await g.run('dd if=/dev/urandom of=/tmp/f bs=1024 count=8192 2>/dev/null; md5sum < /tmp/f');
     const t0 = Date.now();
     await g.run(`nc 10.0.2.2 ${(sink.address() as AddressInfo).port} < /tmp/f; rm /tmp/f`, 120_000);

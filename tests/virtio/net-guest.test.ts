@@ -21,7 +21,7 @@ import { UserNet } from '../../src/host/net/slirp.js';
 import type { VirtioNet } from '../../src/devices/virtio/net.js';
 import { GuestConsole } from '../lib/console.js';
 import { guestDir } from '../lib/toolchain.js';
-import { httpServer } from '../lib/net-servers.js';
+import { httpServer, nextUploadMd5 } from '../lib/net-servers.js';
 import { PROMPT, UDHCPC_SCRIPT, sh } from '../lib/net-guest.js';
 
 const md5 = (b: Uint8Array): string => createHash('md5').update(b).digest('hex');
@@ -96,13 +96,7 @@ describe('Linux on virtio-net in typevisor, user-mode networking', { timeout: 40
   });
 
   it('uploads 4 MiB from the guest to a host TCP server through the NAT; the digest matches', async () => {
-    const got: Buffer[] = [];
-    const done = new Promise<string>((resolve) => {
-      sink.once('connection', (s) => {
-        s.on('data', (d: Buffer) => got.push(d));
-        s.on('end', () => { s.end(); resolve(md5(Buffer.concat(got))); });
-      });
-    });
+    const done = nextUploadMd5(sink);
     const sent = await sh(c, 'dd if=/dev/urandom of=/tmp/f bs=1024 count=4096 2>/dev/null; md5sum < /tmp/f');
     const t0 = Date.now();
     await sh(c, `nc 10.0.2.2 ${(sink.address() as AddressInfo).port} < /tmp/f; rm /tmp/f`, 120_000);

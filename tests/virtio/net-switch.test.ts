@@ -16,7 +16,6 @@ import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Switch } from '../../src/host/net/switch.js';
@@ -26,16 +25,9 @@ import type { VirtioNet } from '../../src/devices/virtio/net.js';
 import { GuestConsole } from '../lib/console.js';
 import { guestDir, repoRoot } from '../lib/toolchain.js';
 import { sh, UDHCPC_SCRIPT } from '../lib/net-guest.js';
+import { freePort } from '../lib/net-servers.js';
 
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const p = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
 
 /** The CLI VM's console over its stdin/stdout, with the same marker protocol as sh(). */
 class CliGuest {
