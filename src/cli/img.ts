@@ -160,6 +160,8 @@ async function cmdInfo(argv: readonly string[], io: ImgIo): Promise<number> {
 }
 
 const CONVERT_CHUNK = 1 << 20;
+/** The most one block-status query covers (bounds its scan of the L2 tables). */
+const STATUS_SPAN = 2 ** 30;
 
 async function cmdConvert(argv: readonly string[], io: ImgIo): Promise<number> {
   const p = parseFlags(argv, [{ name: 'f', value: true }, { name: 'O', value: true }, { name: 'p', value: false }, { name: 'q', value: false }], 'img convert');
@@ -185,14 +187,23 @@ async function cmdConvert(argv: readonly string[], io: ImgIo): Promise<number> {
     const out = await openDisk({ file: dst, format: outFmt });
     try {
       const buf = new Uint8Array(CONVERT_CHUNK);
-      for (let off = 0; off < size; off += CONVERT_CHUNK) {
-        const chunk = buf.subarray(0, Math.min(CONVERT_CHUNK, size - off));
+      // Ranges known to read as zeroes (unallocated qcow2 clusters) are not even read;
+      // dataEnd is where the last block-status answer's data extent ends.
+      let dataEnd = 0;
+      for (let off = 0; off < size;) {
+        if (off >= dataEnd) {
+          const st = input.blockStatus ? await input.blockStatus(off, Math.min(size - off, STATUS_SPAN)) : { zero: false, length: size - off };
+          if (st.zero) { off += st.length; continue; }
+          dataEnd = off + st.length;
+        }
+        const chunk = buf.subarray(0, Math.min(CONVERT_CHUNK, dataEnd - off));
         await input.read(off, chunk);
         // Zero runs stay holes (raw) or unallocated clusters (qcow2): write only non-zero 64 KiB pieces.
         for (let s = 0; s < chunk.length; s += 65536) {
           const piece = chunk.subarray(s, Math.min(chunk.length, s + 65536));
           if (!isZero(piece)) await out.write(off + s, piece);
         }
+        off += chunk.length;
       }
       await out.flush();
     } finally { await out.close(); }

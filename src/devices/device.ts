@@ -50,6 +50,12 @@ export interface BlockBackend {
   /** The range reads as zeroes afterwards; `mayUnmap` allows deallocating it. */
   writeZeroes(offset: number, length: number, mayUnmap: boolean): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Optional, like QEMU's block status: how many bytes from `offset` (at least 1, at most
+   * `length`) share one state, and whether they are known to read as zeroes without being
+   * stored (unallocated with nothing below, or a zero cluster). Lets a copy skip them.
+   */
+  blockStatus?(offset: number, length: number): Promise<{ zero: boolean; length: number }>;
 }
 
 /** The guest side of a network link: what a NIC model offers to a host network backend. */

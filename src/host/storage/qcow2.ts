@@ -440,6 +440,44 @@ export class Qcow2Disk implements BlockBackend {
     }
   }
 
+  async blockStatus(offset: number, length: number): Promise<{ zero: boolean; length: number }> {
+    checkRange(this.name, this.sizeBytes, offset, length);
+    this.checkOpen();
+    let zero: boolean | null = null;
+    let pos = 0;
+    while (pos < length) {
+      const vo = offset + pos;
+      const vc = Math.floor(vo / this.cs);
+      const n = Math.min(this.cs - (vo - vc * this.cs), length - pos);
+      const l2p = this.l2For(vc);
+      const t = l2p === null ? null : await l2p;
+      const i = (vc % this.l2Entries) * 8;
+      const hi = t ? t.getUint32(i) : 0, lo = t ? t.getUint32(i + 4) : 0;
+      let z = false, span = n;
+      if (hi & OFLAG_COMPRESSED_HI) z = false;
+      else if (this.v3 && (lo & OFLAG_ZERO_LO)) z = true;
+      else if (entryOffset(hi, lo) === 0) {
+        // Unallocated here: what lies below decides (zeros past the backing file's end).
+        const b = this.o.backing;
+        if (!b || vo >= b.sizeBytes) {
+          z = true;
+          // No L2 table: its whole span (512 MiB with 64 KiB clusters) is one answer.
+          if (t === null) span = Math.min(length - pos, (Math.floor(vc / this.l2Entries) + 1) * this.l2Entries * this.cs - vo);
+        }
+        else if (b.blockStatus) {
+          const below = await b.blockStatus(vo, Math.min(n, b.sizeBytes - vo));
+          z = below.zero;
+          span = below.length;
+        }
+      }
+      if (zero === null) zero = z;
+      else if (zero !== z) break;
+      pos += span;
+      if (span < n) break;
+    }
+    return { zero: zero ?? false, length: pos };
+  }
+
   async write(offset: number, src: Uint8Array): Promise<void> {
     this.writable();
     checkRange(this.name, this.sizeBytes, offset, src.length);
