@@ -6,6 +6,11 @@ import { createHash } from 'node:crypto';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer } from 'node:net';
+import type { NetBackend } from '../../src/devices/device.js';
+import { NodeHostNet, pcapFileSink } from '../../src/host/net/node-host.js';
+import { parseNetdev } from '../../src/host/net/netdev.js';
+import { PcapWriter, pcapTap } from '../../src/host/net/pcap.js';
+import { UserNet } from '../../src/host/net/slirp.js';
 
 export async function httpServer(body: Uint8Array): Promise<{ port: number; server: Server }> {
   const server = createServer((_req, res) => { res.setHeader('content-length', body.length); res.end(body); });
@@ -65,4 +70,35 @@ export async function freePort(): Promise<number> {
   const p = (s.address() as AddressInfo).port;
   await new Promise<void>((r) => s.close(() => r()));
   return p;
+}
+
+/**
+ * The user-mode network both guest tests use: a UserNet from a `-netdev user,...` spec with
+ * its pcap tap, the ports its hostfwd rules bound (in order), and an upload sink on loopback.
+ */
+export interface UserNetFixture {
+  un: UserNet;
+  /** The NIC's backend: the UserNet seen through the pcap tap. */
+  tapped: NetBackend;
+  /** Host ports bound by the spec's hostfwd rules, in their order. */
+  fwdPorts: number[];
+  /** A TCP server for guest uploads (see nextUploadMd5). */
+  sink: TcpServer;
+  sinkPort: number;
+  close(): void;
+}
+
+export async function userNetFixture(netdev: string): Promise<UserNetFixture> {
+  const spec = parseNetdev(netdev);
+  if (spec.type !== 'user') throw new Error(`userNetFixture: not a user netdev: ${netdev}`);
+  const sink = createTcpServer({ allowHalfOpen: true });
+  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+  const un = new UserNet(new NodeHostNet(), spec.user);
+  await un.start();
+  const pcapFile = spec.pcap ? pcapFileSink(spec.pcap) : null;
+  const tapped = pcapFile ? pcapTap(un, new PcapWriter(pcapFile.sink, 128)) : un;
+  return {
+    un, tapped, sink, fwdPorts: un.boundPorts(), sinkPort: (sink.address() as AddressInfo).port,
+    close() { un.close(); sink.close(); pcapFile?.close(); },
+  };
 }

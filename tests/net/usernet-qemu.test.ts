@@ -12,60 +12,45 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NodeHostNet, pcapFileSink } from '../../src/host/net/node-host.js';
-import { parseNetdev } from '../../src/host/net/netdev.js';
-import { PcapWriter, pcapTap } from '../../src/host/net/pcap.js';
-import { UserNet } from '../../src/host/net/slirp.js';
 import { listenStream } from '../../src/host/net/socket-transport.js';
 import { plug } from '../../src/host/net/switch.js';
 import { QemuGuest } from '../lib/qemu-guest.js';
-import { dnsServer, httpServer, udpEcho, nextUploadMd5 } from '../lib/net-servers.js';
+import { dnsServer, httpServer, udpEcho, nextUploadMd5, userNetFixture, type UserNetFixture } from '../lib/net-servers.js';
+import { UDHCPC_SCRIPT } from '../lib/net-guest.js';
 
 const md5 = (b: Uint8Array): string => createHash('md5').update(b).digest('hex');
-const UDHCPC_SCRIPT = '#!/bin/sh\ncase "$1" in bound|renew) ifconfig $interface $ip netmask $subnet up; route add default gw $router; echo "nameserver $dns" > /etc/resolv.conf;; esac';
 
 describe('user-mode network with a Linux guest in QEMU', { timeout: 180_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'tv-net-'));
   const pcapPath = join(dir, 'usernet.pcap');
   const body = randomBytes(16 << 20);
-  let un: UserNet;
+  let net: UserNetFixture;
   let g: QemuGuest;
   let http: Awaited<ReturnType<typeof httpServer>>;
   let echo: Awaited<ReturnType<typeof udpEcho>>;
   let dns: Awaited<ReturnType<typeof dnsServer>>;
   let link: { port: number; close(): void };
-  let pcapFile: ReturnType<typeof pcapFileSink>;
   let webPort = 0, ncPort = 0;
-  const sink = createServer({ allowHalfOpen: true });
 
   before(async () => {
-    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
     http = await httpServer(body);
     echo = await udpEcho();
     dns = await dnsServer('host.typevisor.test', '192.0.2.7');
-    const spec = parseNetdev(`user,id=n0,hostfwd=tcp:127.0.0.1:0-:80,hostfwd=tcp:127.0.0.1:0-:1234,dnsupstream=127.0.0.1:${dns.port},pcap=${pcapPath}`);
-    assert.equal(spec.type, 'user');
-    if (spec.type !== 'user') return;
-    un = new UserNet(new NodeHostNet(), spec.user);
-    await un.start();
-    [webPort, ncPort] = un.boundPorts();
-    pcapFile = pcapFileSink(spec.pcap!);
-    const tapped = pcapTap(un, new PcapWriter(pcapFile.sink, 128));
-    link = await listenStream('127.0.0.1', 0, (l) => plug(l, tapped));
+    net = await userNetFixture(`user,id=n0,hostfwd=tcp:127.0.0.1:0-:80,hostfwd=tcp:127.0.0.1:0-:1234,dnsupstream=127.0.0.1:${dns.port},pcap=${pcapPath}`);
+    [webPort, ncPort] = net.fwdPorts;
+    link = await listenStream('127.0.0.1', 0, (l) => plug(l, net.tapped));
     g = new QemuGuest(['-netdev', `socket,id=n0,connect=127.0.0.1:${link.port}`, '-device', 'virtio-net-device,netdev=n0']);
     await g.boot();
-    await g.writeFile('/tmp/dhcp.sh', UDHCPC_SCRIPT);
+    await g.writeFile('/tmp/dhcp.sh', UDHCPC_SCRIPT.replace(/\\n/g, '\n'));
   });
 
   after(async () => {
     await g?.kill();
     link?.close();
-    un?.close();
+    net?.close();
     http?.server.close();
-    sink.close();
     echo?.sock.close();
     dns?.sock.close();
-    pcapFile?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -97,10 +82,10 @@ describe('user-mode network with a Linux guest in QEMU', { timeout: 180_000 }, (
   });
 
   it('uploads 8 MiB from the guest to a host TCP server through the NAT; the digest matches', async () => {
-    const done = nextUploadMd5(sink);
+    const done = nextUploadMd5(net.sink);
     const sent = await g.run('dd if=/dev/urandom of=/tmp/f bs=1024 count=8192 2>/dev/null; md5sum < /tmp/f');
     const t0 = Date.now();
-    await g.run(`nc 10.0.2.2 ${(sink.address() as AddressInfo).port} < /tmp/f; rm /tmp/f`, 120_000);
+    await g.run(`nc 10.0.2.2 ${net.sinkPort} < /tmp/f; rm /tmp/f`, 120_000);
     const ms = Date.now() - t0;
     assert.match(sent, new RegExp(`^${await done} {2}-$`, 'm'));
     console.log(`# 8 MiB guest->host through the NAT in ${ms} ms`);
@@ -119,8 +104,8 @@ describe('user-mode network with a Linux guest in QEMU', { timeout: 180_000 }, (
     const out = await g.run(`nc 10.0.2.2 ${(rude.address() as AddressInfo).port} < /dev/null | wc -c; echo status-done`, 30_000);
     rude.close();
     assert.match(out, /status-done/);
-    for (let i = 0; i < 30 && un.stats.tcpConnections > 0; i++) await new Promise((r) => setTimeout(r, 100));
-    assert.equal(un.stats.tcpConnections, 0, 'the reset connection is gone');
+    for (let i = 0; i < 30 && net.un.stats.tcpConnections > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(net.un.stats.tcpConnections, 0, 'the reset connection is gone');
   });
 
   it('exchanges UDP with a host server through the NAT', async () => {
@@ -160,8 +145,8 @@ describe('user-mode network with a Linux guest in QEMU', { timeout: 180_000 }, (
   });
 
   it('kept its bounds: nothing dropped for lack of room', () => {
-    console.log(`# stats: ${JSON.stringify(un.stats)}`);
-    assert.equal(un.stats.dropRxQueueFull, 0);
-    assert.equal(un.stats.dropBadFrame, 0);
+    console.log(`# stats: ${JSON.stringify(net.un.stats)}`);
+    assert.equal(net.un.stats.dropRxQueueFull, 0);
+    assert.equal(net.un.stats.dropBadFrame, 0);
   });
 });

@@ -11,17 +11,13 @@ import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NodeHostNet, pcapFileSink } from '../../src/host/net/node-host.js';
-import { parseNetdev } from '../../src/host/net/netdev.js';
-import { PcapWriter, pcapTap } from '../../src/host/net/pcap.js';
-import { UserNet } from '../../src/host/net/slirp.js';
 import type { VirtioNet } from '../../src/devices/virtio/net.js';
 import { GuestConsole } from '../lib/console.js';
 import { guestDir } from '../lib/toolchain.js';
-import { httpServer, nextUploadMd5 } from '../lib/net-servers.js';
+import { httpServer, nextUploadMd5, userNetFixture, type UserNetFixture } from '../lib/net-servers.js';
 import { PROMPT, UDHCPC_SCRIPT, sh } from '../lib/net-guest.js';
 
 const md5 = (b: Uint8Array): string => createHash('md5').update(b).digest('hex');
@@ -30,29 +26,20 @@ describe('Linux on virtio-net in typevisor, user-mode networking', { timeout: 40
   const dir = mkdtempSync(join(tmpdir(), 'tv-vnet-'));
   const pcapPath = join(dir, 'guest.pcap');
   const body = randomBytes(16 << 20);
-  let un: UserNet;
+  let net: UserNetFixture;
   let c: GuestConsole;
   let nic: VirtioNet;
   let http: Awaited<ReturnType<typeof httpServer>>;
-  let pcapFile: ReturnType<typeof pcapFileSink>;
   let webPort = 0, ncPort = 0;
-  const sink = createServer({ allowHalfOpen: true });
 
   before(async () => {
-    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
     http = await httpServer(body);
-    const spec = parseNetdev(`user,id=n0,hostfwd=tcp:127.0.0.1:0-:80,hostfwd=tcp:127.0.0.1:0-:1234,pcap=${pcapPath}`);
-    assert.equal(spec.type, 'user');
-    if (spec.type !== 'user') return;
-    un = new UserNet(new NodeHostNet(), spec.user);
-    await un.start();
-    [webPort, ncPort] = un.boundPorts();
-    pcapFile = pcapFileSink(spec.pcap!);
-    const tapped = pcapTap(un, new PcapWriter(pcapFile.sink, 128));
+    net = await userNetFixture(`user,id=n0,hostfwd=tcp:127.0.0.1:0-:80,hostfwd=tcp:127.0.0.1:0-:1234,pcap=${pcapPath}`);
+    [webPort, ncPort] = net.fwdPorts;
     c = new GuestConsole({
       memoryBytes: 256 << 20, bios: null, append: 'console=ttyS0',
       kernel: readFileSync(join(guestDir, 'Image')), initrd: readFileSync(join(guestDir, 'initramfs.cpio.gz')),
-      virtio: [{ kind: 'net', backend: tapped }],
+      virtio: [{ kind: 'net', backend: net.tapped }],
     });
     nic = c.machine.virtioDevices[0] as VirtioNet;
     await c.expect(PROMPT, 200_000);
@@ -60,10 +47,8 @@ describe('Linux on virtio-net in typevisor, user-mode networking', { timeout: 40
 
   after(async () => {
     await c?.stop();
-    un?.close();
+    net?.close();
     http?.server.close();
-    sink.close();
-    pcapFile?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -96,10 +81,10 @@ describe('Linux on virtio-net in typevisor, user-mode networking', { timeout: 40
   });
 
   it('uploads 4 MiB from the guest to a host TCP server through the NAT; the digest matches', async () => {
-    const done = nextUploadMd5(sink);
+    const done = nextUploadMd5(net.sink);
     const sent = await sh(c, 'dd if=/dev/urandom of=/tmp/f bs=1024 count=4096 2>/dev/null; md5sum < /tmp/f');
     const t0 = Date.now();
-    await sh(c, `nc 10.0.2.2 ${(sink.address() as AddressInfo).port} < /tmp/f; rm /tmp/f`, 120_000);
+    await sh(c, `nc 10.0.2.2 ${net.sinkPort} < /tmp/f; rm /tmp/f`, 120_000);
     const ms = Date.now() - t0;
     assert.match(sent, new RegExp(`^${await done}  -$`, 'm'));
     console.log(`# 4 MiB guest->host (nc) in ${ms} ms: ${(4 / (ms / 1000)).toFixed(2)} MiB/s`);
@@ -136,10 +121,10 @@ describe('Linux on virtio-net in typevisor, user-mode networking', { timeout: 40
     assert.match(text, /BOOTP\/DHCP, Request/);
     assert.match(text, /10\.0\.2\.15 > 10\.0\.2\.2: ICMP echo request/);
     assert.match(text, /10\.0\.2\.2\.\d+ > 10\.0\.2\.15\.80: Flags \[S\]/);
-    console.log(`# nic ${JSON.stringify(nic.stats)} net ${JSON.stringify(un.stats)}`);
+    console.log(`# nic ${JSON.stringify(nic.stats)} net ${JSON.stringify(net.un.stats)}`);
     assert.equal(nic.stats.txDropped, 0);
     assert.equal(nic.stats.rxDropped, 0);
-    assert.equal(un.stats.dropBadFrame, 0, 'every checksum the NIC completed was right');
+    assert.equal(net.un.stats.dropBadFrame, 0, 'every checksum the NIC completed was right');
     assert.ok(nic.stats.rxFrames > 11_000 && nic.stats.txFrames > 3000);
   });
 });
