@@ -8,8 +8,10 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import type { IncomingHttpHeaders } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -158,6 +160,22 @@ test('dashboard: login, cookie, CSRF, define, boot, console, charts, phone layou
   await page.keyboard.type('uname -a');
   await page.keyboard.press('Enter');
   await page.waitForFunction(() => /uname -a\s*\nLinux [^\n]*riscv64/.test(window.typevisor.consoleText()), null, { timeout: 30_000, polling: 250 });
+  // A 24-bit colour: xterm styles that cell through a style attribute, which the page turns
+  // into CSSOM (CSP blocks style attributes); the cell must be red, with no violation.
+  await page.keyboard.type("printf '\\033[38;2;255;0;0mTRUE%sRED\\033[0m\\n' COLOR");
+  await page.keyboard.press('Enter');
+  const red = page.locator('.xterm-rows span', { hasText: 'TRUECOLORRED' });
+  await red.first().waitFor({ timeout: 20_000 });
+  assert.equal(await red.first().evaluate((e) => getComputedStyle(e).color), 'rgb(255, 0, 0)');
+  // Paste (the button; Ctrl+Shift+V and right-click go through the browser's paste event).
+  await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+  await page.evaluate(() => navigator.clipboard.writeText('echo pasted-$((6*7))\n'));
+  await page.click('#paste');
+  await page.waitForFunction(() => window.typevisor.consoleText().includes('pasted-42'), null, { timeout: 20_000, polling: 250 });
+  // Copy: a double-click selects a word in xterm; the Copy button puts it on the clipboard.
+  await page.locator('.xterm-rows span', { hasText: 'TRUECOLORRED' }).first().dblclick({ force: true }); // the event goes to xterm's screen layer on top
+  await page.click('#copy');
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), 'TRUECOLORRED');
   // Charts: at least a few samples, and the card shows figures.
   await page.waitForFunction(() => window.typevisor.chartPoints() >= 3, null, { timeout: 20_000, polling: 250 });
   assert.match(await card.locator('.figures dd').nth(1).innerText(), /^\d+(\.\d)? %$/);
@@ -220,5 +238,40 @@ test('typevisor daemon prints the dashboard URL, and with --show-url one that lo
     d.kill('SIGTERM');
     await new Promise((r) => d.once('exit', r));
     rmSync(state, { recursive: true, force: true });
+  }
+});
+
+/** One HTTPS request trusting `ca`; the status and response headers. */
+function httpsReq(url: string, ca: Buffer, method: string, headers: Record<string, string>, body?: string): Promise<{ status: number; headers: IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(url, { ca, method, headers }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+test('over TLS the session cookie is Secure, and the https Origin counts as the same origin', { timeout: 60_000 }, async () => {
+  const tdir = mkdtempSync(join(tmpdir(), 'typevisor-dash-tls-'));
+  const cert = join(tdir, 'cert.pem'), key = join(tdir, 'key.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+    '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  const d = new Daemon({ stateDir: join(tdir, 'state'), port: 0, tls: { cert, key }, log: () => {} });
+  try {
+    const tbase = await d.listen();
+    const ca = readFileSync(cert);
+    const login = await httpsReq(`${tbase}/?token=${d.token}`, ca, 'GET', {});
+    assert.equal(login.status, 303);
+    const set = String(login.headers['set-cookie'] ?? '');
+    assert.match(set, /; HttpOnly; SameSite=Strict; Max-Age=\d+; Secure$/);
+    const cookie = set.split(';')[0];
+    const json = { cookie, 'x-typevisor': '1', 'content-type': 'application/json' };
+    assert.equal((await httpsReq(`${tbase}/v1/vms`, ca, 'POST', { ...json, origin: tbase }, '{"name":"t"}')).status, 201);
+    assert.equal((await httpsReq(`${tbase}/v1/vms`, ca, 'POST', { ...json, origin: tbase.replace('https', 'http') }, '{"name":"u"}')).status, 403);
+  } finally {
+    await d.close();
+    rmSync(tdir, { recursive: true, force: true });
   }
 });
