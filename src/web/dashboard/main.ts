@@ -496,7 +496,7 @@ function makeChart(id: string, cols: readonly Col[], labels: string[], colors: s
       { stroke: '#8b98a5', grid: { stroke: '#2a3440', width: 1 }, ticks: { stroke: '#2a3440', width: 1 }, size: 76, values: (_u: uPlot, vals: number[]) => vals.map(fmt) },
     ],
     scales: { x: { time: true }, y: { range: (_u: uPlot, _min: number, max: number) => [0, max > 0 ? max * 1.1 : 1] } },
-    legend: { show: true },
+    legend: { show: true, live: false },
   };
   c.plot = new uPlot(opts, [[], ...cols.map(() => [])] as uPlot.AlignedData, box);
   charts.push(c);
