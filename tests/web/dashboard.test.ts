@@ -181,6 +181,13 @@ test('dashboard: login, cookie, CSRF, define, boot, console, charts, phone layou
   assert.match(await card.locator('.figures dd').nth(1).innerText(), /^\d+(\.\d)? %$/);
   assert.match(await card.locator('.figures dd').nth(3).innerText(), /^\d+m \d\ds$/);
   await screenshot(page, 'dashboard');
+  // Suspend and resume through the buttons, which follow the state.
+  await card.locator('button[data-action="suspend"]').click();
+  await page.waitForSelector('article.vm[data-name="web1"][data-state="paused"]', { timeout: 20_000 });
+  assert.equal(await card.locator('button[data-action="suspend"]').isDisabled(), true);
+  await card.locator('button[data-action="resume"]').click();
+  await page.waitForSelector('article.vm[data-name="web1"][data-state="running"]', { timeout: 20_000 });
+  assert.equal(await card.locator('button[data-action="resume"]').isDisabled(), true);
   // The one expected console error: the refused definition's 400 (chromium logs it).
   assert.equal(errors.filter((e) => /status of 400 \(Bad Request\)/.test(e)).length, 1, errors.join('\n'));
   assert.equal(errors.length, 1, errors.join('\n'));

@@ -299,15 +299,19 @@ async function pollOnce(): Promise<void> {
     try { record(v.name, await api<Stats>('GET', `/v1/vms/${encodeURIComponent(v.name)}/stats`)); } catch { /* stopped meanwhile */ }
   }));
   for (const v of vms) if (v.state !== 'running' && v.state !== 'paused') { const t = tracks.get(v.name); if (t) t.prev = null; }
+  if (selected !== null && !vms.some((v) => v.name === selected)) closeDetail(); // undefined elsewhere
   renderList();
   updateDetail();
 }
 
-/** One poll at a time; a call during a poll waits for it and polls again. */
+/**
+ * One poll at a time; a call during a poll waits for it and polls again. Each poll asks every
+ * live runner for its stats, so a hidden tab polls every 10 s rather than every second.
+ */
 function poll(): Promise<void> {
   clearTimeout(pollTimer);
   const run = (polling ?? Promise.resolve()).then(pollOnce).catch((e: Error) => status(`cannot reach the daemon: ${e.message}`, true))
-    .finally(() => { if (polling === run) { polling = null; pollTimer = window.setTimeout(() => void poll(), 1000); } });
+    .finally(() => { if (polling === run) { polling = null; pollTimer = window.setTimeout(() => void poll(), document.hidden ? 10_000 : 1000); } });
   polling = run;
   return run;
 }
@@ -538,5 +542,6 @@ Object.defineProperty(window, 'typevisor', {
 });
 
 window.addEventListener('resize', () => fit?.fit());
+document.addEventListener('visibilitychange', () => { if (!document.hidden) void poll(); });
 listenEvents();
 void poll();
