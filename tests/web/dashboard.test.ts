@@ -34,6 +34,8 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** A VM that must not leak to a logged-out page; 63 characters, so the phone layout must wrap it. */
+const SECRET = 'secret-vm-with-the-longest-name-allowed-to-test-wrapping-012345';
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 async function api(method: string, path: string, headers: Record<string, string>, body?: unknown): Promise<number> {
@@ -61,7 +63,7 @@ test('dashboard: login, cookie, CSRF, define, boot, console, charts, phone layou
   base = await daemon.listen();
   const bearer = { authorization: `Bearer ${daemon.token}` };
   // A VM whose name must not leak to a page without a session.
-  assert.equal(await api('POST', '/v1/vms', bearer, { name: 'secret-vm', memory: '64M' }), 201);
+  assert.equal(await api('POST', '/v1/vms', bearer, { name: SECRET, memory: '64M' }), 201);
 
   browser = await launchBrowser();
   const ctx: BrowserContext = await browser.newContext({ viewport: { width: 1280, height: 860 } });
@@ -73,7 +75,7 @@ test('dashboard: login, cookie, CSRF, define, boot, console, charts, phone layou
   assert.equal(badRes?.status(), 401);
   assert.equal(await bad.locator('form[action="/login"] input[name="token"]').count(), 1);
   assert.match(await bad.locator('.error').innerText(), /wrong token/i);
-  assert.ok(!(await bad.content()).includes('secret-vm'));
+  assert.ok(!(await bad.content()).includes(SECRET));
   assert.equal((await ctx.cookies()).length, 0);
   // The form with a wrong token: the login page again.
   await bad.fill('input[name="token"]', 'nope');
@@ -84,7 +86,7 @@ test('dashboard: login, cookie, CSRF, define, boot, console, charts, phone layou
   // The form with the right token logs in (and a later /?token= makes a second session).
   await bad.fill('input[name="token"]', daemon.token);
   await bad.click('button[type="submit"]');
-  await bad.waitForSelector('article.vm[data-name="secret-vm"]');
+  await bad.waitForSelector(`article.vm[data-name="${SECRET}"]`);
   assert.equal(bad.url(), `${base}/`);
   await ctx.clearCookies();
   // Only the 401s of the refused logins.
@@ -121,16 +123,16 @@ test('dashboard: login, cookie, CSRF, define, boot, console, charts, phone layou
   // WebSockets need a same-origin Origin.
   assert.equal(await api('GET', '/v1/vms', cookie), 200);
   assert.equal(await api('GET', '/metrics', cookie), 200);
-  assert.equal(await api('POST', '/v1/vms/secret-vm/suspend', cookie), 403);
-  assert.equal(await api('POST', '/v1/vms/secret-vm/suspend', { ...cookie, 'x-typevisor': '1', origin: 'http://evil.example' }), 403);
-  assert.equal(await api('POST', '/v1/vms/secret-vm/suspend', { ...cookie, 'x-typevisor': '1', origin: base }), 409);
+  assert.equal(await api('POST', `/v1/vms/${SECRET}/suspend`, cookie), 403);
+  assert.equal(await api('POST', `/v1/vms/${SECRET}/suspend`, { ...cookie, 'x-typevisor': '1', origin: 'http://evil.example' }), 403);
+  assert.equal(await api('POST', `/v1/vms/${SECRET}/suspend`, { ...cookie, 'x-typevisor': '1', origin: base }), 409);
   assert.equal(await wsStatus('/v1/events', { ...cookie, origin: 'http://evil.example' }), 403);
   assert.equal(await wsStatus('/v1/events', cookie), 403);
   assert.equal(await wsStatus('/v1/events', { ...cookie, origin: base }), 101);
   assert.equal(await wsStatus('/v1/events', { cookie: 'typevisor_session=x', origin: base }), 401);
 
   // The list shows the VM defined through the API.
-  await page.waitForSelector('article.vm[data-name="secret-vm"][data-state="shutoff"]');
+  await page.waitForSelector(`article.vm[data-name="${SECRET}"][data-state="shutoff"]`);
 
   // Define through the form: a bad memory size is refused with the field named.
   await page.click('#define-box summary');
