@@ -14,10 +14,12 @@ import type { CliIo } from './main.js';
 export const DEFAULT_LISTEN = '127.0.0.1:8446';
 
 export const VM_HELP = `typevisor daemon [--listen HOST:PORT] [--state-dir DIR] [--image-root DIR]
-                 [--tls-cert FILE --tls-key FILE | --insecure]
+                 [--tls-cert FILE --tls-key FILE | --insecure] [--show-url]
   Runs VMs, each in its own runner process, behind a REST API (/v1, OpenAPI at
-  /v1/openapi.json), /metrics and /v1/events. Listens on ${DEFAULT_LISTEN} by default; another
-  address needs TLS or --insecure. The bearer token is DIR/token (created mode 0600).
+  /v1/openapi.json), /metrics and /v1/events, and a web dashboard at /. Listens on
+  ${DEFAULT_LISTEN} by default; another address needs TLS or --insecure. The bearer token
+  is DIR/token (created mode 0600); the dashboard logs in with it, and --show-url prints
+  a URL with the token in it (as Jupyter does) on stdout.
   State dir: $TYPEVISOR_STATE_DIR or ~/.local/state/typevisor.
 
 typevisor vm [--connect URL] [--state-dir DIR] VERB ...
@@ -51,6 +53,7 @@ export async function cmdDaemon(argv: readonly string[], io: CliIo): Promise<num
   const p = parseFlags(argv, [
     { name: 'listen', value: true }, { name: 'state-dir', value: true }, { name: 'image-root', value: true },
     { name: 'tls-cert', value: true }, { name: 'tls-key', value: true }, { name: 'insecure', value: false },
+    { name: 'show-url', value: false },
   ], 'daemon');
   if (p.positional.length) throw new UserError(`daemon: unexpected argument '${p.positional[0]}'`, USAGE_STATUS);
   const { host, port } = parseListen(p.flags.get('listen')?.[0] ?? DEFAULT_LISTEN);
@@ -75,6 +78,8 @@ export async function cmdDaemon(argv: readonly string[], io: CliIo): Promise<num
   }
   const addr = await daemon.listen().catch((e: Error) => { throw new UserError(`daemon: cannot listen on ${host}:${port}: ${e.message}`); });
   io.stderr.write(`typevisor daemon: listening on ${addr} (state ${dir})\n`);
+  io.stderr.write(`typevisor daemon: dashboard at ${addr}/ (log in with the token in ${join(dir, 'token')})\n`);
+  if (p.flags.has('show-url')) io.stdout.write(`${addr}/?token=${daemon.token}\n`);
   await new Promise<void>((resolve) => {
     const stop = (): void => { process.off('SIGINT', stop); process.off('SIGTERM', stop); resolve(); };
     process.on('SIGINT', stop);

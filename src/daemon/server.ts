@@ -13,6 +13,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DefinitionStore, vmDefSchema, vmPatchSchema, memoryBytes, NAME_PATTERN, type VmDef } from './store.js';
 import { Vm, ApiError, VM_STATES, type VmInfo } from './vm.js';
+import { Dashboard } from './web.js';
 
 export interface DaemonOptions {
   stateDir: string;
@@ -55,11 +56,13 @@ export class Daemon {
   private readonly registry = new Registry();
   private readonly log: (msg: string) => void;
   private readonly runDir: string;
+  private readonly web: Dashboard;
 
   constructor(private readonly opts: DaemonOptions) {
     mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
     this.log = opts.log ?? ((m) => process.stderr.write(`typevisor daemon: ${m}\n`));
     this.token = loadOrCreateToken(opts.stateDir);
+    this.web = new Dashboard(this.token, opts.tls !== undefined);
     this.store = new DefinitionStore(opts.stateDir);
     this.runDir = join(opts.stateDir, 'run');
     mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
@@ -144,9 +147,9 @@ export class Daemon {
     });
     await app.register(fastifyWebsocket, { options: { maxPayload: 1 << 20 } });
     app.addHook('onRequest', async (req, reply) => {
-      if (!this.authorized(req)) {
-        await reply.code(401).header('www-authenticate', 'Bearer').send({ code: 'unauthorized', message: 'missing or wrong bearer token' });
-      }
+      // Without a bearer token: the dashboard's public pages, or its session cookie.
+      const denied = this.authorized(req) ? null : this.web.deny(req);
+      if (denied) await reply.code(denied.status).header('www-authenticate', 'Bearer').send({ code: denied.code, message: denied.message });
     });
     app.setErrorHandler((err: FastifyError | ApiError, _req, reply) => {
       if (err instanceof ApiError) {
@@ -286,6 +289,7 @@ export class Daemon {
     });
 
     this.setupMetrics();
+    await this.web.register(app);
   }
 
   private setupMetrics(): void {

@@ -140,6 +140,8 @@ export interface VmInfo {
   state: VmState;
   definition: VmDef;
   pid?: number;
+  /** Seconds since the runner started (while it runs). */
+  uptimeSeconds?: number;
   /** How the last run ended. */
   lastExit?: { reason: string; code: number; message?: string };
   /** For a crash: the console's last lines. */
@@ -165,6 +167,7 @@ export class Vm extends EventEmitter<VmEvents> {
   private shutdownTimer: NodeJS.Timeout | null = null;
   private exited: Promise<void> = Promise.resolve();
   private destroying = false;
+  private startedAt = 0;
 
   /** runDir holds NAME.pid for each live runner, so a restarted daemon finds them. */
   constructor(public def: VmDef, private readonly runnerScript: string, private readonly env: NodeJS.ProcessEnv, private readonly runDir: string) {
@@ -195,7 +198,7 @@ export class Vm extends EventEmitter<VmEvents> {
   info(): VmInfo {
     return {
       name: this.name, state: this.state, definition: this.def,
-      ...(this.pid !== undefined ? { pid: this.pid } : {}),
+      ...(this.pid !== undefined ? { pid: this.pid, uptimeSeconds: (Date.now() - this.startedAt) / 1000 } : {}),
       ...(this.lastExit ? { lastExit: this.lastExit } : {}),
       ...(this.lastConsole !== undefined ? { lastConsole: this.lastConsole } : {}),
     };
@@ -234,6 +237,7 @@ export class Vm extends EventEmitter<VmEvents> {
     this.exitMsg = null;
     const port = new ChildPort<FromRunner, ToRunner>(this.runnerScript, [], this.env);
     this.port = port;
+    this.startedAt = Date.now();
     const pid = port.pid;
     if (pid !== undefined) {
       try { writeFileSync(this.pidFile, JSON.stringify({ pid, start: procStartTime(pid) ?? '' }), { mode: 0o600 }); } catch { /* best effort */ }
