@@ -1,0 +1,166 @@
+/**
+ * The in-browser VM as a user meets it: `typevisor web` spawned as a process, its page opened
+ * in headless Chromium, the test guest booted inside the page's Web Worker to `~ # `, a
+ * command typed into xterm.js and its answer read back from the terminal's buffer. Also the
+ * server's flags, headers and file serving, and the page on a phone-sized screen.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { Browser } from 'playwright-core';
+import { repoRoot } from '../lib/toolchain.js';
+import { requireGuest } from '../lib/guest.js';
+import { freePort } from '../lib/net-servers.js';
+import { launchBrowser, pageErrors, screenshot } from '../lib/browser.js';
+
+const execFileP = promisify(execFile);
+const BIN = join(repoRoot, 'bin', 'typevisor.js');
+const guest = requireGuest();
+let server: ChildProcess | null = null;
+let browser: Browser | null = null;
+let baseUrl: string | null = null;
+after(async () => { server?.kill('SIGTERM'); await browser?.close(); });
+
+async function tv(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await execFileP(process.execPath, [BIN, ...args], { timeout: 30_000 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
+}
+
+/** Start `typevisor web` on a free port; resolves with the URL it prints. */
+async function startServer(): Promise<string> {
+  const port = await freePort();
+  const s = spawn(process.execPath, [BIN, 'web', '--listen', `127.0.0.1:${port}`, '--kernel', guest.kernel, '--initrd', guest.initrd],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+  server = s;
+  let out = '', err = '';
+  s.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  return await new Promise<string>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`typevisor web printed no URL: ${out}${err}`)), 20_000);
+    s.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /open (http:\/\/\S+\/) /.exec(out);
+      if (m) { clearTimeout(t); resolve(m[1]); }
+    });
+    s.on('exit', (code) => { clearTimeout(t); reject(new Error(`typevisor web exited ${code}: ${err}`)); });
+  });
+}
+
+test('typevisor web: bad flags and missing files give a clear error and a status', async () => {
+  let r = await tv('web', '--bogus');
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /typevisor: web: unknown option '--bogus'/);
+  r = await tv('web', '--listen', 'nonsense');
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--listen nonsense: expected HOST:PORT \(e\.g\. 127\.0\.0\.1:8080\)/);
+  r = await tv('web', '--listen', '0.0.0.0:8080', '--kernel', guest.kernel);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /0\.0\.0\.0 is not a loopback address.*--insecure/);
+  r = await tv('web', '--kernel', '/nonexistent/Image');
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /cannot read kernel '\/nonexistent\/Image': no such file/);
+  r = await tv('web', '--initrd', guest.initrd);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--initrd needs --kernel/);
+  assert.equal((await tv('web', 'extra')).code, 2);
+});
+
+test('typevisor web boots a VM inside the browser: ~ # , uname -m answers riscv64, no CSP violation', { timeout: 150_000 }, async () => {
+  const url = await startServer();
+  baseUrl = url;
+
+  // The server: a strict policy on the page, nosniff, the guest's files byte-exact in size.
+  const res = await fetch(url);
+  assert.equal(res.status, 200);
+  const csp = res.headers.get('content-security-policy') ?? '';
+  assert.match(csp, /default-src 'none'/);
+  assert.match(csp, /script-src 'self' 'wasm-unsafe-eval'(;|$)/);
+  assert.match(csp, /style-src 'self' 'nonce-[A-Za-z0-9+/=]+'(;|$)/);
+  assert.doesNotMatch(csp, /'unsafe-inline'|'unsafe-eval'|\*/);
+  assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+  const html = await res.text();
+  const nonce = /'nonce-([^']+)'/.exec(csp)![1];
+  assert.ok(html.includes(`content="${nonce}"`), 'the page carries its response\'s nonce');
+  assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)[^>]*>|\sstyle=|<style/, 'no inline script or style in the page');
+  const k = await fetch(url + 'guest/kernel');
+  assert.equal(Number(k.headers.get('content-length')), statSync(guest.kernel).size);
+  await k.body?.cancel();
+  assert.equal((await fetch(url + 'guest/initrd', { method: 'HEAD' })).headers.get('content-length'), String(statSync(guest.initrd).size));
+  assert.equal((await fetch(url + '..%2f..%2fpackage.json')).status, 404);
+  assert.equal((await fetch(url + 'main.js', { method: 'POST' })).status, 405);
+  // The bundles carry no Node-only code.
+  for (const f of ['main.js', 'worker.js']) {
+    const js = readFileSync(join(repoRoot, 'dist', 'web', 'vm', f), 'utf8');
+    assert.doesNotMatch(js, /\bfrom\s*["']node:|\brequire\(["']/, `${f} imports Node`);
+  }
+
+  browser = await launchBrowser();
+  const page = await browser.newPage({ viewport: { width: 960, height: 640 } });
+  const errors = pageErrors(page);
+  const violations: string[] = [];
+  page.on('console', (m) => { if (/Content Security Policy|Refused to/i.test(m.text())) violations.push(m.text()); });
+  await page.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
+  });
+  const t0 = Date.now();
+  await page.goto(url + '?mem=128');
+  const screen = (): Promise<string> => page.evaluate(() => window.typevisor.screen());
+  try {
+    await page.waitForFunction(() => window.typevisor.screen().endsWith('~ #'), undefined, { timeout: 120_000, polling: 250 });
+  } catch (e) {
+    await screenshot(page, 'web-vm-failed');
+    throw new Error(`no prompt in the page's terminal: ${(e as Error).message}\n--- screen:\n${await screen()}\n--- errors:\n${errors.join('\n')}`);
+  }
+  const bootMs = Date.now() - t0;
+  assert.equal(await page.evaluate(() => window.typevisor.state()), 'running');
+
+  // Keys go through xterm.js to the guest, which echoes them.
+  await page.click('#term');
+  await page.keyboard.type('uname -m\n');
+  await page.waitForFunction(() => /uname -m\n(.*)\n~ #$/.test(window.typevisor.screen()), undefined, { timeout: 30_000, polling: 100 });
+  const answer = /uname -m\n(.*)\n~ #$/.exec(await screen())![1];
+  assert.equal(answer.trim(), 'riscv64');
+
+  // The status line: a measured speed and the guest's uptime.
+  await page.waitForFunction(() => /^\d+\.\d MIPS$/.test(document.getElementById('mips')!.textContent ?? ''), undefined, { timeout: 10_000 });
+  const mips = Number.parseFloat(await page.textContent('#mips') ?? '');
+  assert.ok(mips > 0, `MIPS ${mips}`);
+  assert.match(await page.textContent('#uptime') ?? '', /^up \d+:\d\d$/);
+  await screenshot(page, 'web-vm');
+  console.log(`# in-browser boot to ~ # : ${(bootMs / 1000).toFixed(1)} s, ${mips} MIPS (interpreter)`);
+
+  // Stop: the runner ends the machine and says why.
+  await page.click('#stop');
+  await page.waitForFunction(() => window.typevisor.state() === 'stopped', undefined, { timeout: 10_000 });
+  assert.match(await page.textContent('#message') ?? '', /^stopped/);
+  assert.deepEqual(errors, []);
+  assert.deepEqual(violations, []);
+
+  // A phone-sized screen: nothing wider than the viewport, the terminal still fills the width.
+  const phone = await browser.newPage({ viewport: { width: 375, height: 667 }, isMobile: true, hasTouch: true });
+  const phoneErrors = pageErrors(phone);
+  await phone.goto(url + '?boot=0');
+  await phone.waitForFunction(() => document.querySelector('.xterm-screen') !== null);
+  const fits = await phone.evaluate(() => ({ scroll: document.documentElement.scrollWidth, inner: window.innerWidth, term: document.getElementById('term')!.getBoundingClientRect().width }));
+  assert.ok(fits.scroll <= fits.inner, `page ${fits.scroll} px wide in a ${fits.inner} px viewport`);
+  assert.ok(fits.term >= fits.inner - 16, `terminal ${fits.term} px of ${fits.inner}`);
+  await phone.click('summary');
+  await screenshot(phone, 'web-vm-phone');
+  assert.deepEqual(phoneErrors, []);
+});
+
+test('the in-browser VM reports a kernel it cannot fetch, in the page', { timeout: 60_000 }, async () => {
+  assert.ok(baseUrl && browser, 'needs the server and browser of the boot test');
+  const page = await browser.newPage();
+  await page.goto(baseUrl + '?kernel=/guest/missing');
+  await page.waitForFunction(() => window.typevisor.state() === 'stopped', undefined, { timeout: 30_000 });
+  assert.match(await page.textContent('#message') ?? '', /^config \(code 1\): cannot fetch kernel 'http:\/\/127\.0\.0\.1:\d+\/guest\/missing': HTTP 404/);
+  assert.match(await page.evaluate(() => window.typevisor.screen()), /typevisor: config/);
+});
