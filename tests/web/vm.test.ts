@@ -7,7 +7,9 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Browser } from 'playwright-core';
@@ -22,7 +24,12 @@ const guest = requireGuest();
 let server: ChildProcess | null = null;
 let browser: Browser | null = null;
 let baseUrl: string | null = null;
-after(async () => { server?.kill('SIGTERM'); await browser?.close(); });
+const tmp = mkdtempSync(join(tmpdir(), 'typevisor-web-'));
+after(async () => { server?.kill('SIGTERM'); await browser?.close(); rmSync(tmp, { recursive: true, force: true }); });
+const diskFile = join(tmp, 'disk.raw');
+const diskBytes = randomBytes(1 << 20);
+writeFileSync(diskFile, diskBytes);
+const diskMd5 = createHash('md5').update(diskBytes).digest('hex');
 
 async function tv(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
@@ -140,6 +147,25 @@ test('typevisor web boots a VM inside the browser: ~ # , uname -m answers riscv6
   await page.click('#stop');
   await page.waitForFunction(() => window.typevisor.state() === 'stopped', undefined, { timeout: 10_000 });
   assert.match(await page.textContent('#message') ?? '', /^stopped/);
+
+  // Files picked from disk (blob: URLs) and the translator: the guest reads the picked disk
+  // image byte for byte. The Wasm compiles only because the policy has 'wasm-unsafe-eval'.
+  await page.click('summary');
+  await page.setInputFiles('#kernel-file', guest.kernel);
+  await page.setInputFiles('#initrd-file', guest.initrd);
+  await page.setInputFiles('#disk-file', diskFile);
+  await page.check('#jit');
+  await page.click('button[type=submit]');
+  try {
+    await page.waitForFunction(() => window.typevisor.screen().endsWith('~ #'), undefined, { timeout: 120_000, polling: 250 });
+  } catch (e) {
+    throw new Error(`no prompt with picked files: ${(e as Error).message}\n${await page.textContent('#status')}\n${await screen()}`);
+  }
+  assert.equal(new URL(page.url()).searchParams.get('jit'), 'on');
+  await page.click('#term');
+  await page.keyboard.type('md5sum /dev/vda\n');
+  await page.waitForFunction(() => /\/dev\/vda\n~ #$/.test(window.typevisor.screen()), undefined, { timeout: 30_000, polling: 100 });
+  assert.match(await screen(), new RegExp(`md5sum /dev/vda\n${diskMd5}  /dev/vda\n~ #$`));
   assert.deepEqual(errors, []);
   assert.deepEqual(violations, []);
 
