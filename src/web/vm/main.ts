@@ -29,7 +29,8 @@ const field = (name: string): HTMLInputElement => form.elements.namedItem(name) 
 const stateEl = el('state'), mipsEl = el('mips'), uptimeEl = el('uptime'), messageEl = el('message');
 const pauseBtn = el<HTMLButtonElement>('pause'), rebootBtn = el<HTMLButtonElement>('reboot'), stopBtn = el<HTMLButtonElement>('stop');
 
-const term = new Terminal({ convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14 });
+// lineHeight above 1: at 1 the DOM renderer clips underscores at the bottom of the cell.
+const term = new Terminal({ cursorBlink: true, scrollback: 5000, fontSize: window.innerWidth < 640 ? 12 : 14, lineHeight: 1.1 });
 const fit = new FitAddon();
 term.loadAddon(fit);
 term.open(el('term'));
