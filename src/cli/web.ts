@@ -104,7 +104,9 @@ export class WebServer {
       });
       this.server.listen(this.o.port, this.o.host, () => {
         const a = this.server.address() as AddressInfo;
-        resolve(`http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/`);
+        // Listening on every address: loopback is one of them, and a URL one can open.
+        const host = a.address === '0.0.0.0' ? '127.0.0.1' : a.address === '::' ? '::1' : a.address;
+        resolve(`http://${host.includes(':') ? `[${host}]` : host}:${a.port}/`);
       });
     });
   }

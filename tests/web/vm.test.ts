@@ -31,9 +31,10 @@ const diskBytes = randomBytes(1 << 20);
 writeFileSync(diskFile, diskBytes);
 const diskMd5 = createHash('md5').update(diskBytes).digest('hex');
 
-async function tv(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function tv(...args: Array<string | NodeJS.ProcessEnv>): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env = { ...process.env, ...args.find((a) => typeof a === 'object') };
   try {
-    const r = await execFileP(process.execPath, [BIN, ...args], { timeout: 30_000 });
+    const r = await execFileP(process.execPath, [BIN, ...args.filter((a) => typeof a === 'string')], { timeout: 30_000, env });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (e) {
     const x = e as { code: number; stdout: string; stderr: string };
@@ -47,9 +48,15 @@ async function startServer(): Promise<string> {
   const s = spawn(process.execPath, [BIN, 'web', '--listen', `127.0.0.1:${port}`, '--kernel', guest.kernel, '--initrd', guest.initrd],
     { stdio: ['ignore', 'pipe', 'pipe'] });
   server = s;
+  const url = await printedUrl(s);
+  assert.equal(url, `http://127.0.0.1:${port}/`);
+  return url;
+}
+
+function printedUrl(s: ChildProcess): Promise<string> {
   let out = '', err = '';
   s.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-  return await new Promise<string>((resolve, reject) => {
+  return new Promise<string>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`typevisor web printed no URL: ${out}${err}`)), 20_000);
     s.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
@@ -77,6 +84,37 @@ test('typevisor web: bad flags and missing files give a clear error and a status
   assert.equal(r.code, 2);
   assert.match(r.stderr, /--initrd needs --kernel/);
   assert.equal((await tv('web', 'extra')).code, 2);
+});
+
+test('typevisor web without --kernel serves the default guest; --insecure opens other addresses', { timeout: 30_000 }, async () => {
+  const empty = join(tmp, 'no-guest');
+  let r = await tv('web', { TYPEVISOR_GUEST_DIR: empty });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`no --kernel given and no default guest in ${empty} \\(build it: typevisor image build\\)`));
+  const s = spawn(process.execPath, [BIN, 'web', '--listen', '0.0.0.0:0', '--insecure'],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TYPEVISOR_GUEST_DIR: guest.dir } });
+  try {
+    const url = await printedUrl(s);
+    assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+    const k = await fetch(url + 'guest/kernel', { method: 'HEAD' });
+    assert.equal(k.headers.get('content-length'), String(statSync(guest.kernel).size));
+    const i = await fetch(url + 'guest/initrd', { method: 'HEAD' });
+    assert.equal(i.headers.get('content-length'), String(statSync(guest.initrd).size));
+    assert.match(await (await fetch(url)).text(), /<meta name="guest-defaults" content="kernel=%2Fguest%2Fkernel&amp;initrd=%2Fguest%2Finitrd">/);
+  } finally {
+    s.kill('SIGTERM');
+  }
+  // A kernel alone: the page is told there is no initrd, and /guest/initrd is not there.
+  const s2 = spawn(process.execPath, [BIN, 'web', '--listen', '127.0.0.1:0', '--kernel', guest.kernel], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    const url = await printedUrl(s2);
+    assert.equal((await fetch(url + 'guest/initrd')).status, 404);
+    assert.match(await (await fetch(url)).text(), /<meta name="guest-defaults" content="kernel=%2Fguest%2Fkernel">/);
+  } finally {
+    s2.kill('SIGTERM');
+  }
+  r = await tv('web', '--kernel', tmp);
+  assert.match(r.stderr, /kernel '.*' is not a regular file/);
 });
 
 test('typevisor web boots a VM inside the browser: ~ # , uname -m answers riscv64, no CSP violation', { timeout: 150_000 }, async () => {
