@@ -151,20 +151,26 @@ test('typevisor web boots a VM inside the browser: ~ # , uname -m answers riscv6
   const errors = pageErrors(page);
   const violations: string[] = [];
   page.on('console', (m) => { if (/Content Security Policy|Refused to/i.test(m.text())) violations.push(m.text()); });
+  // The worker's console is its own: its errors (a CSP refusal of Wasm, say) count too.
+  page.on('worker', (w) => w.on('console', (m) => { if (m.type() === 'error' || /Content Security Policy/i.test(m.text())) errors.push(`worker: ${m.text()}`); }));
   await page.addInitScript(() => {
     document.addEventListener('securitypolicyviolation', (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
   });
   const t0 = Date.now();
   await page.goto(url + '?mem=128');
   const screen = (): Promise<string> => page.evaluate(() => window.typevisor.screen());
-  try {
-    await page.waitForFunction(() => window.typevisor.screen().endsWith('~ #'), undefined, { timeout: 120_000, polling: 250 });
-  } catch (e) {
-    await screenshot(page, 'web-vm-failed');
-    throw new Error(`no prompt in the page's terminal: ${(e as Error).message}\n--- screen:\n${await screen()}\n--- errors:\n${errors.join('\n')}`);
-  }
+  const prompt = async (what: string): Promise<void> => {
+    // A prompt, or the machine's end (then fail at once, with the page's message).
+    try {
+      await page.waitForFunction(() => window.typevisor.screen().endsWith('~ #') || window.typevisor.state() === 'stopped', undefined, { timeout: 120_000, polling: 250 });
+    } catch (e) {
+      await screenshot(page, 'web-vm-failed');
+      throw new Error(`${what}: no prompt: ${(e as Error).message}\n--- screen:\n${await screen()}\n--- errors:\n${errors.join('\n')}`);
+    }
+    assert.equal(await page.evaluate(() => window.typevisor.state()), 'running', `${what}: ${await page.textContent('#status')}\n${errors.join('\n')}`);
+  };
+  await prompt('default guest');
   const bootMs = Date.now() - t0;
-  assert.equal(await page.evaluate(() => window.typevisor.state()), 'running');
 
   // Keys go through xterm.js to the guest, which echoes them.
   await page.click('#term');
@@ -194,11 +200,7 @@ test('typevisor web boots a VM inside the browser: ~ # , uname -m answers riscv6
   await page.setInputFiles('#disk-file', diskFile);
   await page.check('#jit');
   await page.click('button[type=submit]');
-  try {
-    await page.waitForFunction(() => window.typevisor.screen().endsWith('~ #'), undefined, { timeout: 120_000, polling: 250 });
-  } catch (e) {
-    throw new Error(`no prompt with picked files: ${(e as Error).message}\n${await page.textContent('#status')}\n${await screen()}`);
-  }
+  await prompt('picked files, translator on');
   assert.equal(new URL(page.url()).searchParams.get('jit'), 'on');
   await page.click('#term');
   await page.keyboard.type('md5sum /dev/vda\n');
