@@ -187,6 +187,18 @@ test('typevisor web boots a VM inside the browser: ~ # , uname -m answers riscv6
   await screenshot(page, 'web-vm');
   console.log(`# in-browser boot to ~ # : ${(bootMs / 1000).toFixed(1)} s, ${mips} MIPS (interpreter)`);
 
+  // Pause: the vCPU stops (0 MIPS) and keys wait; on resume they arrive and the guest answers.
+  await page.click('#pause');
+  await page.waitForFunction(() => window.typevisor.state() === 'paused', undefined, { timeout: 10_000 });
+  assert.equal(await page.textContent('#pause'), 'Resume');
+  await page.click('#term');
+  await page.keyboard.type('echo paused-$((6*7))\n');
+  await page.waitForFunction(() => document.getElementById('mips')!.textContent === '0.0 MIPS', undefined, { timeout: 5_000 });
+  assert.doesNotMatch(await screen(), /echo paused/, 'a paused guest echoes nothing');
+  await page.click('#pause');
+  await page.waitForFunction(() => /paused-42\n~ #$/.test(window.typevisor.screen()), undefined, { timeout: 30_000, polling: 100 });
+  assert.equal(await page.evaluate(() => window.typevisor.state()), 'running');
+
   // Stop: the runner ends the machine and says why.
   await page.click('#stop');
   await page.waitForFunction(() => window.typevisor.state() === 'stopped', undefined, { timeout: 10_000 });

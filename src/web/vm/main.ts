@@ -161,11 +161,10 @@ function onRunner(s: Session, m: FromRunner, config: RunnerConfig): void {
 function showStats(s: Session, st: RunnerStats): void {
   const now = performance.now();
   if (s.pausedAtBoot < 0) s.pausedAtBoot = st.pausedMs;
-  if (s.last && now > s.last.at && s.state !== 'paused') {
+  if (s.last && now > s.last.at) {
+    // Guest instructions retired per host microsecond since the last reply.
     const mips = (st.instructions - s.last.instructions) / ((now - s.last.at) * 1000);
     mipsEl.textContent = `${mips.toFixed(1)} MIPS`;
-  } else if (s.state === 'paused') {
-    mipsEl.textContent = '0.0 MIPS';
   }
   s.last = { at: now, instructions: st.instructions };
   if (s.bootAt > 0) uptimeEl.textContent = `up ${clock((now - s.bootAt - (st.pausedMs - s.pausedAtBoot)) / 1000)}`;
