@@ -144,6 +144,7 @@ test('typevisor web boots a VM inside the browser: ~ # , uname -m answers riscv6
   for (const f of ['main.js', 'worker.js']) {
     const js = readFileSync(join(repoRoot, 'dist', 'web', 'vm', f), 'utf8');
     assert.doesNotMatch(js, /\bfrom\s*["']node:|\brequire\(["']/, `${f} imports Node`);
+    assert.doesNotMatch(js, /(?<![\w$.])(Buffer\s*[.(]|process\.(env|exit|cwd|argv|std|nextTick|hrtime|memoryUsage|cpuUsage))/, `${f} uses Node globals`);
   }
 
   browser = await launchBrowser();
