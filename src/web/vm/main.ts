@@ -93,7 +93,7 @@ function boot(): void {
   if (!Number.isInteger(memMiB) || memMiB < 16 || memMiB > 2048) { messageEl.textContent = 'memory: a whole number of MiB from 16 to 2048'; return; }
   const kernel = source('kernel', blobs), initrd = source('initrd', blobs), disk = source('disk', blobs);
   const config: RunnerConfig = {
-    name: 'browser', memoryBytes: memMiB << 20,
+    name: 'browser', memoryBytes: memMiB * 1048576,
     ...(kernel === undefined ? {} : { kernel }),
     ...(initrd === undefined ? {} : { initrd }),
     append: field('append').value,
@@ -101,7 +101,10 @@ function boot(): void {
   };
   // The address bar keeps a shareable setup (URLs only: picked files cannot be shared).
   const q = new URLSearchParams();
-  for (const n of ['kernel', 'initrd', 'disk', 'append']) { const v = field(n).value.trim(); if (v !== '') q.set(n, v); }
+  for (const n of ['kernel', 'initrd', 'disk', 'append']) {
+    const v = field(n).value.trim();
+    if (v !== '' && !field(`${n}-file`)?.files?.length) q.set(n, v);
+  }
   q.set('mem', String(memMiB));
   if (field('jit').checked) q.set('jit', 'on');
   history.replaceState(null, '', `?${q}`);
