@@ -139,7 +139,7 @@ function onRunner(s: Session, m: FromRunner, config: RunnerConfig): void {
     case 'started': case 'rebooted':
       s.bootAt = performance.now();
       s.pausedAtBoot = -1;
-      s.last = null;
+      uptimeEl.textContent = 'up 0:00';
       setState(s, 'booting', m.type === 'rebooted' ? 'the guest rebooted' : '');
       return;
     case 'console':
