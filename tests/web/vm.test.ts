@@ -1,8 +1,10 @@
 /**
  * The in-browser VM as a user meets it: `typevisor web` spawned as a process, its page opened
  * in headless Chromium, the test guest booted inside the page's Web Worker to `~ # `, a
- * command typed into xterm.js and its answer read back from the terminal's buffer. Also the
- * server's flags, headers and file serving, and the page on a phone-sized screen.
+ * command typed into xterm.js and its answer read back from the terminal's buffer; pause and
+ * resume, stop, a second boot from picked files with the translator (the guest reads the
+ * picked disk, reboots itself and reads it again). Also the server's flags, headers and file
+ * serving, and the page on a phone-sized screen.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -219,6 +221,14 @@ test('typevisor web boots a VM inside the browser: ~ # , uname -m answers riscv6
   await page.keyboard.type('md5sum /dev/vda\n');
   await page.waitForFunction(() => /\/dev\/vda\n~ #$/.test(window.typevisor.screen()), undefined, { timeout: 30_000, polling: 100 });
   assert.match(await screen(), new RegExp(`md5sum /dev/vda\n${diskMd5}  /dev/vda\n~ #$`));
+  // The guest reboots itself: the runner rebuilds the machine from the files it holds.
+  await page.keyboard.type('reboot\n');
+  await page.waitForFunction(() => window.typevisor.state() === 'booting', undefined, { timeout: 30_000, polling: 50 });
+  assert.equal(await page.textContent('#message'), 'the guest rebooted');
+  await prompt('after the guest rebooted');
+  await page.keyboard.type('head -c 4096 /dev/vda | md5sum\n');
+  const head = createHash('md5').update(diskBytes.subarray(0, 4096)).digest('hex');
+  await page.waitForFunction((h) => window.typevisor.screen().endsWith(`${h}  -\n~ #`), head, { timeout: 30_000, polling: 100 });
   assert.deepEqual(errors, []);
   assert.deepEqual(violations, []);
 
