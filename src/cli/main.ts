@@ -17,6 +17,7 @@ import { TerminalConsole, ESCAPE_HELP, type ConsoleInput, type ConsoleOutput } f
 import { parseFlags, parseSize, parseAddress, USAGE_STATUS, type FlagSpec, type Parsed } from './args.js';
 import { parseVirtio, isVirtioDevice, openVirtio, type VirtioRequest } from './devices.js';
 import { cmdDaemon, cmdVm, VM_HELP } from './vm.js';
+import { cmdWeb, WEB_HELP } from './web.js';
 
 export interface CliIo {
   stdin: ConsoleInput;
@@ -41,6 +42,7 @@ Commands:
   img       disk images: create, info, convert, check (qemu-img spelling; 'img help')
   daemon    the VM manager: many VMs, each in its own process, behind a REST API
   vm        talk to the daemon: list, define, start, console, ... ('vm help')
+  web       serve a page that runs a VM inside the browser
   help      this text
   --version print the version
 
@@ -89,7 +91,8 @@ typevisor dumpdtb [-m SIZE] [--append ARGS] [--kernel F --initrd F] [-o FILE]
 
 Options take one or two dashes, and --opt=value or --opt value.
 
-${VM_HELP}`;
+${VM_HELP}
+${WEB_HELP}`;
 
 const MACHINE_FLAGS: FlagSpec[] = [
   { name: 'm', aliases: ['memory'], value: true },
@@ -370,6 +373,7 @@ export async function main(argv: readonly string[], ioIn?: Partial<CliIo>): Prom
       case 'img': return await cmdImg(rest, io);
       case 'daemon': return await cmdDaemon(rest, io);
       case 'vm': return await cmdVm(rest, io);
+      case 'web': return await cmdWeb(rest, io);
       default:
         // QEMU habit: options straight away mean `run`.
         if (cmd.startsWith('-')) return await cmdRun(argv, io);
