@@ -161,16 +161,16 @@ test('typevisor web boots a VM inside the browser: ~ # , uname -m answers riscv6
   });
   const t0 = Date.now();
   await page.goto(url + '?mem=128');
-  const screen = (): Promise<string> => page.evaluate(() => window.typevisor.screen());
+  const screen = (): Promise<string> => page.evaluate(() => window.typevisorVm.screen());
   const prompt = async (what: string): Promise<void> => {
     // A prompt, or the machine's end (then fail at once, with the page's message).
     try {
-      await page.waitForFunction(() => window.typevisor.screen().endsWith('~ #') || window.typevisor.state() === 'stopped', undefined, { timeout: 120_000, polling: 250 });
+      await page.waitForFunction(() => window.typevisorVm.screen().endsWith('~ #') || window.typevisorVm.state() === 'stopped', undefined, { timeout: 120_000, polling: 250 });
     } catch (e) {
       await screenshot(page, 'web-vm-failed');
       throw new Error(`${what}: no prompt: ${(e as Error).message}\n--- screen:\n${await screen()}\n--- errors:\n${errors.join('\n')}`);
     }
-    assert.equal(await page.evaluate(() => window.typevisor.state()), 'running', `${what}: ${await page.textContent('#status')}\n${errors.join('\n')}`);
+    assert.equal(await page.evaluate(() => window.typevisorVm.state()), 'running', `${what}: ${await page.textContent('#status')}\n${errors.join('\n')}`);
   };
   await prompt('default guest');
   const bootMs = Date.now() - t0;
@@ -178,7 +178,7 @@ test('typevisor web boots a VM inside the browser: ~ # , uname -m answers riscv6
   // Keys go through xterm.js to the guest, which echoes them.
   await page.click('#term');
   await page.keyboard.type('uname -m\n');
-  await page.waitForFunction(() => /uname -m\n(.*)\n~ #$/.test(window.typevisor.screen()), undefined, { timeout: 30_000, polling: 100 });
+  await page.waitForFunction(() => /uname -m\n(.*)\n~ #$/.test(window.typevisorVm.screen()), undefined, { timeout: 30_000, polling: 100 });
   const answer = /uname -m\n(.*)\n~ #$/.exec(await screen())![1];
   assert.equal(answer.trim(), 'riscv64');
 
@@ -192,19 +192,19 @@ test('typevisor web boots a VM inside the browser: ~ # , uname -m answers riscv6
 
   // Pause: the vCPU stops (0 MIPS) and keys wait; on resume they arrive and the guest answers.
   await page.click('#pause');
-  await page.waitForFunction(() => window.typevisor.state() === 'paused', undefined, { timeout: 10_000 });
+  await page.waitForFunction(() => window.typevisorVm.state() === 'paused', undefined, { timeout: 10_000 });
   assert.equal(await page.textContent('#pause'), 'Resume');
   await page.click('#term');
   await page.keyboard.type('echo paused-$((6*7))\n');
   await page.waitForFunction(() => document.getElementById('mips')!.textContent === '0.0 MIPS', undefined, { timeout: 5_000 });
   assert.doesNotMatch(await screen(), /echo paused/, 'a paused guest echoes nothing');
   await page.click('#pause');
-  await page.waitForFunction(() => /paused-42\n~ #$/.test(window.typevisor.screen()), undefined, { timeout: 30_000, polling: 100 });
-  assert.equal(await page.evaluate(() => window.typevisor.state()), 'running');
+  await page.waitForFunction(() => /paused-42\n~ #$/.test(window.typevisorVm.screen()), undefined, { timeout: 30_000, polling: 100 });
+  assert.equal(await page.evaluate(() => window.typevisorVm.state()), 'running');
 
   // Stop: the runner ends the machine and says why.
   await page.click('#stop');
-  await page.waitForFunction(() => window.typevisor.state() === 'stopped', undefined, { timeout: 10_000 });
+  await page.waitForFunction(() => window.typevisorVm.state() === 'stopped', undefined, { timeout: 10_000 });
   assert.match(await page.textContent('#message') ?? '', /^stopped/);
 
   // Files picked from disk (blob: URLs) and the translator: the guest reads the picked disk
@@ -219,16 +219,16 @@ test('typevisor web boots a VM inside the browser: ~ # , uname -m answers riscv6
   assert.equal(new URL(page.url()).searchParams.get('jit'), 'on');
   await page.click('#term');
   await page.keyboard.type('md5sum /dev/vda\n');
-  await page.waitForFunction(() => /\/dev\/vda\n~ #$/.test(window.typevisor.screen()), undefined, { timeout: 30_000, polling: 100 });
+  await page.waitForFunction(() => /\/dev\/vda\n~ #$/.test(window.typevisorVm.screen()), undefined, { timeout: 30_000, polling: 100 });
   assert.match(await screen(), new RegExp(`md5sum /dev/vda\n${diskMd5}  /dev/vda\n~ #$`));
   // The guest reboots itself: the runner rebuilds the machine from the files it holds.
   await page.keyboard.type('reboot\n');
-  await page.waitForFunction(() => window.typevisor.state() === 'booting', undefined, { timeout: 30_000, polling: 50 });
+  await page.waitForFunction(() => window.typevisorVm.state() === 'booting', undefined, { timeout: 30_000, polling: 50 });
   assert.equal(await page.textContent('#message'), 'the guest rebooted');
   await prompt('after the guest rebooted');
   await page.keyboard.type('head -c 4096 /dev/vda | md5sum\n');
   const head = createHash('md5').update(diskBytes.subarray(0, 4096)).digest('hex');
-  await page.waitForFunction((h) => window.typevisor.screen().endsWith(`${h}  -\n~ #`), head, { timeout: 30_000, polling: 100 });
+  await page.waitForFunction((h) => window.typevisorVm.screen().endsWith(`${h}  -\n~ #`), head, { timeout: 30_000, polling: 100 });
   assert.deepEqual(errors, []);
   assert.deepEqual(violations, []);
 
@@ -249,7 +249,7 @@ test('the in-browser VM reports a kernel it cannot fetch, in the page', { timeou
   assert.ok(baseUrl && browser, 'needs the server and browser of the boot test');
   const page = await browser.newPage();
   await page.goto(baseUrl + '?kernel=/guest/missing');
-  await page.waitForFunction(() => window.typevisor.state() === 'stopped', undefined, { timeout: 30_000 });
+  await page.waitForFunction(() => window.typevisorVm.state() === 'stopped', undefined, { timeout: 30_000 });
   assert.match(await page.textContent('#message') ?? '', /^config \(code 1\): cannot fetch kernel 'http:\/\/127\.0\.0\.1:\d+\/guest\/missing': HTTP 404/);
-  assert.match(await page.evaluate(() => window.typevisor.screen()), /typevisor: config/);
+  assert.match(await page.evaluate(() => window.typevisorVm.screen()), /typevisor: config/);
 });

@@ -218,10 +218,11 @@ stopBtn.addEventListener('click', () => { session?.port.post({ type: 'stop' }); 
 /** What tests (and curious users, from the devtools console) can read. */
 declare global {
   interface Window {
-    typevisor: { screen(): string; state(): State };
+    /** The in-browser VM page's test hook (the dashboard's is `typevisor`). */
+    typevisorVm: { screen(): string; state(): State };
   }
 }
-window.typevisor = {
+window.typevisorVm = {
   screen(): string {
     const b = term.buffer.active;
     const lines: string[] = [];
