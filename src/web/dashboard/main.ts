@@ -5,29 +5,12 @@
  * X-Typevisor header the daemon requires of cookie-authenticated requests (CSRF).
  * History lives here, in a ring buffer per VM filled by polling /v1/vms/{name}/stats.
  */
+import '../shared/csp.js'; // before any Terminal: xterm's styles under the strict CSP
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import uPlot from 'uplot';
 import '@xterm/xterm/css/xterm.css';
 import 'uplot/dist/uPlot.min.css';
-
-// --- Content-Security-Policy shims -------------------------------------------------------
-// The policy allows no inline styles. xterm's DOM renderer adds <style> elements (cell
-// sizes, theme): they get this response's nonce, which the policy names. It also sets some
-// cell colours with setAttribute('style'), which the policy blocks: that becomes CSSOM
-// (element.style), which CSP does not govern. Must run before the terminal is created.
-const styleNonce = document.querySelector<HTMLMetaElement>('meta[name="csp-nonce"]')?.content ?? '';
-const origCreateElement = Document.prototype.createElement;
-Document.prototype.createElement = function (this: Document, tag: string, options?: ElementCreationOptions): HTMLElement {
-  const el = origCreateElement.call(this, tag, options);
-  if (el instanceof HTMLStyleElement) el.nonce = styleNonce;
-  return el;
-} as typeof Document.prototype.createElement;
-const origSetAttribute = Element.prototype.setAttribute;
-Element.prototype.setAttribute = function (this: Element, name: string, value: string): void {
-  if (name.toLowerCase() === 'style' && this instanceof HTMLElement) { this.style.cssText = value; return; }
-  origSetAttribute.call(this, name, value);
-};
 
 // --- API -----------------------------------------------------------------------------------
 type VmState = 'shutoff' | 'running' | 'paused' | 'crashed';

@@ -5,7 +5,7 @@
  * replies) and the guest's uptime. Files come from URLs (query parameters or the form) or
  * from the user's disk (blob: URLs); the server's guest is the default.
  */
-import './csp.js';
+import '../shared/csp.js';
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import '@xterm/xterm/css/xterm.css';
