@@ -66,6 +66,12 @@ export interface NetReceiver {
    * drops and counts it. `rxReady` is called when buffers appear.
    */
   receive(frame: Uint8Array): boolean;
+  /**
+   * The largest frame receive() takes whole (no FCS). Absent: 1518 (1514 + a VLAN tag).
+   * Larger only for TCP over IPv4 when the guest takes segmentation offload (virtio-net
+   * GUEST_TSO4): a backend may then send TCP segments of up to 64 KiB as one frame.
+   */
+  readonly maxFrame?: number;
 }
 
 /** A host network backend (src/host/net): user-mode NAT, a switch port, a socket. */

@@ -41,7 +41,7 @@ export type VirtioDeviceSpec =
   | { kind: 'console'; serial: SerialBackend }
   | { kind: 'rng' }
   /** virtio-net; the MAC defaults to 52:54:00:12:34:56 plus the NIC's index in this list. */
-  | { kind: 'net'; backend: NetBackend; mac?: Uint8Array; offloads?: boolean };
+  | { kind: 'net'; backend: NetBackend; mac?: Uint8Array; offloads?: boolean; tso?: boolean };
 
 export interface MachineConfig {
   /** Guest RAM in bytes (default 512 MiB). */
@@ -150,7 +150,7 @@ export class Machine {
     let nics = 0;
     for (const spec of cfg.virtio ?? []) {
       const dev = spec.kind === 'blk' ? new VirtioBlk(spec.disk) : spec.kind === 'console' ? new VirtioConsole(spec.serial)
-        : spec.kind === 'net' ? new VirtioNet(spec.backend, spec.mac ?? defaultMac(nics), spec.offloads) : new VirtioRng();
+        : spec.kind === 'net' ? new VirtioNet(spec.backend, spec.mac ?? defaultMac(nics), spec.offloads, spec.tso) : new VirtioRng();
       if (spec.kind === 'net') nics++;
       this.board.plugVirtio(dev);
       this.virtioDevices.push(dev);

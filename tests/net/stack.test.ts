@@ -332,14 +332,15 @@ test('TCP: duplicate ACKs send new data (limited transmit), the third retransmit
   out.length = 0;
   h.ev!.data(new Uint8Array(100_000));
   const first = tcpOut(out).filter((s) => s.data.length > 0);
-  assert.equal(first.reduce((n, x) => n + x.data.length, 0), 14600, 'initial cwnd: 10 x 1460 bytes');
   const mss = first[0].data.length;
   assert.equal(mss, 1400, 'the guest\'s MSS');
+  // The initial cwnd is 14600 bytes: ten full segments; the 600-byte rest waits for ACKs (sender SWS avoidance).
+  assert.deepEqual(first.map((x) => x.data.length), new Array(10).fill(1400));
   const dup = (): void => un.transmit(tcp(G, 40005, GW, 8080, { seq: 1001, ack: iss + 1 + mss, flags: ACK, wnd: 8000 }));
   un.transmit(tcp(G, 40005, GW, 8080, { seq: 1001, ack: iss + 1 + mss, flags: ACK, wnd: 8000 })); // first segment acked
   const sent = tcpOut(out).filter((x) => x.data.length > 0);
   const end = Math.max(...sent.map((x) => rel(x.seq) + x.data.length));
-  assert.equal(end, 14600 + 2 * mss, 'slow start: two more segments for one acked');
+  assert.equal(end, 14000 + 2 * mss, 'slow start: two more segments for one acked');
   out.length = 0;
   dup();
   let segs = tcpOut(out).filter((s) => s.data.length > 0);
@@ -350,6 +351,32 @@ test('TCP: duplicate ACKs send new data (limited transmit), the third retransmit
   segs = tcpOut(out).filter((s) => s.data.length > 0);
   assert.equal(rel(segs.at(-1)!.seq), mss, 'third dup ACK: the missing segment again');
   assert.equal(un.stats.tcpFastRetransmits, 1);
+  un.close();
+});
+
+test('TCP to a NIC with segmentation offload: segments up to 64 KiB, never a short one while data waits and ACKs are due', async () => {
+  const host = new FakeHostNet();
+  const un = new UserNet(host, {});
+  const out: Uint8Array[] = [];
+  un.attach({ receive: (f) => { out.push(f.slice()); return true; }, maxFrame: 14 + 4 + 65535 });
+  const { iss } = await handshake(un, host, out, 40007, 7);
+  out.length = 0;
+  host.tcp[0].ev!.data(new Uint8Array(200_000));
+  let segs = tcpOut(out).filter((x) => x.data.length > 0);
+  assert.deepEqual(segs.map((x) => x.data.length), [14600], 'the initial cwnd in one segment');
+  assert.ok(segs[0].csumOk);
+  let acked = 14600;
+  const all: number[] = [];
+  for (let round = 0; round < 6; round++) {
+    out.length = 0;
+    un.transmit(tcp(G, 40007, GW, 8080, { seq: 1001, ack: (iss + 1 + acked) >>> 0, flags: ACK, wnd: 0xffff }));
+    segs = tcpOut(out).filter((x) => x.data.length > 0);
+    all.push(...segs.map((x) => x.data.length));
+    for (const x of segs) assert.ok(x.data.length <= 65535 - 40 && x.csumOk);
+    acked = ((segs.at(-1)?.seq ?? iss + 1 + acked) - iss - 1 + (segs.at(-1)?.data.length ?? 0)) >>> 0;
+  }
+  // Slow start doubles what each ACK releases: 29200, 58400, then 64 KiB segments.
+  assert.deepEqual(all, [29200, 58400, 65495, 200_000 - 14600 - 29200 - 58400 - 65495]);
   un.close();
 });
 

@@ -34,7 +34,7 @@ export class PcapWriter {
 export function pcapTap(inner: NetBackend, w: PcapWriter): NetBackend {
   return {
     attach(nic: NetReceiver): void {
-      inner.attach({ receive: (f) => { const ok = nic.receive(f); if (ok) w.record(f); return ok; } });
+      inner.attach({ receive: (f) => { const ok = nic.receive(f); if (ok) w.record(f); return ok; }, get maxFrame() { return nic.maxFrame; } });
     },
     transmit(frame: Uint8Array): void { w.record(frame); inner.transmit(frame); },
     rxReady(): void { inner.rxReady(); },

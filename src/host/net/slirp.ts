@@ -18,8 +18,8 @@ import { DnsService } from './dns.js';
 import { BROADCAST_MAC, ETH_HLEN, ETH_MAX_FRAME, ETHERTYPE_ARP, ETHERTYPE_IPV4, etherType, isBroadcastOrMulticast, macEquals } from './ethernet.js';
 import type { AcceptedTcp, HostListener, HostNet, HostUdp } from './host.js';
 import { echoReply } from './icmp.js';
-import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ipToString, l4ChecksumOk, parseIp, parseIpv4, type Ipv4Packet } from './ipv4.js';
-import { parseTcp, resetFor, State, SYN, ACK, TcpConn, type TcpNetwork, type TcpSegment } from './tcp.js';
+import { IP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ipToString, l4ChecksumOk, parseIp, parseIpv4, type Ipv4Packet } from './ipv4.js';
+import { parseTcp, resetFor, State, SYN, ACK, TCP_HLEN, TcpConn, type TcpNetwork, type TcpSegment } from './tcp.js';
 import { buildUdpFrame, parseUdp } from './udp.js';
 
 export interface HostFwd {
@@ -153,6 +153,12 @@ export class UserNet implements NetBackend, TcpNetwork {
     if (this.rxQueue.length === 0 && this.nic?.receive(frame)) return;
     if (this.rxQueue.length >= LIMITS.rxQueueFrames) { this.stats.dropRxQueueFull++; return; }
     this.rxQueue.push(frame);
+  }
+
+  /** TcpNetwork: TCP payload per frame the NIC takes whole (64 KiB minus headers with TSO). */
+  segmentMax(): number {
+    const m = this.nic?.maxFrame ?? 0;
+    return m > ETH_MAX_FRAME + 4 /* a VLAN tag */ ? Math.min(m, ETH_HLEN + 0xffff) - ETH_HLEN - IP_HLEN - TCP_HLEN : 0;
   }
 
   guestMac(ip: number): Uint8Array {

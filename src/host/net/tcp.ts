@@ -28,7 +28,9 @@ export const OUR_MSS = 1460;
 export const SEND_BUF = 256 * 1024;
 export const RCV_BUF = 256 * 1024;
 const OUR_WSCALE = 3; // 256 KiB window fits 16 bits << 3
-const RTO_INIT = 1000, RTO_MIN = 200, RTO_MAX = 60_000, MAX_RETRIES = 12;
+// RTO_MIN: RFC 6298 2.4's 1 s. The link to the guest loses nothing; what looks like loss is an
+// interpreted guest that fell behind (host load), and a spurious timeout costs a go-back-N.
+const RTO_INIT = 1000, RTO_MIN = 1000, RTO_MAX = 60_000, MAX_RETRIES = 12;
 const DELACK_MS = 5;
 const TIME_WAIT_MS = 1000;
 
@@ -85,6 +87,11 @@ const seqLe = (a: number, b: number): boolean => ((a - b) | 0) <= 0;
 export interface TcpNetwork {
   /** Deliver a frame to the guest. */
   toGuest(frame: Uint8Array): void;
+  /**
+   * The most data one segment to the guest may carry: above the MSS when the NIC takes large
+   * TCP frames (segmentation offload), so the interpreted guest handles fewer, larger ones.
+   */
+  segmentMax(): number;
   ourMac: Uint8Array;
   guestMac(ip: number): Uint8Array;
   /** The connection reached CLOSED: forget it. */
@@ -105,6 +112,8 @@ export class TcpConn implements HostTcpEvents {
   private sndNxt: number;
   private sndMax: number;
   private sndWnd = 0;
+  /** The largest window the guest has offered (for sender SWS avoidance). */
+  private maxSndWnd = 0;
   private sndWl1 = 0;
   private sndWl2 = 0;
   private sndShift = 0;
@@ -294,7 +303,8 @@ export class TcpConn implements HostTcpEvents {
       return;
     }
     if (consumed) {
-      if (++this.unacked >= 2) this.sendAck();
+      // RFC 9293 3.8.6.3: at least every second full-sized segment; a TSO segment is many.
+      if (++this.unacked >= 2 || s.dataLen > this.mss) this.sendAck();
       else this.ackTimer ??= setTimeout(() => { this.ackTimer = null; if (this.unacked) this.sendAck(); }, DELACK_MS);
     }
   }
@@ -386,12 +396,18 @@ export class TcpConn implements HostTcpEvents {
   private output(): void {
     if (!this.synchronized() || this.state === State.TimeWait) return;
     const wnd = Math.min(this.sndWnd, this.cwnd);
+    const seg = Math.max(this.mss, this.net.segmentMax());
+    if (this.sndWnd > this.maxSndWnd) this.maxSndWnd = this.sndWnd;
     for (;;) {
       const off = (this.sndNxt - this.sndUna) >>> 0; // offset of sndNxt in the buffer
       const avail = this.bufBytes - off;
       const room = wnd - off;
       if (avail > 0 && room > 0) {
-        const len = Math.min(avail, this.mss, room);
+        const len = Math.min(avail, seg, room);
+        // Sender SWS avoidance (RFC 9293 3.8.6.2.1), sized for large segments: with data in
+        // flight, a short segment waits for the ACKs that will make it a full one (each
+        // segment costs the interpreted guest the same, whatever its size).
+        if (len < avail && off > 0 && len < Math.min(seg, this.maxSndWnd >>> 1)) break;
         this.sendData(off, len);
         continue;
       }
