@@ -330,12 +330,14 @@ export class Vm extends EventEmitter<VmEvents> {
   }
 
   /**
-   * Graceful shutdown: the virt board has no power button the guest listens to, so this
-   * waits for the guest to power off (within timeoutMs) and destroys it after that.
+   * Graceful shutdown: press the guest's power button (virtio-input KEY_POWER; the default
+   * guest's acpid runs poweroff), wait for the guest to power off within timeoutMs, and
+   * destroy it after that. Pressing again while waiting presses the button again.
    */
   shutdown(timeoutMs: number): void {
     this.need(['running', 'paused'], 'shut down');
     if (this.state === 'paused') this.resume();
+    this.port?.post({ type: 'powerButton' });
     if (this.shutdownTimer) return;
     this.shutdownTimer = setTimeout(() => { this.shutdownTimer = null; if (this.port) void this.destroy().catch(() => {}); }, timeoutMs);
   }

@@ -21,6 +21,7 @@ import { VirtioBlk } from '../devices/virtio/blk.js';
 import { VirtioConsole } from '../devices/virtio/console.js';
 import { VirtioRng } from '../devices/virtio/rng.js';
 import { VirtioNet, defaultMac } from '../devices/virtio/net.js';
+import { VirtioInput } from '../devices/virtio/input.js';
 import type { ClockMode, ClockState } from './clock.js';
 import type { HartState } from '../cpu/hart.js';
 import type { RamState } from './bus.js';
@@ -40,6 +41,8 @@ export type VirtioDeviceSpec =
   | { kind: 'blk'; disk: BlockBackend }
   | { kind: 'console'; serial: SerialBackend }
   | { kind: 'rng' }
+  /** virtio-input: a power button (plus Ctrl-Alt-Del), pressed by powerButton(). */
+  | { kind: 'input' }
   /** virtio-net; the MAC defaults to 52:54:00:12:34:56 plus the NIC's index in this list. */
   | { kind: 'net'; backend: NetBackend; mac?: Uint8Array; offloads?: boolean };
 
@@ -158,7 +161,8 @@ export class Machine {
     let nics = 0;
     for (const spec of cfg.virtio ?? []) {
       const dev = spec.kind === 'blk' ? new VirtioBlk(spec.disk) : spec.kind === 'console' ? new VirtioConsole(spec.serial)
-        : spec.kind === 'net' ? new VirtioNet(spec.backend, spec.mac ?? defaultMac(nics), spec.offloads) : new VirtioRng();
+        : spec.kind === 'net' ? new VirtioNet(spec.backend, spec.mac ?? defaultMac(nics), spec.offloads)
+          : spec.kind === 'input' ? new VirtioInput() : new VirtioRng();
       if (spec.kind === 'net') nics++;
       this.board.plugVirtio(dev);
       this.virtioDevices.push(dev);
@@ -265,6 +269,17 @@ export class Machine {
   }
 
   get paused(): boolean { return this.pauseGate !== null; }
+
+  /**
+   * Press the power button (a virtio-input KEY_POWER), as ACPI's button asks a PC to shut
+   * down; the guest decides what to do. False if the machine has no such device.
+   */
+  powerButton(): boolean {
+    const dev = this.virtioDevices.find((d): d is VirtioInput => d instanceof VirtioInput);
+    if (!dev) return false;
+    dev.pressPower();
+    return true;
+  }
 
   /** Console input from the host. Wakes a sleeping hart. */
   sendInput(bytes: Uint8Array): void {

@@ -61,6 +61,8 @@ export type ToRunner =
   | { type: 'limits'; disk: RateLimiterConfig | null }
   /** Reset: the machine is rebuilt from the same config (a fresh boot). */
   | { type: 'reboot' }
+  /** Press the guest's power button (virtio-input KEY_POWER): a request, the guest decides. */
+  | { type: 'powerButton' }
   /** Stop the machine now (destroy); the runner replies `exit` with reason 'stopped' and ends. */
   | { type: 'stop' };
 
@@ -105,7 +107,7 @@ export function asToRunner(m: unknown): ToRunner | null {
   if (typeof m !== 'object' || m === null) return null;
   const t = (m as { type?: unknown }).type;
   switch (t) {
-    case 'start': case 'input': case 'stats': case 'suspend': case 'resume': case 'reboot': case 'stop': case 'limits':
+    case 'start': case 'input': case 'stats': case 'suspend': case 'resume': case 'reboot': case 'stop': case 'limits': case 'powerButton':
       return m as ToRunner;
     default: return null;
   }

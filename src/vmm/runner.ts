@@ -70,6 +70,10 @@ export class VmRunner {
           for (const l of this.limiters) l.update(m.disk ?? {});
         } catch { /* the manager validated them; a bad bucket leaves the old limits */ }
         return;
+      case 'powerButton':
+        this.resume();
+        this.machine?.powerButton();
+        return;
       case 'reboot':
         this.resume();
         this.machine?.stop();
@@ -141,7 +145,10 @@ export class VmRunner {
     const serial = { write: (b: Uint8Array) => this.console(b) };
     const build = (): Machine => new Machine({
       ...loaded.base, serial, monoClockMs: this.guestMono,
-      virtio: loaded.disks.map((disk, i) => ({ kind: 'blk' as const, disk: new RateLimitedBlock(disk, this.limiters[i]) })),
+      virtio: [
+        ...loaded.disks.map((disk, i) => ({ kind: 'blk' as const, disk: new RateLimitedBlock(disk, this.limiters[i]) })),
+        { kind: 'input' as const }, // the power button that graceful shutdown presses
+      ],
     });
     try {
       for (let first = true; ; first = false) {
