@@ -221,7 +221,7 @@ export class Daemon {
       });
     };
     action('start', 'Boot the VM in a new runner process', (vm) => vm.start());
-    action('shutdown', 'Wait for the guest to power off, destroy it after timeoutMs', (vm, b) => vm.shutdown(b?.timeoutMs ?? this.opts.shutdownTimeoutMs ?? 30_000), 202);
+    action('shutdown', 'Press the power button, wait for the guest to power off, destroy it after timeoutMs', (vm, b) => vm.shutdown(b?.timeoutMs ?? this.opts.shutdownTimeoutMs ?? 30_000), 202);
     action('reboot', 'Reset the machine (a fresh boot)', (vm) => vm.reboot());
     action('suspend', 'Stop the vCPU and guest time', (vm) => vm.suspend());
     action('resume', 'Continue a suspended VM', (vm) => vm.resume());
