@@ -118,9 +118,11 @@ export class Daemon {
 
   async listen(): Promise<string> {
     await this.setup();
+    // Runners an earlier daemon left are taken over first: those VMs are running, not autostarted.
+    await Promise.all([...this.vms.values()].map((v) => v.adopt()));
     const addr = await this.app.listen({ host: this.opts.host ?? '127.0.0.1', port: this.opts.port ?? 8446 });
     for (const v of this.vms.values()) {
-      if (v.def.autostart) v.start().catch((e: Error) => this.log(`autostart ${v.name}: ${e.message}`));
+      if (v.def.autostart && (v.state === 'shutoff' || v.state === 'crashed')) v.start().catch((e: Error) => this.log(`autostart ${v.name}: ${e.message}`));
     }
     return addr;
   }

@@ -8,7 +8,8 @@
 
 import type { RateLimiterConfig } from './rate-limiter.js';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: runners listen on a Unix socket and outlive their manager; hello says if the machine runs. */
+export const PROTOCOL_VERSION = 2;
 
 /** One virtio-blk disk of a runner: a host file (raw or qcow2). */
 export interface RunnerDrive {
@@ -68,7 +69,11 @@ export type ToRunner =
 
 /** Runner → manager. */
 export type FromRunner =
-  | { type: 'hello'; version: number }
+  /**
+   * First message on every connection. `running`: the machine already runs (a manager that
+   * reconnects takes it over; it must not send `start`).
+   */
+  | { type: 'hello'; version: number; running?: 'running' | 'paused' }
   /** The machine is built and running. */
   | { type: 'started' }
   | { type: 'console'; data: Uint8Array }

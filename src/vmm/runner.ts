@@ -38,8 +38,18 @@ export class VmRunner {
 
   constructor(private readonly port: Port<ToRunner, FromRunner>, private readonly host: RunnerHost) {
     port.onMessage((m) => this.onMessage(asToRunner(m)));
-    port.post({ type: 'hello', version: PROTOCOL_VERSION });
+    this.hello();
   }
+
+  /** Say hello (again, to a manager that reconnects): the version, and whether the machine runs. */
+  hello(): void {
+    if (this.ended) return;
+    this.port.post(this.started
+      ? { type: 'hello', version: PROTOCOL_VERSION, running: this.pausedAt !== null ? 'paused' : 'running' }
+      : { type: 'hello', version: PROTOCOL_VERSION });
+  }
+
+  private started = false;
 
   /** Guest time source: host time minus the time spent suspended. */
   private guestMono = (): number => (this.pausedAt ?? this.host.now()) - this.pausedTotal;
@@ -49,7 +59,8 @@ export class VmRunner {
     switch (m.type) {
       case 'start':
         if (m.version !== PROTOCOL_VERSION) { this.end('config', 1, `protocol version ${m.version}, runner speaks ${PROTOCOL_VERSION}`); return; }
-        if (this.machine) return;
+        if (this.started) return;
+        this.started = true;
         void this.start(m.config);
         return;
       case 'input':
