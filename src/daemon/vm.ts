@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import { getPriority, setPriority } from 'node:os';
 import { SocketPort, connectRunner, MAX_SOCKET_PATH } from '../vmm/socket-port.js';
 import { PROTOCOL_VERSION, asFromRunner, type FromRunner, type RunnerConfig, type RunnerStats, type ToRunner } from '../vmm/protocol.js';
-import { memoryBytes, type VmDef } from './store.js';
+import { memoryBytes, nicMac, nicNetdev, type VmDef } from './store.js';
 
 export type VmState = 'shutoff' | 'running' | 'paused' | 'crashed';
 export const VM_STATES: readonly VmState[] = ['shutoff', 'running', 'paused', 'crashed'];
@@ -245,6 +245,8 @@ export class Vm extends EventEmitter<VmEvents> {
       ...(d.bios !== undefined ? { bios: d.bios === 'none' || d.bios === 'default' ? d.bios : resolve(d.bios) } : {}),
       drives: (d.drives ?? []).map((x) => ({ ...x, file: resolve(x.file) })),
       ...(d.limits?.disk ? { diskLimit: d.limits.disk } : {}),
+      ...(d.nics?.length ? { nics: d.nics.map((n, i) => ({ netdev: nicNetdev(n), mac: nicMac(d.name, n, i) })) } : {}),
+      ...(d.limits?.net ? { netLimit: d.limits.net } : {}),
     };
   }
 
@@ -429,7 +431,7 @@ export class Vm extends EventEmitter<VmEvents> {
     if (pid === undefined) return;
     this.watchMemory(pid);
     this.applyWeight(pid);
-    this.port?.post({ type: 'limits', disk: this.def.limits?.disk ?? null });
+    this.port?.post({ type: 'limits', disk: this.def.limits?.disk ?? null, net: this.def.limits?.net ?? null });
     if (cpu === undefined || cpu >= 1) { this.cap?.stop(); this.cap = null; return; }
     if (this.cap) { this.cap.cap = cpu; return; }
     this.cap = new CpuCap(pid, cpu);

@@ -20,6 +20,17 @@ export interface RunnerDrive {
   snapshot?: boolean;
 }
 
+/** One virtio-net NIC of a runner. */
+export interface RunnerNic {
+  /** The backend in QEMU's -netdev spelling (src/host/net/netdev.ts), e.g. `user,restrict=on,hostfwd=tcp::8080-:80`. */
+  netdev: string;
+  /** aa:bb:cc:dd:ee:ff. */
+  mac: string;
+}
+
+/** Token buckets for each NIC, per direction (Firecracker's rx_rate_limiter / tx_rate_limiter). */
+export interface NetLimitConfig { rx?: RateLimiterConfig | null; tx?: RateLimiterConfig | null }
+
 /** What a runner needs to build its machine. File paths are resolved by the manager. */
 export interface RunnerConfig {
   name: string;
@@ -33,6 +44,8 @@ export interface RunnerConfig {
   drives?: RunnerDrive[];
   /** Token buckets for each drive (Firecracker's per-drive rate_limiter); absent = none. */
   diskLimit?: RateLimiterConfig;
+  nics?: RunnerNic[];
+  netLimit?: NetLimitConfig;
 }
 
 /** Why a runner's machine stopped; the machine's exit reasons plus the runner's own. */
@@ -48,6 +61,8 @@ export interface RunnerStats {
   /** Guest time spent paused (ms), excluded from the guest clock. */
   pausedMs: number;
   disks: Array<{ readBytes: number; writeBytes: number; readOps: number; writeOps: number }>;
+  /** Per NIC, in definition order. */
+  nics?: Array<{ rxBytes: number; rxPackets: number; txBytes: number; txPackets: number; txDropped: number }>;
 }
 
 /** Manager → runner. */
@@ -59,7 +74,7 @@ export type ToRunner =
   | { type: 'suspend' }
   | { type: 'resume' }
   /** New limits for a running machine (null = unlimited). */
-  | { type: 'limits'; disk: RateLimiterConfig | null }
+  | { type: 'limits'; disk: RateLimiterConfig | null; net?: NetLimitConfig | null }
   /** Reset: the machine is rebuilt from the same config (a fresh boot). */
   | { type: 'reboot' }
   /** Press the guest's power button (virtio-input KEY_POWER): a request, the guest decides. */

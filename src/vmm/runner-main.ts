@@ -7,13 +7,19 @@
 import { VmRunner, type RunnerHost } from './runner.js';
 import { ParentPort } from './node-port.js';
 import { RunnerSocketServer } from './socket-port.js';
-import { loadBase, openDrives } from './config.js';
+import { loadBase, openDrives, openNics } from './config.js';
 import type { FromRunner, ToRunner } from './protocol.js';
 
 const host: RunnerHost = {
   load: async (cfg) => {
     const base = loadBase(cfg, process.env);
-    return { base, disks: await openDrives(cfg) };
+    const disks = await openDrives(cfg);
+    try {
+      return { base, disks, nics: await openNics(cfg) };
+    } catch (e) {
+      await Promise.allSettled(disks.map((d) => d.close()));
+      throw e;
+    }
   },
   cpuSeconds: () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; },
   rssBytes: () => process.memoryUsage.rss(),

@@ -6,14 +6,20 @@
  * so the same class serves a child process (runner-main.ts) and, later, a Web Worker.
  */
 import { Machine, BootError, type MachineConfig } from '../machine/machine.js';
-import type { BlockBackend } from '../devices/device.js';
+import type { BlockBackend, NetBackend } from '../devices/device.js';
+import { RateLimitedNet } from './limited-net.js';
 import { RateLimiter } from './rate-limiter.js';
 import { RateLimitedBlock } from './limited-block.js';
 import { PROTOCOL_VERSION, asToRunner, type FromRunner, type Port, type RunnerConfig, type RunnerStats, type ToRunner, type ExitReason } from './protocol.js';
 
 export interface RunnerHost {
   /** Build the machine's configuration (files read, disks opened). Throws a clear Error. */
-  load(cfg: RunnerConfig): Promise<{ base: Omit<MachineConfig, 'serial' | 'virtio' | 'monoClockMs'>; disks: Array<BlockBackend & { counters?: RunnerStats['disks'][number] }> }>;
+  load(cfg: RunnerConfig): Promise<{
+    base: Omit<MachineConfig, 'serial' | 'virtio' | 'monoClockMs'>;
+    disks: Array<BlockBackend & { counters?: RunnerStats['disks'][number] }>;
+    /** NIC backends with their MACs, in cfg.nics order (absent: none). */
+    nics?: Array<{ backend: NetBackend; mac: Uint8Array }>;
+  }>;
   cpuSeconds(): number;
   rssBytes(): number;
   now(): number;
@@ -26,6 +32,7 @@ export class VmRunner {
   private machine: Machine | null = null;
   private disks: Awaited<ReturnType<RunnerHost['load']>>['disks'] = [];
   private limiters: RateLimiter[] = [];
+  private nics: RateLimitedNet[] = [];
   private pausedAt: number | null = null;
   private pausedTotal = 0;
   private icountBefore = 0;
@@ -79,6 +86,7 @@ export class VmRunner {
       case 'limits':
         try {
           for (const l of this.limiters) l.update(m.disk ?? {});
+          if (m.net !== undefined) for (const n of this.nics) n.update(m.net ?? {});
         } catch { /* the manager validated them; a bad bucket leaves the old limits */ }
         return;
       case 'powerButton':
@@ -116,6 +124,7 @@ export class VmRunner {
       rssBytes: this.host.rssBytes(),
       pausedMs: this.pausedTotal + (this.pausedAt === null ? 0 : this.host.now() - this.pausedAt),
       disks: this.disks.map((d) => d.counters ?? { readBytes: 0, writeBytes: 0, readOps: 0, writeOps: 0 }),
+      nics: this.nics.map((n) => ({ ...n.counters })),
     };
   }
 
@@ -148,7 +157,9 @@ export class VmRunner {
     this.disks = loaded.disks;
     try {
       this.limiters = loaded.disks.map(() => new RateLimiter(cfg.diskLimit ?? {}));
+      this.nics = (loaded.nics ?? []).map((n) => new RateLimitedNet(n.backend, cfg.netLimit ?? {}));
     } catch (e) {
+      for (const n of loaded.nics ?? []) n.backend.close();
       await this.closeDisks();
       this.end('config', 1, `disk limits: ${(e as Error).message}`);
       return;
@@ -158,6 +169,7 @@ export class VmRunner {
       ...loaded.base, serial, monoClockMs: this.guestMono,
       virtio: [
         ...loaded.disks.map((disk, i) => ({ kind: 'blk' as const, disk: new RateLimitedBlock(disk, this.limiters[i]) })),
+        ...this.nics.map((backend, i) => ({ kind: 'net' as const, backend, mac: loaded.nics![i].mac })),
         { kind: 'input' as const }, // the power button that graceful shutdown presses
       ],
     });
@@ -195,6 +207,8 @@ export class VmRunner {
 
   private async closeDisks(): Promise<void> {
     for (const l of this.limiters) l.close();
+    for (const n of this.nics) n.close();
+    this.nics = [];
     await Promise.allSettled(this.disks.map((d) => d.close()));
   }
 
