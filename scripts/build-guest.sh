@@ -161,6 +161,7 @@ install -m 755 "$HERE/guest/rcS" "$ROOT/etc/init.d/rcS"
 install -m 644 "$HERE/guest/profile" "$ROOT/etc/profile"
 install -m 644 "$HERE/guest/passwd" "$ROOT/etc/passwd"
 install -m 755 "$HERE/guest/udhcpc.script" "$ROOT/usr/share/udhcpc/default.script"
+install -D -m 755 "$HERE/guest/acpi-power" "$ROOT/etc/acpi/PWRF/00000080"
 # gen_initramfs.sh makes device nodes from the list without needing root, and maps our uid to 0.
 (cd "$KDIR" && usr/gen_initramfs.sh -o "$WORK/initramfs.cpio" -u "$(id -u)" -g "$(id -g)" "$ROOT" "$HERE/guest/devices.list")
 gzip -9 -n "$WORK/initramfs.cpio"

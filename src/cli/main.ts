@@ -84,7 +84,7 @@ typevisor run [options]
   -M virt, -nographic       accepted for QEMU compatibility
 
   The console is the board's 16550 UART (ttyS0). On a terminal: Ctrl-A X quits,
-  Ctrl-A H shows the escapes. Exit status: 0 on guest poweroff, the guest's failure code
+  Ctrl-A P presses the power button, Ctrl-A H shows the escapes. Exit status: 0 on guest poweroff, the guest's failure code
   (SiFive test device or HTIF), 1 on errors, 2 on bad usage.
 
 typevisor dumpdtb [-m SIZE] [--append ARGS] [--kernel F --initrd F] [-o FILE]
@@ -254,7 +254,8 @@ async function cmdRun(argv: readonly string[], io: CliIo): Promise<number> {
   const base = { ...machineConfig(p, io, 'run'), clock: clockMode(p) };
   const vio = await openVirtio(virtioRequests(p), io.stderr);
   try {
-    return await runMachine(p, io, { ...base, virtio: vio.specs }, (m) => vio.attach(m));
+    // Always a power button (virtio-input), for Ctrl-A P.
+    return await runMachine(p, io, { ...base, virtio: [...vio.specs, { kind: 'input' }] }, (m) => vio.attach(m));
   } finally {
     // Disks are flushed and closed on every exit path.
     await vio.close();
@@ -266,7 +267,7 @@ async function runMachine(p: Parsed, io: CliIo, base: BaseConfig, attach: (m: Ma
   const serial = { write: (b: Uint8Array) => { io.stdout.write(b); } };
   let machine = newMachine({ ...base, serial }, p);
   attach(machine);
-  const term = new TerminalConsole(io.stdin, io.stderr, (b) => machine.sendInput(b), () => { stopped = true; machine.stop(); });
+  const term = new TerminalConsole(io.stdin, io.stderr, (b) => machine.sendInput(b), () => { stopped = true; machine.stop(); }, () => { machine.powerButton(); });
   let stopped = false;
   const onSignal = (): void => { stopped = true; machine.stop(); };
   process.on('SIGTERM', onSignal);

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { DefinitionStore, vmDefSchema, vmPatchSchema, memoryBytes, NAME_PATTERN, type VmDef } from './store.js';
 import { Vm, ApiError, VM_STATES, type VmInfo } from './vm.js';
 import { Dashboard } from './web.js';
+import { parseHostFwd } from '../host/net/netdev.js';
 
 export interface DaemonOptions {
   stateDir: string;
@@ -101,6 +102,9 @@ export class Daemon {
       const m = memoryBytes(def.memory);
       if (m < 4 << 20 || m > 0xf000_0000 || m % 4096 !== 0) throw new ApiError(400, 'invalid', `memory: ${String(def.memory)} must be a multiple of 4 KiB between 4M and 3840M`, '/memory');
     }
+    (def.nics ?? []).forEach((n, i) => (n.hostfwd ?? []).forEach((f, j) => {
+      try { parseHostFwd(f); } catch (e) { throw new ApiError(400, 'invalid', `nics/${i}/hostfwd/${j}: ${(e as Error).message}`, `/nics/${i}/hostfwd/${j}`); }
+    }));
     const root = this.opts.imageRoot;
     if (!root) return;
     const check = (p: string | undefined, field: string): void => {
@@ -121,9 +125,11 @@ export class Daemon {
 
   async listen(): Promise<string> {
     await this.setup();
+    // Runners an earlier daemon left are taken over first: those VMs are running, not autostarted.
+    await Promise.all([...this.vms.values()].map((v) => v.adopt()));
     const addr = await this.app.listen({ host: this.opts.host ?? '127.0.0.1', port: this.opts.port ?? 8446 });
     for (const v of this.vms.values()) {
-      if (v.def.autostart) v.start().catch((e: Error) => this.log(`autostart ${v.name}: ${e.message}`));
+      if (v.def.autostart && (v.state === 'shutoff' || v.state === 'crashed')) v.start().catch((e: Error) => this.log(`autostart ${v.name}: ${e.message}`));
     }
     return addr;
   }
@@ -224,7 +230,7 @@ export class Daemon {
       });
     };
     action('start', 'Boot the VM in a new runner process', (vm) => vm.start());
-    action('shutdown', 'Wait for the guest to power off, destroy it after timeoutMs', (vm, b) => vm.shutdown(b?.timeoutMs ?? this.opts.shutdownTimeoutMs ?? 30_000), 202);
+    action('shutdown', 'Press the power button, wait for the guest to power off, destroy it after timeoutMs', (vm, b) => vm.shutdown(b?.timeoutMs ?? this.opts.shutdownTimeoutMs ?? 30_000), 202);
     action('reboot', 'Reset the machine (a fresh boot)', (vm) => vm.reboot());
     action('suspend', 'Stop the vCPU and guest time', (vm) => vm.suspend());
     action('resume', 'Continue a suspended VM', (vm) => vm.resume());
@@ -305,6 +311,11 @@ export class Daemon {
     const dWB = g('typevisor_vm_disk_write_bytes', 'Bytes written by the guest', ['vm', 'disk']);
     const dRO = g('typevisor_vm_disk_read_ops', 'Read requests', ['vm', 'disk']);
     const dWO = g('typevisor_vm_disk_write_ops', 'Write requests', ['vm', 'disk']);
+    const nRB = g('typevisor_vm_net_rx_bytes', 'Bytes received by the guest', ['vm', 'nic']);
+    const nRP = g('typevisor_vm_net_rx_packets', 'Frames received by the guest', ['vm', 'nic']);
+    const nTB = g('typevisor_vm_net_tx_bytes', 'Bytes sent by the guest', ['vm', 'nic']);
+    const nTP = g('typevisor_vm_net_tx_packets', 'Frames sent by the guest', ['vm', 'nic']);
+    const nTD = g('typevisor_vm_net_tx_drops', 'Frames from the guest dropped by a full rate-limit queue', ['vm', 'nic']);
     this.app.get('/metrics', { schema: { summary: 'Prometheus text format', hide: true } }, async (_req, reply) => {
       reg.resetMetrics();
       await Promise.all([...this.vms.values()].map(async (v) => {
@@ -319,6 +330,10 @@ export class Daemon {
         st.disks.forEach((d, i) => {
           const l = { vm: v.name, disk: `vd${String.fromCharCode(97 + i)}` };
           dRB.set(l, d.readBytes); dWB.set(l, d.writeBytes); dRO.set(l, d.readOps); dWO.set(l, d.writeOps);
+        });
+        (st.nics ?? []).forEach((n, i) => {
+          const l = { vm: v.name, nic: `net${i}` };
+          nRB.set(l, n.rxBytes); nRP.set(l, n.rxPackets); nTB.set(l, n.txBytes); nTP.set(l, n.txPackets); nTD.set(l, n.txDropped);
         });
       }));
       return reply.type(reg.contentType).send(await reg.metrics());

@@ -26,6 +26,18 @@ export interface LimitsDef {
   hostMemory?: number | string;
   /** CPU cap as a fraction of one core (cgroup cpu.max quota/period); absent = no cap. */
   cpu?: number;
+  /** Token buckets for each NIC, per direction (Firecracker's rx/tx_rate_limiter: bytes and packets). */
+  net?: { rx?: { bandwidth?: BucketDef | null; ops?: BucketDef | null }; tx?: { bandwidth?: BucketDef | null; ops?: BucketDef | null } };
+}
+/** A virtio-net NIC on user-mode networking (QEMU's `-nic user,...` options). */
+export interface NicDef {
+  type: 'user';
+  /** QEMU's hostfwd: [tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport. */
+  hostfwd?: string[];
+  /** Isolate the guest: no connections out, only hostfwd in. */
+  restrict?: boolean;
+  /** Default: 52:54:00 and three bytes from the VM's name, so VMs differ (+ the NIC index). */
+  mac?: string;
 }
 export interface VmDef {
   name: string;
@@ -36,6 +48,7 @@ export interface VmDef {
   append?: string;
   bios?: string;
   drives?: DriveDef[];
+  nics?: NicDef[];
   limits?: LimitsDef;
   autostart?: boolean;
 }
@@ -66,6 +79,25 @@ export const limitsSchema = {
     cpuWeight: { type: 'integer', minimum: 1, maximum: 10000 },
     hostMemory: { anyOf: [{ type: 'integer', minimum: 1 << 20, maximum: 2 ** 44 }, { type: 'string', pattern: '^[0-9]{1,10}[KMG]?$' }] },
     disk: { type: 'object', additionalProperties: false, properties: { bandwidth: bucketSchema, ops: bucketSchema } },
+    net: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        rx: { type: 'object', additionalProperties: false, properties: { bandwidth: bucketSchema, ops: bucketSchema } },
+        tx: { type: 'object', additionalProperties: false, properties: { bandwidth: bucketSchema, ops: bucketSchema } },
+      },
+    },
+  },
+} as const;
+
+export const MAC_PATTERN = '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$';
+
+const nicSchema = {
+  type: 'object', required: ['type'], additionalProperties: false,
+  properties: {
+    type: { type: 'string', enum: ['user'] },
+    hostfwd: { type: 'array', maxItems: 32, items: { type: 'string', pattern: '^((tcp|udp):)?[0-9.]*:[0-9]{1,5}-[0-9.]*:[0-9]{1,5}$' } },
+    restrict: { type: 'boolean' },
+    mac: { type: 'string', pattern: MAC_PATTERN },
   },
 } as const;
 
@@ -76,6 +108,7 @@ const defProperties = {
   append: { type: 'string', maxLength: 4096 },
   bios: { type: 'string', minLength: 1, maxLength: 4096 },
   drives: { type: 'array', maxItems: 8, items: driveSchema },
+  nics: { type: 'array', maxItems: 4, items: nicSchema },
   limits: limitsSchema,
   autostart: { type: 'boolean' },
 } as const;
@@ -154,4 +187,21 @@ function syncDir(dir: string): void {
     const fd = openSync(dir, 'r');
     try { fsyncSync(fd); } finally { closeSync(fd); }
   } catch { /* not every file system syncs directories */ }
+}
+
+/**
+ * A NIC's MAC: its own, or 52:54:00 (QEMU's prefix) followed by three bytes of a hash of
+ * the VM's name plus the NIC's index, so VMs on one network differ by default.
+ */
+export function nicMac(vmName: string, nic: NicDef, index: number): string {
+  if (nic.mac !== undefined) return nic.mac.toLowerCase();
+  let h = 0x811c9dc5; // FNV-1a
+  for (let i = 0; i < vmName.length; i++) { h ^= vmName.charCodeAt(i); h = Math.imul(h, 0x01000193) >>> 0; }
+  const n = (h + index) & 0xffffff;
+  return ['52', '54', '00', (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff].map((x) => typeof x === 'string' ? x : x.toString(16).padStart(2, '0')).join(':');
+}
+
+/** The NIC as a -netdev backend spec (only what the schema allows: no files, no sockets). */
+export function nicNetdev(nic: NicDef): string {
+  return ['user', ...(nic.restrict ? ['restrict=on'] : []), ...(nic.hostfwd ?? []).map((f) => `hostfwd=${f}`)].join(',');
 }

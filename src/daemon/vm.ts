@@ -4,13 +4,14 @@
  * reporting an exit leaves the VM `crashed` with the reason and the console's last lines;
  * the daemon itself never throws on a dying runner.
  */
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { getPriority, setPriority } from 'node:os';
-import { ChildPort } from '../vmm/node-port.js';
+import { SocketPort, connectRunner, MAX_SOCKET_PATH } from '../vmm/socket-port.js';
 import { PROTOCOL_VERSION, asFromRunner, type FromRunner, type RunnerConfig, type RunnerStats, type ToRunner } from '../vmm/protocol.js';
-import { memoryBytes, type VmDef } from './store.js';
+import { memoryBytes, nicMac, nicNetdev, type VmDef } from './store.js';
 
 export type VmState = 'shutoff' | 'running' | 'paused' | 'crashed';
 export const VM_STATES: readonly VmState[] = ['shutoff', 'running', 'paused', 'crashed'];
@@ -155,7 +156,9 @@ export interface VmEvents {
 
 export class Vm extends EventEmitter<VmEvents> {
   state: VmState = 'shutoff';
-  private port: ChildPort<FromRunner, ToRunner> | null = null;
+  private port: SocketPort<FromRunner, ToRunner> | null = null;
+  /** The runner's pid while one runs (spawned by this daemon or adopted from an earlier one). */
+  private runnerPid: number | undefined;
   private readonly log = new ConsoleLog();
   private lastExit: VmInfo['lastExit'];
   private lastConsole: string | undefined;
@@ -169,31 +172,53 @@ export class Vm extends EventEmitter<VmEvents> {
   private destroying = false;
   private startedAt = 0;
 
-  /** runDir holds NAME.pid for each live runner, so a restarted daemon finds them. */
+  /** runDir holds NAME.pid (pid, start time, socket) and NAME.sock for each live runner, so a restarted daemon finds them. */
   constructor(public def: VmDef, private readonly runnerScript: string, private readonly env: NodeJS.ProcessEnv, private readonly runDir: string) {
     super();
-    this.reapStale();
   }
 
   private get pidFile(): string { return join(this.runDir, `${this.name}.pid`); }
+  private get socketPath(): string { return join(this.runDir, `${this.name}.sock`); }
+  private get stderrFile(): string { return join(this.runDir, `${this.name}.log`); }
 
   /**
-   * A runner left by an earlier daemon cannot be reconnected (its IPC channel died with
-   * that daemon; it exits by itself unless it was SIGSTOPped by a CPU cap): stop it and
-   * say so. The process start time guards against a reused pid.
+   * A runner left by an earlier daemon: connect to its socket, check its hello (protocol
+   * version, machine running) and take it over, state and console included. One that does
+   * not answer properly is stopped. The process start time guards against a reused pid.
    */
-  private reapStale(): void {
-    let rec: { pid: number; start: string };
-    try { rec = JSON.parse(readFileSync(this.pidFile, 'utf8')) as { pid: number; start: string }; } catch { return; }
-    if (Number.isSafeInteger(rec.pid) && rec.pid > 1 && procStartTime(rec.pid) === rec.start) {
+  async adopt(): Promise<void> {
+    let rec: { pid: number; start: string; socket?: string; startedAt?: number };
+    try { rec = JSON.parse(readFileSync(this.pidFile, 'utf8')) as typeof rec; } catch { return; }
+    const alive = (): boolean => Number.isSafeInteger(rec.pid) && rec.pid > 1 && procStartTime(rec.pid) === rec.start;
+    if (!alive()) { rmSync(this.pidFile, { force: true }); return; }
+    // A CPU cap may have left it stopped: it must run to answer.
+    try { process.kill(rec.pid, 'SIGCONT'); } catch { /* gone */ }
+    let port: SocketPort<FromRunner, ToRunner> | null = null;
+    try {
+      if (rec.socket !== this.socketPath) throw new Error('no socket');
+      port = new SocketPort<FromRunner, ToRunner>(await connectRunner(this.socketPath, 2000, alive));
+      const p = port;
+      const hello = await new Promise<Extract<FromRunner, { type: 'hello' }>>((res, rej) => {
+        const t = setTimeout(() => rej(new Error('no hello')), 2000);
+        p.onMessage((raw) => { const m = asFromRunner(raw); if (m?.type === 'hello') { clearTimeout(t); res(m); } });
+        p.onClose(() => { clearTimeout(t); rej(new Error('closed')); });
+      });
+      if (hello.version !== PROTOCOL_VERSION || !hello.running) throw new Error('not adoptable');
+      this.log.clear();
+      // Uptime counts from the runner's start, not from this daemon's takeover.
+      this.startedAt = typeof rec.startedAt === 'number' && Number.isFinite(rec.startedAt) ? rec.startedAt : Date.now();
+      this.attach(port, rec.pid, null, hello.running);
+      this.applyLimits();
+    } catch {
+      port?.close();
       try { process.kill(rec.pid, 'SIGKILL'); } catch { /* gone */ }
-      this.lastExit = { reason: 'stopped', code: 0, message: 'the daemon restarted: its runner was stopped' };
+      this.lastExit = { reason: 'stopped', code: 0, message: 'the daemon restarted: its runner did not answer and was stopped' };
+      rmSync(this.pidFile, { force: true });
     }
-    rmSync(this.pidFile, { force: true });
   }
 
   get name(): string { return this.def.name; }
-  get pid(): number | undefined { return this.port?.pid; }
+  get pid(): number | undefined { return this.runnerPid; }
 
   info(): VmInfo {
     return {
@@ -225,37 +250,80 @@ export class Vm extends EventEmitter<VmEvents> {
       ...(d.bios !== undefined ? { bios: d.bios === 'none' || d.bios === 'default' ? d.bios : resolve(d.bios) } : {}),
       drives: (d.drives ?? []).map((x) => ({ ...x, file: resolve(x.file) })),
       ...(d.limits?.disk ? { diskLimit: d.limits.disk } : {}),
+      ...(d.nics?.length ? { nics: d.nics.map((n, i) => ({ netdev: nicNetdev(n), mac: nicMac(d.name, n, i) })) } : {}),
+      ...(d.limits?.net ? { netLimit: d.limits.net } : {}),
     };
   }
 
-  /** Start the runner; resolves when the machine runs, rejects (400) if it cannot be built. */
-  start(): Promise<void> {
+  /**
+   * Start a runner (a detached process listening on NAME.sock, so it survives a daemon
+   * restart); resolves when the machine runs, rejects (400) if it cannot be built.
+   */
+  async start(): Promise<void> {
     this.need(['shutoff', 'crashed'], 'start');
     this.log.clear();
     this.lastExit = undefined;
     this.lastConsole = undefined;
     this.exitMsg = null;
-    const port = new ChildPort<FromRunner, ToRunner>(this.runnerScript, [], this.env);
-    this.port = port;
-    this.startedAt = Date.now();
-    const pid = port.pid;
-    if (pid !== undefined) {
-      try { writeFileSync(this.pidFile, JSON.stringify({ pid, start: procStartTime(pid) ?? '' }), { mode: 0o600 }); } catch { /* best effort */ }
+    if (Buffer.byteLength(this.socketPath) > MAX_SOCKET_PATH) {
+      throw new ApiError(400, 'start_failed', `cannot start '${this.name}': runner socket path too long (${this.socketPath}); use a shorter --state-dir`);
     }
-    let stderr = '';
-    port.child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4096); });
+    const errFd = openSync(this.stderrFile, 'w', 0o600);
+    let child: ChildProcess;
+    try {
+      child = spawn(process.execPath, [this.runnerScript, '--socket', this.socketPath], { detached: true, stdio: ['ignore', 'ignore', errFd], env: this.env });
+    } finally {
+      closeSync(errFd);
+    }
+    child.on('error', () => { /* reported through 'exit' */ });
+    child.unref();
+    const pid = child.pid;
+    if (pid === undefined) throw new ApiError(400, 'start_failed', `cannot start '${this.name}': the runner process did not start`);
+    this.startedAt = Date.now();
+    try { writeFileSync(this.pidFile, JSON.stringify({ pid, start: procStartTime(pid) ?? '', socket: this.socketPath, startedAt: this.startedAt }), { mode: 0o600 }); } catch { /* best effort */ }
+    let childExit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+    child.on('exit', (code, signal) => { childExit = { code, signal }; });
+    this.runnerPid = pid;
+    this.setState('running');
+    let port: SocketPort<FromRunner, ToRunner>;
+    try {
+      port = new SocketPort<FromRunner, ToRunner>(await connectRunner(this.socketPath, 10_000, () => childExit === null));
+    } catch {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      this.runnerPid = undefined;
+      rmSync(this.pidFile, { force: true });
+      this.lastExit = { reason: 'runner exited before it listened', code: 1, ...(this.stderrTail() ? { message: this.stderrTail() } : {}) };
+      this.setState('shutoff');
+      throw new ApiError(400, 'start_failed', `cannot start '${this.name}': ${this.lastExit.message ?? this.lastExit.reason}`);
+    }
+    return this.attach(port, pid, child, null);
+  }
+
+  private stderrTail(): string {
+    try { return readFileSync(this.stderrFile, 'utf8').slice(-4096).trim(); } catch { return ''; }
+  }
+
+  /**
+   * Talk to a runner over `port`. `child`: the process, when this daemon spawned it (its
+   * exit status is then known). `running`: the machine already runs (adopted), else the
+   * runner gets `start` after its hello. Resolves once the machine runs.
+   */
+  private attach(port: SocketPort<FromRunner, ToRunner>, pid: number, child: ChildProcess | null, running: 'running' | 'paused' | null): Promise<void> {
+    this.port = port;
+    this.runnerPid = pid;
     let resolveExit!: () => void;
     this.exited = new Promise((r) => { resolveExit = r; });
-    this.setState('running');
+    if (running) this.setState(running);
     return new Promise<void>((resolveStart, rejectStart) => {
-      let startSettled = false;
+      let startSettled = running !== null;
+      if (startSettled) resolveStart();
       port.onMessage((raw) => {
         const m = asFromRunner(raw);
         if (!m) return;
         switch (m.type) {
           case 'hello':
-            if (m.version !== PROTOCOL_VERSION) { port.child.kill('SIGKILL'); return; }
-            port.post({ type: 'start', version: PROTOCOL_VERSION, config: this.runnerConfig() });
+            if (m.version !== PROTOCOL_VERSION) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } return; }
+            if (!m.running) port.post({ type: 'start', version: PROTOCOL_VERSION, config: this.runnerConfig() });
             return;
           case 'started':
             startSettled = true;
@@ -279,22 +347,37 @@ export class Vm extends EventEmitter<VmEvents> {
           case 'exit': this.exitMsg = m; return;
         }
       });
-      port.child.on('exit', (code, signal) => {
+      // The runner is gone once its socket closed and its process ended (our child: its
+      // exit event; adopted: /proc no longer has it).
+      const gone = async (): Promise<{ code: number | null; signal: NodeJS.Signals | null }> => {
+        if (child) {
+          if (child.exitCode !== null || child.signalCode !== null) return { code: child.exitCode, signal: child.signalCode };
+          return await new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+        }
+        for (let i = 0; i < 60 && procCpuSeconds(pid) !== null; i++) await new Promise((r) => setTimeout(r, 50));
+        if (procCpuSeconds(pid) !== null) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+        return { code: null, signal: null };
+      };
+      port.onClose(() => void gone().then(({ code, signal }) => {
         this.cap?.stop();
         this.cap = null;
         if (this.shutdownTimer) clearTimeout(this.shutdownTimer);
         this.shutdownTimer = null;
         this.port = null;
+        this.runnerPid = undefined;
         if (this.memTimer) clearInterval(this.memTimer);
         this.memTimer = null;
         rmSync(this.pidFile, { force: true });
         for (const w of this.statsWaiters.values()) w(this.lastStats ?? emptyStats());
         this.statsWaiters.clear();
         const e = this.exitMsg;
+        const stderr = this.stderrTail();
         if (e) {
           this.lastExit = { reason: e.reason, code: e.code, ...(e.message !== undefined ? { message: e.message } : {}) };
+        } else if (child) {
+          this.lastExit = { reason: signal ? `killed by ${signal}` : `runner exited with status ${code ?? 0}`, code: code ?? 1, ...(stderr ? { message: stderr } : {}) };
         } else {
-          this.lastExit = { reason: signal ? `killed by ${signal}` : `runner exited with status ${code ?? 0}`, code: code ?? 1, ...(stderr ? { message: stderr.trim() } : {}) };
+          this.lastExit = { reason: 'runner ended without reporting an exit', code: 1, ...(stderr ? { message: stderr } : {}) };
         }
         if (this.memKill !== null) { this.lastExit = { reason: 'memory', code: 1, message: this.memKill }; this.memKill = null; }
         const crashed = !this.destroying && (!e || e.reason === 'panic' || e.reason === 'error');
@@ -306,7 +389,7 @@ export class Vm extends EventEmitter<VmEvents> {
         }
         this.setState(crashed && e?.reason !== 'config' ? 'crashed' : 'shutoff');
         resolveExit();
-      });
+      }));
     });
   }
 
@@ -328,18 +411,21 @@ export class Vm extends EventEmitter<VmEvents> {
     this.cap = null;
     this.destroying = true;
     port.post({ type: 'stop' });
-    const t = setTimeout(() => port.child.kill('SIGKILL'), 2000);
+    const pid = this.runnerPid;
+    const t = setTimeout(() => { if (pid !== undefined) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }, 2000);
     await this.exited;
     clearTimeout(t);
   }
 
   /**
-   * Graceful shutdown: the virt board has no power button the guest listens to, so this
-   * waits for the guest to power off (within timeoutMs) and destroys it after that.
+   * Graceful shutdown: press the guest's power button (virtio-input KEY_POWER; the default
+   * guest's acpid runs poweroff), wait for the guest to power off within timeoutMs, and
+   * destroy it after that. Pressing again while waiting presses the button again.
    */
   shutdown(timeoutMs: number): void {
     this.need(['running', 'paused'], 'shut down');
     if (this.state === 'paused') this.resume();
+    this.port?.post({ type: 'powerButton' });
     if (this.shutdownTimer) return;
     this.shutdownTimer = setTimeout(() => { this.shutdownTimer = null; if (this.port) void this.destroy().catch(() => {}); }, timeoutMs);
   }
@@ -351,7 +437,7 @@ export class Vm extends EventEmitter<VmEvents> {
     if (pid === undefined) return;
     this.watchMemory(pid);
     this.applyWeight(pid);
-    this.port?.post({ type: 'limits', disk: this.def.limits?.disk ?? null });
+    this.port?.post({ type: 'limits', disk: this.def.limits?.disk ?? null, net: this.def.limits?.net ?? null });
     if (cpu === undefined || cpu >= 1) { this.cap?.stop(); this.cap = null; return; }
     if (this.cap) { this.cap.cap = cpu; return; }
     this.cap = new CpuCap(pid, cpu);
@@ -403,9 +489,10 @@ export class Vm extends EventEmitter<VmEvents> {
     });
   }
 
-  /** Daemon exit: runners end with it (they exit when the channel closes). */
+  /** Daemon exit without stopping the VM: the runner keeps running and a new daemon adopts it. */
   detach(): void {
     this.cap?.stop();
+    if (this.runnerPid !== undefined) { try { process.kill(this.runnerPid, 'SIGCONT'); } catch { /* gone */ } }
     this.port?.close();
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The serial console on the host terminal, in QEMU's habits: raw mode on a TTY (every key,
  * Ctrl-C included, goes to the guest), with Ctrl-A as the escape key:
- * Ctrl-A X quits, Ctrl-A H prints help, Ctrl-A Ctrl-A sends a literal Ctrl-A.
+ * Ctrl-A X quits, Ctrl-A P presses the power button, Ctrl-A H prints help, Ctrl-A Ctrl-A
+ * sends a literal Ctrl-A.
  * On a pipe or file, input bytes are forwarded as they come, with no escapes.
  */
 export interface ConsoleInput {
@@ -23,6 +24,7 @@ const CTRL_A = 0x01;
 export const ESCAPE_HELP =
   'C-a h    print this help\r\n' +
   'C-a x    exit typevisor\r\n' +
+  'C-a p    press the power button (the guest decides: the default guest powers off)\r\n' +
   'C-a C-a  send C-a to the guest\r\n';
 
 export class TerminalConsole {
@@ -34,6 +36,7 @@ export class TerminalConsole {
     private readonly messages: ConsoleOutput,
     private readonly send: (bytes: Uint8Array) => void,
     private readonly quit: () => void,
+    private readonly power: () => void = () => {},
   ) {}
 
   get interactive(): boolean { return this.input.isTTY === true && typeof this.input.setRawMode === 'function'; }
@@ -65,6 +68,7 @@ export class TerminalConsole {
         const c = String.fromCharCode(b).toLowerCase();
         if (b === CTRL_A) this.send(Uint8Array.of(CTRL_A));
         else if (c === 'x') { this.messages.write('\r\ntypevisor: terminated\r\n'); this.quit(); return; }
+        else if (c === 'p') { this.messages.write('\r\ntypevisor: power button pressed\r\n'); this.power(); }
         else if (c === 'h' || c === '?') this.messages.write('\r\n' + ESCAPE_HELP);
         start = i + 1;
       } else if (b === CTRL_A) {

@@ -21,6 +21,7 @@ import { VirtioBlk } from '../devices/virtio/blk.js';
 import { VirtioConsole } from '../devices/virtio/console.js';
 import { VirtioRng } from '../devices/virtio/rng.js';
 import { VirtioNet, defaultMac } from '../devices/virtio/net.js';
+import { VirtioInput } from '../devices/virtio/input.js';
 import type { ClockMode, ClockState } from './clock.js';
 import type { HartState } from '../cpu/hart.js';
 import type { RamState } from './bus.js';
@@ -40,6 +41,8 @@ export type VirtioDeviceSpec =
   | { kind: 'blk'; disk: BlockBackend }
   | { kind: 'console'; serial: SerialBackend }
   | { kind: 'rng' }
+  /** virtio-input: a power button (plus Ctrl-Alt-Del), pressed by powerButton(). */
+  | { kind: 'input' }
   /** virtio-net; the MAC defaults to 52:54:00:12:34:56 plus the NIC's index in this list. */
   | { kind: 'net'; backend: NetBackend; mac?: Uint8Array; offloads?: boolean; tso?: boolean };
 
@@ -112,6 +115,8 @@ export type MachineExit = {
 const SLICE = 20000;
 /** Wall time to run before yielding to the host event loop. */
 const YIELD_MS = 15;
+/** Longest host timer (setTimeout's limit is 2^31-1 ms; beyond it fires at once). */
+const MAX_TIMER_MS = 0x7fff_ffff;
 
 export class Machine {
   readonly board: VirtBoard;
@@ -131,6 +136,12 @@ export class Machine {
   private readonly stepLimit: number;
   /** Instructions executed plus traps taken, since construction. */
   steps = 0;
+  /**
+   * How the run loop waited while the hart slept in WFI: waits begun (with the virtual clock,
+   * skips to the next deadline count too); host clock: waits ended by their timer, ended by
+   * a host event (kick), and timer ends that came before the deadline (wasted wake-ups).
+   */
+  readonly idle = { sleeps: 0, timerWakes: 0, kicks: 0, earlyWakes: 0 };
 
   constructor(cfg: MachineConfig) {
     this.mono = cfg.monoClockMs ?? (() => performance.now());
@@ -150,7 +161,8 @@ export class Machine {
     let nics = 0;
     for (const spec of cfg.virtio ?? []) {
       const dev = spec.kind === 'blk' ? new VirtioBlk(spec.disk) : spec.kind === 'console' ? new VirtioConsole(spec.serial)
-        : spec.kind === 'net' ? new VirtioNet(spec.backend, spec.mac ?? defaultMac(nics), spec.offloads, spec.tso) : new VirtioRng();
+        : spec.kind === 'net' ? new VirtioNet(spec.backend, spec.mac ?? defaultMac(nics), spec.offloads, spec.tso)
+          : spec.kind === 'input' ? new VirtioInput() : new VirtioRng();
       if (spec.kind === 'net') nics++;
       this.board.plugVirtio(dev);
       this.virtioDevices.push(dev);
@@ -258,6 +270,17 @@ export class Machine {
 
   get paused(): boolean { return this.pauseGate !== null; }
 
+  /**
+   * Press the power button (a virtio-input KEY_POWER), as ACPI's button asks a PC to shut
+   * down; the guest decides what to do. False if the machine has no such device.
+   */
+  powerButton(): boolean {
+    const dev = this.virtioDevices.find((d): d is VirtioInput => d instanceof VirtioInput);
+    if (!dev) return false;
+    dev.pressPower();
+    return true;
+  }
+
   /** Console input from the host. Wakes a sleeping hart. */
   sendInput(bytes: Uint8Array): void {
     this.board.uart.receive(bytes);
@@ -306,11 +329,11 @@ export class Machine {
         if (hart.waiting) {
           if (clock.virtual && deadline !== Infinity) {
             // Nothing runs until the deadline: skip there instead of waiting for it.
+            this.idle.sleeps++;
             clock.advanceTo(deadline);
             await yieldToHost();
           } else {
-            const ticks = deadline - clock.now();
-            if (ticks > 0) await this.sleep(Math.min(1000, ticks / 10000));
+            await this.idleWait(deadline, t0);
           }
           deadline = this.service();
           if (hart.waiting && hart.interruptPending) hart.waiting = false;
@@ -332,11 +355,29 @@ export class Machine {
     this.finish({ reason: 'panic', code: 1, message: `unhandled trap to M-mode: mcause=${hex(h.mcause)} mepc=${hex(h.mepc)} mtval=${hex(h.mtval)}` });
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(() => { this.wake = null; resolve(); }, Math.max(0, ms));
-      this.wake = () => { clearTimeout(t); resolve(); };
+  /**
+   * The hart sleeps in WFI (host clock): one host timer for the earliest guest deadline
+   * (mtimecmp, stimecmp, RTC alarm, device timers), or none when there is none; a host event
+   * (input, I/O completion: kick()) ends the wait early. Nothing polls in between.
+   */
+  private async idleWait(deadline: number, turnStart: number): Promise<void> {
+    const idle = this.idle;
+    const ms = this.board.clock.msUntil(deadline);
+    if (ms <= 0) return;
+    idle.sleeps++;
+    // Host timers count from the event loop's cached time, taken when this host turn began:
+    // add the time run since, and round up, so the timer does not fire before the deadline.
+    // No deadline at all: the longest timer, only so that the host keeps running.
+    const wait = Math.min(MAX_TIMER_MS, Math.ceil(ms + Math.max(0, this.mono() - turnStart)));
+    const kicked = await new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => { this.wake = null; resolve(false); }, wait);
+      this.wake = () => { clearTimeout(t); resolve(true); };
     });
+    if (kicked) idle.kicks++;
+    else {
+      idle.timerWakes++;
+      if (this.board.clock.now() < deadline && wait !== MAX_TIMER_MS) idle.earlyWakes++;
+    }
   }
 }
 

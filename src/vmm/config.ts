@@ -8,6 +8,8 @@ import { openDisk, DiskError } from '../host/storage/index.js';
 import type { BlockBackend } from '../devices/device.js';
 import type { MachineConfig } from '../machine/machine.js';
 import type { RunnerConfig } from './protocol.js';
+import type { NetBackend } from '../devices/device.js';
+import { openNetdev } from '../host/net/open.js';
 
 export const MIN_MEMORY = 4 << 20;
 export const MAX_MEMORY = 0xf000_0000;
@@ -75,6 +77,31 @@ export async function openDrives(cfg: RunnerConfig): Promise<CountingBlock[]> {
     }
   } catch (e) {
     await Promise.allSettled(out.map((d) => d.close()));
+    throw e;
+  }
+  return out;
+}
+
+/** aa:bb:cc:dd:ee:ff → bytes; throws a clear Error. */
+export function macBytes(mac: string): Uint8Array {
+  if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(mac)) throw new UserError(`mac '${mac}': expected aa:bb:cc:dd:ee:ff`);
+  const b = Uint8Array.from(mac.split(':').map((x) => parseInt(x, 16)));
+  if (b[0] & 1) throw new UserError(`mac '${mac}': a multicast address`);
+  return b;
+}
+
+/** Open every NIC's backend; on an error the ones opened are closed. */
+export async function openNics(cfg: RunnerConfig): Promise<Array<{ backend: NetBackend; mac: Uint8Array }>> {
+  const out: Array<{ backend: NetBackend; mac: Uint8Array }> = [];
+  try {
+    for (const n of cfg.nics ?? []) {
+      const mac = macBytes(n.mac);
+      let backend: NetBackend;
+      try { backend = await openNetdev(n.netdev); } catch (e) { throw new UserError((e as Error).message); }
+      out.push({ backend, mac });
+    }
+  } catch (e) {
+    for (const n of out) n.backend.close();
     throw e;
   }
   return out;

@@ -8,7 +8,8 @@
 
 import type { RateLimiterConfig } from './rate-limiter.js';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: runners listen on a Unix socket and outlive their manager; hello says if the machine runs. */
+export const PROTOCOL_VERSION = 2;
 
 /** One virtio-blk disk of a runner: a host file (raw or qcow2). */
 export interface RunnerDrive {
@@ -18,6 +19,17 @@ export interface RunnerDrive {
   /** Writes go to a throw-away overlay. */
   snapshot?: boolean;
 }
+
+/** One virtio-net NIC of a runner. */
+export interface RunnerNic {
+  /** The backend in QEMU's -netdev spelling (src/host/net/netdev.ts), e.g. `user,restrict=on,hostfwd=tcp::8080-:80`. */
+  netdev: string;
+  /** aa:bb:cc:dd:ee:ff. */
+  mac: string;
+}
+
+/** Token buckets for each NIC, per direction (Firecracker's rx_rate_limiter / tx_rate_limiter). */
+export interface NetLimitConfig { rx?: RateLimiterConfig | null; tx?: RateLimiterConfig | null }
 
 /** What a runner needs to build its machine. File paths are resolved by the manager. */
 export interface RunnerConfig {
@@ -32,6 +44,8 @@ export interface RunnerConfig {
   drives?: RunnerDrive[];
   /** Token buckets for each drive (Firecracker's per-drive rate_limiter); absent = none. */
   diskLimit?: RateLimiterConfig;
+  nics?: RunnerNic[];
+  netLimit?: NetLimitConfig;
 }
 
 /** Why a runner's machine stopped; the machine's exit reasons plus the runner's own. */
@@ -47,6 +61,8 @@ export interface RunnerStats {
   /** Guest time spent paused (ms), excluded from the guest clock. */
   pausedMs: number;
   disks: Array<{ readBytes: number; writeBytes: number; readOps: number; writeOps: number }>;
+  /** Per NIC, in definition order. */
+  nics?: Array<{ rxBytes: number; rxPackets: number; txBytes: number; txPackets: number; txDropped: number }>;
 }
 
 /** Manager → runner. */
@@ -58,15 +74,21 @@ export type ToRunner =
   | { type: 'suspend' }
   | { type: 'resume' }
   /** New limits for a running machine (null = unlimited). */
-  | { type: 'limits'; disk: RateLimiterConfig | null }
+  | { type: 'limits'; disk: RateLimiterConfig | null; net?: NetLimitConfig | null }
   /** Reset: the machine is rebuilt from the same config (a fresh boot). */
   | { type: 'reboot' }
+  /** Press the guest's power button (virtio-input KEY_POWER): a request, the guest decides. */
+  | { type: 'powerButton' }
   /** Stop the machine now (destroy); the runner replies `exit` with reason 'stopped' and ends. */
   | { type: 'stop' };
 
 /** Runner → manager. */
 export type FromRunner =
-  | { type: 'hello'; version: number }
+  /**
+   * First message on every connection. `running`: the machine already runs (a manager that
+   * reconnects takes it over; it must not send `start`).
+   */
+  | { type: 'hello'; version: number; running?: 'running' | 'paused' }
   /** The machine is built and running. */
   | { type: 'started' }
   | { type: 'console'; data: Uint8Array }
@@ -105,7 +127,7 @@ export function asToRunner(m: unknown): ToRunner | null {
   if (typeof m !== 'object' || m === null) return null;
   const t = (m as { type?: unknown }).type;
   switch (t) {
-    case 'start': case 'input': case 'stats': case 'suspend': case 'resume': case 'reboot': case 'stop': case 'limits':
+    case 'start': case 'input': case 'stats': case 'suspend': case 'resume': case 'reboot': case 'stop': case 'limits': case 'powerButton':
       return m as ToRunner;
     default: return null;
   }

@@ -1,21 +1,43 @@
 /**
- * Entry point of a VM runner process (forked by the daemon with an IPC channel).
- * The runner ends when its machine ends or when the manager goes away.
+ * Entry point of a VM runner process.
+ * - `--socket PATH` (the daemon's way): the runner listens on a Unix socket and outlives its
+ *   manager; a manager that reconnects takes the VM over. It ends when its machine ends.
+ * - no arguments, forked with an IPC channel: it ends with the channel (tests, embedding).
  */
-import { VmRunner } from './runner.js';
+import { VmRunner, type RunnerHost } from './runner.js';
 import { ParentPort } from './node-port.js';
-import { loadBase, openDrives } from './config.js';
+import { RunnerSocketServer } from './socket-port.js';
+import { loadBase, openDrives, openNics } from './config.js';
 import type { FromRunner, ToRunner } from './protocol.js';
 
-const port = new ParentPort<ToRunner, FromRunner>();
-// Without a manager nobody can see or stop this VM: end with it.
-port.onClose(() => process.exit(0));
-new VmRunner(port, {
+const host: RunnerHost = {
   load: async (cfg) => {
     const base = loadBase(cfg, process.env);
-    return { base, disks: await openDrives(cfg) };
+    const disks = await openDrives(cfg);
+    try {
+      return { base, disks, nics: await openNics(cfg) };
+    } catch (e) {
+      await Promise.allSettled(disks.map((d) => d.close()));
+      throw e;
+    }
   },
   cpuSeconds: () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; },
   rssBytes: () => process.memoryUsage.rss(),
   now: () => performance.now(),
-});
+};
+
+const si = process.argv.indexOf('--socket');
+if (si >= 0 && process.argv[si + 1]) {
+  // Nobody reads our stdio once the daemon is gone: a closed pipe must not end the VM.
+  process.stdout.on('error', () => {});
+  process.stderr.on('error', () => {});
+  const server = new RunnerSocketServer(process.argv[si + 1], () => {
+    const runner = new VmRunner(server, host);
+    server.onConnect(() => runner.hello());
+  }, (e) => { process.stderr.write(`runner: ${e.message}\n`); process.exit(1); });
+} else {
+  const port = new ParentPort<ToRunner, FromRunner>();
+  // Without a manager nobody can see or stop this VM: end with it.
+  port.onClose(() => process.exit(0));
+  new VmRunner(port, host);
+}

@@ -6,14 +6,20 @@
  * so the same class serves a child process (runner-main.ts) and, later, a Web Worker.
  */
 import { Machine, BootError, type MachineConfig } from '../machine/machine.js';
-import type { BlockBackend } from '../devices/device.js';
+import type { BlockBackend, NetBackend } from '../devices/device.js';
+import { RateLimitedNet } from './limited-net.js';
 import { RateLimiter } from './rate-limiter.js';
 import { RateLimitedBlock } from './limited-block.js';
 import { PROTOCOL_VERSION, asToRunner, type FromRunner, type Port, type RunnerConfig, type RunnerStats, type ToRunner, type ExitReason } from './protocol.js';
 
 export interface RunnerHost {
   /** Build the machine's configuration (files read, disks opened). Throws a clear Error. */
-  load(cfg: RunnerConfig): Promise<{ base: Omit<MachineConfig, 'serial' | 'virtio' | 'monoClockMs'>; disks: Array<BlockBackend & { counters?: RunnerStats['disks'][number] }> }>;
+  load(cfg: RunnerConfig): Promise<{
+    base: Omit<MachineConfig, 'serial' | 'virtio' | 'monoClockMs'>;
+    disks: Array<BlockBackend & { counters?: RunnerStats['disks'][number] }>;
+    /** NIC backends with their MACs, in cfg.nics order (absent: none). */
+    nics?: Array<{ backend: NetBackend; mac: Uint8Array }>;
+  }>;
   cpuSeconds(): number;
   rssBytes(): number;
   now(): number;
@@ -26,6 +32,7 @@ export class VmRunner {
   private machine: Machine | null = null;
   private disks: Awaited<ReturnType<RunnerHost['load']>>['disks'] = [];
   private limiters: RateLimiter[] = [];
+  private nics: RateLimitedNet[] = [];
   private pausedAt: number | null = null;
   private pausedTotal = 0;
   private icountBefore = 0;
@@ -38,8 +45,18 @@ export class VmRunner {
 
   constructor(private readonly port: Port<ToRunner, FromRunner>, private readonly host: RunnerHost) {
     port.onMessage((m) => this.onMessage(asToRunner(m)));
-    port.post({ type: 'hello', version: PROTOCOL_VERSION });
+    this.hello();
   }
+
+  /** Say hello (again, to a manager that reconnects): the version, and whether the machine runs. */
+  hello(): void {
+    if (this.ended) return;
+    this.port.post(this.started
+      ? { type: 'hello', version: PROTOCOL_VERSION, running: this.pausedAt !== null ? 'paused' : 'running' }
+      : { type: 'hello', version: PROTOCOL_VERSION });
+  }
+
+  private started = false;
 
   /** Guest time source: host time minus the time spent suspended. */
   private guestMono = (): number => (this.pausedAt ?? this.host.now()) - this.pausedTotal;
@@ -49,7 +66,8 @@ export class VmRunner {
     switch (m.type) {
       case 'start':
         if (m.version !== PROTOCOL_VERSION) { this.end('config', 1, `protocol version ${m.version}, runner speaks ${PROTOCOL_VERSION}`); return; }
-        if (this.machine) return;
+        if (this.started) return;
+        this.started = true;
         void this.start(m.config);
         return;
       case 'input':
@@ -68,7 +86,12 @@ export class VmRunner {
       case 'limits':
         try {
           for (const l of this.limiters) l.update(m.disk ?? {});
+          if (m.net !== undefined) for (const n of this.nics) n.update(m.net ?? {});
         } catch { /* the manager validated them; a bad bucket leaves the old limits */ }
+        return;
+      case 'powerButton':
+        this.resume();
+        this.machine?.powerButton();
         return;
       case 'reboot':
         this.resume();
@@ -101,6 +124,7 @@ export class VmRunner {
       rssBytes: this.host.rssBytes(),
       pausedMs: this.pausedTotal + (this.pausedAt === null ? 0 : this.host.now() - this.pausedAt),
       disks: this.disks.map((d) => d.counters ?? { readBytes: 0, writeBytes: 0, readOps: 0, writeOps: 0 }),
+      nics: this.nics.map((n) => ({ ...n.counters })),
     };
   }
 
@@ -133,7 +157,9 @@ export class VmRunner {
     this.disks = loaded.disks;
     try {
       this.limiters = loaded.disks.map(() => new RateLimiter(cfg.diskLimit ?? {}));
+      this.nics = (loaded.nics ?? []).map((n) => new RateLimitedNet(n.backend, cfg.netLimit ?? {}));
     } catch (e) {
+      for (const n of loaded.nics ?? []) n.backend.close();
       await this.closeDisks();
       this.end('config', 1, `disk limits: ${(e as Error).message}`);
       return;
@@ -141,7 +167,11 @@ export class VmRunner {
     const serial = { write: (b: Uint8Array) => this.console(b) };
     const build = (): Machine => new Machine({
       ...loaded.base, serial, monoClockMs: this.guestMono,
-      virtio: loaded.disks.map((disk, i) => ({ kind: 'blk' as const, disk: new RateLimitedBlock(disk, this.limiters[i]) })),
+      virtio: [
+        ...loaded.disks.map((disk, i) => ({ kind: 'blk' as const, disk: new RateLimitedBlock(disk, this.limiters[i]) })),
+        ...this.nics.map((backend, i) => ({ kind: 'net' as const, backend, mac: loaded.nics![i].mac })),
+        { kind: 'input' as const }, // the power button that graceful shutdown presses
+      ],
     });
     try {
       for (let first = true; ; first = false) {
@@ -177,6 +207,8 @@ export class VmRunner {
 
   private async closeDisks(): Promise<void> {
     for (const l of this.limiters) l.close();
+    for (const n of this.nics) n.close();
+    this.nics = [];
     await Promise.allSettled(this.disks.map((d) => d.close()));
   }
 

@@ -69,8 +69,10 @@ function overlay(): Uint8Array {
   put('rcS', 'etc/init.d/rcS', 0o755);
   put('profile', 'etc/profile', 0o644);
   put('udhcpc.script', 'usr/share/udhcpc/default.script', 0o755);
+  put('acpi-power', 'etc/acpi/PWRF/00000080', 0o755);
   const list = ['init', 'etc', 'etc/inittab', 'etc/init.d', 'etc/init.d/rcS', 'etc/profile',
-    'usr', 'usr/share', 'usr/share/udhcpc', 'usr/share/udhcpc/default.script'].join('\n') + '\n';
+    'usr', 'usr/share', 'usr/share/udhcpc', 'usr/share/udhcpc/default.script',
+    'etc/acpi', 'etc/acpi/PWRF', 'etc/acpi/PWRF/00000080'].join('\n') + '\n';
   const cpio = execFileSync('cpio', ['--quiet', '-o', '-H', 'newc', '-R', '0:0'], { cwd: dir, input: list, maxBuffer: 16 << 20 });
   return gzipSync(cpio);
 }
@@ -119,7 +121,7 @@ test('guest /init: DHCP on eth0 sets address, route and resolv.conf; applets pre
     assert.match(net, /^default via 10\.0\.2\.2 dev eth0/m);
     assert.match(net, /^nameserver 10\.0\.2\.3/m);
     await vm.expect(PROMPT, 10_000);
-    vm.type('for a in httpd wget nc ip md5sum sha256sum mount mkfs.ext2 dd sync udhcpc; do command -v $a >/dev/null || echo MISS""ING-$a; done; echo ==E""ND\n');
+    vm.type('for a in httpd wget nc ip md5sum sha256sum mount mkfs.ext2 dd sync udhcpc acpid poweroff; do command -v $a >/dev/null || echo MISS""ING-$a; done; echo ==E""ND\n');
     assert.doesNotMatch(await vm.expect("==END", 30_000), /MISSING-/);
     await vm.expect(PROMPT, 10_000);
     vm.type('poweroff\n');

@@ -310,6 +310,11 @@ test('console escapes: Ctrl-A X quits, Ctrl-A H helps, Ctrl-A Ctrl-A sends Ctrl-
   t.onData(Buffer.from('\x01'));
   t.onData(Buffer.from('x'));
   assert.equal(quit, 1);
+  let power = 0;
+  const pw = new TerminalConsole(fakeInput(true), { write: () => undefined }, (b) => sent.push(...b), () => quit++, () => power++);
+  pw.onData(Buffer.from('\x01p\x01P'));
+  assert.equal(power, 2, 'Ctrl-A P presses the power button');
+  assert.deepEqual(sent, [0x61, 0x62, 0x01, 0x63], 'and sends nothing to the guest');
   const piped: number[] = [];
   const p = new TerminalConsole(fakeInput(false), { write: () => undefined }, (b) => piped.push(...b), () => quit++);
   p.onData(Buffer.from('\x01x'));

@@ -5,7 +5,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,7 +16,16 @@ const BIN = join(repoRoot, 'bin', 'typevisor.js');
 const dir = mkdtempSync(join(tmpdir(), 'typevisor-cli-daemon-'));
 const env = { ...process.env, TYPEVISOR_GUEST_DIR: guestDir, TYPEVISOR_STATE_DIR: dir };
 let daemon: ChildProcess | null = null;
-after(() => { daemon?.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }); });
+after(() => {
+  daemon?.kill('SIGKILL');
+  // Runners outlive a killed daemon by design: stop any a failed run left.
+  try {
+    for (const f of readdirSync(join(dir, 'run')).filter((x) => x.endsWith('.pid'))) {
+      try { process.kill((JSON.parse(readFileSync(join(dir, 'run', f), 'utf8')) as { pid: number }).pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+  } catch { /* no run dir */ }
+  rmSync(dir, { recursive: true, force: true });
+});
 
 async function tv(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
@@ -107,19 +116,31 @@ test('typevisor vm: define, list, start, console, stats, set, shutdown fallback,
   assert.equal((await vm('set', 't', '--cpu', '0.3', '--autostart', 'on')).code, 0);
   assert.match((await tv('vm', '--connect', url, 'set', 't')).stderr, /nothing to set/);
 
-  // kill -9 the daemon (the capped runner may be SIGSTOPped right then): a new daemon
-  // finds the definition, stops the old runner, and autostarts the VM in a new one.
+  // kill -9 the daemon (the capped runner may be SIGSTOPped right then): the runner keeps
+  // running; a new daemon reconnects to it (not an autostart): same pid, same VM, and it
+  // answers on its console, with what it printed meanwhile kept.
   const oldPid = (JSON.parse(readFileSync(join(dir, 'run', 't.pid'), 'utf8')) as { pid: number }).pid;
   assert.ok(alive(oldPid));
   const dead = new Promise((res) => daemon!.once('exit', res));
   daemon!.kill('SIGKILL');
   await dead;
+  await new Promise((res) => setTimeout(res, 300));
+  assert.ok(alive(oldPid), 'the runner outlives its daemon');
+  assert.equal(statSync(join(dir, 'run', 't.sock')).mode & 0o777, 0o600, 'its socket is private');
   url = await startDaemon();
-  for (let i = 0; i < 50 && alive(oldPid); i++) await new Promise((res) => setTimeout(res, 100));
-  assert.ok(!alive(oldPid), 'the old runner is gone');
   assert.match((await vm('list')).stdout, /^ t\s+running$/m);
   const newPid = (JSON.parse(readFileSync(join(dir, 'run', 't.pid'), 'utf8')) as { pid: number }).pid;
-  assert.notEqual(newPid, oldPid);
+  assert.equal(newPid, oldPid, 'the same runner, adopted');
+  const token = readFileSync(join(dir, 'token'), 'utf8').trim();
+  const auth = { authorization: `Bearer ${token}` };
+  assert.equal((await fetch(`${url}/v1/vms/t`, { headers: auth }).then((x) => x.json()) as { pid: number }).pid, oldPid);
+  await fetch(`${url}/v1/vms/t/console/input`, { method: 'POST', headers: { ...auth, 'content-type': 'text/plain' }, body: 'echo back-$((20+22))\n' });
+  let log = '';
+  for (let i = 0; i < 100 && !/back-42/.test(log); i++) {
+    await new Promise((res) => setTimeout(res, 200));
+    log = await fetch(`${url}/v1/vms/t/console/log`, { headers: auth }).then((x) => x.text());
+  }
+  assert.match(log, /back-42/, 'the adopted VM answers on its console');
 
   // The guest ignores the request: after the timeout it is destroyed.
   r = await vm('shutdown', 't', '--timeout', '1');

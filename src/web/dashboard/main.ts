@@ -27,7 +27,7 @@ interface Stats {
   cpuSeconds: number; rssBytes: number; instructions: number;
   disks: Array<{ readBytes: number; writeBytes: number }>;
   /** Per-NIC counters, when the daemon's runners report them. */
-  nets?: Array<{ rxBytes: number; txBytes: number }>;
+  nics?: Array<{ rxBytes: number; txBytes: number }>;
 }
 interface ApiErrorBody { code?: string; message?: string; field?: string }
 
@@ -134,8 +134,8 @@ function record(name: string, s: Stats): void {
   const tr = track(name);
   const wall = performance.now() / 1000;
   const sum = (a: Array<Record<string, number>> | undefined, k: string): number => (a ?? []).reduce((x, d) => x + (d[k] ?? 0), 0);
-  const cur: Prev = { wall, cpu: s.cpuSeconds, read: sum(s.disks, 'readBytes'), write: sum(s.disks, 'writeBytes'), rx: sum(s.nets, 'rxBytes'), tx: sum(s.nets, 'txBytes') };
-  tr.hasNets = (s.nets?.length ?? 0) > 0;
+  const cur: Prev = { wall, cpu: s.cpuSeconds, read: sum(s.disks, 'readBytes'), write: sum(s.disks, 'writeBytes'), rx: sum(s.nics, 'rxBytes'), tx: sum(s.nics, 'txBytes') };
+  tr.hasNets = (s.nics?.length ?? 0) > 0;
   const p = tr.prev;
   tr.prev = cur;
   if (!p || cur.cpu < p.cpu) return; // first sample, or a new runner: no rates yet

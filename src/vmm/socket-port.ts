@@ -1,0 +1,159 @@
+/**
+ * The runner protocol over a Unix socket, so a runner outlives its manager: the runner
+ * listens on DIR/run/NAME.sock (mode 0600) and serves one manager at a time; a manager that
+ * goes away leaves the VM running, and the next one connects, reads the runner's `hello`
+ * (protocol version and whether its machine already runs) and takes over.
+ *
+ * Frames: a 4-byte little-endian length, then the message as V8 structured-clone data
+ * (v8.serialize: Uint8Array passes as is, as over IPC with serialization 'advanced').
+ */
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { chmodSync, rmSync } from 'node:fs';
+import { serialize, deserialize } from 'node:v8';
+import type { FromRunner, Port, ToRunner } from './protocol.js';
+
+/** Larger frames are a protocol error (console chunks and stats are a few KiB). */
+const MAX_FRAME = 16 << 20;
+/** Console output kept for the next manager while none is connected (the newest bytes). */
+export const DETACHED_CONSOLE_BYTES = 64 * 1024;
+/** Unix socket paths are limited to 107 bytes on Linux (sun_path). */
+export const MAX_SOCKET_PATH = 107;
+
+/** Splits a byte stream into frames; calls `onMessage` per frame, `onError` on a bad one. */
+function reader(sock: Socket, onMessage: (m: unknown) => void): void {
+  let buf: Buffer = Buffer.alloc(0);
+  sock.on('data', (d: Buffer) => {
+    buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
+    while (buf.length >= 4) {
+      const n = buf.readUInt32LE(0);
+      if (n > MAX_FRAME) { sock.destroy(); return; }
+      if (buf.length < 4 + n) break;
+      const frame = buf.subarray(4, 4 + n);
+      buf = buf.subarray(4 + n);
+      let m: unknown;
+      try { m = deserialize(frame); } catch { sock.destroy(); return; }
+      onMessage(m);
+    }
+  });
+}
+
+function frame(msg: unknown): Buffer {
+  const body = serialize(msg);
+  const head = Buffer.alloc(4);
+  head.writeUInt32LE(body.length, 0);
+  return Buffer.concat([head, body]);
+}
+
+/** The manager's end: a connected socket to a runner. onClose fires when it closes. */
+export class SocketPort<In, Out> implements Port<In, Out> {
+  private readonly messageCbs: Array<(m: In) => void> = [];
+  private closed = false;
+
+  constructor(private readonly sock: Socket) {
+    reader(sock, (m) => { for (const cb of this.messageCbs) cb(m as In); });
+    sock.on('error', () => { /* 'close' follows */ });
+  }
+
+  post(msg: Out): void {
+    if (this.closed || this.sock.destroyed) return;
+    this.sock.write(frame(msg));
+  }
+
+  onMessage(cb: (msg: In) => void): void { this.messageCbs.push(cb); }
+  onClose(cb: () => void): void { this.sock.on('close', () => cb()); }
+
+  close(): void {
+    this.closed = true;
+    this.sock.end();
+  }
+}
+
+/** Connect to a runner's socket, retrying while the runner starts (ENOENT, ECONNREFUSED). */
+export async function connectRunner(path: string, timeoutMs: number, alive: () => boolean = () => true): Promise<Socket> {
+  const end = performance.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await new Promise<Socket>((resolve, reject) => {
+        const s = connect(path);
+        s.once('connect', () => { s.off('error', reject); resolve(s); });
+        s.once('error', reject);
+      });
+    } catch (e) {
+      if (performance.now() > end || !alive()) throw e;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+}
+
+/**
+ * The runner's end. Messages posted while no manager is connected are dropped, except
+ * console output (the newest DETACHED_CONSOLE_BYTES, replayed to the next manager) and
+ * the final `exit`. `onConnect` runs for each new manager before the replay (the runner
+ * says hello there). A new connection replaces the current one (a takeover).
+ */
+export class RunnerSocketServer implements Port<ToRunner, FromRunner> {
+  private readonly server: Server;
+  private sock: Socket | null = null;
+  private readonly messageCbs: Array<(m: ToRunner) => void> = [];
+  private readonly connectCbs: Array<() => void> = [];
+  private backlog: Uint8Array[] = [];
+  private backlogBytes = 0;
+  private ending = false;
+
+  constructor(private readonly path: string, onListening: () => void, onError: (e: Error) => void) {
+    if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw new Error(`socket path too long (${Buffer.byteLength(path)} bytes > ${MAX_SOCKET_PATH}): ${path}`);
+    rmSync(path, { force: true });
+    this.server = createServer((s) => this.accept(s));
+    this.server.on('error', onError);
+    // Only the owner may connect: the socket is created 0600 (umask), and chmod makes sure.
+    const umask = process.umask(0o177);
+    this.server.listen(path, () => {
+      process.umask(umask);
+      try { chmodSync(path, 0o600); } catch (e) { onError(e as Error); return; }
+      onListening();
+    });
+  }
+
+  private accept(s: Socket): void {
+    if (this.ending) { s.destroy(); return; }
+    const old = this.sock;
+    this.sock = s;
+    old?.destroy();
+    s.on('error', () => { /* 'close' follows */ });
+    s.on('close', () => { if (this.sock === s) this.sock = null; });
+    reader(s, (m) => { if (this.sock === s) for (const cb of this.messageCbs) cb(m as ToRunner); });
+    for (const cb of this.connectCbs) cb();
+    for (const data of this.backlog) s.write(frame({ type: 'console', data }));
+    this.backlog = [];
+    this.backlogBytes = 0;
+  }
+
+  /** A manager connected (each time one does). */
+  onConnect(cb: () => void): void { this.connectCbs.push(cb); }
+
+  post(msg: FromRunner): void {
+    const s = this.sock;
+    if (s && !s.destroyed) { s.write(frame(msg)); return; }
+    if (msg.type === 'console' && msg.data instanceof Uint8Array) {
+      this.backlog.push(msg.data);
+      this.backlogBytes += msg.data.length;
+      while (this.backlogBytes - this.backlog[0].length >= DETACHED_CONSOLE_BYTES) this.backlogBytes -= this.backlog.shift()!.length;
+    }
+  }
+
+  onMessage(cb: (msg: ToRunner) => void): void { this.messageCbs.push(cb); }
+  /** The runner does not end with a manager: nothing to report. */
+  onClose(): void { /* a manager leaving is not the end */ }
+
+  /** The machine ended: let the manager read what was sent, then exit the process. */
+  close(): void {
+    if (this.ending) return;
+    this.ending = true;
+    this.server.close();
+    rmSync(this.path, { force: true });
+    const s = this.sock;
+    if (!s || s.destroyed) { process.exit(0); return; }
+    s.end(() => process.exit(0));
+    setTimeout(() => process.exit(0), 2000).unref();
+  }
+}
