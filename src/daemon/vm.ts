@@ -480,7 +480,9 @@ export class Vm extends EventEmitter<VmEvents> {
   /** The runner's stats (the last known ones if it does not answer within 1 s). */
   async stats(): Promise<RunnerStats | null> {
     const port = this.port;
-    if (!port) return null;
+    // Between a runner's spawn (state running) and its socket connecting there is no port
+    // yet: the last (or empty) figures, not a 409, for a VM that is running.
+    if (!port) return this.runnerPid !== undefined ? (this.lastStats ?? emptyStats()) : null;
     const id = ++this.statsId;
     return await new Promise<RunnerStats>((res) => {
       const t = setTimeout(() => { this.statsWaiters.delete(id); res(this.lastStats ?? emptyStats()); }, 1000);
