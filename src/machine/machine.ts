@@ -201,10 +201,16 @@ export class Machine {
     const b = this.board;
     const busy = this.virtioDevices.find((d) => d.busy === true);
     if (busy) throw new Error(`machine state: ${busy.name} has requests in flight (use snapshot(), which drains them)`);
+    return { ...this.saveParts(), ram: b.bus.saveRam() };
+  }
+
+  /** Everything but RAM (the part that is cheap to copy). */
+  private saveParts(): MachineState {
+    const b = this.board;
     const sbi = this.hart.sbi instanceof BuiltinSbi ? this.hart.sbi : null;
     return {
       v: 2, memoryBytes: b.memoryBytes, mode: this.layout.mode,
-      hart: this.hart.save(), ram: b.bus.saveRam(), clock: b.clock.save(),
+      hart: this.hart.save(), ram: { v: 1, base: b.bus.ramBase, bytes: new Uint8Array(0) }, clock: b.clock.save(),
       clint: b.clint.save(), plic: b.plic.save(), uart: b.uart.save(), rtc: b.rtc.save(), test: b.test.save(), rom: b.mrom.save(),
       sbi: sbi ? sbi.save() : null, htif: this.htif ? this.htif.save() : null,
       virtio: b.virtio.map((slot) => slot.save()), timers: b.saveTimers(),
@@ -245,15 +251,20 @@ export class Machine {
     const sbi = this.hart.sbi instanceof BuiltinSbi ? this.hart.sbi : null;
     if ((s.sbi === null) !== (sbi === null)) throw new Error('machine state: built-in SBI presence differs');
     if (!Array.isArray(s.virtio) || s.virtio.length !== b.virtio.length) throw new Error(`machine state: expected ${b.virtio.length} virtio slots`);
+    b.bus.checkRam(s.ram);
     // Each part checks its state before changing anything; if a later part refuses, the
-    // earlier ones are put back, so a machine is never left half-loaded.
-    const before = this.save();
+    // earlier ones are put back, so a machine is never left half-loaded. RAM, checked above,
+    // goes in last, so the rollback copy need not hold it.
+    const before = this.saveParts();
     try {
       this.apply(s, sbi);
     } catch (e) {
       this.apply(before, sbi);
       throw e;
     }
+    b.bus.loadRam(s.ram);
+    this.hart.load(s.hart); // again: a RAM write drops the LR reservation the hart state holds
+    b.clock.load(s.clock); // and guest time continues from the saved tick, however long loading took
   }
 
   /** Bring an older state up to the current version, or refuse it clearly. */
@@ -269,7 +280,6 @@ export class Machine {
 
   private apply(s: MachineState, sbi: BuiltinSbi | null): void {
     const b = this.board;
-    b.bus.loadRam(s.ram);
     this.hart.load(s.hart);
     b.clock.load(s.clock); // after the hart: the virtual clock runs on its instruction count
     b.clint.load(s.clint);
