@@ -18,6 +18,8 @@ import { parseFlags, parseSize, parseAddress, USAGE_STATUS, type FlagSpec, type 
 import { parseVirtio, isVirtioDevice, openVirtio, type VirtioRequest } from './devices.js';
 import { cmdDaemon, cmdVm, VM_HELP } from './vm.js';
 import { cmdWeb, WEB_HELP } from './web.js';
+import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, SnapshotError, type SnapshotHeader } from '../snapshot/format.js';
+import { writeFileAtomic, readSnapshotFile, diskIdentity, checkDisks } from '../host/snapshot-file.js';
 
 export interface CliIo {
   stdin: ConsoleInput;
@@ -81,10 +83,12 @@ typevisor run [options]
   --clock host|virtual      guest time: the host's clock (default), or virtual time that
                             advances with instructions (deterministic; WFI skips ahead)
   --icount shift=N          virtual time, 2^N ns per instruction (QEMU's -icount; default 4)
+  --restore FILE            resume a snapshot (with no machine flags: the flags it was saved with)
+  --snapshot-file FILE      where Ctrl-A S saves (default typevisor-YYYYMMDD-HHMMSS.tvs)
   -M virt, -nographic       accepted for QEMU compatibility
 
   The console is the board's 16550 UART (ttyS0). On a terminal: Ctrl-A X quits,
-  Ctrl-A H shows the escapes. Exit status: 0 on guest poweroff, the guest's failure code
+  Ctrl-A S saves a snapshot, Ctrl-A H shows the escapes. Exit status: 0 on guest poweroff, the guest's failure code
   (SiFive test device or HTIF), 1 on errors, 2 on bad usage.
 
 typevisor dumpdtb [-m SIZE] [--append ARGS] [--kernel F --initrd F] [-o FILE]
@@ -115,7 +119,9 @@ const DEFAULT_ICOUNT_SHIFT = 4;
 const NET_FLAGS: FlagSpec[] = [{ name: 'nic', value: true, repeat: true }, { name: 'netdev', value: true, repeat: true },
   { name: 'object', value: true, repeat: true }];
 const RUN_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, ...NET_FLAGS, { name: 'nographic', value: false }, { name: 'no-reboot', value: false },
-  { name: 'clock', value: true }, { name: 'icount', value: true }];
+  { name: 'clock', value: true }, { name: 'icount', value: true }, { name: 'restore', value: true }, { name: 'snapshot-file', value: true }];
+/** Flags that do not define the machine: with only these, --restore takes the saved flags. */
+const NON_MACHINE_FLAGS = new Set(['restore', 'snapshot-file', 'nographic', 'no-reboot']);
 
 /** --clock host|virtual and QEMU's -icount [shift=]N. */
 function clockMode(p: Parsed): ClockMode {
@@ -248,25 +254,112 @@ function exitStatus(e: MachineExit, io: CliIo): number {
   }
 }
 
-async function cmdRun(argv: readonly string[], io: CliIo): Promise<number> {
-  const p = parseFlags(argv, RUN_FLAGS, 'run');
+async function cmdRun(argvIn: readonly string[], io: CliIo): Promise<number> {
+  let argv = argvIn;
+  let p = parseFlags(argv, RUN_FLAGS, 'run');
   if (p.positional.length) throw new UserError(`run: unexpected argument '${p.positional[0]}'`, USAGE_STATUS);
+  const restoreFile = one(p, 'restore');
+  let restore: { bytes: Uint8Array; header: SnapshotHeader } | null = null;
+  if (restoreFile !== undefined) {
+    const bytes = (() => { try { return readSnapshotFile(restoreFile); } catch (e) { throw new UserError((e as Error).message); } })();
+    let header: SnapshotHeader;
+    try { header = readSnapshotHeader(bytes); } catch (e) { throw new UserError(`--restore ${restoreFile}: ${(e as Error).message}`); }
+    restore = { bytes, header };
+    const saved = header.machine as { kind?: string; argv?: unknown };
+    if ([...p.flags.keys()].every((k) => NON_MACHINE_FLAGS.has(k))) {
+      if (saved?.kind !== 'cli' || !Array.isArray(saved.argv) || !saved.argv.every((a) => typeof a === 'string')) {
+        throw new UserError(`--restore ${restoreFile}: the snapshot was not saved by 'typevisor run'; give the machine's flags`, USAGE_STATUS);
+      }
+      argv = [...(saved.argv as string[]), ...argv];
+      p = parseFlags(argv, RUN_FLAGS, 'run');
+    }
+  }
   const base = { ...machineConfig(p, io, 'run'), clock: clockMode(p) };
-  const vio = await openVirtio(virtioRequests(p), io.stderr);
+  const reqs = virtioRequests(p);
+  const drives = reqs.flatMap((r) => (r.kind === 'blk' ? [r.drive] : []));
+  const identities = () => drives.map((d) => diskIdentity(d.file, d.format, d.readOnly));
+  // Identities before the disks are opened (opening a qcow2 image for writing may touch it).
+  if (restore) {
+    try { checkDisks(restore.header.disks, identities()); } catch (e) { throw new UserError(`--restore ${restoreFile ?? ''}: ${(e as Error).message}`); }
+  }
+  const vio = await openVirtio(reqs, io.stderr);
+  const machineArgv = withoutFlags(argv, NON_MACHINE_FLAGS);
+  const snapshots: Snapshots = {
+    file: one(p, 'snapshot-file'),
+    header: () => {
+      const overlay = drives.find((d) => d.snapshot);
+      if (overlay) throw new Error(`drive '${overlay.file}' writes to a -snapshot overlay, which is not kept: a snapshot could not be restored`);
+      return { typevisor: version(), created: new Date().toISOString(), machine: { kind: 'cli', argv: machineArgv }, memoryBytes: base.memoryBytes, disks: identities() };
+    },
+  };
   try {
-    return await runMachine(p, io, { ...base, virtio: vio.specs }, (m) => vio.attach(m));
+    return await runMachine(p, io, { ...base, virtio: vio.specs }, async (m, first) => {
+      vio.attach(m);
+      if (!first || !restore) return;
+      try {
+        const snap = await decodeSnapshot(restore.bytes, { into: m.board.bus.ram });
+        m.load(snap.state);
+      } catch (e) {
+        throw new UserError(`--restore ${restoreFile ?? ''}: ${e instanceof SnapshotError ? '' : 'cannot load: '}${(e as Error).message}`);
+      }
+    }, snapshots);
   } finally {
     // Disks are flushed and closed on every exit path.
     await vio.close();
   }
 }
 
-async function runMachine(p: Parsed, io: CliIo, base: BaseConfig, attach: (m: Machine) => void): Promise<number> {
+/** argv without the named flags (and their values). */
+function withoutFlags(argv: readonly string[], names: ReadonlySet<string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--?([^=]+)(=.*)?$/.exec(argv[i]);
+    if (m && names.has(m[1])) {
+      if (m[2] === undefined && RUN_FLAGS.find((f) => f.name === m[1])?.value) i++;
+      continue;
+    }
+    out.push(argv[i]);
+  }
+  return out;
+}
+
+interface Snapshots {
+  file: string | undefined;
+  /** The header for a snapshot now (throws if this machine cannot be saved). */
+  header(): SnapshotHeader;
+}
+
+/** Ctrl-A S: pause, drain, save, write atomically, resume. */
+async function saveSnapshot(machine: Machine, snaps: Snapshots, io: CliIo): Promise<void> {
+  const file = snaps.file ?? `typevisor-${new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}.tvs`;
+  const t0 = performance.now();
+  const wasPaused = machine.paused;
+  machine.pause();
+  try {
+    const state = await machine.snapshot();
+    const header = snaps.header(); // disk identities while the guest cannot write
+    const bytes = await encodeSnapshot(header, state);
+    writeFileAtomic(file, bytes);
+    io.stderr.write(`\r\ntypevisor: saved ${file} (${(bytes.length / (1 << 20)).toFixed(1)} MiB in ${Math.round(performance.now() - t0)} ms)\r\n`);
+  } catch (e) {
+    io.stderr.write(`\r\ntypevisor: snapshot not saved: ${(e as Error).message}\r\n`);
+  } finally {
+    if (!wasPaused) machine.resume();
+  }
+}
+
+async function runMachine(p: Parsed, io: CliIo, base: BaseConfig, attach: (m: Machine, first: boolean) => Promise<void>, snaps?: Snapshots): Promise<number> {
   const noReboot = p.flags.has('no-reboot');
   const serial = { write: (b: Uint8Array) => { io.stdout.write(b); } };
   let machine = newMachine({ ...base, serial }, p);
-  attach(machine);
-  const term = new TerminalConsole(io.stdin, io.stderr, (b) => machine.sendInput(b), () => { stopped = true; machine.stop(); });
+  await attach(machine, true);
+  let saving = false;
+  const save = snaps ? (): void => {
+    if (saving) return;
+    saving = true;
+    void saveSnapshot(machine, snaps, io).finally(() => { saving = false; });
+  } : undefined;
+  const term = new TerminalConsole(io.stdin, io.stderr, (b) => machine.sendInput(b), () => { stopped = true; machine.stop(); }, save);
   let stopped = false;
   const onSignal = (): void => { stopped = true; machine.stop(); };
   process.on('SIGTERM', onSignal);
@@ -284,7 +377,7 @@ async function runMachine(p: Parsed, io: CliIo, base: BaseConfig, attach: (m: Ma
         await new Promise<void>((r) => setImmediate(r));
         if (stopped) return 0;
         machine = newMachine({ ...base, serial }, p);
-        attach(machine);
+        await attach(machine, false);
         continue;
       }
       return exitStatus(exit, io);

@@ -38,6 +38,8 @@ export interface VmDef {
   drives?: DriveDef[];
   limits?: LimitsDef;
   autostart?: boolean;
+  /** A snapshot file the next start resumes from (instead of booting); cleared once it has. */
+  restore?: string;
 }
 
 const driveSchema = {
@@ -78,6 +80,7 @@ const defProperties = {
   drives: { type: 'array', maxItems: 8, items: driveSchema },
   limits: limitsSchema,
   autostart: { type: 'boolean' },
+  restore: { type: 'string', minLength: 1, maxLength: 4096 },
 } as const;
 
 /** POST /v1/vms body and the file format. */

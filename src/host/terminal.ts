@@ -1,7 +1,7 @@
 /**
  * The serial console on the host terminal, in QEMU's habits: raw mode on a TTY (every key,
  * Ctrl-C included, goes to the guest), with Ctrl-A as the escape key:
- * Ctrl-A X quits, Ctrl-A H prints help, Ctrl-A Ctrl-A sends a literal Ctrl-A.
+ * Ctrl-A X quits, Ctrl-A S saves a snapshot, Ctrl-A H prints help, Ctrl-A Ctrl-A sends a literal Ctrl-A.
  * On a pipe or file, input bytes are forwarded as they come, with no escapes.
  */
 export interface ConsoleInput {
@@ -23,6 +23,7 @@ const CTRL_A = 0x01;
 export const ESCAPE_HELP =
   'C-a h    print this help\r\n' +
   'C-a x    exit typevisor\r\n' +
+  'C-a s    save a snapshot of the VM (--snapshot-file; the VM keeps running)\r\n' +
   'C-a C-a  send C-a to the guest\r\n';
 
 export class TerminalConsole {
@@ -34,6 +35,8 @@ export class TerminalConsole {
     private readonly messages: ConsoleOutput,
     private readonly send: (bytes: Uint8Array) => void,
     private readonly quit: () => void,
+    /** Ctrl-A S: save a snapshot (absent: the escape is ignored). */
+    private readonly save?: () => void,
   ) {}
 
   get interactive(): boolean { return this.input.isTTY === true && typeof this.input.setRawMode === 'function'; }
@@ -66,6 +69,7 @@ export class TerminalConsole {
         if (b === CTRL_A) this.send(Uint8Array.of(CTRL_A));
         else if (c === 'x') { this.messages.write('\r\ntypevisor: terminated\r\n'); this.quit(); return; }
         else if (c === 'h' || c === '?') this.messages.write('\r\n' + ESCAPE_HELP);
+        else if (c === 's' && this.save) this.save();
         start = i + 1;
       } else if (b === CTRL_A) {
         if (i > start) this.send(chunk.subarray(start, i));
