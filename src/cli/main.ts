@@ -20,6 +20,8 @@ import { cmdDaemon, cmdVm, VM_HELP } from './vm.js';
 import { cmdWeb, WEB_HELP } from './web.js';
 import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, SnapshotError, type SnapshotHeader } from '../snapshot/format.js';
 import { writeFileAtomic, readSnapshotFile, diskIdentity, checkDisks } from '../host/snapshot-file.js';
+import { RESTORE_KERNEL, portableMachine } from '../snapshot/portable.js';
+import type { RunnerConfig } from '../vmm/protocol.js';
 
 export interface CliIo {
   stdin: ConsoleInput;
@@ -83,7 +85,8 @@ typevisor run [options]
   --clock host|virtual      guest time: the host's clock (default), or virtual time that
                             advances with instructions (deterministic; WFI skips ahead)
   --icount shift=N          virtual time, 2^N ns per instruction (QEMU's -icount; default 4)
-  --restore FILE            resume a snapshot (with no machine flags: the flags it was saved with)
+  --restore FILE            resume a snapshot (with no machine flags: the flags it was saved with,
+                            or a browser's or daemon's machine: its RAM size and boot path)
   --snapshot-file FILE      where Ctrl-A S saves (default typevisor-YYYYMMDD-HHMMSS.tvs)
   -M virt, -nographic       accepted for QEMU compatibility
 
@@ -155,7 +158,7 @@ function version(): string {
 type BaseConfig = Omit<MachineConfig, 'serial'>;
 
 /** Turn machine flags into a MachineConfig (files read and checked here). */
-function machineConfig(p: Parsed, io: CliIo, command: string): BaseConfig {
+function machineConfig(p: Parsed, io: CliIo, command: string, standInKernel?: Uint8Array): BaseConfig {
   const jitThreshold = parseAccel(one(p, 'accel'), command);
   const machineType = one(p, 'M');
   if (machineType !== undefined && machineType.split(',')[0] !== 'virt') {
@@ -186,7 +189,7 @@ function machineConfig(p: Parsed, io: CliIo, command: string): BaseConfig {
   let kernelPath = one(p, 'kernel');
   let initrdPath = one(p, 'initrd');
   let append = one(p, 'append');
-  if (kernelPath === undefined && !(bios instanceof Uint8Array) && command === 'run') {
+  if (kernelPath === undefined && !(bios instanceof Uint8Array) && command === 'run' && !standInKernel) {
     const g = findDefaultGuest(io.env);
     if (!g) {
       throw new UserError(`no --kernel given and no default guest in ${guestDir(io.env)}.\n` +
@@ -196,7 +199,7 @@ function machineConfig(p: Parsed, io: CliIo, command: string): BaseConfig {
     initrdPath ??= g.initrd;
     append ??= DEFAULT_GUEST_APPEND;
   }
-  const kernel = kernelPath === undefined ? null : loadImage(kernelPath, 'kernel');
+  const kernel = kernelPath === undefined ? standInKernel ?? null : loadImage(kernelPath, 'kernel');
   const initrd = initrdPath === undefined ? null : loadImage(initrdPath, 'initrd', { gunzip: false });
   if (initrd && !kernel) throw new UserError(`${command}: --initrd needs --kernel`, USAGE_STATUS);
 
@@ -260,13 +263,19 @@ async function cmdRun(argvIn: readonly string[], io: CliIo): Promise<number> {
   if (p.positional.length) throw new UserError(`run: unexpected argument '${p.positional[0]}'`, USAGE_STATUS);
   const restoreFile = one(p, 'restore');
   let restore: { bytes: Uint8Array; header: SnapshotHeader } | null = null;
+  /** A runner's snapshot (the browser's, the daemon's): restored into a stand-in kernel. */
+  let standIn = false;
   if (restoreFile !== undefined) {
     const bytes = (() => { try { return readSnapshotFile(restoreFile); } catch (e) { throw new UserError((e as Error).message); } })();
     let header: SnapshotHeader;
     try { header = readSnapshotHeader(bytes); } catch (e) { throw new UserError(`--restore ${restoreFile}: ${(e as Error).message}`); }
     restore = { bytes, header };
     const saved = header.machine as { kind?: string; argv?: unknown };
-    if ([...p.flags.keys()].every((k) => NON_MACHINE_FLAGS.has(k))) {
+    if ([...p.flags.keys()].every((k) => NON_MACHINE_FLAGS.has(k)) && saved?.kind === 'runner') {
+      argv = [...runnerArgv(header, restoreFile), ...argv];
+      p = parseFlags(argv, RUN_FLAGS, 'run');
+      standIn = true;
+    } else if ([...p.flags.keys()].every((k) => NON_MACHINE_FLAGS.has(k))) {
       if (saved?.kind !== 'cli' || !Array.isArray(saved.argv) || !saved.argv.every((a) => typeof a === 'string')) {
         throw new UserError(`--restore ${restoreFile}: the snapshot was not saved by 'typevisor run'; give the machine's flags`, USAGE_STATUS);
       }
@@ -274,7 +283,7 @@ async function cmdRun(argvIn: readonly string[], io: CliIo): Promise<number> {
       p = parseFlags(argv, RUN_FLAGS, 'run');
     }
   }
-  const base = { ...machineConfig(p, io, 'run'), clock: clockMode(p) };
+  const base = { ...machineConfig(p, io, 'run', standIn ? RESTORE_KERNEL : undefined), clock: clockMode(p) };
   const reqs = virtioRequests(p);
   const drives = reqs.flatMap((r) => (r.kind === 'blk' ? [r.drive] : []));
   const identities = () => drives.map((d) => diskIdentity(d.file, d.format, d.readOnly));
@@ -289,7 +298,9 @@ async function cmdRun(argvIn: readonly string[], io: CliIo): Promise<number> {
     header: () => {
       const overlay = drives.find((d) => d.snapshot);
       if (overlay) throw new Error(`drive '${overlay.file}' writes to a -snapshot overlay, which is not kept: a snapshot could not be restored`);
-      return { typevisor: version(), created: new Date().toISOString(), machine: { kind: 'cli', argv: machineArgv }, memoryBytes: base.memoryBytes, disks: identities() };
+      // A runner's machine saved again keeps its definition (the stand-in kernel is not a flag).
+      const machine = standIn && restore ? restore.header.machine : { kind: 'cli', argv: machineArgv };
+      return { typevisor: version(), created: new Date().toISOString(), machine, memoryBytes: base.memoryBytes, disks: identities() };
     },
   };
   try {
@@ -307,6 +318,29 @@ async function cmdRun(argvIn: readonly string[], io: CliIo): Promise<number> {
     // Disks are flushed and closed on every exit path.
     await vio.close();
   }
+}
+
+/**
+ * The flags of a runner's machine (a snapshot saved by the daemon or the in-browser VM):
+ * memory, boot path and host disks. Its kernel is not needed (a restore overwrites RAM)
+ * and may be a URL; a reset would boot the stand-in, so the machine exits instead.
+ */
+function runnerArgv(header: SnapshotHeader, file: string): string[] {
+  const c = (header.machine as { config?: Partial<RunnerConfig> }).config ?? {};
+  const argv = ['-m', `${header.memoryBytes / 1024}K`, '--no-reboot'];
+  const boot = portableMachine(header).boot;
+  if (boot === 'none') argv.push('--bios', 'none');
+  if (boot === 'firmware') {
+    if (typeof c.bios !== 'string' || !c.bios.startsWith('/')) throw new UserError(`--restore ${file}: its firmware '${String(c.bios)}' is not a host file; give the machine's flags`, USAGE_STATUS);
+    argv.push('--bios', c.bios);
+  }
+  for (const d of Array.isArray(c.drives) ? c.drives : []) {
+    if (typeof d?.file !== 'string' || !d.file.startsWith('/')) {
+      throw new UserError(`--restore ${file}: its disk '${String(d?.file)}' is not a host file (a browser's disk lives in its memory, not in the snapshot)`);
+    }
+    argv.push('-drive', `file=${d.file}${d.format ? `,format=${d.format}` : ''}${d.readOnly ? ',readonly=on' : ''}`);
+  }
+  return argv;
 }
 
 /** argv without the named flags (and their values). */
