@@ -5,7 +5,7 @@
  * the count goes on from where it was saved and the file is there. The page's Save snapshot
  * downloads the machine again, and `typevisor run --restore` (no other flags) continues it
  * in Node. Also: corrupt, truncated and wrong-version files picked in the page are refused
- * with the format's message and no machine starts.
+ * with the format's message and no machine starts, as are machines with disks or a NIC.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,7 +17,7 @@ import type { Browser, Page } from 'playwright-core';
 import { repoRoot } from '../lib/toolchain.js';
 import { requireGuest } from '../lib/guest.js';
 import { launchBrowser, pageErrors, screenshot } from '../lib/browser.js';
-import { readSnapshotHeader } from '../../src/snapshot/format.js';
+import { decodeSnapshot, encodeSnapshot, readSnapshotHeader, type SnapshotHeader } from '../../src/snapshot/format.js';
 
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
 const guest = requireGuest();
@@ -142,8 +142,12 @@ test('a snapshot goes Node → browser → Node: the count continues and the tmp
   assert.equal((header.machine as { kind: string }).kind, 'runner');
   assert.deepEqual(header.disks, []);
   assert.equal(header.memoryBytes, 128 << 20);
-  await page.click('#stop');
-  await page.waitForFunction(() => window.typevisorVm.state() === 'stopped', undefined, { timeout: 10_000 });
+  // A restored machine has no kernel to boot again (the page's stand-in): a reset stops it.
+  assert.ok(await page.isDisabled('#reboot'));
+  await page.click('#term');
+  await page.keyboard.type('reboot\n');
+  await page.waitForFunction(() => window.typevisorVm.state() === 'stopped', undefined, { timeout: 30_000 });
+  assert.equal(await page.textContent('#message'), 'the guest reset; a restored machine has no kernel to boot again (Boot starts a new one)');
   assert.deepEqual(errors, []);
 
   // 3. Node again: only --restore; the count goes on from the browser's and the file is kept.
@@ -153,15 +157,26 @@ test('a snapshot goes Node → browser → Node: the count continues and the tmp
   await b.wait(new RegExp(`count ${firstInNode + 2}\\r*\\n`), 30_000);
   b.write('kill %1; cat /mnt/f\r');
   await b.wait(new RegExp(`${token}-42`), 30_000);
-  b.write('poweroff\r');
+  // Rebuilt from the browser's runner config: a reset exits (the kernel was only in RAM).
+  b.write('reboot\r');
   assert.equal(await b.exited, 0);
+  assert.match(b.out, /typevisor: the guest requested a reset/);
   console.log(`# counts: saved in Node after ${savedAt}, browser went on at ${firstInBrowser}, saved at ${beforeSave}..${afterSave}, Node went on at ${firstInNode}`);
 
   // 4. Bad files picked in the page: refused with the format's message, no machine started.
   const good = new Uint8Array(readFileSync(browserFile));
   const flipped = good.slice(); flipped[good.length >> 1] ^= 0x10;
   const newer = good.slice(); newer[8] = 9; // major version 9
+  // Machines the page cannot build: a disk (referenced by host path, not carried) or a NIC.
+  const fixture = await decodeSnapshot(new Uint8Array(readFileSync(join(repoRoot, 'tests', 'snapshot', 'fixtures', 'counter-v1.tvs'))));
+  const withMachine = (machine: unknown, disks: SnapshotHeader['disks']): Promise<Uint8Array> =>
+    encodeSnapshot({ ...fixture.header, machine, disks }, fixture.state);
+  const disk = { path: '/srv/disk.raw', format: 'raw' as const, readOnly: false, size: 1 << 20, mtimeMs: 1, headSha256: '00'.repeat(32) };
   const cases: Array<[string, Uint8Array, RegExp]> = [
+    ['disk.tvs', await withMachine({ kind: 'cli', argv: ['-m', '4M', '-drive', 'file=/srv/disk.raw'] }, [disk]),
+      /^snapshot 'disk\.tvs' refused: the snapshot's machine has a disk \(\/srv\/disk\.raw\): a snapshot refers to its disks by path and does not carry them/],
+    ['nic.tvs', await withMachine({ kind: 'cli', argv: ['-m', '4M', '-netdev', 'user,id=n0', '-device', 'virtio-net-device,netdev=n0'] }, []),
+      /^snapshot 'nic\.tvs' refused: the snapshot's machine has devices this page does not have \(-netdev user,id=n0, -device virtio-net-device,netdev=n0\)/],
     ['flip.tvs', flipped, /^snapshot 'flip\.tvs' refused: corrupt: checksum mismatch in section 'RAM' at byte \d+$/],
     ['short.tvs', good.subarray(0, good.length - 1000), /^snapshot 'short\.tvs' refused: truncated: /],
     ['newer.tvs', newer, /^snapshot 'newer\.tvs' refused: snapshot format 9\.0 is newer than this typevisor reads \(1\.x\): upgrade typevisor$/],
