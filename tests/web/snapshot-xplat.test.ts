@@ -194,6 +194,17 @@ test('a snapshot goes Node → browser → Node: the count continues and the tmp
   }
   assert.deepEqual(workers, [], 'no worker was started for a refused file');
   await screenshot(page, 'snapshot-xplat-refused');
+
+  // A machine with a disk in the page's memory is not saved: the snapshot would lose the disk.
+  writeFileSync(join(tmp, 'disk.raw'), new Uint8Array(1 << 20));
+  await page.click('summary');
+  await page.setInputFiles('#disk-file', join(tmp, 'disk.raw'));
+  await page.click('button[type=submit]');
+  await page.waitForFunction(() => window.typevisorVm.state() === 'booting', undefined, { timeout: 30_000 });
+  await page.click('#save');
+  assert.equal(await page.textContent('#message'), 'snapshot not saved: the disk lives in this page\'s memory, and a snapshot does not carry disks');
+  await page.click('#stop');
+  await page.waitForFunction(() => window.typevisorVm.state() === 'stopped', undefined, { timeout: 10_000 });
   assert.deepEqual(errors, []);
 });
 
