@@ -16,7 +16,7 @@ import { parseFlags, USAGE_STATUS } from './args.js';
 import { parseListen } from './vm.js';
 import type { CliIo } from './main.js';
 import { readSnapshotHeader } from '../snapshot/format.js';
-import { diskless, portableMachine } from '../snapshot/portable.js';
+import { browserRefusal, portableMachine } from '../snapshot/portable.js';
 
 export const WEB_DEFAULT_LISTEN = '127.0.0.1:8080';
 /** Where `--restore FILE` is served. */
@@ -209,7 +209,7 @@ export async function cmdWeb(argv: readonly string[], io: CliIo): Promise<number
     // Checked here as the page checks it, so a file the page would refuse fails now.
     snapshot = guestFile(restorePath, 'snapshot');
     try {
-      const why = diskless(portableMachine(readSnapshotHeader(new Uint8Array(readFileSync(restorePath)))));
+      const why = browserRefusal(portableMachine(readSnapshotHeader(new Uint8Array(readFileSync(restorePath)))));
       if (why) throw new Error(why);
     } catch (e) {
       throw new UserError(`web: --restore ${restorePath}: ${(e as Error).message}`);

@@ -61,7 +61,8 @@ function bootOf(bios: string | undefined): PortableMachine['boot'] {
  * Why a host without disks or other devices (the browser) cannot restore this machine, or
  * null if it can.
  */
-export function diskless(p: PortableMachine): string | null {
+export function browserRefusal(p: PortableMachine): string | null {
+  if (p.savedBy === 'unknown') return 'the snapshot does not say how its machine was built (no typevisor run flags or runner config in its header)';
   if (p.disks.length) {
     return `the snapshot's machine has ${p.disks.length === 1 ? 'a disk' : `${p.disks.length} disks`} (${p.disks.join(', ')}): ` +
       'a snapshot refers to its disks by path and does not carry them, and this page cannot open host files; restore it with typevisor run --restore';

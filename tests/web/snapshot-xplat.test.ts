@@ -178,6 +178,8 @@ test('a snapshot goes Node → browser → Node: the count continues and the tmp
     encodeSnapshot({ ...fixture.header, machine, disks }, fixture.state);
   const disk = { path: '/srv/disk.raw', format: 'raw' as const, readOnly: false, size: 1 << 20, mtimeMs: 1, headSha256: '00'.repeat(32) };
   const cases: Array<[string, Uint8Array, RegExp]> = [
+    ['fixture.tvs', new Uint8Array(readFileSync(join(repoRoot, 'tests', 'snapshot', 'fixtures', 'counter-v1.tvs'))),
+      /^snapshot 'fixture\.tvs' refused: the snapshot does not say how its machine was built/],
     ['disk.tvs', await withMachine({ kind: 'cli', argv: ['-m', '4M', '-drive', 'file=/srv/disk.raw'] }, [disk]),
       /^snapshot 'disk\.tvs' refused: the snapshot's machine has a disk \(\/srv\/disk\.raw\): a snapshot refers to its disks by path and does not carry them/],
     ['nic.tvs', await withMachine({ kind: 'cli', argv: ['-m', '4M', '-netdev', 'user,id=n0', '-device', 'virtio-net-device,netdev=n0'] }, []),
@@ -191,7 +193,7 @@ test('a snapshot goes Node → browser → Node: the count continues and the tmp
   for (const [name, bytes, re] of cases) {
     writeFileSync(join(tmp, name), bytes);
     await page.setInputFiles('#restore-file', join(tmp, name));
-    await page.waitForFunction(() => /refused/.test(document.getElementById('message')!.textContent ?? ''), undefined, { timeout: 20_000 });
+    await page.waitForFunction((n) => (document.getElementById('message')!.textContent ?? '').startsWith(`snapshot '${n}' refused`), name, { timeout: 20_000 });
     assert.match(await page.textContent('#message') ?? '', re);
     assert.equal(await page.evaluate(() => window.typevisorVm.state()), 'idle');
     assert.match(await screen(page), /^typevisor: snapshot '.*' refused: /);
@@ -199,6 +201,16 @@ test('a snapshot goes Node → browser → Node: the count continues and the tmp
   }
   assert.deepEqual(workers, [], 'no worker was started for a refused file');
   await screenshot(page, 'snapshot-xplat-refused');
+
+  // A file that passes every check but whose machine the runner cannot build as saved (flags
+  // that say 'no firmware' for a machine that had the built-in SBI): refused before it runs.
+  const wrongBoot = join(tmp, 'wrong-boot.tvs');
+  const browserSnap = await decodeSnapshot(good);
+  writeFileSync(wrongBoot, await encodeSnapshot({ ...browserSnap.header, machine: { kind: 'cli', argv: ['-bios', 'none'] } }, browserSnap.state));
+  await page.setInputFiles('#restore-file', wrongBoot);
+  await page.waitForFunction(() => window.typevisorVm.state() === 'stopped', undefined, { timeout: 30_000 });
+  assert.match(await page.textContent('#message') ?? '', /^config \(code 1\): restore: machine state: saved with boot path 'builtin', this machine uses 'none'$/);
+  assert.doesNotMatch(await screen(page), /count \d+/, 'the guest did not run');
 
   // A machine with a disk in the page's memory is not saved: the snapshot would lose the disk.
   writeFileSync(join(tmp, 'disk.raw'), new Uint8Array(1 << 20));

@@ -14,7 +14,7 @@ import '@xterm/xterm/css/xterm.css';
 import { WorkerPort } from '../../vmm/worker-port.js';
 import { PROTOCOL_VERSION, asFromRunner, type FromRunner, type RunnerConfig, type RunnerStats, type ToRunner } from '../../vmm/protocol.js';
 import { readSnapshotHeader } from '../../snapshot/format.js';
-import { RESTORE_KERNEL, diskless, portableMachine } from '../../snapshot/portable.js';
+import { RESTORE_KERNEL, browserRefusal, portableMachine } from '../../snapshot/portable.js';
 
 /** The server names its guest files (typevisor web leaves out the initrd when it has none). */
 const served = document.querySelector<HTMLMetaElement>('meta[name="guest-defaults"]')?.content ?? '';
@@ -253,7 +253,7 @@ async function restoreFrom(label: string, read: () => Promise<Uint8Array>): Prom
   try {
     const header = readSnapshotHeader(bytes);
     const machine = portableMachine(header);
-    const why = diskless(machine);
+    const why = browserRefusal(machine);
     if (why) throw new Error(why);
     // Restore overwrites RAM and every device: a stand-in kernel gives the boot path.
     const stand = URL.createObjectURL(new Blob([RESTORE_KERNEL as BlobPart]));
