@@ -203,10 +203,8 @@ function saved(s: Session, m: Extract<FromRunner, { type: 'snapshot' }>): void {
   s.saving = 0;
   setState(s, s.state, '');
   if (!m.data) { messageEl.textContent = `snapshot not saved: ${m.error ?? 'no data'}`; return; }
-  const d = new Date();
-  const p2 = (n: number): string => String(n).padStart(2, '0');
-  // As `typevisor run` names its snapshots (local time).
-  const name = `typevisor-${d.getFullYear()}${p2(d.getMonth() + 1)}${p2(d.getDate())}-${p2(d.getHours())}${p2(d.getMinutes())}${p2(d.getSeconds())}.tvs`;
+  // As `typevisor run` names its snapshots (UTC).
+  const name = `typevisor-${new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}.tvs`;
   const url = URL.createObjectURL(new Blob([m.data as BlobPart], { type: 'application/octet-stream' }));
   const a = document.createElement('a');
   a.href = url;
