@@ -18,6 +18,10 @@ import { parseFlags, parseSize, parseAddress, USAGE_STATUS, type FlagSpec, type 
 import { parseVirtio, isVirtioDevice, openVirtio, type VirtioRequest } from './devices.js';
 import { cmdDaemon, cmdVm, VM_HELP } from './vm.js';
 import { cmdWeb, WEB_HELP } from './web.js';
+import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, SnapshotError, type SnapshotHeader } from '../snapshot/format.js';
+import { writeFileAtomic, readSnapshotFile, diskIdentity, checkDisks } from '../host/snapshot-file.js';
+import { RESTORE_KERNEL, portableMachine } from '../snapshot/portable.js';
+import type { RunnerConfig } from '../vmm/protocol.js';
 
 export interface CliIo {
   stdin: ConsoleInput;
@@ -81,10 +85,13 @@ typevisor run [options]
   --clock host|virtual      guest time: the host's clock (default), or virtual time that
                             advances with instructions (deterministic; WFI skips ahead)
   --icount shift=N          virtual time, 2^N ns per instruction (QEMU's -icount; default 4)
+  --restore FILE            resume a snapshot (with no machine flags: the flags it was saved with,
+                            or a browser's or daemon's machine: its RAM size and boot path)
+  --snapshot-file FILE      where Ctrl-A S saves (default typevisor-YYYYMMDD-HHMMSS.tvs)
   -M virt, -nographic       accepted for QEMU compatibility
 
   The console is the board's 16550 UART (ttyS0). On a terminal: Ctrl-A X quits,
-  Ctrl-A P presses the power button, Ctrl-A H shows the escapes. Exit status: 0 on guest poweroff, the guest's failure code
+  Ctrl-A P presses the power button, Ctrl-A S saves a snapshot, Ctrl-A H shows the escapes. Exit status: 0 on guest poweroff, the guest's failure code
   (SiFive test device or HTIF), 1 on errors, 2 on bad usage.
 
 typevisor dumpdtb [-m SIZE] [--append ARGS] [--kernel F --initrd F] [-o FILE]
@@ -115,7 +122,9 @@ const DEFAULT_ICOUNT_SHIFT = 4;
 const NET_FLAGS: FlagSpec[] = [{ name: 'nic', value: true, repeat: true }, { name: 'netdev', value: true, repeat: true },
   { name: 'object', value: true, repeat: true }];
 const RUN_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, ...NET_FLAGS, { name: 'nographic', value: false }, { name: 'no-reboot', value: false },
-  { name: 'clock', value: true }, { name: 'icount', value: true }];
+  { name: 'clock', value: true }, { name: 'icount', value: true }, { name: 'restore', value: true }, { name: 'snapshot-file', value: true }];
+/** Flags that do not define the machine: with only these, --restore takes the saved flags. */
+const NON_MACHINE_FLAGS = new Set(['restore', 'snapshot-file', 'nographic', 'no-reboot']);
 
 /** --clock host|virtual and QEMU's -icount [shift=]N. */
 function clockMode(p: Parsed): ClockMode {
@@ -149,7 +158,7 @@ function version(): string {
 type BaseConfig = Omit<MachineConfig, 'serial'>;
 
 /** Turn machine flags into a MachineConfig (files read and checked here). */
-function machineConfig(p: Parsed, io: CliIo, command: string): BaseConfig {
+function machineConfig(p: Parsed, io: CliIo, command: string, standInKernel?: Uint8Array): BaseConfig {
   const jitThreshold = parseAccel(one(p, 'accel'), command);
   const machineType = one(p, 'M');
   if (machineType !== undefined && machineType.split(',')[0] !== 'virt') {
@@ -180,7 +189,7 @@ function machineConfig(p: Parsed, io: CliIo, command: string): BaseConfig {
   let kernelPath = one(p, 'kernel');
   let initrdPath = one(p, 'initrd');
   let append = one(p, 'append');
-  if (kernelPath === undefined && !(bios instanceof Uint8Array) && command === 'run') {
+  if (kernelPath === undefined && !(bios instanceof Uint8Array) && command === 'run' && !standInKernel) {
     const g = findDefaultGuest(io.env);
     if (!g) {
       throw new UserError(`no --kernel given and no default guest in ${guestDir(io.env)}.\n` +
@@ -190,7 +199,7 @@ function machineConfig(p: Parsed, io: CliIo, command: string): BaseConfig {
     initrdPath ??= g.initrd;
     append ??= DEFAULT_GUEST_APPEND;
   }
-  const kernel = kernelPath === undefined ? null : loadImage(kernelPath, 'kernel');
+  const kernel = kernelPath === undefined ? standInKernel ?? null : loadImage(kernelPath, 'kernel');
   const initrd = initrdPath === undefined ? null : loadImage(initrdPath, 'initrd', { gunzip: false });
   if (initrd && !kernel) throw new UserError(`${command}: --initrd needs --kernel`, USAGE_STATUS);
 
@@ -248,26 +257,144 @@ function exitStatus(e: MachineExit, io: CliIo): number {
   }
 }
 
-async function cmdRun(argv: readonly string[], io: CliIo): Promise<number> {
-  const p = parseFlags(argv, RUN_FLAGS, 'run');
+async function cmdRun(argvIn: readonly string[], io: CliIo): Promise<number> {
+  let argv = argvIn;
+  let p = parseFlags(argv, RUN_FLAGS, 'run');
   if (p.positional.length) throw new UserError(`run: unexpected argument '${p.positional[0]}'`, USAGE_STATUS);
-  const base = { ...machineConfig(p, io, 'run'), clock: clockMode(p) };
-  const vio = await openVirtio(virtioRequests(p), io.stderr);
+  const restoreFile = one(p, 'restore');
+  let restore: { bytes: Uint8Array; header: SnapshotHeader } | null = null;
+  /** A runner's snapshot (the browser's, the daemon's): restored into a stand-in kernel. */
+  let standIn = false;
+  if (restoreFile !== undefined) {
+    const bytes = (() => { try { return readSnapshotFile(restoreFile); } catch (e) { throw new UserError((e as Error).message); } })();
+    let header: SnapshotHeader;
+    try { header = readSnapshotHeader(bytes); } catch (e) { throw new UserError(`--restore ${restoreFile}: ${(e as Error).message}`); }
+    restore = { bytes, header };
+    const saved = header.machine as { kind?: string; argv?: unknown };
+    if ([...p.flags.keys()].every((k) => NON_MACHINE_FLAGS.has(k)) && saved?.kind === 'runner') {
+      argv = [...runnerArgv(header, restoreFile), ...argv];
+      p = parseFlags(argv, RUN_FLAGS, 'run');
+      standIn = true;
+    } else if ([...p.flags.keys()].every((k) => NON_MACHINE_FLAGS.has(k))) {
+      if (saved?.kind !== 'cli' || !Array.isArray(saved.argv) || !saved.argv.every((a) => typeof a === 'string')) {
+        throw new UserError(`--restore ${restoreFile}: the snapshot was not saved by 'typevisor run'; give the machine's flags`, USAGE_STATUS);
+      }
+      argv = [...(saved.argv as string[]), ...argv];
+      p = parseFlags(argv, RUN_FLAGS, 'run');
+    }
+  }
+  const base = { ...machineConfig(p, io, 'run', standIn ? RESTORE_KERNEL : undefined), clock: clockMode(p) };
+  const reqs = virtioRequests(p);
+  const drives = reqs.flatMap((r) => (r.kind === 'blk' ? [r.drive] : []));
+  const identities = () => drives.map((d) => diskIdentity(d.file, d.format, d.readOnly));
+  // Identities before the disks are opened (opening a qcow2 image for writing may touch it).
+  if (restore) {
+    try { checkDisks(restore.header.disks, identities()); } catch (e) { throw new UserError(`--restore ${restoreFile ?? ''}: ${(e as Error).message}`); }
+  }
+  const vio = await openVirtio(reqs, io.stderr);
+  const machineArgv = withoutFlags(argv, NON_MACHINE_FLAGS);
+  const snapshots: Snapshots = {
+    file: one(p, 'snapshot-file'),
+    header: () => {
+      const overlay = drives.find((d) => d.snapshot);
+      if (overlay) throw new Error(`drive '${overlay.file}' writes to a -snapshot overlay, which is not kept: a snapshot could not be restored`);
+      // A runner's machine saved again keeps its definition (the stand-in kernel is not a flag).
+      const machine = standIn && restore ? restore.header.machine : { kind: 'cli', argv: machineArgv };
+      return { typevisor: version(), created: new Date().toISOString(), machine, memoryBytes: base.memoryBytes, disks: identities() };
+    },
+  };
   try {
     // Always a power button (virtio-input), for Ctrl-A P.
-    return await runMachine(p, io, { ...base, virtio: [...vio.specs, { kind: 'input' }] }, (m) => vio.attach(m));
+    return await runMachine(p, io, { ...base, virtio: [...vio.specs, { kind: 'input' }] }, async (m, first) => {
+      vio.attach(m);
+      if (!first || !restore) return;
+      try {
+        const snap = await decodeSnapshot(restore.bytes, { into: m.board.bus.ram });
+        m.load(snap.state);
+      } catch (e) {
+        throw new UserError(`--restore ${restoreFile ?? ''}: ${e instanceof SnapshotError ? '' : 'cannot load: '}${(e as Error).message}`);
+      }
+    }, snapshots);
   } finally {
     // Disks are flushed and closed on every exit path.
     await vio.close();
   }
 }
 
-async function runMachine(p: Parsed, io: CliIo, base: BaseConfig, attach: (m: Machine) => void): Promise<number> {
+/**
+ * The flags of a runner's machine (a snapshot saved by the daemon or the in-browser VM):
+ * memory, boot path and host disks. Its kernel is not needed (a restore overwrites RAM)
+ * and may be a URL; a reset would boot the stand-in, so the machine exits instead.
+ */
+function runnerArgv(header: SnapshotHeader, file: string): string[] {
+  const c = (header.machine as { config?: Partial<RunnerConfig> }).config ?? {};
+  const argv = ['-m', `${header.memoryBytes / 1024}K`, '--no-reboot'];
+  const boot = portableMachine(header).boot;
+  if (boot === 'none') argv.push('--bios', 'none');
+  if (boot === 'firmware') {
+    if (typeof c.bios !== 'string' || !c.bios.startsWith('/')) throw new UserError(`--restore ${file}: its firmware '${String(c.bios)}' is not a host file; give the machine's flags`, USAGE_STATUS);
+    argv.push('--bios', c.bios);
+  }
+  for (const d of Array.isArray(c.drives) ? c.drives : []) {
+    if (typeof d?.file !== 'string' || !d.file.startsWith('/')) {
+      throw new UserError(`--restore ${file}: its disk '${String(d?.file)}' is not a host file (a browser's disk lives in its memory, not in the snapshot)`);
+    }
+    argv.push('-drive', `file=${d.file}${d.format ? `,format=${d.format}` : ''}${d.readOnly ? ',readonly=on' : ''}`);
+  }
+  return argv;
+}
+
+/** argv without the named flags (and their values). */
+function withoutFlags(argv: readonly string[], names: ReadonlySet<string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--?([^=]+)(=.*)?$/.exec(argv[i]);
+    if (m && names.has(m[1])) {
+      if (m[2] === undefined && RUN_FLAGS.find((f) => f.name === m[1])?.value) i++;
+      continue;
+    }
+    out.push(argv[i]);
+  }
+  return out;
+}
+
+interface Snapshots {
+  file: string | undefined;
+  /** The header for a snapshot now (throws if this machine cannot be saved). */
+  header(): SnapshotHeader;
+}
+
+/** Ctrl-A S: pause, drain, save, write atomically, resume. */
+async function saveSnapshot(machine: Machine, snaps: Snapshots, io: CliIo): Promise<void> {
+  const file = snaps.file ?? `typevisor-${new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}.tvs`;
+  const t0 = performance.now();
+  const wasPaused = machine.paused;
+  machine.pause();
+  try {
+    const state = await machine.snapshot();
+    const header = snaps.header(); // disk identities while the guest cannot write
+    const bytes = await encodeSnapshot(header, state);
+    writeFileAtomic(file, bytes);
+    io.stderr.write(`\r\ntypevisor: saved ${file} (${(bytes.length / (1 << 20)).toFixed(1)} MiB in ${Math.round(performance.now() - t0)} ms)\r\n`);
+  } catch (e) {
+    io.stderr.write(`\r\ntypevisor: snapshot not saved: ${(e as Error).message}\r\n`);
+  } finally {
+    if (!wasPaused) machine.resume();
+  }
+}
+
+async function runMachine(p: Parsed, io: CliIo, base: BaseConfig, attach: (m: Machine, first: boolean) => Promise<void>, snaps?: Snapshots): Promise<number> {
   const noReboot = p.flags.has('no-reboot');
   const serial = { write: (b: Uint8Array) => { io.stdout.write(b); } };
   let machine = newMachine({ ...base, serial }, p);
-  attach(machine);
-  const term = new TerminalConsole(io.stdin, io.stderr, (b) => machine.sendInput(b), () => { stopped = true; machine.stop(); }, () => { machine.powerButton(); });
+  await attach(machine, true);
+  let saving = false;
+  const save = snaps ? (): void => {
+    if (saving) return;
+    saving = true;
+    void saveSnapshot(machine, snaps, io).finally(() => { saving = false; });
+  } : undefined;
+  const term = new TerminalConsole(io.stdin, io.stderr, (b) => machine.sendInput(b), () => { stopped = true; machine.stop(); }, () => { machine.powerButton(); }, save);
   let stopped = false;
   const onSignal = (): void => { stopped = true; machine.stop(); };
   process.on('SIGTERM', onSignal);
@@ -285,7 +412,7 @@ async function runMachine(p: Parsed, io: CliIo, base: BaseConfig, attach: (m: Ma
         await new Promise<void>((r) => setImmediate(r));
         if (stopped) return 0;
         machine = newMachine({ ...base, serial }, p);
-        attach(machine);
+        await attach(machine, false);
         continue;
       }
       return exitStatus(exit, io);

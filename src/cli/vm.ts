@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import WebSocket from 'ws';
 import { UserError } from '../host/images.js';
 import { parseFlags, USAGE_STATUS, type Parsed } from './args.js';
@@ -29,6 +29,8 @@ typevisor vm [--connect URL] [--state-dir DIR] VERB ...
   start|shutdown|reboot|suspend|resume|destroy|undefine NAME
   console NAME                 attach the terminal (Ctrl-] detaches)
   stats NAME                   instructions, CPU seconds, RSS, disk counters
+  save NAME FILE               snapshot the running VM to FILE (it keeps running)
+  restore NAME FILE            define NAME from a snapshot FILE and start it where it was saved
   set NAME [--cpu FRACTION] [-m SIZE] [--autostart on|off]
                                limits apply to a running VM at once
 `;
@@ -146,12 +148,26 @@ export async function cmdVm(argv: readonly string[], io: CliIo): Promise<number>
   const p = parseFlags(args, VM_FLAGS, 'vm');
   const [verb, name, ...extra] = p.positional;
   if (verb === undefined || verb === 'help') { io.stdout.write(VM_HELP); return verb === undefined ? USAGE_STATUS : 0; }
-  if (extra.length) throw new UserError(`vm ${verb}: unexpected argument '${extra[0]}'`, USAGE_STATUS);
   const needName = (): string => {
     if (name === undefined) throw new UserError(`vm ${verb}: give a VM name`, USAGE_STATUS);
     return encodeURIComponent(name);
   };
   const c = client(p, io.env);
+  if (verb === 'save' || verb === 'restore') {
+    const n = needName();
+    if (extra.length !== 1) throw new UserError(`vm ${verb}: expected NAME FILE`, USAGE_STATUS);
+    const file = resolve(extra[0]);
+    if (verb === 'save') {
+      const r = await c.call('POST', `/v1/vms/${n}/snapshot`, { file }) as { bytes: number; ms: number };
+      io.stdout.write(`Domain '${name}' saved to ${file} (${(r.bytes / (1 << 20)).toFixed(1)} MiB in ${r.ms} ms)\n`);
+    } else {
+      await c.call('POST', '/v1/vms', { name, restore: file });
+      await c.call('POST', `/v1/vms/${n}/start`);
+      io.stdout.write(`Domain '${name}' restored from ${file}\n`);
+    }
+    return 0;
+  }
+  if (extra.length) throw new UserError(`vm ${verb}: unexpected argument '${extra[0]}'`, USAGE_STATUS);
   switch (verb) {
     case 'list': {
       const vms = await c.call('GET', '/v1/vms') as Array<{ name: string; state: string }>;

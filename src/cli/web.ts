@@ -15,13 +15,19 @@ import { findDefaultGuest, guestDir } from '../host/guest-cache.js';
 import { parseFlags, USAGE_STATUS } from './args.js';
 import { parseListen } from './vm.js';
 import type { CliIo } from './main.js';
+import { readSnapshotHeader } from '../snapshot/format.js';
+import { browserRefusal, portableMachine } from '../snapshot/portable.js';
 
 export const WEB_DEFAULT_LISTEN = '127.0.0.1:8080';
+/** Where `--restore FILE` is served. */
+export const SNAPSHOT_PATH = '/snapshot.tvs';
 
-export const WEB_HELP = `typevisor web [--listen HOST:PORT] [--kernel F [--initrd F]] [--insecure]
+export const WEB_HELP = `typevisor web [--listen HOST:PORT] [--kernel F [--initrd F]] [--restore SNAPSHOT] [--insecure]
   Serves a page that boots a VM inside the browser (a Web Worker runs the machine; the
   console is xterm.js). The page boots the default guest (or --kernel/--initrd); other files
-  can be picked in the page. Listens on ${WEB_DEFAULT_LISTEN}; other than loopback needs --insecure.
+  can be picked in the page. --restore serves a snapshot (typevisor run's Ctrl-A S) at
+  ${SNAPSHOT_PATH} and prints the page's URL that resumes it (?restore=${SNAPSHOT_PATH}).
+  Listens on ${WEB_DEFAULT_LISTEN}; other than loopback needs --insecure.
 `;
 
 /** dist/src/cli -> dist/web/vm */
@@ -79,6 +85,8 @@ export interface WebServerOptions {
   port: number;
   kernel: GuestFile;
   initrd: GuestFile | null;
+  /** A snapshot to serve at SNAPSHOT_PATH. */
+  snapshot?: GuestFile | null;
   webDir?: string;
 }
 
@@ -135,6 +143,7 @@ export class WebServer {
     }
     if (path === '/guest/kernel') return this.file(req, res, this.o.kernel);
     if (path === '/guest/initrd' && this.o.initrd) return this.file(req, res, this.o.initrd);
+    if (path === SNAPSHOT_PATH && this.o.snapshot) return this.file(req, res, this.o.snapshot);
     const m = ASSET.exec(path);
     if (m) {
       let body: Buffer;
@@ -170,6 +179,7 @@ export class WebServer {
 export async function cmdWeb(argv: readonly string[], io: CliIo): Promise<number> {
   const p = parseFlags(argv, [
     { name: 'listen', value: true }, { name: 'kernel', value: true }, { name: 'initrd', value: true }, { name: 'insecure', value: false },
+    { name: 'restore', value: true },
   ], 'web');
   if (p.positional.length) throw new UserError(`web: unexpected argument '${p.positional[0]}'`, USAGE_STATUS);
   let listen: { host: string; port: number };
@@ -193,9 +203,22 @@ export async function cmdWeb(argv: readonly string[], io: CliIo): Promise<number
     kernel = guestFile(kernelPath, 'kernel');
     initrd = initrdPath === undefined ? null : guestFile(initrdPath, 'initrd');
   }
-  const server = new WebServer({ ...listen, kernel, initrd });
+  const restorePath = p.flags.get('restore')?.[0];
+  let snapshot: GuestFile | null = null;
+  if (restorePath !== undefined) {
+    // Checked here as the page checks it, so a file the page would refuse fails now.
+    snapshot = guestFile(restorePath, 'snapshot');
+    try {
+      const why = browserRefusal(portableMachine(readSnapshotHeader(new Uint8Array(readFileSync(restorePath)))));
+      if (why) throw new Error(why);
+    } catch (e) {
+      throw new UserError(`web: --restore ${restorePath}: ${(e as Error).message}`);
+    }
+  }
+  const server = new WebServer({ ...listen, kernel, initrd, snapshot });
   const url = await server.listen();
-  io.stdout.write(`typevisor web: open ${url} (kernel ${kernel.path}${initrd ? `, initrd ${initrd.path}` : ''}); Ctrl-C stops\n`);
+  const open = snapshot ? `${url}?restore=${SNAPSHOT_PATH}` : url;
+  io.stdout.write(`typevisor web: open ${open} (kernel ${kernel.path}${initrd ? `, initrd ${initrd.path}` : ''}${snapshot ? `, snapshot ${snapshot.path}` : ''}); Ctrl-C stops\n`);
   await new Promise<void>((resolve) => {
     const stop = (): void => { process.off('SIGINT', stop); process.off('SIGTERM', stop); resolve(); };
     process.on('SIGINT', stop);

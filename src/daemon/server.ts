@@ -15,6 +15,9 @@ import { DefinitionStore, vmDefSchema, vmPatchSchema, memoryBytes, NAME_PATTERN,
 import { Vm, ApiError, VM_STATES, type VmInfo } from './vm.js';
 import { Dashboard } from './web.js';
 import { parseHostFwd } from '../host/net/netdev.js';
+import { readSnapshotFile } from '../host/snapshot-file.js';
+import { readSnapshotHeader } from '../snapshot/format.js';
+import type { RunnerConfig } from '../vmm/protocol.js';
 
 export interface DaemonOptions {
   stateDir: string;
@@ -79,6 +82,8 @@ export class Daemon {
   private addVm(def: VmDef): Vm {
     const vm = new Vm(def, RUNNER, this.opts.env ?? process.env, this.runDir);
     vm.on('state', (info) => this.broadcast(info));
+    // A VM defined from a snapshot resumes from it once; later starts boot.
+    vm.on('restored', () => { const { restore: _r, ...rest } = vm.def; vm.def = rest; this.store.save(rest); });
     this.vms.set(def.name, vm);
     return vm;
   }
@@ -112,7 +117,7 @@ export class Daemon {
       const abs = resolve(p);
       if (!abs.startsWith(resolve(root) + sep)) throw new ApiError(400, 'forbidden_path', `${field}: '${p}' is outside the image root`, field);
     };
-    check(def.kernel, '/kernel'); check(def.initrd, '/initrd'); check(def.bios, '/bios');
+    check(def.kernel, '/kernel'); check(def.initrd, '/initrd'); check(def.bios, '/bios'); check(def.restore, '/restore');
     (def.drives ?? []).forEach((d, i) => check(d.file, `/drives/${i}/file`));
   }
 
@@ -186,6 +191,8 @@ export class Daemon {
         const def = req.body;
         if (this.vms.has(def.name)) throw new ApiError(409, 'exists', `a VM named '${def.name}' already exists`, '/name');
         this.checkPaths(def);
+        if (def.restore !== undefined) Object.assign(def, { ...fromSnapshot(def.restore), ...def });
+        this.checkPaths(def);
         this.store.save(def);
         const vm = this.addVm(def);
         return reply.code(201).send(vm.info());
@@ -235,6 +242,18 @@ export class Daemon {
     action('suspend', 'Stop the vCPU and guest time', (vm) => vm.suspend());
     action('resume', 'Continue a suspended VM', (vm) => vm.resume());
     action('destroy', 'Stop the VM at once', (vm) => vm.destroy());
+
+    app.post<{ Params: { name: string }; Body: { file: string } }>('/v1/vms/:name/snapshot', {
+      schema: {
+        summary: 'Save the running VM to a snapshot file (the VM keeps running; the file is under --image-root when set)', params: nameParams,
+        body: { type: 'object', required: ['file'], additionalProperties: false, properties: { file: { type: 'string', minLength: 1, maxLength: 4096 } } },
+        response: { 200: { type: 'object', properties: { file: { type: 'string' }, bytes: { type: 'integer' }, ms: { type: 'integer' } } }, ...err },
+      },
+    }, async (req) => {
+      const vm = this.vm(req.params.name);
+      this.checkPaths({ restore: req.body.file });
+      return await vm.snapshot(req.body.file);
+    });
 
     app.get<{ Params: { name: string } }>('/v1/vms/:name/stats', { schema: { summary: 'Runner figures: instructions retired, CPU seconds, RSS, disk counters (404 unless running)', params: nameParams, response: { 200: { type: 'object', additionalProperties: true }, ...err } } },
       async (req) => {
@@ -339,4 +358,23 @@ export class Daemon {
       return reply.type(reg.contentType).send(await reg.metrics());
     });
   }
+}
+
+/** The definition a snapshot was saved with (a runner's config), as VmDef fields; the request's own fields win. */
+function fromSnapshot(file: string): Partial<VmDef> {
+  let header;
+  try {
+    header = readSnapshotHeader(readSnapshotFile(file));
+  } catch (e) {
+    throw new ApiError(400, 'invalid_snapshot', (e as Error).message, '/restore');
+  }
+  const m = header.machine as { kind?: string; config?: RunnerConfig } | null;
+  if (m?.kind !== 'runner' || typeof m.config !== 'object' || m.config === null) return { memory: header.memoryBytes };
+  const c = m.config;
+  return {
+    memory: c.memoryBytes,
+    ...(c.kernel !== undefined ? { kernel: c.kernel } : {}), ...(c.initrd !== undefined ? { initrd: c.initrd } : {}),
+    ...(c.append !== undefined ? { append: c.append } : {}), ...(c.bios !== undefined ? { bios: c.bios } : {}),
+    ...(c.drives?.length ? { drives: c.drives } : {}),
+  };
 }

@@ -51,6 +51,8 @@ export interface VmDef {
   nics?: NicDef[];
   limits?: LimitsDef;
   autostart?: boolean;
+  /** A snapshot file the next start resumes from (instead of booting); cleared once it has. */
+  restore?: string;
 }
 
 const driveSchema = {
@@ -111,6 +113,7 @@ const defProperties = {
   nics: { type: 'array', maxItems: 4, items: nicSchema },
   limits: limitsSchema,
   autostart: { type: 'boolean' },
+  restore: { type: 'string', minLength: 1, maxLength: 4096 },
 } as const;
 
 /** POST /v1/vms body and the file format. */

@@ -12,6 +12,7 @@ import { getPriority, setPriority } from 'node:os';
 import { SocketPort, connectRunner, MAX_SOCKET_PATH } from '../vmm/socket-port.js';
 import { PROTOCOL_VERSION, asFromRunner, type FromRunner, type RunnerConfig, type RunnerStats, type ToRunner } from '../vmm/protocol.js';
 import { memoryBytes, nicMac, nicNetdev, type VmDef } from './store.js';
+import { readSnapshotFile, writeFileAtomic } from '../host/snapshot-file.js';
 
 export type VmState = 'shutoff' | 'running' | 'paused' | 'crashed';
 export const VM_STATES: readonly VmState[] = ['shutoff', 'running', 'paused', 'crashed'];
@@ -152,6 +153,8 @@ export interface VmInfo {
 export interface VmEvents {
   state: [info: VmInfo];
   console: [data: Uint8Array];
+  /** The runner resumed the definition's snapshot (the daemon clears `restore`). */
+  restored: [];
 }
 
 export class Vm extends EventEmitter<VmEvents> {
@@ -323,10 +326,19 @@ export class Vm extends EventEmitter<VmEvents> {
         switch (m.type) {
           case 'hello':
             if (m.version !== PROTOCOL_VERSION) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } return; }
-            if (!m.running) port.post({ type: 'start', version: PROTOCOL_VERSION, config: this.runnerConfig() });
+            if (!m.running) {
+              try {
+                const restore = this.def.restore !== undefined ? readSnapshotFile(resolve(this.def.restore)) : undefined;
+                port.post({ type: 'start', version: PROTOCOL_VERSION, config: this.runnerConfig(), ...(restore ? { restore } : {}) });
+              } catch (e) {
+                this.exitMsg = { type: 'exit', reason: 'config', code: 1, message: (e as Error).message };
+                try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+              }
+            }
             return;
           case 'started':
             startSettled = true;
+            if (this.def.restore !== undefined) this.emit('restored');
             this.applyLimits();
             resolveStart();
             return;
@@ -344,6 +356,12 @@ export class Vm extends EventEmitter<VmEvents> {
           }
           case 'state': this.setState(m.state); return;
           case 'rebooted': return;
+          case 'snapshot': {
+            const w = this.snapshotWaiters.get(m.id);
+            this.snapshotWaiters.delete(m.id);
+            w?.(m);
+            return;
+          }
           case 'exit': this.exitMsg = m; return;
         }
       });
@@ -475,6 +493,26 @@ export class Vm extends EventEmitter<VmEvents> {
     };
     this.memTimer = setInterval(check, 500);
     check();
+  }
+
+  private snapshotWaiters = new Map<number, (m: Extract<FromRunner, { type: 'snapshot' }>) => void>();
+
+  /** Save the running (or paused) VM to `file` atomically; it keeps running. */
+  async snapshot(file: string): Promise<{ file: string; bytes: number; ms: number }> {
+    this.need(['running', 'paused'], 'snapshot');
+    const port = this.port;
+    if (!port) throw new ApiError(409, 'wrong_state', `'${this.name}' has no runner`);
+    const t0 = performance.now();
+    const id = ++this.statsId;
+    const m = await new Promise<Extract<FromRunner, { type: 'snapshot' }>>((res) => {
+      this.snapshotWaiters.set(id, res);
+      void this.exited?.then(() => res({ type: 'snapshot', id, error: 'the runner exited' }));
+      port.post({ type: 'snapshot', id });
+    });
+    this.snapshotWaiters.delete(id);
+    if (!(m.data instanceof Uint8Array)) throw new ApiError(409, 'snapshot_failed', `cannot snapshot '${this.name}': ${m.error ?? 'no data'}`);
+    try { writeFileAtomic(file, m.data); } catch (e) { throw new ApiError(400, 'snapshot_failed', (e as Error).message, '/file'); }
+    return { file: resolve(file), bytes: m.data.length, ms: Math.round(performance.now() - t0) };
   }
 
   /** The runner's stats (the last known ones if it does not answer within 1 s). */

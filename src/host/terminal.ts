@@ -1,8 +1,8 @@
 /**
  * The serial console on the host terminal, in QEMU's habits: raw mode on a TTY (every key,
  * Ctrl-C included, goes to the guest), with Ctrl-A as the escape key:
- * Ctrl-A X quits, Ctrl-A P presses the power button, Ctrl-A H prints help, Ctrl-A Ctrl-A
- * sends a literal Ctrl-A.
+ * Ctrl-A X quits, Ctrl-A P presses the power button, Ctrl-A S saves a snapshot, Ctrl-A H
+ * prints help, Ctrl-A Ctrl-A sends a literal Ctrl-A.
  * On a pipe or file, input bytes are forwarded as they come, with no escapes.
  */
 export interface ConsoleInput {
@@ -25,6 +25,7 @@ export const ESCAPE_HELP =
   'C-a h    print this help\r\n' +
   'C-a x    exit typevisor\r\n' +
   'C-a p    press the power button (the guest decides: the default guest powers off)\r\n' +
+  'C-a s    save a snapshot of the VM (--snapshot-file; the VM keeps running)\r\n' +
   'C-a C-a  send C-a to the guest\r\n';
 
 export class TerminalConsole {
@@ -37,6 +38,8 @@ export class TerminalConsole {
     private readonly send: (bytes: Uint8Array) => void,
     private readonly quit: () => void,
     private readonly power: () => void = () => {},
+    /** Ctrl-A S: save a snapshot (absent: the escape is ignored). */
+    private readonly save?: () => void,
   ) {}
 
   get interactive(): boolean { return this.input.isTTY === true && typeof this.input.setRawMode === 'function'; }
@@ -70,6 +73,7 @@ export class TerminalConsole {
         else if (c === 'x') { this.messages.write('\r\ntypevisor: terminated\r\n'); this.quit(); return; }
         else if (c === 'p') { this.messages.write('\r\ntypevisor: power button pressed\r\n'); this.power(); }
         else if (c === 'h' || c === '?') this.messages.write('\r\n' + ESCAPE_HELP);
+        else if (c === 's' && this.save) this.save();
         start = i + 1;
       } else if (b === CTRL_A) {
         if (i > start) this.send(chunk.subarray(start, i));

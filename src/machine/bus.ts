@@ -128,12 +128,23 @@ export class Bus {
   /** Guest RAM as saved state (a copy). MMIO devices save themselves. */
   saveRam(): RamState { return { v: 1, base: this.ramBase, bytes: this.u8.slice(this.ramHostOffset, this.ramHostOffset + this.ramSize) }; }
 
-  /** Restore RAM saved from a bus of the same layout; code caches are told everything changed. */
-  loadRam(s: RamState): void {
+  /** Throws unless `s` is RAM saved from a bus of this layout. */
+  checkRam(s: RamState): void {
     if (s?.v !== 1 || s.base !== this.ramBase || !(s.bytes instanceof Uint8Array) || s.bytes.length !== this.ramSize) {
       throw new Error(`RAM state: expected ${this.ramSize} bytes at 0x${this.ramBase.toString(16)}`);
     }
-    this.u8.set(s.bytes, this.ramHostOffset);
+  }
+
+  /**
+   * Guest RAM itself, for a snapshot reader that decodes straight into it (no second copy);
+   * loadRam() of this view then copies nothing.
+   */
+  get ram(): Uint8Array { return this.u8.subarray(this.ramHostOffset, this.ramHostOffset + this.ramSize); }
+
+  /** Restore RAM saved from a bus of the same layout; code caches are told everything changed. */
+  loadRam(s: RamState): void {
+    this.checkRam(s);
+    if (s.bytes.buffer !== this.u8.buffer || s.bytes.byteOffset !== this.ramHostOffset) this.u8.set(s.bytes, this.ramHostOffset);
     this.notifyRamWrite(this.ramBase, this.ramSize);
   }
 

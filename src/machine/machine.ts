@@ -23,6 +23,8 @@ import { VirtioRng } from '../devices/virtio/rng.js';
 import { VirtioNet, defaultMac } from '../devices/virtio/net.js';
 import { VirtioInput } from '../devices/virtio/input.js';
 import type { ClockMode, ClockState } from './clock.js';
+import type { VirtioMmioState } from '../devices/virtio/mmio.js';
+import type { TimerState } from './virt.js';
 import type { HartState } from '../cpu/hart.js';
 import type { RamState } from './bus.js';
 import type { ClintState } from '../devices/clint.js';
@@ -87,7 +89,8 @@ export interface MachineConfig {
  * Host backends, the boot configuration and derived caches are not in it.
  */
 export interface MachineState {
-  v: 1;
+  /** 2 added the virtio slots and device timers; a version 1 state loads into a machine without virtio devices. */
+  v: 2;
   memoryBytes: number;
   /** Boot path: a state only loads into a machine built the same way (built-in SBI or not, HTIF or not). */
   mode: BootLayout['mode'];
@@ -102,7 +105,14 @@ export interface MachineState {
   rom: RomState;
   sbi: BuiltinSbiState | null;
   htif: HtifState | null;
+  /** The eight virtio-mmio slots in board order (transport registers, queues, device state). */
+  virtio: VirtioMmioState[];
+  /** Pending device timers (board.schedule), as data. */
+  timers: TimerState[];
 }
+
+/** The first version, before virtio and timers were part of the state. */
+export type MachineStateV1 = Omit<MachineState, 'v' | 'virtio' | 'timers'> & { v: 1 };
 
 export type MachineExit = {
   /** 'panic': the guest wedged itself (a trap reached M-mode with no M-mode firmware); 'error': a host exception (a bug). */
@@ -195,47 +205,93 @@ export class Machine {
   }
 
   /**
-   * The machine's state. Call it while the machine is not running (before run(), or after
-   * run() returned); guest time is taken at this instant.
+   * The machine's state. Call it while the machine is not running (before run(), after
+   * run() returned, or paused); guest time is taken at this instant. Throws if a virtio
+   * device has requests in flight: snapshot() waits for them.
    */
   save(): MachineState {
     const b = this.board;
+    const busy = this.virtioDevices.find((d) => d.busy === true);
+    if (busy) throw new Error(`machine state: ${busy.name} has requests in flight (use snapshot(), which drains them)`);
+    return { ...this.saveParts(), ram: b.bus.saveRam() };
+  }
+
+  /** Everything but RAM (the part that is cheap to copy). */
+  private saveParts(): MachineState {
+    const b = this.board;
     const sbi = this.hart.sbi instanceof BuiltinSbi ? this.hart.sbi : null;
     return {
-      v: 1, memoryBytes: b.memoryBytes, mode: this.layout.mode,
-      hart: this.hart.save(), ram: b.bus.saveRam(), clock: b.clock.save(),
+      v: 2, memoryBytes: b.memoryBytes, mode: this.layout.mode,
+      hart: this.hart.save(), ram: { v: 1, base: b.bus.ramBase, bytes: new Uint8Array(0) }, clock: b.clock.save(),
       clint: b.clint.save(), plic: b.plic.save(), uart: b.uart.save(), rtc: b.rtc.save(), test: b.test.save(), rom: b.mrom.save(),
       sbi: sbi ? sbi.save() : null, htif: this.htif ? this.htif.save() : null,
+      virtio: b.virtio.map((slot) => slot.save()), timers: b.saveTimers(),
     };
   }
 
   /**
-   * Continue from a saved state, in a machine constructed with the same memory size and
-   * boot path (its own boot setup is overwritten). Throws a clear Error on a mismatch;
-   * then call it before run().
+   * Save a machine that may be running: pause the vCPU at a slice boundary, let in-flight
+   * virtio-blk requests complete (their data lands in guest RAM, their used entries on the
+   * ring), save, and resume unless it was already paused. The guest sees only a pause.
    */
-  load(s: MachineState): void {
+  async snapshot(): Promise<MachineState> {
+    const wasPaused = this.paused;
+    this.pause();
+    try {
+      for (;;) {
+        const busy = this.virtioDevices.filter((d) => d.busy === true && d.drain);
+        if (busy.length === 0) break;
+        await Promise.all(busy.map((d) => d.drain?.()));
+      }
+      return this.save();
+    } finally {
+      if (!wasPaused) this.resume();
+    }
+  }
+
+  /**
+   * Continue from a saved state, in a machine constructed with the same memory size, boot
+   * path and virtio devices (its own boot setup is overwritten). Throws a clear Error on a
+   * mismatch, leaving the machine as it was; call it before run() (or while paused).
+   */
+  load(state: MachineState | MachineStateV1): void {
     const b = this.board;
-    if (s?.v !== 1) throw new Error(`machine state: unsupported version ${String(s?.v)}`);
+    const s = this.migrate(state);
     if (s.memoryBytes !== b.memoryBytes) throw new Error(`machine state: saved with ${s.memoryBytes} bytes of RAM, this machine has ${b.memoryBytes}`);
     if (s.mode !== this.layout.mode) throw new Error(`machine state: saved with boot path '${s.mode}', this machine uses '${this.layout.mode}'`);
     if ((s.htif === null) !== (this.htif === null)) throw new Error('machine state: HTIF presence differs');
     const sbi = this.hart.sbi instanceof BuiltinSbi ? this.hart.sbi : null;
     if ((s.sbi === null) !== (sbi === null)) throw new Error('machine state: built-in SBI presence differs');
+    if (!Array.isArray(s.virtio) || s.virtio.length !== b.virtio.length) throw new Error(`machine state: expected ${b.virtio.length} virtio slots`);
+    b.bus.checkRam(s.ram);
     // Each part checks its state before changing anything; if a later part refuses, the
-    // earlier ones are put back, so a machine is never left half-loaded.
-    const before = this.save();
+    // earlier ones are put back, so a machine is never left half-loaded. RAM, checked above,
+    // goes in last, so the rollback copy need not hold it.
+    const before = this.saveParts();
     try {
       this.apply(s, sbi);
     } catch (e) {
       this.apply(before, sbi);
       throw e;
     }
+    b.bus.loadRam(s.ram);
+    this.hart.load(s.hart); // again: a RAM write drops the LR reservation the hart state holds
+    b.clock.load(s.clock); // and guest time continues from the saved tick, however long loading took
+  }
+
+  /** Bring an older state up to the current version, or refuse it clearly. */
+  private migrate(s: MachineState | MachineStateV1): MachineState {
+    if (s?.v === 2) return s;
+    if (s?.v === 1) {
+      // Version 1 knew no virtio devices: it fits only a machine without them, whose empty slots keep their reset state.
+      if (this.virtioDevices.length > 0) throw new Error('machine state: version 1 has no virtio devices, this machine has ' + this.virtioDevices.map((d) => d.name).join(', '));
+      return { ...s, v: 2, virtio: this.board.virtio.map((slot) => slot.save()), timers: [] };
+    }
+    throw new Error(`machine state: unsupported version ${String((s as { v?: unknown } | null)?.v)}`);
   }
 
   private apply(s: MachineState, sbi: BuiltinSbi | null): void {
     const b = this.board;
-    b.bus.loadRam(s.ram);
     this.hart.load(s.hart);
     b.clock.load(s.clock); // after the hart: the virtual clock runs on its instruction count
     b.clint.load(s.clint);
@@ -246,6 +302,8 @@ export class Machine {
     b.mrom.load(s.rom);
     if (sbi && s.sbi) sbi.load(s.sbi);
     if (this.htif && s.htif) this.htif.load(s.htif);
+    s.virtio.forEach((vs, i) => b.virtio[i].load(vs)); // after the PLIC: a slot re-drives its line
+    b.loadTimers(s.timers);
   }
 
   /** Stop the machine from the host (Ctrl-A X, a test timeout). */

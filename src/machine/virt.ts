@@ -51,6 +51,20 @@ export interface VirtBoardOptions {
   wake?(): void;
 }
 
+/**
+ * A part that owns device timers (board.schedule). Timers are data, (owner, kind, deadline),
+ * never closures, so a snapshot carries them and the owner re-arms them when loaded.
+ */
+export interface TimerOwner {
+  /** Unique on the board and stable across machines built the same way (a device name). */
+  readonly timerId: string;
+  /** The timer `kind` that was scheduled is due. */
+  onTimer(kind: string): void;
+}
+
+/** A pending device timer as saved state: who, what, and the deadline in guest ticks. */
+export interface TimerState { owner: string; kind: string; at: number }
+
 /** Something the board brings up to date between run slices (timers, alarms, output batching). */
 export interface Serviced {
   /** Update for guest time `now` (mtime ticks); return the next tick at which it needs service, or Infinity. */
@@ -80,7 +94,8 @@ export class VirtBoard {
   readonly wake: () => void;
   private readonly serviced: Serviced[] = [];
   /** One-shot device timers, in guest ticks (schedule()). */
-  private timers: Array<{ at: number; callback: () => void }> = [];
+  private timers: TimerState[] = [];
+  private readonly timerOwners = new Map<string, TimerOwner>();
 
   constructor(opts: VirtBoardOptions) {
     this.memoryBytes = opts.memoryBytes;
@@ -147,7 +162,7 @@ export class VirtBoard {
     if (this.timers.length > 0) {
       const due = this.timers.filter((t) => t.at <= now);
       this.timers = this.timers.filter((t) => t.at > now);
-      for (const t of due) t.callback();
+      for (const t of due) this.timerOwners.get(t.owner)?.onTimer(t.kind);
       for (const t of this.timers) next = Math.min(next, t.at);
     }
     for (const s of this.serviced) next = Math.min(next, s.service(now));
@@ -158,13 +173,34 @@ export class VirtBoard {
   addService(s: Serviced): void { this.serviced.push(s); }
 
   /**
-   * Call `callback` from the run loop once `ticks` of guest time have passed (device
-   * timers: a virtio completion delay, a NIC's interrupt moderation). Exact with the
-   * virtual clock: the run loop stops at the deadline.
+   * Call `owner.onTimer(kind)` from the run loop once `ticks` of guest time have passed
+   * (device timers: a virtio completion delay, a NIC's interrupt moderation). Exact with the
+   * virtual clock: the run loop stops at the deadline. The owner registers itself first
+   * (addTimerOwner), so a loaded machine finds it by its id.
    */
-  schedule(ticks: number, callback: () => void): void {
-    this.timers.push({ at: this.clock.now() + Math.max(0, ticks), callback });
+  schedule(ticks: number, owner: TimerOwner, kind: string): void {
+    if (this.timerOwners.get(owner.timerId) !== owner) throw new Error(`timer owner '${owner.timerId}' is not registered`);
+    this.timers.push({ owner: owner.timerId, kind, at: this.clock.now() + Math.max(0, ticks) });
     this.hart.requestStop(); // the run loop recomputes its next deadline
+  }
+
+  addTimerOwner(owner: TimerOwner): void {
+    if (this.timerOwners.has(owner.timerId)) throw new Error(`timer owner '${owner.timerId}' registered twice`);
+    this.timerOwners.set(owner.timerId, owner);
+  }
+
+  /** Pending device timers (snapshots). */
+  saveTimers(): TimerState[] { return this.timers.map((t) => ({ ...t })); }
+
+  /** Re-arm saved timers; each owner must exist on this board. Checks everything before changing anything. */
+  loadTimers(ts: readonly TimerState[]): void {
+    if (!Array.isArray(ts)) throw new Error('timer state: malformed');
+    for (const t of ts) {
+      if (typeof t?.owner !== 'string' || typeof t.kind !== 'string' || !Number.isFinite(t.at)) throw new Error('timer state: malformed');
+      if (!this.timerOwners.has(t.owner)) throw new Error(`timer state: no device '${t.owner}' on this machine`);
+    }
+    this.timers = ts.map((t) => ({ owner: t.owner, kind: t.kind, at: t.at }));
+    this.hart.requestStop();
   }
 
   /** The device tree describing this board (what QEMU's virt machine would generate). */

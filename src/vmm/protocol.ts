@@ -67,7 +67,10 @@ export interface RunnerStats {
 
 /** Manager → runner. */
 export type ToRunner =
-  | { type: 'start'; version: number; config: RunnerConfig }
+  /** `restore`: a snapshot file's bytes; the machine resumes from it instead of booting. */
+  | { type: 'start'; version: number; config: RunnerConfig; restore?: Uint8Array }
+  /** Save the running machine (it keeps running); answered by a `snapshot` with the same id. */
+  | { type: 'snapshot'; id: number }
   | { type: 'input'; data: Uint8Array }
   | { type: 'stats'; id: number }
   /** Stop running the vCPU; guest time stands still until resume. */
@@ -93,6 +96,8 @@ export type FromRunner =
   | { type: 'started' }
   | { type: 'console'; data: Uint8Array }
   | { type: 'stats'; id: number; stats: RunnerStats }
+  /** A snapshot file's bytes (src/snapshot/format.ts), or why none could be taken. */
+  | { type: 'snapshot'; id: number; data?: Uint8Array; error?: string }
   | { type: 'state'; state: 'running' | 'paused' }
   /** The guest rebooted (a reset or a reboot request); the machine was rebuilt. */
   | { type: 'rebooted' }
@@ -116,7 +121,7 @@ export function asFromRunner(m: unknown): FromRunner | null {
   if (typeof m !== 'object' || m === null) return null;
   const t = (m as { type?: unknown }).type;
   switch (t) {
-    case 'hello': case 'started': case 'console': case 'stats': case 'state': case 'rebooted': case 'exit':
+    case 'hello': case 'started': case 'console': case 'stats': case 'state': case 'rebooted': case 'exit': case 'snapshot':
       return m as FromRunner;
     default: return null;
   }
@@ -127,7 +132,7 @@ export function asToRunner(m: unknown): ToRunner | null {
   if (typeof m !== 'object' || m === null) return null;
   const t = (m as { type?: unknown }).type;
   switch (t) {
-    case 'start': case 'input': case 'stats': case 'suspend': case 'resume': case 'reboot': case 'stop': case 'limits': case 'powerButton':
+    case 'start': case 'input': case 'stats': case 'suspend': case 'resume': case 'reboot': case 'stop': case 'limits': case 'powerButton': case 'snapshot':
       return m as ToRunner;
     default: return null;
   }

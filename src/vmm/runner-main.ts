@@ -9,6 +9,12 @@ import { ParentPort } from './node-port.js';
 import { RunnerSocketServer } from './socket-port.js';
 import { loadBase, openDrives, openNics } from './config.js';
 import type { FromRunner, ToRunner } from './protocol.js';
+import { readFileSync } from 'node:fs';
+import { diskIdentity, checkDisks } from '../host/snapshot-file.js';
+
+const version = ((): string => {
+  try { return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version; } catch { return 'unknown'; }
+})();
 
 const host: RunnerHost = {
   load: async (cfg) => {
@@ -24,6 +30,9 @@ const host: RunnerHost = {
   cpuSeconds: () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; },
   rssBytes: () => process.memoryUsage.rss(),
   now: () => performance.now(),
+  version,
+  diskIdentities: (cfg) => (cfg.drives ?? []).map((d) => diskIdentity(d.file, d.format, d.readOnly ?? false)),
+  checkDisks: (saved, cfg) => checkDisks(saved, (cfg.drives ?? []).map((d) => diskIdentity(d.file, d.format, d.readOnly ?? false))),
 };
 
 const si = process.argv.indexOf('--socket');

@@ -10,6 +10,7 @@ import type { BlockBackend, NetBackend } from '../devices/device.js';
 import { RateLimitedNet } from './limited-net.js';
 import { RateLimiter } from './rate-limiter.js';
 import { RateLimitedBlock } from './limited-block.js';
+import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, type DiskIdentity } from '../snapshot/format.js';
 import { PROTOCOL_VERSION, asToRunner, type FromRunner, type Port, type RunnerConfig, type RunnerStats, type ToRunner, type ExitReason } from './protocol.js';
 
 export interface RunnerHost {
@@ -23,6 +24,12 @@ export interface RunnerHost {
   cpuSeconds(): number;
   rssBytes(): number;
   now(): number;
+  /** The typevisor version, for snapshot headers. */
+  version?: string;
+  /** The drives' identities now (snapshot headers); absent: none recorded (a browser's in-memory disks). */
+  diskIdentities?(cfg: RunnerConfig): DiskIdentity[];
+  /** Throw unless the drives are the ones a snapshot recorded (restore). */
+  checkDisks?(saved: readonly DiskIdentity[], cfg: RunnerConfig): void;
 }
 
 /** Console output is batched per host turn: one message per burst, not per byte. */
@@ -68,8 +75,9 @@ export class VmRunner {
         if (m.version !== PROTOCOL_VERSION) { this.end('config', 1, `protocol version ${m.version}, runner speaks ${PROTOCOL_VERSION}`); return; }
         if (this.started) return;
         this.started = true;
-        void this.start(m.config);
+        void this.start(m.config, m.restore instanceof Uint8Array ? m.restore : null);
         return;
+      case 'snapshot': void this.snapshot(m.id); return;
       case 'input':
         if (!(m.data instanceof Uint8Array)) return;
         if (this.pausedAt !== null || !this.machine) this.pendingInput.push(m.data);
@@ -146,9 +154,35 @@ export class VmRunner {
     this.port.post({ type: 'console', data });
   }
 
-  private async start(cfg: RunnerConfig): Promise<void> {
+  private config: RunnerConfig | null = null;
+
+  /** Save the machine while it runs (a pause of the vCPU for the drain and the copy). */
+  private async snapshot(id: number): Promise<void> {
+    const m = this.machine, cfg = this.config;
+    if (!m || !cfg) { this.port.post({ type: 'snapshot', id, error: 'the machine is not running' }); return; }
+    const wasPaused = m.paused;
+    m.pause();
+    try {
+      const state = await m.snapshot();
+      const header = {
+        typevisor: this.host.version ?? 'unknown', created: new Date().toISOString(), machine: { kind: 'runner', config: cfg },
+        memoryBytes: cfg.memoryBytes, disks: this.host.diskIdentities?.(cfg) ?? [],
+      };
+      if (!wasPaused) m.resume();
+      if ((cfg.drives ?? []).some((d) => d.snapshot)) throw new Error('a drive writes to a throw-away overlay (snapshot: true), which a snapshot cannot keep');
+      this.port.post({ type: 'snapshot', id, data: await encodeSnapshot(header, state) });
+    } catch (e) {
+      this.port.post({ type: 'snapshot', id, error: e instanceof Error ? e.message : String(e) });
+    } finally {
+      if (!wasPaused) m.resume();
+    }
+  }
+
+  private async start(cfg: RunnerConfig, restore: Uint8Array | null): Promise<void> {
+    this.config = cfg;
     let loaded: Awaited<ReturnType<RunnerHost['load']>>;
     try {
+      if (restore) this.host.checkDisks?.(readSnapshotHeader(restore).disks, cfg);
       loaded = await this.host.load(cfg);
     } catch (e) {
       this.end('config', 1, e instanceof Error ? e.message : String(e));
@@ -181,6 +215,15 @@ export class VmRunner {
         } catch (e) {
           if (e instanceof BootError || e instanceof Error) { await this.closeDisks(); this.end('config', 1, e.message); return; }
           throw e;
+        }
+        if (first && restore) {
+          try {
+            m.load((await decodeSnapshot(restore, { into: m.board.bus.ram })).state);
+          } catch (e) {
+            await this.closeDisks();
+            this.end('config', 1, `restore: ${(e as Error).message}`);
+            return;
+          }
         }
         this.machine = m;
         for (const b of this.pendingInput) m.sendInput(b);

@@ -190,7 +190,9 @@ _start:
   const elf = readFileSync(await buildElf({ name: 'wfi-forever', sources: { 'w.S': src } }));
   const m = new Machine({ memoryBytes: 16 << 20, bios: elf, kernel: null, initrd: null, append: '', serial: { write() {} }, clock: { kind: 'virtual', shift: 4 } });
   const fired: number[] = [];
-  m.board.schedule(50_000_000, () => { fired.push(m.board.clock.now()); m.stop(); }); // 5 s of guest time
+  const owner = { timerId: 'test-timer', onTimer: (kind: string) => { fired.push(m.board.clock.now()); assert.equal(kind, 'k'); m.stop(); } };
+  m.board.addTimerOwner(owner);
+  m.board.schedule(50_000_000, owner, 'k'); // 5 s of guest time
   const t0 = performance.now();
   const exit = await m.run();
   assert.equal(exit.reason, 'stopped');

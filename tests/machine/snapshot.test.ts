@@ -67,7 +67,7 @@ test('load refuses states of another version, RAM size or boot path, and malform
     patch(s);
     assert.throws(() => n.load(s), re);
   };
-  bad((s) => { (s as { v: number }).v = 2; }, /unsupported version 2/);
+  bad((s) => { (s as { v: number }).v = 3; }, /unsupported version 3/);
   bad((s) => { s.memoryBytes = 32 << 20; }, /RAM/);
   bad((s) => { (s as { mode: string }).mode = 'firmware'; }, /boot path/);
   bad((s) => { s.ram.bytes = new Uint8Array(10); }, /RAM state/);

@@ -84,6 +84,10 @@ export interface VirtioDevice extends Stateful<{ v: number }> {
   reset(): void;
   /** DRIVER_OK was just set. */
   driverOk?(): void;
+  /** Requests taken from a ring whose host work has not completed (not saveable state). */
+  readonly busy?: boolean;
+  /** Resolves when nothing is in flight (completions may start more: loop while busy). */
+  drain?(): Promise<void>;
 }
 
 export interface VirtioMmioState {
@@ -97,6 +101,8 @@ export interface VirtioMmioState {
   configGeneration: number;
   queues: QueueState[];
   device: { v: number } | null;
+  /** The device type in the slot (absent in states saved before it was recorded). */
+  deviceId?: number;
 }
 
 export class VirtioMmio implements MmioDevice, VirtioTransport, Stateful<VirtioMmioState> {
@@ -293,18 +299,27 @@ export class VirtioMmio implements MmioDevice, VirtioTransport, Stateful<VirtioM
       v: 1, status: this.status, deviceFeaturesSel: this.deviceFeaturesSel, driverFeaturesSel: this.driverFeaturesSel,
       driverFeatures: [this.driverFeatures[0], this.driverFeatures[1]], queueSel: this.queueSel,
       interruptStatus: this.interruptStatus, configGeneration: this.configGeneration,
-      queues: this.queues.map((q) => q.save()), device: this.dev ? this.dev.save() : null,
+      queues: this.queues.map((q) => q.save()), device: this.dev ? this.dev.save() : null, deviceId: this.dev ? this.dev.deviceId : 0,
     };
   }
 
   /**
    * Load a saved transport. In-flight requests are not state: save only when the device is
-   * quiescent (or accept that requests taken but not completed are lost to the guest).
+   * quiescent (Machine.snapshot() drains virtio-blk first). Checks the whole state before
+   * changing anything; a queue whose rings are not valid here leaves DEVICE_NEEDS_RESET.
    */
   load(s: VirtioMmioState): void {
-    if (s.v !== 1) throw new Error(`${this.name}: unknown state version ${String(s.v)}`);
-    if (s.queues.length !== this.queues.length || (s.device === null) !== (this.dev === null)) {
-      throw new Error(`${this.name}: saved state is for a different device`);
+    if (s?.v !== 1) throw new Error(`${this.name}: unknown state version ${String(s?.v)}`);
+    const u32 = (x: unknown): boolean => Number.isInteger(x) && (x as number) >= 0 && (x as number) <= 0xffff_ffff;
+    const addr = (x: unknown): boolean => Number.isSafeInteger(x) && (x as number) >= 0;
+    if (![s.status, s.deviceFeaturesSel, s.driverFeaturesSel, s.queueSel, s.interruptStatus, s.configGeneration].every(u32) ||
+      !Array.isArray(s.driverFeatures) || s.driverFeatures.length !== 2 || !s.driverFeatures.every(u32) || !Array.isArray(s.queues) ||
+      !s.queues.every((q) => u32(q?.num) && typeof q.ready === 'boolean' && addr(q.desc) && addr(q.driver) && addr(q.device) && u32(q.lastAvail) && u32(q.usedIdx))) {
+      throw new Error(`${this.name}: malformed state`);
+    }
+    const id = this.dev ? this.dev.deviceId : 0;
+    if (s.queues.length !== this.queues.length || (s.device === null) !== (this.dev === null) || (s.deviceId !== undefined && s.deviceId !== id)) {
+      throw new Error(`${this.name}: saved state is for a different device (saved ${s.deviceId ?? '?'}, here ${id})`);
     }
     if (this.dev && s.device) this.dev.load(s.device);
     this.status = s.status; this.deviceFeaturesSel = s.deviceFeaturesSel; this.driverFeaturesSel = s.driverFeaturesSel;

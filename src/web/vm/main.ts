@@ -3,7 +3,9 @@
  * the runner protocol the daemon uses with its runner processes. The console is xterm.js;
  * the status line shows the machine's state, its speed (MIPS, from the runner's `stats`
  * replies) and the guest's uptime. Files come from URLs (query parameters or the form) or
- * from the user's disk (blob: URLs); the server's guest is the default.
+ * from the user's disk (blob: URLs); the server's guest is the default. A snapshot (from
+ * `typevisor run`, the daemon or this page) restores from a URL (`?restore=URL`) or a picked
+ * file, and Save snapshot downloads the running machine's (src/snapshot/format.ts).
  */
 import '../shared/csp.js';
 import { Terminal } from '@xterm/xterm';
@@ -11,6 +13,8 @@ import { FitAddon } from '@xterm/addon-fit';
 import '@xterm/xterm/css/xterm.css';
 import { WorkerPort } from '../../vmm/worker-port.js';
 import { PROTOCOL_VERSION, asFromRunner, type FromRunner, type RunnerConfig, type RunnerStats, type ToRunner } from '../../vmm/protocol.js';
+import { readSnapshotHeader } from '../../snapshot/format.js';
+import { RESTORE_KERNEL, browserRefusal, portableMachine } from '../../snapshot/portable.js';
 
 /** The server names its guest files (typevisor web leaves out the initrd when it has none). */
 const served = document.querySelector<HTMLMetaElement>('meta[name="guest-defaults"]')?.content ?? '';
@@ -28,6 +32,7 @@ const form = el<HTMLFormElement>('setup-form');
 const field = (name: string): HTMLInputElement => form.elements.namedItem(name) as HTMLInputElement;
 const stateEl = el('state'), mipsEl = el('mips'), uptimeEl = el('uptime'), messageEl = el('message');
 const pauseBtn = el<HTMLButtonElement>('pause'), rebootBtn = el<HTMLButtonElement>('reboot'), stopBtn = el<HTMLButtonElement>('stop');
+const saveBtn = el<HTMLButtonElement>('save'), restoreInput = el<HTMLInputElement>('restore-file');
 
 // lineHeight above 1: at 1 the DOM renderer clips underscores at the bottom of the cell.
 const term = new Terminal({ cursorBlink: true, scrollback: 5000, fontSize: window.innerWidth < 640 ? 12 : 14, lineHeight: 1.1 });
@@ -52,9 +57,18 @@ interface Session {
   timer: number;
   statsId: number;
   tail: string;
+  config: RunnerConfig;
+  /** A snapshot to resume instead of booting, and what to call it. */
+  restore: { bytes: Uint8Array; label: string } | null;
+  /** A snapshot request in flight (its id), or 0. */
+  saving: number;
+  /** A restored machine reset: it has no kernel to boot again, so it is stopped. */
+  noKernel: boolean;
 }
 
 let session: Session | null = null;
+/** Bumped by every new machine: a slow snapshot read that lost the race is dropped. */
+let restoreGen = 0;
 const enc = new TextEncoder();
 
 function setState(s: Session, state: State, message = ''): void {
@@ -64,7 +78,9 @@ function setState(s: Session, state: State, message = ''): void {
   messageEl.textContent = message;
   pauseBtn.disabled = !(state === 'running' || state === 'booting' || state === 'paused');
   pauseBtn.textContent = state === 'paused' ? 'Resume' : 'Pause';
-  rebootBtn.disabled = pauseBtn.disabled;
+  // A restored machine has only a stand-in kernel (RESTORE_KERNEL): nothing to boot again.
+  rebootBtn.disabled = pauseBtn.disabled || s.restore !== null;
+  saveBtn.disabled = pauseBtn.disabled || s.saving !== 0;
   stopBtn.disabled = state === 'stopped' || state === 'idle';
 }
 
@@ -108,21 +124,28 @@ function boot(): void {
   q.set('mem', String(memMiB));
   if (field('jit').checked) q.set('jit', 'on');
   history.replaceState(null, '', `?${q}`);
+  launch(config, blobs, null);
+}
 
+/** Start a worker for `config`, booting it or resuming `restore`. */
+function launch(config: RunnerConfig, blobs: string[], restore: Session['restore']): void {
   // Host settings travel in the worker's URL, as a runner process gets its environment.
   const workerUrl = new URL('worker.js', import.meta.url);
   if (field('jit').checked) workerUrl.searchParams.set('jit', '50');
   const worker = new Worker(workerUrl, { type: 'module', name: 'typevisor-vm' });
   const port = new WorkerPort<FromRunner, ToRunner>(worker);
-  const s: Session = { worker, port, state: 'loading', blobs, bootAt: 0, pausedAtBoot: 0, last: null, timer: 0, statsId: 0, tail: '' };
+  const s: Session = {
+    worker, port, state: 'loading', blobs, bootAt: 0, pausedAtBoot: 0, last: null, timer: 0, statsId: 0, tail: '',
+    config, restore, saving: 0, noKernel: false,
+  };
   session = s;
   term.reset();
-  setState(s, 'loading', 'fetching the kernel and initrd…');
+  setState(s, 'loading', restore ? `restoring ${restore.label}…` : 'fetching the kernel and initrd…');
   mipsEl.textContent = '– MIPS';
   uptimeEl.textContent = 'up –';
   port.onMessage((raw) => {
     const m = asFromRunner(raw);
-    if (m && session === s) onRunner(s, m, config);
+    if (m && session === s) onRunner(s, m);
   });
   port.onClose(() => {
     if (session === s && s.state !== 'stopped') finish(s, 'stopped', 'the worker ended unexpectedly (see the browser console)');
@@ -130,13 +153,24 @@ function boot(): void {
   s.timer = window.setInterval(() => { if (s.state !== 'loading') s.port.post({ type: 'stats', id: ++s.statsId }); }, STATS_MS);
 }
 
-function onRunner(s: Session, m: FromRunner, config: RunnerConfig): void {
+function onRunner(s: Session, m: FromRunner): void {
   switch (m.type) {
     case 'hello':
       if (m.version !== PROTOCOL_VERSION) { finish(s, 'stopped', `runner protocol ${m.version}, page speaks ${PROTOCOL_VERSION}`); return; }
-      s.port.post({ type: 'start', version: PROTOCOL_VERSION, config });
+      s.port.post({ type: 'start', version: PROTOCOL_VERSION, config: s.config, ...(s.restore ? { restore: s.restore.bytes } : {}) });
       return;
     case 'started': case 'rebooted':
+      if (s.restore && m.type === 'started') {
+        // The guest was running when saved: no boot, no uptime from here.
+        s.restore.bytes = new Uint8Array(0);
+        setState(s, 'running', `restored ${s.restore.label}`);
+        return;
+      }
+      if (s.restore) {
+        s.noKernel = true;
+        s.port.post({ type: 'stop' });
+        return;
+      }
       s.bootAt = performance.now();
       s.pausedAtBoot = -1;
       uptimeEl.textContent = 'up 0:00';
@@ -152,13 +186,105 @@ function onRunner(s: Session, m: FromRunner, config: RunnerConfig): void {
       return;
     case 'stats': showStats(s, m.stats); return;
     case 'state': setState(s, m.state === 'paused' ? 'paused' : 'running'); return;
+    case 'snapshot': saved(s, m); return;
     case 'exit': {
-      const why = `${m.reason}${m.code ? ` (code ${m.code})` : ''}${m.message ? `: ${m.message.split('\n')[0]}` : ''}`;
+      const why = s.noKernel ? 'the guest reset; a restored machine has no kernel to boot again (Boot starts a new one)'
+        : `${m.reason}${m.code ? ` (code ${m.code})` : ''}${m.message ? `: ${m.message.split('\n')[0]}` : ''}`;
       finish(s, 'stopped', why);
       if (m.reason !== 'poweroff' && m.reason !== 'stopped') term.write(`\r\n\x1b[31mtypevisor: ${why}\x1b[0m\r\n`);
       return;
     }
   }
+}
+
+/** The runner's answer to Save snapshot: download it as a file. */
+function saved(s: Session, m: Extract<FromRunner, { type: 'snapshot' }>): void {
+  if (m.id !== s.saving) return;
+  s.saving = 0;
+  setState(s, s.state, '');
+  if (!m.data) { messageEl.textContent = `snapshot not saved: ${m.error ?? 'no data'}`; return; }
+  // As `typevisor run` names its snapshots (UTC).
+  const name = `typevisor-${new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}.tvs`;
+  const url = URL.createObjectURL(new Blob([m.data as BlobPart], { type: 'application/octet-stream' }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  // The download has taken its copy once the click is handled; keep the URL a while for slow browsers.
+  window.setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  messageEl.textContent = `saved ${name} (${(m.data.length / 1048576).toFixed(1)} MiB)`;
+}
+
+function save(): void {
+  const s = session;
+  if (!s || s.saving) return;
+  if (s.config.drives?.length) {
+    messageEl.textContent = 'snapshot not saved: the disk lives in this page\'s memory, and a snapshot does not carry disks';
+    return;
+  }
+  s.saving = ++s.statsId;
+  setState(s, s.state, 'saving a snapshot…');
+  s.port.post({ type: 'snapshot', id: s.saving });
+}
+
+/**
+ * Restore a snapshot: checked whole (magic, version, every checksum) before a worker starts,
+ * so a bad file leaves no machine behind, only the format's message.
+ */
+async function restoreFrom(label: string, read: () => Promise<Uint8Array>): Promise<void> {
+  end();
+  const gen = ++restoreGen;
+  term.reset();
+  showIdle('loading', `reading snapshot ${label}…`);
+  let bytes: Uint8Array;
+  try {
+    bytes = await read();
+  } catch (e) {
+    if (gen === restoreGen) refuse(`cannot read snapshot ${label}: ${e instanceof Error ? e.message : String(e)}`);
+    return;
+  }
+  if (gen !== restoreGen) return;
+  let config: RunnerConfig;
+  const blobs: string[] = [];
+  try {
+    const header = readSnapshotHeader(bytes);
+    const machine = portableMachine(header);
+    const why = browserRefusal(machine);
+    if (why) throw new Error(why);
+    // Restore overwrites RAM and every device: a stand-in kernel gives the boot path.
+    const stand = URL.createObjectURL(new Blob([RESTORE_KERNEL as BlobPart]));
+    blobs.push(stand);
+    config = {
+      name: 'browser', memoryBytes: machine.memoryBytes, append: '',
+      ...(machine.boot === 'firmware' ? { bios: stand } : { kernel: stand, ...(machine.boot === 'none' ? { bios: 'none' } : {}) }),
+    };
+    label = `${label} (saved ${header.created} by ${machine.savedBy}, typevisor ${header.typevisor})`;
+  } catch (e) {
+    refuse(`snapshot ${label} refused: ${e instanceof Error ? e.message : String(e)}`);
+    return;
+  }
+  launch(config, blobs, { bytes, label });
+}
+
+/** No machine: a state and a message only. */
+function showIdle(state: 'idle' | 'loading', message: string): void {
+  stateEl.textContent = state;
+  stateEl.className = `state ${state}`;
+  messageEl.textContent = message;
+  for (const b of [pauseBtn, rebootBtn, stopBtn, saveBtn]) b.disabled = true;
+}
+
+function refuse(message: string): void {
+  showIdle('idle', message);
+  term.write(`\x1b[31mtypevisor: ${message}\x1b[0m\r\n`);
+}
+
+async function fetchSnapshot(url: string): Promise<Uint8Array> {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`HTTP ${r.status}${r.statusText ? ' ' + r.statusText : ''}`);
+  return new Uint8Array(await r.arrayBuffer());
 }
 
 function showStats(s: Session, st: RunnerStats): void {
@@ -189,6 +315,7 @@ function finish(s: Session, state: State, message: string): void {
 
 /** Forget the current machine at once (a new boot replaces it). */
 function end(): void {
+  restoreGen++;
   const s = session;
   if (!s) return;
   session = null;
@@ -214,6 +341,15 @@ pauseBtn.addEventListener('click', () => {
 });
 rebootBtn.addEventListener('click', () => { session?.port.post({ type: 'reboot' }); term.focus(); });
 stopBtn.addEventListener('click', () => { session?.port.post({ type: 'stop' }); });
+saveBtn.addEventListener('click', () => { save(); term.focus(); });
+restoreInput.addEventListener('change', () => {
+  const file = restoreInput.files?.[0];
+  if (!file) return;
+  restoreInput.value = '';
+  history.replaceState(null, '', `?boot=0${field('jit').checked ? '&jit=on' : ''}`);
+  void restoreFrom(`'${file.name}'`, async () => new Uint8Array(await file.arrayBuffer()));
+  term.focus();
+});
 
 /** What tests (and curious users, from the devtools console) can read. */
 declare global {
@@ -235,5 +371,10 @@ window.typevisorVm = {
 const query = new URLSearchParams(location.search);
 fillForm(query);
 stateEl.textContent = 'idle';
-if (query.get('boot') !== '0') boot();
+const restoreUrl = query.get('restore');
+if (restoreUrl !== null && restoreUrl !== '') {
+  let url: string | null = null;
+  try { url = new URL(restoreUrl, location.href).href; } catch { refuse(`snapshot '${restoreUrl}' refused: not a URL`); }
+  if (url !== null) void restoreFrom(`'${restoreUrl}'`, () => fetchSnapshot(url));
+} else if (query.get('boot') !== '0') boot();
 term.focus();

@@ -1,0 +1,189 @@
+/**
+ * The snapshot file format: round trips (deflated and stored), the committed old-version
+ * fixture, clear refusals (magic, major version, truncation, checksums, unknown required
+ * sections, a snapshot for another machine), and a parser fuzz bounded by case count.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, SnapshotError, type SnapshotHeader } from '../../src/snapshot/format.js';
+import { crc32c } from '../../src/snapshot/crc32c.js';
+import type { MachineState } from '../../src/machine/machine.js';
+import { repoRoot } from '../lib/toolchain.js';
+import { prng } from '../lib/prng.js';
+import { counterElf, counterMachine, COUNTER_HALF, COUNTER_MEMORY } from './counter.js';
+
+const header: SnapshotHeader = {
+  typevisor: 'test', created: new Date(0).toISOString(), machine: { kind: 'test' }, memoryBytes: COUNTER_MEMORY,
+  disks: [{ path: '/x/disk.img', format: 'raw', readOnly: false, size: 1 << 20, mtimeMs: 1.5, headSha256: 'ab'.repeat(32) }],
+};
+
+async function halfway(): Promise<{ elf: Uint8Array; state: MachineState; out: string }> {
+  const elf = await counterElf();
+  const sink = { out: '' };
+  const m = counterMachine(elf, sink, { stepLimit: COUNTER_HALF });
+  assert.equal((await m.run()).reason, 'stopped');
+  return { elf, state: m.save(), out: sink.out };
+}
+
+/** Resume `state` in a fresh counter machine; returns the rest of its output. */
+async function finish(elf: Uint8Array, state: Parameters<ReturnType<typeof counterMachine>['load']>[0]): Promise<string> {
+  const sink = { out: '' };
+  const m = counterMachine(elf, sink);
+  m.load(state);
+  const e = await m.run();
+  assert.equal(e.reason, 'poweroff');
+  return sink.out;
+}
+
+test('CRC-32C matches the standard check value and is incremental', () => {
+  const t = new TextEncoder().encode('123456789');
+  assert.equal(crc32c(t), 0xe3069283);
+  assert.equal(crc32c(t.subarray(5), crc32c(t.subarray(0, 5))), 0xe3069283);
+  const big = new Uint8Array(1001).map((_, i) => (i * 7) & 0xff);
+  let slow = ~0 >>> 0; // bitwise reference
+  for (const b of big) { slow ^= b; for (let k = 0; k < 8; k++) slow = slow & 1 ? (slow >>> 1) ^ 0x82f63b78 : slow >>> 1; }
+  assert.equal(crc32c(big), ~slow >>> 0);
+});
+
+test('a machine saved to bytes and read back resumes exactly (deflated and stored)', async () => {
+  const { elf, state, out } = await halfway();
+  assert.ok(out.length > 3 && out.length < 20, out);
+  for (const compression of ['deflate', 'none'] as const) {
+    const bytes = await encodeSnapshot(header, state, { compression });
+    const snap = await decodeSnapshot(bytes);
+    assert.deepEqual(snap.header, header);
+    assert.deepEqual(snap.format, { major: 1, minor: 0 });
+    assert.deepEqual(snap.state, state, `${compression}: the state read back equals the state saved`);
+    assert.deepEqual(readSnapshotHeader(bytes), header);
+    assert.equal(out + await finish(elf, snap.state), 'abcdefghijklmnopqrstuvwxyz');
+    if (compression === 'deflate') assert.ok(bytes.length < 8192, `zero pages skipped, the rest deflated: ${bytes.length} bytes`);
+  }
+  // Decoding straight into a machine's RAM (restore without a copy) gives the same machine.
+  const bytes = await encodeSnapshot(header, state);
+  const sink = { out: '' };
+  const m = counterMachine(elf, sink);
+  m.board.bus.ram.fill(0xee, 0, 8192); // stale bytes where the snapshot has zero pages must be cleared
+  const snap = await decodeSnapshot(bytes, { into: m.board.bus.ram });
+  m.load(snap.state);
+  assert.deepEqual(m.save().ram.bytes, state.ram.bytes);
+});
+
+test('the committed format 1.0 fixture with a version 1 machine state loads and resumes', async () => {
+  const bytes = new Uint8Array(readFileSync(join(repoRoot, 'tests', 'snapshot', 'fixtures', 'counter-v1.tvs')));
+  const snap = await decodeSnapshot(bytes);
+  assert.deepEqual(snap.format, { major: 1, minor: 0 });
+  assert.equal(snap.state.v, 1, 'the fixture holds the old machine state version');
+  assert.equal(snap.header.typevisor, '0.1.0');
+  const rest = await finish(await counterElf(), snap.state);
+  assert.equal(rest, 'hijklmnopqrstuvwxyz', 'resumed at the next letter');
+});
+
+/** Recompute the CRC of the section starting at `o` (after editing its payload). */
+function fixCrc(b: Uint8Array, o: number): void {
+  const dv = new DataView(b.buffer, b.byteOffset);
+  const len = dv.getUint32(o + 4, true);
+  dv.setUint32(o + 8 + len, crc32c(b.subarray(o + 8, o + 8 + len), crc32c(b.subarray(o, o + 8))), true);
+}
+
+function sectionOffsets(b: Uint8Array): number[] {
+  const dv = new DataView(b.buffer, b.byteOffset);
+  const out: number[] = [];
+  for (let o = 16; o < b.length; o += 12 + dv.getUint32(o + 4, true)) out.push(o);
+  return out;
+}
+
+test('refusals: wrong magic, other major versions, truncation, bit flips, unknown sections, another machine', async () => {
+  const { elf, state } = await halfway();
+  const good = await encodeSnapshot(header, state);
+  const refuse = async (b: Uint8Array, re: RegExp): Promise<void> => {
+    await assert.rejects(decodeSnapshot(b), (e: unknown) => e instanceof SnapshotError && re.test(e.message));
+  };
+  await refuse(new TextEncoder().encode('{"not": "a snapshot"}'), /not a typevisor snapshot \(bad magic\)/);
+  const v2 = good.slice(); v2[8] = 2;
+  await refuse(v2, /snapshot format 2\.0 is newer than this typevisor reads \(1\.x\): upgrade typevisor/);
+  const v0 = good.slice(); v0[8] = 0;
+  await refuse(v0, /snapshot format 0\.0 is no longer supported/);
+  const minor = good.slice(); minor[10] = 7;
+  assert.deepEqual((await decodeSnapshot(minor)).format, { major: 1, minor: 7 }, 'a newer minor version loads');
+  await refuse(good.subarray(0, good.length - 1), /truncated/);
+  await refuse(good.subarray(0, good.length - 16), /truncated/);
+  await refuse(good.subarray(0, 40), /truncated/);
+  const flip = good.slice(); flip[Math.floor(good.length / 2)] ^= 0x10;
+  await refuse(flip, /checksum mismatch in section/);
+  const extra = new Uint8Array(good.length + 3); extra.set(good);
+  await refuse(extra, /bytes after the END section/);
+  // An unknown section: optional (lower case) is skipped, required (upper case) refused.
+  const offs = sectionOffsets(good);
+  const endAt = offs[offs.length - 1];
+  const withSection = (type: string): Uint8Array => {
+    const payload = new Uint8Array([1, 2, 3]);
+    const s = new Uint8Array(12 + payload.length);
+    for (let i = 0; i < 4; i++) s[i] = type.charCodeAt(i);
+    new DataView(s.buffer).setUint32(4, payload.length, true);
+    s.set(payload, 8);
+    const b = new Uint8Array(good.length + s.length);
+    b.set(good.subarray(0, endAt)); b.set(s, endAt); b.set(good.subarray(endAt), endAt + s.length);
+    fixCrc(b, endAt);
+    const endNew = endAt + s.length;
+    new DataView(b.buffer).setUint32(endNew + 8, new DataView(b.buffer).getUint32(endNew + 8, true) + 1, true);
+    fixCrc(b, endNew);
+    return b;
+  };
+  assert.deepEqual((await decodeSnapshot(withSection('note'))).state, state, 'an optional section is skipped');
+  await refuse(withSection('NOTE'), /unknown required section 'NOTE'/);
+  // Consistent files for another machine are the loader's to refuse, leaving the machine untouched.
+  const big = counterMachine(elf, { out: '' }, { memoryBytes: 8 << 20 });
+  await assert.rejects(decodeSnapshot(good, { into: big.board.bus.ram }), /snapshot has 4194304 bytes of RAM, the machine 8388608/);
+  assert.throws(() => big.load(state), /saved with 4194304 bytes of RAM, this machine has 8388608/);
+});
+
+test('fuzz: bit flips, truncations and checksum-fixed corruptions are refused or load whole, never half', { timeout: 120_000 }, async () => {
+  const { elf, state } = await halfway();
+  const good = await encodeSnapshot(header, state);
+  const offs = sectionOffsets(good);
+  const rand = prng(Number(process.env.FUZZ_SEED ?? 0x5eed));
+  const cases = Number(process.env.FUZZ_CASES ?? 3000);
+  const target = counterMachine(elf, { out: '' });
+  const pristine = target.save();
+  let refused = 0, loaded = 0, loadRefused = 0;
+  for (let i = 0; i < cases; i++) {
+    const kind = i % 3;
+    let b: Uint8Array;
+    if (kind === 0) {
+      b = good.slice();
+      const flips = 1 + (rand() % 3);
+      for (let k = 0; k < flips; k++) b[rand() % b.length] ^= 1 << (rand() % 8);
+    } else if (kind === 1) {
+      b = good.subarray(0, rand() % good.length);
+    } else {
+      // Past the checksums: corrupt a payload byte and fix that section's CRC, so the parsers behind it are exercised.
+      b = good.slice();
+      const o = offs[rand() % offs.length];
+      const len = new DataView(b.buffer).getUint32(o + 4, true);
+      if (len === 0) continue;
+      b[o + 8 + (rand() % len)] ^= 1 << (rand() % 8);
+      fixCrc(b, o);
+    }
+    let snap;
+    try {
+      snap = await decodeSnapshot(b);
+    } catch (e) {
+      assert.ok(e instanceof SnapshotError, `case ${i}: ${String(e)}`);
+      refused++;
+      continue;
+    }
+    try {
+      target.load(snap.state);
+      loaded++;
+      target.load(pristine); // back to the start for the next case
+    } catch (e) {
+      assert.ok(e instanceof Error, `case ${i}: ${String(e)}`);
+      loadRefused++;
+      const now = target.save();
+      assert.deepEqual({ ...now, ram: null }, { ...pristine, ram: null }, `case ${i}: a refused load left the machine as it was`);
+    }
+  }
+  assert.ok(refused > cases / 2, `most corruptions are refused by the format (${refused} of ${cases}; ${loaded} loaded, ${loadRefused} refused by the machine)`);
+});
