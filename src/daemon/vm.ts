@@ -167,6 +167,8 @@ export class Vm extends EventEmitter<VmEvents> {
   private cap: CpuCap | null = null;
   private shutdownTimer: NodeJS.Timeout | null = null;
   private exited: Promise<void> = Promise.resolve();
+  /** Resolves when the current runner has exited. */
+  get runnerExited(): Promise<void> { return this.exited; }
   private destroying = false;
 
   /** runDir holds NAME.pid for each live runner, so a restarted daemon finds them. */
@@ -228,8 +230,11 @@ export class Vm extends EventEmitter<VmEvents> {
     };
   }
 
-  /** Start the runner; resolves when the machine runs, rejects (400) if it cannot be built. */
-  start(): Promise<void> {
+  /**
+   * Start the runner; resolves when the machine runs, rejects (400) if it cannot be built.
+   * `incoming`: the destination of a live migration (paused until migrateFinish).
+   */
+  start(opts: { incoming?: boolean } = {}): Promise<void> {
     this.need(['shutoff', 'crashed'], 'start');
     this.log.clear();
     this.lastExit = undefined;
@@ -245,7 +250,7 @@ export class Vm extends EventEmitter<VmEvents> {
     port.child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4096); });
     let resolveExit!: () => void;
     this.exited = new Promise((r) => { resolveExit = r; });
-    this.setState('running');
+    this.setState(opts.incoming ? 'paused' : 'running');
     return new Promise<void>((resolveStart, rejectStart) => {
       let startSettled = false;
       port.onMessage((raw) => {
@@ -256,7 +261,7 @@ export class Vm extends EventEmitter<VmEvents> {
             if (m.version !== PROTOCOL_VERSION) { port.child.kill('SIGKILL'); return; }
             try {
               const restore = this.def.restore !== undefined ? readSnapshotFile(resolve(this.def.restore)) : undefined;
-              port.post({ type: 'start', version: PROTOCOL_VERSION, config: this.runnerConfig(), ...(restore ? { restore } : {}) });
+              port.post({ type: 'start', version: PROTOCOL_VERSION, config: this.runnerConfig(), ...(restore ? { restore } : {}), ...(opts.incoming ? { incoming: true } : {}) });
             } catch (e) {
               this.exitMsg = { type: 'exit', reason: 'config', code: 1, message: (e as Error).message };
               port.child.kill('SIGKILL');
@@ -264,6 +269,7 @@ export class Vm extends EventEmitter<VmEvents> {
             return;
           case 'started':
             startSettled = true;
+            if (opts.incoming) this.setState('running');
             if (this.def.restore !== undefined) this.emit('restored');
             this.applyLimits();
             resolveStart();
@@ -282,6 +288,12 @@ export class Vm extends EventEmitter<VmEvents> {
           }
           case 'state': this.setState(m.state); return;
           case 'rebooted': return;
+          case 'migrate-data': case 'migrate-ack': {
+            const w = this.replyWaiters.get(m.id);
+            this.replyWaiters.delete(m.id);
+            w?.(m);
+            return;
+          }
           case 'snapshot': {
             const w = this.snapshotWaiters.get(m.id);
             this.snapshotWaiters.delete(m.id);
@@ -401,6 +413,36 @@ export class Vm extends EventEmitter<VmEvents> {
     };
     this.memTimer = setInterval(check, 500);
     check();
+  }
+
+  private replyWaiters = new Map<number, (m: FromRunner | null) => void>();
+
+  /** One request to the runner and its reply (null if the runner exited first). */
+  private ask<T extends FromRunner>(msg: (id: number) => ToRunner): Promise<T> {
+    const port = this.port;
+    if (!port) return Promise.reject(new ApiError(409, 'wrong_state', `'${this.name}' has no runner`));
+    const id = ++this.statsId;
+    return new Promise<T>((res, rej) => {
+      this.replyWaiters.set(id, (m) => (m ? res(m as T) : rej(new Error('the runner exited'))));
+      void this.exited?.then(() => { this.replyWaiters.get(id)?.(null); this.replyWaiters.delete(id); });
+      port.post(msg(id));
+    });
+  }
+
+  /** Live migration, source: the pages of one round (and on the final round the device state; the vCPU stays paused). */
+  async migrateRound(round: number, final: boolean, throttle: number): Promise<{ pages: number; data: Uint8Array; state?: Uint8Array }> {
+    const m = await this.ask<Extract<FromRunner, { type: 'migrate-data' }>>((id) => ({ type: 'migrate-round', id, round, final, throttle }));
+    if (m.error !== undefined || !(m.data instanceof Uint8Array)) throw new Error(m.error ?? 'no data');
+    return { pages: m.pages, data: m.data, ...(m.state instanceof Uint8Array ? { state: m.state } : {}) };
+  }
+
+  /** Live migration, source: stop (the destination runs it) or carry on untouched. */
+  migrateEnd(ok: boolean): void { this.port?.post({ type: 'migrate-end', ok }); }
+
+  /** Live migration, destination: pages into RAM, then the device state (the VM then runs). */
+  async migrateIn(kind: 'pages' | 'finish', data: Uint8Array): Promise<void> {
+    const m = await this.ask<Extract<FromRunner, { type: 'migrate-ack' }>>((id) => (kind === 'pages' ? { type: 'migrate-pages', id, data } : { type: 'migrate-finish', id, state: data }));
+    if (m.error !== undefined) throw new ApiError(400, 'migration_failed', m.error);
   }
 
   private snapshotWaiters = new Map<number, (m: Extract<FromRunner, { type: 'snapshot' }>) => void>();
