@@ -250,7 +250,9 @@ export class VmRunner {
     this.config = cfg;
     let loaded: Awaited<ReturnType<RunnerHost['load']>>;
     try {
-      if (restore) this.host.checkDisks?.(readSnapshotHeader(restore).disks, cfg);
+      // Checked before anything is opened: a corrupt file or changed disks end the runner here.
+      const header = restore ? readSnapshotHeader(restore) : null;
+      if (header) this.host.checkDisks?.(header.disks, cfg);
       loaded = await this.host.load(cfg);
     } catch (e) {
       this.end('config', 1, e instanceof Error ? e.message : String(e));
