@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: typevisor against qemu-system-riscv64 in the same run.
- * `node dist/bench/run.js [--runs N] [cpu] [fp] [boot] [kernels] [disk]` runs a subset, keeping the best of N runs. Results go to bench/results.json;
+ * `node dist/bench/run.js [--runs N] [cpu] [fp] [boot] [kernels] [disk] [snapshot] [migrate]` runs a subset, keeping the best of N runs. Results go to bench/results.json;
  * a subset run replaces only its own rows there and keeps the others.
  */
 import { writeFileSync, readFileSync, existsSync } from 'node:fs';
@@ -12,9 +12,11 @@ import { benchFp } from './fp.js';
 import { benchBoot } from './boot.js';
 import { benchDisk } from './disk.js';
 import { benchKernels } from './kernels.js';
+import { benchSnapshot } from './snapshot.js';
+import { benchMigrate } from './migrate.js';
 import { qemuStartupSeconds, benchRoot, bench, type Row } from './lib.js';
 
-const BENCHES = ['cpu', 'fp', 'boot', 'kernels', 'disk'] as const;
+const BENCHES = ['cpu', 'fp', 'boot', 'kernels', 'disk', 'snapshot', 'migrate'] as const;
 
 interface Results { date: string; command: string; runs: number; node: string; cpu: string; cores: number; loadavg: number[]; qemu: string; rows: (Row & { date?: string; loadavg?: number[] })[] }
 
@@ -65,6 +67,8 @@ async function main(): Promise<number> {
   await attempt('boot', () => benchBoot());
   await attempt('kernels', () => benchKernels());
   await attempt('disk', () => benchDisk());
+  await attempt('snapshot', () => benchSnapshot());
+  await attempt('migrate', () => benchMigrate());
 
   console.log('\n' + table(rows));
   for (const e of errors) console.log(`FAILED ${e}`);
