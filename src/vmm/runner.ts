@@ -91,6 +91,8 @@ export class VmRunner {
         this.rebootRequested = true;
         return;
       case 'stop':
+        // An incoming migration that never finished: nothing runs, just end.
+        if (this.incomingReady) { this.incomingReady = null; void this.closeDisks().then(() => this.end('stopped', 0)); return; }
         this.resume();
         if (this.machine) this.machine.stop(); else this.end('stopped', 0);
         return;
@@ -228,6 +230,10 @@ export class VmRunner {
   private async snapshot(id: number): Promise<void> {
     const m = this.machine, cfg = this.config;
     if (!m || !cfg) { this.port.post({ type: 'snapshot', id, error: 'the machine is not running' }); return; }
+    if ((cfg.drives ?? []).some((d) => d.snapshot)) {
+      this.port.post({ type: 'snapshot', id, error: 'a drive writes to a throw-away overlay (snapshot: true), which a snapshot cannot keep' });
+      return;
+    }
     const wasPaused = m.paused;
     m.pause();
     try {
@@ -236,8 +242,7 @@ export class VmRunner {
         typevisor: this.host.version ?? 'unknown', created: new Date().toISOString(), machine: { kind: 'runner', config: cfg },
         memoryBytes: cfg.memoryBytes, disks: this.host.diskIdentities?.(cfg) ?? [],
       };
-      if (!wasPaused) m.resume();
-      if ((cfg.drives ?? []).some((d) => d.snapshot)) throw new Error('a drive writes to a throw-away overlay (snapshot: true), which a snapshot cannot keep');
+      if (!wasPaused) m.resume(); // the guest goes on while the copy is encoded
       this.port.post({ type: 'snapshot', id, data: await encodeSnapshot(header, state) });
     } catch (e) {
       this.port.post({ type: 'snapshot', id, error: e instanceof Error ? e.message : String(e) });
