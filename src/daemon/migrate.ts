@@ -6,7 +6,7 @@
  * guest dirtied meanwhile (the hart's dirty tracking), while the guest runs. When a round's
  * set took no longer to send than the downtime budget, or after the round limit (with the
  * vCPU throttled more each round past half of it: auto-converge), complete: the source
- * pauses, drains its disks, sends the last pages and the device state; the destination
+ * pauses, drains its disks, sends the last pages and the device state in one request; the destination
  * loads them and runs the VM, then answers. Only then does the source stop its VM. Any
  * failure before that aborts the destination's copy and resumes the source untouched.
  */
@@ -83,9 +83,12 @@ export async function migrate(vm: Vm, def: VmDef, req: MigrateRequest, progress:
     const tPause = performance.now();
     const f = await vm.migrateRound(round, true, 0);
     if (!f.state) throw new Error('the source sent no device state');
-    await call('POST', `/v1/migrations/${name}/pages`, f.data);
-    bytes += f.data.length + f.state.length;
-    await call('POST', `/v1/migrations/${name}/finish`, f.state);
+    const body = new Uint8Array(4 + f.state.length + f.data.length);
+    new DataView(body.buffer).setUint32(0, f.state.length, true);
+    body.set(f.state, 4);
+    body.set(f.data, 4 + f.state.length);
+    bytes += body.length;
+    await call('POST', `/v1/migrations/${name}/finish`, body);
     const downtimeMs = performance.now() - tPause;
     round++;
     progress({ round, bytes, pages: f.pages, dirtyMiBps: 0, expectedDowntimeMs: Math.round(downtimeMs), throttle: 0 });

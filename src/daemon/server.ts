@@ -201,10 +201,14 @@ export class Daemon {
     };
     app.post<{ Params: { name: string }; Body: Buffer }>('/v1/migrations/:name/pages', { bodyLimit: 1 << 30, schema: { params: nameParams, response: { 204: { type: 'null' }, ...err } } },
       async (req, reply) => { await incoming(req.params.name).vm.migrateIn('pages', bytes(req.body)); return reply.code(204).send(); });
-    app.post<{ Params: { name: string }; Body: Buffer }>('/v1/migrations/:name/finish', { bodyLimit: 64 << 20, schema: { params: nameParams, response: { 200: vmInfoSchema, ...err } } },
+    app.post<{ Params: { name: string }; Body: Buffer }>('/v1/migrations/:name/finish', { bodyLimit: 1 << 30, schema: { params: nameParams, response: { 200: vmInfoSchema, ...err } } },
       async (req) => {
         const m = incoming(req.params.name);
-        await m.vm.migrateIn('finish', bytes(req.body));
+        // Body: state length u32 | device state | the last page set (one request: less downtime).
+        const b = bytes(req.body);
+        const len = b.length >= 4 ? new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true) : -1;
+        if (len < 0 || 4 + len > b.length) throw new ApiError(400, 'invalid', 'finish: malformed body', 'body');
+        await m.vm.migrateIn('finish', b.subarray(4, 4 + len), b.length > 4 + len ? b.subarray(4 + len) : undefined);
         await m.started;
         this.store.save(m.vm.def);
         setTimeout(() => { if (this.incoming.get(req.params.name) === m) this.incoming.delete(req.params.name); }, 60_000).unref();

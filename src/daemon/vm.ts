@@ -440,8 +440,8 @@ export class Vm extends EventEmitter<VmEvents> {
   migrateEnd(ok: boolean): void { this.port?.post({ type: 'migrate-end', ok }); }
 
   /** Live migration, destination: pages into RAM, then the device state (the VM then runs). */
-  async migrateIn(kind: 'pages' | 'finish', data: Uint8Array): Promise<void> {
-    const m = await this.ask<Extract<FromRunner, { type: 'migrate-ack' }>>((id) => (kind === 'pages' ? { type: 'migrate-pages', id, data } : { type: 'migrate-finish', id, state: data }));
+  async migrateIn(kind: 'pages' | 'finish', data: Uint8Array, pages?: Uint8Array): Promise<void> {
+    const m = await this.ask<Extract<FromRunner, { type: 'migrate-ack' }>>((id) => (kind === 'pages' ? { type: 'migrate-pages', id, data } : { type: 'migrate-finish', id, state: data, ...(pages ? { pages } : {}) }));
     if (m.error !== undefined) throw new ApiError(400, 'migration_failed', m.error);
   }
 

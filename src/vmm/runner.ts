@@ -65,7 +65,7 @@ export class VmRunner {
       case 'migrate-round': void this.migrateRound(m.id, m.round, m.final, m.throttle ?? 0); return;
       case 'migrate-end': this.migrateEnd(m.ok); return;
       case 'migrate-pages': void this.migratePages(m.id, m.data); return;
-      case 'migrate-finish': void this.migrateFinish(m.id, m.state); return;
+      case 'migrate-finish': void this.migrateFinish(m.id, m.state, m.pages); return;
       case 'snapshot': void this.snapshot(m.id); return;
       case 'input':
         if (!(m.data instanceof Uint8Array)) return;
@@ -209,12 +209,13 @@ export class VmRunner {
     }
   }
 
-  private async migrateFinish(id: number, state: Uint8Array): Promise<void> {
+  private async migrateFinish(id: number, state: Uint8Array, pages: Uint8Array | undefined): Promise<void> {
     await this.built;
     const m = this.machine;
     try {
       if (!m || !this.incoming || !this.incomingReady || !(state instanceof Uint8Array)) throw new Error('not waiting for an incoming migration');
       const s = fromJson(state) as MachineState;
+      if (pages instanceof Uint8Array) applyPages(pages, m.board.bus.ram);
       s.ram = { ...s.ram, bytes: m.board.bus.ram };
       m.load(s);
       this.port.post({ type: 'migrate-ack', id });
