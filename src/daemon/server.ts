@@ -158,7 +158,7 @@ export class Daemon {
     app.post<{ Body: { definition: VmDef } }>('/v1/migrations', {
       schema: { summary: 'Destination of a live migration: define the VM and start an incoming runner', body: { type: 'object', required: ['definition'], additionalProperties: false, properties: { definition: vmDefSchema } }, response: { 201: vmInfoSchema, ...err } },
     }, async (req, reply) => {
-      const def = req.body.definition;
+      const { restore: _r, ...def } = req.body.definition; // the pages come from the source, not a file
       if (this.vms.has(def.name)) throw new ApiError(409, 'exists', `a VM named '${def.name}' already exists here`, '/definition/name');
       this.checkPaths(def);
       const vm = this.addVm(def);
