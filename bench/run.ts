@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: typevisor against qemu-system-riscv64 in the same run.
- * `node dist/bench/run.js [--runs N] [cpu] [fp] [boot] [kernels] [disk] [idle] [vms20]` runs a subset, keeping the best of N runs. Results go to bench/results.json;
+ * `node dist/bench/run.js [--runs N] [cpu] [fp] [boot] [kernels] [disk] [idle] [vms20] [snapshot] [migrate]` runs a subset, keeping the best of N runs. Results go to bench/results.json;
  * a subset run replaces only its own rows there and keeps the others.
  */
 import { writeFileSync, readFileSync, existsSync } from 'node:fs';
@@ -14,9 +14,11 @@ import { benchDisk } from './disk.js';
 import { benchKernels } from './kernels.js';
 import { benchIdle } from './idle.js';
 import { benchVms20 } from './vms20.js';
+import { benchSnapshot } from './snapshot.js';
+import { benchMigrate } from './migrate.js';
 import { qemuStartupSeconds, benchRoot, bench, type Row } from './lib.js';
 
-const BENCHES = ['cpu', 'fp', 'boot', 'kernels', 'disk', 'idle', 'vms20'] as const;
+const BENCHES = ['cpu', 'fp', 'boot', 'kernels', 'disk', 'idle', 'vms20', 'snapshot', 'migrate'] as const;
 
 interface Results { date: string; command: string; runs: number; node: string; cpu: string; cores: number; loadavg: number[]; qemu: string; rows: (Row & { date?: string; loadavg?: number[] })[] }
 
@@ -69,6 +71,8 @@ async function main(): Promise<number> {
   await attempt('disk', () => benchDisk());
   await attempt('idle', () => benchIdle());
   await attempt('vms20', () => benchVms20());
+  await attempt('snapshot', () => benchSnapshot());
+  await attempt('migrate', () => benchMigrate());
 
   console.log('\n' + table(rows));
   for (const e of errors) console.log(`FAILED ${e}`);

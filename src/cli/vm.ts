@@ -31,6 +31,9 @@ typevisor vm [--connect URL] [--state-dir DIR] VERB ...
   stats NAME                   instructions, CPU seconds, RSS, disk counters
   save NAME FILE               snapshot the running VM to FILE (it keeps running)
   restore NAME FILE            define NAME from a snapshot FILE and start it where it was saved
+  migrate NAME --to URL [--to-token-file F] [--downtime MS]
+                               move the running VM to the daemon at URL (its token: the file F,
+                               or $TYPEVISOR_MIGRATE_TOKEN); progress: round, bytes, dirty rate
   set NAME [--cpu FRACTION] [-m SIZE] [--autostart on|off]
                                limits apply to a running VM at once
 `;
@@ -129,6 +132,7 @@ const VM_FLAGS = [
   { name: 'm', aliases: ['memory'], value: true }, { name: 'kernel', value: true }, { name: 'initrd', value: true },
   { name: 'append', value: true }, { name: 'bios', value: true }, { name: 'drive', value: true, repeat: true },
   { name: 'cpu', value: true }, { name: 'autostart', value: false }, { name: 'timeout', value: true },
+  { name: 'to', value: true }, { name: 'to-token-file', value: true }, { name: 'downtime', value: true },
 ];
 
 function cpuFlag(p: Parsed): number | undefined {
@@ -168,6 +172,7 @@ export async function cmdVm(argv: readonly string[], io: CliIo): Promise<number>
     return 0;
   }
   if (extra.length) throw new UserError(`vm ${verb}: unexpected argument '${extra[0]}'`, USAGE_STATUS);
+  if (verb === 'migrate') return await migrateVm(c, needName(), p, io);
   switch (verb) {
     case 'list': {
       const vms = await c.call('GET', '/v1/vms') as Array<{ name: string; state: string }>;
@@ -273,4 +278,56 @@ async function consoleAttach(c: Client, path: string, name: string, io: CliIo): 
     stdin.on('end', () => { /* piped input ended: keep showing output until the console closes */ });
     stdin.resume();
   });
+}
+
+/** `vm migrate NAME --to URL`: streams the daemon's progress lines, then prints the result. */
+async function migrateVm(c: Client, name: string, p: Parsed, io: CliIo): Promise<number> {
+  const to = p.flags.get('to')?.[0];
+  if (!to) throw new UserError('vm migrate: give --to URL (the destination daemon)', USAGE_STATUS);
+  const tf = p.flags.get('to-token-file')?.[0];
+  let token = io.env.TYPEVISOR_MIGRATE_TOKEN;
+  if (tf !== undefined) {
+    try { token = readFileSync(tf, 'utf8').trim(); } catch (e) { throw new UserError(`vm migrate: ${tf}: ${(e as Error).message}`); }
+  }
+  if (!token) throw new UserError('vm migrate: the destination\'s token: --to-token-file FILE or $TYPEVISOR_MIGRATE_TOKEN', USAGE_STATUS);
+  const dt = p.flags.get('downtime')?.[0];
+  const body = { to, token, ...(dt !== undefined ? { downtimeMs: Number(dt) } : {}) };
+  let r: Response;
+  try {
+    r = await fetch(`${c.url}/v1/vms/${name}/migrate`, {
+      method: 'POST', headers: { authorization: `Bearer ${c.token}`, 'content-type': 'application/json', accept: 'application/x-ndjson' }, body: JSON.stringify(body),
+    });
+  } catch (e) {
+    throw new UserError(`cannot reach the daemon at ${c.url}: ${(e as Error).message}`);
+  }
+  const text = r.ok ? '' : await r.text();
+  if (!r.ok) {
+    let msg = text;
+    try { msg = (JSON.parse(text) as { message: string }).message; } catch { /* plain text */ }
+    throw new UserError(`error: ${msg}`);
+  }
+  const tty = (io.stderr as { isTTY?: boolean }).isTTY === true;
+  let buf = '';
+  const dec = new TextDecoder();
+  for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
+    buf += dec.decode(chunk, { stream: true });
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const line = JSON.parse(buf.slice(0, nl)) as { progress?: Record<string, number>; result?: Record<string, number>; error?: { message: string } };
+      buf = buf.slice(nl + 1);
+      if (line.progress) {
+        const g = line.progress;
+        const text = `round ${g.round}: ${(g.bytes / (1 << 20)).toFixed(1)} MiB sent, ${g.pages} pages, dirty ${g.dirtyMiBps} MiB/s, ` +
+          `expected downtime ${g.expectedDowntimeMs} ms${g.throttle ? `, vCPU throttled ${Math.round(g.throttle * 100)}%` : ''}`;
+        io.stderr.write(tty ? `\r\x1b[K${text}` : `${text}\n`);
+      } else if (line.result) {
+        if (tty) io.stderr.write('\n');
+        io.stdout.write(JSON.stringify(line.result) + '\n');
+        return 0;
+      } else if (line.error) {
+        if (tty) io.stderr.write('\n');
+        throw new UserError(`error: ${line.error.message}`);
+      }
+    }
+  }
+  throw new UserError('error: the daemon ended the migration without a result');
 }

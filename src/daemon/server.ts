@@ -16,6 +16,7 @@ import { Vm, ApiError, VM_STATES, type VmInfo } from './vm.js';
 import { Dashboard } from './web.js';
 import { parseHostFwd } from '../host/net/netdev.js';
 import { readSnapshotFile } from '../host/snapshot-file.js';
+import { migrate, type MigrateRequest } from './migrate.js';
 import { readSnapshotHeader } from '../snapshot/format.js';
 import type { RunnerConfig } from '../vmm/protocol.js';
 
@@ -119,6 +120,113 @@ export class Daemon {
     };
     check(def.kernel, '/kernel'); check(def.initrd, '/initrd'); check(def.bios, '/bios'); check(def.restore, '/restore');
     (def.drives ?? []).forEach((d, i) => check(d.file, `/drives/${i}/file`));
+  }
+
+  /** VMs arriving by live migration (destination side), by name; kept a minute after they run, so a late abort still finds them. */
+  private incoming = new Map<string, { vm: Vm; started: Promise<void>; idle?: NodeJS.Timeout }>();
+  private incomingFailed = new Map<string, string>();
+
+  /** Live migration: POST /v1/vms/{name}/migrate (source) and /v1/migrations (destination). */
+  private migrationRoutes(err: Record<number, unknown>): void {
+    const app = this.app;
+    app.post<{ Params: { name: string }; Body: MigrateRequest }>('/v1/vms/:name/migrate', {
+      schema: {
+        summary: 'Move the running VM to another daemon (pre-copy); answers when it runs there and is gone here (Accept: application/x-ndjson streams progress lines first)',
+        params: nameParams,
+        body: {
+          type: 'object', required: ['to', 'token'], additionalProperties: false,
+          properties: {
+            to: { type: 'string', pattern: '^https?://', maxLength: 2048 }, token: { type: 'string', minLength: 1, maxLength: 4096 },
+            downtimeMs: { type: 'integer', minimum: 1, maximum: 60_000 }, maxRounds: { type: 'integer', minimum: 2, maximum: 1000 },
+          },
+        },
+        response: { 200: { type: 'object', properties: { totalMs: { type: 'number' }, downtimeMs: { type: 'number' }, bytes: { type: 'integer' }, rounds: { type: 'integer' } } }, ...err },
+      },
+    }, async (req, reply) => {
+      const vm = this.vm(req.params.name);
+      if (vm.state !== 'running') throw new ApiError(409, 'wrong_state', `cannot migrate '${vm.name}': it is ${vm.state}`);
+      const stream = /application\/x-ndjson/.test(req.headers.accept ?? '');
+      if (stream) { reply.hijack(); reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson' }); }
+      try {
+        const result = await migrate(vm, vm.def, req.body, (p) => { if (stream) reply.raw.write(JSON.stringify({ progress: p }) + '\n'); });
+        await vm.runnerExited;
+        this.store.remove(vm.name);
+        this.vms.delete(vm.name);
+        if (!stream) return result;
+        reply.raw.end(JSON.stringify({ result }) + '\n');
+      } catch (e) {
+        const msg = `migration of '${vm.name}' failed, it keeps running here: ${(e as Error).message}`;
+        if (!stream) throw new ApiError(409, 'migration_failed', msg);
+        reply.raw.end(JSON.stringify({ error: { code: 'migration_failed', message: msg } }) + '\n');
+      }
+      return reply;
+    });
+
+    app.post<{ Body: { definition: VmDef } }>('/v1/migrations', {
+      schema: { summary: 'Destination of a live migration: define the VM and start an incoming runner', body: { type: 'object', required: ['definition'], additionalProperties: false, properties: { definition: vmDefSchema } }, response: { 201: vmInfoSchema, ...err } },
+    }, async (req, reply) => {
+      const { restore: _r, ...def } = req.body.definition; // the pages come from the source, not a file
+      if (this.vms.has(def.name)) throw new ApiError(409, 'exists', `a VM named '${def.name}' already exists here`, '/definition/name');
+      this.checkPaths(def);
+      const vm = this.addVm(def);
+      const started = vm.start({ incoming: true });
+      started.catch((e: Error) => {
+        this.log(`incoming migration of ${def.name}: ${e.message}`);
+        if (this.incoming.get(def.name)?.vm === vm) { this.incoming.delete(def.name); this.vms.delete(def.name); this.incomingFailed.set(def.name, e.message); }
+      });
+      const entry = { vm, started };
+      this.incoming.set(def.name, entry);
+      touch(def.name);
+      return reply.code(201).send(vm.info());
+    });
+    const abort = async (name: string): Promise<void> => {
+      const m = this.incoming.get(name);
+      if (!m) return;
+      this.incoming.delete(name);
+      if (m.idle) clearTimeout(m.idle);
+      if (m.vm.state === 'running' || m.vm.state === 'paused') await m.vm.destroy();
+      this.store.remove(m.vm.name);
+      this.vms.delete(m.vm.name);
+    };
+    // A source that goes quiet (it died, the network is gone) for 30 s: the half-copied VM here is dropped.
+    const touch = (name: string): void => {
+      const m = this.incoming.get(name);
+      if (!m) return;
+      if (m.idle) clearTimeout(m.idle);
+      m.idle = setTimeout(() => { if (m.vm.state === 'paused') { this.log(`incoming migration of ${name}: the source went quiet, dropped`); void abort(name); } }, 30_000);
+      m.idle.unref();
+    };
+    const incoming = (name: string): { vm: Vm; started: Promise<void> } => {
+      const m = this.incoming.get(name);
+      if (!m) throw new ApiError(404, 'not_found', `no incoming migration of '${name}'${this.incomingFailed.has(name) ? ` (its runner failed: ${this.incomingFailed.get(name)})` : ''}`);
+      touch(name);
+      return m;
+    };
+    const bytes = (b: unknown): Uint8Array => {
+      if (!Buffer.isBuffer(b)) throw new ApiError(400, 'invalid', 'expected application/octet-stream', 'body');
+      return new Uint8Array(b.buffer, b.byteOffset, b.length);
+    };
+    app.post<{ Params: { name: string }; Body: Buffer }>('/v1/migrations/:name/pages', { bodyLimit: 1 << 30, schema: { params: nameParams, response: { 204: { type: 'null' }, ...err } } },
+      async (req, reply) => { await incoming(req.params.name).vm.migrateIn('pages', bytes(req.body)); return reply.code(204).send(); });
+    app.post<{ Params: { name: string }; Body: Buffer }>('/v1/migrations/:name/finish', { bodyLimit: 1 << 30, schema: { params: nameParams, response: { 200: vmInfoSchema, ...err } } },
+      async (req) => {
+        const m = incoming(req.params.name);
+        // Body: state length u32 | device state | the last page set (one request: less downtime).
+        const b = bytes(req.body);
+        const len = b.length >= 4 ? new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true) : -1;
+        if (len < 0 || 4 + len > b.length) throw new ApiError(400, 'invalid', 'finish: malformed body', 'body');
+        await m.vm.migrateIn('finish', b.subarray(4, 4 + len), b.length > 4 + len ? b.subarray(4 + len) : undefined);
+        await m.started;
+        this.store.save(m.vm.def);
+        setTimeout(() => { if (this.incoming.get(req.params.name) === m) this.incoming.delete(req.params.name); }, 60_000).unref();
+        return m.vm.info();
+      });
+    app.delete<{ Params: { name: string } }>('/v1/migrations/:name', { schema: { summary: 'Abort an incoming migration (the VM here is destroyed)', params: nameParams, response: { 204: { type: 'null' }, ...err } } },
+      async (req, reply) => {
+        incoming(req.params.name);
+        await abort(req.params.name);
+        return reply.code(204).send();
+      });
   }
 
   private authorized(req: FastifyRequest): boolean {
@@ -254,6 +362,8 @@ export class Daemon {
       this.checkPaths({ restore: req.body.file });
       return await vm.snapshot(req.body.file);
     });
+
+    this.migrationRoutes(err);
 
     app.get<{ Params: { name: string } }>('/v1/vms/:name/stats', { schema: { summary: 'Runner figures: instructions retired, CPU seconds, RSS, disk counters (404 unless running)', params: nameParams, response: { 200: { type: 'object', additionalProperties: true }, ...err } } },
       async (req) => {

@@ -172,6 +172,8 @@ export class Vm extends EventEmitter<VmEvents> {
   private cap: CpuCap | null = null;
   private shutdownTimer: NodeJS.Timeout | null = null;
   private exited: Promise<void> = Promise.resolve();
+  /** Resolves when the current runner has exited. */
+  get runnerExited(): Promise<void> { return this.exited; }
   private destroying = false;
   private startedAt = 0;
 
@@ -261,8 +263,9 @@ export class Vm extends EventEmitter<VmEvents> {
   /**
    * Start a runner (a detached process listening on NAME.sock, so it survives a daemon
    * restart); resolves when the machine runs, rejects (400) if it cannot be built.
+   * `incoming`: the destination of a live migration (paused until migrateFinish).
    */
-  async start(): Promise<void> {
+  async start(opts: { incoming?: boolean } = {}): Promise<void> {
     this.need(['shutoff', 'crashed'], 'start');
     this.log.clear();
     this.lastExit = undefined;
@@ -287,7 +290,7 @@ export class Vm extends EventEmitter<VmEvents> {
     let childExit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
     child.on('exit', (code, signal) => { childExit = { code, signal }; });
     this.runnerPid = pid;
-    this.setState('running');
+    this.setState(opts.incoming ? 'paused' : 'running');
     let port: SocketPort<FromRunner, ToRunner>;
     try {
       port = new SocketPort<FromRunner, ToRunner>(await connectRunner(this.socketPath, 10_000, () => childExit === null));
@@ -299,7 +302,7 @@ export class Vm extends EventEmitter<VmEvents> {
       this.setState('shutoff');
       throw new ApiError(400, 'start_failed', `cannot start '${this.name}': ${this.lastExit.message ?? this.lastExit.reason}`);
     }
-    return this.attach(port, pid, child, null);
+    return this.attach(port, pid, child, null, opts.incoming ?? false);
   }
 
   private stderrTail(): string {
@@ -309,9 +312,10 @@ export class Vm extends EventEmitter<VmEvents> {
   /**
    * Talk to a runner over `port`. `child`: the process, when this daemon spawned it (its
    * exit status is then known). `running`: the machine already runs (adopted), else the
-   * runner gets `start` after its hello. Resolves once the machine runs.
+   * runner gets `start` after its hello (`incoming`: as a live migration's destination).
+   * Resolves once the machine runs.
    */
-  private attach(port: SocketPort<FromRunner, ToRunner>, pid: number, child: ChildProcess | null, running: 'running' | 'paused' | null): Promise<void> {
+  private attach(port: SocketPort<FromRunner, ToRunner>, pid: number, child: ChildProcess | null, running: 'running' | 'paused' | null, incoming = false): Promise<void> {
     this.port = port;
     this.runnerPid = pid;
     let resolveExit!: () => void;
@@ -329,7 +333,7 @@ export class Vm extends EventEmitter<VmEvents> {
             if (!m.running) {
               try {
                 const restore = this.def.restore !== undefined ? readSnapshotFile(resolve(this.def.restore)) : undefined;
-                port.post({ type: 'start', version: PROTOCOL_VERSION, config: this.runnerConfig(), ...(restore ? { restore } : {}) });
+                port.post({ type: 'start', version: PROTOCOL_VERSION, config: this.runnerConfig(), ...(restore ? { restore } : {}), ...(incoming ? { incoming: true } : {}) });
               } catch (e) {
                 this.exitMsg = { type: 'exit', reason: 'config', code: 1, message: (e as Error).message };
                 try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
@@ -338,6 +342,7 @@ export class Vm extends EventEmitter<VmEvents> {
             return;
           case 'started':
             startSettled = true;
+            if (incoming) this.setState('running');
             if (this.def.restore !== undefined) this.emit('restored');
             this.applyLimits();
             resolveStart();
@@ -356,6 +361,12 @@ export class Vm extends EventEmitter<VmEvents> {
           }
           case 'state': this.setState(m.state); return;
           case 'rebooted': return;
+          case 'migrate-data': case 'migrate-ack': {
+            const w = this.replyWaiters.get(m.id);
+            this.replyWaiters.delete(m.id);
+            w?.(m);
+            return;
+          }
           case 'snapshot': {
             const w = this.snapshotWaiters.get(m.id);
             this.snapshotWaiters.delete(m.id);
@@ -493,6 +504,36 @@ export class Vm extends EventEmitter<VmEvents> {
     };
     this.memTimer = setInterval(check, 500);
     check();
+  }
+
+  private replyWaiters = new Map<number, (m: FromRunner | null) => void>();
+
+  /** One request to the runner and its reply (null if the runner exited first). */
+  private ask<T extends FromRunner>(msg: (id: number) => ToRunner): Promise<T> {
+    const port = this.port;
+    if (!port) return Promise.reject(new ApiError(409, 'wrong_state', `'${this.name}' has no runner`));
+    const id = ++this.statsId;
+    return new Promise<T>((res, rej) => {
+      this.replyWaiters.set(id, (m) => (m ? res(m as T) : rej(new Error('the runner exited'))));
+      void this.exited?.then(() => { this.replyWaiters.get(id)?.(null); this.replyWaiters.delete(id); });
+      port.post(msg(id));
+    });
+  }
+
+  /** Live migration, source: the pages of one round (and on the final round the device state; the vCPU stays paused). */
+  async migrateRound(round: number, final: boolean, throttle: number): Promise<{ pages: number; data: Uint8Array; state?: Uint8Array }> {
+    const m = await this.ask<Extract<FromRunner, { type: 'migrate-data' }>>((id) => ({ type: 'migrate-round', id, round, final, throttle }));
+    if (m.error !== undefined || !(m.data instanceof Uint8Array)) throw new Error(m.error ?? 'no data');
+    return { pages: m.pages, data: m.data, ...(m.state instanceof Uint8Array ? { state: m.state } : {}) };
+  }
+
+  /** Live migration, source: stop (the destination runs it) or carry on untouched. */
+  migrateEnd(ok: boolean): void { this.port?.post({ type: 'migrate-end', ok }); }
+
+  /** Live migration, destination: pages into RAM, then the device state (the VM then runs). */
+  async migrateIn(kind: 'pages' | 'finish', data: Uint8Array, pages?: Uint8Array): Promise<void> {
+    const m = await this.ask<Extract<FromRunner, { type: 'migrate-ack' }>>((id) => (kind === 'pages' ? { type: 'migrate-pages', id, data } : { type: 'migrate-finish', id, state: data, ...(pages ? { pages } : {}) }));
+    if (m.error !== undefined) throw new ApiError(400, 'migration_failed', m.error);
   }
 
   private snapshotWaiters = new Map<number, (m: Extract<FromRunner, { type: 'snapshot' }>) => void>();

@@ -233,8 +233,9 @@ export class Machine {
    * Save a machine that may be running: pause the vCPU at a slice boundary, let in-flight
    * virtio-blk requests complete (their data lands in guest RAM, their used entries on the
    * ring), save, and resume unless it was already paused. The guest sees only a pause.
+   * With `ram: false` the state's RAM is empty (the caller sends pages itself).
    */
-  async snapshot(): Promise<MachineState> {
+  async snapshot(opts: { ram?: boolean } = {}): Promise<MachineState> {
     const wasPaused = this.paused;
     this.pause();
     try {
@@ -243,7 +244,8 @@ export class Machine {
         if (busy.length === 0) break;
         await Promise.all(busy.map((d) => d.drain?.()));
       }
-      return this.save();
+      // ram: false (live migration's last round): the pages travel separately, skip the copy.
+      return opts.ram === false ? this.saveParts() : this.save();
     } finally {
       if (!wasPaused) this.resume();
     }

@@ -68,7 +68,21 @@ export interface RunnerStats {
 /** Manager → runner. */
 export type ToRunner =
   /** `restore`: a snapshot file's bytes; the machine resumes from it instead of booting. */
-  | { type: 'start'; version: number; config: RunnerConfig; restore?: Uint8Array }
+  | { type: 'start'; version: number; config: RunnerConfig; restore?: Uint8Array;
+    /** Live migration's destination: build the machine, take `migrate-pages`, run on `migrate-finish`. */
+    incoming?: boolean }
+  /**
+   * Live migration's source: the pages dirtied since the last round (round 0: all of RAM).
+   * `final`: pause the vCPU first, drain the disks, and add the device state; the machine
+   * stays paused until `migrate-end`. `throttle` (0..0.9): the share of time the vCPU is held (auto-converge).
+   */
+  | { type: 'migrate-round'; id: number; round: number; final: boolean; throttle?: number }
+  /** Source: the destination runs the VM (ok: stop here) or the move failed (resume, untouched). */
+  | { type: 'migrate-end'; ok: boolean }
+  /** Destination: a page set (src/snapshot/pages.ts) into RAM; acknowledged with `migrate-ack`. */
+  | { type: 'migrate-pages'; id: number; data: Uint8Array }
+  /** Destination: the last page set and the device state (toJson of a MachineState without RAM); the VM then runs (`started`). */
+  | { type: 'migrate-finish'; id: number; state: Uint8Array; pages?: Uint8Array }
   /** Save the running machine (it keeps running); answered by a `snapshot` with the same id. */
   | { type: 'snapshot'; id: number }
   | { type: 'input'; data: Uint8Array }
@@ -96,6 +110,8 @@ export type FromRunner =
   | { type: 'started' }
   | { type: 'console'; data: Uint8Array }
   | { type: 'stats'; id: number; stats: RunnerStats }
+  | { type: 'migrate-data'; id: number; pages: number; data?: Uint8Array; state?: Uint8Array; error?: string }
+  | { type: 'migrate-ack'; id: number; error?: string }
   /** A snapshot file's bytes (src/snapshot/format.ts), or why none could be taken. */
   | { type: 'snapshot'; id: number; data?: Uint8Array; error?: string }
   | { type: 'state'; state: 'running' | 'paused' }
@@ -121,7 +137,7 @@ export function asFromRunner(m: unknown): FromRunner | null {
   if (typeof m !== 'object' || m === null) return null;
   const t = (m as { type?: unknown }).type;
   switch (t) {
-    case 'hello': case 'started': case 'console': case 'stats': case 'state': case 'rebooted': case 'exit': case 'snapshot':
+    case 'hello': case 'started': case 'console': case 'stats': case 'state': case 'rebooted': case 'exit': case 'snapshot': case 'migrate-data': case 'migrate-ack':
       return m as FromRunner;
     default: return null;
   }
@@ -132,7 +148,7 @@ export function asToRunner(m: unknown): ToRunner | null {
   if (typeof m !== 'object' || m === null) return null;
   const t = (m as { type?: unknown }).type;
   switch (t) {
-    case 'start': case 'input': case 'stats': case 'suspend': case 'resume': case 'reboot': case 'stop': case 'limits': case 'powerButton': case 'snapshot':
+    case 'start': case 'input': case 'stats': case 'suspend': case 'resume': case 'reboot': case 'stop': case 'limits': case 'powerButton': case 'snapshot': case 'migrate-round': case 'migrate-end': case 'migrate-pages': case 'migrate-finish':
       return m as ToRunner;
     default: return null;
   }

@@ -10,7 +10,9 @@ import type { BlockBackend, NetBackend } from '../devices/device.js';
 import { RateLimitedNet } from './limited-net.js';
 import { RateLimiter } from './rate-limiter.js';
 import { RateLimitedBlock } from './limited-block.js';
-import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, type DiskIdentity } from '../snapshot/format.js';
+import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, toJson, fromJson, type DiskIdentity } from '../snapshot/format.js';
+import { encodePages, applyPages } from '../snapshot/pages.js';
+import type { MachineState } from '../machine/machine.js';
 import { PROTOCOL_VERSION, asToRunner, type FromRunner, type Port, type RunnerConfig, type RunnerStats, type ToRunner, type ExitReason } from './protocol.js';
 
 export interface RunnerHost {
@@ -75,8 +77,13 @@ export class VmRunner {
         if (m.version !== PROTOCOL_VERSION) { this.end('config', 1, `protocol version ${m.version}, runner speaks ${PROTOCOL_VERSION}`); return; }
         if (this.started) return;
         this.started = true;
+        this.incoming = m.incoming === true;
         void this.start(m.config, m.restore instanceof Uint8Array ? m.restore : null);
         return;
+      case 'migrate-round': void this.migrateRound(m.id, m.round, m.final, m.throttle ?? 0); return;
+      case 'migrate-end': this.migrateEnd(m.ok); return;
+      case 'migrate-pages': void this.migratePages(m.id, m.data); return;
+      case 'migrate-finish': void this.migrateFinish(m.id, m.state, m.pages); return;
       case 'snapshot': void this.snapshot(m.id); return;
       case 'input':
         if (!(m.data instanceof Uint8Array)) return;
@@ -107,6 +114,8 @@ export class VmRunner {
         this.rebootRequested = true;
         return;
       case 'stop':
+        // An incoming migration that never finished: nothing runs, just end.
+        if (this.incomingReady) { this.incomingReady = null; void this.closeDisks().then(() => this.end('stopped', 0)); return; }
         this.resume();
         if (this.machine) this.machine.stop(); else this.end('stopped', 0);
         return;
@@ -155,11 +164,101 @@ export class VmRunner {
   }
 
   private config: RunnerConfig | null = null;
+  /** Destination of a live migration: the machine waits for pages and the device state. */
+  private incoming = false;
+  private incomingReady: (() => void) | null = null;
+  private throttleTimer: ReturnType<typeof setTimeout> | null = null;
+  private migrating = false;
+
+  private async migrateRound(id: number, round: number, final: boolean, throttle: number): Promise<void> {
+    const m = this.machine;
+    if (!m) { this.port.post({ type: 'migrate-data', id, pages: 0, error: 'the machine is not running' }); return; }
+    try {
+      this.migrating = true;
+      this.setThrottle(final ? 0 : throttle);
+      let state: MachineState | null = null;
+      if (final) {
+        m.pause();
+        state = await m.snapshot({ ram: false });
+      }
+      const ram = m.board.bus.ram;
+      // Round 0 sends everything (an earlier, failed attempt may have taken dirty marks).
+      const taken = m.hart.takeDirtyPages();
+      const pages = round === 0 ? Array.from({ length: ram.length / 4096 }, (_, i) => i) : taken;
+      const data = encodePages(ram, pages);
+      this.port.post({ type: 'migrate-data', id, pages: pages.length, data, ...(state ? { state: new TextEncoder().encode(toJson(state)) } : {}) });
+    } catch (e) {
+      this.port.post({ type: 'migrate-data', id, pages: 0, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+
+  /** Auto-converge: hold the vCPU for `share` of every 50 ms (pause/resume at slice boundaries). */
+  private setThrottle(share: number): void {
+    if (this.throttleTimer) { clearTimeout(this.throttleTimer); this.throttleTimer = null; }
+    const m = this.machine;
+    if (!m || share <= 0) return;
+    const cycle = (): void => {
+      if (this.pausedAt !== null || !this.migrating) return;
+      m.pause();
+      this.throttleTimer = setTimeout(() => {
+        if (this.pausedAt === null) m.resume();
+        this.throttleTimer = setTimeout(cycle, 50 * (1 - share));
+      }, 50 * share);
+    };
+    cycle();
+  }
+
+  private migrateEnd(ok: boolean): void {
+    const m = this.machine;
+    this.migrating = false;
+    this.setThrottle(0);
+    if (!m) return;
+    if (ok) { m.stop(); return; }
+    if (this.pausedAt === null) m.resume(); // the move failed: carry on as if nothing happened
+  }
+
+  /** Destination: resolves once the incoming machine is built. */
+  private markBuilt: () => void = () => {};
+  private built: Promise<void> = new Promise((r) => { this.markBuilt = r; });
+
+  private async migratePages(id: number, data: Uint8Array): Promise<void> {
+    await this.built;
+    const m = this.machine;
+    try {
+      if (!m || !this.incoming || !(data instanceof Uint8Array)) throw new Error('not waiting for an incoming migration');
+      applyPages(data, m.board.bus.ram);
+      this.port.post({ type: 'migrate-ack', id });
+    } catch (e) {
+      this.port.post({ type: 'migrate-ack', id, error: (e as Error).message });
+    }
+  }
+
+  private async migrateFinish(id: number, state: Uint8Array, pages: Uint8Array | undefined): Promise<void> {
+    await this.built;
+    const m = this.machine;
+    try {
+      if (!m || !this.incoming || !this.incomingReady || !(state instanceof Uint8Array)) throw new Error('not waiting for an incoming migration');
+      const s = fromJson(state) as MachineState;
+      if (pages instanceof Uint8Array) applyPages(pages, m.board.bus.ram);
+      s.ram = { ...s.ram, bytes: m.board.bus.ram };
+      m.load(s);
+      this.port.post({ type: 'migrate-ack', id });
+      const go = this.incomingReady;
+      this.incomingReady = null;
+      go();
+    } catch (e) {
+      this.port.post({ type: 'migrate-ack', id, error: (e as Error).message });
+    }
+  }
 
   /** Save the machine while it runs (a pause of the vCPU for the drain and the copy). */
   private async snapshot(id: number): Promise<void> {
     const m = this.machine, cfg = this.config;
     if (!m || !cfg) { this.port.post({ type: 'snapshot', id, error: 'the machine is not running' }); return; }
+    if ((cfg.drives ?? []).some((d) => d.snapshot)) {
+      this.port.post({ type: 'snapshot', id, error: 'a drive writes to a throw-away overlay (snapshot: true), which a snapshot cannot keep' });
+      return;
+    }
     const wasPaused = m.paused;
     m.pause();
     try {
@@ -168,8 +267,7 @@ export class VmRunner {
         typevisor: this.host.version ?? 'unknown', created: new Date().toISOString(), machine: { kind: 'runner', config: cfg },
         memoryBytes: cfg.memoryBytes, disks: this.host.diskIdentities?.(cfg) ?? [],
       };
-      if (!wasPaused) m.resume();
-      if ((cfg.drives ?? []).some((d) => d.snapshot)) throw new Error('a drive writes to a throw-away overlay (snapshot: true), which a snapshot cannot keep');
+      if (!wasPaused) m.resume(); // the guest goes on while the copy is encoded
       this.port.post({ type: 'snapshot', id, data: await encodeSnapshot(header, state) });
     } catch (e) {
       this.port.post({ type: 'snapshot', id, error: e instanceof Error ? e.message : String(e) });
@@ -182,7 +280,9 @@ export class VmRunner {
     this.config = cfg;
     let loaded: Awaited<ReturnType<RunnerHost['load']>>;
     try {
-      if (restore) this.host.checkDisks?.(readSnapshotHeader(restore).disks, cfg);
+      // Checked before anything is opened: a corrupt file or changed disks end the runner here.
+      const header = restore ? readSnapshotHeader(restore) : null;
+      if (header) this.host.checkDisks?.(header.disks, cfg);
       loaded = await this.host.load(cfg);
     } catch (e) {
       this.end('config', 1, e instanceof Error ? e.message : String(e));
@@ -226,6 +326,12 @@ export class VmRunner {
           }
         }
         this.machine = m;
+        if (first && this.incoming) {
+          // Pages and then the device state arrive as messages; run only after the last.
+          const ready = new Promise<void>((r) => { this.incomingReady = r; });
+          this.markBuilt();
+          await ready;
+        }
         for (const b of this.pendingInput) m.sendInput(b);
         this.pendingInput = [];
         this.port.post(first ? { type: 'started' } : { type: 'rebooted' });

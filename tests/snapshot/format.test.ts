@@ -187,3 +187,19 @@ test('fuzz: bit flips, truncations and checksum-fixed corruptions are refused or
   }
   assert.ok(refused > cases / 2, `most corruptions are refused by the format (${refused} of ${cases}; ${loaded} loaded, ${loadRefused} refused by the machine)`);
 });
+
+test('migration page sets: zero pages carry no bytes, the rest round-trips, damage and bad indices are refused', async () => {
+  const { encodePages, applyPages } = await import('../../src/snapshot/pages.js');
+  const ram = new Uint8Array(16 * 4096);
+  ram.fill(7, 3 * 4096, 4 * 4096); ram[9 * 4096 + 5] = 1;
+  const set = encodePages(ram, [0, 3, 9, 15]);
+  assert.equal(set.length, 4 + 16 + 2 * 4096 + 4, 'two pages of data, two zero pages as entries only');
+  const dst = new Uint8Array(16 * 4096).fill(0xaa);
+  assert.equal(applyPages(set, dst), 4);
+  for (const p of [0, 3, 9, 15]) assert.deepEqual(dst.subarray(p * 4096, (p + 1) * 4096), ram.subarray(p * 4096, (p + 1) * 4096));
+  assert.equal(dst[4096], 0xaa, 'pages not in the set are untouched');
+  const bad = set.slice(); bad[30] ^= 1;
+  assert.throws(() => applyPages(bad, dst), /checksum mismatch/);
+  assert.throws(() => applyPages(set, new Uint8Array(8 * 4096)), /page outside RAM/);
+  assert.throws(() => applyPages(set.subarray(0, 100), dst), /bytes for/);
+});
