@@ -6,6 +6,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
 import { chromium, type Browser, type Page } from 'playwright-core';
 
 const CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'];
@@ -44,4 +45,19 @@ export function pageErrors(page: Page): string[] {
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
   return errors;
+}
+
+/** The page address a `typevisor web` process prints (`open URL ...`), or a rejection with its output. */
+export function printedUrl(s: ChildProcess): Promise<string> {
+  let out = '', err = '';
+  s.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  return new Promise<string>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`typevisor web printed no URL: ${out}${err}`)), 20_000);
+    s.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /open (http:\/\/\S+) /.exec(out);
+      if (m) { clearTimeout(t); resolve(m[1]); }
+    });
+    s.on('exit', (code) => { clearTimeout(t); reject(new Error(`typevisor web exited ${code}: ${err}`)); });
+  });
 }

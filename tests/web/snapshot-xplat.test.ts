@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { repoRoot } from '../lib/toolchain.js';
 import { requireGuest } from '../lib/guest.js';
-import { launchBrowser, pageErrors, screenshot } from '../lib/browser.js';
+import { launchBrowser, pageErrors, printedUrl, screenshot } from '../lib/browser.js';
 import { decodeSnapshot, encodeSnapshot, readSnapshotHeader, type SnapshotHeader } from '../../src/snapshot/format.js';
 
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
@@ -64,17 +64,7 @@ async function web(args: string[]): Promise<string> {
   const s = spawn(process.execPath, [BIN, 'web', '--listen', '127.0.0.1:0', '--kernel', guest.kernel, '--initrd', guest.initrd, ...args],
     { stdio: ['ignore', 'pipe', 'pipe'] });
   procs.push(s);
-  let out = '', err = '';
-  s.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-  return new Promise<string>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`typevisor web printed no URL: ${out}${err}`)), 20_000);
-    s.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /open (http:\/\/\S+) /.exec(out);
-      if (m) { clearTimeout(t); resolve(m[1]); }
-    });
-    s.on('exit', (code) => { clearTimeout(t); reject(new Error(`typevisor web exited ${code}: ${err}`)); });
-  });
+  return printedUrl(s);
 }
 
 const screen = (page: Page): Promise<string> => page.evaluate(() => window.typevisorVm.screen());

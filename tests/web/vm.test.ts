@@ -18,7 +18,7 @@ import type { Browser } from 'playwright-core';
 import { repoRoot } from '../lib/toolchain.js';
 import { requireGuest } from '../lib/guest.js';
 import { freePort } from '../lib/net-servers.js';
-import { launchBrowser, pageErrors, screenshot } from '../lib/browser.js';
+import { launchBrowser, pageErrors, printedUrl, screenshot } from '../lib/browser.js';
 
 const execFileP = promisify(execFile);
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
@@ -53,20 +53,6 @@ async function startServer(): Promise<string> {
   const url = await printedUrl(s);
   assert.equal(url, `http://127.0.0.1:${port}/`);
   return url;
-}
-
-function printedUrl(s: ChildProcess): Promise<string> {
-  let out = '', err = '';
-  s.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-  return new Promise<string>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`typevisor web printed no URL: ${out}${err}`)), 20_000);
-    s.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /open (http:\/\/\S+\/) /.exec(out);
-      if (m) { clearTimeout(t); resolve(m[1]); }
-    });
-    s.on('exit', (code) => { clearTimeout(t); reject(new Error(`typevisor web exited ${code}: ${err}`)); });
-  });
 }
 
 test('typevisor web: bad flags and missing files give a clear error and a status', async () => {
