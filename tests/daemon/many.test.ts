@@ -1,8 +1,9 @@
 /**
  * The long test: 8 VMs booted concurrently under one daemon, each to its prompt, a command
  * run in each through the API, then kill -9 of one runner while the others keep answering.
- * Minutes of CPU on two cores, so it runs only with TYPEVISOR_LONG=1 (it reports itself as
- * skipped otherwise).
+ * About a minute of both cores, so it runs alone: `npm test` runs it last (`npm run test:many`,
+ * TYPEVISOR_LONG=1), after the suites that measure time; in the parallel run it reports itself
+ * as skipped.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +19,7 @@ const dir = mkdtempSync(join(tmpdir(), 'typevisor-many-'));
 const daemon = new Daemon({ stateDir: dir, port: 0, env: { ...process.env, TYPEVISOR_GUEST_DIR: guestDir }, log: () => {} });
 after(async () => { await daemon.close(); rmSync(dir, { recursive: true, force: true }); });
 
-test(`${N} VMs boot concurrently under one daemon; one killed, the others answer`, { skip: LONG ? false : 'set TYPEVISOR_LONG=1 to run (minutes of CPU)', timeout: 1_800_000 }, async () => {
+test(`${N} VMs boot concurrently under one daemon; one killed, the others answer`, { skip: LONG ? false : 'runs alone afterwards: npm run test:many (TYPEVISOR_LONG=1)', timeout: 1_800_000 }, async () => {
   const base = await daemon.listen();
   const call = async (method: string, path: string, body?: string | object): Promise<{ status: number; text: string }> => {
     const r = await fetch(base + path, {
