@@ -42,6 +42,13 @@ const MAX_WAIT = 4;
  * a page again with all its blocks cost more than it saved in a Linux boot.)
  */
 const MAX_PAGE_COMPILES = 1;
+/**
+ * Blocks per function at most (a page's blocks in page order, split). V8 tiers large
+ * functions up sooner and its optimizing compile grows faster than their size: in a Linux
+ * boot whole-page functions cost more CPU than one block per function, while hot loops
+ * spanning blocks gain from sharing one.
+ */
+const MAX_FN_BLOCKS = 8;
 /** Instructions compiled before the cache is dropped and refilled (bounds its memory). */
 const MAX_INSTRUCTIONS = 1 << 20;
 /** Decoded.hits of a head that is planned or cannot be translated: never counted again. */
@@ -252,10 +259,13 @@ export class Translator {
       rec.fresh = [];
       rec.compiles++;
       plans.sort((a, b) => a.off - b.off);
-      const { body, index } = m.func(tFn);
-      new PageWriter(body, this.stateBase, fn, execs).write(plans);
-      m.export(`p${groups.length}`, index);
-      groups.push(plans);
+      for (let i = 0; i < plans.length; i += MAX_FN_BLOCKS) {
+        const part = plans.slice(i, i + MAX_FN_BLOCKS);
+        const { body, index } = m.func(tFn);
+        new PageWriter(body, this.stateBase, fn, execs).write(part);
+        m.export(`p${groups.length}`, index);
+        groups.push(part);
+      }
     }
     const bytes = m.encode();
     const gen = this.generation;
