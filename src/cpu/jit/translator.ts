@@ -4,12 +4,13 @@
  * The interpreter counts entries at block starts (the instruction after a control
  * transfer or trap). When a start gets hot, the block from there is planned: straight-line
  * instructions of one physical page, up to the first control transfer. The unit of
- * compilation is the page: one function holds every planned block of a code page once,
- * entered through a `br_table` on the entry's page offset. A transfer to another planned
- * block of the same page (a branch, a jump, a `jalr` whose target falls in the page) stays
- * inside the function, so loops and local calls never return to the dispatcher. When more
- * blocks of a page get hot later, they get a function of their own (with the page's other
- * new blocks); heads that were warm already join the page's first function. Pages waiting for compilation are batched
+ * compilation is the page: its planned blocks, in page order, go into functions of up to
+ * MAX_FN_BLOCKS blocks, each block once, entered through a `br_table` on the entry's page
+ * offset. A transfer to another block of the same function (a branch, a jump, a `jalr`
+ * whose target falls in the page) stays inside it, so loops and local calls need not
+ * return to the dispatcher. Blocks of a page that get hot later get functions of their own
+ * (with the page's other new blocks); heads that were warm already join the page's first
+ * functions. Pages waiting for compilation are batched
  * into one module (module compiles and instantiations are costly). There is no function
  * table: a V8 table imported by many instances costs at every instantiation and every
  * `Table.set` (profiled: 23 % of a Linux boot with per-block functions chained through one).
