@@ -93,6 +93,8 @@ export interface JitStats {
   executed: number;
   /** Times the whole cache was dropped to bound its memory. */
   evictions: number;
+  /** Instructions translated code ran through their rows' exec (no emitter, or a fast path declined). */
+  execCalls: number;
 }
 
 /** Decoded instruction at a byte offset in the page (or null past the page or where it cannot be fetched). */
@@ -119,7 +121,7 @@ export class Translator {
   threshold: number;
   readonly stats: JitStats = {
     blocks: 0, compiles: 0, functions: 0, compileMs: 0, instructions: 0, untranslatable: 0, failures: 0,
-    entries: 0, executed: 0, evictions: 0,
+    entries: 0, executed: 0, evictions: 0, execCalls: 0,
   };
   /** Modules being compiled in the background. */
   inFlight = 0;
@@ -287,7 +289,8 @@ export class Translator {
       this.stats.instructions += count;
     };
     const mem = this.mem;
-    const imports = { env: { ...this.env, exec: (i: number) => mem.exec(execs[i]) } };
+    const stats = this.stats;
+    const imports = { env: { ...this.env, exec: (i: number) => { stats.execCalls++; mem.exec(execs[i]); } } };
     this.stats.compiles++;
     if (this.threshold <= 0 || !this.background) {
       // Translate-at-once mode (tests) and callers that never yield: synchronous.
