@@ -13,6 +13,7 @@ import { benchBoot } from './boot.js';
 import { benchDisk } from './disk.js';
 import { benchKernels } from './kernels.js';
 import { qemuStartupSeconds, benchRoot, bench, type Row } from './lib.js';
+import { setWasmTier, WASM_TIERS, type WasmTier } from '../src/host/wasm-tier.js';
 
 const BENCHES = ['cpu', 'fp', 'boot', 'kernels', 'disk'] as const;
 
@@ -33,6 +34,10 @@ async function main(): Promise<number> {
     return 2;
   }
   const want = new Set<string>(args.length ? args : BENCHES);
+  // The translator's rows run with the CLI's default V8 tiering unless told otherwise.
+  const tier = (process.env.TYPEVISOR_WASM_TIER ?? 'late') as WasmTier;
+  if (!WASM_TIERS.includes(tier)) { console.error(`TYPEVISOR_WASM_TIER must be one of ${WASM_TIERS.join(', ')}`); return 2; }
+  setWasmTier(tier);
   const argv = process.argv.slice(2);
   const command = argv.length ? `node dist/bench/run.js ${argv.join(' ')}` : 'npm run bench';
   let qemuVersion = 'unknown';
@@ -41,6 +46,7 @@ async function main(): Promise<number> {
   console.log(`command: ${command}`);
   console.log(`host: node ${process.version}, ${cpu} x${cores}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   console.log(`yardstick: ${qemuVersion}`);
+  console.log(`translator rows: V8 tier ${tier} (TYPEVISOR_WASM_TIER)`);
   if (bench.runs > 1) console.log(`best of ${bench.runs} runs for each time`);
   const load0 = loadavg().map((l) => +l.toFixed(2));
   const rows: Row[] = [];

@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setFlagsFromString } from 'node:v8';
+import { setWasmTier, type WasmTier } from '../host/wasm-tier.js';
 import { Machine, BootError, type MachineConfig, type MachineExit, type RawImage } from '../machine/machine.js';
 import { VirtBoard } from '../machine/virt.js';
 import { cmdImg } from './img.js';
@@ -73,7 +73,7 @@ typevisor run [options]
                             the same in two parts; MACs default to 52:54:00:12:34:56, :57, ...
   -object filter-dump,id=F,netdev=ID,file=FILE
                             capture a netdev's frames to a pcap file (or pcap=FILE on it)
-  --accel interp|jit[,threshold=N][,tier=auto|baseline]
+  --accel interp|jit[,threshold=N][,tier=late|v8|baseline]
                             execution: the interpreter alone (default), or hot code
                             translated to WebAssembly after N entries (default 50)
   --no-reboot               exit instead of rebooting when the guest resets
@@ -199,23 +199,24 @@ function machineConfig(p: Parsed, io: CliIo, command: string): BaseConfig {
 const DEFAULT_JIT_THRESHOLD = 50;
 
 /**
- * --accel interp | jit[,threshold=N][,tier=auto|baseline] (QEMU's -accel names the execution
- * engine). tier=baseline keeps V8 from optimizing translated code (--liftoff-only): its
- * optimizing compiles cost a Linux boot more than they save (docs/PERFORMANCE.md), while
- * long hot loops run faster with them. Process-wide, so it is set here, before any compile.
+ * --accel interp | jit[,threshold=N][,tier=late|v8|baseline] (QEMU's -accel names the
+ * execution engine). tier picks how V8 optimizes translated code (host/wasm-tier.ts);
+ * process-wide, so it is set here, before any compile.
  */
 export function parseAccel(text: string | undefined, command: string): number {
   if (text === undefined || text === 'interp') return Infinity;
   const [kind, ...opts] = text.split(',');
   if (kind !== 'jit' && kind !== 'tcg') throw new UserError(`${command}: unknown accelerator '${kind}' (interp or jit)`, USAGE_STATUS);
   let threshold = DEFAULT_JIT_THRESHOLD;
+  let tier: WasmTier = 'late';
   for (const o of opts) {
-    const t = /^tier=(auto|baseline)$/.exec(o);
-    if (t) { if (t[1] === 'baseline') setFlagsFromString('--liftoff-only'); continue; }
+    const t = /^tier=(late|v8|baseline)$/.exec(o);
+    if (t) { tier = t[1] as WasmTier; continue; }
     const m = /^threshold=(\d+)$/.exec(o);
-    if (!m) throw new UserError(`${command}: --accel ${kind}: unknown option '${o}' (threshold=N, tier=auto|baseline)`, USAGE_STATUS);
+    if (!m) throw new UserError(`${command}: --accel ${kind}: unknown option '${o}' (threshold=N, tier=late|v8|baseline)`, USAGE_STATUS);
     threshold = Number(m[1]);
   }
+  setWasmTier(tier);
   return threshold;
 }
 

@@ -376,7 +376,7 @@ test('typevisor run --accel: jit and interp give the same program output; bad va
   const { fileURLToPath } = await import('node:url');
   const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'typevisor.js');
   const elf = await buildElf({ name: 'jit-irq', sources: { 'i.S': irqSource() } });
-  const runs = ['interp', 'jit', 'jit,threshold=0', 'jit,threshold=0,tier=baseline'].map((a) => spawnSync(process.execPath, [bin, 'run', '--accel', a, '--bios', elf], { encoding: 'utf8', timeout: 30_000 }));
+  const runs = ['interp', 'jit', 'jit,threshold=0', 'jit,threshold=0,tier=baseline', 'jit,tier=v8'].map((a) => spawnSync(process.execPath, [bin, 'run', '--accel', a, '--bios', elf], { encoding: 'utf8', timeout: 30_000 }));
   for (const r of runs) assert.equal(r.status, 0, r.stderr);
   for (const r of runs) assert.equal(r.stdout, runs[0].stdout);
   for (const bad of ['fast', 'jit,threshold=x', 'jit,foo=1', 'jit,tier=fast']) {
