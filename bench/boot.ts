@@ -12,18 +12,21 @@ import { requireGuest } from '../tests/lib/guest.js';
 import { bestOf, type Row } from './lib.js';
 
 const PROMPT = '~ # ';
+/** The translator's threshold for the jit row (the CLI's --accel jit default). */
+const JIT_THRESHOLD = 50;
 const FW_JUMP = '/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin';
 const APPEND = 'console=ttyS0';
 const TIMEOUT_MS = 300_000;
 /** After the prompt, how long poweroff may take before the guest is stopped. */
 const POWEROFF_MS = 60_000;
 
-export async function bootTypevisor(bios: Uint8Array | null, kernel: Uint8Array, initrd: Uint8Array): Promise<number> {
+/** jitThreshold: Infinity for the interpreter alone, else the translator's threshold. */
+export async function bootTypevisor(bios: Uint8Array | null, kernel: Uint8Array, initrd: Uint8Array, jitThreshold = Infinity): Promise<number> {
   let tail = '';
   let seconds = 0;
   const t0 = performance.now();
   const m: Machine = new Machine({
-    memoryBytes: 512 << 20, bios, kernel, initrd, append: APPEND,
+    memoryBytes: 512 << 20, bios, kernel, initrd, append: APPEND, jitThreshold,
     serial: { write(b: Uint8Array) {
       if (seconds > 0) return;
       tail = (tail + Buffer.from(b).toString('latin1')).slice(-64);
@@ -79,6 +82,9 @@ export async function benchBoot(): Promise<Row[]> {
   const builtin = await best(() => bootTypevisor(null, kernel, initrd));
   rows.push({ name: 'boot (built-in SBI)', unit: 'seconds to the shell prompt', typevisorSeconds: builtin, qemuSeconds: qDefault,
     ratio: builtin / qDefault, detail: { qemuFirmware: 'bundled OpenSBI fw_dynamic' } });
+  const jit = await best(() => bootTypevisor(null, kernel, initrd, JIT_THRESHOLD));
+  rows.push({ name: 'boot (built-in SBI, jit)', unit: 'seconds to the shell prompt', typevisorSeconds: jit, qemuSeconds: qDefault,
+    ratio: jit / qDefault, detail: { qemuFirmware: 'bundled OpenSBI fw_dynamic', accel: `jit,threshold=${JIT_THRESHOLD}` } });
   if (existsSync(FW_JUMP)) {
     const fw = new Uint8Array(readFileSync(FW_JUMP));
     const qJump = await best(() => bootQemu(FW_JUMP, kernelPath, initrdPath));

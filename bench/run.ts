@@ -17,6 +17,7 @@ import { benchVms20 } from './vms20.js';
 import { benchSnapshot } from './snapshot.js';
 import { benchMigrate } from './migrate.js';
 import { qemuStartupSeconds, benchRoot, bench, type Row } from './lib.js';
+import { setWasmTier, WASM_TIERS, type WasmTier } from '../src/host/wasm-tier.js';
 
 const BENCHES = ['cpu', 'fp', 'boot', 'kernels', 'disk', 'idle', 'vms20', 'snapshot', 'migrate'] as const;
 
@@ -37,6 +38,10 @@ async function main(): Promise<number> {
     return 2;
   }
   const want = new Set<string>(args.length ? args : BENCHES);
+  // The translator's rows run with the CLI's default V8 tiering unless told otherwise.
+  const tier = (process.env.TYPEVISOR_WASM_TIER ?? 'late') as WasmTier;
+  if (!WASM_TIERS.includes(tier)) { console.error(`TYPEVISOR_WASM_TIER must be one of ${WASM_TIERS.join(', ')}`); return 2; }
+  setWasmTier(tier);
   const argv = process.argv.slice(2);
   const command = argv.length ? `node dist/bench/run.js ${argv.join(' ')}` : 'npm run bench';
   let qemuVersion = 'unknown';
@@ -45,6 +50,7 @@ async function main(): Promise<number> {
   console.log(`command: ${command}`);
   console.log(`host: node ${process.version}, ${cpu} x${cores}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   console.log(`yardstick: ${qemuVersion}`);
+  console.log(`translator rows: V8 tier ${tier} (TYPEVISOR_WASM_TIER)`);
   if (bench.runs > 1) console.log(`best of ${bench.runs} runs for each time`);
   const load0 = loadavg().map((l) => +l.toFixed(2));
   const rows: Row[] = [];

@@ -6,6 +6,7 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setWasmTier, type WasmTier } from '../host/wasm-tier.js';
 import { Machine, BootError, type MachineConfig, type MachineExit, type RawImage } from '../machine/machine.js';
 import { VirtBoard } from '../machine/virt.js';
 import { cmdImg } from './img.js';
@@ -78,9 +79,9 @@ typevisor run [options]
                             the same in two parts; MACs default to 52:54:00:12:34:56, :57, ...
   -object filter-dump,id=F,netdev=ID,file=FILE
                             capture a netdev's frames to a pcap file (or pcap=FILE on it)
-  --accel interp|jit[,threshold=N]
-                            execution: the interpreter alone (default), or hot code
-                            translated to WebAssembly after N entries (default 50)
+  --accel interp|jit[,threshold=N][,tier=late|v8|baseline]
+                            execution: hot code translated to WebAssembly after N entries
+                            (the default: jit, N = 50, tier late), or the interpreter alone
   --no-reboot               exit instead of rebooting when the guest resets
   --clock host|virtual      guest time: the host's clock (default), or virtual time that
                             advances with instructions (deterministic; WFI skips ahead)
@@ -209,17 +210,27 @@ function machineConfig(p: Parsed, io: CliIo, command: string, standInKernel?: Ui
 
 const DEFAULT_JIT_THRESHOLD = 50;
 
-/** --accel interp | jit[,threshold=N] (QEMU's -accel names the execution engine). */
+/**
+ * --accel interp | jit[,threshold=N][,tier=late|v8|baseline] (QEMU's -accel names the
+ * execution engine). tier picks how V8 optimizes translated code (host/wasm-tier.ts);
+ * process-wide, so it is set here, before any compile.
+ */
 export function parseAccel(text: string | undefined, command: string): number {
-  if (text === undefined || text === 'interp') return Infinity;
+  // The translator is the default: with V8's late tiering a Linux boot is faster with it.
+  if (text === 'interp') return Infinity;
+  text ??= 'jit';
   const [kind, ...opts] = text.split(',');
   if (kind !== 'jit' && kind !== 'tcg') throw new UserError(`${command}: unknown accelerator '${kind}' (interp or jit)`, USAGE_STATUS);
   let threshold = DEFAULT_JIT_THRESHOLD;
+  let tier: WasmTier = 'late';
   for (const o of opts) {
+    const t = /^tier=(late|v8|baseline)$/.exec(o);
+    if (t) { tier = t[1] as WasmTier; continue; }
     const m = /^threshold=(\d+)$/.exec(o);
-    if (!m) throw new UserError(`${command}: --accel ${kind}: unknown option '${o}' (threshold=N)`, USAGE_STATUS);
+    if (!m) throw new UserError(`${command}: --accel ${kind}: unknown option '${o}' (threshold=N, tier=late|v8|baseline)`, USAGE_STATUS);
     threshold = Number(m[1]);
   }
+  setWasmTier(tier);
   return threshold;
 }
 

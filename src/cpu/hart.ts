@@ -6,7 +6,7 @@ import {
   SATP_BARE, SATP_SV39, SATP_SV57,
 } from './csr.js';
 import {
-  PC, NPC, SCRATCH, HART_STATE_BYTES, F0, JIT_RETIRED, JIT_EXIT, TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_BYTES, TLB_REGION, TLB_R_PTR, TLB_W_PTR,
+  PC, NPC, SCRATCH, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_BYTES, TLB_REGION, TLB_R_PTR, TLB_W_PTR,
 } from './state.js';
 import { Translator, type JitMemory } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
@@ -103,8 +103,12 @@ export class Hart implements Stateful<HartState> {
   private dpriv = PRIV_M;
 
   // ---- CSRs ----
-  /** Low word of mstatus (the upper word is fixed UXL=SXL=2, SD derived); written through writeMstatus/traps/xRET. */
-  private ms = 0;
+  /**
+   * Low word of mstatus (the upper word is fixed UXL=SXL=2, SD derived); written through
+   * writeMstatus/traps/xRET, and FS by translated FP code. Kept in the state block.
+   */
+  private get ms(): number { return this.x32[MSTATUS_LO * 2]; }
+  private set ms(v: number) { this.x32[MSTATUS_LO * 2] = v; }
   medeleg = 0;
   mideleg = 0;
   mie = 0;
@@ -130,8 +134,11 @@ export class Hart implements Stateful<HartState> {
   mcountinhibit = 0;
   stimecmp = -1n;
   private stimecmpNum = Infinity;
-  fflags = 0;
-  frm = 0;
+  /** fflags and frm, in the state block (translated FP code sets fflags). */
+  get fflags(): number { return this.x32[FFLAGS * 2]; }
+  set fflags(v: number) { this.x32[FFLAGS * 2] = v; }
+  get frm(): number { return this.x32[FRM * 2]; }
+  set frm(v: number) { this.x32[FRM * 2] = v; }
   readonly pmpcfg = new Uint8Array(16);
   readonly pmpaddr: bigint[] = new Array<bigint>(16).fill(0n);
   private readonly pmpLo = new Float64Array(16);
@@ -380,13 +387,13 @@ export class Hart implements Stateful<HartState> {
             if (b !== null) {
               if (n + d.blockLen <= budget) {
                 this.inBlock = true;
-                const k = b(budget - n, 0);
+                const k = b(budget - n, 0, lo & 0xfff);
                 this.inBlock = false;
                 jit.stats.entries++;
                 jit.stats.executed += k;
                 n += k;
                 this.icount += k;
-                continue;
+                if (k !== 0) continue;
               }
             } else if (++d.hits >= jit.threshold && page[idx] === d) {
               // (An uncached instruction, e.g. one crossing a page, is never a block head.)
@@ -436,15 +443,13 @@ export class Hart implements Stateful<HartState> {
 
   /**
    * Plan a block at `head` (in the current fetch page, which is RAM). The translator may
-   * look at other instructions of the same page now or when it compiles (chaining), so
+   * look at other instructions of the same page now or when it compiles the page again, so
    * `at` decodes straight from the page's RAM into its decoded-page array.
    */
   private planBlock(head: Decoded, page: (Decoded | undefined)[], lo: number): void {
-    const first = lo & 0xfff;
     const host = this.ramHost + this.fetchPpn * 4096;
     const mu16 = this.mu16;
-    this.jit!.plan(head, (off) => {
-      const o = first + off;
+    this.jit!.plan(head, lo & 0xfff, page, (o) => {
       if (o < 0 || o >= 4096 || (o & 1) !== 0) return null;
       const i = o >>> 1;
       const known = page[i];

@@ -25,6 +25,13 @@ export const JIT_EXIT = 38;
 /** Byte offsets of the current read and write TLBs (set when the privilege changes), for translated code. */
 export const TLB_R_PTR = 39;
 export const TLB_W_PTR = 40;
+/**
+ * Hot hart state that translated code reads and writes without calls (each an i32 in the
+ * slot's low half): mstatus's low word (FS lives there), fflags and frm.
+ */
+export const MSTATUS_LO = 41;
+export const FFLAGS = 42;
+export const FRM = 43;
 /** f0..f31: 64-bit registers; singles are NaN-boxed (upper 32 bits all ones). */
 export const F0 = 64;
 /** Size of one hart's state block in bytes. */

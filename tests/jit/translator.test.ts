@@ -129,6 +129,91 @@ test('translated code agrees with the interpreter: output, registers, instructio
   }
 });
 
+/**
+ * Double-precision work in a loop (loads, stores, moves, sign injection, + - * / sqrt and
+ * the fused multiply-adds), mostly inexact, with a few operands the inline fast path must
+ * decline (a subnormal, a NaN, a directed rounding mode); prints f registers and fflags.
+ */
+const FPWORK = EXIT + String.raw`
+  .globl _start
+_start:
+  la s0, vals
+  li s2, 3000
+  fld fs0, 0(s0)
+  fld fs1, 8(s0)
+  fld fs2, 16(s0)
+  fmv.d.x fs3, zero
+loop:
+  fadd.d ft0, fs0, fs1
+  fsub.d ft1, ft0, fs2
+  fmul.d ft2, ft1, fs1
+  fdiv.d ft3, ft2, fs2
+  fsqrt.d ft4, ft0
+  fmadd.d ft5, ft3, fs1, ft4
+  fmsub.d ft6, ft5, fs2, ft3
+  fnmadd.d ft7, ft6, fs0, ft5
+  fnmsub.d fa0, ft7, fs1, ft6
+  fsgnjn.d fa1, fa0, ft7
+  fsgnjx.d fa2, fa1, fs2
+  fsgnj.d fa3, fa2, fs0
+  fadd.d fs3, fs3, fa3
+  fsd fs3, 24(s0)
+  fld fs4, 24(s0)
+  fmv.x.d t0, fs4
+  add s1, s1, t0
+  fadd.d fs0, fs0, fs1
+  addi s2, s2, -1
+  bnez s2, loop
+  fld ft8, 32(s0)          # a subnormal: declined, the softfloat decides
+  fmul.d ft9, ft8, fs1
+  fld ft10, 40(s0)         # a NaN
+  fadd.d ft11, ft10, fs1
+  fadd.d fa4, fs0, fs1, rtz  # a directed mode: the row's exec
+  frflags t1
+  la t0, out
+  fsd fs3, 0(t0)
+  fsd ft9, 8(t0)
+  fsd ft11, 16(t0)
+  fsd fa4, 24(t0)
+  sd s1, 32(t0)
+  sd t1, 40(t0)
+  li a0, 1
+  la a1, out
+  li a2, 48
+  li a7, 64
+  ecall
+  EXIT 0
+  .data
+  .align 3
+vals: .double 1.1, 0.3, 2.7, 0, 4.9e-320
+      .dword 0x7ff8000000000001
+  .bss
+  .align 3
+out: .space 48
+`;
+
+test('translated F/D code agrees with the interpreter, flags included, and runs inline', { timeout: 60_000 }, async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-fp', sources: { 'f.S': FPWORK } }));
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  assert.equal(ref.code, 0);
+  const fregs = (r: UserResult): bigint[] => Array.from({ length: 32 }, (_, i) => r.hart.freg(i));
+  for (const th of [0, 3]) {
+    const r = runUser(elf, { jitThreshold: th });
+    assert.equal(r.code, 0);
+    assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}: results and fflags`);
+    assert.deepEqual(fregs(r), fregs(ref), `threshold ${th}: f registers`);
+    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: x registers`);
+    assert.equal(r.hart.fflags, ref.hart.fflags, `threshold ${th}: fflags`);
+    assert.equal(r.hart.mstatus, ref.hart.mstatus, `threshold ${th}: mstatus (FS)`);
+    assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
+    // 3000 iterations of 16 F/D instructions: nearly all must have run inline.
+    const st = r.hart.jit!.stats;
+    assert.ok(st.executed > 30000, `threshold ${th}: ${st.executed} instructions translated`);
+    assert.ok(st.execCalls < 500, `threshold ${th}: ${st.execCalls} instructions went through exec`);
+  }
+  assert.notEqual(ref.hart.fflags & 1, 0, 'NX set');
+});
+
 /** Hot loop, then a faulting load in the middle of a block with registers changed before it. */
 const FAULT = EXIT + String.raw`
   .globl _start
@@ -291,9 +376,10 @@ test('typevisor run --accel: jit and interp give the same program output; bad va
   const { fileURLToPath } = await import('node:url');
   const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'typevisor.js');
   const elf = await buildElf({ name: 'jit-irq', sources: { 'i.S': irqSource() } });
-  const runs = ['interp', 'jit', 'jit,threshold=0'].map((a) => spawnSync(process.execPath, [bin, 'run', '--accel', a, '--bios', elf], { encoding: 'utf8', timeout: 30_000 }));
+  const runs = ['interp', 'jit', 'jit,threshold=0', 'jit,threshold=0,tier=baseline', 'jit,tier=v8'].map((a) => spawnSync(process.execPath, [bin, 'run', '--accel', a, '--bios', elf], { encoding: 'utf8', timeout: 30_000 }));
   for (const r of runs) assert.equal(r.status, 0, r.stderr);
-  for (const bad of ['fast', 'jit,threshold=x', 'jit,foo=1']) {
+  for (const r of runs) assert.equal(r.stdout, runs[0].stdout);
+  for (const bad of ['fast', 'jit,threshold=x', 'jit,foo=1', 'jit,tier=fast']) {
     const r = spawnSync(process.execPath, [bin, 'run', '--accel', bad, '--bios', 'none'], { encoding: 'utf8' });
     assert.equal(r.status, 2, bad);
     assert.match(r.stderr, /accel/);

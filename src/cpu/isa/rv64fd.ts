@@ -2,10 +2,13 @@
  * F and D extensions for RV64 (unprivileged spec chapters 11 and 12; RV64 conversions in
  * 11.7 and 12.5). Semantics live in ../fpu/fpu.ts; this file is the instruction table.
  * Every row checks mstatus.FS (requireFP) first; rows with an rm field resolve it through
- * roundingMode, which raises illegal-instruction for reserved modes.
+ * roundingMode, which raises illegal-instruction for reserved modes. D rows with `emit` run
+ * inline in translated code (jit/emit.ts: the same host-double fast paths, in WebAssembly)
+ * when FS is on and the mode is RNE; everything else goes to their exec.
  */
 import type { InsnSpec } from './types.js';
 import * as fp from '../fpu/fpu.js';
+import * as je from '../jit/emit.js';
 
 const LS = 0x0000707f, R4 = 0x0600007f, RM = 0xfe00007f, RM1 = 0xfff0007f, F3 = 0xfe00707f, F31 = 0xfff0707f;
 const OP_FP = 0x53;
@@ -21,20 +24,20 @@ function rows(fmt: 0 | 1): InsnSpec[] {
   const f = fmt;
   const arith = { format: 'fR', ext, fd: true, fs1: true, fs2: true } as const;
   return [
-    { name: `fmadd.${t}`, mask: R4, match: (f << 25) | 0x43, format: 'R4', ext, fd: true, fs1: true, fs2: true, exec: S ? fp.fmaddS : fp.fmaddD },
-    { name: `fmsub.${t}`, mask: R4, match: (f << 25) | 0x47, format: 'R4', ext, fd: true, fs1: true, fs2: true, exec: S ? fp.fmsubS : fp.fmsubD },
-    { name: `fnmsub.${t}`, mask: R4, match: (f << 25) | 0x4b, format: 'R4', ext, fd: true, fs1: true, fs2: true, exec: S ? fp.fnmsubS : fp.fnmsubD },
-    { name: `fnmadd.${t}`, mask: R4, match: (f << 25) | 0x4f, format: 'R4', ext, fd: true, fs1: true, fs2: true, exec: S ? fp.fnmaddS : fp.fnmaddD },
+    { name: `fmadd.${t}`, mask: R4, match: (f << 25) | 0x43, format: 'R4', ext, fd: true, fs1: true, fs2: true, exec: S ? fp.fmaddS : fp.fmaddD, emit: S ? undefined : je.fmaD(false, false) },
+    { name: `fmsub.${t}`, mask: R4, match: (f << 25) | 0x47, format: 'R4', ext, fd: true, fs1: true, fs2: true, exec: S ? fp.fmsubS : fp.fmsubD, emit: S ? undefined : je.fmaD(false, true) },
+    { name: `fnmsub.${t}`, mask: R4, match: (f << 25) | 0x4b, format: 'R4', ext, fd: true, fs1: true, fs2: true, exec: S ? fp.fnmsubS : fp.fnmsubD, emit: S ? undefined : je.fmaD(true, false) },
+    { name: `fnmadd.${t}`, mask: R4, match: (f << 25) | 0x4f, format: 'R4', ext, fd: true, fs1: true, fs2: true, exec: S ? fp.fnmaddS : fp.fnmaddD, emit: S ? undefined : je.fmaD(true, true) },
 
-    { name: `fadd.${t}`, mask: RM, match: op(0x00 | f), ...arith, exec: S ? fp.faddS : fp.faddD },
-    { name: `fsub.${t}`, mask: RM, match: op(0x04 | f), ...arith, exec: S ? fp.fsubS : fp.fsubD },
-    { name: `fmul.${t}`, mask: RM, match: op(0x08 | f), ...arith, exec: S ? fp.fmulS : fp.fmulD },
-    { name: `fdiv.${t}`, mask: RM, match: op(0x0c | f), ...arith, exec: S ? fp.fdivS : fp.fdivD },
-    { name: `fsqrt.${t}`, mask: RM1, match: op(0x2c | f), format: 'fR1', ext, fd: true, fs1: true, exec: S ? fp.fsqrtS : fp.fsqrtD },
+    { name: `fadd.${t}`, mask: RM, match: op(0x00 | f), ...arith, exec: S ? fp.faddS : fp.faddD, emit: S ? undefined : je.faddD(false) },
+    { name: `fsub.${t}`, mask: RM, match: op(0x04 | f), ...arith, exec: S ? fp.fsubS : fp.fsubD, emit: S ? undefined : je.faddD(true) },
+    { name: `fmul.${t}`, mask: RM, match: op(0x08 | f), ...arith, exec: S ? fp.fmulS : fp.fmulD, emit: S ? undefined : je.fmulD },
+    { name: `fdiv.${t}`, mask: RM, match: op(0x0c | f), ...arith, exec: S ? fp.fdivS : fp.fdivD, emit: S ? undefined : je.fdivD },
+    { name: `fsqrt.${t}`, mask: RM1, match: op(0x2c | f), format: 'fR1', ext, fd: true, fs1: true, exec: S ? fp.fsqrtS : fp.fsqrtD, emit: S ? undefined : je.fsqrtD },
 
-    { name: `fsgnj.${t}`, mask: F3, match: op(0x10 | f, 0, 0), ...arith, exec: S ? (h, d) => fp.fsgnjS(h, d, 0) : (h, d) => fp.fsgnjD(h, d, 0) },
-    { name: `fsgnjn.${t}`, mask: F3, match: op(0x10 | f, 0, 1), ...arith, exec: S ? (h, d) => fp.fsgnjS(h, d, 1) : (h, d) => fp.fsgnjD(h, d, 1) },
-    { name: `fsgnjx.${t}`, mask: F3, match: op(0x10 | f, 0, 2), ...arith, exec: S ? (h, d) => fp.fsgnjS(h, d, 2) : (h, d) => fp.fsgnjD(h, d, 2) },
+    { name: `fsgnj.${t}`, mask: F3, match: op(0x10 | f, 0, 0), ...arith, exec: S ? (h, d) => fp.fsgnjS(h, d, 0) : (h, d) => fp.fsgnjD(h, d, 0), emit: S ? undefined : je.fsgnjD(0) },
+    { name: `fsgnjn.${t}`, mask: F3, match: op(0x10 | f, 0, 1), ...arith, exec: S ? (h, d) => fp.fsgnjS(h, d, 1) : (h, d) => fp.fsgnjD(h, d, 1), emit: S ? undefined : je.fsgnjD(1) },
+    { name: `fsgnjx.${t}`, mask: F3, match: op(0x10 | f, 0, 2), ...arith, exec: S ? (h, d) => fp.fsgnjS(h, d, 2) : (h, d) => fp.fsgnjD(h, d, 2), emit: S ? undefined : je.fsgnjD(2) },
     { name: `fmin.${t}`, mask: F3, match: op(0x14 | f, 0, 0), ...arith, exec: S ? (h, d) => fp.fminmaxS(h, d, false) : (h, d) => fp.fminmaxD(h, d, false) },
     { name: `fmax.${t}`, mask: F3, match: op(0x14 | f, 0, 1), ...arith, exec: S ? (h, d) => fp.fminmaxS(h, d, true) : (h, d) => fp.fminmaxD(h, d, true) },
 
@@ -57,13 +60,13 @@ function rows(fmt: 0 | 1): InsnSpec[] {
 export const RV64FD: InsnSpec[] = [
   // Transfers first: loads, stores and moves (no rounding, no flags).
   { name: 'flw', mask: LS, match: 0x2007, format: 'fload', ext: 'F', fd: true, exec: fp.flw },
-  { name: 'fld', mask: LS, match: 0x3007, format: 'fload', ext: 'D', fd: true, exec: fp.fld },
+  { name: 'fld', mask: LS, match: 0x3007, format: 'fload', ext: 'D', fd: true, exec: fp.fld, emit(e, d) { e.fpGuard(d, false, true, () => e.loadF(d)); } },
   { name: 'fsw', mask: LS, match: 0x2027, format: 'fstore', ext: 'F', fs2: true, exec: fp.fsw },
-  { name: 'fsd', mask: LS, match: 0x3027, format: 'fstore', ext: 'D', fs2: true, exec: fp.fsd },
+  { name: 'fsd', mask: LS, match: 0x3027, format: 'fstore', ext: 'D', fs2: true, exec: fp.fsd, emit(e, d) { e.fpGuard(d, false, false, () => e.storeF(d)); } },
   { name: 'fmv.x.w', mask: F31, match: op(0x70, 0, 0), format: 'fR1', ext: 'F', fs1: true, exec: fp.fmvXW },
   { name: 'fmv.w.x', mask: F31, match: op(0x78, 0, 0), format: 'fR1', ext: 'F', fd: true, exec: fp.fmvWX },
-  { name: 'fmv.x.d', mask: F31, match: op(0x71, 0, 0), format: 'fR1', ext: 'D', fs1: true, exec: fp.fmvXD },
-  { name: 'fmv.d.x', mask: F31, match: op(0x79, 0, 0), format: 'fR1', ext: 'D', fd: true, exec: fp.fmvDX },
+  { name: 'fmv.x.d', mask: F31, match: op(0x71, 0, 0), format: 'fR1', ext: 'D', fs1: true, exec: fp.fmvXD, emit(e, d) { e.fpGuard(d, false, false, () => e.setX(d.rd, () => e.fbits(d.rs1))); } },
+  { name: 'fmv.d.x', mask: F31, match: op(0x79, 0, 0), format: 'fR1', ext: 'D', fd: true, exec: fp.fmvDX, emit(e, d) { e.fpGuard(d, false, true, () => e.setFbits(d.rd, () => e.x(d.rs1))); } },
   { name: 'fcvt.s.d', mask: RM1, match: op(0x20, 1), format: 'fcvt', ext: 'D', fd: true, fs1: true, exec: fp.fcvtSD },
   { name: 'fcvt.d.s', mask: RM1, match: op(0x21, 0), format: 'fcvt', ext: 'D', fd: true, fs1: true, exec: fp.fcvtDS },
   ...rows(0),

@@ -2,11 +2,11 @@ import type { Hart } from '../hart.js';
 import type { Emit } from '../jit/emit.js';
 
 /**
- * A translated block: runs from its first instruction with at most `budget` instructions
- * (at least one pass fits); `done` counts instructions already retired by the blocks that
- * chained into it. Returns the total retired.
+ * A translated code page: runs from the block at page offset `entry` with at most `budget`
+ * instructions (that block fits); `done` is added to the count it returns, the
+ * instructions retired.
  */
-export type BlockFn = (budget: number, done: number) => number;
+export type BlockFn = (budget: number, done: number, entry: number) => number;
 
 /** Instruction formats: they say which fields the decoder extracts and how the disassembler prints. */
 export type Format =
@@ -35,12 +35,10 @@ export class Decoded {
   imm64: bigint;
   /** Times the interpreter entered a block here (translator hotness counter). */
   hits: number;
-  /** The translated block starting at this instruction, if any. */
+  /** The translated page function holding a block that starts at this instruction, if any. */
   block: BlockFn | null;
-  /** Instructions in `block` at most (the run loop never overshoots its budget). */
+  /** Instructions in that block (the run loop never overshoots its budget). */
   blockLen: number;
-  /** Slot in the translator's function table for chained entry (-1: none yet). */
-  slot: number;
   /** spec.ends, copied for the run loop. */
   ends: boolean;
   constructor(spec: InsnSpec, raw: number, len: number) {
@@ -50,7 +48,7 @@ export class Decoded {
     this.len = len;
     this.rd = 0; this.rs1 = 0; this.rs2 = 0; this.rs3 = 0; this.rm = 0;
     this.imm = 0; this.imm64 = 0n;
-    this.hits = 0; this.block = null; this.blockLen = 0; this.slot = -1;
+    this.hits = 0; this.block = null; this.blockLen = 0;
     this.ends = spec.ends === true;
   }
 }

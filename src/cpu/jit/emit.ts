@@ -35,7 +35,238 @@ export interface Emit {
   tmp64(i: 0 | 1 | 2 | 3): number;
   /** A scratch i32 local (valid within one instruction). */
   tmp32(i: 0 | 1): number;
+
+  // ---- F/D: FP registers stay in the state block (f64 loads and stores) ----
+  /** Push f[r] as an f64. */
+  fx(r: number): void;
+  /** Push f[r]'s 64 bits as an i64. */
+  fbits(r: number): void;
+  /** f[rd] = the i64 bits that `value` pushes. */
+  setFbits(rd: number, value: () => void): void;
+  /** A scratch f64 local (valid within one instruction). */
+  tmpF(i: number): number;
+  /** Locals an fpArith fast path sets: the result (f64) and 1 if it is inexact (i32). */
+  readonly fres: number;
+  readonly fnx: number;
+  /**
+   * An F/D instruction run inline only when mstatus.FS is on and, if `rm`, its effective
+   * rounding mode is RNE; otherwise (and for every case the inline code declines) its
+   * row's exec runs. `dirty` sets FS to Dirty after the inline code.
+   */
+  fpGuard(d: Decoded, rm: boolean, dirty: boolean, body: () => void): void;
+  /**
+   * Arithmetic with the exact-flags fast path: `fast` sets fres and fnx and pushes an i32,
+   * nonzero when it has the exact result (f[rd] = fres, fflags.NX |= fnx); zero sends
+   * the instruction to its row's exec (the softfloat decides).
+   */
+  fpArith(d: Decoded, fast: () => void): void;
+  /** fld / fsd: like load/store of 8 bytes, to and from f[rd] / f[rs2]. */
+  loadF(d: Decoded): void;
+  storeF(d: Decoded): void;
 }
+
+// ---- F/D fast paths (the same arithmetic as fpu/fpu.ts's host-double paths) ----
+
+const MIN_D = 2.2250738585072014e-308; // 2^-1022
+const BIG = 2 ** 1020;
+const LO_D = 2 ** -968;
+const SPLIT_MAX = 2 ** 995;
+const DIV_LO = 2 ** -900, DIV_HI = 2 ** 900;
+const SPLITTER = 134217729; // 2^27 + 1
+
+/** Push the exact error of p = fl(a*b) (Dekker's product), from f64 locals; uses tmpF(4..7). */
+export function emitMulErr(e: Emit, a: number, b: number, p: number): void {
+  const f = e.f, t = e.tmpF(4), ah = e.tmpF(5), al = e.tmpF(6), bh = e.tmpF(7);
+  const split = (x: number, hi: number, lo: number): void => {
+    f.f64(SPLITTER).get(x).op(Op.f64_mul).set(t);
+    f.get(t).get(t).get(x).op(Op.f64_sub).op(Op.f64_sub).tee(hi);
+    f.get(x).get(hi).op(Op.f64_sub).set(lo);
+    f.op(Op.drop);
+  };
+  split(a, ah, al);
+  split(b, bh, t); // t = bl
+  // (((ah*bh - p) + ah*bl) + al*bh) + al*bl
+  f.get(ah).get(bh).op(Op.f64_mul).get(p).op(Op.f64_sub);
+  f.get(ah).get(t).op(Op.f64_mul).op(Op.f64_add);
+  f.get(al).get(bh).op(Op.f64_mul).op(Op.f64_add);
+  f.get(al).get(t).op(Op.f64_mul).op(Op.f64_add);
+}
+
+/** |local| < k (i32). */
+const absLt = (e: Emit, l: number, k: number): void => { e.f.get(l).op(Op.f64_abs).f64(k).op(Op.f64_lt); };
+
+/**
+ * s = a + b (locals), RNE, exact error by TwoSum: pushes "handled" (s normal and well in
+ * range with a and b, or an exact zero). Uses tmpF(3).
+ */
+function emitAdd(e: Emit, a: number, b: number): void {
+  const f = e.f, s = e.fres, bb = e.tmpF(3);
+  f.get(a).get(b).op(Op.f64_add).set(s);
+  f.get(s).get(a).op(Op.f64_sub).set(bb);
+  f.get(a).get(s).get(bb).op(Op.f64_sub).op(Op.f64_sub).get(b).get(bb).op(Op.f64_sub).op(Op.f64_add);
+  f.f64(0).op(Op.f64_ne).set(e.fnx);
+  f.get(s).op(Op.f64_abs).f64(MIN_D).op(Op.f64_gt);
+  absLt(e, s, BIG); f.op(Op.i32_and);
+  absLt(e, a, BIG); f.op(Op.i32_and);
+  absLt(e, b, BIG); f.op(Op.i32_and);
+  f.get(s).f64(0).op(Op.f64_eq).op(Op.i32_or);
+}
+
+type EmitFnF = (e: Emit, d: Decoded) => void;
+
+/** fadd.d / fsub.d. */
+export const faddD = (neg: boolean): EmitFnF => (e, d) => e.fpArith(d, () => {
+  const f = e.f, a = e.tmpF(0), b = e.tmpF(1);
+  e.fx(d.rs1); f.set(a);
+  e.fx(d.rs2); if (neg) f.op(Op.f64_neg); f.set(b);
+  emitAdd(e, a, b);
+});
+
+/** fmul.d: Dekker's exact error; an exact zero product (a zero operand) is exact too. */
+export const fmulD: EmitFnF = (e, d) => e.fpArith(d, () => {
+  const f = e.f, a = e.tmpF(0), b = e.tmpF(1), p = e.fres;
+  e.fx(d.rs1); f.set(a);
+  e.fx(d.rs2); f.set(b);
+  f.get(a).get(b).op(Op.f64_mul).set(p);
+  const ok = e.tmp32(0);
+  f.get(p).op(Op.f64_abs).f64(LO_D).op(Op.f64_ge);
+  absLt(e, p, BIG); f.op(Op.i32_and);
+  absLt(e, a, SPLIT_MAX); f.op(Op.i32_and);
+  absLt(e, b, SPLIT_MAX); f.op(Op.i32_and).tee(ok);
+  f.block(Op.if);
+  emitMulErr(e, a, b, p); f.f64(0).op(Op.f64_ne).set(e.fnx);
+  f.op(Op.else);
+  f.i32(0).set(e.fnx);
+  f.op(Op.end);
+  f.get(ok);
+  f.get(p).f64(0).op(Op.f64_eq).get(a).f64(0).op(Op.f64_eq).get(b).f64(0).op(Op.f64_eq).op(Op.i32_or).op(Op.i32_and);
+  f.op(Op.i32_or);
+});
+
+/** fdiv.d: the sign of the exact remainder a - q*b says whether q is exact. */
+export const fdivD: EmitFnF = (e, d) => e.fpArith(d, () => {
+  const f = e.f, a = e.tmpF(0), b = e.tmpF(1), q = e.fres, p = e.tmpF(2);
+  const inRange = (l: number): void => {
+    f.get(l).op(Op.f64_abs).f64(DIV_LO).op(Op.f64_ge).get(l).op(Op.f64_abs).f64(DIV_HI).op(Op.f64_le).op(Op.i32_and);
+  };
+  e.fx(d.rs1); f.set(a);
+  e.fx(d.rs2); f.set(b);
+  f.get(a).get(b).op(Op.f64_div).set(q);
+  f.get(q).get(b).op(Op.f64_mul).set(p);
+  f.get(a).get(p).op(Op.f64_sub);
+  emitMulErr(e, q, b, p);
+  f.op(Op.f64_sub).f64(0).op(Op.f64_ne).set(e.fnx);
+  inRange(a); inRange(b); f.op(Op.i32_and); inRange(q); f.op(Op.i32_and);
+});
+
+/** fsqrt.d: the sign of a - r*r. */
+export const fsqrtD: EmitFnF = (e, d) => e.fpArith(d, () => {
+  const f = e.f, a = e.tmpF(0), r = e.fres, p = e.tmpF(2);
+  e.fx(d.rs1); f.set(a);
+  f.get(a).op(Op.f64_sqrt).set(r);
+  f.get(r).get(r).op(Op.f64_mul).set(p);
+  f.get(a).get(p).op(Op.f64_sub);
+  emitMulErr(e, r, r, p);
+  f.op(Op.f64_sub).f64(0).op(Op.f64_ne).set(e.fnx);
+  f.get(a).f64(DIV_LO).op(Op.f64_ge).get(a).f64(DIV_HI).op(Op.f64_le).op(Op.i32_and);
+});
+
+/**
+ * fmadd.d family: RN(±a*b ± c). A zero product (exact) or an exact product p + 0 is one
+ * rounded sum; otherwise p + e exactly (Dekker) and Boldo-Melquiond's round-to-odd gives
+ * RN(c + p + e): (th, tl) = 2Sum(c, p); v = RO(tl + e); result = RN(th + v).
+ */
+export const fmaD = (negProd: boolean, negC: boolean): EmitFnF => (e, d) => e.fpArith(d, () => {
+  const f = e.f, a = e.tmpF(0), b = e.tmpF(1), c = e.tmpF(2);
+  const p = e.tmpF(8), err = e.tmpF(9), th = e.tmpF(10), v = e.tmpF(11), r = e.tmpF(12);
+  const ok = e.tmp32(0);
+  e.fx(d.rs1); f.set(a);
+  e.fx(d.rs2); f.set(b);
+  e.fx(d.rs3); if (negC) f.op(Op.f64_neg); f.set(c);
+  f.get(a).get(b).op(Op.f64_mul).set(p);
+  // Product zero from a zero operand (times a finite one): exact.
+  f.get(p).f64(0).op(Op.f64_eq);
+  f.get(a).f64(0).op(Op.f64_eq); absLt(e, b, Infinity); f.op(Op.i32_and);
+  f.get(b).f64(0).op(Op.f64_eq); absLt(e, a, Infinity); f.op(Op.i32_and);
+  f.op(Op.i32_or).op(Op.i32_and);
+  f.block(Op.if, ValType.I32);
+  {
+    if (negProd) f.get(p).op(Op.f64_neg).set(p);
+    emitAdd(e, p, c);
+  }
+  f.op(Op.else);
+  {
+    f.get(p).op(Op.f64_abs).f64(LO_D).op(Op.f64_ge);
+    absLt(e, p, BIG); f.op(Op.i32_and);
+    absLt(e, a, SPLIT_MAX); f.op(Op.i32_and);
+    absLt(e, b, SPLIT_MAX); f.op(Op.i32_and);
+    absLt(e, c, BIG); f.op(Op.i32_and);
+    f.block(Op.if, ValType.I32);
+    {
+      emitMulErr(e, a, b, p); f.set(err);
+      if (negProd) { f.get(p).op(Op.f64_neg).set(p); f.get(err).op(Op.f64_neg).set(err); }
+      f.get(err).f64(0).op(Op.f64_eq);
+      f.block(Op.if, ValType.I32);
+      emitAdd(e, p, c);
+      f.op(Op.else);
+      {
+        const bb = e.tmpF(3);
+        // th + tl = c + p exactly.
+        f.get(c).get(p).op(Op.f64_add).set(th);
+        f.get(th).get(c).op(Op.f64_sub).set(bb);
+        f.get(c).get(th).get(bb).op(Op.f64_sub).op(Op.f64_sub).get(p).get(bb).op(Op.f64_sub).op(Op.f64_add).set(a); // a = tl
+        // v = tl + err, r = its exact error.
+        f.get(a).get(err).op(Op.f64_add).set(v);
+        f.get(v).get(a).op(Op.f64_sub).set(bb);
+        f.get(a).get(v).get(bb).op(Op.f64_sub).op(Op.f64_sub).get(err).get(bb).op(Op.f64_sub).op(Op.f64_add).set(r);
+        f.i32(1).set(ok);
+        f.get(r).f64(0).op(Op.f64_ne);
+        f.block(Op.if);
+        {
+          // v must be normal; round to odd: an even v steps to the odd neighbour on r's side.
+          f.get(v).op(Op.f64_abs).f64(MIN_D).op(Op.f64_ge).set(ok);
+          const bits = e.tmp64(0);
+          f.get(v).op(Op.i64_reinterpret_f64).tee(bits).i64(1n).op(Op.i64_and).op(Op.i64_eqz);
+          f.block(Op.if);
+          f.get(v).f64(0).op(Op.f64_gt).get(r).f64(0).op(Op.f64_gt).op(Op.i32_eq);
+          f.block(Op.if, ValType.I64);
+          f.get(bits).i64(1n).op(Op.i64_or);
+          f.op(Op.else);
+          f.get(bits).i64(1n).op(Op.i64_sub);
+          f.op(Op.end);
+          f.op(Op.f64_reinterpret_i64).set(v);
+          f.op(Op.end);
+        }
+        f.op(Op.end);
+        // res = th + v; inexact if r != 0 or th + v is inexact.
+        f.get(th).get(v).op(Op.f64_add).set(e.fres);
+        f.get(e.fres).get(th).op(Op.f64_sub).set(bb);
+        f.get(th).get(e.fres).get(bb).op(Op.f64_sub).op(Op.f64_sub).get(v).get(bb).op(Op.f64_sub).op(Op.f64_add);
+        f.f64(0).op(Op.f64_ne).get(r).f64(0).op(Op.f64_ne).op(Op.i32_or).set(e.fnx);
+        f.get(ok);
+        f.get(e.fres).op(Op.f64_abs).f64(MIN_D).op(Op.f64_gt).op(Op.i32_and);
+        absLt(e, e.fres, BIG); f.op(Op.i32_and);
+      }
+      f.op(Op.end);
+    }
+    f.op(Op.else);
+    f.i32(0);
+    f.op(Op.end);
+  }
+  f.op(Op.end);
+});
+
+/** fsgnj.d, fsgnjn.d, fsgnjx.d: sign bit from rs2 (plain, negated, xor with rs1's). */
+export const fsgnjD = (mode: 0 | 1 | 2): EmitFnF => (e, d) => e.fpGuard(d, false, true, () => {
+  const f = e.f;
+  const SIGN = -0x8000_0000_0000_0000n;
+  e.setFbits(d.rd, () => {
+    e.fbits(d.rs1); f.i64(~SIGN).op(Op.i64_and);
+    if (mode === 2) { e.fbits(d.rs1); e.fbits(d.rs2); f.op(Op.i64_xor); } else e.fbits(d.rs2);
+    if (mode === 1) f.i64(-1n).op(Op.i64_xor);
+    f.i64(SIGN).op(Op.i64_and).op(Op.i64_or);
+  });
+});
 
 /**
  * Push mulhu(a, b), the high 64 bits of the unsigned 128-bit product of two i64 locals,

@@ -3,31 +3,57 @@
  *
  * The interpreter counts entries at block starts (the instruction after a control
  * transfer or trap). When a start gets hot, the block from there is planned: straight-line
- * instructions of one physical page whose rows have an `emit`, up to the first control
- * transfer. Planned blocks are batched into one module per batch (module compiles are
- * costly) over the same WebAssembly.Memory that holds registers and RAM; each becomes a
- * function stored on its first instruction's Decoded, so it shares that decoded page's
- * lifetime: a store, DMA or fence.i that drops the page drops its blocks too.
+ * instructions of one physical page, up to the first control transfer. The unit of
+ * compilation is the page: its planned blocks, in page order, go into functions of up to
+ * MAX_FN_BLOCKS blocks, each block once, entered through a `br_table` on the entry's page
+ * offset. A transfer to another block of the same function (a branch, a jump, a `jalr`
+ * whose target falls in the page) stays inside it, so loops and local calls need not
+ * return to the dispatcher. Blocks of a page that get hot later get functions of their own
+ * (with the page's other new blocks); heads that were warm already join the page's first
+ * functions. Pages waiting for compilation are batched
+ * into one module (module compiles and instantiations are costly). There is no function
+ * table: a V8 table imported by many instances costs at every instantiation and every
+ * `Table.set` (profiled: 23 % of a Linux boot with per-block functions chained through one).
  *
- * Memory accesses call the hart's load/store helpers (the TLB fast path inside them).
- * Before each such call the block writes pc and the number of retired instructions, so a
- * trap inside a block leaves the exact state the interpreter would. When a helper sets
- * JIT_EXIT (an interrupt became pending, or the store hit translated code) the block
- * returns after that instruction.
+ * Each function is stored on its blocks' first instructions (Decoded.block), so it shares
+ * the decoded page's lifetime: a store, DMA or fence.i that drops the page drops its code.
+ *
+ * Memory accesses probe the TLB inline and call the hart's helpers on a miss. Before each
+ * such call the code writes pc and the number of retired instructions, so a trap inside
+ * a block leaves the exact state the interpreter would. When a helper sets JIT_EXIT (an
+ * interrupt became pending, or the store hit translated code) the code returns after that
+ * instruction.
  */
 import { ModuleBuilder, FunctionBody, Op, ValType } from './wasm.js';
 import { SINK } from '../state.js';
 import type { Emit } from './emit.js';
 import type { Decoded, BlockFn } from '../isa/types.js';
-import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, TLB_R_PTR, TLB_W_PTR, TLB_TAG_HI, TLB_HOST } from '../state.js';
+import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, TLB_R_PTR, TLB_W_PTR, TLB_TAG_HI, TLB_HOST, F0, MSTATUS_LO, FFLAGS, FRM } from '../state.js';
+import { MSTATUS } from '../csr.js';
 
 /** Longest block, in instructions. */
 const MAX_BLOCK = 64;
 /** Blocks per compiled module: at most, and enough to compile at once. */
-const MAX_BATCH = 64;
-const MIN_BATCH = 24;
-/** Run slices a pending plan waits for company before it is compiled anyway. */
+const MAX_BATCH = 256;
+const MIN_BATCH = 48;
+/** Run slices a pending page waits for company before it is compiled anyway. */
 const MAX_WAIT = 4;
+/**
+ * Whole-page compiles of one page; later blocks of it get functions of their own. (Compiling
+ * a page again with all its blocks cost more than it saved in a Linux boot.)
+ */
+const MAX_PAGE_COMPILES = 1;
+/**
+ * Blocks per function at most (a page's blocks in page order, split). V8 tiers large
+ * functions up sooner and its optimizing compile grows faster than their size: in a Linux
+ * boot whole-page functions cost more CPU than one block per function, while hot loops
+ * spanning blocks gain from sharing one.
+ */
+const MAX_FN_BLOCKS = 8;
+/** Instructions compiled before the cache is dropped and refilled (bounds its memory). */
+const MAX_INSTRUCTIONS = 1 << 20;
+/** Decoded.hits of a head that is planned or cannot be translated: never counted again. */
+const NEVER = -0x4000_0000;
 
 /** The hart's memory helpers, called by translated loads and stores. */
 export interface JitMemory {
@@ -47,155 +73,166 @@ export interface JitMemory {
 }
 
 export interface JitStats {
+  /** Blocks compiled (a block compiled again with its page counts again). */
   blocks: number;
+  /** Modules compiled. */
   compiles: number;
+  /** Page functions compiled. */
+  functions: number;
+  /** Main-thread milliseconds spent planning and encoding (V8's compile runs in the background). */
   compileMs: number;
+  /** Instructions compiled. */
   instructions: number;
   /** Block starts that could not be translated (first instruction has no emitter). */
   untranslatable: number;
   /** Modules the engine refused (a translator bug; the code stays interpreted). */
   failures: number;
-  /** Calls from the dispatcher into translated code (each may chain through many blocks). */
+  /** Calls from the dispatcher into translated code (each may run many blocks). */
   entries: number;
   /** Instructions retired in translated code (traps inside blocks aside). */
   executed: number;
+  /** Times the whole cache was dropped to bound its memory. */
+  evictions: number;
+  /** Instructions translated code ran through their rows' exec (no emitter, or a fast path declined). */
+  execCalls: number;
 }
 
-/** Decoded instruction at a byte offset from a block's head, in the same page (or null). */
-type At = (off: number) => Decoded | null;
+/** Decoded instruction at a byte offset in the page (or null past the page or where it cannot be fetched). */
+export type At = (off: number) => Decoded | null;
+export type DecodedPage = (Decoded | undefined)[];
 
-interface Plan { head: Decoded; insns: Decoded[]; offs: number[]; at: At; }
+/** One block: instructions from `head` at page offset `off`. */
+interface Plan { head: Decoded; off: number; insns: Decoded[]; offs: number[]; }
 
-/** Table slots before the translation cache is dropped and refilled (bounds its memory). */
-const MAX_SLOTS = 1 << 16;
-
-/** Does this engine have tail calls (WebAssembly 3.0 return_call_indirect)? Chaining needs them. */
-function hasTailCalls(): boolean {
-  const m = new ModuleBuilder();
-  const t = m.type([], []);
-  m.importTable('env', 'table', 1);
-  const { body } = m.func(t);
-  body.i32(0).code.byte(Op.return_call_indirect).u32(t).u32(0);
-  return WebAssembly.validate(m.encode());
+/** A code page with translated blocks. */
+interface PageRec {
+  page: DecodedPage;
+  at: At;
+  /** Blocks compiled (or being compiled) into the page's function, by head offset. */
+  heads: Map<number, Plan>;
+  /** Blocks planned since the last compile. */
+  fresh: Plan[];
+  queued: boolean;
+  compiles: number;
 }
 
 export class Translator {
   /** Entries before a block is translated; 0 translates on first sight, Infinity never. */
   threshold: number;
-  readonly stats: JitStats = { blocks: 0, compiles: 0, compileMs: 0, instructions: 0, untranslatable: 0, failures: 0, entries: 0, executed: 0 };
+  readonly stats: JitStats = {
+    blocks: 0, compiles: 0, functions: 0, compileMs: 0, instructions: 0, untranslatable: 0, failures: 0,
+    entries: 0, executed: 0, evictions: 0, execCalls: 0,
+  };
   /** Modules being compiled in the background. */
   inFlight = 0;
   /**
    * Compile in the background (the default): the caller must yield to the event loop
-   * for compiled blocks to arrive, as Machine.run does. Synchronous callers turn it off.
+   * for compiled code to arrive, as Machine.run does. Synchronous callers turn it off.
    */
   background = true;
   /** Bumped when the cache is dropped, so late compiles are discarded. */
   private generation = 0;
-  private pending: Plan[] = [];
-  private readonly imports: WebAssembly.Imports;
-  /** Every block and chaining target has a slot; a target not yet compiled holds `stub`. */
-  private readonly table: WebAssembly.Table;
-  private nextSlot = 0;
-  /** Slots below this have held a block since the table was made. */
-  private usedSlots = 0;
+  private pages = new WeakMap<DecodedPage, PageRec>();
+  private pending: PageRec[] = [];
+  private pendingBlocks = 0;
+  /** Instructions compiled since the cache was last dropped. */
+  private live = 0;
+  private readonly env: Record<string, unknown>;
   /** run() calls since the oldest pending plan (batching). */
   private waited = 0;
-  /** Instructions that blocks run through their rows' exec, by index (the `exec` import's argument). */
-  private execs: Decoded[] = [];
-  private readonly stub: BlockFn;
-  readonly chaining: boolean;
-  /** Called when the table is full: the hart drops all decoded code (and so all blocks). */
+  /** Called when the cache is too big: the hart drops all decoded code (and so all translations). */
   onFull: () => void = () => {};
 
-  constructor(memory: WebAssembly.Memory, private readonly stateBase: number, mem: JitMemory, threshold: number) {
+  constructor(memory: WebAssembly.Memory, private readonly stateBase: number, private readonly mem: JitMemory, threshold: number) {
     this.threshold = threshold;
-    this.chaining = hasTailCalls();
-    // The stub returns to the dispatcher: the chaining block already stored pc.
-    const sm = new ModuleBuilder();
-    const { body, index } = sm.func(sm.type([ValType.I32, ValType.I32], [ValType.I32]));
-    body.get(1);
-    sm.export('stub', index);
-    this.stub = new WebAssembly.Instance(new WebAssembly.Module(sm.encode())).exports.stub as BlockFn;
-    // Full size from the start, every slot the stub: Table.grow and set are slow calls.
-    this.table = new WebAssembly.Table({ initial: MAX_SLOTS, element: 'anyfunc' }, this.stub);
-    this.imports = {
-      env: {
-        memory,
-        table: this.table,
-        load8: mem.load8, load8u: mem.load8u, load16: mem.load16, load16u: mem.load16u,
-        load32: mem.load32, load64: mem.load64,
-        store8: mem.store8, store16: mem.store16, store32: mem.store32, store64: mem.store64,
-        exec: (i: number) => mem.exec(this.execs[i]),
-      },
+    this.env = {
+      memory,
+      load8: mem.load8, load8u: mem.load8u, load16: mem.load16, load16u: mem.load16u,
+      load32: mem.load32, load64: mem.load64,
+      store8: mem.store8, store16: mem.store16, store32: mem.store32, store64: mem.store64,
     };
   }
 
-  /**
-   * A block start got hot. `at(off)` returns the decoded instruction at byte offset `off`
-   * from the head (or null past the page or where it cannot be fetched).
-   */
-  plan(head: Decoded, at: At): void {
+  /** A block start at page offset `off` of `page` got hot; `at` decodes the page's instructions. */
+  plan(head: Decoded, off: number, page: DecodedPage, at: At): void {
+    head.hits = NEVER; // planned (or hopeless): stop counting
+    let rec = this.pages.get(page);
+    if (rec === undefined) {
+      rec = { page, at, heads: new Map(), fresh: [], queued: false, compiles: 0 };
+      this.pages.set(page, rec);
+    }
+    if (!this.add(rec, head, off)) return;
+    if (this.pendingBlocks >= MAX_BATCH || this.threshold <= 0) this.flush();
+  }
+
+  /** Plan the block at `off` into `rec`; false if its first instruction cannot be translated. */
+  private add(rec: PageRec, head: Decoded, off: number): boolean {
     const insns: Decoded[] = [];
     const offs: number[] = [];
-    let off = 0;
-    for (let d: Decoded | null = head; d !== null && insns.length < MAX_BLOCK; d = at(off)) {
+    let o = off;
+    for (let d: Decoded | null = head; d !== null && insns.length < MAX_BLOCK; d = rec.at(o)) {
       // Rows without an emitter run through their exec from the block, except control
       // transfers and system instructions (they end blocks) and illegal encodings.
       if (!d.spec.emit && (d.ends || d.spec.name === 'illegal')) break;
       insns.push(d);
-      offs.push(off);
-      off += d.len;
+      offs.push(o);
+      o += d.len;
       if (d.spec.ends) break;
     }
     if (insns.length === 0) {
-      head.hits = -0x4000_0000; // never again
       this.stats.untranslatable++;
-      return;
+      return false;
     }
-    head.hits = -0x4000_0000; // planned: stop counting
-    this.pending.push({ head, insns, offs, at });
-    if (this.pending.length >= MAX_BATCH || this.threshold <= 0) this.flush();
+    rec.fresh.push({ head, off, insns, offs });
+    this.pendingBlocks++;
+    if (!rec.queued) { rec.queued = true; this.pending.push(rec); }
+    return true;
   }
 
   get hasPending(): boolean { return this.pending.length > 0; }
 
   /**
-   * End of a run slice: compile the pending plans once there are enough for a module or
-   * they have waited a few slices (module instantiation has a fixed cost).
+   * End of a run slice: compile the pending pages once there are enough blocks for a
+   * module or they have waited a few slices (module instantiation has a fixed cost).
    */
   endSlice(): void {
     if (this.pending.length === 0) return;
-    if (!this.background || this.pending.length >= MIN_BATCH || ++this.waited >= MAX_WAIT) this.flush();
+    if (!this.background || this.pendingBlocks >= MIN_BATCH || ++this.waited >= MAX_WAIT) this.flush();
   }
 
-  /** The table slot of a block start (allocated on first use, holding the stub), or -1. */
-  private slotFor(d: Decoded | null): number {
-    if (d === null) return -1;
-    if (d.slot >= 0) return d.slot;
-    const slot = this.nextSlot++;
-    // Slots above the high-water mark still hold the stub; reused ones (after a reset) do not.
-    if (d.block !== null || slot < this.usedSlots) this.table.set(slot, d.block ?? this.stub);
-    else this.usedSlots = slot + 1;
-    d.slot = slot;
-    return slot;
-  }
-
-  /** The decoded code was all dropped: slots can be reused. */
+  /** The decoded code was all dropped. */
   reset(): void {
     this.generation++;
+    this.pages = new WeakMap();
     this.pending = [];
-    this.nextSlot = 0;
-    this.execs = [];
+    this.pendingBlocks = 0;
+    this.live = 0;
   }
 
-  /** Compile every planned block, in one module. */
+  /** Compile every pending page, in one module. */
   flush(): void {
-    const plans = this.pending;
-    if (plans.length === 0) return;
+    const recs = this.pending;
+    if (recs.length === 0) return;
     this.pending = [];
+    this.pendingBlocks = 0;
     this.waited = 0;
     const t0 = performance.now();
+    if (this.live > MAX_INSTRUCTIONS) {
+      this.stats.evictions++;
+      this.onFull();
+      return;
+    }
+    // Warm neighbours: heads of the same page that ran a fair share of the threshold
+    // join now, which saves compiling the page again soon.
+    const warm = Math.max(1, this.threshold / 4);
+    for (const rec of recs) {
+      if (this.threshold <= 0 || rec.compiles >= MAX_PAGE_COMPILES) continue;
+      const page = rec.page;
+      for (let i = 0; i < page.length; i++) {
+        const d = page[i];
+        if (d !== undefined && d.hits >= warm && d.block === null) { d.hits = NEVER; this.add(rec, d, i * 2); }
+      }
+    }
     const m = new ModuleBuilder();
     const I = ValType.I32;
     const tLoad = m.type([I, I], [I]);
@@ -209,43 +246,59 @@ export class Translator {
     fn.store64 = m.importFunc('env', 'store64', tStore64);
     fn.exec = m.importFunc('env', 'exec', m.type([I], []));
     m.importMemory('env', 'memory', 1);
-    m.importTable('env', 'table', 1);
-    const tBlock = m.type([I, I], [I]);
-    // Chaining targets of this batch need slots before the table can hold them.
-    if (this.nextSlot + plans.length * 3 > MAX_SLOTS) {
-      this.nextSlot = 0;
-      this.onFull();
-      return;
+    const tFn = m.type([I, I, I], [I]);
+    /** Instructions the module runs through their rows' exec, by the `exec` import's argument. */
+    const execs: Decoded[] = [];
+    const groups: Plan[][] = [];
+    for (const rec of recs) {
+      rec.queued = false;
+      let plans: Plan[];
+      if (rec.compiles < MAX_PAGE_COMPILES) {
+        for (const p of rec.fresh) rec.heads.set(p.off, p);
+        plans = [...rec.heads.values()];
+      } else {
+        plans = rec.fresh;
+      }
+      rec.fresh = [];
+      rec.compiles++;
+      plans.sort((a, b) => a.off - b.off);
+      for (let i = 0; i < plans.length; i += MAX_FN_BLOCKS) {
+        const part = plans.slice(i, i + MAX_FN_BLOCKS);
+        const { body, index } = m.func(tFn);
+        new PageWriter(body, this.stateBase, fn, execs).write(part);
+        m.export(`p${groups.length}`, index);
+        groups.push(part);
+      }
     }
-    plans.forEach((p, i) => {
-      const { body, index } = m.func(tBlock);
-      // (The head's own slot first, so a self-chain finds it.)
-      const chain = this.chaining ? (off: number): number => this.slotFor(p.at(off)) : null;
-      new BlockWriter(body, this.stateBase, fn, tBlock, chain, this.execs).write(p);
-      m.export(`b${i}`, index);
-    });
     const bytes = m.encode();
-    const slots = plans.map((p) => this.slotFor(p.head));
     const gen = this.generation;
+    let count = 0;
+    for (const g of groups) for (const p of g) count += p.insns.length;
+    this.live += count;
     const install = (inst: WebAssembly.Instance): void => {
-      if (gen !== this.generation) return; // the cache was dropped meanwhile: slots are reused
-      plans.forEach((p, i) => {
-        const b = inst.exports[`b${i}`] as BlockFn;
-        p.head.block = b;
-        p.head.blockLen = p.insns.length;
-        this.table.set(slots[i], b);
-        this.stats.instructions += p.insns.length;
+      if (gen !== this.generation) return; // the cache was dropped meanwhile
+      groups.forEach((plans, i) => {
+        const f = inst.exports[`p${i}`] as BlockFn;
+        for (const p of plans) {
+          p.head.block = f;
+          p.head.blockLen = p.insns.length;
+        }
+        this.stats.blocks += plans.length;
       });
-      this.stats.blocks += plans.length;
+      this.stats.functions += groups.length;
+      this.stats.instructions += count;
     };
+    const mem = this.mem;
+    const stats = this.stats;
+    const imports = { env: { ...this.env, exec: (i: number) => { stats.execCalls++; mem.exec(execs[i]); } } };
     this.stats.compiles++;
     if (this.threshold <= 0 || !this.background) {
       // Translate-at-once mode (tests) and callers that never yield: synchronous.
-      install(new WebAssembly.Instance(new WebAssembly.Module(bytes), this.imports));
+      install(new WebAssembly.Instance(new WebAssembly.Module(bytes), imports));
     } else {
       // Compiled off the vCPU's thread; the interpreter runs the code meanwhile.
       this.inFlight++;
-      WebAssembly.instantiate(bytes, this.imports).then(
+      WebAssembly.instantiate(bytes, imports).then(
         (r) => { this.inFlight--; install(r.instance); },
         () => { this.inFlight--; this.stats.failures++; },
       );
@@ -255,87 +308,154 @@ export class Translator {
 }
 
 /**
- * Writes one block's function; implements the rows' view (Emit). Guest registers the
- * block uses live in Wasm locals: loaded once at entry, stored back at every exit and
- * before every helper call that may trap (so a trap sees them in memory).
+ * Writes one page's function; implements the rows' view (Emit). The function takes the
+ * instruction budget left, the instructions already retired, and the entry's page offset;
+ * it returns the instructions retired. Guest registers a block uses live in Wasm locals
+ * while it runs: loaded when it starts, stored back when it ends and before every helper
+ * call that may trap (so a trap sees them in memory).
+ *
+ * Layout: a dispatch loop around one Wasm block per guest block, innermost first in page
+ * order; the br_table picks the entry's block, a forward transfer branches straight to
+ * the target's code, a backward one re-enters the dispatch with a new offset, and each
+ * block's code is a loop of its own so a branch back to its head stays put.
  */
-class BlockWriter implements Emit {
+class PageWriter implements Emit {
+  /** Where the scan pass writes (and forgets) its code. */
+  private static readonly scratch = new FunctionBody(0, 0);
   f: FunctionBody;
-  /** Wasm local of each guest register x1..x31 used by the block, or -1. */
+  /** Wasm local of each guest register x1..x31 used by the page, or -1. */
   private readonly reg = new Int32Array(32).fill(-1);
-  /** Registers the block writes (stored back at exits). */
+  /**
+   * Registers the current block has written so far: stored back at its exits, before its
+   * helper calls and when it goes on to another block, so other registers' locals always
+   * equal the state block and exits stay short.
+   */
   private written: number[] = [];
   /** The first pass only records which registers are used. */
   private scanning = false;
-  private readonly scanRead = new Uint8Array(33);
-  private readonly scanWrite = new Uint8Array(33);
-  private readonly pc0: number;
+  /** Registers the block being scanned uses (reads or writes). */
+  private readonly scanUse = new Uint8Array(33);
+  /** Registers each block uses, by block index: loaded when the block starts. */
+  private uses: number[][] = [];
+  /** The page's virtual base address (i64), from pc at entry. */
+  private readonly vbase: number;
   private readonly lo: number;
   private readonly hi: number;
   private readonly t64: number[];
   private readonly t32: number[];
   /** Address of the TLB entry being probed. */
   private readonly ent: number;
-  /** Index and byte offset of the instruction being emitted. */
+  private readonly tF: number[] = [];
+  readonly fres: number;
+  readonly fnx: number;
+  /** Index of each block in the function by head page offset. */
+  private caseOf = new Map<number, number>();
+  /** Blocks in the function, and the one being written. */
+  private cases = 0;
+  private c = 0;
+  /** Wasm blocks (if/else) open inside the current instruction's code. */
+  private inner = 0;
+  /** Index and page offset of the instruction being emitted. */
   private k = 0;
   private off = 0;
-  /** Instructions in one pass of the block. */
-  private passLen = 0;
-  /** Param 1: instructions retired before this pass (chained blocks, earlier passes). */
+  /** Params: the budget, instructions retired before this block, the entry offset. */
+  private readonly budget = 0;
   private readonly done = 1;
+  private readonly entry = 2;
   private len = 4;
   private ended = false;
 
   constructor(
-    f: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>,
-    private readonly blockType: number, private readonly chain: ((off: number) => number) | null,
+    private readonly body: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>,
     private readonly execs: Decoded[],
   ) {
+    const f = body;
     this.f = f;
-    this.pc0 = f.local(ValType.I64);
+    this.vbase = f.local(ValType.I64);
     this.lo = f.local(ValType.I32);
     this.hi = f.local(ValType.I32);
     this.t64 = [f.local(ValType.I64), f.local(ValType.I64), f.local(ValType.I64), f.local(ValType.I64)];
     this.t32 = [f.local(ValType.I32), f.local(ValType.I32)];
     this.ent = f.local(ValType.I32);
+    this.fres = f.local(ValType.F64);
+    this.fnx = f.local(ValType.I32);
+  }
+
+  write(plans: Plan[]): void {
+    plans.forEach((p, i) => this.caseOf.set(p.off, i));
+    this.cases = plans.length;
+    const f = this.f;
+    for (const p of plans) {
+      this.scanUse.fill(0);
+      this.scan(p);
+      const use: number[] = [];
+      for (let r = 1; r < 32; r++) {
+        if (!this.scanUse[r]) continue;
+        use.push(r);
+        if (this.reg[r] < 0) this.reg[r] = f.local(ValType.I64);
+      }
+      this.uses.push(use);
+    }
+    f.i32(this.base).mem(Op.i64_load, 3, PC * 8).i64(-4096n).op(Op.i64_and).set(this.vbase);
+    const K = plans.length;
+    f.block(Op.loop); // dispatch
+    f.block(Op.block); // default: not a block head here
+    for (let i = 0; i < K; i++) f.block(Op.block);
+    // br_table over (entry - first) / 2; offsets that are no head go to the default.
+    const first = plans[0].off, last = plans[K - 1].off;
+    const depths = new Uint32Array(((last - first) >>> 1) + 1).fill(K);
+    plans.forEach((p, i) => { depths[(p.off - first) >>> 1] = i; });
+    f.get(this.entry).i32(first).op(Op.i32_sub).i32(1).op(Op.i32_shr_u).brTable(depths, K);
+    for (let i = 0; i < K; i++) {
+      f.op(Op.end);
+      this.c = i;
+      this.writeBlock(plans[i]);
+      f.op(Op.unreachable);
+    }
+    f.op(Op.end);
+    // Default: leave with pc at the entry offset (every register is in memory here).
+    this.setPc(() => { f.get(this.vbase).get(this.entry).op(Op.i64_extend_i32_u).op(Op.i64_add); });
+    f.get(this.done).op(Op.return);
+    f.op(Op.end).op(Op.unreachable);
   }
 
   /**
-   * The function takes the instruction budget left and returns the instructions retired.
-   * Its body is a loop, so a branch back to the block's own head (an inner loop) stays in
-   * WebAssembly while whole passes fit the budget.
+   * One block's code: its registers are loaded into locals (loaded even if only written:
+   * an exit before the write stores it back unchanged), then a loop (its own head). It
+   * never falls out. Between blocks every register is in memory, so no local lives
+   * across blocks (small graphs for V8's optimizing tier).
    */
-  write(p: Plan): void {
-    this.scan(p);
+  private writeBlock(p: Plan): void {
     const f = this.f;
-    for (let r = 1; r < 32; r++) {
-      if (!this.scanRead[r] && !this.scanWrite[r]) continue;
-      this.reg[r] = f.local(ValType.I64);
-      if (this.scanWrite[r]) this.written.push(r);
-      // Loaded even if only written: an exit before the write stores it back unchanged.
-      f.i32(this.base).mem(Op.i64_load, 3, r * 8).set(this.reg[r]);
-    }
-    this.passLen = p.insns.length;
-    f.i32(this.base).mem(Op.i64_load, 3, PC * 8).set(this.pc0);
+    for (const r of this.uses[this.c]) f.i32(this.base).mem(Op.i64_load, 3, r * 8).set(this.reg[r]);
     f.block(Op.loop);
+    this.ended = false;
+    this.inner = 0;
+    this.written = [];
     for (let i = 0; i < p.insns.length; i++) {
       const d = p.insns[i];
       this.k = i;
       this.off = p.offs[i];
       this.len = d.len;
       this.emitOne(d);
-      if (this.ended) { f.op(Op.end).op(Op.unreachable); return; }
+      if (this.ended) break;
     }
-    // Fell off the end (page end, length limit or an untranslatable instruction next).
-    const last = p.insns.length - 1;
-    this.exit(p.offs[last] + p.insns[last].len, p.insns.length);
-    f.op(Op.end).op(Op.unreachable);
+    if (!this.ended) {
+      // Fell off the end (page end, length limit or an untranslatable instruction next).
+      const last = p.insns.length - 1;
+      this.goto(p.offs[last] + p.insns[last].len, p.insns.length);
+    }
+    f.op(Op.end);
   }
 
   private emitOne(d: Decoded): void {
     if (d.spec.emit) { d.spec.emit(this, d); return; }
+    this.execRow(d);
+  }
+
+  /** Run the row's exec: it reads and writes the state block, so store locals, run it, reload rd. */
+  private execRow(d: Decoded): void {
     if (this.scanning) return;
-    // The row's exec reads and writes the state block: store locals, run it, reload rd.
     const f = this.f;
     this.precise();
     f.i32(this.execs.length).call(this.fn.exec);
@@ -349,8 +469,10 @@ class BlockWriter implements Emit {
   /** A dry run of the rows' emitters into a scratch body, recording register use. */
   private scan(p: Plan): void {
     const real = this.f;
-    this.f = new FunctionBody(0, 0);
+    PageWriter.scratch.code.reset();
+    this.f = PageWriter.scratch;
     this.scanning = true;
+    this.ended = false;
     for (let i = 0; i < p.insns.length && !this.ended; i++) {
       const d = p.insns[i];
       this.k = i; this.off = p.offs[i]; this.len = d.len;
@@ -366,45 +488,45 @@ class BlockWriter implements Emit {
     for (const r of this.written) this.f.i32(this.base).get(this.reg[r]).mem(Op.i64_store, 3, r * 8);
   }
 
-  /** Push done + c: the retired count after `c` instructions of this pass. */
+  /** Push done + c: the retired count after `c` instructions of this block. */
   private retired(c: number): void {
     this.f.get(this.done);
     if (c !== 0) this.f.i32(c).op(Op.i32_add);
   }
 
-  /**
-   * pc = pc0 + off; return done + count. With `chain`, a target in the same page goes on
-   * in its block by a tail call, if a whole block of the longest kind still fits the budget
-   * (a target not yet translated is the stub, which returns to the dispatcher).
-   */
-  private exit(off: number, count: number, chain = true): void {
-    const f = this.f;
+  /** pc = vbase + off; return done + count. */
+  private exit(off: number, count: number): void {
     this.flushRegs();
     this.setPc(() => this.pcAt(off));
     this.retired(count);
-    const slot = chain && this.chain && !this.scanning ? this.chain(off) : -1;
-    if (slot >= 0) {
-      const t = this.t32[0];
-      f.tee(t).i32(MAX_BLOCK).op(Op.i32_add).get(0).op(Op.i32_le_u).block(Op.if);
-      f.get(0).get(t).i32(slot).code.byte(Op.return_call_indirect).u32(this.blockType).u32(0);
-      f.op(Op.end).get(t);
-    }
-    f.op(Op.return);
+    this.f.op(Op.return);
   }
 
   /**
-   * A taken transfer to the block's own head, `depth` levels inside the loop: start
-   * another pass if a whole one fits the budget (param 0), else leave with pc = head.
+   * Transfer to page offset `target` after `count` instructions of this block: straight
+   * on in the target's code if it is a block of this function and a whole block still
+   * fits the budget, else return to the dispatcher with pc there.
    */
-  private loopBack(depth: number): void {
+  private goto(target: number, count: number): void {
     const f = this.f;
-    this.retired(this.k + 1);
-    f.tee(this.done).i32(this.passLen).op(Op.i32_add).get(0).op(Op.i32_le_u).br(Op.br_if, depth);
-    this.exit(0, 0, false);
+    const j = this.scanning ? undefined : this.caseOf.get(target);
+    if (j === undefined) { this.exit(target, count); return; }
+    this.flushRegs();
+    this.retired(count);
+    f.tee(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u);
+    f.block(Op.if);
+    const c = this.c, K = this.cases, inner = this.inner + 1;
+    // (Registers are in memory now: exit() below stores nothing more.)
+    if (j === c) f.br(Op.br, inner); // this block's own loop
+    else if (j > c) f.br(Op.br, inner + j - c); // the end of Wasm block j: its code follows
+    else f.i32(target).set(this.entry).br(Op.br, inner + K - c + 1); // the dispatch loop
+    f.op(Op.end);
+    this.setPc(() => this.pcAt(target));
+    f.get(this.done).op(Op.return);
   }
 
   private pcAt(off: number): void {
-    this.f.get(this.pc0);
+    this.f.get(this.vbase);
     if (off !== 0) this.f.i64(BigInt(off)).op(Op.i64_add);
   }
 
@@ -416,7 +538,7 @@ class BlockWriter implements Emit {
 
   x(r: number): void {
     if (r === 0) { this.f.i64(0n); return; }
-    if (this.scanning) this.scanRead[r] = 1;
+    if (this.scanning) this.scanUse[r] = 1;
     this.f.get(this.reg[r]);
   }
 
@@ -428,7 +550,8 @@ class BlockWriter implements Emit {
   setX(rd: number, value: () => void): void {
     value();
     if (rd === SINK || rd === 0) { this.f.op(Op.drop); return; }
-    if (this.scanning) this.scanWrite[rd] = 1;
+    if (this.scanning) this.scanUse[rd] = 1;
+    else if (!this.written.includes(rd)) this.written.push(rd);
     this.f.set(this.reg[rd]);
   }
 
@@ -442,11 +565,10 @@ class BlockWriter implements Emit {
   tmp32(i: 0 | 1): number { return this.t32[i]; }
 
   jump(d: Decoded, target: () => void): void {
-    const t = this.t64[0];
-    const f = this.f;
-    if (d.spec.format === 'J' && this.off + d.imm === 0) {
+    const f = this.f, t = this.t64[0];
+    if (d.spec.format === 'J') {
       this.setX(d.rd, () => this.pcPlus(d.len));
-      this.loopBack(0);
+      this.goto(this.off + d.imm, this.k + 1);
       this.ended = true;
       return;
     }
@@ -454,19 +576,120 @@ class BlockWriter implements Emit {
     f.set(t);
     this.setX(d.rd, () => this.pcPlus(d.len));
     this.flushRegs();
-    this.setPc(() => f.get(t));
     this.retired(this.k + 1);
-    f.op(Op.return);
+    f.set(this.done);
+    // A target in the same virtual page goes on through the dispatch (whose br_table sends
+    // offsets that are no block here back to the dispatcher), if a block fits the budget.
+    f.get(t).i64(-4096n).op(Op.i64_and).get(this.vbase).op(Op.i64_eq);
+    f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u).op(Op.i32_and);
+    f.block(Op.if);
+    f.get(t).op(Op.i32_wrap_i64).i32(0xfff).op(Op.i32_and).set(this.entry).br(Op.br, this.inner + 1 + this.cases - this.c + 1);
+    f.op(Op.end);
+    this.setPc(() => f.get(t));
+    f.get(this.done).op(Op.return);
     this.ended = true;
   }
 
   branch(d: Decoded, cond: () => void): void {
     cond();
     this.f.block(Op.if);
-    if (this.off + d.imm === 0) this.loopBack(1); else this.exit(this.off + d.imm, this.k + 1);
+    this.inner = 1;
+    this.goto(this.off + d.imm, this.k + 1);
+    this.inner = 0;
     this.f.op(Op.end);
-    this.exit(this.off + d.len, this.k + 1);
+    this.goto(this.off + d.len, this.k + 1);
     this.ended = true;
+  }
+
+  // ---- F/D ----
+
+  fx(r: number): void { this.f.i32(this.base).mem(Op.f64_load, 3, (F0 + r) * 8); }
+  fbits(r: number): void { this.f.i32(this.base).mem(Op.i64_load, 3, (F0 + r) * 8); }
+
+  setFbits(rd: number, value: () => void): void {
+    this.f.i32(this.base);
+    value();
+    this.f.mem(Op.i64_store, 3, (F0 + rd) * 8);
+  }
+
+  tmpF(i: number): number {
+    // (Declared on the real body, also during the scan pass.)
+    while (this.tF.length <= i) this.tF.push(this.body.local(ValType.F64));
+    return this.tF[i];
+  }
+
+  /** mstatus.FS = Dirty, in the state block. */
+  private fpDirty(): void {
+    const f = this.f;
+    f.i32(this.base).i32(this.base).mem(Op.i32_load, 2, MSTATUS_LO * 8).i32(MSTATUS.FS).op(Op.i32_or).mem(Op.i32_store, 2, MSTATUS_LO * 8);
+  }
+
+  fpGuard(d: Decoded, rm: boolean, dirty: boolean, body: () => void): void {
+    const f = this.f;
+    if (this.scanning) { body(); return; }
+    // A static mode other than RNE (or a reserved one): always the row's exec.
+    if (rm && d.rm !== 0 && d.rm !== 7) { this.execRow(d); return; }
+    f.i32(this.base).mem(Op.i32_load, 2, MSTATUS_LO * 8).i32(MSTATUS.FS).op(Op.i32_and).op(Op.i32_eqz);
+    if (rm && d.rm === 7) f.i32(this.base).mem(Op.i32_load, 2, FRM * 8).op(Op.i32_or);
+    f.block(Op.if);
+    this.inner++;
+    this.execRow(d);
+    f.op(Op.else);
+    body();
+    if (dirty) this.fpDirty();
+    this.inner--;
+    f.op(Op.end);
+  }
+
+  fpArith(d: Decoded, fast: () => void): void {
+    this.fpGuard(d, true, false, () => {
+      const f = this.f;
+      fast();
+      f.block(Op.if);
+      this.inner++;
+      f.i32(this.base).get(this.fres).mem(Op.f64_store, 3, (F0 + d.rd) * 8);
+      f.i32(this.base).i32(this.base).mem(Op.i32_load, 2, FFLAGS * 8).get(this.fnx).op(Op.i32_or).mem(Op.i32_store, 2, FFLAGS * 8);
+      this.fpDirty();
+      f.op(Op.else);
+      this.execRow(d);
+      this.inner--;
+      f.op(Op.end);
+    });
+  }
+
+  loadF(d: Decoded): void {
+    const f = this.f;
+    this.ea(d);
+    this.tlbHit(TLB_R_PTR, 8);
+    f.block(Op.if);
+    f.i32(this.base);
+    this.hostAddr();
+    f.mem(Op.i64_load, 3, 0).mem(Op.i64_store, 3, (F0 + d.rd) * 8);
+    f.op(Op.else);
+    this.precise();
+    f.get(this.lo).get(this.hi).call(this.fn.load64);
+    f.i32(this.base).i32(this.base).mem(Op.i64_load, 3, SCRATCH * 8).mem(Op.i64_store, 3, (F0 + d.rd) * 8);
+    this.checkExit();
+    f.op(Op.end);
+  }
+
+  storeF(d: Decoded): void {
+    const f = this.f;
+    this.ea(d);
+    this.tlbHit(TLB_W_PTR, 8);
+    f.block(Op.if);
+    this.hostAddr();
+    this.fbits(d.rs2);
+    f.mem(Op.i64_store, 3, 0);
+    f.op(Op.else);
+    this.precise();
+    f.get(this.lo).get(this.hi);
+    this.fbits(d.rs2);
+    f.tee(this.t64[1]).op(Op.i32_wrap_i64);
+    f.get(this.t64[1]).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
+    f.call(this.fn.store64);
+    this.checkExit();
+    f.op(Op.end);
   }
 
   /** Effective address into lo/hi. */
@@ -510,7 +733,7 @@ class BlockWriter implements Emit {
     const f = this.f;
     f.i32(this.base).mem(Op.i32_load, 2, JIT_EXIT * 8).block(Op.if);
     f.i32(this.base).i32(0).mem(Op.i32_store, 2, JIT_EXIT * 8);
-    this.exit(this.off + this.len, this.k + 1, false);
+    this.exit(this.off + this.len, this.k + 1);
     f.op(Op.end);
   }
 
@@ -520,13 +743,12 @@ class BlockWriter implements Emit {
     const fast = size === 8 ? Op.i64_load : size === 4 ? (signed ? Op.i64_load32_s : Op.i64_load32_u)
       : size === 2 ? (signed ? Op.i64_load16_s : Op.i64_load16_u) : (signed ? Op.i64_load8_s : Op.i64_load8_u);
     const align = size === 8 ? 3 : size === 4 ? 2 : size === 2 ? 1 : 0;
+    this.tlbHit(TLB_R_PTR, size);
+    f.block(Op.if);
+    this.setX(d.rd, () => { this.hostAddr(); f.mem(fast, align, 0); });
+    f.op(Op.else);
+    this.precise();
     this.setX(d.rd, () => {
-      this.tlbHit(TLB_R_PTR, size);
-      f.block(Op.if, ValType.I64);
-      this.hostAddr();
-      f.mem(fast, align, 0);
-      f.op(Op.else);
-      this.precise();
       if (size === 8) {
         f.get(this.lo).get(this.hi).call(this.fn.load64);
         f.i32(this.base).mem(Op.i64_load, 3, SCRATCH * 8);
@@ -535,9 +757,9 @@ class BlockWriter implements Emit {
         f.get(this.lo).get(this.hi).call(this.fn[name]);
         f.op(signed ? Op.i64_extend_i32_s : Op.i64_extend_i32_u);
       }
-      f.op(Op.end);
     });
     this.checkExit();
+    f.op(Op.end);
   }
 
   store(d: Decoded, size: 1 | 2 | 4 | 8): void {
@@ -561,7 +783,7 @@ class BlockWriter implements Emit {
       this.x32(d.rs2);
       f.call(this.fn[size === 1 ? 'store8' : size === 2 ? 'store16' : 'store32']);
     }
-    f.op(Op.end);
     this.checkExit();
+    f.op(Op.end);
   }
 }

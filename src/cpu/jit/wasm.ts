@@ -31,13 +31,16 @@ export const Op = {
   i64_clz: 0x79, i64_ctz: 0x7a, i64_add: 0x7c, i64_sub: 0x7d, i64_mul: 0x7e, i64_div_s: 0x7f, i64_div_u: 0x80,
   i64_rem_s: 0x81, i64_rem_u: 0x82, i64_and: 0x83, i64_or: 0x84, i64_xor: 0x85, i64_shl: 0x86,
   i64_shr_s: 0x87, i64_shr_u: 0x88, i64_rotl: 0x89, i64_rotr: 0x8a,
+  f64_eq: 0x61, f64_ne: 0x62, f64_lt: 0x63, f64_gt: 0x64, f64_le: 0x65, f64_ge: 0x66,
+  f64_abs: 0x99, f64_neg: 0x9a, f64_sqrt: 0x9f, f64_add: 0xa0, f64_sub: 0xa1, f64_mul: 0xa2, f64_div: 0xa3,
   i32_wrap_i64: 0xa7, i64_extend_i32_s: 0xac, i64_extend_i32_u: 0xad,
+  i64_reinterpret_f64: 0xbd, f64_reinterpret_i64: 0xbf,
   i64_extend8_s: 0xc2, i64_extend16_s: 0xc3, i64_extend32_s: 0xc4,
 } as const;
 
 /** A growable byte buffer with the binary format's integer encodings (§5.2.2). */
 export class ByteWriter {
-  buf: Uint8Array<ArrayBuffer> = new Uint8Array(256);
+  buf: Uint8Array<ArrayBuffer> = new Uint8Array(1024);
   len = 0;
 
   private ensure(n: number): void {
@@ -121,6 +124,14 @@ export class FunctionBody {
   op(o: number): this { this.code.byte(o); return this; }
   i32(v: number): this { this.code.byte(Op.i32_const).s32(v); return this; }
   i64(v: bigint): this { this.code.byte(Op.i64_const).s64(v); return this; }
+  /** f64.const: the IEEE 754 bits, little-endian (§5.4.7). */
+  f64(v: number): this {
+    FunctionBody.f64Buf[0] = v;
+    this.code.byte(Op.f64_const).bytes(FunctionBody.f64Bytes);
+    return this;
+  }
+  private static readonly f64Buf = new Float64Array(1);
+  private static readonly f64Bytes = new Uint8Array(FunctionBody.f64Buf.buffer);
   get(l: number): this { this.code.byte(Op.local_get).u32(l); return this; }
   set(l: number): this { this.code.byte(Op.local_set).u32(l); return this; }
   tee(l: number): this { this.code.byte(Op.local_tee).u32(l); return this; }
@@ -129,6 +140,13 @@ export class FunctionBody {
   mem(o: number, alignLog2: number, offset: number): this { this.code.byte(o).u32(alignLog2).u32(offset); return this; }
   block(o: typeof Op.block | typeof Op.loop | typeof Op.if, type: number = BLOCK_VOID): this { this.code.byte(o).byte(type); return this; }
   br(o: typeof Op.br | typeof Op.br_if, depth: number): this { this.code.byte(o).u32(depth); return this; }
+  /** br_table (§5.4.1): label depths by index, then the default depth. */
+  brTable(depths: ArrayLike<number>, dflt: number): this {
+    this.code.byte(Op.br_table).u32(depths.length);
+    for (let i = 0; i < depths.length; i++) this.code.u32(depths[i]);
+    this.code.u32(dflt);
+    return this;
+  }
 
   /** Locals run-length encoded by type (§5.5.13). */
   encode(out: ByteWriter): void {
