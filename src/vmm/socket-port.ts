@@ -12,26 +12,48 @@ import { chmodSync, rmSync } from 'node:fs';
 import { serialize, deserialize } from 'node:v8';
 import type { FromRunner, Port, ToRunner } from './protocol.js';
 
-/** Larger frames are a protocol error (console chunks and stats are a few KiB). */
-const MAX_FRAME = 16 << 20;
+/**
+ * Larger frames are a protocol error. Snapshots and migration rounds carry guest RAM, so the
+ * bound is the largest guest (3840 MiB) plus room for the rest of the message.
+ */
+const MAX_FRAME = 0xf000_0000 + (64 << 20);
 /** Console output kept for the next manager while none is connected (the newest bytes). */
 export const DETACHED_CONSOLE_BYTES = 64 * 1024;
 /** Unix socket paths are limited to 107 bytes on Linux (sun_path). */
 export const MAX_SOCKET_PATH = 107;
 
-/** Splits a byte stream into frames; calls `onMessage` per frame, `onError` on a bad one. */
+/**
+ * Splits a byte stream into frames; calls `onMessage` per frame, destroys the socket on a bad
+ * one. Chunks are kept as they come and joined once per frame, so a frame of N bytes costs
+ * O(N), not one copy of everything so far per chunk.
+ */
 function reader(sock: Socket, onMessage: (m: unknown) => void): void {
-  let buf: Buffer = Buffer.alloc(0);
+  let chunks: Buffer[] = [];
+  let have = 0;
+  /** Length of the frame being read (after its 4-byte header), or -1 before the header. */
+  let need = -1;
+  const take = (n: number): Buffer => {
+    const all = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, have);
+    const out = all.subarray(0, n);
+    const rest = all.subarray(n);
+    chunks = rest.length ? [rest] : [];
+    have = rest.length;
+    return out;
+  };
   sock.on('data', (d: Buffer) => {
-    buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
-    while (buf.length >= 4) {
-      const n = buf.readUInt32LE(0);
-      if (n > MAX_FRAME) { sock.destroy(); return; }
-      if (buf.length < 4 + n) break;
-      const frame = buf.subarray(4, 4 + n);
-      buf = buf.subarray(4 + n);
+    chunks.push(d);
+    have += d.length;
+    for (;;) {
+      if (need < 0) {
+        if (have < 4) return;
+        need = take(4).readUInt32LE(0);
+        if (need > MAX_FRAME) { sock.destroy(); return; }
+      }
+      if (have < need) return;
+      const body = take(need);
+      need = -1;
       let m: unknown;
-      try { m = deserialize(frame); } catch { sock.destroy(); return; }
+      try { m = deserialize(body); } catch { sock.destroy(); return; }
       onMessage(m);
     }
   });
