@@ -145,6 +145,10 @@ test('dashboard: login, cookie, CSRF, define, boot, console, charts, phone layou
   await page.fill('#define input[name="memory"]', '64M');
   await page.fill('#define input[name="kernel"]', guest.kernel);
   await page.fill('#define input[name="initrd"]', guest.initrd);
+  // A NIC on user-mode networking with a port forward, and a network limit.
+  await page.check('#define input[name="nic"]');
+  await page.fill('#define input[name="hostfwd"]', 'tcp:127.0.0.1:0-:80');
+  await page.fill('#define input[name="netRx"]', '1048576');
   await page.click('#define button[type="submit"]');
   const card = page.locator('article.vm[data-name="web1"]');
   await card.waitFor();
@@ -186,8 +190,14 @@ test('dashboard: login, cookie, CSRF, define, boot, console, charts, phone layou
   await page.locator('.xterm-rows span', { hasText: 'TRUECOLORRED' }).first().dblclick({ force: true });
   await page.keyboard.press('Control+Shift+C');
   await page.waitForFunction(async () => (await navigator.clipboard.readText()) === 'TRUECOLORRED', null, { timeout: 5000, polling: 100 });
+  // The form's NIC and limit reached the definition; the network chart has the NIC's counters.
+  const def = await (await fetch(`${base}/v1/vms/web1`, { headers: { authorization: `Bearer ${daemon.token}` } })).json() as { definition?: { nics?: unknown; limits?: unknown } } & { nics?: unknown; limits?: unknown };
+  const d = def.definition ?? def;
+  assert.deepEqual(d.nics, [{ type: 'user', hostfwd: ['tcp:127.0.0.1:0-:80'] }]);
+  assert.deepEqual(d.limits, { net: { rx: { bandwidth: { size: 1048576, refillTimeMs: 1000 } } } });
   // Charts: at least a few samples, and the card shows figures.
   await page.waitForFunction(() => window.typevisor.chartPoints() >= 3, null, { timeout: 20_000, polling: 250 });
+  assert.equal(await page.locator('#net-note').innerText(), '', 'NIC counters are charted');
   assert.match(await card.locator('.figures dd').nth(1).innerText(), /^\d+(\.\d)? %$/);
   assert.match(await card.locator('.figures dd').nth(3).innerText(), /^\d+m \d\ds$/);
   await screenshot(page, 'dashboard');

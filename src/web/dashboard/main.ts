@@ -17,6 +17,7 @@ type VmState = 'shutoff' | 'running' | 'paused' | 'crashed';
 interface VmDef {
   name: string; memory?: number | string; kernel?: string; initrd?: string; append?: string;
   drives?: Array<{ file: string; format?: 'raw' | 'qcow2'; readOnly?: boolean; snapshot?: boolean }>;
+  nics?: Array<{ type: 'user'; hostfwd?: string[]; mac?: string; restrict?: boolean }>;
   limits?: Record<string, unknown>; autostart?: boolean;
 }
 interface VmInfo {
@@ -330,6 +331,15 @@ function definitionFrom(f: FormData): VmDef {
       return d;
     });
   }
+  if (f.get('nic') !== null) {
+    // One user-mode NIC; forwards separated by spaces or commas, in QEMU's hostfwd spelling.
+    const nic: NonNullable<VmDef['nics']>[number] = { type: 'user' };
+    const fwd = text('hostfwd').split(/[\s,]+/).filter((x) => x);
+    if (fwd.length) nic.hostfwd = fwd;
+    if (text('mac')) nic.mac = text('mac');
+    if (f.get('restrict') !== null) nic.restrict = true;
+    def.nics = [nic];
+  }
   const limits: Record<string, unknown> = {};
   if (text('cpu')) limits.cpu = num(text('cpu'));
   if (text('cpuWeight')) limits.cpuWeight = num(text('cpuWeight'));
@@ -339,6 +349,10 @@ function definitionFrom(f: FormData): VmDef {
   if (text('diskBandwidth')) disk.bandwidth = { size: num(text('diskBandwidth')), refillTimeMs: 1000 };
   if (text('diskOps')) disk.ops = { size: num(text('diskOps')), refillTimeMs: 1000 };
   if (Object.keys(disk).length) limits.disk = disk;
+  const net: Record<string, unknown> = {};
+  if (text('netRx')) net.rx = { bandwidth: { size: num(text('netRx')), refillTimeMs: 1000 } };
+  if (text('netTx')) net.tx = { bandwidth: { size: num(text('netTx')), refillTimeMs: 1000 } };
+  if (Object.keys(net).length) limits.net = net;
   if (Object.keys(limits).length) def.limits = limits;
   if (f.get('autostart') !== null) def.autostart = true;
   return def;
