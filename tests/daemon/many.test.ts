@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Daemon } from '../../src/daemon/server.js';
+import { apiClient, waitConsole } from '../lib/daemon-client.js';
 import { guestDir } from '../lib/toolchain.js';
 
 const N = 8;
@@ -21,22 +22,9 @@ after(async () => { await daemon.close(); rmSync(dir, { recursive: true, force: 
 
 test(`${N} VMs boot concurrently under one daemon; one killed, the others answer`, { skip: LONG ? false : 'runs alone afterwards: npm run test:many (TYPEVISOR_LONG=1)', timeout: 1_800_000 }, async () => {
   const base = await daemon.listen();
-  const call = async (method: string, path: string, body?: string | object): Promise<{ status: number; text: string }> => {
-    const r = await fetch(base + path, {
-      method, headers: { authorization: `Bearer ${daemon.token}`, ...(body === undefined ? {} : { 'content-type': typeof body === 'string' ? 'text/plain' : 'application/json' }) },
-      ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
-    });
-    return { status: r.status, text: await r.text() };
-  };
-  const wait = async (name: string, pattern: string, timeoutMs: number): Promise<void> => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const log = (await call('GET', `/v1/vms/${name}/console/log`)).text;
-      if (log.includes(pattern)) return;
-      if (Date.now() > deadline) throw new Error(`${name}: no ${pattern}; tail:\n${log.slice(-800)}`);
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  };
+  const call = apiClient(base, daemon.token);
+  const wait = (name: string, pattern: string, timeoutMs: number): Promise<void> => waitConsole(call, name, pattern, timeoutMs);
+
   const names = Array.from({ length: N }, (_, i) => `vm${i}`);
   const t0 = performance.now();
   for (const n of names) {

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Daemon } from '../../src/daemon/server.js';
+import { apiClient, waitConsole } from '../lib/daemon-client.js';
 import { guestDir } from '../lib/toolchain.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'typevisor-rate-'));
@@ -18,22 +19,9 @@ const MiB = 1 << 20;
 
 test('disk bandwidth limit 1 MiB/s then 4 MiB/s (PATCH, live) within ±10%; host memory ceiling', { timeout: 300_000 }, async () => {
   const base = await daemon.listen();
-  const call = async (method: string, path: string, body?: string | object): Promise<{ status: number; text: string }> => {
-    const r = await fetch(base + path, {
-      method, headers: { authorization: `Bearer ${daemon.token}`, ...(body === undefined ? {} : { 'content-type': typeof body === 'string' ? 'text/plain' : 'application/json' }) },
-      ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
-    });
-    return { status: r.status, text: await r.text() };
-  };
-  const wait = async (pattern: string, timeoutMs: number): Promise<void> => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const log = (await call('GET', '/v1/vms/r/console/log')).text;
-      if (log.includes(pattern)) return;
-      if (Date.now() > deadline) throw new Error(`no ${pattern}; tail:\n${log.slice(-800)}`);
-      await new Promise((r) => setTimeout(r, 40));
-    }
-  };
+  const call = apiClient(base, daemon.token);
+  const wait = (pattern: string, timeoutMs: number): Promise<void> => waitConsole(call, 'r', pattern, timeoutMs, 40);
+
   const readBytes = async (): Promise<number> => {
     const m = /typevisor_vm_disk_read_bytes\{vm="r",disk="vda"\} (\d+)/.exec((await call('GET', '/metrics')).text);
     assert.ok(m);
