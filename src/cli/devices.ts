@@ -6,7 +6,7 @@
  *   -device virtio-serial-device -device virtconsole,chardev=ID
  *   -chardev socket,id=ID,path=P,server=on[,wait=off] | -chardev file,id=ID,path=P
  *   -netdev TYPE,id=ID,... -device virtio-net-device,netdev=ID[,mac=MAC]
- *   -nic TYPE[,...][,mac=MAC][,model=virtio-net-device] | -nic none   (TYPE: user, socket, switch)
+ *   -nic TYPE[,...][,mac=MAC][,model=virtio-net-device] | -nic none   (TYPE: user, socket, stream, dgram, switch)
  *   -object filter-dump,id=F,netdev=ID,file=PCAP   (the same as pcap=PCAP on that netdev)
  * Parsing is pure (usage errors, exit 2); opening files and sockets happens in openVirtio.
  */

@@ -17,6 +17,7 @@ import { Dashboard } from './web.js';
 import { parseHostFwd } from '../host/net/netdev.js';
 import { readSnapshotFile } from '../host/snapshot-file.js';
 import { migrate, type MigrateRequest } from './migrate.js';
+import { Switches } from './switches.js';
 import { readSnapshotHeader } from '../snapshot/format.js';
 import type { RunnerConfig } from '../vmm/protocol.js';
 
@@ -61,6 +62,7 @@ export class Daemon {
   private readonly registry = new Registry();
   private readonly log: (msg: string) => void;
   private readonly runDir: string;
+  private readonly switches: Switches;
   private readonly web: Dashboard;
 
   constructor(private readonly opts: DaemonOptions) {
@@ -71,6 +73,7 @@ export class Daemon {
     this.store = new DefinitionStore(opts.stateDir);
     this.runDir = join(opts.stateDir, 'run');
     mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
+    this.switches = new Switches(this.runDir);
     this.app = Fastify({
       ...(opts.tls ? { https: { cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) } } : {}),
       // Strict: no silent coercion or stripping of unknown fields.
@@ -82,11 +85,19 @@ export class Daemon {
 
   private addVm(def: VmDef): Vm {
     const vm = new Vm(def, RUNNER, this.opts.env ?? process.env, this.runDir);
+    this.ensureSwitches(def);
     vm.on('state', (info) => this.broadcast(info));
     // A VM defined from a snapshot resumes from it once; later starts boot.
     vm.on('restored', () => { const { restore: _r, ...rest } = vm.def; vm.def = rest; this.store.save(rest); });
     this.vms.set(def.name, vm);
     return vm;
+  }
+
+  /** The switches a definition's NICs name listen (runners connect and reconnect by themselves). */
+  private ensureSwitches(def: VmDef): void {
+    for (const n of def.nics ?? []) {
+      if (n.type === 'switch' && n.switch !== undefined) this.switches.ensure(n.switch).catch((e: Error) => this.log(`switch ${n.switch}: ${e.message}`));
+    }
   }
 
   private broadcast(info: VmInfo): void {
@@ -108,6 +119,13 @@ export class Daemon {
       const m = memoryBytes(def.memory);
       if (m < 4 << 20 || m > 0xf000_0000 || m % 4096 !== 0) throw new ApiError(400, 'invalid', `memory: ${String(def.memory)} must be a multiple of 4 KiB between 4M and 3840M`, '/memory');
     }
+    (def.nics ?? []).forEach((n, i) => {
+      if (n.type === 'switch' && n.switch === undefined) throw new ApiError(400, 'invalid', `nics/${i}: a switch NIC needs 'switch' (the switch's name)`, `/nics/${i}/switch`);
+      if (n.type === 'user' && n.switch !== undefined) throw new ApiError(400, 'invalid', `nics/${i}/switch: only for type 'switch'`, `/nics/${i}/switch`);
+      if (n.type === 'switch' && (n.hostfwd !== undefined || n.restrict !== undefined)) {
+        throw new ApiError(400, 'invalid', `nics/${i}: hostfwd and restrict are for type 'user'`, `/nics/${i}/${n.hostfwd !== undefined ? 'hostfwd' : 'restrict'}`);
+      }
+    });
     (def.nics ?? []).forEach((n, i) => (n.hostfwd ?? []).forEach((f, j) => {
       try { parseHostFwd(f); } catch (e) { throw new ApiError(400, 'invalid', `nics/${i}/hostfwd/${j}: ${(e as Error).message}`, `/nics/${i}/hostfwd/${j}`); }
     }));
@@ -251,6 +269,7 @@ export class Daemon {
     for (const r of this.sseClients) r.raw.end();
     this.sseClients.clear();
     await Promise.allSettled([...this.vms.values()].filter((v) => v.state === 'running' || v.state === 'paused').map((v) => v.destroy()));
+    this.switches.close();
     await this.app.close();
   }
 

@@ -29,9 +29,14 @@ export interface LimitsDef {
   /** Token buckets for each NIC, per direction (Firecracker's rx/tx_rate_limiter: bytes and packets). */
   net?: { rx?: { bandwidth?: BucketDef | null; ops?: BucketDef | null }; tx?: { bandwidth?: BucketDef | null; ops?: BucketDef | null } };
 }
-/** A virtio-net NIC on user-mode networking (QEMU's `-nic user,...` options). */
+/**
+ * A virtio-net NIC: on its own user-mode network (QEMU's `-nic user,...` options), or a port
+ * on one of the daemon's named switches (VMs on one switch share an L2 segment).
+ */
 export interface NicDef {
-  type: 'user';
+  type: 'user' | 'switch';
+  /** type switch: the switch's name (created on first use). */
+  switch?: string;
   /** QEMU's hostfwd: [tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport. */
   hostfwd?: string[];
   /** Isolate the guest: no connections out, only hostfwd in. */
@@ -96,7 +101,8 @@ export const MAC_PATTERN = '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$';
 const nicSchema = {
   type: 'object', required: ['type'], additionalProperties: false,
   properties: {
-    type: { type: 'string', enum: ['user'] },
+    type: { type: 'string', enum: ['user', 'switch'] },
+    switch: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,32}$' },
     hostfwd: { type: 'array', maxItems: 32, items: { type: 'string', pattern: '^((tcp|udp):)?[0-9.]*:[0-9]{1,5}-[0-9.]*:[0-9]{1,5}$' } },
     restrict: { type: 'boolean' },
     mac: { type: 'string', pattern: MAC_PATTERN },
@@ -204,7 +210,12 @@ export function nicMac(vmName: string, nic: NicDef, index: number): string {
   return ['52', '54', '00', (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff].map((x) => typeof x === 'string' ? x : x.toString(16).padStart(2, '0')).join(':');
 }
 
-/** The NIC as a -netdev backend spec (only what the schema allows: no files, no sockets). */
-export function nicNetdev(nic: NicDef): string {
+/**
+ * The NIC as a -netdev backend spec (only what the schema allows: no files, no sockets
+ * but the daemon's own switches). A switch port reconnects, so a restarted daemon's
+ * switch is joined again.
+ */
+export function nicNetdev(nic: NicDef, switchSocket: (name: string) => string): string {
+  if (nic.type === 'switch') return `stream,server=off,addr.type=unix,addr.path=${switchSocket(nic.switch ?? '')},reconnect=1`;
   return ['user', ...(nic.restrict ? ['restrict=on'] : []), ...(nic.hostfwd ?? []).map((f) => `hostfwd=${f}`)].join(',');
 }

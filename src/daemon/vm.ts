@@ -12,6 +12,7 @@ import { getPriority, setPriority } from 'node:os';
 import { SocketPort, connectRunner, MAX_SOCKET_PATH } from '../vmm/socket-port.js';
 import { PROTOCOL_VERSION, asFromRunner, type FromRunner, type RunnerConfig, type RunnerStats, type ToRunner } from '../vmm/protocol.js';
 import { memoryBytes, nicMac, nicNetdev, type VmDef } from './store.js';
+import { switchSocketPath } from './switches.js';
 import { readSnapshotFile, writeFileAtomic } from '../host/snapshot-file.js';
 
 export type VmState = 'shutoff' | 'running' | 'paused' | 'crashed';
@@ -255,7 +256,7 @@ export class Vm extends EventEmitter<VmEvents> {
       ...(d.bios !== undefined ? { bios: d.bios === 'none' || d.bios === 'default' ? d.bios : resolve(d.bios) } : {}),
       drives: (d.drives ?? []).map((x) => ({ ...x, file: resolve(x.file) })),
       ...(d.limits?.disk ? { diskLimit: d.limits.disk } : {}),
-      ...(d.nics?.length ? { nics: d.nics.map((n, i) => ({ netdev: nicNetdev(n), mac: nicMac(d.name, n, i) })) } : {}),
+      ...(d.nics?.length ? { nics: d.nics.map((n, i) => ({ netdev: nicNetdev(n, (sw) => switchSocketPath(this.runDir, sw)), mac: nicMac(d.name, n, i) })) } : {}),
       ...(d.limits?.net ? { netLimit: d.limits.net } : {}),
     };
   }

@@ -120,7 +120,7 @@ test('daemon: bad requests are 400 with the field, unknown VMs 404, wrong states
 
 test('daemon: two VMs boot, console log/input/WebSocket, metrics, CPU cap, suspend, crash, restart', { timeout: 600_000 }, async () => {
   for (const name of ['a', 'b']) {
-    const r = await api('POST', '/v1/vms', { name, memory: '64M' });
+    const r = await api('POST', '/v1/vms', { name, memory: '64M', nics: [{ type: 'switch', switch: 'lan0' }] });
     assert.equal(r.status, 201, r.text);
     assert.equal(r.json.state, 'shutoff');
   }
@@ -143,6 +143,11 @@ test('daemon: two VMs boot, console log/input/WebSocket, metrics, CPU cap, suspe
   await Promise.all(['a', 'b'].map((n) => waitConsole(n, PROMPT)));
   assert.match(await sh('a', 'uname -m; echo done-$((40+2))', 'done-42'), /riscv64/);
   assert.match(await sh('b', 'echo b-$((6*7))', 'b-42'), /b-42/);
+
+  // Both VMs have a NIC on the daemon's switch lan0: one L2 segment between two runners.
+  await sh('a', 'ip addr add 10.0.9.1/24 dev eth0; ip link set eth0 up; echo a-up-$((1+1))', 'a-up-2');
+  await sh('b', 'ip addr add 10.0.9.2/24 dev eth0; ip link set eth0 up; echo b-up-$((1+1))', 'b-up-2');
+  assert.match(await sh('a', 'ping -c 2 -W 3 10.0.9.2; echo pinged-$((1+1))', 'pinged-2'), /2 packets transmitted, 2 packets received/);
 
   // Console WebSocket: binary frames both ways.
   const ws = new WebSocket(base.replace('http', 'ws') + '/v1/vms/a/console', { headers: { authorization: `Bearer ${daemon.token}` } });

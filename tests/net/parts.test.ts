@@ -13,6 +13,9 @@ import { Switch } from '../../src/host/net/switch.js';
 import { eth, FakeHostNet, icmpEcho, arpRequest } from '../lib/net-frames.js';
 import { NodeHostNet } from '../../src/host/net/node-host.js';
 import { createServer, type AddressInfo } from 'node:net';
+import { openNetdev } from '../../src/host/net/open.js';
+import { Switches, switchSocketPath } from '../../src/daemon/switches.js';
+import type { NetBackend } from '../../src/devices/device.js';
 
 test('switch: broadcast floods, unicast goes to the learned port only, unknown unicast floods', () => {
   const sw = new Switch();
@@ -70,6 +73,52 @@ test('netdev parser: QEMU spellings and clear errors', () => {
   assert.throws(() => parseNetdev('tap,ifname=x'), /unknown type 'tap'/);
   assert.throws(() => parseNetdev('socket,connect=127.0.0.1:1,listen=:2'), /exactly one/);
   assert.throws(() => parseNetdev('user,dns=10.0.2.300'), /bad IPv4 address/);
+  // QEMU 7.2's stream spelling (reconnect= as in QEMU 8).
+  assert.deepEqual(parseNetdev('stream,id=s,server=off,addr.type=unix,addr.path=/run/x.sock,reconnect=2'),
+    { type: 'stream', id: 's', server: false, addr: { kind: 'unix', path: '/run/x.sock' }, reconnect: 2, pcap: null });
+  assert.deepEqual(parseNetdev('stream,server=on,addr.type=inet,addr.port=7000'),
+    { type: 'stream', id: '', server: true, addr: { kind: 'inet', host: '0.0.0.0', port: 7000 }, reconnect: 0, pcap: null });
+  assert.throws(() => parseNetdev('stream,addr.type=unix,addr.path=/x'), /server=on\|off is needed/);
+  assert.throws(() => parseNetdev('stream,server=on,addr.type=unix,addr.path=/x,reconnect=1'), /reconnect= is for clients/);
+  assert.throws(() => parseNetdev('stream,server=off,addr.type=unix'), /needs addr.path/);
+  assert.throws(() => parseNetdev(`stream,server=off,addr.type=unix,addr.path=/${'x'.repeat(200)}`), /longer than 107 bytes/);
+  assert.throws(() => parseNetdev('stream,server=off,addr.type=vsock'), /addr.type=inet\|unix is needed/);
+});
+
+test('daemon switches: VMs\' stream ports (reconnect=1) join a switch, and join its successor after a restart', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tv-sw-'));
+  const got: Array<Array<number>> = [[], []];
+  const ports: NetBackend[] = [];
+  let hub = new Switches(dir);
+  try {
+    await hub.ensure('lan0');
+    await assert.rejects(hub.ensure('bad/name'), /switch name 'bad\/name'/);
+    for (const i of [0, 1]) {
+      const b = await openNetdev(`stream,server=off,addr.type=unix,addr.path=${switchSocketPath(dir, 'lan0')},reconnect=1`);
+      b.attach({ receive: (f) => { got[i].push(f[f.length - 1]); return true; } });
+      ports.push(b);
+    }
+    const frame = (from: number, tag: number): Uint8Array => eth([255, 255, 255, 255, 255, 255], 0x88b5, [tag], [0x52, 0x54, 0, 0, 0, from]);
+    const until = async (ok: () => boolean, what: string): Promise<void> => {
+      for (let i = 0; i < 100 && !ok(); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(ok(), what);
+    };
+    await until(() => hub.list()[0]?.ports === 2, 'both ports plugged in');
+    ports[0].transmit(frame(1, 7));
+    await until(() => got[1].includes(7), 'port 1 got the broadcast of port 0');
+    assert.deepEqual(got[0], [], 'no echo to the sender');
+    // The daemon restarts: a new switch on the same socket path; the ports reconnect by themselves.
+    hub.close();
+    hub = new Switches(dir);
+    await hub.ensure('lan0');
+    await until(() => hub.list()[0]?.ports === 2, 'both ports joined the new switch');
+    ports[1].transmit(frame(2, 9));
+    await until(() => got[0].includes(9), 'port 0 got the broadcast of port 1 through the new switch');
+  } finally {
+    for (const p of ports) p.close();
+    hub.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('pcap: tcpdump reads what the tap wrote, both directions', () => {

@@ -3,7 +3,11 @@
  *   user[,id=ID][,net=ADDR[/MASK]][,host=ADDR][,dns=ADDR][,dhcpstart=ADDR][,restrict=on|off]
  *       [,hostfwd=[tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT]...[,dnsupstream=ADDR:PORT][,pcap=FILE]
  *   socket[,id=ID],connect=HOST:PORT | listen=HOST:PORT | udp=HOST:PORT,localaddr=HOST:PORT [,pcap=FILE]
+ *   stream[,id=ID],server=on|off,addr.type=inet,addr.host=HOST,addr.port=PORT [,reconnect=SECONDS][,pcap=FILE]
+ *   stream[,id=ID],server=on|off,addr.type=unix,addr.path=PATH [,reconnect=SECONDS][,pcap=FILE]
  *   switch[,id=ID],name=NAME[,listen=HOST:PORT][,connect=HOST:PORT][,uplink=on][,pcap=FILE]   (ours)
+ * `stream` is QEMU 7.2's spelling of the stream transport (reconnect= as in QEMU 8: a client
+ * that loses its server retries every SECONDS, so a restarted switch is joined again).
  * A `switch` is a port on the named switch of this process; the first use of a name creates
  * it, with `listen` (peers in other processes join over the stream transport), `connect`
  * (join a switch another process listens with) and `uplink` (a user-mode NAT on it).
@@ -14,11 +18,14 @@ import { parseIp } from './ipv4.js';
 import type { HostFwd, UserNetConfig } from './slirp.js';
 
 export interface HostPort { host: string; port: number }
+/** Where a stream transport listens or connects: TCP, or a unix socket (QEMU's addr.type). */
+export type StreamAddr = { kind: 'inet'; host: string; port: number } | { kind: 'unix'; path: string };
 
 export type NetdevSpec =
   | { type: 'user'; id: string; user: Partial<UserNetConfig>; pcap: string | null }
   | { type: 'socket'; id: string; mode: 'connect' | 'listen'; addr: HostPort; pcap: string | null }
   | { type: 'dgram'; id: string; remote: HostPort; local: HostPort; pcap: string | null }
+  | { type: 'stream'; id: string; server: boolean; addr: StreamAddr; reconnect: number; pcap: string | null }
   | { type: 'switch'; id: string; name: string; listen: HostPort | null; connect: HostPort | null; uplink: boolean; pcap: string | null };
 
 function port(s: string, what: string): number {
@@ -149,5 +156,43 @@ export function parseNetdev(spec: string): NetdevSpec {
     if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new Error('netdev switch: name=NAME is needed (letters, digits, _ . -)');
     return { type: 'switch', id, name, listen, connect, uplink, pcap };
   }
-  throw new Error(`netdev: unknown type '${type}' (supported: user, socket, switch)`);
+  if (type === 'stream') return parseStream(opts);
+  throw new Error(`netdev: unknown type '${type}' (supported: user, socket, stream, dgram, switch)`);
+}
+
+/** Longest unix socket path the kernel takes (sun_path is 108 bytes with its NUL). */
+const UNIX_PATH_MAX = 107;
+
+function parseStream(opts: Array<[string, string]>): NetdevSpec {
+  let id = '', pcap: string | null = null, server: boolean | null = null, kind = '', host = '', portText = '', path = '', reconnect = 0;
+  for (const [k, v] of opts) {
+    const what = `netdev stream: ${k}=${v}`;
+    switch (k) {
+      case 'id': id = v; break;
+      case 'pcap': pcap = v; break;
+      case 'server': server = onOff(v, what); break;
+      case 'addr.type': kind = v; break;
+      case 'addr.host': host = v; break;
+      case 'addr.port': portText = v; break;
+      case 'addr.path': path = v; break;
+      case 'reconnect':
+        if (!/^\d{1,4}$/.test(v)) throw new Error(`${what}: seconds expected`);
+        reconnect = Number(v);
+        break;
+      default: throw new Error(`netdev stream: unknown option '${k}'`);
+    }
+  }
+  if (server === null) throw new Error('netdev stream: server=on|off is needed');
+  if (server && reconnect) throw new Error('netdev stream: reconnect= is for clients (server=off)');
+  if (kind === 'inet') {
+    if (path) throw new Error('netdev stream: addr.path= is for addr.type=unix');
+    return { type: 'stream', id, server, addr: { kind: 'inet', host: host || (server ? '0.0.0.0' : '127.0.0.1'), port: port(portText, 'netdev stream: addr.port') }, reconnect, pcap };
+  }
+  if (kind === 'unix') {
+    if (host || portText) throw new Error('netdev stream: addr.host= and addr.port= are for addr.type=inet');
+    if (!path) throw new Error('netdev stream: addr.type=unix needs addr.path=PATH');
+    if (new TextEncoder().encode(path).length > UNIX_PATH_MAX) throw new Error(`netdev stream: addr.path is longer than ${UNIX_PATH_MAX} bytes (a unix socket limit)`);
+    return { type: 'stream', id, server, addr: { kind: 'unix', path }, reconnect, pcap };
+  }
+  throw new Error(`netdev stream: addr.type=inet|unix is needed`);
 }

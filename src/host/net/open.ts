@@ -8,7 +8,7 @@ import { parseNetdev, type NetdevSpec } from './netdev.js';
 import { NodeHostNet, pcapFileSink } from './node-host.js';
 import { PcapWriter, pcapTap } from './pcap.js';
 import { UserNet } from './slirp.js';
-import { connectStream, DgramLink, listenStream, type StreamLink } from './socket-transport.js';
+import { connectStream, connectStreamAddr, DgramLink, listenStream, listenStreamAddr, ReconnectingStream, type StreamLink } from './socket-transport.js';
 import { Switch } from './switch.js';
 
 /** A stream listener as a backend: the latest peer to connect is the link (QEMU's `listen=`). */
@@ -90,6 +90,18 @@ async function openSpec(spec: NetdevSpec): Promise<NetBackend> {
       const srv = await listenStream(spec.addr.host, spec.addr.port, (l) => ls?.connected(l));
       ls = new ListeningStream(srv);
       return ls;
+    }
+    case 'stream': {
+      if (spec.server) {
+        let ls: ListeningStream | null = null;
+        const srv = await listenStreamAddr(spec.addr, (l) => ls?.connected(l));
+        ls = new ListeningStream(srv);
+        return ls;
+      }
+      if (!spec.reconnect) return connectStreamAddr(spec.addr);
+      const rs = new ReconnectingStream(spec.addr, spec.reconnect);
+      await rs.start();
+      return rs;
     }
     case 'dgram': return DgramLink.open(spec.local, spec.remote);
     case 'switch': return openSwitch(spec);

@@ -9,6 +9,7 @@ import { createConnection, createServer, type Socket } from 'node:net';
 import type { NetBackend, NetReceiver } from '../../devices/device.js';
 import { encodeFrame, StreamDecoder, STREAM_MAX_FRAME } from './framing.js';
 import { corkedWriter } from './node-host.js';
+import type { StreamAddr } from './netdev.js';
 
 /** Bytes we let the host socket buffer before dropping frames (the peer is not reading). */
 const MAX_BUFFERED = 2 << 20;
@@ -42,8 +43,13 @@ export class StreamLink implements NetBackend {
 }
 
 export function connectStream(host: string, port: number): Promise<StreamLink> {
+  return connectStreamAddr({ kind: 'inet', host, port });
+}
+
+/** Connect a stream link to TCP HOST:PORT or a unix socket. */
+export function connectStreamAddr(addr: StreamAddr): Promise<StreamLink> {
   return new Promise((resolve, reject) => {
-    const s = createConnection({ host, port });
+    const s = addr.kind === 'unix' ? createConnection({ path: addr.path }) : createConnection({ host: addr.host, port: addr.port });
     s.once('error', reject);
     s.once('connect', () => { s.off('error', reject); resolve(new StreamLink(s)); });
   });
@@ -51,15 +57,80 @@ export function connectStream(host: string, port: number): Promise<StreamLink> {
 
 /** Listen for stream peers (QEMU's `connect=` side); each connection becomes a link. */
 export function listenStream(host: string, port: number, onLink: (l: StreamLink) => void): Promise<{ port: number; close(): void }> {
+  return listenStreamAddr({ kind: 'inet', host, port }, onLink);
+}
+
+/** Listen on TCP or a unix socket; `port` is the TCP port bound (0 for unix). */
+export function listenStreamAddr(addr: StreamAddr, onLink: (l: StreamLink) => void): Promise<{ port: number; close(): void }> {
   return new Promise((resolve, reject) => {
     const srv = createServer((s) => onLink(new StreamLink(s)));
     srv.once('error', reject);
-    srv.listen(port, host, () => {
+    const ready = (): void => {
       srv.off('error', reject);
       const a = srv.address();
-      resolve({ port: typeof a === 'object' && a ? a.port : port, close: () => { srv.close(); } });
-    });
+      resolve({ port: typeof a === 'object' && a ? a.port : 0, close: () => { srv.close(); } });
+    };
+    if (addr.kind === 'unix') srv.listen(addr.path, ready);
+    else srv.listen(addr.port, addr.host, ready);
   });
+}
+
+/**
+ * A stream client that reconnects (QEMU 8's `reconnect=SECONDS`): while the server is away,
+ * frames are dropped and counted, as on an unplugged cable; every `seconds` it tries again.
+ * The first attempt may fail too, so a VM can start before its switch.
+ */
+export class ReconnectingStream implements NetBackend {
+  private rx: NetReceiver | null = null;
+  private link: StreamLink | null = null;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private closed = false;
+  dropped = 0;
+  /** Connections made (1 after the first). */
+  connects = 0;
+
+  constructor(private readonly addr: StreamAddr, private readonly seconds: number) {}
+
+  /** First attempt; resolves either way (a failure schedules the next). */
+  async start(): Promise<void> { await this.attempt(); }
+
+  private async attempt(): Promise<void> {
+    this.timer = null;
+    if (this.closed) return;
+    try {
+      const l = await connectStreamAddr(this.addr);
+      if (this.closed) { l.close(); return; }
+      this.link = l;
+      this.connects++;
+      if (this.rx) l.attach(this.rx);
+      void l.closed.then(() => {
+        if (this.link === l) this.link = null;
+        this.schedule();
+      });
+    } catch {
+      this.schedule();
+    }
+  }
+
+  private schedule(): void {
+    if (this.closed || this.timer) return;
+    this.timer = setTimeout(() => { void this.attempt(); }, this.seconds * 1000);
+    this.timer.unref();
+  }
+
+  get connected(): boolean { return this.link !== null; }
+  attach(nic: NetReceiver): void { this.rx = nic; this.link?.attach(nic); }
+  transmit(frame: Uint8Array): void {
+    if (this.link) this.link.transmit(frame);
+    else this.dropped++;
+  }
+  rxReady(): void { /* frames are delivered as they arrive */ }
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.link?.close();
+    this.link = null;
+  }
 }
 
 export class DgramLink implements NetBackend {
