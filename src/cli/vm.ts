@@ -15,11 +15,14 @@ export const DEFAULT_LISTEN = '127.0.0.1:8446';
 
 export const VM_HELP = `typevisor daemon [--listen HOST:PORT] [--state-dir DIR] [--image-root DIR]
                  [--tls-cert FILE --tls-key FILE | --insecure] [--show-url]
+                 [--on-exit keep|shutdown|destroy] [--shutdown-timeout SECONDS]
   Runs VMs, each in its own runner process, behind a REST API (/v1, OpenAPI at
   /v1/openapi.json), /metrics and /v1/events, and a web dashboard at /. Listens on
   ${DEFAULT_LISTEN} by default; another address needs TLS or --insecure. The bearer token
   is DIR/token (created mode 0600); the dashboard logs in with it, and --show-url prints
-  a URL with the token in it (as Jupyter does) on stdout.
+  a URL with the token in it (as Jupyter does) on stdout. On SIGTERM/SIGINT the VMs keep
+  running by default (as libvirtd leaves its guests; the next daemon takes them over);
+  --on-exit shutdown presses their power buttons and waits (then destroys), destroy stops them.
   State dir: $TYPEVISOR_STATE_DIR or ~/.local/state/typevisor.
 
 typevisor vm [--connect URL] [--state-dir DIR] VERB ...
@@ -58,8 +61,13 @@ export async function cmdDaemon(argv: readonly string[], io: CliIo): Promise<num
   const p = parseFlags(argv, [
     { name: 'listen', value: true }, { name: 'state-dir', value: true }, { name: 'image-root', value: true },
     { name: 'tls-cert', value: true }, { name: 'tls-key', value: true }, { name: 'insecure', value: false },
-    { name: 'show-url', value: false },
+    { name: 'show-url', value: false }, { name: 'on-exit', value: true }, { name: 'shutdown-timeout', value: true },
   ], 'daemon');
+  const onExit = p.flags.get('on-exit')?.[0] ?? 'keep';
+  if (onExit !== 'keep' && onExit !== 'shutdown' && onExit !== 'destroy') throw new UserError(`daemon: --on-exit ${onExit}: expected keep, shutdown or destroy`, USAGE_STATUS);
+  const timeoutText = p.flags.get('shutdown-timeout')?.[0];
+  if (timeoutText !== undefined && !/^\d{1,5}$/.test(timeoutText)) throw new UserError(`daemon: --shutdown-timeout ${timeoutText}: expected seconds`, USAGE_STATUS);
+  const shutdownTimeoutMs = timeoutText === undefined ? undefined : Number(timeoutText) * 1000;
   if (p.positional.length) throw new UserError(`daemon: unexpected argument '${p.positional[0]}'`, USAGE_STATUS);
   const { host, port } = parseListen(p.flags.get('listen')?.[0] ?? DEFAULT_LISTEN);
   const cert = p.flags.get('tls-cert')?.[0], key = p.flags.get('tls-key')?.[0];
@@ -77,6 +85,7 @@ export async function cmdDaemon(argv: readonly string[], io: CliIo): Promise<num
       ...(cert !== undefined && key !== undefined ? { tls: { cert, key } } : {}),
       ...(p.flags.has('image-root') ? { imageRoot: p.flags.get('image-root')![0] } : {}),
       log: (m) => io.stderr.write(`typevisor daemon: ${m}\n`),
+      ...(shutdownTimeoutMs !== undefined ? { shutdownTimeoutMs } : {}),
     });
   } catch (e) {
     throw new UserError(`daemon: ${(e as Error).message}`);
@@ -90,7 +99,8 @@ export async function cmdDaemon(argv: readonly string[], io: CliIo): Promise<num
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
   });
-  await daemon.close();
+  const live = await daemon.close({ vms: onExit });
+  if (live && onExit === 'keep') io.stderr.write(`typevisor daemon: ${live} VM${live === 1 ? '' : 's'} keep running; the next daemon on ${dir} takes them over\n`);
   return 0;
 }
 

@@ -21,6 +21,9 @@ import { Switches } from './switches.js';
 import { readSnapshotHeader } from '../snapshot/format.js';
 import type { RunnerConfig } from '../vmm/protocol.js';
 
+/** What the daemon does with running VMs when it stops. */
+export type OnExit = 'keep' | 'shutdown' | 'destroy';
+
 export interface DaemonOptions {
   stateDir: string;
   host?: string;
@@ -265,12 +268,23 @@ export class Daemon {
     return addr;
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stop serving. What happens to running VMs (libvirt-guests' ON_SHUTDOWN): `destroy`
+   * (the default here, for tests and embedders), `keep` (runners go on; the next daemon
+   * adopts them), or `shutdown` (power button, then destroy after timeoutMs).
+   * Resolves with the number of VMs that were running.
+   */
+  async close(opts: { vms?: OnExit; timeoutMs?: number } = {}): Promise<number> {
     for (const r of this.sseClients) r.raw.end();
     this.sseClients.clear();
-    await Promise.allSettled([...this.vms.values()].filter((v) => v.state === 'running' || v.state === 'paused').map((v) => v.destroy()));
+    const live = [...this.vms.values()].filter((v) => v.state === 'running' || v.state === 'paused');
+    const mode = opts.vms ?? 'destroy';
+    if (mode === 'keep') for (const v of live) v.detach();
+    else if (mode === 'shutdown') await Promise.allSettled(live.map((v) => v.shutdownAndWait(opts.timeoutMs ?? this.opts.shutdownTimeoutMs ?? 30_000)));
+    else await Promise.allSettled(live.map((v) => v.destroy()));
     this.switches.close();
     await this.app.close();
+    return live.length;
   }
 
   private async setup(): Promise<void> {

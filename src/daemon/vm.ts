@@ -176,6 +176,8 @@ export class Vm extends EventEmitter<VmEvents> {
   /** Resolves when the current runner has exited. */
   get runnerExited(): Promise<void> { return this.exited; }
   private destroying = false;
+  /** Set by detach(): the daemon lets go of a runner that keeps running. */
+  private detached = false;
   private startedAt = 0;
 
   /** runDir holds NAME.pid (pid, start time, socket) and NAME.sock for each live runner, so a restarted daemon finds them. */
@@ -388,7 +390,7 @@ export class Vm extends EventEmitter<VmEvents> {
         if (procCpuSeconds(pid) !== null) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
         return { code: null, signal: null };
       };
-      port.onClose(() => void gone().then(({ code, signal }) => {
+      port.onClose(() => { if (!this.detached) void gone().then(({ code, signal }) => {
         this.cap?.stop();
         this.cap = null;
         if (this.shutdownTimer) clearTimeout(this.shutdownTimer);
@@ -419,7 +421,7 @@ export class Vm extends EventEmitter<VmEvents> {
         }
         this.setState(crashed && e?.reason !== 'config' ? 'crashed' : 'shutoff');
         resolveExit();
-      }));
+      }); });
     });
   }
 
@@ -445,6 +447,29 @@ export class Vm extends EventEmitter<VmEvents> {
     const t = setTimeout(() => { if (pid !== undefined) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }, 2000);
     await this.exited;
     clearTimeout(t);
+  }
+
+  /**
+   * Let go of the runner and leave it running, as libvirtd leaves its QEMUs when it stops:
+   * a CPU cap's SIGSTOP is lifted, the socket closed; the next daemon adopts the runner.
+   */
+  detach(): void {
+    if (!this.port) return;
+    this.detached = true;
+    this.cap?.stop();
+    this.cap = null;
+    if (this.shutdownTimer) clearTimeout(this.shutdownTimer);
+    this.shutdownTimer = null;
+    if (this.memTimer) clearInterval(this.memTimer);
+    this.memTimer = null;
+    this.port.close();
+    this.port = null;
+  }
+
+  /** shutdown(), then wait until the runner has ended (powered off, or destroyed at the timeout). */
+  async shutdownAndWait(timeoutMs: number): Promise<void> {
+    this.shutdown(timeoutMs);
+    await this.exited;
   }
 
   /**
@@ -569,13 +594,6 @@ export class Vm extends EventEmitter<VmEvents> {
       this.statsWaiters.set(id, (s) => { clearTimeout(t); res(s); });
       port.post({ type: 'stats', id });
     });
-  }
-
-  /** Daemon exit without stopping the VM: the runner keeps running and a new daemon adopts it. */
-  detach(): void {
-    this.cap?.stop();
-    if (this.runnerPid !== undefined) { try { process.kill(this.runnerPid, 'SIGCONT'); } catch { /* gone */ } }
-    this.port?.close();
   }
 }
 

@@ -16,6 +16,8 @@ const BIN = join(repoRoot, 'bin', 'typevisor.js');
 const dir = mkdtempSync(join(tmpdir(), 'typevisor-cli-daemon-'));
 const env = { ...process.env, TYPEVISOR_GUEST_DIR: guestDir, TYPEVISOR_STATE_DIR: dir };
 let daemon: ChildProcess | null = null;
+/** The running daemon's stderr so far. */
+let daemonErr = '';
 after(() => {
   daemon?.kill('SIGKILL');
   // Runners outlive a killed daemon by design: stop any a failed run left.
@@ -43,15 +45,20 @@ test('typevisor daemon refuses a non-loopback address without TLS or --insecure'
   assert.match(r.stderr, /not a loopback address: give --tls-cert\/--tls-key, or --insecure/);
   assert.equal((await tv('daemon', '--listen', 'nonsense')).code, 2);
   assert.equal((await tv('daemon', '--tls-cert', 'x')).code, 2);
+  const bad = await tv('daemon', '--on-exit', 'pause');
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--on-exit pause: expected keep, shutdown or destroy/);
 });
 
 async function startDaemon(): Promise<string> {
   const d = spawn(process.execPath, [BIN, 'daemon', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   daemon = d;
   let err = '';
+  daemonErr = '';
   return await new Promise<string>((resolve, reject) => {
     d.stderr!.on('data', (b: Buffer) => {
       err += b.toString();
+      daemonErr = err;
       const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
       if (m) resolve(m[1]);
     });
@@ -116,11 +123,23 @@ test('typevisor vm: define, list, start, console, stats, set, shutdown fallback,
   assert.equal((await vm('set', 't', '--cpu', '0.3', '--autostart', 'on')).code, 0);
   assert.match((await tv('vm', '--connect', url, 'set', 't')).stderr, /nothing to set/);
 
+  // SIGTERM the daemon: by default its VMs keep running (as libvirtd's do), the CPU cap's
+  // SIGSTOP lifted; a new daemon adopts the runner.
+  const oldPid = (JSON.parse(readFileSync(join(dir, 'run', 't.pid'), 'utf8')) as { pid: number }).pid;
+  assert.ok(alive(oldPid));
+  const termed = new Promise<number | null>((res) => daemon!.once('exit', res));
+  daemon!.kill('SIGTERM');
+  assert.equal(await termed, 0);
+  assert.match(daemonErr, /1 VM keep running; the next daemon on .* takes them over/);
+  assert.ok(alive(oldPid), 'the runner outlives a stopped daemon');
+  await new Promise((res) => setTimeout(res, 300));
+  assert.notEqual(readFileSync(`/proc/${oldPid}/stat`, 'utf8').split(') ')[1][0], 'T', 'not left stopped by the CPU cap');
+  url = await startDaemon();
+  assert.match((await vm('list')).stdout, /^ t\s+running$/m);
+
   // kill -9 the daemon (the capped runner may be SIGSTOPped right then): the runner keeps
   // running; a new daemon reconnects to it (not an autostart): same pid, same VM, and it
   // answers on its console, with what it printed meanwhile kept.
-  const oldPid = (JSON.parse(readFileSync(join(dir, 'run', 't.pid'), 'utf8')) as { pid: number }).pid;
-  assert.ok(alive(oldPid));
   const dead = new Promise((res) => daemon!.once('exit', res));
   daemon!.kill('SIGKILL');
   await dead;
