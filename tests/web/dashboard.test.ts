@@ -148,6 +148,7 @@ test('dashboard: login, cookie, CSRF, define, boot, console, charts, phone layou
   // A NIC on user-mode networking with a port forward, and a network limit.
   await page.check('#define input[name="nic"]');
   await page.fill('#define input[name="hostfwd"]', 'tcp:127.0.0.1:0-:80');
+  await page.fill('#define input[name="switch"]', 'lan0');
   await page.fill('#define input[name="netRx"]', '1048576');
   await page.click('#define button[type="submit"]');
   const card = page.locator('article.vm[data-name="web1"]');
@@ -193,7 +194,7 @@ test('dashboard: login, cookie, CSRF, define, boot, console, charts, phone layou
   // The form's NIC and limit reached the definition; the network chart has the NIC's counters.
   const def = await (await fetch(`${base}/v1/vms/web1`, { headers: { authorization: `Bearer ${daemon.token}` } })).json() as { definition?: { nics?: unknown; limits?: unknown } } & { nics?: unknown; limits?: unknown };
   const d = def.definition ?? def;
-  assert.deepEqual(d.nics, [{ type: 'user', hostfwd: ['tcp:127.0.0.1:0-:80'] }]);
+  assert.deepEqual(d.nics, [{ type: 'user', hostfwd: ['tcp:127.0.0.1:0-:80'] }, { type: 'switch', switch: 'lan0' }]);
   assert.deepEqual(d.limits, { net: { rx: { bandwidth: { size: 1048576, refillTimeMs: 1000 } } } });
   // Charts: at least a few samples, and the card shows figures.
   await page.waitForFunction(() => window.typevisor.chartPoints() >= 3, null, { timeout: 20_000, polling: 250 });

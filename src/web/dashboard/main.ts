@@ -17,7 +17,7 @@ type VmState = 'shutoff' | 'running' | 'paused' | 'crashed';
 interface VmDef {
   name: string; memory?: number | string; kernel?: string; initrd?: string; append?: string;
   drives?: Array<{ file: string; format?: 'raw' | 'qcow2'; readOnly?: boolean; snapshot?: boolean }>;
-  nics?: Array<{ type: 'user'; hostfwd?: string[]; mac?: string; restrict?: boolean }>;
+  nics?: Array<{ type: 'user' | 'switch'; switch?: string; hostfwd?: string[]; mac?: string; restrict?: boolean }>;
   limits?: Record<string, unknown>; autostart?: boolean;
 }
 interface VmInfo {
@@ -339,6 +339,12 @@ function definitionFrom(f: FormData): VmDef {
     if (text('mac')) nic.mac = text('mac');
     if (f.get('restrict') !== null) nic.restrict = true;
     def.nics = [nic];
+  }
+  if (text('switch')) {
+    // A port on the daemon's named switch, after the user-mode NIC if there is one.
+    def.nics = [...def.nics ?? [], { type: 'switch', switch: text('switch') }];
+    const input = form.querySelector<HTMLInputElement>('input[name="switch"]');
+    if (input) input.dataset.field = `/nics/${def.nics.length - 1}/switch`;
   }
   const limits: Record<string, unknown> = {};
   if (text('cpu')) limits.cpu = num(text('cpu'));
