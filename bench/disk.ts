@@ -4,6 +4,8 @@
  * (conv=fsync) and reads (page cache dropped), 4 KiB O_DIRECT reads and writes at queue
  * depth 1, and random 4 KiB O_DIRECT reads and writes (one dd per block: these include the
  * guest's process start-up). For raw and qcow2 images; each engine gets a fresh image.
+ * typevisor runs with the translator, as `typevisor run` does by default
+ * (TYPEVISOR_BENCH_ACCEL=interp: the interpreter alone).
  */
 import { readFileSync, existsSync, mkdtempSync, rmSync, closeSync, openSync, ftruncateSync } from 'node:fs';
 import { spawn, execFileSync } from 'node:child_process';
@@ -18,6 +20,9 @@ const PROMPT = '~ # ';
 const TIMEOUT_MS = 600_000;
 const SIZE = 64 << 20;
 const RANDOM_OPS = 64;
+/** The CLI's default engine: the translator at its default threshold. */
+const ACCEL = process.env.TYPEVISOR_BENCH_ACCEL === 'interp' ? 'interp' : 'jit';
+const JIT_THRESHOLD = ACCEL === 'jit' ? 50 : Infinity;
 
 /** The guest script: each test prints `T:<name> <bytes> <seconds>`. */
 const lcg = 'x=$(( (x * 1103515245 + 12345) % 2147483648 ))';
@@ -78,6 +83,7 @@ async function runTypevisor(img: string, fmt: DiskFormat, kernel: Uint8Array, in
     memoryBytes: 256 << 20, bios: null, kernel, initrd, append: 'console=ttyS0',
     serial: { write: (b: Uint8Array) => d.feed(Buffer.from(b).toString('latin1')) },
     virtio: [{ kind: 'blk', disk }],
+    jitThreshold: JIT_THRESHOLD,
   });
   const timer = setTimeout(() => m?.stop(), TIMEOUT_MS);
   try {
@@ -120,7 +126,7 @@ export async function benchDisk(): Promise<Row[]> {
         const tv = t.get(name) ?? 0, qm = q.get(name) ?? 0;
         // Seconds per MB, so that the ratio reads like the other rows (typevisor / qemu time).
         rows.push({ name: `disk ${fmt} ${name}`, unit: 'seconds per MB in the guest', typevisorSeconds: 1 / tv, qemuSeconds: 1 / qm,
-          ratio: qm / tv, detail: { typevisorMBps: +tv.toFixed(2), qemuMBps: +qm.toFixed(2) } });
+          ratio: qm / tv, detail: { typevisorMBps: +tv.toFixed(2), qemuMBps: +qm.toFixed(2), accel: ACCEL } });
       }
     }
   } finally {

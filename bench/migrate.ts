@@ -15,7 +15,7 @@ import type { Row } from './lib.js';
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
 const LOOP = '(i=0; while true; do i=$((i+1)); echo "count $i"; usleep 200000; done) &\n';
 
-async function poll(f: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+export async function poll(f: () => Promise<boolean>, ms: number, what: string): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await f())) {
     if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
@@ -52,7 +52,7 @@ async function typevisor(tmp: string): Promise<{ totalMs: number; downtimeMs: nu
   }
 }
 
-function qmp(path: string): { cmd: (execute: string, args?: object) => Promise<Record<string, unknown>>; close: () => void } {
+export function qmp(path: string): { cmd: (execute: string, args?: object) => Promise<Record<string, unknown>>; close: () => void } {
   const s = connect(path);
   let buf = '';
   const waiters: Array<(v: Record<string, unknown>) => void> = [];

@@ -7,13 +7,15 @@
  * prompt, best of N runs. For typevisor guests also the guest instructions executed per MiB
  * moved (mean over the runs; includes the shell and wget/dd/nc themselves), a figure the host's
  * load does not disturb.
- *   node dist/bench/vnet.js [--runs N] [--mib M] [--parts user,switch,qemu]
+ *   node dist/bench/vnet.js [--runs N] [--mib M] [--parts user,switch,qemu] [--accel jit|interp]
+ * typevisor guests run with the translator (the CLI's default) unless --accel interp.
  */
 import { readFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { loadavg, cpus } from 'node:os';
 import { join } from 'node:path';
 import { NodeHostNet } from '../src/host/net/node-host.js';
+import { setWasmTier } from '../src/host/wasm-tier.js';
 import { UserNet } from '../src/host/net/slirp.js';
 import { Switch } from '../src/host/net/switch.js';
 import type { NetBackend } from '../src/devices/device.js';
@@ -24,6 +26,9 @@ import { httpServer } from '../tests/lib/net-servers.js';
 import { PROMPT, UDHCPC_SCRIPT } from '../tests/lib/net-guest.js';
 
 type Runner = (cmd: string) => Promise<string>;
+
+/** The translator's threshold for typevisor guests (Infinity: the interpreter alone). */
+let jitThreshold = 50;
 
 async function measure(run: Runner, cmd: string, runs: number): Promise<number> {
   let best = Infinity;
@@ -41,6 +46,7 @@ function tvGuest(backend: NetBackend, mac: number, offloads = true, tso = offloa
     memoryBytes: 256 << 20, bios: null, append: 'console=ttyS0 quiet',
     kernel: readFileSync(join(guestDir, 'Image')), initrd: readFileSync(join(guestDir, 'initramfs.cpio.gz')),
     virtio: [{ kind: 'net', backend, mac: Uint8Array.of(0x52, 0x54, 0, 0, 0, mac), offloads, tso }],
+    jitThreshold,
   });
 }
 
@@ -48,6 +54,10 @@ async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const runs = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : 2;
   const mib = args.includes('--mib') ? Number(args[args.indexOf('--mib') + 1]) : 8;
+  const accel = args.includes('--accel') ? args[args.indexOf('--accel') + 1] : 'jit';
+  if (accel !== 'jit' && accel !== 'interp') throw new Error(`--accel ${accel}: jit or interp`);
+  if (accel === 'interp') jitThreshold = Infinity;
+  else setWasmTier('late');
   const parts = (args.includes('--parts') ? args[args.indexOf('--parts') + 1] : 'user,switch,qemu').split(',');
   const http = await httpServer(new Uint8Array(mib << 20));
   let received = 0;
@@ -55,7 +65,7 @@ async function main(): Promise<void> {
   await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
   const sinkPort = (sink.address() as AddressInfo).port;
   console.log(`host: node ${process.version}, ${cpus()[0]?.model ?? '?'} x${cpus().length}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  console.log(`command: node dist/bench/vnet.js --runs ${runs} --mib ${mib} --parts ${parts.join(',')}`);
+  console.log(`command: node dist/bench/vnet.js --runs ${runs} --mib ${mib} --parts ${parts.join(',')} --accel ${accel}`);
   const down = `wget -q -O /dev/null http://10.0.2.2:${http.port}/blob`;
   const up = `dd if=/dev/zero bs=65536 count=${mib * 16} 2>/dev/null | nc 10.0.2.2 ${sinkPort}`;
   const dhcp = `printf '${UDHCPC_SCRIPT}' > /tmp/dhcp.sh; chmod +x /tmp/dhcp.sh; ip link set eth0 up; udhcpc -i eth0 -n -q -s /tmp/dhcp.sh >/dev/null 2>&1`;
