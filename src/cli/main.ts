@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setWasmTier, type WasmTier } from '../host/wasm-tier.js';
-import { Machine, BootError, type MachineConfig, type MachineExit, type RawImage } from '../machine/machine.js';
+import { Machine, BootError, DEFAULT_JIT_THRESHOLD, type MachineConfig, type MachineExit, type RawImage } from '../machine/machine.js';
 import { VirtBoard } from '../machine/virt.js';
 import { cmdImg } from './img.js';
 import { MAX_ICOUNT_SHIFT, type ClockMode } from '../machine/clock.js';
@@ -208,7 +208,6 @@ function machineConfig(p: Parsed, io: CliIo, command: string, standInKernel?: Ui
   return { memoryBytes, bios, kernel, initrd, append: append ?? '', images, jitThreshold };
 }
 
-const DEFAULT_JIT_THRESHOLD = 50;
 
 /**
  * --accel interp | jit[,threshold=N][,tier=late|v8|baseline] (QEMU's -accel names the

@@ -56,6 +56,8 @@ export interface VmDef {
   nics?: NicDef[];
   limits?: LimitsDef;
   autostart?: boolean;
+  /** The execution engine: 'jit' (the default: hot code translated to WebAssembly) or 'interp'. */
+  accel?: 'jit' | 'interp';
   /** A snapshot file the next start resumes from (instead of booting); cleared once it has. */
   restore?: string;
 }
@@ -119,6 +121,7 @@ const defProperties = {
   nics: { type: 'array', maxItems: 4, items: nicSchema },
   limits: limitsSchema,
   autostart: { type: 'boolean' },
+  accel: { type: 'string', enum: ['jit', 'interp'] },
   restore: { type: 'string', minLength: 1, maxLength: 4096 },
 } as const;
 

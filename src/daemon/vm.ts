@@ -260,6 +260,7 @@ export class Vm extends EventEmitter<VmEvents> {
       ...(d.limits?.disk ? { diskLimit: d.limits.disk } : {}),
       ...(d.nics?.length ? { nics: d.nics.map((n, i) => ({ netdev: nicNetdev(n, (sw) => switchSocketPath(this.runDir, sw)), mac: nicMac(d.name, n, i) })) } : {}),
       ...(d.limits?.net ? { netLimit: d.limits.net } : {}),
+      ...(d.accel ? { accel: d.accel } : {}),
     };
   }
 

@@ -48,6 +48,9 @@ export type VirtioDeviceSpec =
   /** virtio-net; the MAC defaults to 52:54:00:12:34:56 plus the NIC's index in this list. */
   | { kind: 'net'; backend: NetBackend; mac?: Uint8Array; offloads?: boolean; tso?: boolean };
 
+/** The translator compiles a block start after this many entries (the CLI's --accel jit default). */
+export const DEFAULT_JIT_THRESHOLD = 50;
+
 export interface MachineConfig {
   /** Guest RAM in bytes (default 512 MiB). */
   memoryBytes: number;
@@ -70,7 +73,7 @@ export interface MachineConfig {
   wallClockMs?: () => number;
   /**
    * The translator: block starts entered this many times are compiled to WebAssembly
-   * (0: at once); Infinity (the default for now) keeps the interpreter alone.
+   * (0: at once); Infinity keeps the interpreter alone. Default: DEFAULT_JIT_THRESHOLD.
    */
   jitThreshold?: number;
   /** virtio devices (disks, console, rng), in slot order: the first disk is /dev/vda. */
@@ -167,7 +170,7 @@ export class Machine {
       wake: () => this.wakeUp(),
     });
     this.hart = this.board.hart;
-    this.hart.enableJit(cfg.jitThreshold ?? Infinity);
+    this.hart.enableJit(cfg.jitThreshold ?? DEFAULT_JIT_THRESHOLD);
     let nics = 0;
     for (const spec of cfg.virtio ?? []) {
       const dev = spec.kind === 'blk' ? new VirtioBlk(spec.disk) : spec.kind === 'console' ? new VirtioConsole(spec.serial)

@@ -71,7 +71,8 @@ export class BrowserRunnerHost implements RunnerHost {
     return {
       base: {
         memoryBytes: cfg.memoryBytes, bios, kernel, initrd, append: append ?? '',
-        ...(this.opts.jitThreshold === undefined ? {} : { jitThreshold: this.opts.jitThreshold }),
+        // The interpreter unless asked: the translator needs 'wasm-unsafe-eval' in the page's CSP.
+        jitThreshold: this.opts.jitThreshold ?? Infinity,
       },
       disks,
     };

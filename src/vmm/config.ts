@@ -6,7 +6,7 @@ import { loadImage, UserError } from '../host/images.js';
 import { findDefaultGuest, guestDir } from '../host/guest-cache.js';
 import { openDisk, DiskError } from '../host/storage/index.js';
 import type { BlockBackend } from '../devices/device.js';
-import type { MachineConfig } from '../machine/machine.js';
+import { DEFAULT_JIT_THRESHOLD, type MachineConfig } from '../machine/machine.js';
 import type { RunnerConfig } from './protocol.js';
 import type { NetBackend } from '../devices/device.js';
 import { openNetdev } from '../host/net/open.js';
@@ -36,7 +36,7 @@ export function loadBase(cfg: RunnerConfig, env: NodeJS.ProcessEnv): BaseConfig 
   const kernel = kernelPath === undefined ? null : loadImage(kernelPath, 'kernel');
   const initrd = initrdPath === undefined ? null : loadImage(initrdPath, 'initrd', { gunzip: false });
   if (initrd && !kernel) throw new UserError('an initrd needs a kernel');
-  return { memoryBytes: cfg.memoryBytes, bios, kernel, initrd, append: append ?? '' };
+  return { memoryBytes: cfg.memoryBytes, bios, kernel, initrd, append: append ?? '', jitThreshold: cfg.accel === 'interp' ? Infinity : DEFAULT_JIT_THRESHOLD };
 }
 
 /** Byte and op counters per disk (for /metrics). */

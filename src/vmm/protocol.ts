@@ -46,6 +46,8 @@ export interface RunnerConfig {
   diskLimit?: RateLimiterConfig;
   nics?: RunnerNic[];
   netLimit?: NetLimitConfig;
+  /** The execution engine: the translator (absent or 'jit', as `typevisor run`) or the interpreter alone. */
+  accel?: 'jit' | 'interp';
 }
 
 /** Why a runner's machine stopped; the machine's exit reasons plus the runner's own. */

@@ -11,6 +11,10 @@ import { loadBase, openDrives, openNics } from './config.js';
 import type { FromRunner, ToRunner } from './protocol.js';
 import { readFileSync } from 'node:fs';
 import { diskIdentity, checkDisks } from '../host/snapshot-file.js';
+import { setWasmTier } from '../host/wasm-tier.js';
+
+// The translator's code: V8's optimizing tier only for code that runs long (as the CLI).
+setWasmTier('late');
 
 const version = ((): string => {
   try { return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version; } catch { return 'unknown'; }

@@ -12,6 +12,11 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { findGuest } from './guest.js';
 import { cacheDir } from '../../src/host/guest-cache.js';
+import { setWasmTier } from '../../src/host/wasm-tier.js';
+
+// Test processes tier the translator's WebAssembly as `typevisor run` does (nearly every test
+// that runs a guest imports this module).
+setWasmTier('late');
 
 const execFileP = promisify(execFile);
 

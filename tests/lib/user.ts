@@ -8,6 +8,7 @@ import { Bus } from '../../src/machine/bus.js';
 import { Hart, type SbiHandler } from '../../src/cpu/hart.js';
 import type { Decoded } from '../../src/cpu/isa/types.js';
 import { parseElf } from '../../src/machine/elf.js';
+import { DEFAULT_JIT_THRESHOLD } from '../../src/machine/machine.js';
 import { CSR, CAUSE, PRIV_M, PRIV_S, PRIV_U } from '../../src/cpu/csr.js';
 
 export interface UserResult {
@@ -23,10 +24,14 @@ const HOST_CSR = { raw: 0, len: 4, imm: 0 } as unknown as Decoded;
 const SYS_WRITE = 64, SYS_EXIT = 93, SYS_EXIT_GROUP = 94;
 const ENOSYS = -38n, EFAULT = -14n;
 
-/** The translator threshold tests use: $TYPEVISOR_JIT (a number, or 'off'), default off. */
+/**
+ * The translator threshold tests use: $TYPEVISOR_JIT (a number, or 'off' for the interpreter
+ * alone); default the Machine's, as users get it.
+ */
 export function testJitThreshold(): number {
   const v = process.env.TYPEVISOR_JIT;
-  if (v === undefined || v === '' || v === 'off') return Infinity;
+  if (v === undefined || v === '') return DEFAULT_JIT_THRESHOLD;
+  if (v === 'off') return Infinity;
   const n = Number(v);
   if (!Number.isFinite(n) || n < 0) throw new Error(`TYPEVISOR_JIT must be a non-negative number or 'off', got '${v}'`);
   return n;

@@ -1,6 +1,7 @@
 /**
  * The snapshot protocol over a MessageChannel (the Worker transport, no process): a runner
- * running an M-mode program that prints 'a'..'z' slowly answers `snapshot` with the file's
+ * running an M-mode program that prints 'a'..'z' slowly (by mtime, so as slowly with the
+ * translator as with the interpreter) answers `snapshot` with the file's
  * bytes while it keeps running; a second runner started with those bytes as `restore`
  * resumes at the letter after the save point and powers off normally. A corrupt file ends
  * the second runner with reason 'config' before anything runs.
@@ -14,7 +15,29 @@ import { loadBase, openDrives } from '../../src/vmm/config.js';
 import { PROTOCOL_VERSION, type FromRunner, type RunnerConfig, type ToRunner } from '../../src/vmm/protocol.js';
 import { readSnapshotHeader } from '../../src/snapshot/format.js';
 import { buildElf } from '../lib/toolchain.js';
-import { COUNTER_SRC } from './counter.js';
+
+/** 'a'..'z' on the UART, one letter per 100 ms of mtime (the virt board's 10 MHz timebase), then poweroff. */
+const TIMED_COUNTER_SRC = String.raw`
+  .section .text.init
+  .globl _start
+_start:
+  li t0, 0x10000000
+  li t1, 'a'
+  li t2, 'z' + 1
+  li t4, 0x200bff8
+1: sb t1, 0(t0)
+  ld t5, 0(t4)
+  li t6, 1000000
+  add t5, t5, t6
+2: ld t3, 0(t4)
+  blt t3, t5, 2b
+  addi t1, t1, 1
+  blt t1, t2, 1b
+  li t0, 0x100000
+  li t1, 0x5555
+  sw t1, 0(t0)
+3: j 3b
+`;
 
 function session(): { manager: WorkerPort<FromRunner, ToRunner>; got: FromRunner[]; out: () => string; ended: Promise<void> } {
   const ch = new MessageChannel();
@@ -45,8 +68,9 @@ async function until(f: () => boolean, ms: number, what: string): Promise<void> 
 }
 
 test('runner protocol: snapshot of a running machine, then start with restore in a new runner', { timeout: 60_000 }, async () => {
-  // The counter program, 500 times slower per letter: a save lands mid-alphabet.
-  const bios = await buildElf({ name: 'snapshot-slow-counter', sources: { 'c.S': COUNTER_SRC.replace('li t3, 2000', 'li t3, 1000000') } });
+  // The counter program, a letter per 100 ms of guest time (whatever the engine's speed):
+  // a save lands mid-alphabet.
+  const bios = await buildElf({ name: 'snapshot-timed-counter', sources: { 'c.S': TIMED_COUNTER_SRC } });
   const config: RunnerConfig = { name: 'slow', memoryBytes: 4 << 20, bios };
   const a = session();
   a.manager.post({ type: 'start', version: PROTOCOL_VERSION, config });

@@ -45,7 +45,7 @@ test('no kernel: the default guest, with its command line', async () => {
   assert.deepEqual(base.kernel, new Uint8Array([1, 2, 3]));
   assert.deepEqual(base.initrd, new Uint8Array([4]));
   assert.equal(base.append, 'console=ttyS0');
-  assert.equal(base.jitThreshold, undefined);
+  assert.equal(base.jitThreshold, Infinity, 'the interpreter unless the page asks for the translator');
   await assert.rejects(host({}).load(cfg({})), /no kernel given and no default guest/);
 });
 
