@@ -5,9 +5,11 @@
  * disk. A plain snapshot taken before the change is refused (its disk changed). With
  * `--copy-storage` the VM moves to the other daemon while a loop appends to a log on the
  * disk: there, with the page cache dropped, the file's md5 matches and the log is whole.
- * The bundle restored there reads the old content (nothing written after the save leaked
- * in); restoring it a second time is refused. qemu-img check and e2fsck are clean on the
- * bundle's disk and on the migrated one.
+ * `typevisor run --restore BUNDLE` reads the old content (nothing written after the save
+ * leaked in), and its Ctrl-A S with --with-disks writes a second bundle, which the daemon
+ * restores: it holds what was written before that save and nothing after. Restoring the
+ * first bundle again is refused (the guest ran on its disk). qemu-img check and e2fsck are
+ * clean on the bundles' disks and on the migrated one after the guests unmount.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -46,6 +48,31 @@ async function vm(d: Daemon, ...a: string[]): Promise<{ code: number; stdout: st
   } catch (e) {
     const x = e as { code: number; stdout: string; stderr: string };
     return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
+}
+
+/** `typevisor run` on a pty (script(1)), for its console escapes. */
+class Tty {
+  out = '';
+  readonly child: ChildProcess;
+  readonly exited: Promise<number | null>;
+  constructor(args: string[]) {
+    const cmd = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
+    this.child = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TYPEVISOR_GUEST_DIR: guestDir } });
+    daemons.push(this.child);
+    this.child.stdout!.on('data', (d: Buffer) => { this.out += d.toString('latin1'); });
+    this.child.stderr!.on('data', (d: Buffer) => { this.out += d.toString('latin1'); });
+    this.exited = new Promise((res) => this.child.once('exit', res));
+  }
+  async sh(cmd: string | Uint8Array, until: RegExp, ms = 60_000): Promise<RegExpExecArray> {
+    this.child.stdin!.write(typeof cmd === 'string' ? cmd + '\r' : cmd);
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const m = until.exec(this.out);
+      if (m) return m;
+      if (Date.now() > deadline) throw new Error(`no ${String(until)} in: ${JSON.stringify(this.out.slice(-1500))}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 }
 
@@ -140,17 +167,31 @@ test('disks: a bundle keeps the disk as it was at the save, --copy-storage moves
   fsckQcow2(there.file);
   assert.equal(qemuImg(['check', disk]).status, 0, 'the source disk is intact');
 
-  // The bundle restored: the guest reads what the disk held at the save.
-  r = await vm(b, 'restore', 'h', bundle);
-  assert.equal(r.code, 0, r.stderr);
-  await sh(b, 'h', 'echo 3 > /proc/sys/vm/drop_caches; cat /mnt/f; [ -e /mnt/r ] || echo absent-$((6+7))', /absent-13/);
-  t = await log(b, 'h');
-  assert.match(t, /old-2/);
-  assert.doesNotMatch(t, /new-4/);
-  await sh(b, 'h', 'umount /mnt && echo um-$((7+8))', /um-15/);
-  assert.equal((await vm(b, 'destroy', 'h')).code, 0);
+  // The bundle restored by `typevisor run` (its own flags from the snapshot, the disk from the
+  // bundle): the guest reads what the disk held at the save.
+  const bundle2 = join(root, 'cli.tvb');
+  const cli = new Tty(['run', '--restore', bundle, '--with-disks', '--snapshot-file', bundle2]);
+  await cli.sh('echo 3 > /proc/sys/vm/drop_caches; cat /mnt/f; [ -e /mnt/r ] || echo absent-$((6+7))', /absent-13/);
+  assert.match(cli.out, /old-2/);
+  assert.doesNotMatch(cli.out, /new-4/);
+  // Its Ctrl-A S writes a bundle while a file written before it is on the disk, and one after it.
+  await cli.sh('echo cli-$((8+9)) > /mnt/c; sync; echo w-$((9+9))', /w-18/);
+  const saved = await cli.sh(Uint8Array.of(0x01, 0x73), /typevisor: saved .*cli\.tvb \(\d+\.\d MiB, (\d+\.\d) MiB of disk copied in \d+ ms\)/);
+  assert.ok(Number(saved[1]) > 0, saved[0]);
+  await cli.sh('echo after > /mnt/c2; sync; umount /mnt && echo um-$((7+8))', /um-15/);
+  cli.child.stdin!.write('poweroff -f\r');
+  assert.equal(await cli.exited, 0, cli.out.slice(-500));
   fsckQcow2(copy);
-  // It ran on the bundle's disk: a second restore would run on a disk the snapshot did not see.
+
+  r = await vm(b, 'restore', 'h', bundle2);
+  assert.equal(r.code, 0, r.stderr);
+  await sh(b, 'h', 'echo 3 > /proc/sys/vm/drop_caches; cat /mnt/f /mnt/c; [ -e /mnt/c2 ] || echo absent-$((10+11))', /absent-21/);
+  t = await log(b, 'h');
+  assert.match(t, /old-2[\s\S]*cli-17/);
+  await sh(b, 'h', 'umount /mnt && echo um-$((8+9))', /um-17/);
+  assert.equal((await vm(b, 'destroy', 'h')).code, 0);
+  fsckQcow2(join(bundle2, 'disk0.qcow2'));
+  // The first bundle's disk was run on: restoring it again would swap the disk under the guest.
   r = await vm(b, 'restore', 'h2', bundle);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /is not the disk the snapshot was taken with/);
