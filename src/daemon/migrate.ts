@@ -11,7 +11,8 @@
  * failure before that aborts the destination's copy and resumes the source untouched.
  *
  * With copyStorage (libvirt's --copy-storage-all, QEMU's drive-mirror): the destination
- * creates each disk afresh under its state directory (disks/NAME/), same format and size;
+ * creates each writable disk afresh under its state directory (disks/NAME/), same format
+ * and size (read-only ones stay on their shared path, as libvirt does);
  * before the memory rounds the disks are streamed in block sets of up to 32 MiB (CRC-32C
  * each) while the guest runs, then the granules it dirtied (tracked on the runner's write
  * path), a chunk per memory round, and the rest in the stop, after the vCPU paused and its
@@ -93,12 +94,13 @@ export async function migrate(vm: Vm, def: VmDef, req: MigrateRequest, progress:
   };
   try {
     if (req.copyStorage && drives.some((d) => d.snapshot)) throw new Error('a drive writes to a throw-away overlay (snapshot), which cannot be copied');
-    const disks = storage ? await Promise.all(drives.map((d) => diskInfo(resolve(d.file), d.format))) : undefined;
+    // Read-only drives are not copied (libvirt skips them too): null, they stay on a shared path.
+    const disks = storage ? await Promise.all(drives.map((d) => (d.readOnly ? null : diskInfo(resolve(d.file), d.format)))) : undefined;
     await call('POST', '/v1/migrations', JSON.stringify({ definition, ...(disks ? { disks } : {}) }));
     if (storage) {
       // The bulk of the disks while the guest runs, until what is left fits one chunk
       // (or, for a guest writing faster than this sends, after twice the disks' size).
-      let budget = 2 * disks!.reduce((a, d) => a + d.sizeBytes, 0) / DISK_CHUNK + 8;
+      let budget = 2 * disks!.reduce((a, d) => a + (d?.sizeBytes ?? 0), 0) / DISK_CHUNK + 8;
       for (;;) {
         const left = await sendDisks(false);
         progress({ round, bytes, pages: 0, dirtyMiBps: 0, expectedDowntimeMs: 0, throttle, diskBytes, diskRemaining: left });

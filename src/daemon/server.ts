@@ -165,10 +165,10 @@ export class Daemon {
     });
 
     const diskSchema = { type: 'object', required: ['format', 'sizeBytes'], additionalProperties: false, properties: { format: { type: 'string', enum: ['raw', 'qcow2'] }, sizeBytes: { type: 'integer', minimum: 512, maximum: 2 ** 46 } } } as const;
-    app.post<{ Body: { definition: VmDef; disks?: Array<{ format: 'raw' | 'qcow2'; sizeBytes: number }> } }>('/v1/migrations', {
+    app.post<{ Body: { definition: VmDef; disks?: Array<{ format: 'raw' | 'qcow2'; sizeBytes: number } | null> } }>('/v1/migrations', {
       schema: {
-        summary: 'Destination of a live migration: define the VM and start an incoming runner (`disks`: with copyStorage, empty disks of these formats and sizes are created under the state directory, disks/NAME/)',
-        body: { type: 'object', required: ['definition'], additionalProperties: false, properties: { definition: vmDefSchema, disks: { type: 'array', maxItems: 64, items: diskSchema } } },
+        summary: 'Destination of a live migration: define the VM and start an incoming runner (`disks`: with copyStorage, empty disks of these formats and sizes are created under the state directory, disks/NAME/; null: a read-only drive on a shared path)',
+        body: { type: 'object', required: ['definition'], additionalProperties: false, properties: { definition: vmDefSchema, disks: { type: 'array', maxItems: 64, items: { anyOf: [diskSchema, { type: 'null' }] } } } },
         response: { 201: vmInfoSchema, ...err },
       },
     }, async (req, reply) => {
@@ -178,16 +178,18 @@ export class Daemon {
       let diskDir: string | undefined;
       if (disks) {
         if (disks.length !== (def.drives ?? []).length) throw new ApiError(400, 'invalid', `disks: ${disks.length} given for ${(def.drives ?? []).length} drives`, '/disks');
-        this.checkPaths({ ...def, drives: [] }); // the drives are created here, under the state directory
+        this.checkPaths({ ...def, drives: (def.drives ?? []).filter((_, i) => disks[i] === null) }); // the others are created here
         const dir = join(this.opts.stateDir, 'disks', def.name);
         rmSync(dir, { recursive: true, force: true }); // left by an earlier, failed attempt (no VM of this name is here)
         mkdirSync(dir, { recursive: true, mode: 0o700 });
         diskDir = dir;
         try {
           def.drives = await Promise.all((def.drives ?? []).map(async (d, i) => {
-            const file = join(dir, `vd${String.fromCharCode(97 + i)}.${disks[i].format}`);
-            await createImage(file, disks[i].format, disks[i].sizeBytes);
-            return { ...d, file, format: disks[i].format };
+            const k = disks[i];
+            if (k === null) return d;
+            const file = join(dir, `vd${String.fromCharCode(97 + i)}.${k.format}`);
+            await createImage(file, k.format, k.sizeBytes);
+            return { ...d, file, format: k.format };
           }));
         } catch (e) {
           rmSync(dir, { recursive: true, force: true });

@@ -91,7 +91,7 @@ export type ToRunner =
   | { type: 'snapshot'; id: number; bundle?: string }
   /**
    * Live migration's source with --copy-storage: up to maxBytes of disk granules not yet
-   * sent (first call: all of every disk, tracking starts; later: what the guest dirtied),
+   * sent (first call: all of every writable disk, tracking starts; later: what the guest dirtied),
    * answered by `migrate-data` whose data is one block set and `remaining` the granules
    * still to send. `final` (the guest is paused and drained): everything left.
    */

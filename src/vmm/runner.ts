@@ -233,7 +233,8 @@ export class VmRunner {
       if (this.copying === null) {
         this.copying = 'migration';
         for (const d of this.tracked) d.startTracking();
-        this.pendingBlocks = this.tracked.map((d) => allGranules(d));
+        // Read-only disks are not copied (as libvirt's --copy-storage-all): they stay on a shared path.
+        this.pendingBlocks = this.tracked.map((d) => (d.readOnly ? [] : allGranules(d)));
       }
       // A round is over when nothing is pending: the next one sends what was dirtied meanwhile.
       if (this.pendingBlocks.every((p) => p.length === 0)) this.pendingBlocks = this.tracked.map((d) => d.takeDirty());

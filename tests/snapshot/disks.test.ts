@@ -5,6 +5,8 @@
  * disk. A plain snapshot taken before the change is refused (its disk changed). With
  * `--copy-storage` the VM moves to the other daemon while a loop appends to a log on the
  * disk: there, with the page cache dropped, the file's md5 matches and the log is whole.
+ * A move cut in the middle of the disk stream leaves the source running and nothing on the
+ * destination, not even its disk copies.
  * `typevisor run --restore BUNDLE` reads the old content (nothing written after the save
  * leaked in), and its Ctrl-A S with --with-disks writes a second bundle, which the daemon
  * restores: it holds what was written before that save and nothing after. Restoring the
@@ -16,6 +18,7 @@ import assert from 'node:assert/strict';
 import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer, connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { guestDir, repoRoot } from '../lib/toolchain.js';
@@ -49,6 +52,26 @@ async function vm(d: Daemon, ...a: string[]): Promise<{ code: number; stdout: st
     const x = e as { code: number; stdout: string; stderr: string };
     return { code: x.code, stdout: x.stdout, stderr: x.stderr };
   }
+}
+
+/** A TCP relay to `port` that cuts its first connection after `cutAt` bytes from the client. */
+function cuttingProxy(port: number, cutAt: number): Promise<{ url: string; close: () => void; cut: () => boolean }> {
+  let cut = false;
+  const server = createServer((a: Socket) => {
+    const b = connect(port, '127.0.0.1');
+    let n = 0;
+    a.on('data', (d: Buffer) => {
+      n += d.length;
+      if (!cut && n >= cutAt) { cut = true; a.destroy(); b.destroy(); return; }
+      b.write(d);
+    });
+    b.on('data', (d: Buffer) => a.write(d));
+    a.on('error', () => b.destroy()); b.on('error', () => a.destroy());
+    a.on('close', () => b.destroy()); b.on('close', () => a.destroy());
+  });
+  return new Promise((res) => server.listen(0, '127.0.0.1', () => {
+    res({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, close: () => server.close(), cut: () => cut });
+  }));
 }
 
 /** `typevisor run` on a pty (script(1)), for its console escapes. */
@@ -143,6 +166,17 @@ test('disks: a bundle keeps the disk as it was at the save, --copy-storage moves
   assert.equal(r.code, 1, r.stdout);
   assert.match(r.stderr, /disk 1 '.*disk\.qcow2' is not the disk the snapshot was taken with .*modified/);
   assert.equal((await vm(a, 'undefine', 'p')).code, 0);
+
+  // Cut in the middle of the disk stream (it goes before the memory): nothing changes.
+  const proxy = await cuttingProxy(Number(new URL(b.url).port), 3 << 20);
+  r = await vm(a, 'migrate', 'g', '--to', proxy.url, '--to-token-file', join(b.dir, 'token'), '--copy-storage');
+  proxy.close();
+  assert.ok(proxy.cut(), 'the cut point was inside the migration');
+  assert.equal(r.code, 1, r.stdout);
+  assert.match(r.stderr, /migration of 'g' failed, it keeps running here/);
+  assert.match((await vm(a, 'list')).stdout, /^ g\s+running$/m);
+  assert.deepEqual(await (await api(b, 'GET', '/v1/vms')).json(), [], 'the destination holds no VM');
+  assert.ok(!existsSync(join(b.dir, 'disks', 'g')), 'nor its disk copies');
 
   // Live migration with the disk streamed to the other daemon.
   r = await vm(a, 'migrate', 'g', '--to', b.url, '--to-token-file', join(b.dir, 'token'), '--copy-storage');
