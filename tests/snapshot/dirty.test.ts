@@ -2,7 +2,8 @@
  * Dirty-block tracking and block sets (src/host/storage/dirty.ts) on in-memory raw disks:
  * marks per 64 KiB granule, a write in flight while the marks are taken is marked again
  * when it completes, copies in rounds equal the source, and block sets round-trip and
- * refuse damage.
+ * refuse damage. Bundles (writeBundle) on real files: the copies hold the disks as they were
+ * at the freeze, checked byte for byte and with qemu-img compare on a qcow2 chain.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,13 @@ import { RawDisk } from '../../src/host/storage/raw.js';
 import { DirtyBlock, GRANULE, allGranules, applyBlocks, checkBlocks, copyGranules, encodeBlocks } from '../../src/host/storage/dirty.js';
 import type { BlockBackend } from '../../src/devices/device.js';
 import { prng } from '../lib/prng.js';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openDisk } from '../../src/host/storage/index.js';
+import { writeBundle, bundleDisks, readSnapshotFile, checkDisks, diskIdentity } from '../../src/host/snapshot-file.js';
+import type { DiskIdentity } from '../../src/snapshot/format.js';
+import { qemuImg } from '../lib/ext4.js';
 
 const SIZE = 3 * GRANULE + 4096; // the last granule is short
 
@@ -85,4 +93,54 @@ test('block sets round-trip (zero granules carry no bytes) and refuse bit flips,
   assert.throws(() => checkBlocks(set, [2 * GRANULE]), /granule 3 outside disk 0/);
   assert.throws(() => checkBlocks(set, []), /disk 0, the machine has 0/);
   await assert.rejects(applyBlocks(flipped, [dst.d]), /checksum mismatch/);
+});
+
+test('writeBundle: the copies hold what the disks held at the freeze (a qcow2 chain flattened, qemu-img compare), atomically', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'typevisor-bundle-'));
+  try {
+    const base = join(dir, 'base.raw'), top = join(dir, 'top.qcow2'), raw = join(dir, 'second.raw');
+    writeFileSync(base, random(1 << 20, 11));
+    writeFileSync(raw, random(1 << 20, 12));
+    assert.equal(qemuImg(['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', top]).status, 0);
+    const q = new DirtyBlock(await openDisk({ file: top })), r = new DirtyBlock(await openDisk({ file: raw, format: 'raw' }));
+    await q.write(3 * GRANULE, random(GRANULE, 13)); // before the bundle: in the overlay
+    const expectR = random(GRANULE, 14), after = random(GRANULE, 15);
+    const file = join(dir, 'vm.tvb');
+    let ids: DiskIdentity[] = [];
+    const res = await writeBundle(file, [{ disk: q, format: 'qcow2', readOnly: false, file: top }, { disk: r, format: 'raw', readOnly: false, file: raw }], async (finalPass) => {
+      await r.write(5 * GRANULE, expectR); // the guest wrote while the copy ran: in the copy
+      await finalPass();
+      await r.write(6 * GRANULE, after); // after the snapshot point: not in the copy
+      await q.write(0, after);
+    }, async (d) => { ids = d; return Uint8Array.of(1, 2, 3); });
+    assert.equal(res.bytes, 3);
+    assert.deepEqual(readdirSync(dir).sort(), ['base.raw', 'second.raw', 'top.qcow2', 'vm.tvb'], 'no temporary directory left');
+    assert.deepEqual(readdirSync(file).sort(), ['bundle.json', 'disk0.qcow2', 'disk1.raw', 'snapshot.tvs']);
+    const copy = readFileSync(join(file, 'disk1.raw'));
+    const now = readFileSync(raw);
+    assert.deepEqual(copy.subarray(5 * GRANULE, 6 * GRANULE), now.subarray(5 * GRANULE, 6 * GRANULE));
+    assert.notDeepEqual(copy.subarray(6 * GRANULE, 7 * GRANULE), now.subarray(6 * GRANULE, 7 * GRANULE));
+    assert.deepEqual(copy.subarray(6 * GRANULE, 7 * GRANULE), Buffer.from(random(1 << 20, 12).subarray(6 * GRANULE, 7 * GRANULE)));
+    // The qcow2 copy equals the chain as it was (undo the later write), with no backing file.
+    await q.write(0, random(1 << 20, 11).subarray(0, GRANULE));
+    await q.close(); await r.close();
+    const cmp = qemuImg(['compare', top, join(file, 'disk0.qcow2')]);
+    assert.equal(cmp.status, 0, cmp.out);
+    assert.equal(qemuImg(['check', join(file, 'disk0.qcow2')]).status, 0);
+    assert.doesNotMatch(qemuImg(['info', join(file, 'disk0.qcow2')]).out, /backing file/);
+    // The identities the snapshot records are the copies', and a restore would accept them.
+    checkDisks(ids, [diskIdentity(join(file, 'disk0.qcow2'), 'qcow2', false), diskIdentity(join(file, 'disk1.raw'), 'raw', false)]);
+    assert.deepEqual(bundleDisks(file)?.map((d) => d.format), ['qcow2', 'raw']);
+    assert.deepEqual([...readSnapshotFile(file)], [1, 2, 3]);
+
+    // A failure leaves nothing behind and an existing non-bundle is never replaced.
+    const r2 = new DirtyBlock(await openDisk({ file: raw, format: 'raw' }));
+    await assert.rejects(writeBundle(join(dir, 'x.tvb'), [{ disk: r2, format: 'raw', readOnly: false, file: raw }], async (f) => f(), async () => { throw new Error('boom'); }), /cannot write bundle .*boom/);
+    assert.equal(r2.tracking, false);
+    await assert.rejects(writeBundle(base, [{ disk: r2, format: 'raw', readOnly: false, file: raw }], async (f) => f(), async () => new Uint8Array(1)), /exists and is not a bundle/);
+    await r2.close();
+    assert.deepEqual(readdirSync(dir).sort(), ['base.raw', 'second.raw', 'top.qcow2', 'vm.tvb']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
