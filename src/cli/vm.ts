@@ -318,12 +318,13 @@ async function migrateVm(c: Client, name: string, p: Parsed, io: CliIo): Promise
   for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
     buf += dec.decode(chunk, { stream: true });
     for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      const line = JSON.parse(buf.slice(0, nl)) as { progress?: Record<string, number>; result?: Record<string, number>; error?: { message: string } };
+      const line = JSON.parse(buf.slice(0, nl)) as { progress?: Record<string, number> & { phase?: string }; result?: Record<string, number>; error?: { message: string } };
       buf = buf.slice(nl + 1);
       if (line.progress) {
         const g = line.progress;
-        const text = g.diskRemaining !== undefined ? `storage: ${((g.diskBytes ?? 0) / (1 << 20)).toFixed(1)} MiB sent, ${(g.diskRemaining * 64 / 1024).toFixed(1)} MiB left` : `round ${g.round}: ${(g.bytes / (1 << 20)).toFixed(1)} MiB sent, ${g.pages} pages, dirty ${g.dirtyMiBps} MiB/s, ` +
-          `expected downtime ${g.expectedDowntimeMs} ms${g.throttle ? `, vCPU throttled ${Math.round(g.throttle * 100)}%` : ''}`;
+        const diskLeft = g.diskRemaining !== undefined ? `${(g.diskRemaining * 64 / 1024).toFixed(1)} MiB left` : '';
+        const text = g.phase === 'storage' ? `storage: ${((g.diskBytes ?? 0) / (1 << 20)).toFixed(1)} MiB sent, ${diskLeft}` : `round ${g.round}: ${(g.bytes / (1 << 20)).toFixed(1)} MiB sent, ${g.pages} pages, dirty ${g.dirtyMiBps} MiB/s, ` +
+          `expected downtime ${g.expectedDowntimeMs} ms${g.throttle ? `, vCPU throttled ${Math.round(g.throttle * 100)}%` : ''}${diskLeft ? `, disk ${diskLeft}` : ''}`;
         io.stderr.write(tty ? `\r\x1b[K${text}` : `${text}\n`);
       } else if (line.result) {
         if (tty) io.stderr.write('\n');

@@ -47,6 +47,8 @@ export interface MigrateProgress {
   /** Time to send what the last round sent: the downtime to expect if we stopped now. */
   expectedDowntimeMs: number;
   throttle: number;
+  /** copyStorage: 'storage' while the disks' bulk goes, before the memory rounds. */
+  phase?: 'storage';
   /** copyStorage: disk bytes sent so far, and granules (64 KiB) still to send. */
   diskBytes?: number;
   diskRemaining?: number;
@@ -103,13 +105,13 @@ export async function migrate(vm: Vm, def: VmDef, req: MigrateRequest, progress:
       let budget = 2 * disks!.reduce((a, d) => a + (d?.sizeBytes ?? 0), 0) / DISK_CHUNK + 8;
       for (;;) {
         const left = await sendDisks(false);
-        progress({ round, bytes, pages: 0, dirtyMiBps: 0, expectedDowntimeMs: 0, throttle, diskBytes, diskRemaining: left });
+        progress({ phase: 'storage', round, bytes, pages: 0, dirtyMiBps: 0, expectedDowntimeMs: 0, throttle, diskBytes, diskRemaining: left });
         if (left * GRANULE <= DISK_CHUNK || --budget <= 0) break;
       }
     }
     let roundStart = performance.now();
     for (;;) {
-      if (storage) await sendDisks(false); // the granules dirtied meanwhile, a chunk a round
+      const diskLeft = storage ? await sendDisks(false) : 0; // the granules dirtied meanwhile, a chunk a round
       const r = await vm.migrateRound(round, false, throttle);
       const ts = performance.now();
       await call('POST', `/v1/migrations/${name}/pages`, r.data);
@@ -118,10 +120,12 @@ export async function migrate(vm: Vm, def: VmDef, req: MigrateRequest, progress:
       const now = performance.now();
       const dirtyMiBps = round === 0 ? 0 : r.pages * PAGE / (1 << 20) / ((now - roundStart) / 1000);
       roundStart = now;
-      const expectedDowntimeMs = Math.round(sendMs);
-      progress({ round, bytes, pages: r.pages, dirtyMiBps: +dirtyMiBps.toFixed(2), expectedDowntimeMs, throttle });
+      // The disk granules still to send go in the stop too: at the rate this round's pages went.
+      const diskMs = diskLeft * GRANULE / Math.max(1, r.data.length / sendMs);
+      const expectedDowntimeMs = Math.round(sendMs + diskMs);
+      progress({ round, bytes, pages: r.pages, dirtyMiBps: +dirtyMiBps.toFixed(2), expectedDowntimeMs, throttle, ...(storage ? { diskBytes, diskRemaining: diskLeft } : {}) });
       round++;
-      if (round > 1 && sendMs <= budget) break;
+      if (round > 1 && sendMs + diskMs <= budget) break;
       if (round >= maxRounds) break;
       if (round >= maxRounds / 2) throttle = Math.min(0.9, throttle + 0.1);
     }

@@ -182,6 +182,8 @@ test('disks: a bundle keeps the disk as it was at the save, --copy-storage moves
   r = await vm(a, 'migrate', 'g', '--to', b.url, '--to-token-file', join(b.dir, 'token'), '--copy-storage');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /^storage: \d+\.\d MiB sent, [\d.]+ MiB left$/m);
+  assert.match(r.stderr, /^round 0: \d+\.\d MiB sent, \d+ pages, .*, disk [\d.]+ MiB left$/m);
+  console.log(r.stderr.trim());
   const res = JSON.parse(r.stdout) as { totalMs: number; downtimeMs: number; bytes: number; diskBytes: number };
   assert.ok(res.diskBytes > 3 << 20 && res.bytes > res.diskBytes, JSON.stringify(res));
   console.log(`migration with --copy-storage: ${JSON.stringify(res)}`);
