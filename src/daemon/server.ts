@@ -16,7 +16,7 @@ import { Vm, ApiError, VM_STATES, type VmInfo } from './vm.js';
 import { Dashboard } from './web.js';
 import { parseHostFwd } from '../host/net/netdev.js';
 import { bundleDisks, readSnapshotFile } from '../host/snapshot-file.js';
-import { createImage } from '../host/storage/disk-copy.js';
+import { createImage, syncDir } from '../host/storage/disk-copy.js';
 import { migrate, type MigrateRequest } from './migrate.js';
 import { readSnapshotHeader } from '../snapshot/format.js';
 import type { RunnerConfig } from '../vmm/protocol.js';
@@ -191,6 +191,7 @@ export class Daemon {
             await createImage(file, k.format, k.sizeBytes);
             return { ...d, file, format: k.format };
           }));
+          syncDir(dir);
         } catch (e) {
           rmSync(dir, { recursive: true, force: true });
           throw new ApiError(400, 'invalid', `cannot create the disks: ${(e as Error).message}`, '/disks');

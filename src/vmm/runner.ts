@@ -54,6 +54,8 @@ export class VmRunner {
   private copying: 'bundle' | 'migration' | null = null;
   /** Storage migration: granules of each disk still to send in this round. */
   private pendingBlocks: number[][] = [];
+  /** Destination: block sets arrived (the disks are flushed before the machine runs). */
+  private blocksIn = false;
   private limiters: RateLimiter[] = [];
   private nics: RateLimitedNet[] = [];
   private pausedAt: number | null = null;
@@ -259,6 +261,7 @@ export class VmRunner {
     try {
       if (!this.machine || !this.incoming || !(data instanceof Uint8Array)) throw new Error('not waiting for an incoming migration');
       await applyBlocks(data, this.tracked.map((d) => d.inner));
+      this.blocksIn = true;
       this.port.post({ type: 'migrate-ack', id });
     } catch (e) {
       this.port.post({ type: 'migrate-ack', id, error: (e as Error).message });
@@ -297,6 +300,8 @@ export class VmRunner {
     try {
       if (!m || !this.incoming || !this.incomingReady || !(state instanceof Uint8Array)) throw new Error('not waiting for an incoming migration');
       const s = fromJson(state) as MachineState;
+      // Copied disks (--copy-storage): what the guest flushed on the source is durable here before it runs.
+      if (this.blocksIn) await Promise.all(this.tracked.map((d) => (d.readOnly ? undefined : d.inner.flush())));
       if (pages instanceof Uint8Array) applyPages(pages, m.board.bus.ram);
       s.ram = { ...s.ram, bytes: m.board.bus.ram };
       m.load(s);
