@@ -184,7 +184,7 @@ export async function writeBundle(file: string, sources: readonly BundleSource[]
     if (existing) {
       const old = join(parent, `.${basename(path)}.old-${process.pid}-${Date.now()}`);
       renameSync(path, old);
-      renameSync(tmp, path);
+      try { renameSync(tmp, path); } catch (e) { renameSync(old, path); throw e; } // the old bundle stays
       rmSync(old, { recursive: true, force: true });
     } else {
       renameSync(tmp, path);

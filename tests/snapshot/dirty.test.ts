@@ -138,8 +138,12 @@ test('writeBundle: the copies hold what the disks held at the freeze (a qcow2 ch
     await assert.rejects(writeBundle(join(dir, 'x.tvb'), [{ disk: r2, format: 'raw', readOnly: false, file: raw }], async (f) => f(), async () => { throw new Error('boom'); }), /cannot write bundle .*boom/);
     assert.equal(r2.tracking, false);
     await assert.rejects(writeBundle(base, [{ disk: r2, format: 'raw', readOnly: false, file: raw }], async (f) => f(), async () => new Uint8Array(1)), /exists and is not a bundle/);
+    // Saving again over a bundle replaces it whole.
+    await writeBundle(file, [{ disk: r2, format: 'raw', readOnly: true, file: raw }], async (f) => f(), async () => Uint8Array.of(4));
     await r2.close();
     assert.deepEqual(readdirSync(dir).sort(), ['base.raw', 'second.raw', 'top.qcow2', 'vm.tvb']);
+    assert.deepEqual(readdirSync(file).sort(), ['bundle.json', 'disk0.raw', 'snapshot.tvs']);
+    assert.deepEqual(bundleDisks(file)?.map((d) => d.readOnly), [true]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
