@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setWasmTier, type WasmTier } from '../host/wasm-tier.js';
-import { Machine, BootError, DEFAULT_JIT_THRESHOLD, type MachineConfig, type MachineExit, type RawImage } from '../machine/machine.js';
+import { Machine, BootError, DEFAULT_JIT_THRESHOLD, type MachineConfig, type MachineExit, type RawImage, type MachineState } from '../machine/machine.js';
 import { VirtBoard } from '../machine/virt.js';
 import { cmdImg } from './img.js';
 import { MAX_ICOUNT_SHIFT, type ClockMode } from '../machine/clock.js';
@@ -20,7 +20,8 @@ import { parseVirtio, isVirtioDevice, openVirtio, type VirtioRequest } from './d
 import { cmdDaemon, cmdVm, VM_HELP } from './vm.js';
 import { cmdWeb, WEB_HELP } from './web.js';
 import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, SnapshotError, type SnapshotHeader } from '../snapshot/format.js';
-import { writeFileAtomic, readSnapshotFile, diskIdentity, checkDisks } from '../host/snapshot-file.js';
+import { writeFileAtomic, readSnapshotFile, diskIdentity, checkDisks, bundleDisks, writeBundle } from '../host/snapshot-file.js';
+import { DirtyBlock } from '../host/storage/dirty.js';
 import { RESTORE_KERNEL, portableMachine } from '../snapshot/portable.js';
 import type { RunnerConfig } from '../vmm/protocol.js';
 
@@ -89,6 +90,9 @@ typevisor run [options]
   --restore FILE            resume a snapshot (with no machine flags: the flags it was saved with,
                             or a browser's or daemon's machine: its RAM size and boot path)
   --snapshot-file FILE      where Ctrl-A S saves (default typevisor-YYYYMMDD-HHMMSS.tvs)
+  --with-disks              Ctrl-A S writes a bundle: a directory (default .tvb) holding the
+                            snapshot and consistent copies of the disks; --restore takes it too
+                            (the VM then runs on the bundle's disks)
   -M virt, -nographic       accepted for QEMU compatibility
 
   The console is the board's 16550 UART (ttyS0). On a terminal: Ctrl-A X quits,
@@ -123,9 +127,10 @@ const DEFAULT_ICOUNT_SHIFT = 4;
 const NET_FLAGS: FlagSpec[] = [{ name: 'nic', value: true, repeat: true }, { name: 'netdev', value: true, repeat: true },
   { name: 'object', value: true, repeat: true }];
 const RUN_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, ...NET_FLAGS, { name: 'nographic', value: false }, { name: 'no-reboot', value: false },
-  { name: 'clock', value: true }, { name: 'icount', value: true }, { name: 'restore', value: true }, { name: 'snapshot-file', value: true }];
+  { name: 'clock', value: true }, { name: 'icount', value: true }, { name: 'restore', value: true }, { name: 'snapshot-file', value: true },
+  { name: 'with-disks', value: false }];
 /** Flags that do not define the machine: with only these, --restore takes the saved flags. */
-const NON_MACHINE_FLAGS = new Set(['restore', 'snapshot-file', 'nographic', 'no-reboot']);
+const NON_MACHINE_FLAGS = new Set(['restore', 'snapshot-file', 'nographic', 'no-reboot', 'with-disks']);
 
 /** --clock host|virtual and QEMU's -icount [shift=]N. */
 function clockMode(p: Parsed): ClockMode {
@@ -296,15 +301,38 @@ async function cmdRun(argvIn: readonly string[], io: CliIo): Promise<number> {
   const base = { ...machineConfig(p, io, 'run', standIn ? RESTORE_KERNEL : undefined), clock: clockMode(p) };
   const reqs = virtioRequests(p);
   const drives = reqs.flatMap((r) => (r.kind === 'blk' ? [r.drive] : []));
+  if (restoreFile !== undefined) {
+    // A bundle: the machine runs on the bundle's copies of its disks, in drive order.
+    let copies;
+    try { copies = bundleDisks(restoreFile); } catch (e) { throw new UserError(`--restore ${restoreFile}: ${(e as Error).message}`); }
+    if (copies) {
+      if (copies.length !== drives.length) throw new UserError(`--restore ${restoreFile}: the bundle holds ${copies.length} disk(s), the machine has ${drives.length}`);
+      copies.forEach((c, i) => Object.assign(drives[i], { file: c.file, format: c.format, readOnly: c.readOnly }));
+    }
+  }
   const identities = () => drives.map((d) => diskIdentity(d.file, d.format, d.readOnly));
   // Identities before the disks are opened (opening a qcow2 image for writing may touch it).
   if (restore) {
     try { checkDisks(restore.header.disks, identities()); } catch (e) { throw new UserError(`--restore ${restoreFile ?? ''}: ${(e as Error).message}`); }
   }
   const vio = await openVirtio(reqs, io.stderr);
+  // --with-disks: the disks are copied while the guest runs, tracking what it writes meanwhile.
+  const withDisks = p.flags.has('with-disks');
+  const tracked: DirtyBlock[] = [];
+  if (withDisks) {
+    vio.specs = vio.specs.map((s) => {
+      if (s.kind !== 'blk') return s;
+      const t = new DirtyBlock(s.disk);
+      tracked.push(t);
+      return { ...s, disk: t };
+    });
+  }
   const machineArgv = withoutFlags(argv, NON_MACHINE_FLAGS);
   const snapshots: Snapshots = {
     file: one(p, 'snapshot-file'),
+    ...(withDisks ? {
+      bundle: tracked.map((disk, i) => ({ disk, file: drives[i].file, readOnly: drives[i].readOnly, format: diskIdentity(drives[i].file, drives[i].format, false).format })),
+    } : {}),
     header: () => {
       const overlay = drives.find((d) => d.snapshot);
       if (overlay) throw new Error(`drive '${overlay.file}' writes to a -snapshot overlay, which is not kept: a snapshot could not be restored`);
@@ -370,14 +398,17 @@ function withoutFlags(argv: readonly string[], names: ReadonlySet<string>): stri
 
 interface Snapshots {
   file: string | undefined;
+  /** --with-disks: the disks a bundle copies. */
+  bundle?: Parameters<typeof writeBundle>[1];
   /** The header for a snapshot now (throws if this machine cannot be saved). */
   header(): SnapshotHeader;
 }
 
 /** Ctrl-A S: pause, drain, save, write atomically, resume. */
 async function saveSnapshot(machine: Machine, snaps: Snapshots, io: CliIo): Promise<void> {
-  const file = snaps.file ?? `typevisor-${new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}.tvs`;
+  const file = snaps.file ?? `typevisor-${new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}.${snaps.bundle ? 'tvb' : 'tvs'}`;
   const t0 = performance.now();
+  if (snaps.bundle) { await saveBundle(machine, snaps, snaps.bundle, file, io); return; }
   const wasPaused = machine.paused;
   machine.pause();
   try {
@@ -390,6 +421,28 @@ async function saveSnapshot(machine: Machine, snaps: Snapshots, io: CliIo): Prom
     io.stderr.write(`\r\ntypevisor: snapshot not saved: ${(e as Error).message}\r\n`);
   } finally {
     if (!wasPaused) machine.resume();
+  }
+}
+
+/** Ctrl-A S with --with-disks: the disks are copied while the guest runs; it pauses for the state and the last dirty blocks. */
+async function saveBundle(machine: Machine, snaps: Snapshots, disks: NonNullable<Snapshots['bundle']>, file: string, io: CliIo): Promise<void> {
+  const t0 = performance.now();
+  try {
+    let state: MachineState | null = null, header: SnapshotHeader | null = null;
+    const r = await writeBundle(file, disks, async (finalPass) => {
+      const wasPaused = machine.paused;
+      machine.pause();
+      try {
+        state = await machine.snapshot();
+        header = snaps.header();
+        await finalPass();
+      } finally {
+        if (!wasPaused) machine.resume();
+      }
+    }, (ids) => encodeSnapshot({ ...header!, disks: ids }, state!));
+    io.stderr.write(`\r\ntypevisor: saved ${file} (${(r.bytes / (1 << 20)).toFixed(1)} MiB, ${(r.diskBytes / (1 << 20)).toFixed(1)} MiB of disk copied in ${Math.round(performance.now() - t0)} ms)\r\n`);
+  } catch (e) {
+    io.stderr.write(`\r\ntypevisor: snapshot not saved: ${(e as Error).message}\r\n`);
   }
 }
 

@@ -32,11 +32,14 @@ typevisor vm [--connect URL] [--state-dir DIR] VERB ...
   start|shutdown|reboot|suspend|resume|destroy|undefine NAME
   console NAME                 attach the terminal (Ctrl-] detaches)
   stats NAME                   instructions, CPU seconds, RSS, disk counters
-  save NAME FILE               snapshot the running VM to FILE (it keeps running)
-  restore NAME FILE            define NAME from a snapshot FILE and start it where it was saved
-  migrate NAME --to URL [--to-token-file F] [--downtime MS]
+  save NAME FILE [--with-disks] snapshot the running VM to FILE (it keeps running); --with-disks:
+                               FILE is a bundle directory holding the snapshot and copies of the disks
+  restore NAME FILE            define NAME from a snapshot FILE (or bundle: it runs on the bundle's
+                               disks) and start it where it was saved
+  migrate NAME --to URL [--to-token-file F] [--downtime MS] [--copy-storage]
                                move the running VM to the daemon at URL (its token: the file F,
-                               or $TYPEVISOR_MIGRATE_TOKEN); progress: round, bytes, dirty rate
+                               or $TYPEVISOR_MIGRATE_TOKEN); progress: round, bytes, dirty rate;
+                               --copy-storage streams the disks too (created there under its state dir)
   set NAME [--cpu FRACTION] [-m SIZE] [--autostart on|off]
                                limits apply to a running VM at once
 `;
@@ -143,6 +146,7 @@ const VM_FLAGS = [
   { name: 'append', value: true }, { name: 'bios', value: true }, { name: 'drive', value: true, repeat: true },
   { name: 'cpu', value: true }, { name: 'autostart', value: false }, { name: 'timeout', value: true },
   { name: 'to', value: true }, { name: 'to-token-file', value: true }, { name: 'downtime', value: true },
+  { name: 'with-disks', value: false }, { name: 'copy-storage', value: false },
 ];
 
 function cpuFlag(p: Parsed): number | undefined {
@@ -172,8 +176,10 @@ export async function cmdVm(argv: readonly string[], io: CliIo): Promise<number>
     if (extra.length !== 1) throw new UserError(`vm ${verb}: expected NAME FILE`, USAGE_STATUS);
     const file = resolve(extra[0]);
     if (verb === 'save') {
-      const r = await c.call('POST', `/v1/vms/${n}/snapshot`, { file }) as { bytes: number; ms: number };
-      io.stdout.write(`Domain '${name}' saved to ${file} (${(r.bytes / (1 << 20)).toFixed(1)} MiB in ${r.ms} ms)\n`);
+      const withDisks = p.flags.has('with-disks');
+      const r = await c.call('POST', `/v1/vms/${n}/snapshot`, { file, ...(withDisks ? { withDisks } : {}) }) as { bytes: number; ms: number; diskBytes?: number };
+      const disks = r.diskBytes !== undefined ? `, ${(r.diskBytes / (1 << 20)).toFixed(1)} MiB of disk copied` : '';
+      io.stdout.write(`Domain '${name}' saved to ${file} (${(r.bytes / (1 << 20)).toFixed(1)} MiB${disks} in ${r.ms} ms)\n`);
     } else {
       await c.call('POST', '/v1/vms', { name, restore: file });
       await c.call('POST', `/v1/vms/${n}/start`);
@@ -301,7 +307,7 @@ async function migrateVm(c: Client, name: string, p: Parsed, io: CliIo): Promise
   }
   if (!token) throw new UserError('vm migrate: the destination\'s token: --to-token-file FILE or $TYPEVISOR_MIGRATE_TOKEN', USAGE_STATUS);
   const dt = p.flags.get('downtime')?.[0];
-  const body = { to, token, ...(dt !== undefined ? { downtimeMs: Number(dt) } : {}) };
+  const body = { to, token, ...(dt !== undefined ? { downtimeMs: Number(dt) } : {}), ...(p.flags.has('copy-storage') ? { copyStorage: true } : {}) };
   let r: Response;
   try {
     r = await fetch(`${c.url}/v1/vms/${name}/migrate`, {
@@ -322,12 +328,13 @@ async function migrateVm(c: Client, name: string, p: Parsed, io: CliIo): Promise
   for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
     buf += dec.decode(chunk, { stream: true });
     for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      const line = JSON.parse(buf.slice(0, nl)) as { progress?: Record<string, number>; result?: Record<string, number>; error?: { message: string } };
+      const line = JSON.parse(buf.slice(0, nl)) as { progress?: Record<string, number> & { phase?: string }; result?: Record<string, number>; error?: { message: string } };
       buf = buf.slice(nl + 1);
       if (line.progress) {
         const g = line.progress;
-        const text = `round ${g.round}: ${(g.bytes / (1 << 20)).toFixed(1)} MiB sent, ${g.pages} pages, dirty ${g.dirtyMiBps} MiB/s, ` +
-          `expected downtime ${g.expectedDowntimeMs} ms${g.throttle ? `, vCPU throttled ${Math.round(g.throttle * 100)}%` : ''}`;
+        const diskLeft = g.diskRemaining !== undefined ? `${(g.diskRemaining * 64 / 1024).toFixed(1)} MiB left` : '';
+        const text = g.phase === 'storage' ? `storage: ${((g.diskBytes ?? 0) / (1 << 20)).toFixed(1)} MiB sent, ${diskLeft}` : `round ${g.round}: ${(g.bytes / (1 << 20)).toFixed(1)} MiB sent, ${g.pages} pages, dirty ${g.dirtyMiBps} MiB/s, ` +
+          `expected downtime ${g.expectedDowntimeMs} ms${g.throttle ? `, vCPU throttled ${Math.round(g.throttle * 100)}%` : ''}${diskLeft ? `, disk ${diskLeft}` : ''}`;
         io.stderr.write(tty ? `\r\x1b[K${text}` : `${text}\n`);
       } else if (line.result) {
         if (tty) io.stderr.write('\n');

@@ -9,9 +9,20 @@
  * pauses, drains its disks, sends the last pages and the device state in one request; the destination
  * loads them and runs the VM, then answers. Only then does the source stop its VM. Any
  * failure before that aborts the destination's copy and resumes the source untouched.
+ *
+ * With copyStorage (libvirt's --copy-storage-all, QEMU's drive-mirror): the destination
+ * creates each writable disk afresh under its state directory (disks/NAME/), same format
+ * and size (read-only ones stay on their shared path, as libvirt does);
+ * before the memory rounds the disks are streamed in block sets of up to 32 MiB (CRC-32C
+ * each) while the guest runs, then the granules it dirtied (tracked on the runner's write
+ * path), a chunk per memory round, and the rest in the stop, after the vCPU paused and its
+ * requests drained. The source's disks are only read.
  */
+import { resolve } from 'node:path';
 import type { Vm } from './vm.js';
 import type { VmDef } from './store.js';
+import { diskInfo } from '../host/storage/disk-copy.js';
+import { GRANULE } from '../host/storage/dirty.js';
 
 export interface MigrateRequest {
   /** The destination daemon, e.g. http://127.0.0.1:8447. */
@@ -22,6 +33,8 @@ export interface MigrateRequest {
   downtimeMs?: number;
   /** Rounds before completing regardless (default 30); throttling starts at half of it. */
   maxRounds?: number;
+  /** Stream the disks too (default: they are on paths both hosts share). */
+  copyStorage?: boolean;
 }
 
 export interface MigrateProgress {
@@ -34,9 +47,17 @@ export interface MigrateProgress {
   /** Time to send what the last round sent: the downtime to expect if we stopped now. */
   expectedDowntimeMs: number;
   throttle: number;
+  /** copyStorage: 'storage' while the disks' bulk goes, before the memory rounds. */
+  phase?: 'storage';
+  /** copyStorage: disk bytes sent so far, and granules (64 KiB) still to send. */
+  diskBytes?: number;
+  diskRemaining?: number;
 }
 
-export interface MigrateResult { totalMs: number; downtimeMs: number; bytes: number; rounds: number }
+export interface MigrateResult { totalMs: number; downtimeMs: number; bytes: number; rounds: number; diskBytes?: number }
+
+/** Largest block set per request (copyStorage). */
+const DISK_CHUNK = 32 << 20;
 
 const PAGE = 4096;
 
@@ -60,11 +81,37 @@ export async function migrate(vm: Vm, def: VmDef, req: MigrateRequest, progress:
   };
   const t0 = performance.now();
   const { restore: _r, autostart: _a, ...definition } = def;
-  let bytes = 0, round = 0, throttle = 0;
+  let bytes = 0, round = 0, throttle = 0, diskBytes = 0;
+  const drives = def.drives ?? [];
+  const storage = req.copyStorage === true && drives.length > 0;
+  /** One block set to the destination; the granules still to send. */
+  const sendDisks = async (final: boolean): Promise<number> => {
+    const r = await vm.migrateDisks(final, DISK_CHUNK);
+    if (r.granules > 0) {
+      await call('POST', `/v1/migrations/${name}/blocks`, r.data);
+      bytes += r.data.length;
+      diskBytes += r.data.length;
+    }
+    return r.remaining;
+  };
   try {
-    await call('POST', '/v1/migrations', JSON.stringify({ definition }));
+    if (req.copyStorage && drives.some((d) => d.snapshot)) throw new Error('a drive writes to a throw-away overlay (snapshot), which cannot be copied');
+    // Read-only drives are not copied (libvirt skips them too): null, they stay on a shared path.
+    const disks = storage ? await Promise.all(drives.map((d) => (d.readOnly ? null : diskInfo(resolve(d.file), d.format)))) : undefined;
+    await call('POST', '/v1/migrations', JSON.stringify({ definition, ...(disks ? { disks } : {}) }));
+    if (storage) {
+      // The bulk of the disks while the guest runs, until what is left fits one chunk
+      // (or, for a guest writing faster than this sends, after twice the disks' size).
+      let budget = 2 * disks!.reduce((a, d) => a + (d?.sizeBytes ?? 0), 0) / DISK_CHUNK + 8;
+      for (;;) {
+        const left = await sendDisks(false);
+        progress({ phase: 'storage', round, bytes, pages: 0, dirtyMiBps: 0, expectedDowntimeMs: 0, throttle, diskBytes, diskRemaining: left });
+        if (left * GRANULE <= DISK_CHUNK || --budget <= 0) break;
+      }
+    }
     let roundStart = performance.now();
     for (;;) {
+      const diskLeft = storage ? await sendDisks(false) : 0; // the granules dirtied meanwhile, a chunk a round
       const r = await vm.migrateRound(round, false, throttle);
       const ts = performance.now();
       await call('POST', `/v1/migrations/${name}/pages`, r.data);
@@ -73,16 +120,20 @@ export async function migrate(vm: Vm, def: VmDef, req: MigrateRequest, progress:
       const now = performance.now();
       const dirtyMiBps = round === 0 ? 0 : r.pages * PAGE / (1 << 20) / ((now - roundStart) / 1000);
       roundStart = now;
-      const expectedDowntimeMs = Math.round(sendMs);
-      progress({ round, bytes, pages: r.pages, dirtyMiBps: +dirtyMiBps.toFixed(2), expectedDowntimeMs, throttle });
+      // The disk granules still to send go in the stop too: at the rate this round's pages went.
+      const diskMs = diskLeft * GRANULE / Math.max(1, r.data.length / sendMs);
+      const expectedDowntimeMs = Math.round(sendMs + diskMs);
+      progress({ round, bytes, pages: r.pages, dirtyMiBps: +dirtyMiBps.toFixed(2), expectedDowntimeMs, throttle, ...(storage ? { diskBytes, diskRemaining: diskLeft } : {}) });
       round++;
-      if (round > 1 && sendMs <= budget) break;
+      if (round > 1 && sendMs + diskMs <= budget) break;
       if (round >= maxRounds) break;
       if (round >= maxRounds / 2) throttle = Math.min(0.9, throttle + 0.1);
     }
     const tPause = performance.now();
     const f = await vm.migrateRound(round, true, 0);
     if (!f.state) throw new Error('the source sent no device state');
+    // Paused and drained: the last dirty granules, before the machine runs there.
+    if (storage) while (await sendDisks(true) > 0) { /* one disk's block set per request */ }
     const body = new Uint8Array(4 + f.state.length + f.data.length);
     new DataView(body.buffer).setUint32(0, f.state.length, true);
     body.set(f.state, 4);
@@ -93,7 +144,7 @@ export async function migrate(vm: Vm, def: VmDef, req: MigrateRequest, progress:
     round++;
     progress({ round, bytes, pages: f.pages, dirtyMiBps: 0, expectedDowntimeMs: Math.round(downtimeMs), throttle: 0 });
     vm.migrateEnd(true);
-    return { totalMs: Math.round(performance.now() - t0), downtimeMs: +downtimeMs.toFixed(1), bytes, rounds: round };
+    return { totalMs: Math.round(performance.now() - t0), downtimeMs: +downtimeMs.toFixed(1), bytes, rounds: round, ...(storage ? { diskBytes } : {}) };
   } catch (e) {
     // Abort the destination's copy (best effort; a request that never arrived leaves nothing to abort).
     await call('DELETE', `/v1/migrations/${name}`).catch(() => {});

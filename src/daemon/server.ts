@@ -8,14 +8,15 @@ import fastifyWebsocket from '@fastify/websocket';
 import fastifySwagger from '@fastify/swagger';
 import { Registry, Gauge } from 'prom-client';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DefinitionStore, vmDefSchema, vmPatchSchema, memoryBytes, NAME_PATTERN, type VmDef } from './store.js';
 import { Vm, ApiError, VM_STATES, type VmInfo } from './vm.js';
 import { Dashboard } from './web.js';
 import { parseHostFwd } from '../host/net/netdev.js';
-import { readSnapshotFile } from '../host/snapshot-file.js';
+import { bundleDisks, readSnapshotFile } from '../host/snapshot-file.js';
+import { createImage, syncDir } from '../host/storage/disk-copy.js';
 import { migrate, type MigrateRequest } from './migrate.js';
 import { Switches } from './switches.js';
 import { readSnapshotHeader } from '../snapshot/format.js';
@@ -144,7 +145,7 @@ export class Daemon {
   }
 
   /** VMs arriving by live migration (destination side), by name; kept a minute after they run, so a late abort still finds them. */
-  private incoming = new Map<string, { vm: Vm; started: Promise<void>; idle?: NodeJS.Timeout }>();
+  private incoming = new Map<string, { vm: Vm; started: Promise<void>; idle?: NodeJS.Timeout; diskDir?: string }>();
   private incomingFailed = new Map<string, string>();
 
   /** Live migration: POST /v1/vms/{name}/migrate (source) and /v1/migrations (destination). */
@@ -159,9 +160,10 @@ export class Daemon {
           properties: {
             to: { type: 'string', pattern: '^https?://', maxLength: 2048 }, token: { type: 'string', minLength: 1, maxLength: 4096 },
             downtimeMs: { type: 'integer', minimum: 1, maximum: 60_000 }, maxRounds: { type: 'integer', minimum: 2, maximum: 1000 },
+            copyStorage: { type: 'boolean', description: 'Stream the disks too; the destination creates them under its state directory (disks/NAME/)' },
           },
         },
-        response: { 200: { type: 'object', properties: { totalMs: { type: 'number' }, downtimeMs: { type: 'number' }, bytes: { type: 'integer' }, rounds: { type: 'integer' } } }, ...err },
+        response: { 200: { type: 'object', properties: { totalMs: { type: 'number' }, downtimeMs: { type: 'number' }, bytes: { type: 'integer' }, rounds: { type: 'integer' }, diskBytes: { type: 'integer' } } }, ...err },
       },
     }, async (req, reply) => {
       const vm = this.vm(req.params.name);
@@ -183,19 +185,51 @@ export class Daemon {
       return reply;
     });
 
-    app.post<{ Body: { definition: VmDef } }>('/v1/migrations', {
-      schema: { summary: 'Destination of a live migration: define the VM and start an incoming runner', body: { type: 'object', required: ['definition'], additionalProperties: false, properties: { definition: vmDefSchema } }, response: { 201: vmInfoSchema, ...err } },
+    const diskSchema = { type: 'object', required: ['format', 'sizeBytes'], additionalProperties: false, properties: { format: { type: 'string', enum: ['raw', 'qcow2'] }, sizeBytes: { type: 'integer', minimum: 512, maximum: 2 ** 46 } } } as const;
+    app.post<{ Body: { definition: VmDef; disks?: Array<{ format: 'raw' | 'qcow2'; sizeBytes: number } | null> } }>('/v1/migrations', {
+      schema: {
+        summary: 'Destination of a live migration: define the VM and start an incoming runner (`disks`: with copyStorage, empty disks of these formats and sizes are created under the state directory, disks/NAME/; null: a read-only drive on a shared path)',
+        body: { type: 'object', required: ['definition'], additionalProperties: false, properties: { definition: vmDefSchema, disks: { type: 'array', maxItems: 64, items: { anyOf: [diskSchema, { type: 'null' }] } } } },
+        response: { 201: vmInfoSchema, ...err },
+      },
     }, async (req, reply) => {
       const { restore: _r, ...def } = req.body.definition; // the pages come from the source, not a file
       if (this.vms.has(def.name)) throw new ApiError(409, 'exists', `a VM named '${def.name}' already exists here`, '/definition/name');
-      this.checkPaths(def);
+      const disks = req.body.disks;
+      let diskDir: string | undefined;
+      if (disks) {
+        if (disks.length !== (def.drives ?? []).length) throw new ApiError(400, 'invalid', `disks: ${disks.length} given for ${(def.drives ?? []).length} drives`, '/disks');
+        this.checkPaths({ ...def, drives: (def.drives ?? []).filter((_, i) => disks[i] === null) }); // the others are created here
+        const dir = join(this.opts.stateDir, 'disks', def.name);
+        rmSync(dir, { recursive: true, force: true }); // left by an earlier, failed attempt (no VM of this name is here)
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        diskDir = dir;
+        try {
+          def.drives = await Promise.all((def.drives ?? []).map(async (d, i) => {
+            const k = disks[i];
+            if (k === null) return d;
+            const file = join(dir, `vd${String.fromCharCode(97 + i)}.${k.format}`);
+            await createImage(file, k.format, k.sizeBytes);
+            return { ...d, file, format: k.format };
+          }));
+          syncDir(dir);
+        } catch (e) {
+          rmSync(dir, { recursive: true, force: true });
+          throw new ApiError(400, 'invalid', `cannot create the disks: ${(e as Error).message}`, '/disks');
+        }
+      } else {
+        this.checkPaths(def);
+      }
       const vm = this.addVm(def);
       const started = vm.start({ incoming: true });
       started.catch((e: Error) => {
         this.log(`incoming migration of ${def.name}: ${e.message}`);
-        if (this.incoming.get(def.name)?.vm === vm) { this.incoming.delete(def.name); this.vms.delete(def.name); this.incomingFailed.set(def.name, e.message); }
+        if (this.incoming.get(def.name)?.vm === vm) {
+          this.incoming.delete(def.name); this.vms.delete(def.name); this.incomingFailed.set(def.name, e.message);
+          if (diskDir) rmSync(diskDir, { recursive: true, force: true });
+        }
       });
-      const entry = { vm, started };
+      const entry = { vm, started, ...(diskDir ? { diskDir } : {}) };
       this.incoming.set(def.name, entry);
       touch(def.name);
       return reply.code(201).send(vm.info());
@@ -208,6 +242,7 @@ export class Daemon {
       if (m.vm.state === 'running' || m.vm.state === 'paused') await m.vm.destroy();
       this.store.remove(m.vm.name);
       this.vms.delete(m.vm.name);
+      if (m.diskDir) rmSync(m.diskDir, { recursive: true, force: true }); // the half-copied disks
     };
     // A source that goes quiet (it died, the network is gone) for 30 s: the half-copied VM here is dropped.
     const touch = (name: string): void => {
@@ -229,6 +264,8 @@ export class Daemon {
     };
     app.post<{ Params: { name: string }; Body: Buffer }>('/v1/migrations/:name/pages', { bodyLimit: 1 << 30, schema: { params: nameParams, response: { 204: { type: 'null' }, ...err } } },
       async (req, reply) => { await incoming(req.params.name).vm.migrateIn('pages', bytes(req.body)); return reply.code(204).send(); });
+    app.post<{ Params: { name: string }; Body: Buffer }>('/v1/migrations/:name/blocks', { bodyLimit: 1 << 30, schema: { summary: 'copyStorage: a block set (granules of one disk, CRC-32C) onto the incoming disks', params: nameParams, response: { 204: { type: 'null' }, ...err } } },
+      async (req, reply) => { await incoming(req.params.name).vm.migrateIn('blocks', bytes(req.body)); return reply.code(204).send(); });
     app.post<{ Params: { name: string }; Body: Buffer }>('/v1/migrations/:name/finish', { bodyLimit: 1 << 30, schema: { params: nameParams, response: { 200: vmInfoSchema, ...err } } },
       async (req) => {
         const m = incoming(req.params.name);
@@ -384,16 +421,16 @@ export class Daemon {
     action('resume', 'Continue a suspended VM', (vm) => vm.resume());
     action('destroy', 'Stop the VM at once', (vm) => vm.destroy());
 
-    app.post<{ Params: { name: string }; Body: { file: string } }>('/v1/vms/:name/snapshot', {
+    app.post<{ Params: { name: string }; Body: { file: string; withDisks?: boolean } }>('/v1/vms/:name/snapshot', {
       schema: {
-        summary: 'Save the running VM to a snapshot file (the VM keeps running; the file is under --image-root when set)', params: nameParams,
-        body: { type: 'object', required: ['file'], additionalProperties: false, properties: { file: { type: 'string', minLength: 1, maxLength: 4096 } } },
-        response: { 200: { type: 'object', properties: { file: { type: 'string' }, bytes: { type: 'integer' }, ms: { type: 'integer' } } }, ...err },
+        summary: 'Save the running VM to a snapshot file (the VM keeps running; the file is under --image-root when set). withDisks: a bundle directory with the snapshot and consistent copies of the disks', params: nameParams,
+        body: { type: 'object', required: ['file'], additionalProperties: false, properties: { file: { type: 'string', minLength: 1, maxLength: 4096 }, withDisks: { type: 'boolean' } } },
+        response: { 200: { type: 'object', properties: { file: { type: 'string' }, bytes: { type: 'integer' }, ms: { type: 'integer' }, diskBytes: { type: 'integer' } } }, ...err },
       },
     }, async (req) => {
       const vm = this.vm(req.params.name);
       this.checkPaths({ restore: req.body.file });
-      return await vm.snapshot(req.body.file);
+      return await vm.snapshot(req.body.file, req.body.withDisks === true);
     });
 
     this.migrationRoutes(err);
@@ -505,12 +542,19 @@ export class Daemon {
 
 /** The definition a snapshot was saved with (a runner's config), as VmDef fields; the request's own fields win. */
 function fromSnapshot(file: string): Partial<VmDef> {
-  let header;
+  let header, bundle;
   try {
     header = readSnapshotHeader(readSnapshotFile(file));
+    bundle = bundleDisks(file);
   } catch (e) {
     throw new ApiError(400, 'invalid_snapshot', (e as Error).message, '/restore');
   }
+  // A bundle: the VM runs on the bundle's copies of its disks.
+  const fromBundle = (drives: RunnerConfig['drives']): VmDef['drives'] => {
+    if (!bundle) return drives;
+    if ((drives ?? []).length !== bundle.length) throw new ApiError(400, 'invalid_snapshot', `the bundle holds ${bundle.length} disk(s), its snapshot's machine ${(drives ?? []).length}`, '/restore');
+    return bundle.map((b, i) => ({ ...drives![i], file: b.file, format: b.format, readOnly: b.readOnly }));
+  };
   const m = header.machine as { kind?: string; config?: RunnerConfig } | null;
   if (m?.kind !== 'runner' || typeof m.config !== 'object' || m.config === null) return { memory: header.memoryBytes };
   const c = m.config;
@@ -518,6 +562,6 @@ function fromSnapshot(file: string): Partial<VmDef> {
     memory: c.memoryBytes,
     ...(c.kernel !== undefined ? { kernel: c.kernel } : {}), ...(c.initrd !== undefined ? { initrd: c.initrd } : {}),
     ...(c.append !== undefined ? { append: c.append } : {}), ...(c.bios !== undefined ? { bios: c.bios } : {}),
-    ...(c.drives?.length ? { drives: c.drives } : {}),
+    ...(c.drives?.length ? { drives: fromBundle(c.drives) } : {}),
   };
 }

@@ -554,19 +554,27 @@ export class Vm extends EventEmitter<VmEvents> {
     return { pages: m.pages, data: m.data, ...(m.state instanceof Uint8Array ? { state: m.state } : {}) };
   }
 
+  /** Live migration with --copy-storage, source: the next block set of the disks and the granules still to send. */
+  async migrateDisks(final: boolean, maxBytes: number): Promise<{ granules: number; data: Uint8Array; remaining: number }> {
+    const m = await this.ask<Extract<FromRunner, { type: 'migrate-data' }>>((id) => ({ type: 'migrate-disks', id, final, maxBytes }));
+    if (m.error !== undefined || !(m.data instanceof Uint8Array)) throw new Error(m.error ?? 'no data');
+    return { granules: m.pages, data: m.data, remaining: m.remaining ?? 0 };
+  }
+
   /** Live migration, source: stop (the destination runs it) or carry on untouched. */
   migrateEnd(ok: boolean): void { this.port?.post({ type: 'migrate-end', ok }); }
 
   /** Live migration, destination: pages into RAM, then the device state (the VM then runs). */
-  async migrateIn(kind: 'pages' | 'finish', data: Uint8Array, pages?: Uint8Array): Promise<void> {
-    const m = await this.ask<Extract<FromRunner, { type: 'migrate-ack' }>>((id) => (kind === 'pages' ? { type: 'migrate-pages', id, data } : { type: 'migrate-finish', id, state: data, ...(pages ? { pages } : {}) }));
+  async migrateIn(kind: 'pages' | 'blocks' | 'finish', data: Uint8Array, pages?: Uint8Array): Promise<void> {
+    const m = await this.ask<Extract<FromRunner, { type: 'migrate-ack' }>>((id) => (kind === 'pages' ? { type: 'migrate-pages', id, data }
+      : kind === 'blocks' ? { type: 'migrate-blocks', id, data } : { type: 'migrate-finish', id, state: data, ...(pages ? { pages } : {}) }));
     if (m.error !== undefined) throw new ApiError(400, 'migration_failed', m.error);
   }
 
   private snapshotWaiters = new Map<number, (m: Extract<FromRunner, { type: 'snapshot' }>) => void>();
 
-  /** Save the running (or paused) VM to `file` atomically; it keeps running. */
-  async snapshot(file: string): Promise<{ file: string; bytes: number; ms: number }> {
+  /** Save the running (or paused) VM to `file` atomically; it keeps running. `withDisks`: a bundle directory with copies of the disks, written by the runner. */
+  async snapshot(file: string, withDisks = false): Promise<{ file: string; bytes: number; ms: number; diskBytes?: number }> {
     this.need(['running', 'paused'], 'snapshot');
     const port = this.port;
     if (!port) throw new ApiError(409, 'wrong_state', `'${this.name}' has no runner`);
@@ -575,9 +583,13 @@ export class Vm extends EventEmitter<VmEvents> {
     const m = await new Promise<Extract<FromRunner, { type: 'snapshot' }>>((res) => {
       this.snapshotWaiters.set(id, res);
       void this.exited?.then(() => res({ type: 'snapshot', id, error: 'the runner exited' }));
-      port.post({ type: 'snapshot', id });
+      port.post({ type: 'snapshot', id, ...(withDisks ? { bundle: resolve(file) } : {}) });
     });
     this.snapshotWaiters.delete(id);
+    if (withDisks) {
+      if (typeof m.bytes !== 'number') throw new ApiError(409, 'snapshot_failed', `cannot snapshot '${this.name}' with its disks: ${m.error ?? 'no answer'}`);
+      return { file: resolve(file), bytes: m.bytes, diskBytes: m.diskBytes ?? 0, ms: Math.round(performance.now() - t0) };
+    }
     if (!(m.data instanceof Uint8Array)) throw new ApiError(409, 'snapshot_failed', `cannot snapshot '${this.name}': ${m.error ?? 'no data'}`);
     try { writeFileAtomic(file, m.data); } catch (e) { throw new ApiError(400, 'snapshot_failed', (e as Error).message, '/file'); }
     return { file: resolve(file), bytes: m.data.length, ms: Math.round(performance.now() - t0) };

@@ -85,8 +85,21 @@ export type ToRunner =
   | { type: 'migrate-pages'; id: number; data: Uint8Array }
   /** Destination: the last page set and the device state (toJson of a MachineState without RAM); the VM then runs (`started`). */
   | { type: 'migrate-finish'; id: number; state: Uint8Array; pages?: Uint8Array }
-  /** Save the running machine (it keeps running); answered by a `snapshot` with the same id. */
-  | { type: 'snapshot'; id: number }
+  /**
+   * Save the running machine (it keeps running); answered by a `snapshot` with the same id.
+   * `bundle`: write a bundle directory there (the snapshot and copies of the disks, made by
+   * the runner); the answer then carries its sizes instead of the bytes.
+   */
+  | { type: 'snapshot'; id: number; bundle?: string }
+  /**
+   * Live migration's source with --copy-storage: up to maxBytes of disk granules not yet
+   * sent (first call: all of every writable disk, tracking starts; later: what the guest dirtied),
+   * answered by `migrate-data` whose data is one block set and `remaining` the granules
+   * still to send. `final` (the guest is paused and drained): everything left.
+   */
+  | { type: 'migrate-disks'; id: number; final: boolean; maxBytes: number }
+  /** Destination: a block set (src/host/storage/dirty.ts) onto a disk; acknowledged with `migrate-ack`. */
+  | { type: 'migrate-blocks'; id: number; data: Uint8Array }
   | { type: 'input'; data: Uint8Array }
   | { type: 'stats'; id: number }
   /** Stop running the vCPU; guest time stands still until resume. */
@@ -112,10 +125,12 @@ export type FromRunner =
   | { type: 'started' }
   | { type: 'console'; data: Uint8Array }
   | { type: 'stats'; id: number; stats: RunnerStats }
-  | { type: 'migrate-data'; id: number; pages: number; data?: Uint8Array; state?: Uint8Array; error?: string }
+  | { type: 'migrate-data'; id: number; pages: number; data?: Uint8Array; state?: Uint8Array; error?: string; remaining?: number }
   | { type: 'migrate-ack'; id: number; error?: string }
   /** A snapshot file's bytes (src/snapshot/format.ts), or why none could be taken. */
-  | { type: 'snapshot'; id: number; data?: Uint8Array; error?: string }
+  | { type: 'snapshot'; id: number; data?: Uint8Array; error?: string;
+    /** A bundle was written: the snapshot's size and the disk bytes copied. */
+    bytes?: number; diskBytes?: number }
   | { type: 'state'; state: 'running' | 'paused' }
   /** The guest rebooted (a reset or a reboot request); the machine was rebuilt. */
   | { type: 'rebooted' }
@@ -151,6 +166,7 @@ export function asToRunner(m: unknown): ToRunner | null {
   const t = (m as { type?: unknown }).type;
   switch (t) {
     case 'start': case 'input': case 'stats': case 'suspend': case 'resume': case 'reboot': case 'stop': case 'limits': case 'powerButton': case 'snapshot': case 'migrate-round': case 'migrate-end': case 'migrate-pages': case 'migrate-finish':
+    case 'migrate-disks': case 'migrate-blocks':
       return m as ToRunner;
     default: return null;
   }

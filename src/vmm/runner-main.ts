@@ -10,7 +10,7 @@ import { RunnerSocketServer } from './socket-port.js';
 import { loadBase, openDrives, openNics } from './config.js';
 import type { FromRunner, ToRunner } from './protocol.js';
 import { readFileSync } from 'node:fs';
-import { diskIdentity, checkDisks } from '../host/snapshot-file.js';
+import { diskIdentity, checkDisks, writeBundle } from '../host/snapshot-file.js';
 import { setWasmTier } from '../host/wasm-tier.js';
 
 // The translator's code: V8's optimizing tier only for code that runs long (as the CLI).
@@ -37,6 +37,9 @@ const host: RunnerHost = {
   version,
   diskIdentities: (cfg) => (cfg.drives ?? []).map((d) => diskIdentity(d.file, d.format, d.readOnly ?? false)),
   checkDisks: (saved, cfg) => checkDisks(saved, (cfg.drives ?? []).map((d) => diskIdentity(d.file, d.format, d.readOnly ?? false))),
+  writeBundle: (file, cfg, disks, freeze, encode) => writeBundle(file, (cfg.drives ?? []).map((d, i) => ({
+    disk: disks[i], file: d.file, readOnly: d.readOnly ?? false, format: diskIdentity(d.file, d.format, false).format,
+  })), freeze, encode),
 };
 
 const si = process.argv.indexOf('--socket');

@@ -13,6 +13,7 @@ import { RateLimitedBlock } from './limited-block.js';
 import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, toJson, fromJson, type DiskIdentity } from '../snapshot/format.js';
 import { encodePages, applyPages } from '../snapshot/pages.js';
 import type { MachineState } from '../machine/machine.js';
+import { DirtyBlock, GRANULE, allGranules, applyBlocks, encodeBlocks, granuleBytes } from '../host/storage/dirty.js';
 import { PROTOCOL_VERSION, asToRunner, type FromRunner, type Port, type RunnerConfig, type RunnerStats, type ToRunner, type ExitReason } from './protocol.js';
 
 export interface RunnerHost {
@@ -32,6 +33,13 @@ export interface RunnerHost {
   diskIdentities?(cfg: RunnerConfig): DiskIdentity[];
   /** Throw unless the drives are the ones a snapshot recorded (restore). */
   checkDisks?(saved: readonly DiskIdentity[], cfg: RunnerConfig): void;
+  /**
+   * Write a bundle (snapshot + disk copies) at `file`: copies the running disks, calls
+   * `freeze` (pause, drain, take the state, run the final pass, resume), then `encode`
+   * with the copies' identities. Absent: no bundles (a browser).
+   */
+  writeBundle?(file: string, cfg: RunnerConfig, disks: readonly DirtyBlock[], freeze: (finalPass: () => Promise<void>) => Promise<void>,
+    encode: (disks: DiskIdentity[]) => Promise<Uint8Array>): Promise<{ bytes: number; diskBytes: number }>;
 }
 
 /** Console output is batched per host turn: one message per burst, not per byte. */
@@ -40,6 +48,14 @@ const CONSOLE_FLUSH_BYTES = 4096;
 export class VmRunner {
   private machine: Machine | null = null;
   private disks: Awaited<ReturnType<RunnerHost['load']>>['disks'] = [];
+  /** The disks as the machine sees them, with dirty tracking for bundles and --copy-storage. */
+  private tracked: DirtyBlock[] = [];
+  /** A bundle or a storage migration is copying the disks (one at a time: they share the dirty marks). */
+  private copying: 'bundle' | 'migration' | null = null;
+  /** Storage migration: granules of each disk still to send in this round. */
+  private pendingBlocks: number[][] = [];
+  /** Destination: block sets arrived (the disks are flushed before the machine runs). */
+  private blocksIn = false;
   private limiters: RateLimiter[] = [];
   private nics: RateLimitedNet[] = [];
   private pausedAt: number | null = null;
@@ -84,7 +100,9 @@ export class VmRunner {
       case 'migrate-end': this.migrateEnd(m.ok); return;
       case 'migrate-pages': void this.migratePages(m.id, m.data); return;
       case 'migrate-finish': void this.migrateFinish(m.id, m.state, m.pages); return;
-      case 'snapshot': void this.snapshot(m.id); return;
+      case 'snapshot': void this.snapshot(m.id, typeof m.bundle === 'string' ? m.bundle : undefined); return;
+      case 'migrate-disks': void this.migrateDisks(m.id, m.final, m.maxBytes); return;
+      case 'migrate-blocks': void this.migrateBlocks(m.id, m.data); return;
       case 'input':
         if (!(m.data instanceof Uint8Array)) return;
         if (this.pausedAt !== null || !this.machine) this.pendingInput.push(m.data);
@@ -208,9 +226,52 @@ export class VmRunner {
     cycle();
   }
 
+  /** Storage migration, source: the next block set (see the `migrate-disks` message). */
+  private async migrateDisks(id: number, final: boolean, maxBytes: number): Promise<void> {
+    try {
+      if (!this.machine) throw new Error('the machine is not running');
+      if (this.copying === 'bundle') throw new Error('a snapshot bundle is being written');
+      if ((this.config?.drives ?? []).some((d) => d.snapshot)) throw new Error('a drive writes to a throw-away overlay (snapshot: true), which cannot be copied');
+      if (this.copying === null) {
+        this.copying = 'migration';
+        for (const d of this.tracked) d.startTracking();
+        // Read-only disks are not copied (as libvirt's --copy-storage-all): they stay on a shared path.
+        this.pendingBlocks = this.tracked.map((d) => (d.readOnly ? [] : allGranules(d)));
+      }
+      // A round is over when nothing is pending: the next one sends what was dirtied meanwhile.
+      if (this.pendingBlocks.every((p) => p.length === 0)) this.pendingBlocks = this.tracked.map((d) => d.takeDirty());
+      const i = this.pendingBlocks.findIndex((p) => p.length > 0);
+      let data: Uint8Array = new Uint8Array(0), n = 0;
+      if (i >= 0) {
+        const p = this.pendingBlocks[i], size = this.tracked[i].sizeBytes;
+        let bytes = 0;
+        while (n < p.length && (n === 0 || final || bytes + GRANULE <= maxBytes)) bytes += granuleBytes(p[n++], size);
+        data = await encodeBlocks(this.tracked[i].inner, i, p.splice(0, n));
+      }
+      const remaining = this.pendingBlocks.reduce((a, p) => a + p.length, 0) + this.tracked.reduce((a, d) => a + d.dirtyCount, 0);
+      this.port.post({ type: 'migrate-data', id, pages: n, data, remaining });
+    } catch (e) {
+      this.port.post({ type: 'migrate-data', id, pages: 0, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+
+  /** Storage migration, destination: a block set onto its disk. */
+  private async migrateBlocks(id: number, data: Uint8Array): Promise<void> {
+    await this.built;
+    try {
+      if (!this.machine || !this.incoming || !(data instanceof Uint8Array)) throw new Error('not waiting for an incoming migration');
+      await applyBlocks(data, this.tracked.map((d) => d.inner));
+      this.blocksIn = true;
+      this.port.post({ type: 'migrate-ack', id });
+    } catch (e) {
+      this.port.post({ type: 'migrate-ack', id, error: (e as Error).message });
+    }
+  }
+
   private migrateEnd(ok: boolean): void {
     const m = this.machine;
     this.migrating = false;
+    if (this.copying === 'migration') { for (const d of this.tracked) d.stopTracking(); this.copying = null; this.pendingBlocks = []; }
     this.setThrottle(0);
     if (!m) return;
     if (ok) { m.stop(); return; }
@@ -239,6 +300,8 @@ export class VmRunner {
     try {
       if (!m || !this.incoming || !this.incomingReady || !(state instanceof Uint8Array)) throw new Error('not waiting for an incoming migration');
       const s = fromJson(state) as MachineState;
+      // Copied disks (--copy-storage): what the guest flushed on the source is durable here before it runs.
+      if (this.blocksIn) await Promise.all(this.tracked.map((d) => (d.readOnly ? undefined : d.inner.flush())));
       if (pages instanceof Uint8Array) applyPages(pages, m.board.bus.ram);
       s.ram = { ...s.ram, bytes: m.board.bus.ram };
       m.load(s);
@@ -252,13 +315,14 @@ export class VmRunner {
   }
 
   /** Save the machine while it runs (a pause of the vCPU for the drain and the copy). */
-  private async snapshot(id: number): Promise<void> {
+  private async snapshot(id: number, bundle?: string): Promise<void> {
     const m = this.machine, cfg = this.config;
     if (!m || !cfg) { this.port.post({ type: 'snapshot', id, error: 'the machine is not running' }); return; }
     if ((cfg.drives ?? []).some((d) => d.snapshot)) {
       this.port.post({ type: 'snapshot', id, error: 'a drive writes to a throw-away overlay (snapshot: true), which a snapshot cannot keep' });
       return;
     }
+    if (bundle !== undefined) { await this.snapshotBundle(id, bundle, m, cfg); return; }
     const wasPaused = m.paused;
     m.pause();
     try {
@@ -276,6 +340,35 @@ export class VmRunner {
     }
   }
 
+  /** A bundle: the disks are copied while the guest runs; the state and the last dirty granules while it is paused. */
+  private async snapshotBundle(id: number, file: string, m: Machine, cfg: RunnerConfig): Promise<void> {
+    const write = this.host.writeBundle;
+    if (!write) { this.port.post({ type: 'snapshot', id, error: 'this runner cannot copy disks into a bundle' }); return; }
+    if (this.copying) { this.port.post({ type: 'snapshot', id, error: `cannot copy the disks now: a ${this.copying === 'bundle' ? 'bundle is' : 'storage migration is'} already copying them` }); return; }
+    this.copying = 'bundle';
+    try {
+      let state: MachineState | null = null;
+      const r = await write.call(this.host, file, cfg, this.tracked, async (finalPass) => {
+        const wasPaused = m.paused;
+        m.pause();
+        try {
+          state = await m.snapshot();
+          await finalPass();
+        } finally {
+          if (!wasPaused) m.resume();
+        }
+      }, (disks) => encodeSnapshot({
+        typevisor: this.host.version ?? 'unknown', created: new Date().toISOString(), machine: { kind: 'runner', config: cfg },
+        memoryBytes: cfg.memoryBytes, disks,
+      }, state!));
+      this.port.post({ type: 'snapshot', id, bytes: r.bytes, diskBytes: r.diskBytes });
+    } catch (e) {
+      this.port.post({ type: 'snapshot', id, error: e instanceof Error ? e.message : String(e) });
+    } finally {
+      this.copying = null;
+    }
+  }
+
   private async start(cfg: RunnerConfig, restore: Uint8Array | null): Promise<void> {
     this.config = cfg;
     let loaded: Awaited<ReturnType<RunnerHost['load']>>;
@@ -289,6 +382,7 @@ export class VmRunner {
       return;
     }
     this.disks = loaded.disks;
+    this.tracked = loaded.disks.map((d) => new DirtyBlock(d));
     try {
       this.limiters = loaded.disks.map(() => new RateLimiter(cfg.diskLimit ?? {}));
       this.nics = (loaded.nics ?? []).map((n) => new RateLimitedNet(n.backend, cfg.netLimit ?? {}));
@@ -302,7 +396,7 @@ export class VmRunner {
     const build = (): Machine => new Machine({
       ...loaded.base, serial, monoClockMs: this.guestMono,
       virtio: [
-        ...loaded.disks.map((disk, i) => ({ kind: 'blk' as const, disk: new RateLimitedBlock(disk, this.limiters[i]) })),
+        ...this.tracked.map((disk, i) => ({ kind: 'blk' as const, disk: new RateLimitedBlock(disk, this.limiters[i]) })),
         ...this.nics.map((backend, i) => ({ kind: 'net' as const, backend, mac: loaded.nics![i].mac })),
         { kind: 'input' as const }, // the power button that graceful shutdown presses
       ],
