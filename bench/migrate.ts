@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { guestDir, repoRoot } from '../tests/lib/toolchain.js';
@@ -52,8 +52,9 @@ async function typevisor(tmp: string): Promise<{ totalMs: number; downtimeMs: nu
   }
 }
 
-export function qmp(path: string): { cmd: (execute: string, args?: object) => Promise<Record<string, unknown>>; close: () => void } {
-  const s = connect(path);
+/** A QMP client on a unix socket path, or on a socket already connected. */
+export function qmp(path: string | Socket): { cmd: (execute: string, args?: object) => Promise<Record<string, unknown>>; close: () => void } {
+  const s = typeof path === 'string' ? connect(path) : path;
   let buf = '';
   const waiters: Array<(v: Record<string, unknown>) => void> = [];
   s.on('data', (d) => {
