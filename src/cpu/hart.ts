@@ -3,6 +3,7 @@ import type { TimeSource, Stateful } from '../devices/device.js';
 import { CAUSE, MSTATUS, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, MIP_STIP, SATP_BARE } from './csr.js';
 import {
   PC, NPC, SCRATCH, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION,
+  PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT,
 } from './state.js';
 import { Translator, type JitMemory } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
@@ -71,8 +72,12 @@ export class Hart implements Stateful<HartState> {
   readonly ramEnd: number;
   readonly ramHost: number;
 
-  /** Current privilege level (internal); changed only by traps, xRET and enterPrivilege(), which keep the TLB selection in step. */
-  privLevel = PRIV_M;
+  /**
+   * Current privilege level (internal), in the state block; changed only by traps, xRET and
+   * enterPrivilege(), which keep the TLB selection in step.
+   */
+  get privLevel(): number { return this.x32[PRIV * 2]; }
+  set privLevel(v: number) { this.x32[PRIV * 2] = v; }
   /** Privilege used for loads/stores (differs from priv when mstatus.MPRV is set). Internal. */
   dpriv = PRIV_M;
 
@@ -85,11 +90,15 @@ export class Hart implements Stateful<HartState> {
   set ms(v: number) { this.x32[MSTATUS_LO * 2] = v; }
   medeleg = 0;
   mideleg = 0;
-  mie = 0;
-  /** Software-writable mip bits (SSIP, STIP, SEIP). Internal. */
-  mipSw = 0;
-  /** Hardware-driven mip bits (interrupt lines, Sstc timer). Internal. */
-  mipHw = 0;
+  /** mie, in the state block. */
+  get mie(): number { return this.x32[MIE * 2]; }
+  set mie(v: number) { this.x32[MIE * 2] = v; }
+  /** Software-writable mip bits (SSIP, STIP, SEIP), in the state block. Internal. */
+  get mipSw(): number { return this.x32[MIP_SW * 2]; }
+  set mipSw(v: number) { this.x32[MIP_SW * 2] = v; }
+  /** Hardware-driven mip bits (interrupt lines, Sstc timer), in the state block. Internal. */
+  get mipHw(): number { return this.x32[MIP_HW * 2]; }
+  set mipHw(v: number) { this.x32[MIP_HW * 2] = v; }
   mtvec = 0n;
   stvec = 0n;
   mepc = 0n;
@@ -121,8 +130,9 @@ export class Hart implements Stateful<HartState> {
   readonly pmpHi = new Float64Array(16);
   pmpActive = false;
 
-  /** Instructions retired (also the cycle count); the virtual clock runs on it. */
-  icount = 0;
+  /** Instructions retired (also the cycle count); the virtual clock runs on it. In the state block (a float64). */
+  get icount(): number { return this.f64[ICOUNT]; }
+  set icount(v: number) { this.f64[ICOUNT] = v; }
   /**
    * Instructions retired, exact even from inside a translated block (which adds its count
    * to icount only when it returns, but publishes it before every helper call).
@@ -163,10 +173,12 @@ export class Hart implements Stateful<HartState> {
   amoPa = 0;
 
   // ---- run state (internal, trap.ts) ----
-  /** Set when the run loop must look at interrupts, WFI or a stop request before the next instruction. */
-  attention = false;
-  /** In WFI, waiting for an interrupt. */
-  waiting = false;
+  /** Set when the run loop must look at interrupts, WFI or a stop request before the next instruction. In the state block. */
+  get attention(): boolean { return this.x32[ATTENTION * 2] !== 0; }
+  set attention(v: boolean) { this.x32[ATTENTION * 2] = v ? 1 : 0; }
+  /** In WFI, waiting for an interrupt. In the state block. */
+  get waiting(): boolean { return this.x32[WAITING * 2] !== 0; }
+  set waiting(v: boolean) { this.x32[WAITING * 2] = v ? 1 : 0; }
   stopRequested = false;
   pendingCause = 0;
   pendingTvalLo = 0;
@@ -217,7 +229,10 @@ export class Hart implements Stateful<HartState> {
 
   /** Reset to M-mode at `pc` (privileged spec 3.4: reset state). */
   reset(pc: number): void {
+    // Interrupt lines, the retired count and a pending attention survive a reset.
+    const hw = this.mipHw, icount = this.icount, attention = this.attention;
     this.x.fill(0n, 0, 128);
+    this.mipHw = hw; this.icount = icount; this.attention = attention;
     this.x[PC] = BigInt(pc);
     this.privLevel = PRIV_M;
     this.ms = 0;
@@ -247,7 +262,7 @@ export class Hart implements Stateful<HartState> {
     const h = (v: bigint): string => BigInt.asUintN(64, v).toString(16);
     return {
       v: 1,
-      regs: new Uint8Array(this.x.buffer, this.x.byteOffset, HART_STATE_BYTES).slice(),
+      regs: this.savedRegs(),
       priv: this.privLevel, mstatus: this.ms, medeleg: this.medeleg, mideleg: this.mideleg, mie: this.mie,
       mipSw: this.mipSw, mipHw: this.mipHw,
       mtvec: h(this.mtvec), stvec: h(this.stvec), mepc: h(this.mepc), sepc: h(this.sepc),
@@ -260,6 +275,13 @@ export class Hart implements Stateful<HartState> {
       minstretFrozen: this.minstretFrozen, mcycleFrozen: this.mcycleFrozen,
       resvValid: this.resvValid, resvAddr: this.resvAddr, waiting: this.waiting,
     };
+  }
+
+  /** The register block as saved: the run loop's attention flag is not state (load() sets it). */
+  private savedRegs(): Uint8Array {
+    const regs = new Uint8Array(this.x.buffer, this.x.byteOffset, HART_STATE_BYTES).slice();
+    regs.fill(0, ATTENTION * 8, ATTENTION * 8 + 8);
+    return regs;
   }
 
   load(st: HartState): void {
@@ -341,15 +363,16 @@ export class Hart implements Stateful<HartState> {
    */
   run(budget: number): number {
     const x32 = this.x32;
+    const f64 = this.f64;
     const jit = this.jit;
     let n = 0;
     // At a block start (after a control transfer, a trap or entry) translated code may run.
     let start = true;
-    if (this.waiting && !this.attention) return 0;
+    if (x32[WAITING * 2] !== 0 && x32[ATTENTION * 2] === 0) return 0;
     while (n < budget) {
       try {
         while (n < budget) {
-          if (this.attention) {
+          if (x32[ATTENTION * 2] !== 0) {
             if (serviceAttention(this)) return n;
             start = true;
           }
@@ -370,7 +393,7 @@ export class Hart implements Stateful<HartState> {
                 jit.stats.entries++;
                 jit.stats.executed += k;
                 n += k;
-                this.icount += k;
+                f64[ICOUNT] += k;
                 if (k !== 0) continue;
               }
             } else if (++d.hits >= jit.threshold && page[idx] === d) {
@@ -387,7 +410,7 @@ export class Hart implements Stateful<HartState> {
           x32[PC * 2] = x32[NPC * 2];
           x32[PC * 2 + 1] = x32[NPC * 2 + 1];
           n++;
-          this.icount++;
+          f64[ICOUNT]++;
           start = d.ends;
         }
       } catch (e) {
@@ -396,7 +419,7 @@ export class Hart implements Stateful<HartState> {
           this.inBlock = false;
           const k = x32[JIT_RETIRED * 2];
           n += k;
-          this.icount += k;
+          f64[ICOUNT] += k;
         }
         n++;
         takeTrap(this, this.pendingCause, false, this.pendingTvalLo, this.pendingTvalHi);
@@ -444,19 +467,21 @@ export class Hart implements Stateful<HartState> {
     });
   }
 
-  /** The memory helpers translated code calls; they flag JIT_EXIT when the block must stop. */
+  /**
+   * The memory helpers translated code calls. The code itself leaves the block when
+   * ATTENTION is set after a call; these flag JIT_EXIT when a store dropped decoded code.
+   */
   private jitMemory(): JitMemory {
     const x32 = this.x32;
     const EXIT = JIT_EXIT * 2;
-    const afterLoad = (v: number): number => { if (this.attention) x32[EXIT] = 1; return v; };
-    const afterStore = (epoch: number): void => { if (this.attention || this.codeEpoch !== epoch) x32[EXIT] = 1; };
+    const afterStore = (epoch: number): void => { if (this.codeEpoch !== epoch) x32[EXIT] = 1; };
     return {
-      load8: (lo, hi) => afterLoad(this.load8(lo, hi)),
-      load8u: (lo, hi) => afterLoad(this.load8u(lo, hi)),
-      load16: (lo, hi) => afterLoad(this.load16(lo, hi)),
-      load16u: (lo, hi) => afterLoad(this.load16u(lo, hi)),
-      load32: (lo, hi) => afterLoad(this.load32(lo, hi)),
-      load64: (lo, hi) => { this.load64(lo, hi); afterLoad(0); },
+      load8: (lo, hi) => this.load8(lo, hi),
+      load8u: (lo, hi) => this.load8u(lo, hi),
+      load16: (lo, hi) => this.load16(lo, hi),
+      load16u: (lo, hi) => this.load16u(lo, hi),
+      load32: (lo, hi) => this.load32(lo, hi),
+      load64: (lo, hi) => { this.load64(lo, hi); },
       store8: (lo, hi, v) => { const e = this.codeEpoch; this.store8(lo, hi, v); afterStore(e); },
       store16: (lo, hi, v) => { const e = this.codeEpoch; this.store16(lo, hi, v); afterStore(e); },
       store32: (lo, hi, v) => { const e = this.codeEpoch; this.store32(lo, hi, v); afterStore(e); },
