@@ -9,7 +9,7 @@ import { Translator, type JitMemory } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
 import { TRAP_SIGNAL, raise, illegal, takeTrap, xret, updateIrq, setIrqLine, wfi, serviceAttention, updateTimers, setStimecmp } from './trap.js';
-import { Tlb, TLB_MASK, TLB_INVALID, privChanged, updateTranslation, flushTlb, flushAllTlbs, translate, pmpCheck, updatePmpActive } from './mmu.js';
+import { Tlb, WriteTlbMap, TLB_MASK, TLB_INVALID, privChanged, updateTranslation, flushTlb, flushAllTlbs, translate, pmpCheck, updatePmpActive } from './mmu.js';
 import {
   UNCACHED_PAGE, loadSlow, storeSlow, amoHost, checkReservation, fetchSlow, decodeAt, currentRaw, flushCodeCache, externalWrite, takeDirtyPages,
 } from './memory.js';
@@ -165,6 +165,8 @@ export class Hart implements Stateful<HartState> {
    * no check; takeDirtyPages() empties the write TLBs to re-arm the marking.
    */
   readonly dirty: Uint8Array;
+  /** RAM page -> write-TLB slots (mmu.ts), so a new code page drops its write entries without a scan. */
+  readonly wtlbMap: WriteTlbMap;
 
   // ---- LR/SC (internal, memory.ts) ----
   resvValid = false;
@@ -218,8 +220,9 @@ export class Hart implements Stateful<HartState> {
     // 4 privilege levels x (R, W, X), after the hart state blocks.
     const tlbBase = TLB_REGION + hartId * 12 * TLB_BYTES;
     if (tlbBase + 12 * TLB_BYTES > bus.ramHostOffset) throw new Error(`too many harts for the state region`);
-    this.tlbSets = [0, 1, 2, 3].map((p) => [0, 1, 2].map((a) => new Tlb(buf, tlbBase + (p * 3 + a) * TLB_BYTES)));
+    this.tlbSets = [0, 1, 2, 3].map((p) => [0, 1, 2].map((a) => new Tlb(buf, tlbBase + (p * 3 + a) * TLB_BYTES, p)));
     this.dirty = new Uint8Array(bus.ramSize / 4096).fill(1);
+    this.wtlbMap = new WriteTlbMap(bus.ramSize / 4096);
     this.tlbR = this.tlbSets[3][0];
     this.tlbW = this.tlbSets[3][1];
     this.tlbX = this.tlbSets[3][2];

@@ -188,7 +188,7 @@ export function fetchSlow(h: Hart, lo: number, hi: number): (Decoded | undefined
       page = new Array<Decoded | undefined>(2048);
       h.codePages.set(ppn, page);
       h.codeMark[ppn] = 1;
-      dropWriteTlbFor(h, h.ramHost + ppn * 4096);
+      dropWriteTlbFor(h, ppn);
     }
     h.fetchPage = page;
     h.fetchPpn = ppn;

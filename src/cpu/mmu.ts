@@ -14,6 +14,8 @@ import { invalidateCodePage, ramWritten } from './memory.js';
 /** Access types. */
 export const ACC_R = 0, ACC_W = 1, ACC_X = 2;
 export const TLB_MASK = TLB_SIZE - 1;
+/** log2(TLB_SIZE): a reverse-map slot number's level. */
+const TLB_LEVEL_SHIFT = Math.log2(TLB_SIZE);
 /** A tag that never matches a page-aligned low word. */
 export const TLB_INVALID = 1;
 
@@ -28,17 +30,57 @@ const SUPERPAGE_SPAN = [1, 512, 512 * 512, 512 ** 3, 512 ** 4];
  * same entries inline.
  */
 export class Tlb {
+  /** First slot number of this TLB in the write-TLB reverse map (level * TLB_SIZE). */
+  readonly slotBase: number;
   readonly tagLo: Int32Array;
   readonly tagHi: Int32Array;
   /** Host byte offset of the page in the shared memory. */
   readonly host: Uint32Array;
-  constructor(buf: ArrayBuffer, readonly byteOffset: number) {
+  constructor(buf: ArrayBuffer, readonly byteOffset: number, level: number) {
+    this.slotBase = level * TLB_SIZE;
     this.tagLo = new Int32Array(buf, byteOffset, TLB_SIZE);
     this.tagHi = new Int32Array(buf, byteOffset + TLB_TAG_HI, TLB_SIZE);
     this.host = new Uint32Array(buf, byteOffset + TLB_HOST, TLB_SIZE);
     this.flush();
   }
   flush(): void { this.tagLo.fill(TLB_INVALID); }
+}
+
+/**
+ * Reverse map of the write TLBs: for each RAM page, the write-TLB slots (level * TLB_SIZE +
+ * index, 4 levels) filled with it, as intrusive doubly-linked lists in typed arrays (no
+ * allocation). A slot stays on its page's list until it is refilled with another page or
+ * the page's entries are dropped. Flushes leave the lists alone, so sfence.vma stays a plain
+ * fill: a flushed slot on a list only costs a no-op invalidation when its page is dropped.
+ */
+export class WriteTlbMap {
+  /** Per RAM page: the first slot on its list, or -1. */
+  readonly head: Int32Array;
+  /** Per slot: the next and previous slot on its list (-1 at the ends), and its page (-1: on no list). */
+  readonly next = new Int32Array(4 * TLB_SIZE);
+  readonly prev = new Int32Array(4 * TLB_SIZE);
+  readonly page = new Int32Array(4 * TLB_SIZE).fill(-1);
+
+  constructor(ramPages: number) {
+    this.head = new Int32Array(ramPages).fill(-1);
+  }
+
+  /** Slot `s` now maps RAM page `ppn`. */
+  link(s: number, ppn: number): void {
+    const old = this.page[s];
+    if (old === ppn) return;
+    if (old >= 0) {
+      const n = this.next[s], p = this.prev[s];
+      if (p >= 0) this.next[p] = n; else this.head[old] = n;
+      if (n >= 0) this.prev[n] = p;
+    }
+    const first = this.head[ppn];
+    this.next[s] = first;
+    this.prev[s] = -1;
+    if (first >= 0) this.prev[first] = s;
+    this.head[ppn] = s;
+    this.page[s] = ppn;
+  }
 }
 
 /** Select the TLB sets for the current privilege (and MPRV data privilege). */
@@ -75,12 +117,17 @@ export function flushAllTlbs(h: Hart): void {
   h.fetchLo = TLB_INVALID;
 }
 
-/** Drop every write-TLB entry that maps host page `hostPage` (it became a code page). */
-export function dropWriteTlbFor(h: Hart, hostPage: number): void {
-  for (const set of h.tlbSets) {
-    const t = set[1];
-    for (let i = 0; i < TLB_SIZE; i++) if (t.host[i] === hostPage) t.tagLo[i] = TLB_INVALID;
+/** Drop every write-TLB entry that maps RAM page `ppn` (it became a code page), through the reverse map. */
+export function dropWriteTlbFor(h: Hart, ppn: number): void {
+  const m = h.wtlbMap;
+  let s = m.head[ppn];
+  while (s >= 0) {
+    h.tlbSets[s >>> TLB_LEVEL_SHIFT][1].tagLo[s & TLB_MASK] = TLB_INVALID;
+    const n = m.next[s];
+    m.page[s] = -1;
+    s = n;
   }
+  m.head[ppn] = -1;
 }
 
 function pageFaultCause(acc: number): number {
@@ -229,6 +276,7 @@ export function tlbFill(h: Hart, t: Tlb, lo: number, hi: number, acc: number): n
       t.tagLo[i] = lo & ~0xfff;
       t.tagHi[i] = hi;
       t.host[i] = h.ramHost + (pagePa - h.ramBase);
+      if (acc === ACC_W) h.wtlbMap.link(t.slotBase + i, ppn);
     }
   }
   return pa;
