@@ -32,6 +32,20 @@ export const TLB_W_PTR = 40;
 export const MSTATUS_LO = 41;
 export const FFLAGS = 42;
 export const FRM = 43;
+/**
+ * More hot hart state, each an i32 in the slot's low half: the current privilege level,
+ * mie, the software-writable and the hardware-driven mip bits (mip = MIP_SW | MIP_HW), the
+ * run loop's attention flag (interrupts, WFI or a stop request to look at before the next
+ * instruction) and WFI's waiting flag.
+ */
+export const PRIV = 44;
+export const MIE = 45;
+export const MIP_SW = 46;
+export const MIP_HW = 47;
+export const ATTENTION = 48;
+export const WAITING = 49;
+/** Instructions retired, as a float64 (exact up to 2^53). */
+export const ICOUNT = 50;
 /** f0..f31: 64-bit registers; singles are NaN-boxed (upper 32 bits all ones). */
 export const F0 = 64;
 /** Size of one hart's state block in bytes. */

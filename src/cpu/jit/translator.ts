@@ -20,15 +20,15 @@
  *
  * Memory accesses probe the TLB inline and call the hart's helpers on a miss. Before each
  * such call the code writes pc and the number of retired instructions, so a trap inside
- * a block leaves the exact state the interpreter would. When a helper sets JIT_EXIT (an
- * interrupt became pending, or the store hit translated code) the code returns after that
- * instruction.
+ * a block leaves the exact state the interpreter would. When the hart's ATTENTION flag is
+ * set after a call (an interrupt became pending) or a helper sets JIT_EXIT (the store hit
+ * translated code), the code returns after that instruction.
  */
 import { ModuleBuilder, FunctionBody, Op, ValType } from './wasm.js';
 import { SINK } from '../state.js';
 import type { Emit } from './emit.js';
 import type { Decoded, BlockFn } from '../isa/types.js';
-import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, TLB_R_PTR, TLB_W_PTR, TLB_TAG_HI, TLB_HOST, F0, MSTATUS_LO, FFLAGS, FRM } from '../state.js';
+import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_TAG_HI, TLB_HOST, F0, MSTATUS_LO, FFLAGS, FRM } from '../state.js';
 import { MSTATUS } from '../csr.js';
 
 /** Longest block, in instructions. */
@@ -728,10 +728,15 @@ class PageWriter implements Emit {
     this.f.get(this.ent).mem(Op.i32_load, 2, TLB_HOST).get(this.lo).i32(0xfff).op(Op.i32_and).op(Op.i32_add);
   }
 
-  /** After a helper call: leave the block if the hart asked for it. */
+  /**
+   * After a helper call: leave the block if the hart asked for it (JIT_EXIT: code dropped)
+   * or the run loop must look at something (ATTENTION: an interrupt became pending, WFI, a
+   * stop request), both read from the state block.
+   */
   private checkExit(): void {
     const f = this.f;
-    f.i32(this.base).mem(Op.i32_load, 2, JIT_EXIT * 8).block(Op.if);
+    f.i32(this.base).mem(Op.i32_load, 2, JIT_EXIT * 8);
+    f.i32(this.base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_or).block(Op.if);
     f.i32(this.base).i32(0).mem(Op.i32_store, 2, JIT_EXIT * 8);
     this.exit(this.off + this.len, this.k + 1);
     f.op(Op.end);

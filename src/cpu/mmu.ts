@@ -1,0 +1,283 @@
+/**
+ * Address translation and physical memory protection of one hart: the software TLBs, the
+ * Sv39/Sv48/Sv57 page walk with hardware A/D updates, and PMP. Privileged spec 1.12: 3.1.6.3
+ * (MPRV, SUM, MXR), 3.7 (PMP), 4.1.11 (satp), 4.2 (sfence.vma), 4.3-4.6 (Sv39/48/57).
+ *
+ * Module functions taking the hart; the TLB arrays live in the shared memory (state.ts).
+ */
+import type { Hart } from './hart.js';
+import { CAUSE, MSTATUS, PRIV_M, PRIV_S, PRIV_U, SATP_BARE, SATP_SV39 } from './csr.js';
+import { TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_R_PTR, TLB_W_PTR } from './state.js';
+import { raise } from './trap.js';
+import { invalidateCodePage, ramWritten } from './memory.js';
+
+/** Access types. */
+export const ACC_R = 0, ACC_W = 1, ACC_X = 2;
+export const TLB_MASK = TLB_SIZE - 1;
+/** log2(TLB_SIZE): a reverse-map slot number's level. */
+const TLB_LEVEL_SHIFT = Math.log2(TLB_SIZE);
+/** A tag that never matches a page-aligned low word. */
+export const TLB_INVALID = 1;
+
+/** Page-table entry bits (privileged spec 4.3.1, Figure 4.18). */
+const PTE_V = 0x01, PTE_R = 0x02, PTE_W = 0x04, PTE_X = 0x08, PTE_U = 0x10, PTE_A = 0x40, PTE_D = 0x80;
+/** 4 KiB pages per superpage at each page-table level. */
+const SUPERPAGE_SPAN = [1, 512, 512 * 512, 512 ** 3, 512 ** 4];
+
+/**
+ * One software TLB (direct-mapped by virtual page number) for one access type. Its three
+ * arrays live in the shared memory (state.ts TLB layout) so translated code probes the
+ * same entries inline.
+ */
+export class Tlb {
+  /** First slot number of this TLB in the write-TLB reverse map (level * TLB_SIZE). */
+  readonly slotBase: number;
+  readonly tagLo: Int32Array;
+  readonly tagHi: Int32Array;
+  /** Host byte offset of the page in the shared memory. */
+  readonly host: Uint32Array;
+  constructor(buf: ArrayBuffer, readonly byteOffset: number, level: number) {
+    this.slotBase = level * TLB_SIZE;
+    this.tagLo = new Int32Array(buf, byteOffset, TLB_SIZE);
+    this.tagHi = new Int32Array(buf, byteOffset + TLB_TAG_HI, TLB_SIZE);
+    this.host = new Uint32Array(buf, byteOffset + TLB_HOST, TLB_SIZE);
+    this.flush();
+  }
+  flush(): void { this.tagLo.fill(TLB_INVALID); }
+}
+
+/**
+ * Reverse map of the write TLBs: for each RAM page, the write-TLB slots (level * TLB_SIZE +
+ * index, 4 levels) filled with it, as intrusive doubly-linked lists in typed arrays (no
+ * allocation). A slot stays on its page's list until it is refilled with another page or
+ * the page's entries are dropped. Flushes leave the lists alone, so sfence.vma stays a plain
+ * fill: a flushed slot on a list only costs a no-op invalidation when its page is dropped.
+ */
+export class WriteTlbMap {
+  /** Per RAM page: the first slot on its list, or -1. */
+  readonly head: Int32Array;
+  /** Per slot: the next and previous slot on its list (-1 at the ends), and its page (-1: on no list). */
+  readonly next = new Int32Array(4 * TLB_SIZE);
+  readonly prev = new Int32Array(4 * TLB_SIZE);
+  readonly page = new Int32Array(4 * TLB_SIZE).fill(-1);
+
+  constructor(ramPages: number) {
+    this.head = new Int32Array(ramPages).fill(-1);
+  }
+
+  /** Slot `s` now maps RAM page `ppn`. */
+  link(s: number, ppn: number): void {
+    const old = this.page[s];
+    if (old === ppn) return;
+    if (old >= 0) {
+      const n = this.next[s], p = this.prev[s];
+      if (p >= 0) this.next[p] = n; else this.head[old] = n;
+      if (n >= 0) this.prev[n] = p;
+    }
+    const first = this.head[ppn];
+    this.next[s] = first;
+    this.prev[s] = -1;
+    if (first >= 0) this.prev[first] = s;
+    this.head[ppn] = s;
+    this.page[s] = ppn;
+  }
+}
+
+/** Select the TLB sets for the current privilege (and MPRV data privilege). */
+export function privChanged(h: Hart): void {
+  const ms = h.ms, priv = h.privLevel;
+  h.dpriv = priv === PRIV_M && (ms & MSTATUS.MPRV) !== 0 ? (ms & MSTATUS.MPP) >>> 11 : priv;
+  const d = h.tlbSets[h.dpriv];
+  h.tlbR = d[0];
+  h.tlbW = d[1];
+  h.tlbX = h.tlbSets[priv][2];
+  h.fetchLo = TLB_INVALID;
+  // Translated code finds the data TLBs through these slots.
+  h.x32[TLB_R_PTR * 2] = h.tlbR.byteOffset;
+  h.x32[TLB_W_PTR * 2] = h.tlbW.byteOffset;
+}
+
+/** satp, SUM/MXR changes: recompute the translation mode and drop translations. */
+export function updateTranslation(h: Hart): void {
+  h.satpMode = Number(BigInt.asUintN(64, h.satp) >> 60n);
+  h.satpRoot = Number(h.satp & 0xfff_ffff_ffffn) * 4096;
+  privChanged(h);
+  flushTlb(h);
+}
+
+/** sfence.vma, satp writes: drop all cached virtual translations (U and S sets). */
+export function flushTlb(h: Hart): void {
+  for (let p = 0; p <= 1; p++) for (const t of h.tlbSets[p]) t.flush();
+  h.fetchLo = TLB_INVALID;
+}
+
+/** PMP changes: drop every cached translation, M-mode included. */
+export function flushAllTlbs(h: Hart): void {
+  for (const set of h.tlbSets) for (const t of set) t.flush();
+  h.fetchLo = TLB_INVALID;
+}
+
+/** Drop every write-TLB entry that maps RAM page `ppn` (it became a code page), through the reverse map. */
+export function dropWriteTlbFor(h: Hart, ppn: number): void {
+  const m = h.wtlbMap;
+  let s = m.head[ppn];
+  while (s >= 0) {
+    h.tlbSets[s >>> TLB_LEVEL_SHIFT][1].tagLo[s & TLB_MASK] = TLB_INVALID;
+    const n = m.next[s];
+    m.page[s] = -1;
+    s = n;
+  }
+  m.head[ppn] = -1;
+}
+
+function pageFaultCause(acc: number): number {
+  return acc === ACC_R ? CAUSE.LOAD_PAGE_FAULT : acc === ACC_W ? CAUSE.STORE_PAGE_FAULT : CAUSE.FETCH_PAGE_FAULT;
+}
+
+function accessFaultCause(acc: number): number {
+  return acc === ACC_R ? CAUSE.LOAD_ACCESS : acc === ACC_W ? CAUSE.STORE_ACCESS : CAUSE.FETCH_ACCESS;
+}
+
+/**
+ * Translate a virtual address to physical (a Number), checking permissions and PMP for
+ * the byte at va. Raises the architectural fault with tval = va.
+ */
+export function translate(h: Hart, lo: number, hi: number, acc: number, priv: number): number {
+  let pa: number;
+  if (priv === PRIV_M || h.satpMode === SATP_BARE) {
+    pa = (hi >>> 0) * 4294967296 + (lo >>> 0);
+    if (hi >>> 24 !== 0) raise(h, accessFaultCause(acc), lo, hi);
+  } else {
+    pa = walk(h, lo, hi, acc, priv);
+  }
+  if (h.pmpActive || priv !== PRIV_M) {
+    if (!pmpCheck(h, pa, 1, acc, priv)) raise(h, accessFaultCause(acc), lo, hi);
+  }
+  return pa;
+}
+
+/** Sv39/Sv48/Sv57 page-table walk (privileged spec 4.3.2) with hardware A/D update. */
+function walk(h: Hart, lo: number, hi: number, acc: number, priv: number): number {
+  const levels = h.satpMode - SATP_SV39 + 3;
+  const vaBits = 12 + 9 * levels;
+  // Bits 63..vaBits-1 must all equal bit vaBits-1.
+  const topShift = vaBits - 1 - 32;
+  const top = hi >> topShift;
+  if (top !== 0 && top !== -1) raise(h, pageFaultCause(acc), lo, hi);
+  let a = h.satpRoot;
+  const ms = h.ms;
+  const m32 = h.m32;
+  for (let i = levels - 1; i >= 0; i--) {
+    const sh = 12 + 9 * i;
+    const vpn = (sh < 32 ? (lo >>> sh) | (sh > 23 ? hi << (32 - sh) : 0) : hi >>> (sh - 32)) & 511;
+    const pteAddr = a + vpn * 8;
+    const off = ptePhys(h, pteAddr, lo, hi, acc);
+    const plo = m32[off >>> 2];
+    const phi = m32[(off >>> 2) + 1];
+    // Reserved bits 63:54 (no Svnapot/Svpbmt) must be zero; W without R is reserved.
+    if ((plo & PTE_V) === 0 || (plo & (PTE_R | PTE_W)) === PTE_W || (phi >>> 22) !== 0) raise(h, pageFaultCause(acc), lo, hi);
+    const ppn = (phi & 0x3fffff) * 4194304 + (plo >>> 10);
+    if ((plo & (PTE_R | PTE_X)) === 0) {
+      if ((plo & (PTE_D | PTE_A | PTE_U)) !== 0) raise(h, pageFaultCause(acc), lo, hi); // reserved on non-leaf
+      a = ppn * 4096;
+      continue;
+    }
+    // Leaf: permission checks (4.3.1, 3.1.6.3).
+    if (priv === PRIV_U) {
+      if ((plo & PTE_U) === 0) raise(h, pageFaultCause(acc), lo, hi);
+    } else if ((plo & PTE_U) !== 0) {
+      if (acc === ACC_X || (ms & MSTATUS.SUM) === 0) raise(h, pageFaultCause(acc), lo, hi);
+    }
+    const ok = acc === ACC_R ? (plo & PTE_R) !== 0 || ((ms & MSTATUS.MXR) !== 0 && (plo & PTE_X) !== 0)
+      : acc === ACC_W ? (plo & PTE_W) !== 0 : (plo & PTE_X) !== 0;
+    if (!ok) raise(h, pageFaultCause(acc), lo, hi);
+    if (i > 0 && ppn % SUPERPAGE_SPAN[i] !== 0) raise(h, pageFaultCause(acc), lo, hi); // misaligned superpage
+    // A/D update: hardware-managed (the spec permits either scheme; QEMU does the same).
+    const need = PTE_A | (acc === ACC_W ? PTE_D : 0);
+    if ((plo & need) !== need) {
+      if (!pmpCheck(h, pteAddr, 8, ACC_W, PRIV_S)) raise(h, accessFaultCause(acc), lo, hi);
+      m32[off >>> 2] = plo | need;
+      ramWritten(h, pteAddr);
+    }
+    // Offset within the (super)page comes from the virtual address.
+    const inPage = i === 0 ? lo & 0xfff : i === 1 ? lo & 0x1fffff : i === 2 ? lo & 0x3fffffff
+      : (hi & (i === 3 ? 0x7f : 0xffff)) * 4294967296 + (lo >>> 0);
+    return ppn * 4096 + inPage;
+  }
+  return raise(h, pageFaultCause(acc), lo, hi);
+}
+
+/** Host offset of a PTE; PTEs must be in RAM and pass PMP as S-mode reads. */
+function ptePhys(h: Hart, pa: number, lo: number, hi: number, acc: number): number {
+  if (pa < h.ramBase || pa + 8 > h.ramEnd || !pmpCheck(h, pa, 8, ACC_R, PRIV_S)) {
+    raise(h, accessFaultCause(acc), lo, hi);
+  }
+  return h.ramHost + (pa - h.ramBase);
+}
+
+/** PMP check (privileged spec 3.7.1): lowest-numbered matching entry decides. */
+export function pmpCheck(h: Hart, pa: number, size: number, acc: number, priv: number): boolean {
+  if (!h.pmpActive) return priv === PRIV_M;
+  const bit = acc === ACC_R ? 1 : acc === ACC_W ? 2 : 4;
+  const pmpLo = h.pmpLo, pmpHi = h.pmpHi;
+  for (let i = 0; i < 16; i++) {
+    const lo = pmpLo[i], hiEx = pmpHi[i];
+    if (hiEx <= lo || pa + size <= lo || pa >= hiEx) continue;
+    if (pa < lo || pa + size > hiEx) return false; // partial match fails
+    const cfg = h.pmpcfg[i];
+    if (priv === PRIV_M && (cfg & 0x80) === 0) return true;
+    return (cfg & bit) !== 0;
+  }
+  return priv === PRIV_M;
+}
+
+/** Recompute the byte ranges of the PMP entries (exactly, from the 54-bit pmpaddr values). */
+export function updatePmpActive(h: Hart): void {
+  let any = false;
+  let prevTop = 0n;
+  for (let i = 0; i < 16; i++) {
+    const cfg = h.pmpcfg[i];
+    const a = (cfg >>> 3) & 3;
+    const addr = h.pmpaddr[i];
+    let lo = 0n, hi = 0n;
+    if (a === 1) { lo = prevTop; hi = addr << 2n; } else if (a === 2) { lo = addr << 2n; hi = lo + 4n; } else if (a === 3) {
+      // NAPOT: trailing ones of pmpaddr give the size 2^(t+3).
+      let t = 0n;
+      while (t < 54n && ((addr >> t) & 1n) === 1n) t++;
+      lo = (addr & ~((1n << t) - 1n)) << 2n;
+      hi = lo + (1n << (t + 3n));
+    }
+    prevTop = addr << 2n;
+    h.pmpLo[i] = Number(lo);
+    h.pmpHi[i] = a === 0 ? 0 : Number(hi);
+    if (a !== 0) any = true;
+  }
+  h.pmpActive = any;
+  flushAllTlbs(h);
+}
+
+/**
+ * Translate and fill the TLB when the whole page may be cached: RAM, not a code page for
+ * writes, and PMP uniform over the page. Returns the physical address.
+ */
+export function tlbFill(h: Hart, t: Tlb, lo: number, hi: number, acc: number): number {
+  const dpriv = h.dpriv;
+  const pa = translate(h, lo, hi, acc, dpriv);
+  if (pa >= h.ramBase && pa < h.ramEnd) {
+    const pagePa = pa - (pa % 4096);
+    const ppn = (pagePa - h.ramBase) / 4096;
+    if (acc === ACC_W) {
+      if (h.codeMark[ppn]) invalidateCodePage(h, ppn);
+      h.dirty[ppn] = 1; // the write this fill serves, and every fast-path write after it
+    }
+    const uniform = (!h.pmpActive && dpriv === PRIV_M) || pmpCheck(h, pagePa, 4096, acc, dpriv);
+    if (uniform) {
+      const i = (lo >>> 12) & TLB_MASK;
+      t.tagLo[i] = lo & ~0xfff;
+      t.tagHi[i] = hi;
+      t.host[i] = h.ramHost + (pagePa - h.ramBase);
+      if (acc === ACC_W) h.wtlbMap.link(t.slotBase + i, ppn);
+    }
+  }
+  return pa;
+}
