@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { guestDir, repoRoot } from '../tests/lib/toolchain.js';
 import type { Row } from './lib.js';
+import { killRunners } from '../tests/lib/daemon-client.js';
 
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
 const LOOP = '(i=0; while true; do i=$((i+1)); echo "count $i"; usleep 200000; done) &\n';
@@ -49,6 +50,7 @@ async function typevisor(tmp: string): Promise<{ totalMs: number; downtimeMs: nu
     return await r.json() as { totalMs: number; downtimeMs: number; bytes: number; rounds: number };
   } finally {
     for (const p of procs) p.kill('SIGKILL');
+    killRunners(tmp); // runners outlive their daemons by design
   }
 }
 

@@ -5,11 +5,12 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { guestDir, repoRoot } from '../lib/toolchain.js';
+import { killRunners } from '../lib/daemon-client.js';
 
 const execFileP = promisify(execFile);
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
@@ -21,11 +22,7 @@ let daemonErr = '';
 after(() => {
   daemon?.kill('SIGKILL');
   // Runners outlive a killed daemon by design: stop any a failed run left.
-  try {
-    for (const f of readdirSync(join(dir, 'run')).filter((x) => x.endsWith('.pid'))) {
-      try { process.kill((JSON.parse(readFileSync(join(dir, 'run', f), 'utf8')) as { pid: number }).pid, 'SIGKILL'); } catch { /* gone */ }
-    }
-  } catch { /* no run dir */ }
+  killRunners(dir);
   rmSync(dir, { recursive: true, force: true });
 });
 

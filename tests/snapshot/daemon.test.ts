@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { guestDir, repoRoot } from '../lib/toolchain.js';
+import { killRunners } from '../lib/daemon-client.js';
 
 const execFileP = promisify(execFile);
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
@@ -19,7 +20,7 @@ const dir = mkdtempSync(join(tmpdir(), 'typevisor-snap-daemon-'));
 const images = join(dir, 'images');
 const env = { ...process.env, TYPEVISOR_GUEST_DIR: guestDir, TYPEVISOR_STATE_DIR: dir };
 let daemon: ChildProcess | null = null;
-after(() => { daemon?.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }); });
+after(() => { daemon?.kill('SIGKILL'); killRunners(dir); rmSync(dir, { recursive: true, force: true }); });
 
 async function tv(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {

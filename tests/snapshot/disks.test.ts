@@ -23,12 +23,13 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { guestDir, repoRoot } from '../lib/toolchain.js';
 import { fsckClean, qemuImg } from '../lib/ext4.js';
+import { killRunners } from '../lib/daemon-client.js';
 
 const execFileP = promisify(execFile);
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
 const root = mkdtempSync(join(tmpdir(), 'typevisor-disks-'));
 const daemons: ChildProcess[] = [];
-after(() => { for (const d of daemons) d.kill('SIGKILL'); rmSync(root, { recursive: true, force: true }); });
+after(() => { for (const d of daemons) d.kill('SIGKILL'); killRunners(root); rmSync(root, { recursive: true, force: true }); });
 
 interface Daemon { url: string; token: string; dir: string }
 

@@ -16,12 +16,13 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { guestDir, repoRoot } from '../lib/toolchain.js';
 import { prng } from '../lib/prng.js';
+import { killRunners } from '../lib/daemon-client.js';
 
 const execFileP = promisify(execFile);
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
 const root = mkdtempSync(join(tmpdir(), 'typevisor-migrate-'));
 const daemons: ChildProcess[] = [];
-after(() => { for (const d of daemons) d.kill('SIGKILL'); rmSync(root, { recursive: true, force: true }); });
+after(() => { for (const d of daemons) d.kill('SIGKILL'); killRunners(root); rmSync(root, { recursive: true, force: true }); });
 
 async function startDaemon(dir: string): Promise<{ url: string; token: string }> {
   const env = { ...process.env, TYPEVISOR_GUEST_DIR: guestDir, TYPEVISOR_STATE_DIR: dir };
