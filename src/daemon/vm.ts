@@ -13,6 +13,7 @@ import { SocketPort, connectRunner, MAX_SOCKET_PATH } from '../vmm/socket-port.j
 import { PROTOCOL_VERSION, asFromRunner, type FromRunner, type RunnerConfig, type RunnerStats, type ToRunner } from '../vmm/protocol.js';
 import { memoryBytes, nicMac, nicNetdev, type VmDef } from './store.js';
 import { readSnapshotFile, writeFileAtomic } from '../host/snapshot-file.js';
+import { RUNNER_NODE_FLAGS } from '../vmm/config.js';
 
 export type VmState = 'shutoff' | 'running' | 'paused' | 'crashed';
 export const VM_STATES: readonly VmState[] = ['shutoff', 'running', 'paused', 'crashed'];
@@ -277,7 +278,7 @@ export class Vm extends EventEmitter<VmEvents> {
     const errFd = openSync(this.stderrFile, 'w', 0o600);
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, [this.runnerScript, '--socket', this.socketPath], { detached: true, stdio: ['ignore', 'ignore', errFd], env: this.env });
+      child = spawn(process.execPath, [...RUNNER_NODE_FLAGS, this.runnerScript, '--socket', this.socketPath], { detached: true, stdio: ['ignore', 'ignore', errFd], env: this.env });
     } finally {
       closeSync(errFd);
     }
