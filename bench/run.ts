@@ -111,7 +111,7 @@ function table(rows: Row[]): string {
     if (d.typevisorMIPS !== undefined) return `${d.typevisorMIPS} MIPS vs ${d.qemuMIPS}`;
     if (d.typevisorMBps !== undefined) return `${d.typevisorMBps} MB/s vs ${d.qemuMBps}`;
     if (d.typevisorCpuPercent !== undefined) return `${d.typevisorCpuPercent} % of a core vs ${d.qemuCpuPercent}`;
-    if (d.typevisorOverheadMiB !== undefined) return `${d.typevisorOverheadMiB} MiB/VM over RAM vs ${d.qemuOverheadMiB}; idle ${d.typevisorIdleCpuPercent} % vs ${d.qemuIdleCpuPercent}`;
+    if (d.typevisorOverheadMiB !== undefined) return `${d.typevisorOverheadMiB} MiB/VM over RAM (PSS ${d.typevisorOverheadPssMiB}) vs ${d.qemuOverheadMiB} (PSS ${d.qemuOverheadPssMiB}); idle ${d.typevisorIdleCpuPercent} % vs ${d.qemuIdleCpuPercent}`;
     return '';
   };
   const lines = [['benchmark', 'typevisor s', 'qemu s', 'ratio', 'rate (typevisor vs qemu)'],

@@ -90,7 +90,8 @@ export class Daemon {
   private addVm(def: VmDef): Vm {
     const vm = new Vm(def, RUNNER, this.opts.env ?? process.env, this.runDir);
     this.ensureSwitches(def);
-    vm.on('state', (info) => this.broadcast(info));
+    vm.weightReference = () => this.weightReference();
+    vm.on('state', (info) => { this.broadcast(info); this.reweigh(); });
     // A VM defined from a snapshot resumes from it once; later starts boot.
     vm.on('restored', () => { const { restore: _r, ...rest } = vm.def; vm.def = rest; this.store.save(rest); });
     this.vms.set(def.name, vm);
@@ -102,6 +103,22 @@ export class Daemon {
     for (const n of def.nics ?? []) {
       if (n.type === 'switch' && n.switch !== undefined) this.switches.ensure(n.switch).catch((e: Error) => this.log(`switch ${n.switch}: ${e.message}`));
     }
+  }
+
+  /** CPU weights are relative: the highest weight among running VMs (at least 100) runs at the daemon's nice. */
+  private weightReference(): number {
+    let ref = 100;
+    for (const v of this.vms.values()) if (v.pid !== undefined) ref = Math.max(ref, v.def.limits?.cpuWeight ?? 100);
+    return ref;
+  }
+
+  /** Re-apply every running VM's nice value when the reference may have moved. */
+  private lastReference = 100;
+  private reweigh(): void {
+    const ref = this.weightReference();
+    if (ref === this.lastReference) return;
+    this.lastReference = ref;
+    for (const v of this.vms.values()) v.reapplyWeight();
   }
 
   private broadcast(info: VmInfo): void {
@@ -389,6 +406,7 @@ export class Daemon {
         this.store.save(def);
         vm.def = def;
         vm.applyLimits();
+        this.reweigh();
         return vm.info();
       });
 

@@ -16,7 +16,8 @@ export interface LimitsDef {
   /**
    * CPU weight as cgroup v2 cpu.weight (1..10000, default 100): the share a VM gets when
    * VMs compete for the host's cores. Applied as the runner's nice value (the same CFS
-   * weights); above 100 needs the privilege to lower nice values, else it stays at 100.
+   * weights), relative to the highest weight among running VMs (at least 100), which runs
+   * at the daemon's nice: no privilege needed (Daemon.weightReference).
    */
   cpuWeight?: number;
   /**

@@ -14,6 +14,7 @@ import { PROTOCOL_VERSION, asFromRunner, type FromRunner, type RunnerConfig, typ
 import { memoryBytes, nicMac, nicNetdev, type VmDef } from './store.js';
 import { switchSocketPath } from './switches.js';
 import { readSnapshotFile, writeFileAtomic } from '../host/snapshot-file.js';
+import { RUNNER_NODE_FLAGS } from '../vmm/config.js';
 
 export type VmState = 'shutoff' | 'running' | 'paused' | 'crashed';
 export const VM_STATES: readonly VmState[] = ['shutoff', 'running', 'paused', 'crashed'];
@@ -57,9 +58,12 @@ export function procCpuSeconds(pid: number): number | null {
   }
 }
 
-/** cpu.weight → a nice offset: CFS weights step by about 1.25× per nice level (weight 100 = nice 0). */
-export function niceOffset(weight: number): number {
-  return Math.round(Math.log(100 / weight) / Math.log(1.25));
+/**
+ * cpu.weight → a nice offset: CFS weights step by about 1.25× per nice level; `reference`
+ * (default 100) is the weight that runs at the daemon's own nice value.
+ */
+export function niceOffset(weight: number, reference = 100): number {
+  return Math.round(Math.log(reference / weight) / Math.log(1.25));
 }
 
 /** The process's resident set in bytes (VmRSS), or null when it is gone. */
@@ -281,7 +285,7 @@ export class Vm extends EventEmitter<VmEvents> {
     const errFd = openSync(this.stderrFile, 'w', 0o600);
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, [this.runnerScript, '--socket', this.socketPath], { detached: true, stdio: ['ignore', 'ignore', errFd], env: this.env });
+      child = spawn(process.execPath, [...RUNNER_NODE_FLAGS, this.runnerScript, '--socket', this.socketPath], { detached: true, stdio: ['ignore', 'ignore', errFd], env: this.env });
     } finally {
       closeSync(errFd);
     }
@@ -500,9 +504,20 @@ export class Vm extends EventEmitter<VmEvents> {
     this.cap.start();
   }
 
+  /**
+   * The weight that runs at the daemon's nice value (the daemon sets it: the highest weight of
+   * its running VMs, at least 100). Weights are relative, like cgroup cpu.shares/cpu.weight
+   * (libvirt's `<shares>`): raising a VM above the rest lowers the others, which needs no
+   * privilege, where a nice value below the daemon's would need CAP_SYS_NICE.
+   */
+  weightReference: () => number = () => 100;
+
+  /** Set the runner's nice value again (another VM's weight changed the reference). */
+  reapplyWeight(): void { if (this.pid !== undefined) this.applyWeight(this.pid); }
+
   private applyWeight(pid: number): void {
     const base = getPriority();
-    const nice = Math.max(-20, Math.min(19, base + niceOffset(this.def.limits?.cpuWeight ?? 100)));
+    const nice = Math.max(-20, Math.min(19, base + niceOffset(this.def.limits?.cpuWeight ?? 100, this.weightReference())));
     try {
       setPriority(pid, nice);
     } catch {

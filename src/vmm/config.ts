@@ -15,6 +15,18 @@ export const MIN_MEMORY = 4 << 20;
 export const MAX_MEMORY = 0xf000_0000;
 export const DEFAULT_GUEST_APPEND = 'console=ttyS0';
 
+/**
+ * Node flags for a runner process (the daemon starts runners with them), chosen by measuring
+ * one runner at its prompt (docs/PERFORMANCE.md, "Where a runner's memory goes"):
+ * - a 1 MiB semi-space instead of V8's 16 MiB: the young generation holds short-lived
+ *   messages and the decoded instructions on their way to the old generation; its two
+ *   semi-spaces cost ~28 MiB resident, for no measurable boot time;
+ * - one V8 worker thread instead of four (a runner is one vCPU; twenty runners share a few
+ *   cores): each thread's malloc arena and stack cost ~1.5 MiB resident;
+ * - `gc` exposed, so an idle runner that drops its decode cache can give the memory back.
+ */
+export const RUNNER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--v8-pool-size=1', '--expose-gc'];
+
 export type BaseConfig = Omit<MachineConfig, 'serial' | 'virtio' | 'monoClockMs'>;
 
 /** Read kernel/initrd/firmware; no kernel and no firmware file = the default guest. */

@@ -31,6 +31,11 @@ const host: RunnerHost = {
       throw e;
     }
   },
+  // Images are read again on reboot rather than kept (see RunnerHost.reloadBase).
+  reloadBase: (cfg) => loadBase(cfg, process.env),
+  // Present when started with --expose-gc (RUNNER_NODE_FLAGS).
+  // Twice: the first collection frees the objects, the second gives most of their pages back.
+  collectGarbage: () => { const gc = (globalThis as { gc?: () => void }).gc; gc?.(); gc?.(); },
   cpuSeconds: () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; },
   rssBytes: () => process.memoryUsage.rss(),
   now: () => performance.now(),

@@ -16,14 +16,25 @@ import type { MachineState } from '../machine/machine.js';
 import { DirtyBlock, GRANULE, allGranules, applyBlocks, encodeBlocks, granuleBytes } from '../host/storage/dirty.js';
 import { PROTOCOL_VERSION, asToRunner, type FromRunner, type Port, type RunnerConfig, type RunnerStats, type ToRunner, type ExitReason } from './protocol.js';
 
+type BaseConfig = Omit<MachineConfig, 'serial' | 'virtio' | 'monoClockMs'>;
+type RunnerHostDisks = Array<BlockBackend & { counters?: RunnerStats['disks'][number] }>;
+
 export interface RunnerHost {
   /** Build the machine's configuration (files read, disks opened). Throws a clear Error. */
   load(cfg: RunnerConfig): Promise<{
-    base: Omit<MachineConfig, 'serial' | 'virtio' | 'monoClockMs'>;
-    disks: Array<BlockBackend & { counters?: RunnerStats['disks'][number] }>;
+    base: BaseConfig;
+    disks: RunnerHostDisks;
     /** NIC backends with their MACs, in cfg.nics order (absent: none). */
     nics?: Array<{ backend: NetBackend; mac: Uint8Array }>;
   }>;
+  /**
+   * Read the boot images (kernel, initrd, firmware) again, for a reboot. With it the runner
+   * keeps no copy of them once the machine is built (tens of MiB for a distribution kernel),
+   * as Cloud Hypervisor re-reads its kernel on reboot; absent: the images are kept.
+   */
+  reloadBase?(cfg: RunnerConfig): Promise<BaseConfig> | BaseConfig;
+  /** A full garbage collection, when the host offers one (an idle guest's caches were just dropped). */
+  collectGarbage?(): void;
   cpuSeconds(): number;
   rssBytes(): number;
   now(): number;
@@ -44,10 +55,19 @@ export interface RunnerHost {
 
 /** Console output is batched per host turn: one message per burst, not per byte. */
 const CONSOLE_FLUSH_BYTES = 4096;
+/**
+ * Idle trimming: every `checkMs` the runner looks at the instructions retired since the
+ * last look; fewer than `insns` counts as idle (an idle Linux at its prompt retires about
+ * 60 000 a second, a busy one tens of millions). After `checks` idle looks in a row the
+ * interpreter's decoded-instruction cache is dropped (it refills with what runs next) and
+ * the heap is collected: an idle VM then costs the host little beyond its RAM.
+ */
+export interface IdleTrim { checkMs: number; insns: number; checks: number }
+export const IDLE_TRIM: IdleTrim = { checkMs: 5000, insns: 1_000_000, checks: 2 };
 
 export class VmRunner {
   private machine: Machine | null = null;
-  private disks: Awaited<ReturnType<RunnerHost['load']>>['disks'] = [];
+  private disks: RunnerHostDisks = [];
   /** The disks as the machine sees them, with dirty tracking for bundles and --copy-storage. */
   private tracked: DirtyBlock[] = [];
   /** A bundle or a storage migration is copying the disks (one at a time: they share the dirty marks). */
@@ -68,7 +88,8 @@ export class VmRunner {
   private flushQueued = false;
   private ended = false;
 
-  constructor(private readonly port: Port<ToRunner, FromRunner>, private readonly host: RunnerHost) {
+  /** `idleTrim`: when an idle guest's caches are dropped (tests shorten it). */
+  constructor(private readonly port: Port<ToRunner, FromRunner>, private readonly host: RunnerHost, private readonly idleTrim: IdleTrim = IDLE_TRIM) {
     port.onMessage((m) => this.onMessage(asToRunner(m)));
     this.hello();
   }
@@ -135,12 +156,14 @@ export class VmRunner {
         // An incoming migration that never finished: nothing runs, just end.
         if (this.incomingReady) { this.incomingReady = null; void this.closeDisks().then(() => this.end('stopped', 0)); return; }
         this.resume();
+        this.stopRequested = true;
         if (this.machine) this.machine.stop(); else this.end('stopped', 0);
         return;
     }
   }
 
   private rebootRequested = false;
+  private stopRequested = false;
 
   private resume(): void {
     if (this.pausedAt === null || !this.machine) return;
@@ -392,12 +415,22 @@ export class VmRunner {
       this.end('config', 1, `disk limits: ${(e as Error).message}`);
       return;
     }
+    // Not awaited: this frame (and `loaded`) ends here, so nothing keeps the images alive.
+    // The machine sees the disks through their dirty trackers (bundles, --copy-storage).
+    return this.boot(cfg, restore, loaded.base, this.tracked, (loaded.nics ?? []).map((n) => n.mac));
+  }
+
+  /**
+   * Build the machine and run it, again after each reboot. `base` (the boot images) is
+   * dropped once copied into guest RAM when the host can read it again (reloadBase).
+   */
+  private async boot(cfg: RunnerConfig, restore: Uint8Array | null, base: BaseConfig | null, disks: RunnerHostDisks, macs: Uint8Array[]): Promise<void> {
     const serial = { write: (b: Uint8Array) => this.console(b) };
-    const build = (): Machine => new Machine({
-      ...loaded.base, serial, monoClockMs: this.guestMono,
+    const build = (b: BaseConfig): Machine => new Machine({
+      ...b, serial, monoClockMs: this.guestMono,
       virtio: [
-        ...this.tracked.map((disk, i) => ({ kind: 'blk' as const, disk: new RateLimitedBlock(disk, this.limiters[i]) })),
-        ...this.nics.map((backend, i) => ({ kind: 'net' as const, backend, mac: loaded.nics![i].mac })),
+        ...disks.map((disk, i) => ({ kind: 'blk' as const, disk: new RateLimitedBlock(disk, this.limiters[i]) })),
+        ...this.nics.map((backend, i) => ({ kind: 'net' as const, backend, mac: macs[i] })),
         { kind: 'input' as const }, // the power button that graceful shutdown presses
       ],
     });
@@ -405,9 +438,11 @@ export class VmRunner {
       for (let first = true; ; first = false) {
         let m: Machine;
         try {
-          m = build();
+          base ??= await this.host.reloadBase!(cfg);
+          m = build(base);
+          if (this.host.reloadBase) base = null;
         } catch (e) {
-          if (e instanceof BootError || e instanceof Error) { await this.closeDisks(); this.end('config', 1, e.message); return; }
+          if (e instanceof BootError || e instanceof Error) { await this.closeDisks(); this.end('config', 1, first ? e.message : `reboot: ${e.message}`); return; }
           throw e;
         }
         if (first && restore) {
@@ -418,6 +453,7 @@ export class VmRunner {
             this.end('config', 1, `restore: ${(e as Error).message}`);
             return;
           }
+          restore = null; // the snapshot file's bytes: not kept for the VM's life
         }
         this.machine = m;
         if (first && this.incoming) {
@@ -429,14 +465,18 @@ export class VmRunner {
         for (const b of this.pendingInput) m.sendInput(b);
         this.pendingInput = [];
         this.port.post(first ? { type: 'started' } : { type: 'rebooted' });
-        const exit = await m.run();
+        this.watchIdle(m);
+        let exit = await m.run();
+        this.watchIdle(null);
         this.icountBefore += m.hart.icount;
         if (exit.reason === 'reset' || (exit.reason === 'stopped' && this.rebootRequested)) {
           this.rebootRequested = false;
           // Let messages in between boots: a guest may reset at once, forever.
           await new Promise<void>((r) => setTimeout(r, 0));
           if (this.ended) return;
-          continue;
+          // A stop that came in between boots met a finished machine: honour it here.
+          if (!this.stopRequested) continue;
+          exit = { reason: 'stopped', code: 0 };
         }
         this.flushConsole();
         await this.closeDisks();
@@ -446,6 +486,37 @@ export class VmRunner {
     } catch (e) {
       this.end('error', 1, e instanceof Error ? e.message : String(e));
     }
+  }
+
+  private idleTimer: ReturnType<typeof setInterval> | null = null;
+  /** Idle checks in a row, and whether the caches were dropped in this idle spell. */
+  private idleChecks = 0;
+  private trimmed = false;
+  /** Times the caches were dropped (stats). */
+  private trims = 0;
+
+  /** Watch `m` for idleness (null: stop watching); see IDLE_TRIM. */
+  private watchIdle(m: Machine | null): void {
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    this.idleTimer = null;
+    this.idleChecks = 0;
+    this.trimmed = false;
+    if (!m) return;
+    let last = m.hart.icount;
+    this.idleTimer = setInterval(() => {
+      const n = m.hart.icount;
+      const busy = n - last >= this.idleTrim.insns;
+      last = n;
+      if (busy) { this.idleChecks = 0; this.trimmed = false; return; }
+      // Suspended or migrating: icount stands still but the guest is not idle.
+      if (this.pausedAt !== null || this.migrating || this.trimmed || ++this.idleChecks < this.idleTrim.checks) return;
+      this.trimmed = true;
+      this.trims++;
+      m.hart.flushCodeCache();
+      this.host.collectGarbage?.();
+    }, this.idleTrim.checkMs);
+    // An idle check alone never keeps a process alive.
+    (this.idleTimer as { unref?: () => void }).unref?.();
   }
 
   private async closeDisks(): Promise<void> {
@@ -458,6 +529,7 @@ export class VmRunner {
   private end(reason: ExitReason, code: number, message?: string): void {
     if (this.ended) return;
     this.ended = true;
+    this.watchIdle(null);
     this.flushConsole();
     this.port.post({ type: 'exit', reason, code, ...(message === undefined ? {} : { message }) });
     this.port.close();
