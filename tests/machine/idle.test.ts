@@ -97,6 +97,42 @@ _start:
 2: j 2b
 `;
 
+/** Arms mtimecmp 1 ms ahead, waits in WFI for MTIP (MIE clear: no trap), then the test finisher. */
+const ONE_WAIT = String.raw`
+  .section .text.init
+  .globl _start
+_start:
+  li s0, 0x200bff8
+  li s1, 0x2004000
+  li t0, 1 << 7
+  csrs mie, t0
+  ld s3, 0(s0)
+  li t1, 10000
+  add s3, s3, t1
+  sd s3, 0(s1)
+2: wfi
+  csrr t0, mip
+  andi t0, t0, 1 << 7
+  beqz t0, 2b
+  li t1, 0x100000
+  li t2, 0x5555
+  sw t2, 0(t1)
+3: j 3b
+`;
+
+test('host clock: a deadline that passes between WFI and the end of the slice wakes the hart (a loaded host)', { timeout: 30_000 }, async () => {
+  // Each reading of the host clock is 1 ms later, as on a host too loaded to run the slice
+  // promptly: the timer fires in the service after the slice that executed WFI. The hart
+  // must not then sleep with no deadline left.
+  const elf = readFileSync(await buildElf({ name: 'idle-one-wait', sources: { 'w.S': ONE_WAIT } }));
+  let t = 0;
+  const m = new Machine({ memoryBytes: 4 << 20, bios: elf, kernel: null, initrd: null, append: '', monoClockMs: () => (t += 1), serial: { write: () => {} } });
+  const guard = setTimeout(() => m.stop(), 5000);
+  const exit = await m.run();
+  clearTimeout(guard);
+  assert.deepEqual(exit, { reason: 'poweroff', code: 0 }, `the hart slept through its pending timer interrupt (idle ${JSON.stringify(m.idle)})`);
+});
+
 test('host clock: no guest deadline means no host wake-up until input arrives', { timeout: 30_000 }, async () => {
   const elf = readFileSync(await buildElf({ name: 'idle-no-deadline', sources: { 'n.S': NO_DEADLINE } }));
   const m = new Machine({ memoryBytes: 16 << 20, bios: elf, kernel: null, initrd: null, append: '', serial: { write() {} } });
