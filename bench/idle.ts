@@ -48,7 +48,7 @@ export async function benchIdle(): Promise<Row> {
   const tvArgs = ['run', '--kernel', g.kernel, '--initrd', g.initrd, '--append', 'console=ttyS0'];
   const vms = [
     boot('qemu', 'qemu-system-riscv64', ['-M', 'virt', '-m', '512M', '-nographic', '-bios', FW_JUMP, '-kernel', g.kernel, '-initrd', g.initrd, '-append', 'console=ttyS0']),
-    boot('typevisor', process.execPath, [cli, ...tvArgs]),
+    boot('typevisor', process.execPath, [cli, ...tvArgs, '--accel', 'interp']),
     boot('typevisor --accel jit', process.execPath, [cli, ...tvArgs, '--accel', 'jit']),
   ];
   try {
