@@ -16,6 +16,9 @@ import { requireGuest } from '../tests/lib/guest.js';
 import { cpuSecondsOf } from './idle.js';
 import type { Row } from './lib.js';
 
+/** TYPEVISOR_BENCH_ACCEL=interp|jit: the runners' engine (absent: the definition default, the translator). */
+const ACCEL = process.env.TYPEVISOR_BENCH_ACCEL === 'interp' || process.env.TYPEVISOR_BENCH_ACCEL === 'jit' ? process.env.TYPEVISOR_BENCH_ACCEL : undefined;
+
 const PROMPT = '~ # ';
 const MEMORY = 128 << 20;
 const BOOT_TIMEOUT_MS = 1_200_000;
@@ -76,7 +79,7 @@ async function typevisorSet(n: number, guestDir: string): Promise<SetResult> {
       ? { method, headers: auth } : { method, headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
     const names = Array.from({ length: n }, (_, i) => `vm${i}`);
     for (const name of names) {
-      const r = await call('POST', '/v1/vms', { name, memory: '128M' });
+      const r = await call('POST', '/v1/vms', { name, memory: '128M', ...(ACCEL ? { accel: ACCEL } : {}) });
       if (r.status !== 201) throw new Error(`define ${name}: ${r.status} ${await r.text()}`);
     }
     const t0 = performance.now();
