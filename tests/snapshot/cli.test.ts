@@ -7,38 +7,16 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot, guestDir } from '../lib/toolchain.js';
 import { readSnapshotHeader } from '../../src/snapshot/format.js';
+import { Tty } from '../lib/tty.js';
 
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
 
-class Tty {
-  out = '';
-  readonly child: ChildProcess;
-  readonly exited: Promise<number | null>;
-  constructor(args: string[], cwd: string) {
-    const cmd = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
-    this.child = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd, stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child.stdout!.on('data', (d: Buffer) => { this.out += d.toString('latin1'); });
-    this.child.stderr!.on('data', (d: Buffer) => { this.out += d.toString('latin1'); });
-    this.exited = new Promise((res) => this.child.once('exit', res));
-  }
-  write(s: string | Uint8Array): void { this.child.stdin!.write(s); }
-  async wait(re: RegExp, ms = 120_000, from = 0): Promise<RegExpExecArray> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const m = re.exec(this.out.slice(from));
-      if (m) return m;
-      if (Date.now() > deadline) throw new Error(`no ${String(re)} in: ${JSON.stringify(this.out.slice(-1500))}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  kill(): void { this.child.kill('SIGKILL'); }
-}
 
 function counts(text: string): number[] {
   return [...text.matchAll(/count (\d+)\r*\n/g)].map((m) => Number(m[1]));
@@ -48,7 +26,7 @@ test('typevisor run: Ctrl-A S saves a counting guest, --restore FILE continues i
   const tmp = mkdtempSync(join(tmpdir(), 'typevisor-snapcli-'));
   const file = join(tmp, 'vm.tvs');
   const a = new Tty(['run', '-m', '128M', '--kernel', join(guestDir, 'Image'), '--initrd', join(guestDir, 'initramfs.cpio.gz'),
-    '--append', 'console=ttyS0', '--snapshot-file', file], tmp);
+    '--append', 'console=ttyS0', '--snapshot-file', file], { cwd: tmp });
   let b: Tty | null = null;
   try {
     await a.wait(/~ # /);
@@ -68,7 +46,7 @@ test('typevisor run: Ctrl-A S saves a counting guest, --restore FILE continues i
     assert.deepEqual((header.machine as { argv: string[] }).argv.slice(0, 2), ['-m', '128M'], 'the flags are in the header, without --snapshot-file');
     assert.ok(!(header.machine as { argv: string[] }).argv.includes('--snapshot-file'));
 
-    b = new Tty(['run', '--restore', file], tmp);
+    b = new Tty(['run', '--restore', file], { cwd: tmp });
     const first = Number((await b.wait(/count (\d+)\r*\n/, 60_000))[1]);
     assert.equal(first, last + 1, `the count continues where it was saved (saved after ${last}), size ${saved[1]} MiB, save ${saved[2]} ms`);
     await b.wait(new RegExp(`count ${last + 3}\\r*\\n`), 30_000);

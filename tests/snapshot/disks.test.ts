@@ -24,6 +24,7 @@ import { promisify } from 'node:util';
 import { guestDir, repoRoot } from '../lib/toolchain.js';
 import { fsckClean, qemuImg } from '../lib/ext4.js';
 import { killRunners } from '../lib/daemon-client.js';
+import { Tty } from '../lib/tty.js';
 
 const execFileP = promisify(execFile);
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
@@ -75,30 +76,6 @@ function cuttingProxy(port: number, cutAt: number): Promise<{ url: string; close
   }));
 }
 
-/** `typevisor run` on a pty (script(1)), for its console escapes. */
-class Tty {
-  out = '';
-  readonly child: ChildProcess;
-  readonly exited: Promise<number | null>;
-  constructor(args: string[]) {
-    const cmd = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
-    this.child = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TYPEVISOR_GUEST_DIR: guestDir } });
-    daemons.push(this.child);
-    this.child.stdout!.on('data', (d: Buffer) => { this.out += d.toString('latin1'); });
-    this.child.stderr!.on('data', (d: Buffer) => { this.out += d.toString('latin1'); });
-    this.exited = new Promise((res) => this.child.once('exit', res));
-  }
-  async sh(cmd: string | Uint8Array, until: RegExp, ms = 60_000): Promise<RegExpExecArray> {
-    this.child.stdin!.write(typeof cmd === 'string' ? cmd + '\r' : cmd);
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const m = until.exec(this.out);
-      if (m) return m;
-      if (Date.now() > deadline) throw new Error(`no ${String(until)} in: ${JSON.stringify(this.out.slice(-1500))}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
 
 /** A qcow2 image's ext4 file system checked with e2fsck -fn (through a raw conversion). */
 function fsckQcow2(img: string): void {
@@ -207,7 +184,7 @@ test('disks: a bundle keeps the disk as it was at the save, --copy-storage moves
   // The bundle restored by `typevisor run` (its own flags from the snapshot, the disk from the
   // bundle): the guest reads what the disk held at the save.
   const bundle2 = join(root, 'cli.tvb');
-  const cli = new Tty(['run', '--restore', bundle, '--with-disks', '--snapshot-file', bundle2]);
+  const cli = new Tty(['run', '--restore', bundle, '--with-disks', '--snapshot-file', bundle2], { cwd: root, env: { ...process.env, TYPEVISOR_GUEST_DIR: guestDir }, track: daemons });
   await cli.sh('echo 3 > /proc/sys/vm/drop_caches; cat /mnt/f; [ -e /mnt/r ] || echo absent-$((6+7))', /absent-13/);
   assert.match(cli.out, /old-2/);
   assert.doesNotMatch(cli.out, /new-4/);

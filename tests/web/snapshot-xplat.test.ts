@@ -18,6 +18,7 @@ import { repoRoot } from '../lib/toolchain.js';
 import { requireGuest } from '../lib/guest.js';
 import { launchBrowser, pageErrors, printedUrl, screenshot } from '../lib/browser.js';
 import { decodeSnapshot, encodeSnapshot, readSnapshotHeader, type SnapshotHeader } from '../../src/snapshot/format.js';
+import { Tty } from '../lib/tty.js';
 
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
 const guest = requireGuest();
@@ -30,30 +31,6 @@ after(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-/** `typevisor run` on a terminal (script(1) gives it a pty, so Ctrl-A escapes work). */
-class Tty {
-  out = '';
-  readonly child: ChildProcess;
-  readonly exited: Promise<number | null>;
-  constructor(args: string[]) {
-    const cmd = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
-    this.child = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd: tmp, stdio: ['pipe', 'pipe', 'pipe'] });
-    procs.push(this.child);
-    this.child.stdout!.on('data', (d: Buffer) => { this.out += d.toString('latin1'); });
-    this.child.stderr!.on('data', (d: Buffer) => { this.out += d.toString('latin1'); });
-    this.exited = new Promise((res) => this.child.once('exit', res));
-  }
-  write(s: string | Uint8Array): void { this.child.stdin!.write(s); }
-  async wait(re: RegExp, ms = 90_000): Promise<RegExpExecArray> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const m = re.exec(this.out);
-      if (m) return m;
-      if (Date.now() > deadline) throw new Error(`no ${String(re)} in: ${JSON.stringify(this.out.slice(-1500))}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
 
 function counts(text: string): number[] {
   return [...text.matchAll(/count (\d+)\r*\n/g)].map((m) => Number(m[1]));
@@ -85,7 +62,7 @@ test('a snapshot goes Node → browser → Node: the count continues and the tmp
   const token = `xp-${Math.floor(Math.random() * 1e6)}`;
   const nodeFile = join(tmp, 'node.tvs');
   // 1. Node: boot, count, save with Ctrl-A S, quit.
-  const a = new Tty(['run', '-m', '128M', '--kernel', guest.kernel, '--initrd', guest.initrd, '--append', 'console=ttyS0', '--snapshot-file', nodeFile]);
+  const a = new Tty(['run', '-m', '128M', '--kernel', guest.kernel, '--initrd', guest.initrd, '--append', 'console=ttyS0', '--snapshot-file', nodeFile], { cwd: tmp, track: procs });
   await a.wait(/~ # /);
   // The file's content is computed by the guest, so the typed command does not contain it.
   a.write(`mount -t tmpfs none /mnt && echo ${token}-$((6*7)) > /mnt/f\r`);
@@ -144,7 +121,7 @@ test('a snapshot goes Node → browser → Node: the count continues and the tmp
   assert.deepEqual(errors, []);
 
   // 3. Node again: only --restore; the count goes on from the browser's and the file is kept.
-  const b = new Tty(['run', '--restore', browserFile]);
+  const b = new Tty(['run', '--restore', browserFile], { cwd: tmp, track: procs });
   const firstInNode = Number((await b.wait(/count (\d+)\r*\n/, 60_000))[1]);
   assert.ok(firstInNode > beforeSave && firstInNode <= afterSave + 2, `Node's count goes on from the browser's (${beforeSave}..${afterSave}): first ${firstInNode}`);
   await b.wait(new RegExp(`count ${firstInNode + 2}\\r*\\n`), 30_000);
