@@ -2,8 +2,8 @@
  * The CPU cap controller on a plain busy process (no VM): idle first (credit must not pile
  * up), then spinning. The share measured from /proc over 4 s is the cap ±5 points, at 25%
  * and after a live change to 50%. An uncapped spinning process runs alongside as the
- * control: on a host too busy to give even the control the cap, the capped one must never
- * get more than the cap, nor less than 60 % of what the control gets.
+ * control: on a host too busy to give the control a whole core, the capped one must never
+ * get more than the cap, nor less than 60 % of the cap or of what the control gets.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -38,10 +38,10 @@ test('CPU cap: 25% then 50% (changed live) on a busy process, after an idle seco
     const check = (got: number, want: number, controlShare: number): void => {
       const msg = `${pct(want)} cap: ${pct(got)}, the uncapped control got ${pct(controlShare)}`;
       assert.ok(got <= want + 0.05, msg);
-      if (controlShare >= want + 0.05) assert.ok(Math.abs(got - want) <= 0.05, msg);
-      // A saturated host (the control got less than the cap): the capped process runs only in
-      // its windows, so it gets less than the always-runnable control, but is not starved.
-      else assert.ok(got >= 0.6 * controlShare, msg);
+      if (controlShare >= 0.9) assert.ok(Math.abs(got - want) <= 0.05, msg);
+      // A busy host (the control did not get a whole core): the capped process runs only in
+      // its windows and competes there, so it may get less than the cap, but is not starved.
+      else assert.ok(got >= 0.6 * Math.min(want, controlShare), msg);
     };
     check(a, 0.25, ca);
     check(b, 0.5, cb);
