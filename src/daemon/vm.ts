@@ -300,9 +300,13 @@ export class Vm extends EventEmitter<VmEvents> {
     this.runnerPid = pid;
     this.setState(opts.incoming ? 'paused' : 'running');
     let port: SocketPort<FromRunner, ToRunner>;
+    let connected!: (ok: boolean) => void;
+    this.connecting = new Promise<boolean>((r) => { connected = r; });
     try {
       port = new SocketPort<FromRunner, ToRunner>(await connectRunner(this.socketPath, 10_000, () => childExit === null));
+      connected(true);
     } catch {
+      connected(false);
       try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
       this.runnerPid = undefined;
       rmSync(this.pidFile, { force: true });
@@ -579,8 +583,13 @@ export class Vm extends EventEmitter<VmEvents> {
   /** Live migration, source: stop (the destination runs it) or carry on untouched. */
   migrateEnd(ok: boolean): void { this.port?.post({ type: 'migrate-end', ok }); }
 
+  /** The last started runner's connection: resolves once it listens (false: it never did). */
+  private connecting: Promise<boolean> | null = null;
+
   /** Live migration, destination: pages into RAM, then the device state (the VM then runs). */
   async migrateIn(kind: 'pages' | 'blocks' | 'finish', data: Uint8Array, pages?: Uint8Array): Promise<void> {
+    // The source may send as soon as POST /v1/migrations answered, before the runner listens.
+    if (!this.port && this.connecting) await this.connecting;
     const m = await this.ask<Extract<FromRunner, { type: 'migrate-ack' }>>((id) => (kind === 'pages' ? { type: 'migrate-pages', id, data }
       : kind === 'blocks' ? { type: 'migrate-blocks', id, data } : { type: 'migrate-finish', id, state: data, ...(pages ? { pages } : {}) }));
     if (m.error !== undefined) throw new ApiError(400, 'migration_failed', m.error);
