@@ -19,6 +19,8 @@
  * requests drained. The source's disks are only read.
  */
 import { resolve } from 'node:path';
+import { createSocket } from 'node:dgram';
+import { isIPv6 } from 'node:net';
 import type { Vm } from './vm.js';
 import type { VmDef } from './store.js';
 import { diskInfo } from '../host/storage/disk-copy.js';
@@ -61,7 +63,25 @@ const DISK_CHUNK = 32 << 20;
 
 const PAGE = 4096;
 
-export async function migrate(vm: Vm, def: VmDef, req: MigrateRequest, progress: (p: MigrateProgress) => void): Promise<MigrateResult> {
+/**
+ * The address the destination reaches this host at: the daemon's own listen address, or
+ * for a wildcard one the local address of the route toward the destination (a connected
+ * UDP socket sends nothing). The user networks' moved TCP connections are relayed from it.
+ */
+export async function relayHostToward(listenHost: string, to: string): Promise<string> {
+  if (listenHost !== '0.0.0.0' && listenHost !== '::' && listenHost !== '') return listenHost;
+  const u = new URL(to);
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  const s = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
+  try {
+    await new Promise<void>((res, rej) => { s.once('error', rej); s.connect(Number(u.port) || 80, host, () => res()); });
+    return s.address().address;
+  } finally {
+    s.close();
+  }
+}
+
+export async function migrate(vm: Vm, def: VmDef, req: MigrateRequest, progress: (p: MigrateProgress) => void, relayHost = '127.0.0.1'): Promise<MigrateResult> {
   const budget = req.downtimeMs ?? 50;
   const maxRounds = req.maxRounds ?? 30;
   const base = req.to.replace(/\/+$/, '');
@@ -130,7 +150,7 @@ export async function migrate(vm: Vm, def: VmDef, req: MigrateRequest, progress:
       if (round >= maxRounds / 2) throttle = Math.min(0.9, throttle + 0.1);
     }
     const tPause = performance.now();
-    const f = await vm.migrateRound(round, true, 0);
+    const f = await vm.migrateRound(round, true, 0, relayHost);
     if (!f.state) throw new Error('the source sent no device state');
     // Paused and drained: the last dirty granules, before the machine runs there.
     if (storage) while (await sendDisks(true) > 0) { /* one disk's block set per request */ }

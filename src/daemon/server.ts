@@ -17,7 +17,7 @@ import { Dashboard } from './web.js';
 import { parseHostFwd } from '../host/net/netdev.js';
 import { bundleDisks, readSnapshotFile } from '../host/snapshot-file.js';
 import { createImage, syncDir } from '../host/storage/disk-copy.js';
-import { migrate, type MigrateRequest } from './migrate.js';
+import { migrate, relayHostToward, type MigrateRequest } from './migrate.js';
 import { Switches } from './switches.js';
 import { readSnapshotHeader } from '../snapshot/format.js';
 import type { RunnerConfig } from '../vmm/protocol.js';
@@ -188,7 +188,8 @@ export class Daemon {
       const stream = /application\/x-ndjson/.test(req.headers.accept ?? '');
       if (stream) { reply.hijack(); reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson' }); }
       try {
-        const result = await migrate(vm, vm.def, req.body, (p) => { if (stream) reply.raw.write(JSON.stringify({ progress: p }) + '\n'); });
+        const relayHost = await relayHostToward(this.opts.host ?? '127.0.0.1', req.body.to);
+        const result = await migrate(vm, vm.def, req.body, (p) => { if (stream) reply.raw.write(JSON.stringify({ progress: p }) + '\n'); }, relayHost);
         await vm.runnerExited;
         this.store.remove(vm.name);
         this.vms.delete(vm.name);

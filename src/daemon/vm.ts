@@ -391,6 +391,8 @@ export class Vm extends EventEmitter<VmEvents> {
       // The runner is gone once its socket closed and its process ended (our child: its
       // exit event; adopted: /proc no longer has it).
       const gone = async (): Promise<{ code: number | null; signal: NodeJS.Signals | null }> => {
+        // The VM moved away; its process stays a while to relay the user network's connections.
+        if (this.exitMsg?.relaying === true) return { code: 0, signal: null };
         if (child) {
           if (child.exitCode !== null || child.signalCode !== null) return { code: child.exitCode, signal: child.signalCode };
           return await new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
@@ -567,8 +569,8 @@ export class Vm extends EventEmitter<VmEvents> {
   }
 
   /** Live migration, source: the pages of one round (and on the final round the device state; the vCPU stays paused). */
-  async migrateRound(round: number, final: boolean, throttle: number): Promise<{ pages: number; data: Uint8Array; state?: Uint8Array }> {
-    const m = await this.ask<Extract<FromRunner, { type: 'migrate-data' }>>((id) => ({ type: 'migrate-round', id, round, final, throttle }));
+  async migrateRound(round: number, final: boolean, throttle: number, relayHost?: string): Promise<{ pages: number; data: Uint8Array; state?: Uint8Array }> {
+    const m = await this.ask<Extract<FromRunner, { type: 'migrate-data' }>>((id) => ({ type: 'migrate-round', id, round, final, throttle, ...(relayHost ? { relayHost } : {}) }));
     if (m.error !== undefined || !(m.data instanceof Uint8Array)) throw new Error(m.error ?? 'no data');
     return { pages: m.pages, data: m.data, ...(m.state instanceof Uint8Array ? { state: m.state } : {}) };
   }

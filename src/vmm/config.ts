@@ -9,7 +9,8 @@ import type { BlockBackend } from '../devices/device.js';
 import type { MachineConfig } from '../machine/machine.js';
 import type { RunnerConfig } from './protocol.js';
 import type { NetBackend } from '../devices/device.js';
-import { openNetdev } from '../host/net/open.js';
+import { openNetdevMovable } from '../host/net/open.js';
+import type { MovableNet } from '../host/net/host.js';
 
 export const MIN_MEMORY = 4 << 20;
 export const MAX_MEMORY = 0xf000_0000;
@@ -112,15 +113,18 @@ export function macBytes(mac: string): Uint8Array {
   return b;
 }
 
-/** Open every NIC's backend; on an error the ones opened are closed. */
-export async function openNics(cfg: RunnerConfig): Promise<Array<{ backend: NetBackend; mac: Uint8Array }>> {
-  const out: Array<{ backend: NetBackend; mac: Uint8Array }> = [];
+/**
+ * Open every NIC's backend; on an error the ones opened are closed. `incoming`: a live
+ * migration's destination (user networks bind their forwarded ports when the state arrives).
+ */
+export async function openNics(cfg: RunnerConfig, opts: { incoming?: boolean } = {}): Promise<Array<{ backend: NetBackend; mac: Uint8Array; movable?: MovableNet }>> {
+  const out: Array<{ backend: NetBackend; mac: Uint8Array; movable?: MovableNet }> = [];
   try {
     for (const n of cfg.nics ?? []) {
       const mac = macBytes(n.mac);
-      let backend: NetBackend;
-      try { backend = await openNetdev(n.netdev); } catch (e) { throw new UserError((e as Error).message); }
-      out.push({ backend, mac });
+      let o: Awaited<ReturnType<typeof openNetdevMovable>>;
+      try { o = await openNetdevMovable(n.netdev, { deferListen: opts.incoming === true }); } catch (e) { throw new UserError((e as Error).message); }
+      out.push({ backend: o.backend, mac, ...(o.movable ? { movable: o.movable } : {}) });
     }
   } catch (e) {
     for (const n of out) n.backend.close();

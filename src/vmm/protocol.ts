@@ -78,7 +78,9 @@ export type ToRunner =
    * `final`: pause the vCPU first, drain the disks, and add the device state; the machine
    * stays paused until `migrate-end`. `throttle` (0..0.9): the share of time the vCPU is held (auto-converge).
    */
-  | { type: 'migrate-round'; id: number; round: number; final: boolean; throttle?: number }
+  | { type: 'migrate-round'; id: number; round: number; final: boolean; throttle?: number;
+    /** Final round: the address the destination reaches this host at; the user networks' TCP connections are relayed from it. */
+    relayHost?: string }
   /** Source: the destination runs the VM (ok: stop here) or the move failed (resume, untouched). */
   | { type: 'migrate-end'; ok: boolean }
   /** Destination: a page set (src/snapshot/pages.ts) into RAM; acknowledged with `migrate-ack`. */
@@ -135,7 +137,9 @@ export type FromRunner =
   /** The guest rebooted (a reset or a reboot request); the machine was rebuilt. */
   | { type: 'rebooted' }
   /** The machine ended for good; the runner exits after sending this. */
-  | { type: 'exit'; reason: ExitReason; code: number; message?: string };
+  | { type: 'exit'; reason: ExitReason; code: number; message?: string;
+    /** The VM moved, and this process stays to relay its user networks' TCP connections until they end: do not wait for it. */
+    relaying?: boolean };
 
 /**
  * One end of a message channel. Fits a child process (process.send / 'message') and a

@@ -21,11 +21,11 @@ const version = ((): string => {
 })();
 
 const host: RunnerHost = {
-  load: async (cfg) => {
+  load: async (cfg, opts) => {
     const base = loadBase(cfg, process.env);
     const disks = await openDrives(cfg);
     try {
-      return { base, disks, nics: await openNics(cfg) };
+      return { base, disks, nics: await openNics(cfg, opts) };
     } catch (e) {
       await Promise.allSettled(disks.map((d) => d.close()));
       throw e;
@@ -52,6 +52,7 @@ if (si >= 0 && process.argv[si + 1]) {
   // Nobody reads our stdio once the daemon is gone: a closed pipe must not end the VM.
   process.stdout.on('error', () => {});
   process.stderr.on('error', () => {});
+  host.holdExit = (done) => server.holdExitUntil(done);
   const server = new RunnerSocketServer(process.argv[si + 1], () => {
     const runner = new VmRunner(server, host);
     server.onConnect(() => runner.hello());

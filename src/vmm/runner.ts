@@ -7,6 +7,7 @@
  */
 import { Machine, BootError, type MachineConfig } from '../machine/machine.js';
 import type { BlockBackend, NetBackend } from '../devices/device.js';
+import type { MovableNet } from '../host/net/host.js';
 import { RateLimitedNet } from './limited-net.js';
 import { RateLimiter } from './rate-limiter.js';
 import { RateLimitedBlock } from './limited-block.js';
@@ -21,12 +22,17 @@ type RunnerHostDisks = Array<BlockBackend & { counters?: RunnerStats['disks'][nu
 
 export interface RunnerHost {
   /** Build the machine's configuration (files read, disks opened). Throws a clear Error. */
-  load(cfg: RunnerConfig): Promise<{
+  load(cfg: RunnerConfig, opts?: { incoming?: boolean }): Promise<{
     base: BaseConfig;
     disks: RunnerHostDisks;
-    /** NIC backends with their MACs, in cfg.nics order (absent: none). */
-    nics?: Array<{ backend: NetBackend; mac: Uint8Array }>;
+    /**
+     * NIC backends with their MACs, in cfg.nics order (absent: none); `movable`: the part
+     * whose state follows a live migration (a user network's connections).
+     */
+    nics?: Array<{ backend: NetBackend; mac: Uint8Array; movable?: MovableNet }>;
   }>;
+  /** The VM moved away and this process relays its connections until `done`: stay alive until then. */
+  holdExit?(done: Promise<void>): void;
   /**
    * Read the boot images (kernel, initrd, firmware) again, for a reboot. With it the runner
    * keeps no copy of them once the machine is built (tens of MiB for a distribution kernel),
@@ -78,6 +84,12 @@ export class VmRunner {
   private blocksIn = false;
   private limiters: RateLimiter[] = [];
   private nics: RateLimitedNet[] = [];
+  /** Per NIC, the state that follows a live migration (null: none). */
+  private movable: Array<MovableNet | null> = [];
+  /** Source: the networks were frozen in the final round. */
+  private netsFrozen = false;
+  /** Source: the moved connections are being relayed; the process stays until this settles. */
+  private relaying: Promise<void> | null = null;
   private pausedAt: number | null = null;
   private pausedTotal = 0;
   private icountBefore = 0;
@@ -117,7 +129,7 @@ export class VmRunner {
         this.incoming = m.incoming === true;
         void this.start(m.config, m.restore instanceof Uint8Array ? m.restore : null);
         return;
-      case 'migrate-round': void this.migrateRound(m.id, m.round, m.final, m.throttle ?? 0); return;
+      case 'migrate-round': void this.migrateRound(m.id, m.round, m.final, m.throttle ?? 0, typeof m.relayHost === 'string' ? m.relayHost : undefined); return;
       case 'migrate-end': this.migrateEnd(m.ok); return;
       case 'migrate-pages': void this.migratePages(m.id, m.data); return;
       case 'migrate-finish': void this.migrateFinish(m.id, m.state, m.pages); return;
@@ -211,16 +223,19 @@ export class VmRunner {
   private throttleTimer: ReturnType<typeof setTimeout> | null = null;
   private migrating = false;
 
-  private async migrateRound(id: number, round: number, final: boolean, throttle: number): Promise<void> {
+  private async migrateRound(id: number, round: number, final: boolean, throttle: number, relayHost?: string): Promise<void> {
     const m = this.machine;
     if (!m) { this.port.post({ type: 'migrate-data', id, pages: 0, error: 'the machine is not running' }); return; }
     try {
       this.migrating = true;
       this.setThrottle(final ? 0 : throttle);
-      let state: MachineState | null = null;
+      let state: (MachineState & { hostNet?: unknown[] }) | null = null;
       if (final) {
         m.pause();
         state = await m.snapshot({ ram: false });
+        // The user networks' state (their TCP connections, relayed from here) goes with the device state.
+        this.netsFrozen = true;
+        state.hostNet = await Promise.all(this.movable.map((n) => (n ? n.freeze(relayHost ?? '127.0.0.1') : null)));
       }
       const ram = m.board.bus.ram;
       // Round 0 sends everything (an earlier, failed attempt may have taken dirty marks).
@@ -296,9 +311,19 @@ export class VmRunner {
     this.migrating = false;
     if (this.copying === 'migration') { for (const d of this.tracked) d.stopTracking(); this.copying = null; this.pendingBlocks = []; }
     this.setThrottle(0);
-    if (!m) return;
-    if (ok) { m.stop(); return; }
-    if (this.pausedAt === null) m.resume(); // the move failed: carry on as if nothing happened
+    const frozen = this.netsFrozen;
+    this.netsFrozen = false;
+    if (ok) {
+      if (frozen) {
+        const moved = this.movable.map((n) => n?.commitMove());
+        this.relaying = Promise.allSettled(moved).then(() => undefined);
+      }
+      m?.stop();
+      return;
+    }
+    // The move failed: carry on as if nothing happened.
+    if (frozen) for (const n of this.movable) void n?.thaw().catch(() => { /* the port stays unbound; the guest still runs */ });
+    if (m && this.pausedAt === null) m.resume();
   }
 
   /** Destination: resolves once the incoming machine is built. */
@@ -322,9 +347,12 @@ export class VmRunner {
     const m = this.machine;
     try {
       if (!m || !this.incoming || !this.incomingReady || !(state instanceof Uint8Array)) throw new Error('not waiting for an incoming migration');
-      const s = fromJson(state) as MachineState;
+      const { hostNet, ...s } = fromJson(state) as MachineState & { hostNet?: unknown };
       // Copied disks (--copy-storage): what the guest flushed on the source is durable here before it runs.
       if (this.blocksIn) await Promise.all(this.tracked.map((d) => (d.readOnly ? undefined : d.inner.flush())));
+      // The user networks: their connections (relayed from the source) and their forwarded ports.
+      const nets = Array.isArray(hostNet) ? hostNet as unknown[] : [];
+      await Promise.all(this.movable.map((n, i) => n?.adopt(nets[i] ?? null)));
       if (pages instanceof Uint8Array) applyPages(pages, m.board.bus.ram);
       s.ram = { ...s.ram, bytes: m.board.bus.ram };
       m.load(s);
@@ -399,7 +427,7 @@ export class VmRunner {
       // Checked before anything is opened: a corrupt file or changed disks end the runner here.
       const header = restore ? readSnapshotHeader(restore) : null;
       if (header) this.host.checkDisks?.(header.disks, cfg);
-      loaded = await this.host.load(cfg);
+      loaded = await this.host.load(cfg, { incoming: this.incoming });
     } catch (e) {
       this.end('config', 1, e instanceof Error ? e.message : String(e));
       return;
@@ -409,6 +437,7 @@ export class VmRunner {
     try {
       this.limiters = loaded.disks.map(() => new RateLimiter(cfg.diskLimit ?? {}));
       this.nics = (loaded.nics ?? []).map((n) => new RateLimitedNet(n.backend, cfg.netLimit ?? {}));
+      this.movable = (loaded.nics ?? []).map((n) => n.movable ?? null);
     } catch (e) {
       for (const n of loaded.nics ?? []) n.backend.close();
       await this.closeDisks();
@@ -523,6 +552,7 @@ export class VmRunner {
     for (const l of this.limiters) l.close();
     for (const n of this.nics) n.close();
     this.nics = [];
+    this.movable = [];
     await Promise.allSettled(this.disks.map((d) => d.close()));
   }
 
@@ -531,7 +561,9 @@ export class VmRunner {
     this.ended = true;
     this.watchIdle(null);
     this.flushConsole();
-    this.port.post({ type: 'exit', reason, code, ...(message === undefined ? {} : { message }) });
+    const relaying = this.relaying !== null && this.host.holdExit !== undefined;
+    if (relaying) this.host.holdExit!(this.relaying!);
+    this.port.post({ type: 'exit', reason, code, ...(message === undefined ? {} : { message }), ...(relaying ? { relaying: true } : {}) });
     this.port.close();
   }
 }

@@ -167,15 +167,28 @@ export class RunnerSocketServer implements Port<ToRunner, FromRunner> {
   /** The runner does not end with a manager: nothing to report. */
   onClose(): void { /* a manager leaving is not the end */ }
 
-  /** The machine ended: let the manager read what was sent, then exit the process. */
+  private holdExit: Promise<void> | null = null;
+  private exiting = false;
+
+  /** The process outlives the machine until `p` settles (it relays a moved VM's connections). */
+  holdExitUntil(p: Promise<void>): void { this.holdExit = p; }
+
+  private exit(): void {
+    if (this.exiting) return;
+    this.exiting = true;
+    if (this.holdExit) void this.holdExit.finally(() => process.exit(0));
+    else process.exit(0);
+  }
+
+  /** The machine ended: let the manager read what was sent, then exit the process (see holdExitUntil). */
   close(): void {
     if (this.ending) return;
     this.ending = true;
     this.server.close();
     rmSync(this.path, { force: true });
     const s = this.sock;
-    if (!s || s.destroyed) { process.exit(0); return; }
-    s.end(() => process.exit(0));
-    setTimeout(() => process.exit(0), 2000).unref();
+    if (!s || s.destroyed) { this.exit(); return; }
+    s.end(() => this.exit());
+    setTimeout(() => this.exit(), 2000).unref();
   }
 }

@@ -79,6 +79,20 @@ export class DhcpServer {
     return this.leases.get(formatMac(mac));
   }
 
+  /** The leases as plain data (live migration). */
+  saveLeases(): Array<{ mac: string; ip: number }> {
+    return [...this.leases].map(([mac, ip]) => ({ mac, ip }));
+  }
+
+  /** Take moved leases; entries that are malformed or outside the pool are skipped. */
+  loadLeases(l: ReadonlyArray<{ mac: unknown; ip: unknown }>): void {
+    for (const e of l) {
+      if (typeof e?.mac !== 'string' || !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(e.mac) || typeof e.ip !== 'number') continue;
+      const off = (e.ip - this.cfg.firstAddr) >>> 0;
+      if (off < this.cfg.poolSize) this.leases.set(e.mac, e.ip);
+    }
+  }
+
   /** Handle one client message (UDP payload to port 67); the reply payload or null. */
   handle(d: Uint8Array): DhcpReply | null {
     const m = parse(d);

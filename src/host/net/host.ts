@@ -53,3 +53,53 @@ export interface HostNet {
   /** The host resolver's IPv4 addresses for a name (empty when unknown). */
   lookup(name: string): Promise<string[]>;
 }
+
+/**
+ * Live migration of a user network's TCP connections: the host sockets cannot leave the
+ * source process, so it keeps them and relays each one to the destination, which connects
+ * back (to `host`:`port`) with the connection's id and key. Nothing flows before `commit`.
+ */
+export interface HostTcpRelay {
+  readonly host: string;
+  readonly port: number;
+  /** Hold a frozen socket for the destination; `guestEnded`: the guest closed its side (nothing more is written to it). */
+  offer(h: HostTcp, id: number, key: Uint8Array, guestEnded: boolean): void;
+  /** The move is done: relay; resolves once every relayed connection has ended. */
+  commit(): Promise<void>;
+  /** The move failed: stop listening and drop the destination's connections; the held sockets are untouched. */
+  abort(): void;
+}
+
+/** How the destination's end of a relayed connection starts: magic, id (u32 LE), key. */
+export const RELAY_MAGIC = [0x54, 0x56, 0x52, 0x31]; // "TVR1"
+export const RELAY_KEY_BYTES = 16;
+export const RELAY_HEADER_BYTES = 4 + 4 + RELAY_KEY_BYTES;
+
+export function relayHeader(id: number, key: Uint8Array): Uint8Array {
+  const h = new Uint8Array(RELAY_HEADER_BYTES);
+  h.set(RELAY_MAGIC, 0);
+  new DataView(h.buffer).setUint32(4, id, true);
+  h.set(key, 8);
+  return h;
+}
+
+/** Hosts that can relay connections (Node); a browser's cannot. */
+export interface RelayingHostNet extends HostNet {
+  openRelay(host: string): Promise<HostTcpRelay>;
+}
+
+export function canRelay(h: HostNet): h is RelayingHostNet {
+  return typeof (h as Partial<RelayingHostNet>).openRelay === 'function';
+}
+
+/** A network backend whose state can follow a live migration (the user network). */
+export interface MovableNet {
+  /** Source, vCPU paused: the state to send (plain data); the host side holds still. */
+  freeze(relayHost: string): Promise<unknown>;
+  /** Source: the move failed; carry on. */
+  thaw(): Promise<void>;
+  /** Source: the move is done; resolves when nothing is relayed any more. */
+  commitMove(): Promise<void>;
+  /** Destination: take the state (null: none) and bind what the source let go of. */
+  adopt(state: unknown): Promise<void>;
+}

@@ -3,7 +3,8 @@ import { createSocket } from 'node:dgram';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
 import { createServer, Socket } from 'node:net';
-import type { AcceptedTcp, HostListener, HostNet, HostTcp, HostTcpEvents, HostUdp } from './host.js';
+import type { AcceptedTcp, HostListener, HostTcp, HostTcpEvents, HostTcpRelay, HostUdp, RelayingHostNet } from './host.js';
+import { TcpRelay } from './relay.js';
 
 /** Write through cork/uncork so the segments of one event-loop turn leave in one writev. */
 export function corkedWriter(sock: Socket): (d: Uint8Array) => void {
@@ -16,9 +17,12 @@ export function corkedWriter(sock: Socket): (d: Uint8Array) => void {
   };
 }
 
+/** The socket behind each HostTcp this module made (a live migration's relay takes it over). */
+const sockets = new WeakMap<HostTcp, Socket>();
+
 function wrap(sock: Socket): HostTcp {
   const write = corkedWriter(sock);
-  return {
+  const h: HostTcp = {
     write,
     buffered: () => sock.writableLength,
     pause: () => { sock.pause(); },
@@ -26,6 +30,8 @@ function wrap(sock: Socket): HostTcp {
     end: () => { if (!sock.destroyed) sock.end(); },
     destroy: () => { sock.destroy(); },
   };
+  sockets.set(h, sock);
+  return h;
 }
 
 function bind(sock: Socket, ev: HostTcpEvents): void {
@@ -38,7 +44,7 @@ function bind(sock: Socket, ev: HostTcpEvents): void {
   sock.on('close', () => ev.close(err));
 }
 
-export class NodeHostNet implements HostNet {
+export class NodeHostNet implements RelayingHostNet {
   tcpConnect(addr: string, port: number, ev: HostTcpEvents): HostTcp {
     const sock = new Socket({ allowHalfOpen: true });
     bind(sock, ev);
@@ -53,7 +59,9 @@ export class NodeHostNet implements HostNet {
         sock.setNoDelay(true);
         sock.on('error', () => undefined);
         const h = wrap(sock);
-        accept({ ...h, remoteAddress: sock.remoteAddress ?? '', remotePort: sock.remotePort ?? 0, start: (ev) => bind(sock, ev) });
+        const a: AcceptedTcp = { ...h, remoteAddress: sock.remoteAddress ?? '', remotePort: sock.remotePort ?? 0, start: (ev) => bind(sock, ev) };
+        sockets.set(a, sock);
+        accept(a);
       });
       srv.once('error', reject);
       srv.listen(port, addr, () => {
@@ -79,6 +87,10 @@ export class NodeHostNet implements HostNet {
         });
       });
     });
+  }
+
+  openRelay(host: string): Promise<HostTcpRelay> {
+    return TcpRelay.open(host, (h) => sockets.get(h));
   }
 
   async lookup(name: string): Promise<string[]> {

@@ -4,6 +4,7 @@
  * `pcap=FILE` wraps the result in a capture tap. Errors carry the spec's text.
  */
 import type { NetBackend, NetReceiver } from '../../devices/device.js';
+import type { MovableNet } from './host.js';
 import { parseNetdev, type NetdevSpec } from './netdev.js';
 import { NodeHostNet, pcapFileSink } from './node-host.js';
 import { PcapWriter, pcapTap } from './pcap.js';
@@ -77,11 +78,17 @@ async function openSwitch(spec: Extract<NetdevSpec, { type: 'switch' }>): Promis
   };
 }
 
-async function openSpec(spec: NetdevSpec): Promise<NetBackend> {
+export interface OpenOptions {
+  /** A live migration's destination: user networks bind their hostfwd ports only when they adopt the source's state. */
+  deferListen?: boolean;
+}
+
+async function openSpec(spec: NetdevSpec, opts: OpenOptions, movable: { net: MovableNet | null }): Promise<NetBackend> {
   switch (spec.type) {
     case 'user': {
       const un = new UserNet(new NodeHostNet(), spec.user);
-      try { await un.start(); } catch (e) { un.close(); throw e; }
+      try { await un.start({ listen: opts.deferListen !== true }); } catch (e) { un.close(); throw e; }
+      movable.net = un;
       return un;
     }
     case 'socket': {
@@ -110,13 +117,19 @@ async function openSpec(spec: NetdevSpec): Promise<NetBackend> {
 
 /** Parse and open a netdev (e.g. `user,hostfwd=tcp::8080-:80`); rejects with a message naming the spec. */
 export async function openNetdev(text: string): Promise<NetBackend> {
+  return (await openNetdevMovable(text)).backend;
+}
+
+/** openNetdev, and the part whose state can follow a live migration (a user network), if any. */
+export async function openNetdevMovable(text: string, opts: OpenOptions = {}): Promise<{ backend: NetBackend; movable: MovableNet | null }> {
   let spec: NetdevSpec;
   try { spec = parseNetdev(text); } catch (e) { throw new Error(`-netdev ${text}: ${(e as Error).message}`); }
   let b: NetBackend;
-  try { b = await openSpec(spec); } catch (e) { throw new Error(`-netdev ${text}: ${(e as Error).message}`); }
-  if (!spec.pcap) return b;
+  const movable: { net: MovableNet | null } = { net: null };
+  try { b = await openSpec(spec, opts, movable); } catch (e) { throw new Error(`-netdev ${text}: ${(e as Error).message}`); }
+  if (!spec.pcap) return { backend: b, movable: movable.net };
   let file: ReturnType<typeof pcapFileSink>;
   try { file = pcapFileSink(spec.pcap); } catch (e) { b.close(); throw new Error(`-netdev ${text}: pcap: ${(e as Error).message}`); }
   const tapped = pcapTap(b, new PcapWriter(file.sink));
-  return { ...tapped, close: () => { tapped.close(); file.close(); } };
+  return { backend: { ...tapped, close: () => { tapped.close(); file.close(); } }, movable: movable.net };
 }

@@ -16,10 +16,10 @@ import { ArpPacket, ARP_REPLY, ARP_REQUEST, buildArp, parseArp } from './arp.js'
 import { DhcpServer, DHCP_CLIENT_PORT, DHCP_SERVER_PORT } from './dhcp.js';
 import { DnsService } from './dns.js';
 import { BROADCAST_MAC, ETH_HLEN, ETH_MAX_FRAME, ETHERTYPE_ARP, ETHERTYPE_IPV4, etherType, isBroadcastOrMulticast, macEquals } from './ethernet.js';
-import type { AcceptedTcp, HostListener, HostNet, HostUdp } from './host.js';
+import { canRelay, relayHeader, RELAY_KEY_BYTES, type AcceptedTcp, type HostListener, type HostNet, type HostTcpRelay, type HostUdp, type MovableNet } from './host.js';
 import { echoReply } from './icmp.js';
 import { IP_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ipToString, l4ChecksumOk, parseIp, parseIpv4, type Ipv4Packet } from './ipv4.js';
-import { parseTcp, resetFor, State, SYN, ACK, TCP_HLEN, TcpConn, type TcpNetwork, type TcpSegment } from './tcp.js';
+import { checkTcpConnState, parseTcp, resetFor, State, SYN, ACK, TCP_HLEN, TcpConn, type TcpConnState, type TcpNetwork, type TcpSegment } from './tcp.js';
 import { buildUdpFrame, parseUdp } from './udp.js';
 
 export interface HostFwd {
@@ -79,7 +79,7 @@ export interface UserNetStats {
 
 interface UdpAssoc { sock: Promise<HostUdp>; guestIp: number; guestPort: number; lastUsed: number }
 
-export class UserNet implements NetBackend, TcpNetwork {
+export class UserNet implements NetBackend, TcpNetwork, MovableNet {
   readonly cfg: UserNetConfig;
   readonly ourMac: Uint8Array;
   private nic: NetReceiver | null = null;
@@ -113,10 +113,30 @@ export class UserNet implements NetBackend, TcpNetwork {
     this.dns = new DnsService(hostNet, this.cfg.dnsUpstream);
   }
 
-  /** Open the hostfwd listeners; rejects (with the address) if a host port is taken. */
-  async start(): Promise<void> {
+  /**
+   * Start, and open the hostfwd listeners (rejects, with the address, if a host port is
+   * taken). `listen: false`: not yet (a live migration's destination binds them in `adopt`,
+   * once the source let go of them).
+   */
+  async start(opts: { listen?: boolean } = {}): Promise<void> {
     this.sweep = setInterval(() => this.sweepUdp(), 10_000);
     (this.sweep as { unref?: () => void }).unref?.();
+    if (opts.listen !== false) await this.listen();
+  }
+
+  /** Open the hostfwd listeners; on a failure the ones opened are closed again. */
+  private async listen(): Promise<void> {
+    try { await this.listenAll(); } catch (e) { this.unlisten(); throw e; }
+  }
+
+  private unlisten(): void {
+    for (const l of this.listeners) l.close();
+    for (const u of this.udpFwd) u.sock.close();
+    this.listeners.length = 0;
+    this.udpFwd.length = 0;
+  }
+
+  private async listenAll(): Promise<void> {
     for (const f of this.cfg.hostfwd) {
       try {
         if (f.proto === 'tcp') this.listeners.push(await this.hostNet.tcpListen(f.hostAddr, f.hostPort, (s) => this.acceptFwd(f, s)));
@@ -346,6 +366,96 @@ export class UserNet implements NetBackend, TcpNetwork {
     s.start(conn);
   }
 
+  // ---- live migration (MovableNet) ----
+
+  private frozen: { conns: TcpConn[]; relay: HostTcpRelay | null } | null = null;
+
+  /**
+   * Source, the vCPU paused: stop the host side and describe the network as plain data:
+   * the ARP table, the DHCP leases and the TCP connections that can move; their host
+   * sockets are paused and offered to a relay on `relayHost`, which the destination
+   * connects back to. The hostfwd ports are let go, so a destination on this host can bind
+   * them. Nothing is lost if the move fails: `thaw` puts everything back.
+   */
+  async freeze(relayHost: string): Promise<UserNetMoveState> {
+    if (this.frozen) throw new Error('user network: already frozen');
+    const movable: TcpConn[] = [];
+    for (const l of this.conns.values()) for (const c of l) if (c.movable) movable.push(c);
+    const withHost = movable.filter((c) => c.host !== null && !c.hostClosed);
+    let relay: HostTcpRelay | null = null;
+    if (withHost.length > 0) {
+      if (!canRelay(this.hostNet)) throw new Error('user network: this host cannot relay TCP connections');
+      relay = await this.hostNet.openRelay(relayHost);
+    }
+    const conns: UserNetMoveState['conns'] = [];
+    for (const [id, c] of movable.entries()) {
+      const st = c.save();
+      if (relay && c.host && !c.hostClosed) {
+        const key = crypto.getRandomValues(new Uint8Array(RELAY_KEY_BYTES));
+        relay.offer(c.host, id, key, c.guestEnded);
+        conns.push({ conn: st, relay: { id, key } });
+      } else conns.push({ conn: st, relay: null });
+    }
+    this.frozen = { conns: movable, relay };
+    this.unlisten();
+    return {
+      version: 1,
+      arp: [...this.arpTable].map(([ip, mac]) => ({ ip, mac: mac.slice() })),
+      leases: this.dhcp.saveLeases(),
+      relay: relay ? { host: relay.host, port: relay.port } : null,
+      conns,
+    };
+  }
+
+  /** Source: the move failed; the connections carry on here and the hostfwd ports are bound again. */
+  async thaw(): Promise<void> {
+    const f = this.frozen;
+    if (!f) return;
+    this.frozen = null;
+    f.relay?.abort();
+    for (const c of f.conns) c.thaw();
+    if (this.closed) return;
+    // A destination on this host may still hold the ports for a moment.
+    for (let i = 0; ; i++) {
+      try { await this.listen(); return; } catch (e) {
+        if (i >= 50 || this.closed) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  /** Source: the move is done; the relay owns the moved sockets. Resolves when the last relayed connection ended. */
+  commitMove(): Promise<void> {
+    const f = this.frozen;
+    if (!f) return Promise.resolve();
+    this.frozen = null;
+    for (const c of f.conns) c.handOff();
+    return f.relay ? f.relay.commit() : Promise.resolve();
+  }
+
+  /**
+   * Destination, before the guest runs: take the source's network (null: nothing came, a
+   * fresh network), connect each moved connection's host side to the source's relay, and
+   * bind the hostfwd ports (throws if one cannot be bound: the move then fails cleanly).
+   */
+  async adopt(raw: unknown): Promise<void> {
+    if (raw !== null && raw !== undefined) {
+      const st = checkMoveState(raw);
+      for (const a of st.arp) this.arpTable.set(a.ip, a.mac);
+      this.dhcp.loadLeases(st.leases);
+      for (const m of st.conns) {
+        const c = TcpConn.restore(this, m.conn, (conn) => {
+          if (!m.relay || !st.relay) return null;
+          const h = this.hostNet.tcpConnect(st.relay.host, st.relay.port, conn);
+          h.write(relayHeader(m.relay.id, m.relay.key));
+          return h;
+        });
+        this.addConn(c);
+      }
+    }
+    await this.listen();
+  }
+
   /** Send an ARP request so a guest we have not heard from answers (hostfwd before any guest traffic). */
   probeGuest(ip: number): void {
     this.toGuest(buildArp(ARP_REQUEST, this.ourMac, this.cfg.host, null, ip));
@@ -353,6 +463,8 @@ export class UserNet implements NetBackend, TcpNetwork {
 
   close(): void {
     if (this.closed) return;
+    this.frozen?.relay?.abort();
+    this.frozen = null;
     for (const l of [...this.conns.values()]) for (const c of [...l]) c.destroy();
     this.closed = true;
     for (const l of this.listeners) l.close();
@@ -363,4 +475,41 @@ export class UserNet implements NetBackend, TcpNetwork {
     if (this.sweep) clearInterval(this.sweep);
     this.rxQueue.length = 0;
   }
+}
+
+/** A user network as plain data, for live migration (UserNet.freeze / adopt). */
+export interface UserNetMoveState {
+  version: 1;
+  arp: Array<{ ip: number; mac: Uint8Array }>;
+  leases: Array<{ mac: string; ip: number }>;
+  /** Where the source relays the connections from (null: none to relay). */
+  relay: { host: string; port: number } | null;
+  conns: Array<{ conn: TcpConnState; relay: { id: number; key: Uint8Array } | null }>;
+}
+
+/** Check a moved network's state (it crossed the network between daemons); throws a clear Error. */
+export function checkMoveState(x: unknown): UserNetMoveState {
+  const o = x as Partial<UserNetMoveState> | null;
+  if (typeof o !== 'object' || o === null || o.version !== 1) throw new Error('user network state: not version 1');
+  if (!Array.isArray(o.arp) || o.arp.length > 256) throw new Error('user network state: arp is not a list');
+  for (const a of o.arp) {
+    if (typeof a?.ip !== 'number' || !Number.isInteger(a.ip) || a.ip < 0 || a.ip > 0xffffffff || !(a.mac instanceof Uint8Array) || a.mac.length !== 6) throw new Error('user network state: a malformed ARP entry');
+  }
+  if (!Array.isArray(o.leases) || o.leases.length > 256) throw new Error('user network state: leases is not a list');
+  if (o.relay !== null && (typeof o.relay?.host !== 'string' || o.relay.host.length > 255 || !Number.isInteger(o.relay.port) || o.relay.port < 1 || o.relay.port > 0xffff)) {
+    throw new Error('user network state: a malformed relay address');
+  }
+  if (!Array.isArray(o.conns) || o.conns.length > LIMITS.maxConnections) throw new Error('user network state: conns is not a list within the connection limit');
+  const ids = new Set<number>();
+  for (const m of o.conns) {
+    if (typeof m !== 'object' || m === null) throw new Error('user network state: a malformed connection');
+    checkTcpConnState(m.conn);
+    if (m.relay !== null) {
+      const r = m.relay as { id?: unknown; key?: unknown } | undefined;
+      if (o.relay === null || typeof r?.id !== 'number' || !Number.isInteger(r.id) || r.id < 0 || r.id > 0xffffffff || ids.has(r.id)
+        || !(r.key instanceof Uint8Array) || r.key.length !== RELAY_KEY_BYTES) throw new Error('user network state: a malformed relay entry');
+      ids.add(r.id);
+    }
+  }
+  return o as UserNetMoveState;
 }

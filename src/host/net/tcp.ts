@@ -104,6 +104,8 @@ export class TcpConn implements HostTcpEvents {
   state: State;
   host: HostTcp | null = null;
   private hostGone = false;
+  /** The guest's FIN was passed on: nothing more is written to the host. */
+  private hostWriteEnded = false;
   /** True between a guest SYN and the host socket's connect. */
   connecting = false;
 
@@ -181,6 +183,71 @@ export class TcpConn implements HostTcpEvents {
   }
 
   attachHost(h: HostTcp): void { this.host = h; }
+
+  /**
+   * Whether a live migration can carry this connection: synchronized and not closing
+   * (half-open ones are left to the guest's retransmitted SYN; closing ones end on their own).
+   */
+  get movable(): boolean {
+    return this.state === State.Established || this.state === State.CloseWait || this.state === State.FinWait1 || this.state === State.FinWait2;
+  }
+
+  /** The connection as plain data (live migration); the connection itself is not changed. */
+  save(): TcpConnState {
+    const sendBuf = new Uint8Array(this.bufBytes);
+    this.copyOut(0, this.bufBytes, sendBuf, 0);
+    return {
+      guestIp: this.guestIp, guestPort: this.guestPort, remoteIp: this.remoteIp, remotePort: this.remotePort, state: this.state,
+      iss: this.iss, sndUna: this.sndUna, sndNxt: this.sndNxt, sndMax: this.sndMax, sndWnd: this.sndWnd, maxSndWnd: this.maxSndWnd,
+      sndWl1: this.sndWl1, sndWl2: this.sndWl2, sndShift: this.sndShift, rcvShift: this.rcvShift, rcvNxt: this.rcvNxt, mss: this.mss,
+      cwnd: this.cwnd, ssthresh: this.ssthresh, rto: this.rto, srtt: this.srtt, rttvar: this.rttvar,
+      finQueued: this.finQueued, finSeq: this.finSeq, sendBuf, ooo: this.ooo.map((e) => ({ seq: e.seq, data: e.data.slice() })),
+      hostGone: this.hostGone, hostWriteEnded: this.hostWriteEnded,
+    };
+  }
+
+  /**
+   * A connection carried by a live migration (`st` checked by checkTcpConnState). `host`:
+   * its host side here (null when that side was gone). What was in flight to the guest is
+   * sent again at once (go-back-N): frames queued on the source never reached it.
+   */
+  static restore(net: TcpNetwork, st: TcpConnState, connect: (c: TcpConn) => HostTcp | null): TcpConn {
+    const c = new TcpConn(net, st.guestIp, st.guestPort, st.remoteIp, st.remotePort, st.state);
+    const host = st.hostGone ? null : connect(c);
+    c.iss = st.iss; c.sndUna = st.sndUna; c.sndNxt = st.sndNxt; c.sndMax = st.sndMax; c.sndWnd = st.sndWnd; c.maxSndWnd = st.maxSndWnd;
+    c.sndWl1 = st.sndWl1; c.sndWl2 = st.sndWl2; c.sndShift = st.sndShift; c.rcvShift = st.rcvShift; c.rcvNxt = st.rcvNxt; c.mss = st.mss;
+    c.cwnd = st.cwnd; c.ssthresh = st.ssthresh; c.rto = st.rto; c.srtt = st.srtt; c.rttvar = st.rttvar;
+    c.finQueued = st.finQueued; c.finSeq = st.finSeq;
+    if (st.sendBuf.length > 0) { c.chunks = [st.sendBuf]; c.bufBytes = st.sendBuf.length; }
+    c.ooo = st.ooo.map((e) => ({ seq: e.seq, data: e.data }));
+    c.oooBytes = st.ooo.reduce((a, e) => a + e.data.length, 0);
+    c.hostGone = st.hostGone || host === null;
+    c.hostWriteEnded = st.hostWriteEnded;
+    c.host = host;
+    if (host && c.bufBytes >= SEND_BUF) { c.hostPaused = true; host.pause(); }
+    if (c.sndNxt !== c.sndUna) { c.sndNxt = c.sndUna; c.recovering = false; }
+    c.sendAck(); // the guest learns our window at once
+    c.output();
+    return c;
+  }
+
+  /** The host socket is gone (closed both ways, or never there). */
+  get hostClosed(): boolean { return this.hostGone; }
+
+  /** A live migration failed: the host side flows again (unless our own flow control holds it). */
+  thaw(): void {
+    if (this.host && !this.hostGone && !this.hostPaused) this.host.resume();
+  }
+
+  /** Let go of the host side without closing it (it was handed to a relay); the connection is forgotten. */
+  handOff(): void {
+    this.host = null;
+    this.hostGone = true;
+    this.destroy();
+  }
+
+  /** Whether the guest ended its sending side (the host side must not be written to). */
+  get guestEnded(): boolean { return this.hostWriteEnded; }
 
   /** Whether this connection counts as half-open (for the SYN-flood bound). */
   get halfOpen(): boolean { return this.state === State.SynRcvd || this.state === State.SynSent; }
@@ -295,6 +362,7 @@ export class TcpConn implements HostTcpEvents {
     if ((s.flags & FIN) && ((s.seq + s.dataLen) >>> 0) === this.rcvNxt) {
       this.rcvNxt = (this.rcvNxt + 1) >>> 0;
       if (this.host && !this.hostGone) this.host.end();
+      this.hostWriteEnded = true;
       if (this.state === State.Established) this.state = State.CloseWait;
       else if (this.state === State.FinWait1) this.state = this.finAcked() ? State.TimeWait : State.Closing;
       else if (this.state === State.FinWait2) this.state = State.TimeWait;
@@ -651,4 +719,56 @@ export function resetFor(net: TcpNetwork, ip: Ipv4Packet, s: TcpSegment): void {
   fr[o + 12] = 5 << 4; fr[o + 13] = flags;
   setL4Checksum(fr, o, l4Len, ip.dst, ip.src, IPPROTO_TCP, 16);
   net.toGuest(fr);
+}
+
+/** A TCP connection as plain data, for live migration (TcpConn.save / restore). */
+export interface TcpConnState {
+  guestIp: number; guestPort: number; remoteIp: number; remotePort: number; state: State;
+  iss: number; sndUna: number; sndNxt: number; sndMax: number; sndWnd: number; maxSndWnd: number;
+  sndWl1: number; sndWl2: number; sndShift: number; rcvShift: number; rcvNxt: number; mss: number;
+  cwnd: number; ssthresh: number; rto: number; srtt: number; rttvar: number;
+  finQueued: boolean; finSeq: number | null;
+  /** Host data the guest has not acknowledged yet, from sndUna. */
+  sendBuf: Uint8Array;
+  /** Guest segments held ahead of a hole. */
+  ooo: Array<{ seq: number; data: Uint8Array }>;
+  hostGone: boolean; hostWriteEnded: boolean;
+}
+
+const U32_FIELDS = ['guestIp', 'remoteIp', 'iss', 'sndUna', 'sndNxt', 'sndMax', 'sndWl1', 'sndWl2', 'rcvNxt'] as const;
+
+/** Check migrated connection state from another process; throws an Error naming the field. */
+export function checkTcpConnState(x: unknown): TcpConnState {
+  if (typeof x !== 'object' || x === null) throw new Error('tcp connection: not an object');
+  const o = x as Record<string, unknown>;
+  const int = (k: string, lo: number, hi: number): void => {
+    const v = o[k];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw new Error(`tcp connection: ${k} ${String(v)} is not an integer in [${lo}, ${hi}]`);
+  };
+  const num = (k: string, lo: number, hi: number): void => {
+    const v = o[k];
+    if (typeof v !== 'number' || !(v >= lo && v <= hi)) throw new Error(`tcp connection: ${k} ${String(v)} is out of range`);
+  };
+  for (const k of U32_FIELDS) int(k, 0, 0xffffffff);
+  int('guestPort', 1, 0xffff); int('remotePort', 1, 0xffff);
+  int('state', 0, State.Closed);
+  if (o.state !== State.Established && o.state !== State.CloseWait && o.state !== State.FinWait1 && o.state !== State.FinWait2) throw new Error(`tcp connection: state ${String(o.state)} cannot move`);
+  int('sndWnd', 0, 0x3fffffff); int('maxSndWnd', 0, 0x3fffffff); int('sndShift', 0, 14); int('rcvShift', 0, 14);
+  int('mss', 64, 65535); int('cwnd', 1, 4 * SEND_BUF); int('ssthresh', 1, 0x7fffffff);
+  num('rto', RTO_MIN, RTO_MAX); num('srtt', 0, RTO_MAX); num('rttvar', 0, RTO_MAX);
+  for (const k of ['finQueued', 'hostGone', 'hostWriteEnded']) if (typeof o[k] !== 'boolean') throw new Error(`tcp connection: ${k} is not a boolean`);
+  if (o.finSeq !== null) int('finSeq', 0, 0xffffffff);
+  if (!(o.sendBuf instanceof Uint8Array) || o.sendBuf.length > SEND_BUF + 0x10000) throw new Error('tcp connection: sendBuf is not bytes within the send buffer');
+  if (!Array.isArray(o.ooo) || o.ooo.length > 1024) throw new Error('tcp connection: ooo is not a list');
+  let oooBytes = 0;
+  for (const e of o.ooo as unknown[]) {
+    const q = e as { seq?: unknown; data?: unknown } | null;
+    if (typeof q !== 'object' || q === null || typeof q.seq !== 'number' || !Number.isInteger(q.seq) || q.seq < 0 || q.seq > 0xffffffff || !(q.data instanceof Uint8Array)) throw new Error('tcp connection: a malformed ooo segment');
+    oooBytes += q.data.length;
+  }
+  if (oooBytes > RCV_BUF) throw new Error('tcp connection: ooo holds more than the receive buffer');
+  const u = o as unknown as TcpConnState;
+  // In-flight data lies within what is buffered (plus a FIN).
+  if (((u.sndMax - u.sndUna) >>> 0) > u.sendBuf.length + 1 || ((u.sndNxt - u.sndUna) >>> 0) > ((u.sndMax - u.sndUna) >>> 0)) throw new Error('tcp connection: send sequence numbers beyond the buffered data');
+  return u;
 }
