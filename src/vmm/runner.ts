@@ -350,12 +350,13 @@ export class VmRunner {
       const { hostNet, ...s } = fromJson(state) as MachineState & { hostNet?: unknown };
       // Copied disks (--copy-storage): what the guest flushed on the source is durable here before it runs.
       if (this.blocksIn) await Promise.all(this.tracked.map((d) => (d.readOnly ? undefined : d.inner.flush())));
-      // The user networks: their connections (relayed from the source) and their forwarded ports.
-      const nets = Array.isArray(hostNet) ? hostNet as unknown[] : [];
-      await Promise.all(this.movable.map((n, i) => n?.adopt(nets[i] ?? null)));
       if (pages instanceof Uint8Array) applyPages(pages, m.board.bus.ram);
       s.ram = { ...s.ram, bytes: m.board.bus.ram };
-      m.load(s);
+      m.load(s as MachineState);
+      // The user networks, once the NICs have their queues back (frames go straight in): their
+      // connections (relayed from the source) and their forwarded ports.
+      const nets = Array.isArray(hostNet) ? hostNet as unknown[] : [];
+      await Promise.all(this.movable.map((n, i) => n?.adopt(nets[i] ?? null)));
       this.port.post({ type: 'migrate-ack', id });
       const go = this.incomingReady;
       this.incomingReady = null;
