@@ -5,7 +5,7 @@
  * are kept until the page goes away, never written back. No Node APIs.
  */
 import type { BlockBackend } from '../devices/device.js';
-import type { MachineConfig } from '../machine/machine.js';
+import { DEFAULT_JIT_THRESHOLD, type MachineConfig } from '../machine/machine.js';
 import { MemFile } from '../host/storage/file.js';
 import { RawDisk } from '../host/storage/raw.js';
 import type { RunnerConfig } from './protocol.js';
@@ -22,7 +22,7 @@ const QCOW2_MAGIC = 0x514649fb;
 export interface BrowserHostOptions {
   /** Used when the config names no kernel (the runner's "default guest"). */
   defaultGuest?: { kernel: string; initrd?: string; append?: string };
-  /** The translator's threshold (MachineConfig.jitThreshold); absent: the interpreter. */
+  /** The translator's threshold (MachineConfig.jitThreshold); absent: the default (Infinity: the interpreter alone). */
   jitThreshold?: number;
   /** Injected for tests; default globalThis.fetch. */
   fetch?: (url: string) => Promise<Response>;
@@ -71,8 +71,8 @@ export class BrowserRunnerHost implements RunnerHost {
     return {
       base: {
         memoryBytes: cfg.memoryBytes, bios, kernel, initrd, append: append ?? '',
-        // The interpreter unless asked: the translator needs 'wasm-unsafe-eval' in the page's CSP.
-        jitThreshold: this.opts.jitThreshold ?? Infinity,
+        // The translator, as everywhere (the page's CSP must allow 'wasm-unsafe-eval').
+        jitThreshold: this.opts.jitThreshold ?? DEFAULT_JIT_THRESHOLD,
       },
       disks,
     };

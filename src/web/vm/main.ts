@@ -91,7 +91,7 @@ function fillForm(q: URLSearchParams): void {
   field('disk').value = q.get('disk') ?? '';
   field('mem').value = q.get('mem') ?? String(DEFAULTS.memMiB);
   field('append').value = q.get('append') ?? DEFAULTS.append;
-  field('jit').checked = q.get('jit') !== null && q.get('jit') !== 'off';
+  field('jit').checked = q.get('jit') !== 'off'; // the translator unless asked not to
 }
 
 /** A picked file wins over the URL beside it; blob: URLs are same-origin for the worker. */
@@ -122,7 +122,7 @@ function boot(): void {
     if (v !== '' && !field(`${n}-file`)?.files?.length) q.set(n, v);
   }
   q.set('mem', String(memMiB));
-  if (field('jit').checked) q.set('jit', 'on');
+  if (!field('jit').checked) q.set('jit', 'off');
   history.replaceState(null, '', `?${q}`);
   launch(config, blobs, null);
 }
@@ -131,7 +131,7 @@ function boot(): void {
 function launch(config: RunnerConfig, blobs: string[], restore: Session['restore']): void {
   // Host settings travel in the worker's URL, as a runner process gets its environment.
   const workerUrl = new URL('worker.js', import.meta.url);
-  if (field('jit').checked) workerUrl.searchParams.set('jit', '50');
+  if (!field('jit').checked) workerUrl.searchParams.set('jit', 'off');
   const worker = new Worker(workerUrl, { type: 'module', name: 'typevisor-vm' });
   const port = new WorkerPort<FromRunner, ToRunner>(worker);
   const s: Session = {
@@ -346,7 +346,7 @@ restoreInput.addEventListener('change', () => {
   const file = restoreInput.files?.[0];
   if (!file) return;
   restoreInput.value = '';
-  history.replaceState(null, '', `?boot=0${field('jit').checked ? '&jit=on' : ''}`);
+  history.replaceState(null, '', `?boot=0${field('jit').checked ? '' : '&jit=off'}`);
   void restoreFrom(`'${file.name}'`, async () => new Uint8Array(await file.arrayBuffer()));
   term.focus();
 });
