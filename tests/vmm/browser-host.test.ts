@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
 import { BrowserRunnerHost } from '../../src/vmm/browser-host.js';
 import type { RunnerConfig } from '../../src/vmm/protocol.js';
+import { DEFAULT_JIT_THRESHOLD } from '../../src/machine/machine.js';
 
 const MiB = 1 << 20;
 
@@ -45,7 +46,9 @@ test('no kernel: the default guest, with its command line', async () => {
   assert.deepEqual(base.kernel, new Uint8Array([1, 2, 3]));
   assert.deepEqual(base.initrd, new Uint8Array([4]));
   assert.equal(base.append, 'console=ttyS0');
-  assert.equal(base.jitThreshold, Infinity, 'the interpreter unless the page asks for the translator');
+  assert.equal(base.jitThreshold, DEFAULT_JIT_THRESHOLD, 'the translator unless the page asks for the interpreter');
+  const interp = await host({ 'http://x/k': new Uint8Array([1]) }, { defaultGuest: { kernel: 'http://x/k' }, jitThreshold: Infinity }).load(cfg({}));
+  assert.equal(interp.base.jitThreshold, Infinity);
   await assert.rejects(host({}).load(cfg({})), /no kernel given and no default guest/);
 });
 
