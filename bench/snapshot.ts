@@ -138,7 +138,7 @@ export async function benchSnapshot(): Promise<Row[]> {
             const save = (performance.now() - t0) / 1000;
             const fresh = new Machine({ ...cfg(), initrd: null });
             const t1 = performance.now();
-            const snap = await decodeSnapshot(bytes, { into: fresh.board.bus.ram });
+            const snap = await decodeSnapshot(bytes, { into: fresh.board.bus.ram, intoWritten: fresh.ramWritten() });
             const t2 = performance.now();
             fresh.load(snap.state);
             const restore = (performance.now() - t1) / 1000;

@@ -347,7 +347,7 @@ async function cmdRun(argvIn: readonly string[], io: CliIo): Promise<number> {
       vio.attach(m);
       if (!first || !restore) return;
       try {
-        const snap = await decodeSnapshot(restore.bytes, { into: m.board.bus.ram });
+        const snap = await decodeSnapshot(restore.bytes, { into: m.board.bus.ram, intoWritten: m.ramWritten() });
         m.load(snap.state);
       } catch (e) {
         throw new UserError(`--restore ${restoreFile ?? ''}: ${e instanceof SnapshotError ? '' : 'cannot load: '}${(e as Error).message}`);

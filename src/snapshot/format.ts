@@ -221,6 +221,14 @@ export interface DecodeOptions {
    * discarded if decoding fails.
    */
   into?: Uint8Array;
+  /**
+   * With `into`: the byte ranges [start, end) of it that may hold non-zero bytes (a machine
+   * that has not run: what its loaders wrote, `Machine.ramWritten()`); the rest is known to
+   * be zero, so the snapshot's zero pages there are neither read nor written. Absent, every
+   * such page is read to check it (reading untouched memory costs the host a page fault per
+   * page: 40–60 ms for 128 MiB).
+   */
+  intoWritten?: ReadonlyArray<readonly [number, number]> | null;
 }
 
 /** Read a whole snapshot: every check passes before the state is returned. */
@@ -229,8 +237,14 @@ export async function decodeSnapshot(bytes: Uint8Array, opts: DecodeOptions = {}
   const header = parseHeader(list);
   if (opts.into && opts.into.length !== header.memoryBytes) throw new SnapshotError(`snapshot has ${header.memoryBytes} bytes of RAM, the machine ${opts.into.length}`);
   const ram = opts.into ?? new Uint8Array(header.memoryBytes);
-  const zeroFill = opts.into !== undefined;
   const pages = header.memoryBytes / PAGE;
+  // Pages of `into` that may be non-zero (1): a snapshot's zero page clears them; null: none.
+  let zeroFill: Uint8Array | null = null;
+  if (opts.into) {
+    zeroFill = new Uint8Array(pages);
+    if (!opts.intoWritten) zeroFill.fill(1);
+    else for (const [a, b] of opts.intoWritten) zeroFill.fill(1, Math.max(0, Math.floor(a / PAGE)), Math.min(pages, Math.ceil(b / PAGE)));
+  }
   let mach: Section | null = null;
   const work: Array<Promise<void>> = [];
   const seen = new Uint8Array(Math.ceil(pages / CHUNK_PAGES));
@@ -264,7 +278,7 @@ export async function decodeSnapshot(bytes: Uint8Array, opts: DecodeOptions = {}
   if (zeroFill) {
     // Chunks with no RAM section are all zero.
     for (let c = 0; c < seen.length; c++) {
-      if (!seen[c]) for (let p = c * CHUNK_PAGES; p < Math.min(pages, (c + 1) * CHUNK_PAGES); p++) zeroPage(ram, p);
+      if (!seen[c]) for (let p = c * CHUNK_PAGES; p < Math.min(pages, (c + 1) * CHUNK_PAGES); p++) if (zeroFill[p]) zeroPage(ram, p);
     }
   }
   await Promise.all(work);
@@ -276,7 +290,7 @@ export async function decodeSnapshot(bytes: Uint8Array, opts: DecodeOptions = {}
   return { header, state, format: { major, minor } };
 }
 
-async function unpackRam(p: Uint8Array, ram: Uint8Array, first: number, n: number, zeroFill: boolean): Promise<void> {
+async function unpackRam(p: Uint8Array, ram: Uint8Array, first: number, n: number, zeroFill: Uint8Array | null): Promise<void> {
   const bl = (n + 7) >> 3;
   if (p.length < 16 + bl) throw new SnapshotError('corrupt: RAM section too short');
   const bitmap = p.subarray(16, 16 + bl);
@@ -286,8 +300,18 @@ async function unpackRam(p: Uint8Array, ram: Uint8Array, first: number, n: numbe
   if (rawLen !== nonZero * PAGE) throw new SnapshotError(`corrupt: RAM section at page ${first} holds ${rawLen} bytes for ${nonZero} pages`);
   const data = await inflated(p[8], p.subarray(16 + bl), rawLen, `RAM at page ${first}`);
   let o = 0;
-  for (let i = 0; i < n; i++) {
-    if (bitmap[i >> 3] & (1 << (i & 7))) { ram.set(data.subarray(o, o + PAGE), (first + i) * PAGE); o += PAGE; } else if (zeroFill) zeroPage(ram, first + i);
+  for (let i = 0; i < n;) {
+    if (bitmap[i >> 3] & (1 << (i & 7))) {
+      // A run of non-zero pages: one copy.
+      let j = i + 1;
+      while (j < n && bitmap[j >> 3] & (1 << (j & 7))) j++;
+      ram.set(data.subarray(o, o + (j - i) * PAGE), (first + i) * PAGE);
+      o += (j - i) * PAGE;
+      i = j;
+    } else {
+      if (zeroFill && zeroFill[first + i]) zeroPage(ram, first + i);
+      i++;
+    }
   }
 }
 

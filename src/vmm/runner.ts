@@ -447,7 +447,7 @@ export class VmRunner {
         }
         if (first && restore) {
           try {
-            m.load((await decodeSnapshot(restore, { into: m.board.bus.ram })).state);
+            m.load((await decodeSnapshot(restore, { into: m.board.bus.ram, intoWritten: m.ramWritten() })).state);
           } catch (e) {
             await this.closeDisks();
             this.end('config', 1, `restore: ${(e as Error).message}`);

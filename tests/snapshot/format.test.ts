@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, SnapshotError, type SnapshotHeader } from '../../src/snapshot/format.js';
-import { crc32c } from '../../src/snapshot/crc32c.js';
+import { crc32c, crc32cJs, crc32cKernel } from '../../src/snapshot/crc32c.js';
 import type { MachineState } from '../../src/machine/machine.js';
 import { repoRoot } from '../lib/toolchain.js';
 import { prng } from '../lib/prng.js';
@@ -47,6 +47,27 @@ test('CRC-32C matches the standard check value and is incremental', () => {
   assert.equal(crc32c(big), ~slow >>> 0);
 });
 
+test('the WebAssembly CRC-32C kernel agrees with the JavaScript one on random inputs, lengths, offsets and chunkings', () => {
+  assert.equal(crc32cKernel(), 'wasm', 'Node has WebAssembly: the fast path runs');
+  const rand = prng(0xc5c);
+  const big = new Uint8Array(600 << 10).map(() => rand() & 0xff); // > the 256 KiB scratch buffer
+  const bitwise = (d: Uint8Array, crc: number): number => {
+    let c = ~crc >>> 0;
+    for (const b of d) { c ^= b; for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1; }
+    return ~c >>> 0;
+  };
+  for (let i = 0; i < 300; i++) {
+    const at = rand() % 4096, len = i < 100 ? i : rand() % (i < 290 ? 70_000 : big.length - at);
+    const d = big.subarray(at, at + len), seed = rand() >>> 0;
+    const want = crc32cJs(d, seed);
+    assert.equal(crc32c(d, seed), want, `length ${len} at ${at}`);
+    if (len < 5000) assert.equal(want, bitwise(d, seed), `the JavaScript tables, length ${len}`);
+    const cut = rand() % (len + 1);
+    assert.equal(crc32c(d.subarray(cut), crc32c(d.subarray(0, cut), seed)), want, `incremental, cut at ${cut} of ${len}`);
+  }
+  assert.equal(crc32c(big), bitwise(big, 0), 'all 600 KiB against the bitwise reference');
+});
+
 test('a machine saved to bytes and read back resumes exactly (deflated and stored)', async () => {
   const { elf, state, out } = await halfway();
   assert.ok(out.length > 3 && out.length < 20, out);
@@ -68,6 +89,29 @@ test('a machine saved to bytes and read back resumes exactly (deflated and store
   const snap = await decodeSnapshot(bytes, { into: m.board.bus.ram });
   m.load(snap.state);
   assert.deepEqual(m.save().ram.bytes, state.ram.bytes);
+});
+
+test('restore into a fresh machine skips its untouched pages but clears what its loaders wrote', async () => {
+  const { elf, state } = await halfway();
+  // The snapshot's RAM is zero where a fresh machine's loader puts the program (and non-zero elsewhere).
+  const ram = state.ram.bytes.slice();
+  const fresh = counterMachine(elf, { out: '' });
+  const written = fresh.ramWritten();
+  assert.ok(written && written.length > 0 && written.every(([a, b]) => b > a), `a fresh machine reports its loaders' writes: ${JSON.stringify(written)}`);
+  for (const [a, b] of written) ram.fill(0, a, b);
+  ram.fill(0x5a, 1 << 20, (1 << 20) + 3 * 4096);
+  assert.ok(written.some(([a, b]) => fresh.board.bus.ram.subarray(a, b).some((x) => x !== 0)), 'the fresh machine has non-zero bytes there');
+  for (const compression of ['deflate', 'none'] as const) {
+    const bytes = await encodeSnapshot(header, { ...state, ram: { ...state.ram, bytes: ram } }, { compression });
+    const m = counterMachine(elf, { out: '' });
+    const snap = await decodeSnapshot(bytes, { into: m.board.bus.ram, intoWritten: m.ramWritten() });
+    m.load(snap.state);
+    assert.ok(m.save().ram.bytes.every((x, i) => x === ram[i]), `${compression}: RAM equals the snapshot's, byte for byte`);
+    assert.ok(m.ramWritten()?.some(([a, b]) => a === 0 && b === COUNTER_MEMORY), 'load() wrote all of RAM');
+  }
+  const ran = counterMachine(elf, { out: '' }, { stepLimit: 10 });
+  await ran.run();
+  assert.equal(ran.ramWritten(), null, 'unknown once the machine ran');
 });
 
 test('the committed format 1.0 fixture with a version 1 machine state loads and resumes', async () => {
