@@ -15,7 +15,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { poll, qmp } from './migrate.js';
 import { Machine, type MachineConfig } from '../src/machine/machine.js';
-import { encodeSnapshot, decodeSnapshot } from '../src/snapshot/format.js';
+import { encodeSnapshot, decodeSnapshot, useDeflateCodec } from '../src/snapshot/format.js';
+import { zlibCodec } from '../src/host/snapshot-zlib.js';
 import { guestDir } from '../tests/lib/toolchain.js';
 import { bench, type Row } from './lib.js';
 
@@ -112,6 +113,7 @@ async function qemuSaveRestore(mib: number, tmp: string): Promise<Map<string, { 
 }
 
 export async function benchSnapshot(): Promise<Row[]> {
+  useDeflateCodec(zlibCodec); // as the CLI and the daemon's runners
   const kernel = readFileSync(`${guestDir}/Image`), initrd = readFileSync(`${guestDir}/initramfs.cpio.gz`);
   const rows: Row[] = [];
   const tmp = mkdtempSync(join(tmpdir(), 'typevisor-bench-snapshot-'));
