@@ -162,7 +162,7 @@ export class Daemon {
   }
 
   /** VMs arriving by live migration (destination side), by name; kept a minute after they run, so a late abort still finds them. */
-  private incoming = new Map<string, { vm: Vm; started: Promise<void>; idle?: NodeJS.Timeout; diskDir?: string }>();
+  private incoming = new Map<string, { vm: Vm; started: Promise<void>; idle?: NodeJS.Timeout; diskDir?: string; commit?: { def: string; run: () => void } }>();
   private incomingFailed = new Map<string, string>();
 
   /** Live migration: POST /v1/vms/{name}/migrate (source) and /v1/migrations (destination). */
@@ -243,10 +243,13 @@ export class Daemon {
         this.log(`incoming migration of ${def.name}: ${e.message}`);
         if (this.incoming.get(def.name)?.vm === vm) {
           this.incoming.delete(def.name); this.vms.delete(def.name); this.incomingFailed.set(def.name, e.message);
+          this.store.discard(def.name);
           if (diskDir) rmSync(diskDir, { recursive: true, force: true });
         }
       });
-      const entry = { vm, started, ...(diskDir ? { diskDir } : {}) };
+      // Its definition is written now (not yet loadable), and only renamed into place in the stop.
+      const commit = { def: JSON.stringify(def), run: this.store.prepare(def) };
+      const entry = { vm, started, commit, ...(diskDir ? { diskDir } : {}) };
       this.incoming.set(def.name, entry);
       touch(def.name);
       return reply.code(201).send(vm.info());
@@ -258,6 +261,7 @@ export class Daemon {
       if (m.idle) clearTimeout(m.idle);
       if (m.vm.state === 'running' || m.vm.state === 'paused') await m.vm.destroy();
       this.store.remove(m.vm.name);
+      this.store.discard(m.vm.name);
       this.vms.delete(m.vm.name);
       if (m.diskDir) rmSync(m.diskDir, { recursive: true, force: true }); // the half-copied disks
     };
@@ -269,7 +273,7 @@ export class Daemon {
       m.idle = setTimeout(() => { if (m.vm.state === 'paused') { this.log(`incoming migration of ${name}: the source went quiet, dropped`); void abort(name); } }, 30_000);
       m.idle.unref();
     };
-    const incoming = (name: string): { vm: Vm; started: Promise<void> } => {
+    const incoming = (name: string): { vm: Vm; started: Promise<void>; commit?: { def: string; run: () => void } } => {
       const m = this.incoming.get(name);
       if (!m) throw new ApiError(404, 'not_found', `no incoming migration of '${name}'${this.incomingFailed.has(name) ? ` (its runner failed: ${this.incomingFailed.get(name)})` : ''}`);
       touch(name);
@@ -290,9 +294,18 @@ export class Daemon {
         const b = bytes(req.body);
         const len = b.length >= 4 ? new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true) : -1;
         if (len < 0 || 4 + len > b.length) throw new ApiError(400, 'invalid', 'finish: malformed body', 'body');
-        await m.vm.migrateIn('finish', b.subarray(4, 4 + len), b.length > 4 + len ? b.subarray(4 + len) : undefined);
+        const loaded = m.vm.migrateIn('finish', b.subarray(4, 4 + len), b.length > 4 + len ? b.subarray(4 + len) : undefined);
+        loaded.catch(() => { /* awaited below */ });
+        try {
+          // While the runner loads the state: the definition prepared at the start becomes this daemon's.
+          if (m.commit && m.commit.def === JSON.stringify(m.vm.def)) m.commit.run(); else this.store.save(m.vm.def);
+          m.commit = undefined;
+          await loaded;
+        } catch (e) {
+          this.store.remove(m.vm.name);
+          throw e;
+        }
         await m.started;
-        this.store.save(m.vm.def);
         setTimeout(() => { if (this.incoming.get(req.params.name) === m) this.incoming.delete(req.params.name); }, 60_000).unref();
         return m.vm.info();
       });

@@ -176,6 +176,16 @@ export class DefinitionStore {
   }
 
   save(def: VmDef): void {
+    this.prepare(def)();
+  }
+
+  /**
+   * Write `def` durably beside its final name, where loadAll does not see it yet; the
+   * returned commit() makes it the definition (a rename and a directory sync). A live
+   * migration's destination prepares before the stop, so less of the disk's latency falls
+   * in the downtime. discard() drops a prepared definition that was not committed.
+   */
+  prepare(def: VmDef): () => void {
     const path = this.file(def.name);
     const tmp = `${path}.tmp-${process.pid}`;
     const fd = openSync(tmp, 'w', 0o600);
@@ -185,9 +195,10 @@ export class DefinitionStore {
     } finally {
       closeSync(fd);
     }
-    renameSync(tmp, path);
-    syncDir(this.dir);
+    return () => { renameSync(tmp, path); syncDir(this.dir); };
   }
+
+  discard(name: string): void { rmSync(`${this.file(name)}.tmp-${process.pid}`, { force: true }); }
 
   remove(name: string): void {
     rmSync(this.file(name), { force: true });

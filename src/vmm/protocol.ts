@@ -83,7 +83,7 @@ export type ToRunner =
   | { type: 'migrate-end'; ok: boolean }
   /** Destination: a page set (src/snapshot/pages.ts) into RAM; acknowledged with `migrate-ack`. */
   | { type: 'migrate-pages'; id: number; data: Uint8Array }
-  /** Destination: the last page set and the device state (toJson of a MachineState without RAM); the VM then runs (`started`). */
+  /** Destination: the last page set and the device state (encodeState of a MachineState without RAM; toJson's UTF-8 from older sources); the VM then runs (`started`). */
   | { type: 'migrate-finish'; id: number; state: Uint8Array; pages?: Uint8Array }
   /**
    * Save the running machine (it keeps running); answered by a `snapshot` with the same id.
