@@ -133,6 +133,7 @@ export async function benchSnapshot(): Promise<Row[]> {
         }
         for (const compression of ['deflate', 'none'] as const) {
           let best = { save: Infinity, restore: Infinity, size: 0, decode: 0 };
+          const restores: number[] = [];
           for (let run = 0; run < bench.runs; run++) {
             const t0 = performance.now();
             const state = await m.snapshot();
@@ -144,6 +145,7 @@ export async function benchSnapshot(): Promise<Row[]> {
             const t2 = performance.now();
             fresh.load(snap.state);
             const restore = (performance.now() - t1) / 1000;
+            restores.push(restore);
             if (restore < best.restore) best = { save: Math.min(best.save, save), restore, size: bytes.length, decode: (t2 - t1) / 1000 };
           }
           const y = yard.get(load)!;
@@ -152,6 +154,7 @@ export async function benchSnapshot(): Promise<Row[]> {
             typevisorSeconds: best.restore, qemuSeconds: y.restoreMs / 1000, ratio: best.restore / (y.restoreMs / 1000),
             detail: {
               sizeMiB: +(best.size / 1048576).toFixed(2), saveMs: Math.round(best.save * 1000), restoreMs: Math.round(best.restore * 1000), decodeMs: Math.round(best.decode * 1000),
+              restoreMedianMs: Math.round(restores.sort((x, y) => x - y)[restores.length >> 1] * 1000),
               qemuSizeMiB: +y.sizeMiB.toFixed(2), qemuSaveMs: Math.round(y.saveMs), qemuRestoreMs: Math.round(y.restoreMs),
             },
           });

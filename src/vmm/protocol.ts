@@ -125,7 +125,9 @@ export type FromRunner =
   | { type: 'started' }
   | { type: 'console'; data: Uint8Array }
   | { type: 'stats'; id: number; stats: RunnerStats }
-  | { type: 'migrate-data'; id: number; pages: number; data?: Uint8Array; state?: Uint8Array; error?: string; remaining?: number }
+  | { type: 'migrate-data'; id: number; pages: number; data?: Uint8Array; state?: Uint8Array; error?: string; remaining?: number;
+    /** The final round: when the vCPU paused (performance.timeOrigin + performance.now(), ms; the manager is on the same host). */
+    pausedAt?: number }
   | { type: 'migrate-ack'; id: number; error?: string }
   /** A snapshot file's bytes (src/snapshot/format.ts), or why none could be taken. */
   | { type: 'snapshot'; id: number; data?: Uint8Array; error?: string;

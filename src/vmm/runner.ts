@@ -218,8 +218,10 @@ export class VmRunner {
       this.migrating = true;
       this.setThrottle(final ? 0 : throttle);
       let state: MachineState | null = null;
+      let pausedAt: number | undefined;
       if (final) {
         m.pause();
+        pausedAt = performance.timeOrigin + performance.now();
         state = await m.snapshot({ ram: false });
       }
       const ram = m.board.bus.ram;
@@ -228,7 +230,7 @@ export class VmRunner {
       const pages = round === 0 ? Array.from({ length: ram.length / 4096 }, (_, i) => i) : taken;
       const data = encodePages(ram, pages);
       const st = state ? encodeState(state) : null;
-      this.port.post({ type: 'migrate-data', id, pages: pages.length, data, ...(st ? { state: st } : {}) });
+      this.port.post({ type: 'migrate-data', id, pages: pages.length, data, ...(st ? { state: st } : {}), ...(pausedAt !== undefined ? { pausedAt } : {}) });
     } catch (e) {
       this.port.post({ type: 'migrate-data', id, pages: 0, error: e instanceof Error ? e.message : String(e) });
     }
