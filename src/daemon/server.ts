@@ -162,7 +162,7 @@ export class Daemon {
   }
 
   /** VMs arriving by live migration (destination side), by name; kept a minute after they run, so a late abort still finds them. */
-  private incoming = new Map<string, { vm: Vm; started: Promise<void>; idle?: NodeJS.Timeout; diskDir?: string; commit?: { def: string; run: () => void }; committed?: Promise<void> }>();
+  private incoming = new Map<string, { vm: Vm; started: Promise<void>; idle?: NodeJS.Timeout; diskDir?: string; commit?: { def: string; run: () => Promise<void> }; committed?: Promise<void> }>();
   private incomingFailed = new Map<string, string>();
 
   /** Live migration: POST /v1/vms/{name}/migrate (source) and /v1/migrations (destination). */
@@ -273,7 +273,7 @@ export class Daemon {
       m.idle = setTimeout(() => { if (m.vm.state === 'paused') { this.log(`incoming migration of ${name}: the source went quiet, dropped`); void abort(name); } }, 30_000);
       m.idle.unref();
     };
-    const incoming = (name: string): { vm: Vm; started: Promise<void>; commit?: { def: string; run: () => void }; committed?: Promise<void> } => {
+    const incoming = (name: string): { vm: Vm; started: Promise<void>; commit?: { def: string; run: () => Promise<void> }; committed?: Promise<void> } => {
       const m = this.incoming.get(name);
       if (!m) throw new ApiError(404, 'not_found', `no incoming migration of '${name}'${this.incomingFailed.has(name) ? ` (its runner failed: ${this.incomingFailed.get(name)})` : ''}`);
       touch(name);
@@ -297,16 +297,12 @@ export class Daemon {
         await m.vm.migrateIn('finish', b.subarray(4, 4 + len), b.length > 4 + len ? b.subarray(4 + len) : undefined);
         await m.started;
         // The guest runs here: answer (the downtime ends), then make its definition durable
-        // (the prepared file renamed, the directory synced: up to tens of ms on a busy disk).
+        // (the prepared file renamed, the directory synced, on the thread pool: tens of ms on a busy disk).
         // The source lets its paused copy go only once /commit says that is done.
         const prepared = m.commit;
         m.commit = undefined;
-        m.committed = new Promise<void>((res, rej) => setImmediate(() => {
-          try {
-            if (prepared && prepared.def === JSON.stringify(m.vm.def)) prepared.run(); else this.store.save(m.vm.def);
-            res();
-          } catch (e) { rej(e as Error); }
-        }));
+        m.committed = prepared && prepared.def === JSON.stringify(m.vm.def) ? prepared.run()
+          : new Promise<void>((res, rej) => setImmediate(() => { try { this.store.save(m.vm.def); res(); } catch (e) { rej(e as Error); } }));
         m.committed.catch((e: Error) => this.log(`incoming migration of ${req.params.name}: cannot save its definition: ${e.message}`));
         setTimeout(() => { if (this.incoming.get(req.params.name) === m) this.incoming.delete(req.params.name); }, 60_000).unref();
         return m.vm.info();
