@@ -3,6 +3,9 @@
  * 200 ms) on this machine: typevisor daemon to daemon (`POST /v1/vms/{name}/migrate`)
  * against QEMU's `migrate` over QMP (tcp on loopback), both with a 50 ms downtime budget.
  * Figures: total time, downtime as each measures it, bytes sent, rounds (QEMU: dirty-sync count).
+ * typevisor's VM then moves back and forth (at least 5 moves, or --runs): the downtimes' min,
+ * median and max, and the stops' (from asking the source runner to pause, so including the
+ * wait for it to take the request between two vCPU slices).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -10,7 +13,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { guestDir, repoRoot } from '../tests/lib/toolchain.js';
-import type { Row } from './lib.js';
+import { bench, type Row } from './lib.js';
 import { killRunners } from '../tests/lib/daemon-client.js';
 
 const BIN = join(repoRoot, 'bin', 'typevisor.js');
@@ -24,7 +27,9 @@ export async function poll(f: () => Promise<boolean>, ms: number, what: string):
   }
 }
 
-async function typevisor(tmp: string): Promise<{ totalMs: number; downtimeMs: number; bytes: number; rounds: number }> {
+interface TvResult { totalMs: number; downtimeMs: number; stopMs: number; bytes: number; rounds: number }
+
+async function typevisor(tmp: string): Promise<{ first: TvResult; all: TvResult[] }> {
   const procs: ChildProcess[] = [];
   try {
     const start = async (dir: string): Promise<{ url: string; token: string }> => {
@@ -45,9 +50,16 @@ async function typevisor(tmp: string): Promise<{ totalMs: number; downtimeMs: nu
     await poll(async () => (await (await api(a, 'GET', '/v1/vms/m/console/log')).text()).endsWith('~ # '), 300_000, 'typevisor guest prompt');
     await api(a, 'POST', '/v1/vms/m/console/input', LOOP, 'text/plain');
     await new Promise((r) => setTimeout(r, 2000));
-    const r = await api(a, 'POST', '/v1/vms/m/migrate', JSON.stringify({ to: b.url, token: b.token }));
-    if (!r.ok) throw new Error(`typevisor migrate: ${await r.text()}`);
-    return await r.json() as { totalMs: number; downtimeMs: number; bytes: number; rounds: number };
+    const all: TvResult[] = [];
+    let [from, to] = [a, b];
+    for (let i = 0; i < Math.max(5, bench.runs); i++) {
+      const r = await api(from, 'POST', '/v1/vms/m/migrate', JSON.stringify({ to: to.url, token: to.token }));
+      if (!r.ok) throw new Error(`typevisor migrate: ${await r.text()}`);
+      all.push(await r.json() as TvResult);
+      [from, to] = [to, from];
+      await new Promise((res) => setTimeout(res, 1000));
+    }
+    return { first: all[0], all };
   } finally {
     for (const p of procs) p.kill('SIGKILL');
     killRunners(tmp); // runners outlive their daemons by design
@@ -106,13 +118,17 @@ async function qemu(tmp: string): Promise<{ totalMs: number; downtimeMs: number;
 export async function benchMigrate(): Promise<Row> {
   const tmp = mkdtempSync(join(tmpdir(), 'typevisor-bench-migrate-'));
   try {
-    const t = await typevisor(tmp);
+    const { first: t, all } = await typevisor(tmp);
+    const sorted = (k: 'downtimeMs' | 'stopMs'): number[] => all.map((r) => r[k]).sort((x, y) => x - y);
+    const dt = sorted('downtimeMs'), st = sorted('stopMs');
     const q = await qemu(tmp);
     return {
       name: 'migrate-64M-idle', unit: 'total s (daemon to daemon vs QMP migrate)',
       typevisorSeconds: t.totalMs / 1000, qemuSeconds: q.totalMs / 1000, ratio: t.totalMs / q.totalMs,
       detail: {
-        typevisorDowntimeMs: t.downtimeMs, qemuDowntimeMs: q.downtimeMs, typevisorMiB: +(t.bytes / 1048576).toFixed(1),
+        typevisorDowntimeMs: t.downtimeMs, qemuDowntimeMs: q.downtimeMs, typevisorMoves: all.length,
+        typevisorDowntimeMinMs: dt[0], typevisorDowntimeMedianMs: dt[dt.length >> 1], typevisorDowntimeMaxMs: dt[dt.length - 1],
+        typevisorStopMinMs: st[0], typevisorStopMedianMs: st[st.length >> 1], typevisorStopMaxMs: st[st.length - 1], typevisorMiB: +(t.bytes / 1048576).toFixed(1),
         qemuMiB: +(q.bytes / 1048576).toFixed(1), typevisorRounds: t.rounds, qemuRounds: q.rounds,
       },
     };

@@ -19,7 +19,8 @@ import { parseFlags, parseSize, parseAddress, USAGE_STATUS, type FlagSpec, type 
 import { parseVirtio, isVirtioDevice, openVirtio, type VirtioRequest } from './devices.js';
 import { cmdDaemon, cmdVm, VM_HELP } from './vm.js';
 import { cmdWeb, WEB_HELP } from './web.js';
-import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, SnapshotError, type SnapshotHeader } from '../snapshot/format.js';
+import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, SnapshotError, useDeflateCodec, type SnapshotHeader } from '../snapshot/format.js';
+import { zlibCodec } from '../host/snapshot-zlib.js';
 import { writeFileAtomic, readSnapshotFile, diskIdentity, checkDisks, bundleDisks, writeBundle } from '../host/snapshot-file.js';
 import { DirtyBlock } from '../host/storage/dirty.js';
 import { RESTORE_KERNEL, portableMachine } from '../snapshot/portable.js';
@@ -31,6 +32,8 @@ export interface CliIo {
   stderr: ConsoleOutput;
   env: NodeJS.ProcessEnv;
 }
+
+useDeflateCodec(zlibCodec); // snapshots deflate and inflate on zlib's thread pool
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const MiB = 1 << 20;
@@ -347,7 +350,7 @@ async function cmdRun(argvIn: readonly string[], io: CliIo): Promise<number> {
       vio.attach(m);
       if (!first || !restore) return;
       try {
-        const snap = await decodeSnapshot(restore.bytes, { into: m.board.bus.ram });
+        const snap = await decodeSnapshot(restore.bytes, { into: m.board.bus.ram, intoWritten: m.ramWritten() });
         m.load(snap.state);
       } catch (e) {
         throw new UserError(`--restore ${restoreFile ?? ''}: ${e instanceof SnapshotError ? '' : 'cannot load: '}${(e as Error).message}`);

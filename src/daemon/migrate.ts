@@ -7,8 +7,9 @@
  * set took no longer to send than the downtime budget, or after the round limit (with the
  * vCPU throttled more each round past half of it: auto-converge), complete: the source
  * pauses, drains its disks, sends the last pages and the device state in one request; the destination
- * loads them and runs the VM, then answers. Only then does the source stop its VM. Any
- * failure before that aborts the destination's copy and resumes the source untouched.
+ * loads them and runs the VM, then answers (the downtime ends), then makes the definition
+ * durable; once /commit says so the source stops its VM. Any failure before that aborts
+ * the destination's copy and resumes the source untouched.
  *
  * With copyStorage (libvirt's --copy-storage-all, QEMU's drive-mirror): the destination
  * creates each writable disk afresh under its state directory (disks/NAME/), same format
@@ -56,7 +57,16 @@ export interface MigrateProgress {
   diskRemaining?: number;
 }
 
-export interface MigrateResult { totalMs: number; downtimeMs: number; bytes: number; rounds: number; diskBytes?: number }
+export interface MigrateResult {
+  totalMs: number;
+  /** From the vCPU's pause on the source to the destination's answer that it runs there. */
+  downtimeMs: number;
+  /** From asking the source runner to stop (it takes the request between two vCPU slices) to that answer: downtimeMs and the wait before the pause. */
+  stopMs: number;
+  bytes: number;
+  rounds: number;
+  diskBytes?: number;
+}
 
 /** Largest block set per request (copyStorage). */
 const DISK_CHUNK = 32 << 20;
@@ -149,8 +159,9 @@ export async function migrate(vm: Vm, def: VmDef, req: MigrateRequest, progress:
       if (round >= maxRounds) break;
       if (round >= maxRounds / 2) throttle = Math.min(0.9, throttle + 0.1);
     }
-    const tPause = performance.now();
+    const tStop = performance.now();
     const f = await vm.migrateRound(round, true, 0, relayHost);
+    const tGot = performance.now();
     if (!f.state) throw new Error('the source sent no device state');
     // Paused and drained: the last dirty granules, before the machine runs there.
     if (storage) while (await sendDisks(true) > 0) { /* one disk's block set per request */ }
@@ -160,11 +171,18 @@ export async function migrate(vm: Vm, def: VmDef, req: MigrateRequest, progress:
     body.set(f.data, 4 + f.state.length);
     bytes += body.length;
     await call('POST', `/v1/migrations/${name}/finish`, body);
-    const downtimeMs = performance.now() - tPause;
+    const tEnd = performance.now();
+    const stopMs = tEnd - tStop;
+    // The runner stamps the pause (same host, same clock); at least the time since its data
+    // arrived here, at most the whole stop.
+    const fromPause = f.pausedAt !== undefined ? performance.timeOrigin + tEnd - f.pausedAt : stopMs;
+    const downtimeMs = Math.min(stopMs, Math.max(tEnd - tGot, fromPause));
+    // The guest runs there; its definition is made durable there after that answer, and only then does this copy go.
+    await call('POST', `/v1/migrations/${name}/commit`);
     round++;
     progress({ round, bytes, pages: f.pages, dirtyMiBps: 0, expectedDowntimeMs: Math.round(downtimeMs), throttle: 0 });
     vm.migrateEnd(true);
-    return { totalMs: Math.round(performance.now() - t0), downtimeMs: +downtimeMs.toFixed(1), bytes, rounds: round, ...(storage ? { diskBytes } : {}) };
+    return { totalMs: Math.round(performance.now() - t0), downtimeMs: +downtimeMs.toFixed(1), stopMs: +stopMs.toFixed(1), bytes, rounds: round, ...(storage ? { diskBytes } : {}) };
   } catch (e) {
     // Abort the destination's copy (best effort; a request that never arrived leaves nothing to abort).
     await call('DELETE', `/v1/migrations/${name}`).catch(() => {});

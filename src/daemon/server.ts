@@ -162,7 +162,7 @@ export class Daemon {
   }
 
   /** VMs arriving by live migration (destination side), by name; kept a minute after they run, so a late abort still finds them. */
-  private incoming = new Map<string, { vm: Vm; started: Promise<void>; idle?: NodeJS.Timeout; diskDir?: string }>();
+  private incoming = new Map<string, { vm: Vm; started: Promise<void>; idle?: NodeJS.Timeout; diskDir?: string; commit?: { def: string; run: () => Promise<void> }; committed?: Promise<void> }>();
   private incomingFailed = new Map<string, string>();
 
   /** Live migration: POST /v1/vms/{name}/migrate (source) and /v1/migrations (destination). */
@@ -180,7 +180,7 @@ export class Daemon {
             copyStorage: { type: 'boolean', description: 'Stream the disks too; the destination creates them under its state directory (disks/NAME/)' },
           },
         },
-        response: { 200: { type: 'object', properties: { totalMs: { type: 'number' }, downtimeMs: { type: 'number' }, bytes: { type: 'integer' }, rounds: { type: 'integer' }, diskBytes: { type: 'integer' } } }, ...err },
+        response: { 200: { type: 'object', properties: { totalMs: { type: 'number' }, downtimeMs: { type: 'number' }, stopMs: { type: 'number' }, bytes: { type: 'integer' }, rounds: { type: 'integer' }, diskBytes: { type: 'integer' } } }, ...err },
       },
     }, async (req, reply) => {
       const vm = this.vm(req.params.name);
@@ -244,10 +244,13 @@ export class Daemon {
         this.log(`incoming migration of ${def.name}: ${e.message}`);
         if (this.incoming.get(def.name)?.vm === vm) {
           this.incoming.delete(def.name); this.vms.delete(def.name); this.incomingFailed.set(def.name, e.message);
+          this.store.discard(def.name);
           if (diskDir) rmSync(diskDir, { recursive: true, force: true });
         }
       });
-      const entry = { vm, started, ...(diskDir ? { diskDir } : {}) };
+      // Its definition is written now (not yet loadable), and only renamed into place in the stop.
+      const commit = { def: JSON.stringify(def), run: this.store.prepare(def) };
+      const entry = { vm, started, commit, ...(diskDir ? { diskDir } : {}) };
       this.incoming.set(def.name, entry);
       touch(def.name);
       return reply.code(201).send(vm.info());
@@ -259,6 +262,7 @@ export class Daemon {
       if (m.idle) clearTimeout(m.idle);
       if (m.vm.state === 'running' || m.vm.state === 'paused') await m.vm.destroy();
       this.store.remove(m.vm.name);
+      this.store.discard(m.vm.name);
       this.vms.delete(m.vm.name);
       if (m.diskDir) rmSync(m.diskDir, { recursive: true, force: true }); // the half-copied disks
     };
@@ -270,7 +274,7 @@ export class Daemon {
       m.idle = setTimeout(() => { if (m.vm.state === 'paused') { this.log(`incoming migration of ${name}: the source went quiet, dropped`); void abort(name); } }, 30_000);
       m.idle.unref();
     };
-    const incoming = (name: string): { vm: Vm; started: Promise<void> } => {
+    const incoming = (name: string): { vm: Vm; started: Promise<void>; commit?: { def: string; run: () => Promise<void> }; committed?: Promise<void> } => {
       const m = this.incoming.get(name);
       if (!m) throw new ApiError(404, 'not_found', `no incoming migration of '${name}'${this.incomingFailed.has(name) ? ` (its runner failed: ${this.incomingFailed.get(name)})` : ''}`);
       touch(name);
@@ -293,10 +297,29 @@ export class Daemon {
         if (len < 0 || 4 + len > b.length) throw new ApiError(400, 'invalid', 'finish: malformed body', 'body');
         await m.vm.migrateIn('finish', b.subarray(4, 4 + len), b.length > 4 + len ? b.subarray(4 + len) : undefined);
         await m.started;
-        this.store.save(m.vm.def);
+        // The guest runs here: answer (the downtime ends), then make its definition durable
+        // (the prepared file renamed, the directory synced, on the thread pool: tens of ms on a busy disk).
+        // The source lets its paused copy go only once /commit says that is done.
+        const prepared = m.commit;
+        m.commit = undefined;
+        m.committed = prepared && prepared.def === JSON.stringify(m.vm.def) ? prepared.run()
+          : new Promise<void>((res, rej) => setImmediate(() => { try { this.store.save(m.vm.def); res(); } catch (e) { rej(e as Error); } }));
+        m.committed.catch((e: Error) => this.log(`incoming migration of ${req.params.name}: cannot save its definition: ${e.message}`));
         setTimeout(() => { if (this.incoming.get(req.params.name) === m) this.incoming.delete(req.params.name); }, 60_000).unref();
         return m.vm.info();
       });
+    app.post<{ Params: { name: string } }>('/v1/migrations/:name/commit', {
+      schema: { summary: 'After finish: answers once the VM\'s definition is durable here (the source then stops its copy)', params: nameParams, response: { 204: { type: 'null' }, ...err } },
+    }, async (req, reply) => {
+      const m = incoming(req.params.name);
+      if (!m.committed) throw new ApiError(409, 'wrong_state', `the migration of '${req.params.name}' has not finished`);
+      try {
+        await m.committed;
+      } catch (e) {
+        throw new ApiError(409, 'migration_failed', `cannot save the definition of '${req.params.name}': ${(e as Error).message}`);
+      }
+      return reply.code(204).send();
+    });
     app.delete<{ Params: { name: string } }>('/v1/migrations/:name', { schema: { summary: 'Abort an incoming migration (the VM here is destroyed)', params: nameParams, response: { 204: { type: 'null' }, ...err } } },
       async (req, reply) => {
         incoming(req.params.name);

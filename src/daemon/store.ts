@@ -4,6 +4,7 @@
  * one file per domain. The JSON schema here is also the API's request schema.
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$';
@@ -176,8 +177,30 @@ export class DefinitionStore {
   }
 
   save(def: VmDef): void {
-    const path = this.file(def.name);
-    const tmp = `${path}.tmp-${process.pid}`;
+    renameSync(this.writeTmp(def), this.file(def.name));
+    syncDir(this.dir);
+  }
+
+  /**
+   * Write `def` durably beside its final name, where loadAll does not see it yet; the
+   * returned commit() makes it the definition (a rename and a directory sync, on the
+   * thread pool: the event loop goes on). A live migration's destination prepares at the
+   * setup and commits after the guest runs. discard() drops one that was not committed.
+   */
+  prepare(def: VmDef): () => Promise<void> {
+    const tmp = this.writeTmp(def), path = this.file(def.name);
+    return async () => {
+      await rename(tmp, path);
+      try {
+        const dir = await open(this.dir, 'r');
+        try { await dir.sync(); } finally { await dir.close(); }
+      } catch { /* not every file system syncs directories */ }
+    };
+  }
+
+  /** `def` written and synced to a temporary file beside its own; returns its path. */
+  private writeTmp(def: VmDef): string {
+    const tmp = `${this.file(def.name)}.tmp-${process.pid}`;
     const fd = openSync(tmp, 'w', 0o600);
     try {
       writeSync(fd, JSON.stringify(def, null, 2) + '\n');
@@ -185,9 +208,10 @@ export class DefinitionStore {
     } finally {
       closeSync(fd);
     }
-    renameSync(tmp, path);
-    syncDir(this.dir);
+    return tmp;
   }
+
+  discard(name: string): void { rmSync(`${this.file(name)}.tmp-${process.pid}`, { force: true }); }
 
   remove(name: string): void {
     rmSync(this.file(name), { force: true });

@@ -569,10 +569,10 @@ export class Vm extends EventEmitter<VmEvents> {
   }
 
   /** Live migration, source: the pages of one round (and on the final round the device state; the vCPU stays paused). */
-  async migrateRound(round: number, final: boolean, throttle: number, relayHost?: string): Promise<{ pages: number; data: Uint8Array; state?: Uint8Array }> {
+  async migrateRound(round: number, final: boolean, throttle: number, relayHost?: string): Promise<{ pages: number; data: Uint8Array; state?: Uint8Array; pausedAt?: number }> {
     const m = await this.ask<Extract<FromRunner, { type: 'migrate-data' }>>((id) => ({ type: 'migrate-round', id, round, final, throttle, ...(relayHost ? { relayHost } : {}) }));
     if (m.error !== undefined || !(m.data instanceof Uint8Array)) throw new Error(m.error ?? 'no data');
-    return { pages: m.pages, data: m.data, ...(m.state instanceof Uint8Array ? { state: m.state } : {}) };
+    return { pages: m.pages, data: m.data, ...(m.state instanceof Uint8Array ? { state: m.state } : {}), ...(typeof m.pausedAt === 'number' ? { pausedAt: m.pausedAt } : {}) };
   }
 
   /** Live migration with --copy-storage, source: the next block set of the disks and the granules still to send. */

@@ -180,6 +180,11 @@ export class Machine {
       this.board.plugVirtio(dev);
       this.virtioDevices.push(dev);
     }
+    const ramBase = this.board.bus.ramBase;
+    this.board.bus.onRamWrite((paddr, len) => {
+      const w = this.bootWrites;
+      if (w) { if (w.length < 64) w.push([paddr - ramBase, paddr - ramBase + len]); else this.bootWrites = null; }
+    });
     this.layout = setupBoot(this.board, this.hart, {
       bios: cfg.bios,
       kernel: cfg.kernel,
@@ -199,6 +204,16 @@ export class Machine {
       }
     }
   }
+
+  /** RAM ranges written before the first run (loaders, load()); null once it ran, or after many. */
+  private bootWrites: Array<[number, number]> | null = [];
+
+  /**
+   * Where the RAM of a machine that has not run may hold non-zero bytes (what its loaders
+   * wrote), as byte ranges [start, end) from the start of RAM; the rest is untouched zeros.
+   * Null once it ran (unknown). A snapshot restore leaves the rest unread (decodeSnapshot's intoWritten).
+   */
+  ramWritten(): ReadonlyArray<readonly [number, number]> | null { return this.bootWrites; }
 
   private finish(e: MachineExit): void {
     if (this.exit === null) this.exit = e;
@@ -369,6 +384,7 @@ export class Machine {
 
   /** Run until the guest powers off, resets, fails, or stop() is called. */
   async run(): Promise<MachineExit> {
+    this.bootWrites = null; // the guest writes RAM from now on
     const hart = this.hart;
     const builtin = this.layout.mode === 'builtin';
     try {

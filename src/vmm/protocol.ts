@@ -85,7 +85,7 @@ export type ToRunner =
   | { type: 'migrate-end'; ok: boolean }
   /** Destination: a page set (src/snapshot/pages.ts) into RAM; acknowledged with `migrate-ack`. */
   | { type: 'migrate-pages'; id: number; data: Uint8Array }
-  /** Destination: the last page set and the device state (toJson of a MachineState without RAM); the VM then runs (`started`). */
+  /** Destination: the last page set and the device state (encodeState of a MachineState without RAM; toJson's UTF-8 from older sources); the VM then runs (`started`). */
   | { type: 'migrate-finish'; id: number; state: Uint8Array; pages?: Uint8Array }
   /**
    * Save the running machine (it keeps running); answered by a `snapshot` with the same id.
@@ -127,7 +127,9 @@ export type FromRunner =
   | { type: 'started' }
   | { type: 'console'; data: Uint8Array }
   | { type: 'stats'; id: number; stats: RunnerStats }
-  | { type: 'migrate-data'; id: number; pages: number; data?: Uint8Array; state?: Uint8Array; error?: string; remaining?: number }
+  | { type: 'migrate-data'; id: number; pages: number; data?: Uint8Array; state?: Uint8Array; error?: string; remaining?: number;
+    /** The final round: when the vCPU paused (performance.timeOrigin + performance.now(), ms; the manager is on the same host). */
+    pausedAt?: number }
   | { type: 'migrate-ack'; id: number; error?: string }
   /** A snapshot file's bytes (src/snapshot/format.ts), or why none could be taken. */
   | { type: 'snapshot'; id: number; data?: Uint8Array; error?: string;

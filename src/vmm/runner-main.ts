@@ -12,9 +12,13 @@ import type { FromRunner, ToRunner } from './protocol.js';
 import { readFileSync } from 'node:fs';
 import { diskIdentity, checkDisks, writeBundle } from '../host/snapshot-file.js';
 import { setWasmTier } from '../host/wasm-tier.js';
+import { useDeflateCodec } from '../snapshot/format.js';
+import { zlibCodec } from '../host/snapshot-zlib.js';
 
 // The translator's code: V8's optimizing tier only for code that runs long (as the CLI).
 setWasmTier('late');
+// Snapshots deflate and inflate on zlib's thread pool.
+useDeflateCodec(zlibCodec);
 
 const version = ((): string => {
   try { return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version; } catch { return 'unknown'; }

@@ -7,8 +7,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, SnapshotError, type SnapshotHeader } from '../../src/snapshot/format.js';
-import { crc32c } from '../../src/snapshot/crc32c.js';
+import { encodeSnapshot, decodeSnapshot, readSnapshotHeader, SnapshotError, encodeState, decodeState, toJson, useDeflateCodec, type SnapshotHeader } from '../../src/snapshot/format.js';
+import { zlibCodec } from '../../src/host/snapshot-zlib.js';
+import { crc32c, crc32cJs, crc32cKernel } from '../../src/snapshot/crc32c.js';
 import type { MachineState } from '../../src/machine/machine.js';
 import { repoRoot } from '../lib/toolchain.js';
 import { prng } from '../lib/prng.js';
@@ -47,6 +48,27 @@ test('CRC-32C matches the standard check value and is incremental', () => {
   assert.equal(crc32c(big), ~slow >>> 0);
 });
 
+test('the WebAssembly CRC-32C kernel agrees with the JavaScript one on random inputs, lengths, offsets and chunkings', () => {
+  assert.equal(crc32cKernel(), 'wasm', 'Node has WebAssembly: the fast path runs');
+  const rand = prng(0xc5c);
+  const big = new Uint8Array(600 << 10).map(() => rand() & 0xff); // > the 256 KiB scratch buffer
+  const bitwise = (d: Uint8Array, crc: number): number => {
+    let c = ~crc >>> 0;
+    for (const b of d) { c ^= b; for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1; }
+    return ~c >>> 0;
+  };
+  for (let i = 0; i < 300; i++) {
+    const at = rand() % 4096, len = i < 100 ? i : rand() % (i < 290 ? 70_000 : big.length - at);
+    const d = big.subarray(at, at + len), seed = rand() >>> 0;
+    const want = crc32cJs(d, seed);
+    assert.equal(crc32c(d, seed), want, `length ${len} at ${at}`);
+    if (len < 5000) assert.equal(want, bitwise(d, seed), `the JavaScript tables, length ${len}`);
+    const cut = rand() % (len + 1);
+    assert.equal(crc32c(d.subarray(cut), crc32c(d.subarray(0, cut), seed)), want, `incremental, cut at ${cut} of ${len}`);
+  }
+  assert.equal(crc32c(big), bitwise(big, 0), 'all 600 KiB against the bitwise reference');
+});
+
 test('a machine saved to bytes and read back resumes exactly (deflated and stored)', async () => {
   const { elf, state, out } = await halfway();
   assert.ok(out.length > 3 && out.length < 20, out);
@@ -68,6 +90,51 @@ test('a machine saved to bytes and read back resumes exactly (deflated and store
   const snap = await decodeSnapshot(bytes, { into: m.board.bus.ram });
   m.load(snap.state);
   assert.deepEqual(m.save().ram.bytes, state.ram.bytes);
+});
+
+test('restore into a fresh machine skips its untouched pages but clears what its loaders wrote', async () => {
+  const { elf, state } = await halfway();
+  // The snapshot's RAM is zero where a fresh machine's loader puts the program (and non-zero elsewhere).
+  const ram = state.ram.bytes.slice();
+  const fresh = counterMachine(elf, { out: '' });
+  const written = fresh.ramWritten();
+  assert.ok(written && written.length > 0 && written.every(([a, b]) => b > a), `a fresh machine reports its loaders' writes: ${JSON.stringify(written)}`);
+  for (const [a, b] of written) ram.fill(0, a, b);
+  ram.fill(0x5a, 1 << 20, (1 << 20) + 3 * 4096);
+  assert.ok(written.some(([a, b]) => fresh.board.bus.ram.subarray(a, b).some((x) => x !== 0)), 'the fresh machine has non-zero bytes there');
+  for (const compression of ['deflate', 'none'] as const) {
+    const bytes = await encodeSnapshot(header, { ...state, ram: { ...state.ram, bytes: ram } }, { compression });
+    const m = counterMachine(elf, { out: '' });
+    const snap = await decodeSnapshot(bytes, { into: m.board.bus.ram, intoWritten: m.ramWritten() });
+    m.load(snap.state);
+    assert.ok(m.save().ram.bytes.every((x, i) => x === ram[i]), `${compression}: RAM equals the snapshot's, byte for byte`);
+    assert.ok(m.ramWritten()?.some(([a, b]) => a === 0 && b === COUNTER_MEMORY), 'load() wrote all of RAM');
+  }
+  const ran = counterMachine(elf, { out: '' }, { stepLimit: 10 });
+  await ran.run();
+  assert.equal(ran.ramWritten(), null, 'unknown once the machine ran');
+});
+
+test('the machine state on the wire (migration): raw byte arrays round-trip, the old JSON form still reads, damage is refused', async () => {
+  const { elf, state, out } = await halfway();
+  const noRam = { ...state, ram: { ...state.ram, bytes: new Uint8Array(0) } };
+  const wire = encodeState(noRam);
+  const json = new TextEncoder().encode(toJson(noRam));
+  assert.ok(wire.length < json.length * 0.8, `raw bytes, not base64: ${wire.length} vs ${json.length} bytes`);
+  assert.deepEqual(decodeState(wire), noRam);
+  assert.deepEqual(decodeState(json), noRam, 'a source that sends JSON (older typevisor) is understood');
+  const back = decodeState(wire) as MachineState;
+  back.ram = state.ram;
+  assert.equal(out + await finish(elf, back), 'abcdefghijklmnopqrstuvwxyz', 'the machine resumes from it');
+  const refuse = (b: Uint8Array, re: RegExp): void => { assert.throws(() => decodeState(b), (e: unknown) => e instanceof SnapshotError && re.test(e.message)); };
+  refuse(wire.subarray(0, 6), /neither TVST nor JSON/);
+  const magic = wire.slice(); magic[1] ^= 1;
+  refuse(magic, /neither TVST nor JSON/);
+  refuse(wire.subarray(0, 100), /truncated/);
+  refuse(wire.subarray(0, wire.length - 1), /outside it/);
+  const jsonLen = new DataView(wire.buffer, wire.byteOffset).getUint32(4, true);
+  const badJson = wire.slice(); badJson[8 + (jsonLen >> 1)] = 0xff;
+  refuse(badJson, /not valid JSON/);
 });
 
 test('the committed format 1.0 fixture with a version 1 machine state loads and resumes', async () => {
@@ -139,6 +206,47 @@ test('refusals: wrong magic, other major versions, truncation, bit flips, unknow
   assert.throws(() => big.load(state), /saved with 4194304 bytes of RAM, this machine has 8388608/);
 });
 
+test('deflate through Node zlib (the CLI and runners): the same files as CompressionStream, bombs and damage refused', async () => {
+  const { elf, state, out } = await halfway();
+  const ram = state.ram.bytes.slice();
+  ram.fill(0x11, 0, 8192); // two non-zero pages in the first RAM section, compressible
+  const st = { ...state, ram: { ...state.ram, bytes: ram } };
+  const viaStreams = await encodeSnapshot(header, st);
+  useDeflateCodec(zlibCodec);
+  try {
+    const viaZlib = await encodeSnapshot(header, st);
+    for (const [what, b] of [['zlib file, zlib inflate', viaZlib], ['streams file, zlib inflate', viaStreams]] as const) {
+      const snap = await decodeSnapshot(b);
+      assert.ok(snap.state.ram.bytes.every((x, i) => x === ram[i]), `${what}: RAM read back`);
+      assert.equal(out + await finish(elf, { ...snap.state, ram: state.ram }), 'abcdefghijklmnopqrstuvwxyz', what);
+    }
+    useDeflateCodec(null);
+    assert.ok((await decodeSnapshot(viaZlib)).state.ram.bytes.every((x, i) => x === ram[i]), 'a zlib file inflates through DecompressionStream');
+    useDeflateCodec(zlibCodec);
+    // The first RAM section says one page (bitmap and length) but its stream inflates to two: refused, not written past.
+    const ramAt = sectionOffsets(viaZlib).find((o) => viaZlib[o] === 0x52 && viaZlib[o + 1] === 0x41)!;
+    const bomb = viaZlib.slice();
+    const dv = new DataView(bomb.buffer);
+    assert.equal(bomb[ramAt + 8 + 16], 0b11, 'pages 0 and 1 are in the bitmap');
+    bomb[ramAt + 8 + 16] = 0b01;
+    dv.setUint32(ramAt + 8 + 12, 4096, true);
+    fixCrc(bomb, ramAt);
+    await assert.rejects(decodeSnapshot(bomb), (e: unknown) => e instanceof SnapshotError && /corrupt: RAM at page 0/.test(e.message));
+    // A stream cut short (checksum fixed, so the inflater sees it).
+    const len = dv.getUint32(ramAt + 4, true);
+    const cut = viaZlib.slice();
+    const cdv = new DataView(cut.buffer);
+    const bl = 32; // bitmap of 256 pages
+    const dataAt = ramAt + 8 + 16 + bl;
+    cut.fill(0, dataAt + 4, ramAt + 8 + len);
+    fixCrc(cut, ramAt);
+    assert.equal(cdv.getUint32(ramAt + 4, true), len);
+    await assert.rejects(decodeSnapshot(cut), (e: unknown) => e instanceof SnapshotError && /corrupt: RAM at page 0/.test(e.message));
+  } finally {
+    useDeflateCodec(null);
+  }
+});
+
 test('fuzz: bit flips, truncations and checksum-fixed corruptions are refused or load whole, never half', { timeout: 120_000 }, async () => {
   const { elf, state } = await halfway();
   const good = await encodeSnapshot(header, state);
@@ -168,6 +276,7 @@ test('fuzz: bit flips, truncations and checksum-fixed corruptions are refused or
     }
     let snap;
     try {
+      useDeflateCodec(i % 2 ? zlibCodec : null); // both inflaters
       snap = await decodeSnapshot(b);
     } catch (e) {
       assert.ok(e instanceof SnapshotError, `case ${i}: ${String(e)}`);
@@ -185,6 +294,7 @@ test('fuzz: bit flips, truncations and checksum-fixed corruptions are refused or
       assert.deepEqual({ ...now, ram: null }, { ...pristine, ram: null }, `case ${i}: a refused load left the machine as it was`);
     }
   }
+  useDeflateCodec(null);
   assert.ok(refused > cases / 2, `most corruptions are refused by the format (${refused} of ${cases}; ${loaded} loaded, ${loadRefused} refused by the machine)`);
 });
 

@@ -2,11 +2,12 @@
  * The destination of a live migration takes the source's requests as soon as it answered
  * POST /v1/migrations, even before its incoming runner listens (a runner takes a few hundred
  * milliseconds to start): the request waits for the runner instead of failing with 409.
- * A malformed page set or block set then gets the runner's 400, and the abort cleans up.
+ * A malformed page set or block set then gets the runner's 400, a commit before the finish
+ * a 409, and the abort cleans up (the definition prepared at setup too).
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Daemon } from '../../src/daemon/server.js';
@@ -42,8 +43,14 @@ test('a migration destination takes pages and blocks sent right after it accepte
     new DataView(none.buffer).setUint32(4, crc32c(none.subarray(0, 4)), true);
     const empty = await fetch(`${base}/v1/migrations/${name}/pages`, { method: 'POST', headers: bin, body: none });
     assert.equal(empty.status, 204, await empty.text());
+    const early = await fetch(`${base}/v1/migrations/${name}/commit`, { method: 'POST', headers: auth });
+    assert.equal(early.status, 409, 'nothing to commit before the finish');
+    assert.equal((await early.json() as { code: string }).code, 'wrong_state');
+    assert.ok(readdirSync(join(dir, 'vms')).some((f) => f.startsWith(`${name}.json.tmp-`)), 'the definition is prepared at setup');
+    assert.ok(!readdirSync(join(dir, 'vms')).includes(`${name}.json`), 'but is not a definition yet');
     const del = await fetch(`${base}/v1/migrations/${name}`, { method: 'DELETE', headers: auth });
     assert.equal(del.status, 204);
     assert.equal((await fetch(`${base}/v1/vms/${name}`, { headers: auth })).status, 404);
+    assert.deepEqual(readdirSync(join(dir, 'vms')).filter((f) => f.startsWith(name)), [], 'the abort leaves no definition behind');
   }
 });
