@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Daemon } from '../../src/daemon/server.js';
 import { guestDir } from '../lib/toolchain.js';
-import { killRunners } from '../lib/daemon-client.js';
+import { apiClient, killRunners } from '../lib/daemon-client.js';
 
 const root = mkdtempSync(join(tmpdir(), 'typevisor-migrate-net-'));
 const env = { ...process.env, TYPEVISOR_GUEST_DIR: guestDir };
@@ -53,15 +53,12 @@ function alive(pid: number): boolean { try { process.kill(pid, 0); return true; 
 
 test('live migration keeps the guest TCP connections of its user network, and re-binds its forwarded ports', { timeout: 400_000 }, async () => {
   const sUrl = (await src.listen()).replace('localhost', '127.0.0.1'), dUrl = (await dst.listen()).replace('localhost', '127.0.0.1');
-  const api = async (d: Daemon, url: string, method: string, path: string, body?: unknown, raw?: string): Promise<{ status: number; json: Record<string, unknown>; text: string }> => {
-    const headers: Record<string, string> = { authorization: `Bearer ${d.token}` };
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    if (raw !== undefined) headers['content-type'] = 'text/plain';
-    const r = await fetch(url + path, { method, headers, body: raw ?? (body === undefined ? undefined : JSON.stringify(body)) });
-    const text = await r.text();
+  const srcApi = apiClient(sUrl, src.token), dstApi = apiClient(dUrl, dst.token);
+  const api = async (d: Daemon, _url: string, method: string, path: string, body?: unknown, raw?: string): Promise<{ status: number; json: Record<string, unknown>; text: string }> => {
+    const r = await (d === src ? srcApi : dstApi)(method, path, raw ?? (body as object | undefined));
     let json: Record<string, unknown> = {};
-    try { json = JSON.parse(text) as Record<string, unknown>; } catch { /* text */ }
-    return { status: r.status, json, text };
+    try { json = JSON.parse(r.text) as Record<string, unknown>; } catch { /* text */ }
+    return { ...r, json };
   };
   const consoleUntil = async (d: Daemon, url: string, re: RegExp, ms = 240_000): Promise<string> => {
     const end = Date.now() + ms;
