@@ -62,8 +62,9 @@ test('host clock: one host timer per guest deadline, none firing early', { timeo
   // cached time, which a heavily loaded host can leave behind by more than this turn's run
   // time, so one early wake in ten sleeps is tolerated; more means the rounding is gone.
   assert.ok(m.idle.earlyWakes <= Math.max(1, Math.floor(m.idle.sleeps / 10)), `${m.idle.earlyWakes} of ${m.idle.sleeps} host timers fired before their guest deadline (wasted wake-ups)`);
-  // At most one sleep per deadline (fewer when a busy host reaches WFI after the deadline).
-  assert.ok(m.idle.sleeps >= 1 && m.idle.sleeps <= WAITS, `${m.idle.sleeps} sleeps for ${WAITS} deadlines`);
+  // At most one sleep per deadline (fewer when a busy host reaches WFI after the deadline),
+  // plus one more after each tolerated early wake (the hart sleeps again until the deadline).
+  assert.ok(m.idle.sleeps >= 1 && m.idle.sleeps <= WAITS + m.idle.earlyWakes, `${m.idle.sleeps} sleeps (${m.idle.earlyWakes} early wakes) for ${WAITS} deadlines`);
   assert.equal(m.idle.timerWakes, m.idle.sleeps);
   assert.ok(timers <= m.idle.sleeps + 2, `${timers} host timers for ${m.idle.sleeps} sleeps`);
   assert.ok(m.steps < WAITS * 20, `${m.steps} steps: the hart spun`);
