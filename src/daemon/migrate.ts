@@ -74,14 +74,18 @@ const DISK_CHUNK = 32 << 20;
 const PAGE = 4096;
 
 /**
- * The address the destination reaches this host at: the daemon's own listen address, or
- * for a wildcard one the local address of the route toward the destination (a connected
- * UDP socket sends nothing). The user networks' moved TCP connections are relayed from it.
+ * The address the destination reaches this host at, where the user networks' moved TCP
+ * connections are relayed from: the daemon's own listen address when it is a specific one
+ * the destination can use (a loopback address only for a destination on loopback), else
+ * the local address of the route toward the destination (a connected UDP socket sends
+ * nothing). The relay admits only holders of the per-connection keys sent with the state.
  */
 export async function relayHostToward(listenHost: string, to: string): Promise<string> {
-  if (listenHost !== '0.0.0.0' && listenHost !== '::' && listenHost !== '') return listenHost;
   const u = new URL(to);
   const host = u.hostname.replace(/^\[|\]$/g, '');
+  const loopback = (h: string): boolean => h === 'localhost' || h === '::1' || /^127\./.test(h);
+  const wildcard = listenHost === '0.0.0.0' || listenHost === '::' || listenHost === '';
+  if (!wildcard && (!loopback(listenHost) || loopback(host))) return listenHost;
   const s = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
   try {
     await new Promise<void>((res, rej) => { s.once('error', rej); s.connect(Number(u.port) || 80, host, () => res()); });

@@ -14,6 +14,7 @@ import { UserNet, checkMoveState } from '../../src/host/net/slirp.js';
 import { NodeHostNet } from '../../src/host/net/node-host.js';
 import { fromJson, toJson } from '../../src/snapshot/format.js';
 import { relayHeader } from '../../src/host/net/host.js';
+import { relayHostToward } from '../../src/daemon/migrate.js';
 import { parseTcpFrame, tcp, type SeenTcp } from '../lib/net-frames.js';
 
 const G = '10.0.2.15', GW = '10.0.2.2';
@@ -141,4 +142,11 @@ test('moved network state from another process is checked: corrupt entries are r
   assert.throws(() => checkMoveState({ ...good, conns: [{ conn: { ...conn, sndMax: 900 }, relay: null }] }), /beyond the buffered data/);
   assert.throws(() => checkMoveState({ ...good, conns: [{ conn, relay: { id: 0, key: new Uint8Array(16) } }] }), /relay entry/, 'a relayed connection needs the relay address');
   assert.throws(() => checkMoveState({ ...good, relay: { host: '127.0.0.1', port: 9 }, conns: [{ conn, relay: { id: 0, key: new Uint8Array(3) } }] }), /relay entry/);
+});
+
+test('the relay listens where the destination can reach it', async () => {
+  assert.equal(await relayHostToward('127.0.0.1', 'http://127.0.0.1:8446'), '127.0.0.1', 'loopback for a destination on loopback');
+  assert.equal(await relayHostToward('192.0.2.7', 'http://192.0.2.9:8446'), '192.0.2.7', 'a specific listen address as it is');
+  // A wildcard listen: the local end of the route toward the destination (here, loopback's).
+  assert.equal(await relayHostToward('0.0.0.0', 'http://127.0.0.1:8446'), '127.0.0.1');
 });
