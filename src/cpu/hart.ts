@@ -5,7 +5,7 @@ import {
   PC, NPC, SCRATCH, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION,
   PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT,
 } from './state.js';
-import { Translator, type JitMemory } from './jit/translator.js';
+import { Translator, HOT_ENTRIES, type JitMemory } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
 import { TRAP_SIGNAL, raise, illegal, takeTrap, xret, updateIrq, setIrqLine, wfi, serviceAttention, updateTimers, setStimecmp } from './trap.js';
@@ -401,6 +401,7 @@ export class Hart implements Stateful<HartState> {
           if (start && jit !== null) {
             const b = d.block;
             if (b !== null) {
+              if ((++d.hits & (HOT_ENTRIES - 1)) === 0) jit.hot(page);
               if (n + d.blockLen <= budget) {
                 this.flushIcount();
                 this.inBlock = true;
@@ -447,6 +448,9 @@ export class Hart implements Stateful<HartState> {
     if (jit !== null) jit.endSlice();
     return n;
   }
+
+  /** The translator has modules compiling in the background (they arrive through the event loop). */
+  get jitCompiling(): boolean { return this.jit !== null && this.jit.inFlight > 0; }
 
   /**
    * Translate code: block starts entered `threshold` times are compiled to WebAssembly

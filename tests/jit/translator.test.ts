@@ -258,6 +258,84 @@ test('a fault in the middle of a translated block leaves the interpreter\'s exac
   }
 });
 
+/**
+ * A hot loop of twelve blocks, each ending in a branch or jump to the next, entered at
+ * threshold 0 one block at a time (so each gets a function of its own) and a call to a
+ * function of the same page: the dispatcher sees every transfer until the page's hot
+ * region is compiled again as one function.
+ */
+const SPREAD = EXIT + String.raw`
+  .globl _start
+_start:
+  li s0, 60000
+  li s1, 0
+  li s2, 0x5bd1e995
+loop:
+  add s1, s1, s0
+  bnez s0, b1
+  j done
+b1:
+  xor s1, s1, s2
+  j b2
+b2:
+  slli t0, s1, 7
+  beq t0, zero, b3
+b3:
+  srli t1, s1, 3
+  bne t1, s1, b4
+b4:
+  add s1, s1, t1
+  blt s1, s2, b5
+b5:
+  mul s1, s1, s2
+  bge s2, zero, b6
+b6:
+  addiw s3, s1, 11
+  bltu s3, s1, b7
+b7:
+  sub s1, s1, s3
+  bgeu s1, s3, b8
+b8:
+  call mix
+  j b9
+b9:
+  xori s1, s1, 0x3a5
+  j b10
+b10:
+  addi s0, s0, -1
+  j loop
+done:
+  la t0, out
+  sd s1, 0(t0)
+  PRINT8 out
+  EXIT 0
+mix:
+  srli t2, s1, 17
+  xor s1, s1, t2
+  ret
+  .data
+  .align 3
+out: .dword 0
+`;
+
+test('a hot page whose blocks are spread over functions is compiled again as one: same results, few dispatcher entries', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-spread', sources: { 's.S': SPREAD } }));
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  assert.equal(ref.code, 0);
+  for (const th of [0, 2]) {
+    const r = runUser(elf, { jitThreshold: th });
+    assert.equal(r.code, 0);
+    assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}: checksum`);
+    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers`);
+    assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
+    const st = r.hart.jit!.stats;
+    assert.ok(st.promotions >= 1, `threshold ${th}: ${st.promotions} hot-page recompiles`);
+    // 60,000 passes of 13 transfers each: 780,000 entries without the recompile, which comes
+    // after 16,384 passes (HOT_ENTRIES) have gone through the dispatcher.
+    assert.ok(st.entries < 16384 * 13 + 20_000, `threshold ${th}: ${st.entries} dispatcher entries`);
+  }
+});
+
 /** A hot loop that rewrites an instruction of its own block: the new one runs on the next pass. */
 const SMC = EXIT + String.raw`
   .globl _start

@@ -50,6 +50,19 @@ const MAX_PAGE_COMPILES = 1;
  * spanning blocks gain from sharing one.
  */
 const MAX_FN_BLOCKS = 8;
+/**
+ * Dispatcher entries into one translated head (checked every HOT_ENTRIES) after which its
+ * page is compiled again whole, into one function: hot code whose blocks got hot at
+ * different times (each compile after the page's first gives them functions of their own)
+ * then reaches them inside one function instead of through the dispatcher.
+ */
+export const HOT_ENTRIES = 16384;
+/** Dispatcher entries since its last compile that make a head a seed of its page's hot region. */
+const HOT_SEED = HOT_ENTRIES / 16;
+/** Hot-region recompiles of a page, at most. */
+const MAX_PROMOTIONS = 16;
+/** Blocks per function in a hot page's recompile (a page's blocks, all of them in practice). */
+const MAX_HOT_FN_BLOCKS = 512;
 /** Instructions compiled before the cache is dropped and refilled (bounds its memory). */
 const MAX_INSTRUCTIONS = 1 << 20;
 /** Decoded.hits of a head that is planned or cannot be translated: never counted again. */
@@ -95,6 +108,8 @@ export interface JitStats {
   evictions: number;
   /** Instructions translated code ran through their rows' exec (no emitter, or a fast path declined). */
   execCalls: number;
+  /** Hot pages compiled again whole. */
+  promotions: number;
 }
 
 /** Decoded instruction at a byte offset in the page (or null past the page or where it cannot be fetched). */
@@ -108,12 +123,19 @@ interface Plan { head: Decoded; off: number; insns: Decoded[]; offs: number[]; }
 interface PageRec {
   page: DecodedPage;
   at: At;
-  /** Blocks compiled (or being compiled) into the page's function, by head offset. */
+  /** Blocks compiled (or being compiled) for the page, by head offset. */
   heads: Map<number, Plan>;
   /** Blocks planned since the last compile. */
   fresh: Plan[];
   queued: boolean;
   compiles: number;
+  /** Functions the page's compiled blocks are spread over. */
+  fns: number;
+  /** The next compile takes every block of the page (a hot page), and how many times that happened. */
+  promote: boolean;
+  promotions: number;
+  /** hot() calls since the last promotion. */
+  hotCalls: number;
 }
 
 export class Translator {
@@ -121,7 +143,7 @@ export class Translator {
   threshold: number;
   readonly stats: JitStats = {
     blocks: 0, compiles: 0, functions: 0, compileMs: 0, instructions: 0, untranslatable: 0, failures: 0,
-    entries: 0, executed: 0, evictions: 0, execCalls: 0,
+    entries: 0, executed: 0, evictions: 0, execCalls: 0, promotions: 0,
   };
   /** Modules being compiled in the background. */
   inFlight = 0;
@@ -158,7 +180,7 @@ export class Translator {
     head.hits = NEVER; // planned (or hopeless): stop counting
     let rec = this.pages.get(page);
     if (rec === undefined) {
-      rec = { page, at, heads: new Map(), fresh: [], queued: false, compiles: 0 };
+      rec = { page, at, heads: new Map(), fresh: [], queued: false, compiles: 0, fns: 0, promote: false, promotions: 0, hotCalls: 0 };
       this.pages.set(page, rec);
     }
     if (!this.add(rec, head, off)) return;
@@ -190,6 +212,83 @@ export class Translator {
   }
 
   get hasPending(): boolean { return this.pending.length > 0; }
+
+  /**
+   * A translated head of `page` was entered from the dispatcher HOT_ENTRIES times more:
+   * compile its hot region again as one function if the page's blocks are spread over
+   * several functions or it has heads not yet translated.
+   */
+  hot(page: DecodedPage): void {
+    const rec = this.pages.get(page);
+    // Each promotion of a page waits twice as long as the one before.
+    if (rec === undefined || rec.promote || ++rec.hotCalls < 1 << rec.promotions || rec.promotions >= MAX_PROMOTIONS) return;
+    if (rec.fns <= 1 && !this.hasWarm(rec, 1)) return;
+    rec.hotCalls = 0;
+    rec.promote = true;
+    rec.promotions++;
+    this.stats.promotions++;
+    if (!rec.queued) { rec.queued = true; this.pending.push(rec); }
+    if (this.threshold <= 0 || !this.background) this.flush();
+    else this.pendingBlocks = Math.max(this.pendingBlocks, MIN_BATCH); // at the end of this slice
+  }
+
+  /**
+   * A hot page's region: the blocks reachable by direct transfers (fall-through, branches,
+   * jal, the return point of a call) from the heads the dispatcher entered at least
+   * HOT_SEED times since their last compile. Heads that ran but are not translated yet are
+   * planned on the way. In page order.
+   */
+  private hotRegion(rec: PageRec): Plan[] {
+    const seen = new Set<number>();
+    const work: number[] = [];
+    for (const [off, p] of rec.heads) if (p.head.hits >= HOT_SEED) { seen.add(off); work.push(off); }
+    const out: Plan[] = [];
+    const visit = (off: number): void => {
+      if (off < 0 || off >= 4096 || seen.has(off)) return;
+      seen.add(off);
+      work.push(off);
+    };
+    while (work.length > 0) {
+      const off = work.pop()!;
+      let p = rec.heads.get(off);
+      if (p === undefined) {
+        const d = rec.page[off >>> 1];
+        if (d === undefined || d.block !== null || d.hits < 1 || !this.add(rec, d, off)) continue;
+        d.hits = NEVER;
+        p = rec.fresh[rec.fresh.length - 1];
+        rec.heads.set(off, p);
+      }
+      out.push(p);
+      const last = p.insns.length - 1, d = p.insns[last], at = p.offs[last];
+      const f = d.spec.format;
+      if (f === 'B') { visit(at + d.imm); visit(at + d.len); } else if (f === 'J') {
+        visit(at + d.imm);
+        if (d.rd !== SINK) visit(at + d.len);
+      } else if (d.spec.name === 'jalr') {
+        if (d.rd !== SINK) visit(at + d.len);
+      } else visit(at + d.len);
+    }
+    return out.sort((a, b) => a.off - b.off);
+  }
+
+  /** Whether the page has untranslated heads entered at least `warm` times. */
+  private hasWarm(rec: PageRec, warm: number): boolean {
+    const page = rec.page;
+    for (let i = 0; i < page.length; i++) {
+      const d = page[i];
+      if (d !== undefined && d.hits >= warm && d.block === null) return true;
+    }
+    return false;
+  }
+
+  /** Plan the page's untranslated heads entered at least `warm` times. */
+  private addWarm(rec: PageRec, warm: number): void {
+    const page = rec.page;
+    for (let i = 0; i < page.length; i++) {
+      const d = page[i];
+      if (d !== undefined && d.hits >= warm && d.block === null) { d.hits = NEVER; this.add(rec, d, i * 2); }
+    }
+  }
 
   /**
    * End of a run slice: compile the pending pages once there are enough blocks for a
@@ -226,13 +325,9 @@ export class Translator {
     // join now, which saves compiling the page again soon.
     const warm = Math.max(1, this.threshold / 4);
     for (const rec of recs) {
-      if (this.threshold <= 0 || rec.compiles >= MAX_PAGE_COMPILES) continue;
-      const page = rec.page;
-      for (let i = 0; i < page.length; i++) {
-        const d = page[i];
-        if (d !== undefined && d.hits >= warm && d.block === null) { d.hits = NEVER; this.add(rec, d, i * 2); }
-      }
+      if (!rec.promote && this.threshold > 0 && rec.compiles < MAX_PAGE_COMPILES) this.addWarm(rec, warm);
     }
+    this.pendingBlocks = 0;
     const m = new ModuleBuilder();
     const I = ValType.I32;
     const tLoad = m.type([I, I], [I]);
@@ -251,19 +346,29 @@ export class Translator {
     const execs: Decoded[] = [];
     const groups: Plan[][] = [];
     for (const rec of recs) {
+      // Functions for the page: its hot region in one (a promotion), then what is new.
+      const parts: Plan[][] = [];
+      const split = (plans: Plan[], per: number): void => {
+        plans.sort((a, b) => a.off - b.off);
+        for (let i = 0; i < plans.length; i += per) parts.push(plans.slice(i, i + per));
+      };
+      for (const p of rec.fresh) rec.heads.set(p.off, p);
+      const hot = rec.promote ? this.hotRegion(rec) : [];
       rec.queued = false;
-      let plans: Plan[];
-      if (rec.compiles < MAX_PAGE_COMPILES) {
-        for (const p of rec.fresh) rec.heads.set(p.off, p);
-        plans = [...rec.heads.values()];
+      if (hot.length > 0) {
+        split(hot, MAX_HOT_FN_BLOCKS);
+        const inHot = new Set(hot);
+        split(rec.fresh.filter((p) => !inHot.has(p)), MAX_FN_BLOCKS);
+        rec.fns = parts.length;
       } else {
-        plans = rec.fresh;
+        const whole = rec.compiles < MAX_PAGE_COMPILES;
+        split(whole ? [...rec.heads.values()] : rec.fresh, MAX_FN_BLOCKS);
+        rec.fns = whole ? parts.length : rec.fns + parts.length;
       }
       rec.fresh = [];
       rec.compiles++;
-      plans.sort((a, b) => a.off - b.off);
-      for (let i = 0; i < plans.length; i += MAX_FN_BLOCKS) {
-        const part = plans.slice(i, i + MAX_FN_BLOCKS);
+      rec.promote = false;
+      for (const part of parts) {
         const { body, index } = m.func(tFn);
         new PageWriter(body, this.stateBase, fn, execs).write(part);
         m.export(`p${groups.length}`, index);
@@ -282,6 +387,7 @@ export class Translator {
         for (const p of plans) {
           p.head.block = f;
           p.head.blockLen = p.insns.length;
+          p.head.hits = 0; // now counts dispatcher entries (hot())
         }
         this.stats.blocks += plans.length;
       });
