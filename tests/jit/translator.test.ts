@@ -130,8 +130,8 @@ test('translated code agrees with the interpreter: output, registers, instructio
 });
 
 /**
- * Double-precision work in a loop (loads, stores, moves, sign injection, + - * / sqrt and
- * the fused multiply-adds), mostly inexact, with a few operands the inline fast path must
+ * Double-precision work in a loop (loads, stores, moves, sign injection, + - * / sqrt, the
+ * fused multiply-adds, compares and conversions), mostly inexact, with a few operands the inline fast path must
  * decline (a subnormal, a NaN, a directed rounding mode); prints f registers and fflags.
  */
 const FPWORK = EXIT + String.raw`
@@ -161,6 +161,23 @@ loop:
   fld fs4, 24(s0)
   fmv.x.d t0, fs4
   add s1, s1, t0
+  flt.d t1, fs4, fs2
+  fle.d t2, fs2, fs4
+  feq.d t3, fs4, fs4
+  fcvt.w.d t4, ft3, rtz
+  fcvt.l.d t5, ft0
+  fcvt.d.w fa5, s2
+  fcvt.d.lu fa6, s2
+  fcvt.wu.d t6, fa5, rup
+  fadd.d fa5, fa5, fa6
+  fcvt.l.d a3, fa5, rdn
+  add s1, s1, t1
+  add s1, s1, t2
+  add s1, s1, t3
+  add s1, s1, t4
+  add s1, s1, t5
+  add s1, s1, t6
+  add s1, s1, a3
   fadd.d fs0, fs0, fs1
   addi s2, s2, -1
   bnez s2, loop
@@ -168,6 +185,12 @@ loop:
   fmul.d ft9, ft8, fs1
   fld ft10, 40(s0)         # a NaN
   fadd.d ft11, ft10, fs1
+  flt.d t2, ft10, fs1      # NaN operands: declined (NV)
+  fcvt.w.d t3, ft10
+  fcvt.w.d t4, fs0, rmm    # a mode Wasm has no rounding for
+  add s1, s1, t2
+  add s1, s1, t3
+  add s1, s1, t4
   fadd.d fa4, fs0, fs1, rtz  # a directed mode: the row's exec
   frflags t1
   la t0, out
@@ -206,7 +229,7 @@ test('translated F/D code agrees with the interpreter, flags included, and runs 
     assert.equal(r.hart.fflags, ref.hart.fflags, `threshold ${th}: fflags`);
     assert.equal(r.hart.mstatus, ref.hart.mstatus, `threshold ${th}: mstatus (FS)`);
     assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
-    // 3000 iterations of 16 F/D instructions: nearly all must have run inline.
+    // 3000 iterations of 26 F/D instructions: nearly all must have run inline.
     const st = r.hart.jit!.stats;
     assert.ok(st.executed > 30000, `threshold ${th}: ${st.executed} instructions translated`);
     assert.ok(st.execCalls < 500, `threshold ${th}: ${st.execCalls} instructions went through exec`);

@@ -60,6 +60,10 @@ export interface Emit {
    * the instruction to its row's exec (the softfloat decides).
    */
   fpArith(d: Decoded, fast: () => void): void;
+  /** Run the row's exec here, for a case the inline code declines (x[rd] follows it). */
+  fallback(d: Decoded): void;
+  /** fflags |= the i32 `value` pushes; mstatus.FS = Dirty if it is nonzero. */
+  orFlags(value: () => void): void;
   /** fld / fsd: like load/store of 8 bytes, to and from f[rd] / f[rs2]. */
   loadF(d: Decoded): void;
   storeF(d: Decoded): void;
@@ -267,6 +271,66 @@ export const fsgnjD = (mode: 0 | 1 | 2): EmitFnF => (e, d) => e.fpGuard(d, false
     f.i64(SIGN).op(Op.i64_and).op(Op.i64_or);
   });
 });
+
+/** fle.d / flt.d / feq.d (op: f64 le, lt, eq): inline when neither operand is a NaN (no flags then). */
+export const fcmpD = (op: number): EmitFnF => (e, d) => e.fpGuard(d, false, false, () => {
+  const f = e.f, a = e.tmpF(0), b = e.tmpF(1);
+  e.fx(d.rs1); f.tee(a).get(a).op(Op.f64_ne);
+  e.fx(d.rs2); f.tee(b).get(b).op(Op.f64_ne).op(Op.i32_or);
+  f.block(Op.if);
+  e.fallback(d);
+  f.op(Op.else);
+  e.setX(d.rd, () => { f.get(a).get(b).op(op).op(Op.i64_extend_i32_u); });
+  f.op(Op.end);
+});
+
+/**
+ * fcvt.d.w / .wu / .l / .lu (kind 0..3): a 32-bit integer is always exact, a 64-bit one
+ * below 2^53 in magnitude too; larger ones may round (the row's exec).
+ */
+export const fcvtDInt = (kind: 0 | 1 | 2 | 3): EmitFnF => (e, d) => e.fpGuard(d, true, true, () => {
+  const f = e.f;
+  if (kind < 2) {
+    e.setFbits(d.rd, () => { e.x32(d.rs1); f.op(kind === 0 ? Op.f64_convert_i32_s : Op.f64_convert_i32_u).op(Op.i64_reinterpret_f64); });
+    return;
+  }
+  const v = e.tmp64(0);
+  e.x(d.rs1); f.set(v);
+  if (kind === 2) f.get(v).i64(1n << 53n).op(Op.i64_add).i64(1n << 54n).op(Op.i64_le_u);
+  else f.get(v).i64(1n << 53n).op(Op.i64_le_u);
+  f.block(Op.if);
+  e.setFbits(d.rd, () => { f.get(v).op(kind === 2 ? Op.f64_convert_i64_s : Op.f64_convert_i64_u).op(Op.i64_reinterpret_f64); });
+  f.op(Op.else);
+  e.fallback(d);
+  f.op(Op.end);
+});
+
+/**
+ * fcvt.w.d / .wu / .l / .lu (kind 0..3) in the modes Wasm rounds in (RNE, RTZ, RDN, RUP;
+ * RMM and reserved modes go to the row's exec): inline when the rounded value fits the
+ * integer type (no NV then), NX if it differs from the operand.
+ */
+export const fcvtIntD = (kind: 0 | 1 | 2 | 3): EmitFnF => (e, d) => {
+  const dyn = d.rm === 0 || d.rm === 7;
+  const round = dyn ? Op.f64_nearest : d.rm === 1 ? Op.f64_trunc : d.rm === 2 ? Op.f64_floor : d.rm === 3 ? Op.f64_ceil : -1;
+  if (round < 0) { e.fpGuard(d, true, false, () => e.fallback(d)); return; } // (always the row's exec)
+  e.fpGuard(d, dyn, false, () => {
+    const f = e.f, a = e.tmpF(0), t = e.tmpF(1);
+    e.fx(d.rs1); f.tee(a).op(round).tee(t);
+    const [lo, hi] = kind === 0 ? [-(2 ** 31), 2 ** 31 - 1] : kind === 1 ? [0, 2 ** 32 - 1] : kind === 2 ? [-(2 ** 63), 2 ** 63] : [0, 2 ** 64];
+    f.f64(lo).op(Op.f64_ge).get(t).f64(hi).op(kind < 2 ? Op.f64_le : Op.f64_lt).op(Op.i32_and);
+    f.block(Op.if);
+    e.setX(d.rd, () => {
+      f.get(t);
+      if (kind < 2) f.op(kind === 0 ? Op.i32_trunc_f64_s : Op.i32_trunc_f64_u).op(Op.i64_extend_i32_s);
+      else f.op(kind === 2 ? Op.i64_trunc_f64_s : Op.i64_trunc_f64_u);
+    });
+    e.orFlags(() => { f.get(a).get(t).op(Op.f64_ne); }); // NX = 1
+    f.op(Op.else);
+    e.fallback(d);
+    f.op(Op.end);
+  });
+};
 
 /**
  * Push mulhu(a, b), the high 64 bits of the unsigned 128-bit product of two i64 locals,

@@ -470,6 +470,10 @@ class PageWriter implements Emit {
   private readonly entry = 2;
   private len = 4;
   private ended = false;
+  /** This block has set FS to Dirty already / has read its F/D state into fpst. */
+  private dirtied = false;
+  private fpRead = false;
+  private readonly fpst: number;
 
   constructor(
     private readonly body: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>,
@@ -485,6 +489,7 @@ class PageWriter implements Emit {
     this.ent = f.local(ValType.I32);
     this.fres = f.local(ValType.F64);
     this.fnx = f.local(ValType.I32);
+    this.fpst = f.local(ValType.I32);
   }
 
   write(plans: Plan[]): void {
@@ -536,6 +541,8 @@ class PageWriter implements Emit {
     for (const r of this.uses[this.c]) f.i32(this.base).mem(Op.i64_load, 3, r * 8).set(this.reg[r]);
     f.block(Op.loop);
     this.ended = false;
+    this.dirtied = false;
+    this.fpRead = false;
     this.inner = 0;
     this.written = [];
     for (let i = 0; i < p.insns.length; i++) {
@@ -724,10 +731,42 @@ class PageWriter implements Emit {
     return this.tF[i];
   }
 
-  /** mstatus.FS = Dirty, in the state block. */
+  /**
+   * mstatus.FS = Dirty, in the state block: once per block (straight-line code, so after
+   * the first F/D instruction that dirties, on its inline path or through its row's exec,
+   * FS is Dirty).
+   */
   private fpDirty(): void {
+    if (this.dirtied) return;
+    this.dirtied = true;
     const f = this.f;
     f.i32(this.base).i32(this.base).mem(Op.i32_load, 2, MSTATUS_LO * 8).i32(MSTATUS.FS).op(Op.i32_or).mem(Op.i32_store, 2, MSTATUS_LO * 8);
+  }
+
+  /**
+   * Push the block's F/D state: bit 0 set if mstatus.FS is Off, bit 1 if frm is not RNE.
+   * Read at the block's first F/D instruction (neither changes inside a block: CSR writes
+   * end blocks and the rows run inside one only set FS to Dirty).
+   */
+  private fpState(): void {
+    const f = this.f;
+    if (!this.fpRead) {
+      this.fpRead = true;
+      f.i32(this.base).mem(Op.i32_load, 2, MSTATUS_LO * 8).i32(MSTATUS.FS).op(Op.i32_and).op(Op.i32_eqz);
+      f.i32(this.base).mem(Op.i32_load, 2, FRM * 8).i32(0).op(Op.i32_ne).i32(1).op(Op.i32_shl).op(Op.i32_or).set(this.fpst);
+    }
+    f.get(this.fpst);
+  }
+
+  fallback(d: Decoded): void { this.execRow(d); }
+
+  orFlags(value: () => void): void {
+    const f = this.f, t = this.t32[0];
+    value();
+    f.tee(t).block(Op.if);
+    f.i32(this.base).i32(this.base).mem(Op.i32_load, 2, FFLAGS * 8).get(t).op(Op.i32_or).mem(Op.i32_store, 2, FFLAGS * 8);
+    if (!this.dirtied) f.i32(this.base).i32(this.base).mem(Op.i32_load, 2, MSTATUS_LO * 8).i32(MSTATUS.FS).op(Op.i32_or).mem(Op.i32_store, 2, MSTATUS_LO * 8);
+    f.op(Op.end);
   }
 
   fpGuard(d: Decoded, rm: boolean, dirty: boolean, body: () => void): void {
@@ -735,8 +774,8 @@ class PageWriter implements Emit {
     if (this.scanning) { body(); return; }
     // A static mode other than RNE (or a reserved one): always the row's exec.
     if (rm && d.rm !== 0 && d.rm !== 7) { this.execRow(d); return; }
-    f.i32(this.base).mem(Op.i32_load, 2, MSTATUS_LO * 8).i32(MSTATUS.FS).op(Op.i32_and).op(Op.i32_eqz);
-    if (rm && d.rm === 7) f.i32(this.base).mem(Op.i32_load, 2, FRM * 8).op(Op.i32_or);
+    this.fpState();
+    if (!(rm && d.rm === 7)) f.i32(1).op(Op.i32_and);
     f.block(Op.if);
     this.inner++;
     this.execRow(d);
