@@ -176,14 +176,21 @@ export const fsqrtD: EmitFnF = (e, d) => e.fpArith(d, () => {
 });
 
 /**
- * fmadd.d family: RN(±a*b ± c). A zero product (exact) or an exact product p + 0 is one
- * rounded sum; otherwise p + e exactly (Dekker) and Boldo-Melquiond's round-to-odd gives
- * RN(c + p + e): (th, tl) = 2Sum(c, p); v = RO(tl + e); result = RN(th + v).
+ * fmadd.d family: RN(±a*b ± c). A zero product (exact) is one rounded sum. Otherwise the
+ * result is guessed as s = RN(p + c) with p = fl(a*b), and checked off the critical path
+ * (guest FMA chains, like Mandelbrot's, then wait only for the guess): with a*b = p + err
+ * exactly (Dekker) and p + c = s + t exactly (2Sum), a*b + c = s + (t + err); if
+ * u = RN(t + err) is below half an ulp of s in magnitude, so is t + err (u's own error
+ * cannot reach that power of two), and s is the correctly rounded result, exact iff u = 0.
+ * When the guess fails (cancellation, a power-of-two s): an exact product is one rounded
+ * sum, else Boldo-Melquiond's round-to-odd gives RN(c + p + err):
+ * (th, tl) = 2Sum(c, p); v = RO(tl + err); result = RN(th + v).
  */
 export const fmaD = (negProd: boolean, negC: boolean): EmitFnF => (e, d) => e.fpArith(d, () => {
   const f = e.f, a = e.tmpF(0), b = e.tmpF(1), c = e.tmpF(2);
-  const p = e.tmpF(8), err = e.tmpF(9), th = e.tmpF(10), v = e.tmpF(11), r = e.tmpF(12);
+  const p = e.tmpF(8), err = e.tmpF(9), th = e.tmpF(10), v = e.tmpF(11), r = e.tmpF(12), u = e.tmpF(13);
   const ok = e.tmp32(0);
+  const bits = e.tmp64(0);
   e.fx(d.rs1); f.set(a);
   e.fx(d.rs2); f.set(b);
   e.fx(d.rs3); if (negC) f.op(Op.f64_neg); f.set(c);
@@ -200,6 +207,10 @@ export const fmaD = (negProd: boolean, negC: boolean): EmitFnF => (e, d) => e.fp
   }
   f.op(Op.else);
   {
+    // The guess first: nothing below delays it.
+    f.get(p);
+    if (negProd) f.op(Op.f64_neg);
+    f.get(c).op(Op.f64_add).set(e.fres);
     f.get(p).op(Op.f64_abs).f64(LO_D).op(Op.f64_ge);
     absLt(e, p, BIG); f.op(Op.i32_and);
     absLt(e, a, SPLIT_MAX); f.op(Op.i32_and);
@@ -209,12 +220,27 @@ export const fmaD = (negProd: boolean, negC: boolean): EmitFnF => (e, d) => e.fp
     {
       emitMulErr(e, a, b, p); f.set(err);
       if (negProd) { f.get(p).op(Op.f64_neg).set(p); f.get(err).op(Op.f64_neg).set(err); }
+      const s = e.fres, bb = e.tmpF(3);
+      // u = t + err, t = (p - (s - bb)) + (c - bb), bb = s - p.
+      f.get(s).get(p).op(Op.f64_sub).set(bb);
+      f.get(p).get(s).get(bb).op(Op.f64_sub).op(Op.f64_sub).get(c).get(bb).op(Op.f64_sub).op(Op.f64_add);
+      f.get(err).op(Op.f64_add).set(u);
+      // s normal, in range, not a power of two; |u| < half an ulp of s = 2^(exponent(s) - 53).
+      f.get(s).op(Op.f64_abs).f64(LO_D).op(Op.f64_ge);
+      absLt(e, s, BIG); f.op(Op.i32_and);
+      f.get(s).op(Op.i64_reinterpret_f64).tee(bits).i64(0xf_ffff_ffff_ffffn).op(Op.i64_and).i64(0n).op(Op.i64_ne).op(Op.i32_and);
+      f.get(u).op(Op.f64_abs);
+      f.get(bits).i64(0x7ff0_0000_0000_0000n).op(Op.i64_and).i64(53n << 52n).op(Op.i64_sub).op(Op.f64_reinterpret_i64);
+      f.op(Op.f64_lt).op(Op.i32_and);
+      f.block(Op.if, ValType.I32);
+      f.get(u).f64(0).op(Op.f64_ne).set(e.fnx);
+      f.i32(1);
+      f.op(Op.else);
       f.get(err).f64(0).op(Op.f64_eq);
       f.block(Op.if, ValType.I32);
       emitAdd(e, p, c);
       f.op(Op.else);
       {
-        const bb = e.tmpF(3);
         // th + tl = c + p exactly.
         f.get(c).get(p).op(Op.f64_add).set(th);
         f.get(th).get(c).op(Op.f64_sub).set(bb);
@@ -229,7 +255,6 @@ export const fmaD = (negProd: boolean, negC: boolean): EmitFnF => (e, d) => e.fp
         {
           // v must be normal; round to odd: an even v steps to the odd neighbour on r's side.
           f.get(v).op(Op.f64_abs).f64(MIN_D).op(Op.f64_ge).set(ok);
-          const bits = e.tmp64(0);
           f.get(v).op(Op.i64_reinterpret_f64).tee(bits).i64(1n).op(Op.i64_and).op(Op.i64_eqz);
           f.block(Op.if);
           f.get(v).f64(0).op(Op.f64_gt).get(r).f64(0).op(Op.f64_gt).op(Op.i32_eq);
@@ -251,6 +276,7 @@ export const fmaD = (negProd: boolean, negC: boolean): EmitFnF => (e, d) => e.fp
         f.get(e.fres).op(Op.f64_abs).f64(MIN_D).op(Op.f64_gt).op(Op.i32_and);
         absLt(e, e.fres, BIG); f.op(Op.i32_and);
       }
+      f.op(Op.end);
       f.op(Op.end);
     }
     f.op(Op.else);
