@@ -2,7 +2,7 @@ import type { Bus } from '../machine/bus.js';
 import type { TimeSource, Stateful } from '../devices/device.js';
 import { CAUSE, MSTATUS, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, MIP_STIP, SATP_BARE } from './csr.js';
 import {
-  PC, NPC, SCRATCH, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION,
+  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION,
   PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT,
 } from './state.js';
 import { Translator, HOT_ENTRIES, type JitMemory } from './jit/translator.js';
@@ -295,6 +295,10 @@ export class Hart implements Stateful<HartState> {
   private savedRegs(): Uint8Array {
     const regs = new Uint8Array(this.x.buffer, this.x.byteOffset, HART_STATE_BYTES).slice();
     regs.fill(0, ATTENTION * 8, ATTENTION * 8 + 8);
+    // Scratch slots are dead between instructions, and what they last held depends on
+    // which code ran translated (x0 writes, 64-bit load temporaries): not state.
+    regs.fill(0, SINK * 8, SINK * 8 + 8);
+    regs.fill(0, SCRATCH * 8, JIT_RETIRED * 8 + 8);
     return regs;
   }
 
@@ -449,18 +453,16 @@ export class Hart implements Stateful<HartState> {
     return n;
   }
 
-  /** The translator has modules compiling in the background (they arrive through the event loop). */
-  get jitCompiling(): boolean { return this.jit !== null && this.jit.inFlight > 0; }
-
   /**
    * Translate code: block starts entered `threshold` times are compiled to WebAssembly
-   * (0: on first entry). Infinity turns the translator off.
+   * (0: on first entry). Infinity turns the translator off. `batch`: gather a few run
+   * slices' blocks into one module (off: compile at the end of each slice).
    */
-  enableJit(threshold: number, background = true): void {
+  enableJit(threshold: number, batch = true): void {
     if (threshold === Infinity) { this.jit = null; return; }
-    if (this.jit) { this.jit.threshold = threshold; this.jit.background = background; return; }
+    if (this.jit) { this.jit.threshold = threshold; this.jit.batch = batch; return; }
     this.jit = new Translator(this.bus.memory, this.hartId * HART_STATE_BYTES, this.jitMemory(), threshold);
-    this.jit.background = background;
+    this.jit.batch = batch;
     this.jit.onFull = () => flushCodeCache(this);
   }
 

@@ -128,8 +128,6 @@ export type MachineExit = {
 const SLICE = 20000;
 /** Wall time to run before yielding to the host event loop. */
 const YIELD_MS = 15;
-/** The same while the translator compiles in the background (its code arrives through the event loop). */
-const YIELD_JIT_MS = 2;
 /** Longest host timer (setTimeout's limit is 2^31-1 ms; beyond it fires at once). */
 const MAX_TIMER_MS = 0x7fff_ffff;
 
@@ -387,7 +385,7 @@ export class Machine {
           if (this.steps >= this.stepLimit) { this.finish({ reason: 'stopped', code: 0, message: `step limit ${this.stepLimit} reached` }); break; }
           if (builtin && hart.priv === PRIV_M) { this.firmwareTrap(); break; }
           deadline = this.service();
-          if (hart.waiting || this.mono() - t0 >= (hart.jitCompiling ? YIELD_JIT_MS : YIELD_MS)) break;
+          if (hart.waiting || this.mono() - t0 >= YIELD_MS) break;
         }
         if (this.exit !== null) break;
         if (this.pauseGate) continue;
