@@ -9,7 +9,7 @@ import { Translator, HOT_ENTRIES, type JitMemory } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
 import { TRAP_SIGNAL, raise, illegal, takeTrap, xret, updateIrq, setIrqLine, wfi, serviceAttention, updateTimers, setStimecmp } from './trap.js';
-import { Tlb, WriteTlbMap, TLB_MASK, TLB_INVALID, privChanged, updateTranslation, flushTlb, flushAllTlbs, translate, pmpCheck, updatePmpActive } from './mmu.js';
+import { Tlb, WriteTlbMap, TLB_MASK, TLB_INVALID, privChanged, updateTranslation, flushTlb, flushTlbPage, flushAllTlbs, translate, pmpCheck, updatePmpActive } from './mmu.js';
 import {
   UNCACHED_PAGE, loadSlow, storeSlow, amoHost, checkReservation, fetchSlow, decodeAt, currentRaw, flushCodeCache, externalWrite, takeDirtyPages,
 } from './memory.js';
@@ -178,6 +178,14 @@ export class Hart implements Stateful<HartState> {
   readonly dirty: Uint8Array;
   /** RAM page -> write-TLB slots (mmu.ts), so a new code page drops its write entries without a scan. */
   readonly wtlbMap: WriteTlbMap;
+  /**
+   * Superpage regions (level and region number: virtual page number / the level's span)
+   * the U/S TLBs may hold 4 KiB pieces of, since their last full flush; -1: too many to
+   * track (mmu.ts: an sfence.vma for one address drops only that page unless it falls in one).
+   */
+  superCount = 0;
+  readonly superLevel = new Uint8Array(32);
+  readonly superRegion = new Float64Array(32);
 
   // ---- LR/SC (internal, memory.ts) ----
   resvValid = false;
@@ -656,6 +664,8 @@ export class Hart implements Stateful<HartState> {
   pmpCheck(pa: number, size: number, acc: number, priv: number): boolean { return pmpCheck(this, pa, size, acc, priv); }
   /** sfence.vma, satp writes: drop all cached virtual translations (U and S sets). */
   flushTlb(): void { flushTlb(this); }
+  /** sfence.vma for one virtual address: drop the translations that used its leaf PTE. */
+  flushTlbPage(lo: number, hi: number): void { flushTlbPage(this, lo, hi); }
 
   /** AMO/LR/SC address check and translation; returns the host byte offset (memory.ts). */
   amoHost(lo: number, hi: number, size: number, forWrite: boolean): number { return amoHost(this, lo, hi, size, forWrite); }
