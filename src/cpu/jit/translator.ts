@@ -10,7 +10,9 @@
  * whose target falls in the page) stays inside it, so loops and local calls need not
  * return to the dispatcher. Blocks of a page that get hot later get functions of their own
  * (with the page's other new blocks); heads that were warm already join the page's first
- * functions. Pages waiting for compilation are batched
+ * functions. A page whose translated heads the dispatcher keeps entering gets its hot
+ * region (the blocks those heads reach by direct transfers) compiled again as one
+ * function (hot()). Pages waiting for compilation are batched
  * into one module (module compiles and instantiations are costly). There is no function
  * table: a V8 table imported by many instances costs at every instantiation and every
  * `Table.set` (profiled: 23 % of a Linux boot with per-block functions chained through one).
