@@ -58,7 +58,7 @@ const MAX_FN_BLOCKS = 8;
  * different times (each compile after the page's first gives them functions of their own)
  * then reaches them inside one function instead of through the dispatcher.
  */
-export const HOT_ENTRIES = 16384;
+export const HOT_ENTRIES = 65536;
 /** Dispatcher entries since its last compile that make a head a seed of its page's hot region. */
 const HOT_SEED = HOT_ENTRIES / 16;
 /** Hot-region recompiles of a page, at most. */
