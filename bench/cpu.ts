@@ -35,6 +35,9 @@ async function benchOne(name: string, elf: Uint8Array, path: string, startup: nu
     typevisorMIPS: +(tv.instructions / tv.seconds / 1e6).toFixed(1),
     qemuMIPS: +(tv.instructions / qemuCompute / 1e6).toFixed(1),
     qemuWallSeconds: +q.seconds.toFixed(3),
+    // CPU seconds (user + sys): typevisor's whole process, QEMU's best run with its start-up.
+    typevisorCpuSeconds: +tv.cpuSeconds.toFixed(3),
+    qemuCpuSeconds: +q.cpuSeconds.toFixed(2),
     wallRatio: +(tv.seconds / q.seconds).toFixed(1),
     checksum: sumTv,
   };

@@ -50,30 +50,40 @@ export async function buildGuest(name: string, cfile: string, scale: number): Pr
 }
 
 /** jitThreshold: Infinity for the interpreter alone, else the translator's threshold. */
-export async function runTypevisor(elf: Uint8Array, jitThreshold = Infinity): Promise<{ seconds: number; instructions: number; output: string; code: number }> {
+export async function runTypevisor(elf: Uint8Array, jitThreshold = Infinity): Promise<{ seconds: number; cpuSeconds: number; instructions: number; output: string; code: number }> {
   let output = '';
   const m = new Machine({
     memoryBytes: 128 << 20, bios: elf, kernel: null, initrd: null, append: '', jitThreshold,
     serial: { write(b: Uint8Array) { output += Buffer.from(b).toString('latin1'); } },
   });
-  const t0 = performance.now();
+  const t0 = performance.now(), c0 = process.cpuUsage();
   const exit = await m.run();
   const seconds = (performance.now() - t0) / 1000;
-  return { seconds, instructions: m.hart.icount, output, code: exit.reason === 'poweroff' ? 0 : exit.code || 1 };
+  // The whole process: V8's background compiles of the translator's modules included.
+  const c = process.cpuUsage(c0);
+  return { seconds, cpuSeconds: (c.user + c.system) / 1e6, instructions: m.hart.icount, output, code: exit.reason === 'poweroff' ? 0 : exit.code || 1 };
 }
 
-/** Run under qemu-system-riscv64 -M virt with the program as firmware; wall time includes QEMU's start-up. */
-export function runQemu(elfPath: string): Promise<{ seconds: number; output: string; code: number }> {
+/**
+ * Run under qemu-system-riscv64 -M virt with the program as firmware; wall time includes
+ * QEMU's start-up. QEMU runs under a shell that then prints its own /proc stat, whose
+ * cutime and cstime are QEMU's CPU time (clock ticks of 10 ms).
+ */
+export function runQemu(elfPath: string): Promise<{ seconds: number; cpuSeconds: number; output: string; code: number }> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const q = spawn('qemu-system-riscv64', ['-M', 'virt', '-m', '128M', '-nographic', '-bios', elfPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const script = 'qemu-system-riscv64 "$@"; s=$?; cat /proc/$$/stat >&2; exit $s';
+    const q = spawn('sh', ['-c', script, 'sh', '-M', 'virt', '-m', '128M', '-nographic', '-bios', elfPath], { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '', err = '';
     q.stdout.on('data', (d: Buffer) => { output += d.toString('latin1'); });
     q.stderr.on('data', (d: Buffer) => { err += d.toString(); });
     q.on('error', reject);
     q.on('exit', (code) => {
-      if (code === null) reject(new Error(`qemu killed: ${err}`));
-      else resolve({ seconds: (performance.now() - t0) / 1000, output, code });
+      const seconds = (performance.now() - t0) / 1000;
+      const stat = /\) \S+(( -?\d+){14})/.exec(err.slice(err.lastIndexOf('\n', err.length - 2) + 1));
+      if (code === null || code >= 128 || stat === null) { reject(new Error(`qemu killed or failed: ${err}`)); return; }
+      const f = stat[1].trim().split(' ').map(Number); // ppid .. cstime: cutime and cstime last
+      resolve({ seconds, cpuSeconds: (f[12] + f[13]) / 100, output, code });
     });
   });
 }

@@ -2,14 +2,14 @@ import type { Bus } from '../machine/bus.js';
 import type { TimeSource, Stateful } from '../devices/device.js';
 import { CAUSE, MSTATUS, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, MIP_STIP, SATP_BARE } from './csr.js';
 import {
-  PC, NPC, SCRATCH, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION,
+  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION,
   PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT,
 } from './state.js';
-import { Translator, type JitMemory } from './jit/translator.js';
+import { Translator, HOT_ENTRIES, type JitMemory } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
 import { TRAP_SIGNAL, raise, illegal, takeTrap, xret, updateIrq, setIrqLine, wfi, serviceAttention, updateTimers, setStimecmp } from './trap.js';
-import { Tlb, WriteTlbMap, TLB_MASK, TLB_INVALID, privChanged, updateTranslation, flushTlb, flushAllTlbs, translate, pmpCheck, updatePmpActive } from './mmu.js';
+import { Tlb, WriteTlbMap, TLB_MASK, TLB_INVALID, privChanged, updateTranslation, flushTlb, flushTlbPage, flushAllTlbs, translate, pmpCheck, updatePmpActive } from './mmu.js';
 import {
   UNCACHED_PAGE, loadSlow, storeSlow, amoHost, checkReservation, fetchSlow, decodeAt, currentRaw, flushCodeCache, externalWrite, takeDirtyPages,
 } from './memory.js';
@@ -178,6 +178,14 @@ export class Hart implements Stateful<HartState> {
   readonly dirty: Uint8Array;
   /** RAM page -> write-TLB slots (mmu.ts), so a new code page drops its write entries without a scan. */
   readonly wtlbMap: WriteTlbMap;
+  /**
+   * Superpage regions (level and region number: virtual page number / the level's span)
+   * the U/S TLBs may hold 4 KiB pieces of, since their last full flush; -1: too many to
+   * track (mmu.ts: an sfence.vma for one address drops only that page unless it falls in one).
+   */
+  superCount = 0;
+  readonly superLevel = new Uint8Array(32);
+  readonly superRegion = new Float64Array(32);
 
   // ---- LR/SC (internal, memory.ts) ----
   resvValid = false;
@@ -295,6 +303,10 @@ export class Hart implements Stateful<HartState> {
   private savedRegs(): Uint8Array {
     const regs = new Uint8Array(this.x.buffer, this.x.byteOffset, HART_STATE_BYTES).slice();
     regs.fill(0, ATTENTION * 8, ATTENTION * 8 + 8);
+    // Scratch slots are dead between instructions, and what they last held depends on
+    // which code ran translated (x0 writes, 64-bit load temporaries): not state.
+    regs.fill(0, SINK * 8, SINK * 8 + 8);
+    regs.fill(0, SCRATCH * 8, JIT_RETIRED * 8 + 8);
     return regs;
   }
 
@@ -401,6 +413,7 @@ export class Hart implements Stateful<HartState> {
           if (start && jit !== null) {
             const b = d.block;
             if (b !== null) {
+              if ((++d.hits & (HOT_ENTRIES - 1)) === 0) jit.hot(page);
               if (n + d.blockLen <= budget) {
                 this.flushIcount();
                 this.inBlock = true;
@@ -450,13 +463,14 @@ export class Hart implements Stateful<HartState> {
 
   /**
    * Translate code: block starts entered `threshold` times are compiled to WebAssembly
-   * (0: on first entry). Infinity turns the translator off.
+   * (0: on first entry). Infinity turns the translator off. `batch`: gather a few run
+   * slices' blocks into one module (off: compile at the end of each slice).
    */
-  enableJit(threshold: number, background = true): void {
+  enableJit(threshold: number, batch = true): void {
     if (threshold === Infinity) { this.jit = null; return; }
-    if (this.jit) { this.jit.threshold = threshold; this.jit.background = background; return; }
+    if (this.jit) { this.jit.threshold = threshold; this.jit.batch = batch; return; }
     this.jit = new Translator(this.bus.memory, this.hartId * HART_STATE_BYTES, this.jitMemory(), threshold);
-    this.jit.background = background;
+    this.jit.batch = batch;
     this.jit.onFull = () => flushCodeCache(this);
   }
 
@@ -650,6 +664,8 @@ export class Hart implements Stateful<HartState> {
   pmpCheck(pa: number, size: number, acc: number, priv: number): boolean { return pmpCheck(this, pa, size, acc, priv); }
   /** sfence.vma, satp writes: drop all cached virtual translations (U and S sets). */
   flushTlb(): void { flushTlb(this); }
+  /** sfence.vma for one virtual address: drop the translations that used its leaf PTE. */
+  flushTlbPage(lo: number, hi: number): void { flushTlbPage(this, lo, hi); }
 
   /** AMO/LR/SC address check and translation; returns the host byte offset (memory.ts). */
   amoHost(lo: number, hi: number, size: number, forWrite: boolean): number { return amoHost(this, lo, hi, size, forWrite); }

@@ -12,7 +12,7 @@ import { decode } from './isa/table.js';
 import { CAUSE, PRIV_M } from './csr.js';
 import { PC, SCRATCH } from './state.js';
 import { raise } from './trap.js';
-import { ACC_R, ACC_W, ACC_X, TLB_INVALID, dropWriteTlbFor, pmpCheck, tlbFill, translate } from './mmu.js';
+import { ACC_R, ACC_W, ACC_X, TLB_INVALID, TLB_MASK, dropWriteTlbFor, pmpCheck, tlbFill, translate } from './mmu.js';
 
 /** Decoded-page sentinel for code fetched from MMIO (boot ROM): never cached. */
 export const UNCACHED_PAGE: (Decoded | undefined)[] = [];
@@ -168,31 +168,29 @@ export function checkReservation(h: Hart, pa: number): boolean {
 
 /** Fetch-TLB miss: translate pc's page and find (or create) its decoded page. */
 export function fetchSlow(h: Hart, lo: number, hi: number): (Decoded | undefined)[] {
+  // The instruction TLB holds RAM pages PMP treats alike (a page walk per change of code
+  // page cost millions of walks in a Linux boot).
+  const t = h.tlbX, i = (lo >>> 12) & TLB_MASK;
+  if (t.tagLo[i] === (lo & ~0xfff) && t.tagHi[i] === hi) return fetchRam(h, lo, hi, (t.host[i] - h.ramHost) / 4096);
   // Translate the exact pc so a fault's tval is the faulting address, then work per page.
   const priv = h.privLevel;
   const pa = translate(h, lo, hi, ACC_X, priv) - (lo & 0xfff);
   if (pa >= h.ramBase && pa < h.ramEnd) {
-    h.fetchLo = lo & ~0xfff;
-    h.fetchHi = hi;
     // Cache the page only if PMP treats all of it alike (as tlbFill does for data);
     // otherwise every parcel goes through translate() and its PMP check (fetchParcel).
     const uniform = (!h.pmpActive && priv === PRIV_M) || pmpCheck(h, pa, 4096, ACC_X, priv);
     if (!uniform) {
+      h.fetchLo = lo & ~0xfff;
+      h.fetchHi = hi;
       h.fetchPage = UNCACHED_PAGE;
       h.fetchPpn = -1;
       return UNCACHED_PAGE;
     }
     const ppn = (pa - h.ramBase) / 4096;
-    let page = h.codePages.get(ppn);
-    if (page === undefined) {
-      page = new Array<Decoded | undefined>(2048);
-      h.codePages.set(ppn, page);
-      h.codeMark[ppn] = 1;
-      dropWriteTlbFor(h, ppn);
-    }
-    h.fetchPage = page;
-    h.fetchPpn = ppn;
-    return page;
+    t.tagLo[i] = lo & ~0xfff;
+    t.tagHi[i] = hi;
+    t.host[i] = h.ramHost + ppn * 4096;
+    return fetchRam(h, lo, hi, ppn);
   }
   const r = h.bus.findRegion(pa);
   if (!r || !r.executable) raise(h, CAUSE.FETCH_ACCESS, lo, hi);
@@ -202,6 +200,22 @@ export function fetchSlow(h: Hart, lo: number, hi: number): (Decoded | undefined
   h.fetchPage = UNCACHED_PAGE;
   h.fetchPpn = -1;
   return UNCACHED_PAGE;
+}
+
+/** The fetch page is RAM page `ppn`: its decoded-instruction array (made on first use). */
+function fetchRam(h: Hart, lo: number, hi: number, ppn: number): (Decoded | undefined)[] {
+  h.fetchLo = lo & ~0xfff;
+  h.fetchHi = hi;
+  let page = h.codePages.get(ppn);
+  if (page === undefined) {
+    page = new Array<Decoded | undefined>(2048);
+    h.codePages.set(ppn, page);
+    h.codeMark[ppn] = 1;
+    dropWriteTlbFor(h, ppn);
+  }
+  h.fetchPage = page;
+  h.fetchPpn = ppn;
+  return page;
 }
 
 /** Fetch one 16-bit parcel through translation (slow path, for ROM code, PMP-split pages and page-crossing). */

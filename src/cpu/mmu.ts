@@ -109,12 +109,47 @@ export function updateTranslation(h: Hart): void {
 export function flushTlb(h: Hart): void {
   for (let p = 0; p <= 1; p++) for (const t of h.tlbSets[p]) t.flush();
   h.fetchLo = TLB_INVALID;
+  h.superCount = 0;
+}
+
+/**
+ * sfence.vma with rs1 = a virtual address (privileged spec 4.2.1): only translations that
+ * used the leaf PTE of that address must go. Those are its own 4 KiB page's entries, or
+ * every piece of a superpage holding it, so an address inside a superpage region the TLBs
+ * may have cached drops everything. (Linux issues these by the thousand while booting,
+ * for user pages: dropping the whole TLB each time cost millions of page walks.)
+ */
+export function flushTlbPage(h: Hart, lo: number, hi: number): void {
+  const n = h.superCount;
+  if (n < 0) { flushTlb(h); return; }
+  const vpn = hi * 1048576 + (lo >>> 12);
+  for (let k = 0; k < n; k++) {
+    if (Math.floor(vpn / SUPERPAGE_SPAN[h.superLevel[k]]) === h.superRegion[k]) { flushTlb(h); return; }
+  }
+  const i = (lo >>> 12) & TLB_MASK, tag = lo & ~0xfff;
+  for (let p = 0; p <= 1; p++) {
+    for (const t of h.tlbSets[p]) if (t.tagLo[i] === tag && t.tagHi[i] === hi) t.tagLo[i] = TLB_INVALID;
+  }
+  h.fetchLo = TLB_INVALID;
+}
+
+/** A walk found a superpage leaf at `level` for (lo, hi): remember its region (flushTlbPage). */
+function noteSuperpage(h: Hart, lo: number, hi: number, level: number): void {
+  const n = h.superCount;
+  if (n < 0) return;
+  const region = Math.floor((hi * 1048576 + (lo >>> 12)) / SUPERPAGE_SPAN[level]);
+  for (let k = 0; k < n; k++) if (h.superLevel[k] === level && h.superRegion[k] === region) return;
+  if (n === h.superLevel.length) { h.superCount = -1; return; }
+  h.superLevel[n] = level;
+  h.superRegion[n] = region;
+  h.superCount = n + 1;
 }
 
 /** PMP changes: drop every cached translation, M-mode included. */
 export function flushAllTlbs(h: Hart): void {
   for (const set of h.tlbSets) for (const t of set) t.flush();
   h.fetchLo = TLB_INVALID;
+  h.superCount = 0;
 }
 
 /** Drop every write-TLB entry that maps RAM page `ppn` (it became a code page), through the reverse map. */
@@ -191,7 +226,10 @@ function walk(h: Hart, lo: number, hi: number, acc: number, priv: number): numbe
     const ok = acc === ACC_R ? (plo & PTE_R) !== 0 || ((ms & MSTATUS.MXR) !== 0 && (plo & PTE_X) !== 0)
       : acc === ACC_W ? (plo & PTE_W) !== 0 : (plo & PTE_X) !== 0;
     if (!ok) raise(h, pageFaultCause(acc), lo, hi);
-    if (i > 0 && ppn % SUPERPAGE_SPAN[i] !== 0) raise(h, pageFaultCause(acc), lo, hi); // misaligned superpage
+    if (i > 0) {
+      if (ppn % SUPERPAGE_SPAN[i] !== 0) raise(h, pageFaultCause(acc), lo, hi); // misaligned superpage
+      noteSuperpage(h, lo, hi, i);
+    }
     // A/D update: hardware-managed (the spec permits either scheme; QEMU does the same).
     const need = PTE_A | (acc === ACC_W ? PTE_D : 0);
     if ((plo & need) !== need) {

@@ -130,8 +130,8 @@ test('translated code agrees with the interpreter: output, registers, instructio
 });
 
 /**
- * Double-precision work in a loop (loads, stores, moves, sign injection, + - * / sqrt and
- * the fused multiply-adds), mostly inexact, with a few operands the inline fast path must
+ * Double-precision work in a loop (loads, stores, moves, sign injection, + - * / sqrt, the
+ * fused multiply-adds, compares and conversions), mostly inexact, with a few operands the inline fast path must
  * decline (a subnormal, a NaN, a directed rounding mode); prints f registers and fflags.
  */
 const FPWORK = EXIT + String.raw`
@@ -161,6 +161,23 @@ loop:
   fld fs4, 24(s0)
   fmv.x.d t0, fs4
   add s1, s1, t0
+  flt.d t1, fs4, fs2
+  fle.d t2, fs2, fs4
+  feq.d t3, fs4, fs4
+  fcvt.w.d t4, ft3, rtz
+  fcvt.l.d t5, ft0
+  fcvt.d.w fa5, s2
+  fcvt.d.lu fa6, s2
+  fcvt.wu.d t6, fa5, rup
+  fadd.d fa5, fa5, fa6
+  fcvt.l.d a3, fa5, rdn
+  add s1, s1, t1
+  add s1, s1, t2
+  add s1, s1, t3
+  add s1, s1, t4
+  add s1, s1, t5
+  add s1, s1, t6
+  add s1, s1, a3
   fadd.d fs0, fs0, fs1
   addi s2, s2, -1
   bnez s2, loop
@@ -168,6 +185,12 @@ loop:
   fmul.d ft9, ft8, fs1
   fld ft10, 40(s0)         # a NaN
   fadd.d ft11, ft10, fs1
+  flt.d t2, ft10, fs1      # NaN operands: declined (NV)
+  fcvt.w.d t3, ft10
+  fcvt.w.d t4, fs0, rmm    # a mode Wasm has no rounding for
+  add s1, s1, t2
+  add s1, s1, t3
+  add s1, s1, t4
   fadd.d fa4, fs0, fs1, rtz  # a directed mode: the row's exec
   frflags t1
   la t0, out
@@ -206,7 +229,7 @@ test('translated F/D code agrees with the interpreter, flags included, and runs 
     assert.equal(r.hart.fflags, ref.hart.fflags, `threshold ${th}: fflags`);
     assert.equal(r.hart.mstatus, ref.hart.mstatus, `threshold ${th}: mstatus (FS)`);
     assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
-    // 3000 iterations of 16 F/D instructions: nearly all must have run inline.
+    // 3000 iterations of 26 F/D instructions: nearly all must have run inline.
     const st = r.hart.jit!.stats;
     assert.ok(st.executed > 30000, `threshold ${th}: ${st.executed} instructions translated`);
     assert.ok(st.execCalls < 500, `threshold ${th}: ${st.execCalls} instructions went through exec`);
@@ -255,6 +278,84 @@ test('a fault in the middle of a translated block leaves the interpreter\'s exac
     assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers at the fault`);
     assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
     assert.ok(r.hart.jit!.stats.blocks > 0);
+  }
+});
+
+/**
+ * A hot loop of twelve blocks, each ending in a branch or jump to the next, entered at
+ * threshold 0 one block at a time (so each gets a function of its own) and a call to a
+ * function of the same page: the dispatcher sees every transfer until the page's hot
+ * region is compiled again as one function.
+ */
+const SPREAD = EXIT + String.raw`
+  .globl _start
+_start:
+  li s0, 100000
+  li s1, 0
+  li s2, 0x5bd1e995
+loop:
+  add s1, s1, s0
+  bnez s0, b1
+  j done
+b1:
+  xor s1, s1, s2
+  j b2
+b2:
+  slli t0, s1, 7
+  beq t0, zero, b3
+b3:
+  srli t1, s1, 3
+  bne t1, s1, b4
+b4:
+  add s1, s1, t1
+  blt s1, s2, b5
+b5:
+  mul s1, s1, s2
+  bge s2, zero, b6
+b6:
+  addiw s3, s1, 11
+  bltu s3, s1, b7
+b7:
+  sub s1, s1, s3
+  bgeu s1, s3, b8
+b8:
+  call mix
+  j b9
+b9:
+  xori s1, s1, 0x3a5
+  j b10
+b10:
+  addi s0, s0, -1
+  j loop
+done:
+  la t0, out
+  sd s1, 0(t0)
+  PRINT8 out
+  EXIT 0
+mix:
+  srli t2, s1, 17
+  xor s1, s1, t2
+  ret
+  .data
+  .align 3
+out: .dword 0
+`;
+
+test('a hot page whose blocks are spread over functions is compiled again as one: same results, few dispatcher entries', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-spread', sources: { 's.S': SPREAD } }));
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  assert.equal(ref.code, 0);
+  for (const th of [0, 2]) {
+    const r = runUser(elf, { jitThreshold: th });
+    assert.equal(r.code, 0);
+    assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}: checksum`);
+    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers`);
+    assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
+    const st = r.hart.jit!.stats;
+    assert.ok(st.promotions >= 1, `threshold ${th}: ${st.promotions} hot-page recompiles`);
+    // 100,000 passes of 13 transfers each: 1.3 M entries without the recompile, which comes
+    // after 65,536 passes (HOT_ENTRIES) have gone through the dispatcher.
+    assert.ok(st.entries < 65536 * 13 + 50_000, `threshold ${th}: ${st.entries} dispatcher entries`);
   }
 });
 

@@ -9,6 +9,7 @@
 import type { InsnSpec } from './types.js';
 import * as fp from '../fpu/fpu.js';
 import * as je from '../jit/emit.js';
+import { Op } from '../jit/wasm.js';
 
 const LS = 0x0000707f, R4 = 0x0600007f, RM = 0xfe00007f, RM1 = 0xfff0007f, F3 = 0xfe00707f, F31 = 0xfff0707f;
 const OP_FP = 0x53;
@@ -41,19 +42,19 @@ function rows(fmt: 0 | 1): InsnSpec[] {
     { name: `fmin.${t}`, mask: F3, match: op(0x14 | f, 0, 0), ...arith, exec: S ? (h, d) => fp.fminmaxS(h, d, false) : (h, d) => fp.fminmaxD(h, d, false) },
     { name: `fmax.${t}`, mask: F3, match: op(0x14 | f, 0, 1), ...arith, exec: S ? (h, d) => fp.fminmaxS(h, d, true) : (h, d) => fp.fminmaxD(h, d, true) },
 
-    { name: `fle.${t}`, mask: F3, match: op(0x50 | f, 0, 0), format: 'fR', ext, fs1: true, fs2: true, exec: S ? (h, d) => fp.fcmpS(h, d, 0) : (h, d) => fp.fcmpD(h, d, 0) },
-    { name: `flt.${t}`, mask: F3, match: op(0x50 | f, 0, 1), format: 'fR', ext, fs1: true, fs2: true, exec: S ? (h, d) => fp.fcmpS(h, d, 1) : (h, d) => fp.fcmpD(h, d, 1) },
-    { name: `feq.${t}`, mask: F3, match: op(0x50 | f, 0, 2), format: 'fR', ext, fs1: true, fs2: true, exec: S ? (h, d) => fp.fcmpS(h, d, 2) : (h, d) => fp.fcmpD(h, d, 2) },
+    { name: `fle.${t}`, mask: F3, match: op(0x50 | f, 0, 0), format: 'fR', ext, fs1: true, fs2: true, exec: S ? (h, d) => fp.fcmpS(h, d, 0) : (h, d) => fp.fcmpD(h, d, 0), emit: S ? undefined : je.fcmpD(Op.f64_le) },
+    { name: `flt.${t}`, mask: F3, match: op(0x50 | f, 0, 1), format: 'fR', ext, fs1: true, fs2: true, exec: S ? (h, d) => fp.fcmpS(h, d, 1) : (h, d) => fp.fcmpD(h, d, 1), emit: S ? undefined : je.fcmpD(Op.f64_lt) },
+    { name: `feq.${t}`, mask: F3, match: op(0x50 | f, 0, 2), format: 'fR', ext, fs1: true, fs2: true, exec: S ? (h, d) => fp.fcmpS(h, d, 2) : (h, d) => fp.fcmpD(h, d, 2), emit: S ? undefined : je.fcmpD(Op.f64_eq) },
     { name: `fclass.${t}`, mask: F31, match: op(0x70 | f, 0, 1), format: 'fR1', ext, fs1: true, exec: S ? fp.fclassS : fp.fclassD },
 
-    { name: `fcvt.w.${t}`, mask: RM1, match: op(0x60 | f, 0), format: 'fcvt', ext, fs1: true, exec: S ? (h, d) => fp.fcvtIntS(h, d, 0) : (h, d) => fp.fcvtIntD(h, d, 0) },
-    { name: `fcvt.wu.${t}`, mask: RM1, match: op(0x60 | f, 1), format: 'fcvt', ext, fs1: true, exec: S ? (h, d) => fp.fcvtIntS(h, d, 1) : (h, d) => fp.fcvtIntD(h, d, 1) },
-    { name: `fcvt.l.${t}`, mask: RM1, match: op(0x60 | f, 2), format: 'fcvt', ext, fs1: true, exec: S ? (h, d) => fp.fcvtIntS(h, d, 2) : (h, d) => fp.fcvtIntD(h, d, 2) },
-    { name: `fcvt.lu.${t}`, mask: RM1, match: op(0x60 | f, 3), format: 'fcvt', ext, fs1: true, exec: S ? (h, d) => fp.fcvtIntS(h, d, 3) : (h, d) => fp.fcvtIntD(h, d, 3) },
-    { name: `fcvt.${t}.w`, mask: RM1, match: op(0x68 | f, 0), format: 'fcvt', ext, fd: true, exec: S ? (h, d) => fp.fcvtSInt(h, d, 0) : (h, d) => fp.fcvtDInt(h, d, 0) },
-    { name: `fcvt.${t}.wu`, mask: RM1, match: op(0x68 | f, 1), format: 'fcvt', ext, fd: true, exec: S ? (h, d) => fp.fcvtSInt(h, d, 1) : (h, d) => fp.fcvtDInt(h, d, 1) },
-    { name: `fcvt.${t}.l`, mask: RM1, match: op(0x68 | f, 2), format: 'fcvt', ext, fd: true, exec: S ? (h, d) => fp.fcvtSInt(h, d, 2) : (h, d) => fp.fcvtDInt(h, d, 2) },
-    { name: `fcvt.${t}.lu`, mask: RM1, match: op(0x68 | f, 3), format: 'fcvt', ext, fd: true, exec: S ? (h, d) => fp.fcvtSInt(h, d, 3) : (h, d) => fp.fcvtDInt(h, d, 3) },
+    { name: `fcvt.w.${t}`, mask: RM1, match: op(0x60 | f, 0), format: 'fcvt', ext, fs1: true, exec: S ? (h, d) => fp.fcvtIntS(h, d, 0) : (h, d) => fp.fcvtIntD(h, d, 0), emit: S ? undefined : je.fcvtIntD(0) },
+    { name: `fcvt.wu.${t}`, mask: RM1, match: op(0x60 | f, 1), format: 'fcvt', ext, fs1: true, exec: S ? (h, d) => fp.fcvtIntS(h, d, 1) : (h, d) => fp.fcvtIntD(h, d, 1), emit: S ? undefined : je.fcvtIntD(1) },
+    { name: `fcvt.l.${t}`, mask: RM1, match: op(0x60 | f, 2), format: 'fcvt', ext, fs1: true, exec: S ? (h, d) => fp.fcvtIntS(h, d, 2) : (h, d) => fp.fcvtIntD(h, d, 2), emit: S ? undefined : je.fcvtIntD(2) },
+    { name: `fcvt.lu.${t}`, mask: RM1, match: op(0x60 | f, 3), format: 'fcvt', ext, fs1: true, exec: S ? (h, d) => fp.fcvtIntS(h, d, 3) : (h, d) => fp.fcvtIntD(h, d, 3), emit: S ? undefined : je.fcvtIntD(3) },
+    { name: `fcvt.${t}.w`, mask: RM1, match: op(0x68 | f, 0), format: 'fcvt', ext, fd: true, exec: S ? (h, d) => fp.fcvtSInt(h, d, 0) : (h, d) => fp.fcvtDInt(h, d, 0), emit: S ? undefined : je.fcvtDInt(0) },
+    { name: `fcvt.${t}.wu`, mask: RM1, match: op(0x68 | f, 1), format: 'fcvt', ext, fd: true, exec: S ? (h, d) => fp.fcvtSInt(h, d, 1) : (h, d) => fp.fcvtDInt(h, d, 1), emit: S ? undefined : je.fcvtDInt(1) },
+    { name: `fcvt.${t}.l`, mask: RM1, match: op(0x68 | f, 2), format: 'fcvt', ext, fd: true, exec: S ? (h, d) => fp.fcvtSInt(h, d, 2) : (h, d) => fp.fcvtDInt(h, d, 2), emit: S ? undefined : je.fcvtDInt(2) },
+    { name: `fcvt.${t}.lu`, mask: RM1, match: op(0x68 | f, 3), format: 'fcvt', ext, fd: true, exec: S ? (h, d) => fp.fcvtSInt(h, d, 3) : (h, d) => fp.fcvtDInt(h, d, 3), emit: S ? undefined : je.fcvtDInt(3) },
   ];
 }
 

@@ -68,7 +68,7 @@ export const SYSTEM: InsnSpec[] = [
     name: 'sfence.vma', mask: 0xfe007fff, match: 0x12000073, format: 'R', ext: 'S', ends: true,
     exec(h, d) {
       if (h.priv === PRIV_U || (h.priv === PRIV_S && (h.mstatus & MSTATUS.TVM) !== 0)) h.illegal(d);
-      h.flushTlb();
+      if (d.rs1 === 0) h.flushTlb(); else h.flushTlbPage(h.x32[d.rs1 * 2], h.x32[d.rs1 * 2 + 1]);
     },
   },
 ];

@@ -33,7 +33,7 @@ export class Decoded {
   rm: number;
   imm: number;
   imm64: bigint;
-  /** Times the interpreter entered a block here (translator hotness counter). */
+  /** Times the interpreter entered a block here (translator hotness counter); once translated, dispatcher entries. */
   hits: number;
   /** The translated page function holding a block that starts at this instruction, if any. */
   block: BlockFn | null;

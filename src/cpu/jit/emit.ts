@@ -60,6 +60,10 @@ export interface Emit {
    * the instruction to its row's exec (the softfloat decides).
    */
   fpArith(d: Decoded, fast: () => void): void;
+  /** Run the row's exec here, for a case the inline code declines (x[rd] follows it). */
+  fallback(d: Decoded): void;
+  /** fflags |= the i32 `value` pushes; mstatus.FS = Dirty if it is nonzero. */
+  orFlags(value: () => void): void;
   /** fld / fsd: like load/store of 8 bytes, to and from f[rd] / f[rs2]. */
   loadF(d: Decoded): void;
   storeF(d: Decoded): void;
@@ -172,14 +176,21 @@ export const fsqrtD: EmitFnF = (e, d) => e.fpArith(d, () => {
 });
 
 /**
- * fmadd.d family: RN(±a*b ± c). A zero product (exact) or an exact product p + 0 is one
- * rounded sum; otherwise p + e exactly (Dekker) and Boldo-Melquiond's round-to-odd gives
- * RN(c + p + e): (th, tl) = 2Sum(c, p); v = RO(tl + e); result = RN(th + v).
+ * fmadd.d family: RN(±a*b ± c). A zero product (exact) is one rounded sum. Otherwise the
+ * result is guessed as s = RN(p + c) with p = fl(a*b), and checked off the critical path
+ * (guest FMA chains, like Mandelbrot's, then wait only for the guess): with a*b = p + err
+ * exactly (Dekker) and p + c = s + t exactly (2Sum), a*b + c = s + (t + err); if
+ * u = RN(t + err) is below half an ulp of s in magnitude, so is t + err (u's own error
+ * cannot reach that power of two), and s is the correctly rounded result, exact iff u = 0.
+ * When the guess fails (cancellation, a power-of-two s): an exact product is one rounded
+ * sum, else Boldo-Melquiond's round-to-odd gives RN(c + p + err):
+ * (th, tl) = 2Sum(c, p); v = RO(tl + err); result = RN(th + v).
  */
 export const fmaD = (negProd: boolean, negC: boolean): EmitFnF => (e, d) => e.fpArith(d, () => {
   const f = e.f, a = e.tmpF(0), b = e.tmpF(1), c = e.tmpF(2);
-  const p = e.tmpF(8), err = e.tmpF(9), th = e.tmpF(10), v = e.tmpF(11), r = e.tmpF(12);
+  const p = e.tmpF(8), err = e.tmpF(9), th = e.tmpF(10), v = e.tmpF(11), r = e.tmpF(12), u = e.tmpF(13);
   const ok = e.tmp32(0);
+  const bits = e.tmp64(0);
   e.fx(d.rs1); f.set(a);
   e.fx(d.rs2); f.set(b);
   e.fx(d.rs3); if (negC) f.op(Op.f64_neg); f.set(c);
@@ -196,6 +207,10 @@ export const fmaD = (negProd: boolean, negC: boolean): EmitFnF => (e, d) => e.fp
   }
   f.op(Op.else);
   {
+    // The guess first: nothing below delays it.
+    f.get(p);
+    if (negProd) f.op(Op.f64_neg);
+    f.get(c).op(Op.f64_add).set(e.fres);
     f.get(p).op(Op.f64_abs).f64(LO_D).op(Op.f64_ge);
     absLt(e, p, BIG); f.op(Op.i32_and);
     absLt(e, a, SPLIT_MAX); f.op(Op.i32_and);
@@ -205,12 +220,27 @@ export const fmaD = (negProd: boolean, negC: boolean): EmitFnF => (e, d) => e.fp
     {
       emitMulErr(e, a, b, p); f.set(err);
       if (negProd) { f.get(p).op(Op.f64_neg).set(p); f.get(err).op(Op.f64_neg).set(err); }
+      const s = e.fres, bb = e.tmpF(3);
+      // u = t + err, t = (p - (s - bb)) + (c - bb), bb = s - p.
+      f.get(s).get(p).op(Op.f64_sub).set(bb);
+      f.get(p).get(s).get(bb).op(Op.f64_sub).op(Op.f64_sub).get(c).get(bb).op(Op.f64_sub).op(Op.f64_add);
+      f.get(err).op(Op.f64_add).set(u);
+      // s normal, in range, not a power of two; |u| < half an ulp of s = 2^(exponent(s) - 53).
+      f.get(s).op(Op.f64_abs).f64(LO_D).op(Op.f64_ge);
+      absLt(e, s, BIG); f.op(Op.i32_and);
+      f.get(s).op(Op.i64_reinterpret_f64).tee(bits).i64(0xf_ffff_ffff_ffffn).op(Op.i64_and).i64(0n).op(Op.i64_ne).op(Op.i32_and);
+      f.get(u).op(Op.f64_abs);
+      f.get(bits).i64(0x7ff0_0000_0000_0000n).op(Op.i64_and).i64(53n << 52n).op(Op.i64_sub).op(Op.f64_reinterpret_i64);
+      f.op(Op.f64_lt).op(Op.i32_and);
+      f.block(Op.if, ValType.I32);
+      f.get(u).f64(0).op(Op.f64_ne).set(e.fnx);
+      f.i32(1);
+      f.op(Op.else);
       f.get(err).f64(0).op(Op.f64_eq);
       f.block(Op.if, ValType.I32);
       emitAdd(e, p, c);
       f.op(Op.else);
       {
-        const bb = e.tmpF(3);
         // th + tl = c + p exactly.
         f.get(c).get(p).op(Op.f64_add).set(th);
         f.get(th).get(c).op(Op.f64_sub).set(bb);
@@ -225,7 +255,6 @@ export const fmaD = (negProd: boolean, negC: boolean): EmitFnF => (e, d) => e.fp
         {
           // v must be normal; round to odd: an even v steps to the odd neighbour on r's side.
           f.get(v).op(Op.f64_abs).f64(MIN_D).op(Op.f64_ge).set(ok);
-          const bits = e.tmp64(0);
           f.get(v).op(Op.i64_reinterpret_f64).tee(bits).i64(1n).op(Op.i64_and).op(Op.i64_eqz);
           f.block(Op.if);
           f.get(v).f64(0).op(Op.f64_gt).get(r).f64(0).op(Op.f64_gt).op(Op.i32_eq);
@@ -248,6 +277,7 @@ export const fmaD = (negProd: boolean, negC: boolean): EmitFnF => (e, d) => e.fp
         absLt(e, e.fres, BIG); f.op(Op.i32_and);
       }
       f.op(Op.end);
+      f.op(Op.end);
     }
     f.op(Op.else);
     f.i32(0);
@@ -267,6 +297,66 @@ export const fsgnjD = (mode: 0 | 1 | 2): EmitFnF => (e, d) => e.fpGuard(d, false
     f.i64(SIGN).op(Op.i64_and).op(Op.i64_or);
   });
 });
+
+/** fle.d / flt.d / feq.d (op: f64 le, lt, eq): inline when neither operand is a NaN (no flags then). */
+export const fcmpD = (op: number): EmitFnF => (e, d) => e.fpGuard(d, false, false, () => {
+  const f = e.f, a = e.tmpF(0), b = e.tmpF(1);
+  e.fx(d.rs1); f.tee(a).get(a).op(Op.f64_ne);
+  e.fx(d.rs2); f.tee(b).get(b).op(Op.f64_ne).op(Op.i32_or);
+  f.block(Op.if);
+  e.fallback(d);
+  f.op(Op.else);
+  e.setX(d.rd, () => { f.get(a).get(b).op(op).op(Op.i64_extend_i32_u); });
+  f.op(Op.end);
+});
+
+/**
+ * fcvt.d.w / .wu / .l / .lu (kind 0..3): a 32-bit integer is always exact, a 64-bit one
+ * below 2^53 in magnitude too; larger ones may round (the row's exec).
+ */
+export const fcvtDInt = (kind: 0 | 1 | 2 | 3): EmitFnF => (e, d) => e.fpGuard(d, true, true, () => {
+  const f = e.f;
+  if (kind < 2) {
+    e.setFbits(d.rd, () => { e.x32(d.rs1); f.op(kind === 0 ? Op.f64_convert_i32_s : Op.f64_convert_i32_u).op(Op.i64_reinterpret_f64); });
+    return;
+  }
+  const v = e.tmp64(0);
+  e.x(d.rs1); f.set(v);
+  if (kind === 2) f.get(v).i64(1n << 53n).op(Op.i64_add).i64(1n << 54n).op(Op.i64_le_u);
+  else f.get(v).i64(1n << 53n).op(Op.i64_le_u);
+  f.block(Op.if);
+  e.setFbits(d.rd, () => { f.get(v).op(kind === 2 ? Op.f64_convert_i64_s : Op.f64_convert_i64_u).op(Op.i64_reinterpret_f64); });
+  f.op(Op.else);
+  e.fallback(d);
+  f.op(Op.end);
+});
+
+/**
+ * fcvt.w.d / .wu / .l / .lu (kind 0..3) in the modes Wasm rounds in (RNE, RTZ, RDN, RUP;
+ * RMM and reserved modes go to the row's exec): inline when the rounded value fits the
+ * integer type (no NV then), NX if it differs from the operand.
+ */
+export const fcvtIntD = (kind: 0 | 1 | 2 | 3): EmitFnF => (e, d) => {
+  const dyn = d.rm === 0 || d.rm === 7;
+  const round = dyn ? Op.f64_nearest : d.rm === 1 ? Op.f64_trunc : d.rm === 2 ? Op.f64_floor : d.rm === 3 ? Op.f64_ceil : -1;
+  if (round < 0) { e.fpGuard(d, true, false, () => e.fallback(d)); return; } // (always the row's exec)
+  e.fpGuard(d, dyn, false, () => {
+    const f = e.f, a = e.tmpF(0), t = e.tmpF(1);
+    e.fx(d.rs1); f.tee(a).op(round).tee(t);
+    const [lo, hi] = kind === 0 ? [-(2 ** 31), 2 ** 31 - 1] : kind === 1 ? [0, 2 ** 32 - 1] : kind === 2 ? [-(2 ** 63), 2 ** 63] : [0, 2 ** 64];
+    f.f64(lo).op(Op.f64_ge).get(t).f64(hi).op(kind < 2 ? Op.f64_le : Op.f64_lt).op(Op.i32_and);
+    f.block(Op.if);
+    e.setX(d.rd, () => {
+      f.get(t);
+      if (kind < 2) f.op(kind === 0 ? Op.i32_trunc_f64_s : Op.i32_trunc_f64_u).op(Op.i64_extend_i32_s);
+      else f.op(kind === 2 ? Op.i64_trunc_f64_s : Op.i64_trunc_f64_u);
+    });
+    e.orFlags(() => { f.get(a).get(t).op(Op.f64_ne); }); // NX = 1
+    f.op(Op.else);
+    e.fallback(d);
+    f.op(Op.end);
+  });
+};
 
 /**
  * Push mulhu(a, b), the high 64 bits of the unsigned 128-bit product of two i64 locals,

@@ -10,7 +10,9 @@
  * whose target falls in the page) stays inside it, so loops and local calls need not
  * return to the dispatcher. Blocks of a page that get hot later get functions of their own
  * (with the page's other new blocks); heads that were warm already join the page's first
- * functions. Pages waiting for compilation are batched
+ * functions. A page whose translated heads the dispatcher keeps entering gets its hot
+ * region (the blocks those heads reach by direct transfers) compiled again as one
+ * function (hot()). Pages waiting for compilation are batched
  * into one module (module compiles and instantiations are costly). There is no function
  * table: a V8 table imported by many instances costs at every instantiation and every
  * `Table.set` (profiled: 23 % of a Linux boot with per-block functions chained through one).
@@ -50,6 +52,19 @@ const MAX_PAGE_COMPILES = 1;
  * spanning blocks gain from sharing one.
  */
 const MAX_FN_BLOCKS = 8;
+/**
+ * Dispatcher entries into one translated head (checked every HOT_ENTRIES) after which its
+ * page is compiled again whole, into one function: hot code whose blocks got hot at
+ * different times (each compile after the page's first gives them functions of their own)
+ * then reaches them inside one function instead of through the dispatcher.
+ */
+export const HOT_ENTRIES = 65536;
+/** Dispatcher entries since its last compile that make a head a seed of its page's hot region. */
+const HOT_SEED = HOT_ENTRIES / 16;
+/** Hot-region recompiles of a page, at most. */
+const MAX_PROMOTIONS = 16;
+/** Blocks per function in a hot page's recompile (a page's blocks, all of them in practice). */
+const MAX_HOT_FN_BLOCKS = 512;
 /** Instructions compiled before the cache is dropped and refilled (bounds its memory). */
 const MAX_INSTRUCTIONS = 1 << 20;
 /** Decoded.hits of a head that is planned or cannot be translated: never counted again. */
@@ -79,7 +94,7 @@ export interface JitStats {
   compiles: number;
   /** Page functions compiled. */
   functions: number;
-  /** Main-thread milliseconds spent planning and encoding (V8's compile runs in the background). */
+  /** Milliseconds spent planning, encoding, compiling (V8's baseline tier) and instantiating. */
   compileMs: number;
   /** Instructions compiled. */
   instructions: number;
@@ -95,6 +110,8 @@ export interface JitStats {
   evictions: number;
   /** Instructions translated code ran through their rows' exec (no emitter, or a fast path declined). */
   execCalls: number;
+  /** Hot pages compiled again whole. */
+  promotions: number;
 }
 
 /** Decoded instruction at a byte offset in the page (or null past the page or where it cannot be fetched). */
@@ -108,12 +125,19 @@ interface Plan { head: Decoded; off: number; insns: Decoded[]; offs: number[]; }
 interface PageRec {
   page: DecodedPage;
   at: At;
-  /** Blocks compiled (or being compiled) into the page's function, by head offset. */
+  /** Blocks compiled (or being compiled) for the page, by head offset. */
   heads: Map<number, Plan>;
   /** Blocks planned since the last compile. */
   fresh: Plan[];
   queued: boolean;
   compiles: number;
+  /** Functions the page's compiled blocks are spread over. */
+  fns: number;
+  /** The next compile takes every block of the page (a hot page), and how many times that happened. */
+  promote: boolean;
+  promotions: number;
+  /** hot() calls since the last promotion. */
+  hotCalls: number;
 }
 
 export class Translator {
@@ -121,15 +145,15 @@ export class Translator {
   threshold: number;
   readonly stats: JitStats = {
     blocks: 0, compiles: 0, functions: 0, compileMs: 0, instructions: 0, untranslatable: 0, failures: 0,
-    entries: 0, executed: 0, evictions: 0, execCalls: 0,
+    entries: 0, executed: 0, evictions: 0, execCalls: 0, promotions: 0,
   };
-  /** Modules being compiled in the background. */
-  inFlight = 0;
   /**
-   * Compile in the background (the default): the caller must yield to the event loop
-   * for compiled code to arrive, as Machine.run does. Synchronous callers turn it off.
+   * Batch the blocks of a few run slices into one module (the default: a module has a fixed
+   * cost); off, each slice's blocks are compiled at its end. Modules compile synchronously:
+   * V8's baseline compiler is fast, and code waiting for a background compile runs
+   * interpreted meanwhile (~10 % of the integer benchmark's time when compiles were async).
    */
-  background = true;
+  batch = true;
   /** Bumped when the cache is dropped, so late compiles are discarded. */
   private generation = 0;
   private pages = new WeakMap<DecodedPage, PageRec>();
@@ -158,7 +182,7 @@ export class Translator {
     head.hits = NEVER; // planned (or hopeless): stop counting
     let rec = this.pages.get(page);
     if (rec === undefined) {
-      rec = { page, at, heads: new Map(), fresh: [], queued: false, compiles: 0 };
+      rec = { page, at, heads: new Map(), fresh: [], queued: false, compiles: 0, fns: 0, promote: false, promotions: 0, hotCalls: 0 };
       this.pages.set(page, rec);
     }
     if (!this.add(rec, head, off)) return;
@@ -192,12 +216,89 @@ export class Translator {
   get hasPending(): boolean { return this.pending.length > 0; }
 
   /**
+   * A translated head of `page` was entered from the dispatcher HOT_ENTRIES times more:
+   * compile its hot region again as one function if the page's blocks are spread over
+   * several functions or it has heads not yet translated.
+   */
+  hot(page: DecodedPage): void {
+    const rec = this.pages.get(page);
+    // Each promotion of a page waits twice as long as the one before.
+    if (rec === undefined || rec.promote || ++rec.hotCalls < 1 << rec.promotions || rec.promotions >= MAX_PROMOTIONS) return;
+    if (rec.fns <= 1 && !this.hasWarm(rec, 1)) return;
+    rec.hotCalls = 0;
+    rec.promote = true;
+    rec.promotions++;
+    this.stats.promotions++;
+    if (!rec.queued) { rec.queued = true; this.pending.push(rec); }
+    if (this.threshold <= 0 || !this.batch) this.flush();
+    else this.pendingBlocks = Math.max(this.pendingBlocks, MIN_BATCH); // at the end of this slice
+  }
+
+  /**
+   * A hot page's region: the blocks reachable by direct transfers (fall-through, branches,
+   * jal, the return point of a call) from the heads the dispatcher entered at least
+   * HOT_SEED times since their last compile. Heads that ran but are not translated yet are
+   * planned on the way. In page order.
+   */
+  private hotRegion(rec: PageRec): Plan[] {
+    const seen = new Set<number>();
+    const work: number[] = [];
+    for (const [off, p] of rec.heads) if (p.head.hits >= HOT_SEED) { seen.add(off); work.push(off); }
+    const out: Plan[] = [];
+    const visit = (off: number): void => {
+      if (off < 0 || off >= 4096 || seen.has(off)) return;
+      seen.add(off);
+      work.push(off);
+    };
+    while (work.length > 0) {
+      const off = work.pop()!;
+      let p = rec.heads.get(off);
+      if (p === undefined) {
+        const d = rec.page[off >>> 1];
+        if (d === undefined || d.block !== null || d.hits < 1 || !this.add(rec, d, off)) continue;
+        d.hits = NEVER;
+        p = rec.fresh[rec.fresh.length - 1];
+        rec.heads.set(off, p);
+      }
+      out.push(p);
+      const last = p.insns.length - 1, d = p.insns[last], at = p.offs[last];
+      const f = d.spec.format;
+      if (f === 'B') { visit(at + d.imm); visit(at + d.len); } else if (f === 'J') {
+        visit(at + d.imm);
+        if (d.rd !== SINK) visit(at + d.len);
+      } else if (d.spec.name === 'jalr') {
+        if (d.rd !== SINK) visit(at + d.len);
+      } else visit(at + d.len);
+    }
+    return out.sort((a, b) => a.off - b.off);
+  }
+
+  /** Whether the page has untranslated heads entered at least `warm` times. */
+  private hasWarm(rec: PageRec, warm: number): boolean {
+    const page = rec.page;
+    for (let i = 0; i < page.length; i++) {
+      const d = page[i];
+      if (d !== undefined && d.hits >= warm && d.block === null) return true;
+    }
+    return false;
+  }
+
+  /** Plan the page's untranslated heads entered at least `warm` times. */
+  private addWarm(rec: PageRec, warm: number): void {
+    const page = rec.page;
+    for (let i = 0; i < page.length; i++) {
+      const d = page[i];
+      if (d !== undefined && d.hits >= warm && d.block === null) { d.hits = NEVER; this.add(rec, d, i * 2); }
+    }
+  }
+
+  /**
    * End of a run slice: compile the pending pages once there are enough blocks for a
    * module or they have waited a few slices (module instantiation has a fixed cost).
    */
   endSlice(): void {
     if (this.pending.length === 0) return;
-    if (!this.background || this.pendingBlocks >= MIN_BATCH || ++this.waited >= MAX_WAIT) this.flush();
+    if (!this.batch || this.pendingBlocks >= MIN_BATCH || ++this.waited >= MAX_WAIT) this.flush();
   }
 
   /** The decoded code was all dropped. */
@@ -226,13 +327,9 @@ export class Translator {
     // join now, which saves compiling the page again soon.
     const warm = Math.max(1, this.threshold / 4);
     for (const rec of recs) {
-      if (this.threshold <= 0 || rec.compiles >= MAX_PAGE_COMPILES) continue;
-      const page = rec.page;
-      for (let i = 0; i < page.length; i++) {
-        const d = page[i];
-        if (d !== undefined && d.hits >= warm && d.block === null) { d.hits = NEVER; this.add(rec, d, i * 2); }
-      }
+      if (!rec.promote && this.threshold > 0 && rec.compiles < MAX_PAGE_COMPILES) this.addWarm(rec, warm);
     }
+    this.pendingBlocks = 0;
     const m = new ModuleBuilder();
     const I = ValType.I32;
     const tLoad = m.type([I, I], [I]);
@@ -251,19 +348,29 @@ export class Translator {
     const execs: Decoded[] = [];
     const groups: Plan[][] = [];
     for (const rec of recs) {
+      // Functions for the page: its hot region in one (a promotion), then what is new.
+      const parts: Plan[][] = [];
+      const split = (plans: Plan[], per: number): void => {
+        plans.sort((a, b) => a.off - b.off);
+        for (let i = 0; i < plans.length; i += per) parts.push(plans.slice(i, i + per));
+      };
+      for (const p of rec.fresh) rec.heads.set(p.off, p);
+      const hot = rec.promote ? this.hotRegion(rec) : [];
       rec.queued = false;
-      let plans: Plan[];
-      if (rec.compiles < MAX_PAGE_COMPILES) {
-        for (const p of rec.fresh) rec.heads.set(p.off, p);
-        plans = [...rec.heads.values()];
+      if (hot.length > 0) {
+        split(hot, MAX_HOT_FN_BLOCKS);
+        const inHot = new Set(hot);
+        split(rec.fresh.filter((p) => !inHot.has(p)), MAX_FN_BLOCKS);
+        rec.fns = parts.length;
       } else {
-        plans = rec.fresh;
+        const whole = rec.compiles < MAX_PAGE_COMPILES;
+        split(whole ? [...rec.heads.values()] : rec.fresh, MAX_FN_BLOCKS);
+        rec.fns = whole ? parts.length : rec.fns + parts.length;
       }
       rec.fresh = [];
       rec.compiles++;
-      plans.sort((a, b) => a.off - b.off);
-      for (let i = 0; i < plans.length; i += MAX_FN_BLOCKS) {
-        const part = plans.slice(i, i + MAX_FN_BLOCKS);
+      rec.promote = false;
+      for (const part of parts) {
         const { body, index } = m.func(tFn);
         new PageWriter(body, this.stateBase, fn, execs).write(part);
         m.export(`p${groups.length}`, index);
@@ -282,6 +389,7 @@ export class Translator {
         for (const p of plans) {
           p.head.block = f;
           p.head.blockLen = p.insns.length;
+          p.head.hits = 0; // now counts dispatcher entries (hot())
         }
         this.stats.blocks += plans.length;
       });
@@ -292,17 +400,13 @@ export class Translator {
     const stats = this.stats;
     const imports = { env: { ...this.env, exec: (i: number) => { stats.execCalls++; mem.exec(execs[i]); } } };
     this.stats.compiles++;
-    if (this.threshold <= 0 || !this.background) {
-      // Translate-at-once mode (tests) and callers that never yield: synchronous.
-      install(new WebAssembly.Instance(new WebAssembly.Module(bytes), imports));
-    } else {
-      // Compiled off the vCPU's thread; the interpreter runs the code meanwhile.
-      this.inFlight++;
-      WebAssembly.instantiate(bytes, imports).then(
-        (r) => { this.inFlight--; install(r.instance); },
-        () => { this.inFlight--; this.stats.failures++; },
-      );
+    let inst: WebAssembly.Instance | null = null;
+    try {
+      inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), imports);
+    } catch {
+      this.stats.failures++; // (a translator bug: the code stays interpreted)
     }
+    if (inst !== null) install(inst);
     this.stats.compileMs += performance.now() - t0;
   }
 }
@@ -364,6 +468,10 @@ class PageWriter implements Emit {
   private readonly entry = 2;
   private len = 4;
   private ended = false;
+  /** This block has set FS to Dirty already / has read its F/D state into fpst. */
+  private dirtied = false;
+  private fpRead = false;
+  private readonly fpst: number;
 
   constructor(
     private readonly body: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>,
@@ -379,6 +487,7 @@ class PageWriter implements Emit {
     this.ent = f.local(ValType.I32);
     this.fres = f.local(ValType.F64);
     this.fnx = f.local(ValType.I32);
+    this.fpst = f.local(ValType.I32);
   }
 
   write(plans: Plan[]): void {
@@ -430,6 +539,8 @@ class PageWriter implements Emit {
     for (const r of this.uses[this.c]) f.i32(this.base).mem(Op.i64_load, 3, r * 8).set(this.reg[r]);
     f.block(Op.loop);
     this.ended = false;
+    this.dirtied = false;
+    this.fpRead = false;
     this.inner = 0;
     this.written = [];
     for (let i = 0; i < p.insns.length; i++) {
@@ -618,10 +729,42 @@ class PageWriter implements Emit {
     return this.tF[i];
   }
 
-  /** mstatus.FS = Dirty, in the state block. */
+  /**
+   * mstatus.FS = Dirty, in the state block: once per block (straight-line code, so after
+   * the first F/D instruction that dirties, on its inline path or through its row's exec,
+   * FS is Dirty).
+   */
   private fpDirty(): void {
+    if (this.dirtied) return;
+    this.dirtied = true;
     const f = this.f;
     f.i32(this.base).i32(this.base).mem(Op.i32_load, 2, MSTATUS_LO * 8).i32(MSTATUS.FS).op(Op.i32_or).mem(Op.i32_store, 2, MSTATUS_LO * 8);
+  }
+
+  /**
+   * Push the block's F/D state: bit 0 set if mstatus.FS is Off, bit 1 if frm is not RNE.
+   * Read at the block's first F/D instruction (neither changes inside a block: CSR writes
+   * end blocks and the rows run inside one only set FS to Dirty).
+   */
+  private fpState(): void {
+    const f = this.f;
+    if (!this.fpRead) {
+      this.fpRead = true;
+      f.i32(this.base).mem(Op.i32_load, 2, MSTATUS_LO * 8).i32(MSTATUS.FS).op(Op.i32_and).op(Op.i32_eqz);
+      f.i32(this.base).mem(Op.i32_load, 2, FRM * 8).i32(0).op(Op.i32_ne).i32(1).op(Op.i32_shl).op(Op.i32_or).set(this.fpst);
+    }
+    f.get(this.fpst);
+  }
+
+  fallback(d: Decoded): void { this.execRow(d); }
+
+  orFlags(value: () => void): void {
+    const f = this.f, t = this.t32[0];
+    value();
+    f.tee(t).block(Op.if);
+    f.i32(this.base).i32(this.base).mem(Op.i32_load, 2, FFLAGS * 8).get(t).op(Op.i32_or).mem(Op.i32_store, 2, FFLAGS * 8);
+    if (!this.dirtied) f.i32(this.base).i32(this.base).mem(Op.i32_load, 2, MSTATUS_LO * 8).i32(MSTATUS.FS).op(Op.i32_or).mem(Op.i32_store, 2, MSTATUS_LO * 8);
+    f.op(Op.end);
   }
 
   fpGuard(d: Decoded, rm: boolean, dirty: boolean, body: () => void): void {
@@ -629,8 +772,8 @@ class PageWriter implements Emit {
     if (this.scanning) { body(); return; }
     // A static mode other than RNE (or a reserved one): always the row's exec.
     if (rm && d.rm !== 0 && d.rm !== 7) { this.execRow(d); return; }
-    f.i32(this.base).mem(Op.i32_load, 2, MSTATUS_LO * 8).i32(MSTATUS.FS).op(Op.i32_and).op(Op.i32_eqz);
-    if (rm && d.rm === 7) f.i32(this.base).mem(Op.i32_load, 2, FRM * 8).op(Op.i32_or);
+    this.fpState();
+    if (!(rm && d.rm === 7)) f.i32(1).op(Op.i32_and);
     f.block(Op.if);
     this.inner++;
     this.execRow(d);
