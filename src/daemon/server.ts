@@ -15,7 +15,7 @@ import { DefinitionStore, vmDefSchema, vmPatchSchema, memoryBytes, NAME_PATTERN,
 import { Vm, ApiError, VM_STATES, type VmInfo } from './vm.js';
 import { Dashboard } from './web.js';
 import { parseHostFwd } from '../host/net/netdev.js';
-import { bundleDisks, readSnapshotFile } from '../host/snapshot-file.js';
+import { bundleDisks, checkDisks, copyDiskExact, diskIdentity, isBundle, readSnapshotFile } from '../host/snapshot-file.js';
 import { createImage, syncDir } from '../host/storage/disk-copy.js';
 import { migrate, relayHostToward, type MigrateRequest } from './migrate.js';
 import { Switches } from './switches.js';
@@ -159,6 +159,35 @@ export class Daemon {
     };
     check(def.kernel, '/kernel'); check(def.initrd, '/initrd'); check(def.bios, '/bios'); check(def.restore, '/restore');
     (def.drives ?? []).forEach((d, i) => check(d.file, `/drives/${i}/file`));
+  }
+
+  /**
+   * A VM defined from a bundle runs on copies of the bundle's writable disks under the state
+   * directory (disks/NAME/), so the bundle stays as saved and restores again; the copies are
+   * byte-exact, so the snapshot's disk identities hold. Checked against those identities first.
+   */
+  private async copyBundleDisks(def: VmDef): Promise<void> {
+    const drives = def.drives ?? [];
+    try {
+      const header = readSnapshotHeader(readSnapshotFile(def.restore!));
+      checkDisks(header.disks, drives.map((d) => diskIdentity(d.file, d.format, d.readOnly ?? false)));
+    } catch (e) {
+      throw new ApiError(400, 'invalid_snapshot', (e as Error).message, '/restore');
+    }
+    const dir = join(this.opts.stateDir, 'disks', def.name);
+    rmSync(dir, { recursive: true, force: true }); // an earlier VM of this name that was undefined
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    try {
+      def.drives = await Promise.all(drives.map(async (d, i) => {
+        if (d.readOnly) return d; // the guest cannot change it: used in place
+        const file = join(dir, `vd${String.fromCharCode(97 + i)}.${d.format ?? 'raw'}`);
+        await copyDiskExact(d.file, file);
+        return { ...d, file };
+      }));
+    } catch (e) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new ApiError(400, 'invalid_snapshot', `cannot copy the bundle's disks: ${(e as Error).message}`, '/restore');
+    }
   }
 
   /** VMs arriving by live migration (destination side), by name; kept a minute after they run, so a late abort still finds them. */
@@ -412,6 +441,7 @@ export class Daemon {
         this.checkPaths(def);
         if (def.restore !== undefined) Object.assign(def, { ...fromSnapshot(def.restore), ...def });
         this.checkPaths(def);
+        if (def.restore !== undefined && isBundle(def.restore)) await this.copyBundleDisks(def);
         this.store.save(def);
         const vm = this.addVm(def);
         return reply.code(201).send(vm.info());

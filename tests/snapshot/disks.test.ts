@@ -9,8 +9,9 @@
  * destination, not even its disk copies.
  * `typevisor run --restore BUNDLE` reads the old content (nothing written after the save
  * leaked in), and its Ctrl-A S with --with-disks writes a second bundle, which the daemon
- * restores: it holds what was written before that save and nothing after. Restoring the
- * first bundle again is refused (the guest ran on its disk). qemu-img check and e2fsck are
+ * restores (on a copy of the bundle's disk: the bundle restores a second time, to the same
+ * state): it holds what was written before that save and nothing after. Restoring the
+ * first bundle again is refused (`typevisor run` ran the guest on its disk in place). qemu-img check and e2fsck are
  * clean on the bundles' disks and on the migrated one after the guests unmount.
  */
 import { test, after } from 'node:test';
@@ -205,6 +206,14 @@ test('disks: a bundle keeps the disk as it was at the save, --copy-storage moves
   await sh(b, 'h', 'umount /mnt && echo um-$((8+9))', /um-17/);
   assert.equal((await vm(b, 'destroy', 'h')).code, 0);
   fsckQcow2(join(bundle2, 'disk0.qcow2'));
+  // The daemon ran 'h' on a copy of the bundle's disk (its state dir's disks/h/): the bundle is
+  // as saved and restores again, to the same state.
+  assert.ok(existsSync(join(b.dir, 'disks', 'h', 'vda.qcow2')));
+  r = await vm(b, 'restore', 'h3', bundle2);
+  assert.equal(r.code, 0, r.stderr);
+  await sh(b, 'h3', 'echo 3 > /proc/sys/vm/drop_caches; cat /mnt/f /mnt/c; [ -e /mnt/c2 ] || echo absent-$((11+11))', /absent-22/);
+  assert.match(await log(b, 'h3'), /old-2[\s\S]*cli-17/);
+  assert.equal((await vm(b, 'destroy', 'h3')).code, 0);
   // The first bundle's disk was run on: restoring it again would swap the disk under the guest.
   r = await vm(b, 'restore', 'h2', bundle);
   assert.equal(r.code, 1);
