@@ -45,8 +45,9 @@ test('CPU cap: 25% then 50% (changed live) on a busy process, after an idle seco
     };
     check(a, 0.25, ca);
     check(b, 0.5, cb);
-    // After stop() it runs freely: as much as the control, surely more than the old cap.
-    assert.ok(Math.abs(c - cc) <= 0.1 || c > 0.6, `after stop(): ${pct(c)}, the control ${pct(cc)}`);
+    // After stop() it runs freely: as much as the control, surely more than the old cap; on a
+    // host too busy to give the control a whole core, at least 60 % of what the control got.
+    assert.ok(Math.abs(c - cc) <= 0.1 || c > 0.6 || (cc < 0.9 && c >= 0.6 * cc), `after stop(): ${pct(c)}, the control ${pct(cc)}`);
   } finally {
     child.kill('SIGKILL');
     control.kill('SIGKILL');
