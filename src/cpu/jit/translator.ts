@@ -170,7 +170,9 @@ export class Translator {
   onReplace: () => void = () => {};
   /**
    * Every page function, by index (Decoded.blockIdx): translated code continues through
-   * the indirect-branch target cache with `return_call_indirect` into it.
+   * the indirect-branch target cache by a tail call to `jump`, a one-function module that
+   * alone imports the table and tail-calls into it. (A table imported by every module cost
+   * V8 an update of every instance at each element set: compile time doubled in a boot.)
    */
   private readonly table = new WebAssembly.Table({ element: 'anyfunc', initial: 1024 });
   private nextFn = 0;
@@ -180,8 +182,18 @@ export class Translator {
     private readonly ibcBase: number,
   ) {
     this.threshold = threshold;
+    const t = new ModuleBuilder();
+    const I = ValType.I32;
+    const tFn = t.type([I, I, I], [I]);
+    const tJump = t.type([I, I, I, I], [I]);
+    t.importTable('env', 'table', 0);
+    const { body, index } = t.func(tJump);
+    body.get(0).get(1).get(2).get(3).op(Op.return_call_indirect);
+    body.code.u32(tFn).u32(0);
+    t.export('jump', index);
+    const jump = new WebAssembly.Instance(new WebAssembly.Module(t.encode()), { env: { table: this.table } }).exports.jump;
     this.env = {
-      memory, table: this.table,
+      memory, jump,
       load8: mem.load8, load8u: mem.load8u, load16: mem.load16, load16u: mem.load16u,
       load32: mem.load32, load64: mem.load64,
       store8: mem.store8, store16: mem.store16, store32: mem.store32, store64: mem.store64,
@@ -354,8 +366,8 @@ export class Translator {
     for (const n of ['store8', 'store16', 'store32']) fn[n] = m.importFunc('env', n, tStore);
     fn.store64 = m.importFunc('env', 'store64', tStore64);
     fn.exec = m.importFunc('env', 'exec', m.type([I], []));
+    fn.jump = m.importFunc('env', 'jump', m.type([I, I, I, I], [I]));
     m.importMemory('env', 'memory', 1);
-    m.importTable('env', 'table', 0);
     const tFn = m.type([I, I, I], [I]);
     /** Instructions the module runs through their rows' exec, by the `exec` import's argument. */
     const execs: Decoded[] = [];
@@ -385,9 +397,8 @@ export class Translator {
       rec.promote = false;
       for (const part of parts) {
         const { body, index } = m.func(tFn);
-        new PageWriter(body, this.stateBase, fn, execs, tFn, this.ibcBase).write(part);
+        new PageWriter(body, this.stateBase, fn, execs, this.ibcBase).write(part);
         m.export(`p${groups.length}`, index);
-        m.element(this.nextFn + groups.length, [index]);
         groups.push(part);
       }
     }
@@ -405,6 +416,7 @@ export class Translator {
       let replaced = false;
       groups.forEach((plans, i) => {
         const f = inst.exports[`p${i}`] as BlockFn;
+        this.table.set(first + i, f);
         for (const p of plans) {
           if (p.head.block !== null) replaced = true;
           p.head.blockIdx = first + i;
@@ -497,7 +509,7 @@ class PageWriter implements Emit {
 
   constructor(
     private readonly body: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>,
-    private readonly execs: Decoded[], private readonly tFn: number, private readonly ibcBase: number,
+    private readonly execs: Decoded[], private readonly ibcBase: number,
   ) {
     const f = body;
     this.f = f;
@@ -567,8 +579,8 @@ class PageWriter implements Emit {
     f.block(Op.if);
     f.get(this.budget).get(this.done).get(lo).i32(0xfff).op(Op.i32_and);
     f.get(ent).mem(Op.i32_load, 2, base + 12);
-    f.op(Op.return_call_indirect);
-    f.code.u32(this.tFn).u32(0);
+    f.op(Op.return_call);
+    f.code.u32(this.fn.jump);
     f.op(Op.end);
     f.i32(this.base).i32(IBTC_HOT - 1).mem(Op.i32_store, 2, JIT_HOT * 8);
     f.op(Op.end);
