@@ -13,9 +13,12 @@
  * functions. A page whose translated heads the dispatcher keeps entering gets its hot
  * region (the blocks those heads reach by direct transfers) compiled again as one
  * function (hot()). Pages waiting for compilation are batched
- * into one module (module compiles and instantiations are costly). There is no function
- * table: a V8 table imported by many instances costs at every instantiation and every
- * `Table.set` (profiled: 23 % of a Linux boot with per-block functions chained through one).
+ * into one module (module compiles and instantiations are costly). Transfers that leave
+ * a function (jalr, returns, other pages) look pc up in the indirect-branch target cache
+ * and tail-call the function it names through a trampoline, the one module that imports
+ * the function table: a V8 table imported by many instances costs at every instantiation
+ * and every `Table.set` (profiled: 23 % of a Linux boot with per-block functions chained
+ * through one).
  *
  * Each function is stored on its blocks' first instructions (Decoded.block), so it shares
  * the decoded page's lifetime: a store, DMA or fence.i that drops the page drops its code.
