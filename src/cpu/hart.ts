@@ -2,14 +2,14 @@ import type { Bus } from '../machine/bus.js';
 import type { TimeSource, Stateful } from '../devices/device.js';
 import { CAUSE, MSTATUS, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, MIP_STIP, SATP_BARE } from './csr.js';
 import {
-  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION,
+  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, IBTC_REGION, IBTC_BYTES, JIT_CTX, JIT_HOT, ibcIndex,
   PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT,
 } from './state.js';
 import { Translator, HOT_ENTRIES, type JitMemory } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
 import { TRAP_SIGNAL, raise, illegal, takeTrap, xret, updateIrq, setIrqLine, wfi, serviceAttention, updateTimers, setStimecmp } from './trap.js';
-import { Tlb, WriteTlbMap, TLB_MASK, TLB_INVALID, privChanged, updateTranslation, flushTlb, flushTlbPage, flushAllTlbs, translate, pmpCheck, updatePmpActive } from './mmu.js';
+import { Tlb, WriteTlbMap, TLB_MASK, TLB_INVALID, ibcInvalidate, privChanged, updateTranslation, flushTlb, flushTlbPage, flushAllTlbs, translate, pmpCheck, updatePmpActive } from './mmu.js';
 import {
   UNCACHED_PAGE, loadSlow, storeSlow, amoHost, checkReservation, fetchSlow, decodeAt, currentRaw, flushCodeCache, externalWrite, takeDirtyPages,
 } from './memory.js';
@@ -211,6 +211,9 @@ export class Hart implements Stateful<HartState> {
   private inBlock = false;
   /** Bumped whenever decoded code is dropped: a translated block that stored into code must stop. Internal. */
   codeEpoch = 0;
+  /** The indirect-branch target cache (IBTC_REGION) and its epoch (JIT_CTX). Internal. */
+  readonly ibc: Int32Array;
+  ibcEpoch = 1;
   /** Effective address of the last load/store, as two halves (set by ea()). */
   eaLoV = 0;
   eaHiV = 0;
@@ -245,6 +248,9 @@ export class Hart implements Stateful<HartState> {
     this.tlbR = this.tlbSets[3][0];
     this.tlbW = this.tlbSets[3][1];
     this.tlbX = this.tlbSets[3][2];
+    const ibcBase = IBTC_REGION + hartId * IBTC_BYTES;
+    if (ibcBase + IBTC_BYTES > bus.ramHostOffset) throw new Error(`too many harts for the state region`);
+    this.ibc = new Int32Array(buf, ibcBase, IBTC_BYTES / 4);
     bus.onRamWrite((paddr, len) => externalWrite(this, paddr, len));
     this.reset(0x1000);
   }
@@ -307,6 +313,7 @@ export class Hart implements Stateful<HartState> {
     // which code ran translated (x0 writes, 64-bit load temporaries): not state.
     regs.fill(0, SINK * 8, SINK * 8 + 8);
     regs.fill(0, SCRATCH * 8, JIT_RETIRED * 8 + 8);
+    regs.fill(0, JIT_CTX * 8, JIT_HOT * 8 + 8); // (derived: the target cache's epoch and hits)
     return regs;
   }
 
@@ -391,6 +398,7 @@ export class Hart implements Stateful<HartState> {
     const x32 = this.x32;
     const f64 = this.f64;
     const jit = this.jit;
+    const ibc = this.ibc;
     let n = 0;
     // At a block start (after a control transfer, a trap or entry) translated code may run.
     let start = true;
@@ -413,8 +421,15 @@ export class Hart implements Stateful<HartState> {
           if (start && jit !== null) {
             const b = d.block;
             if (b !== null) {
-              if ((++d.hits & (HOT_ENTRIES - 1)) === 0) jit.hot(page);
+              // (Entries the target cache took since it sent this one here count too.)
+              const was = d.hits;
+              d.hits = was + 1 + x32[JIT_HOT * 2];
+              x32[JIT_HOT * 2] = 0;
+              if (((was ^ d.hits) & -HOT_ENTRIES) !== 0) jit.hot(page);
               if (n + d.blockLen <= budget) {
+                // Remember pc -> function for translated indirect transfers (IBTC_REGION).
+                const e = ibcIndex(lo) << 3;
+                ibc[e] = lo; ibc[e + 1] = hi; ibc[e + 2] = x32[JIT_CTX * 2]; ibc[e + 3] = d.blockIdx;
                 this.flushIcount();
                 this.inBlock = true;
                 const k = b(budget - n, 0, lo & 0xfff);
@@ -469,9 +484,10 @@ export class Hart implements Stateful<HartState> {
   enableJit(threshold: number, batch = true): void {
     if (threshold === Infinity) { this.jit = null; return; }
     if (this.jit) { this.jit.threshold = threshold; this.jit.batch = batch; return; }
-    this.jit = new Translator(this.bus.memory, this.hartId * HART_STATE_BYTES, this.jitMemory(), threshold);
+    this.jit = new Translator(this.bus.memory, this.hartId * HART_STATE_BYTES, this.jitMemory(), threshold, this.ibc.byteOffset);
     this.jit.batch = batch;
     this.jit.onFull = () => flushCodeCache(this);
+    this.jit.onReplace = () => ibcInvalidate(this);
   }
 
   /**

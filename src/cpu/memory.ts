@@ -12,7 +12,7 @@ import { decode } from './isa/table.js';
 import { CAUSE, PRIV_M } from './csr.js';
 import { PC, SCRATCH } from './state.js';
 import { raise } from './trap.js';
-import { ACC_R, ACC_W, ACC_X, TLB_INVALID, TLB_MASK, dropWriteTlbFor, pmpCheck, tlbFill, translate } from './mmu.js';
+import { ACC_R, ACC_W, ACC_X, TLB_INVALID, TLB_MASK, dropWriteTlbFor, ibcInvalidate, pmpCheck, tlbFill, translate } from './mmu.js';
 
 /** Decoded-page sentinel for code fetched from MMIO (boot ROM): never cached. */
 export const UNCACHED_PAGE: (Decoded | undefined)[] = [];
@@ -273,6 +273,7 @@ export function currentRaw(h: Hart): number {
 /** fence.i and remote fences: drop every decoded page. */
 export function flushCodeCache(h: Hart): void {
   h.codeEpoch++;
+  ibcInvalidate(h);
   h.jit?.reset();
   h.codePages.clear();
   h.codeMark.fill(0);
@@ -284,6 +285,7 @@ export function flushCodeCache(h: Hart): void {
 /** A store reached a page holding decoded code: drop that page's decoded instructions. */
 export function invalidateCodePage(h: Hart, ppn: number): void {
   h.codeEpoch++;
+  ibcInvalidate(h);
   h.codePages.delete(ppn);
   h.codeMark[ppn] = 0;
   if (h.fetchPpn === ppn) {

@@ -7,7 +7,7 @@
  */
 import type { Hart } from './hart.js';
 import { CAUSE, MSTATUS, PRIV_M, PRIV_S, PRIV_U, SATP_BARE, SATP_SV39 } from './csr.js';
-import { TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_R_PTR, TLB_W_PTR } from './state.js';
+import { TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_R_PTR, TLB_W_PTR, JIT_CTX } from './state.js';
 import { raise } from './trap.js';
 import { invalidateCodePage, ramWritten } from './memory.js';
 
@@ -92,9 +92,21 @@ export function privChanged(h: Hart): void {
   h.tlbW = d[1];
   h.tlbX = h.tlbSets[priv][2];
   h.fetchLo = TLB_INVALID;
+  h.x32[JIT_CTX * 2] = (h.ibcEpoch << 2) | priv;
   // Translated code finds the data TLBs through these slots.
   h.x32[TLB_R_PTR * 2] = h.tlbR.byteOffset;
   h.x32[TLB_W_PTR * 2] = h.tlbW.byteOffset;
+}
+
+/**
+ * The mapping from virtual pcs to translated code may have changed (TLB flushes, code
+ * dropped or compiled again): entries of the indirect-branch target cache stop matching.
+ */
+export function ibcInvalidate(h: Hart): void {
+  let e = (h.ibcEpoch + 1) & 0x0fff_ffff;
+  if (e === 0) { h.ibc.fill(0); e = 1; } // (wrapped: old epochs would match again)
+  h.ibcEpoch = e;
+  h.x32[JIT_CTX * 2] = (e << 2) | h.privLevel;
 }
 
 /** satp, SUM/MXR changes: recompute the translation mode and drop translations. */
@@ -110,6 +122,7 @@ export function flushTlb(h: Hart): void {
   for (let p = 0; p <= 1; p++) for (const t of h.tlbSets[p]) t.flush();
   h.fetchLo = TLB_INVALID;
   h.superCount = 0;
+  ibcInvalidate(h);
 }
 
 /**
@@ -131,6 +144,7 @@ export function flushTlbPage(h: Hart, lo: number, hi: number): void {
     for (const t of h.tlbSets[p]) if (t.tagLo[i] === tag && t.tagHi[i] === hi) t.tagLo[i] = TLB_INVALID;
   }
   h.fetchLo = TLB_INVALID;
+  ibcInvalidate(h);
 }
 
 /** A walk found a superpage leaf at `level` for (lo, hi): remember its region (flushTlbPage). */
@@ -150,6 +164,7 @@ export function flushAllTlbs(h: Hart): void {
   for (const set of h.tlbSets) for (const t of set) t.flush();
   h.fetchLo = TLB_INVALID;
   h.superCount = 0;
+  ibcInvalidate(h);
 }
 
 /** Drop every write-TLB entry that maps RAM page `ppn` (it became a code page), through the reverse map. */

@@ -46,6 +46,17 @@ export const ATTENTION = 48;
 export const WAITING = 49;
 /** Instructions retired, as a float64 (exact up to 2^53). */
 export const ICOUNT = 50;
+/**
+ * The indirect-branch target cache's context: (epoch << 2) | privilege. The epoch is bumped
+ * whenever the virtual-to-code mapping may change (TLB flushes, dropped or replaced code),
+ * so older cache entries stop matching.
+ */
+export const JIT_CTX = 51;
+/**
+ * Dispatcher entries a head's target-cache entry stood in for since the dispatcher last saw
+ * it (added to Decoded.hits at the next entry, so hot pages still get compiled again).
+ */
+export const JIT_HOT = 52;
 /** f0..f31: 64-bit registers; singles are NaN-boxed (upper 32 bits all ones). */
 export const F0 = 64;
 /** Size of one hart's state block in bytes. */
@@ -61,3 +72,16 @@ export const TLB_SIZE = 1024;
 export const TLB_TAG_HI = TLB_SIZE * 4;
 export const TLB_HOST = TLB_SIZE * 8;
 export const TLB_BYTES = TLB_SIZE * 12;
+
+/**
+ * Indirect-branch target cache (translated `jalr` targets), after hart 0's TLBs: per hart
+ * IBTC_SIZE direct-mapped entries of 32 bytes, at ibcIndex(pc): i32s pc low word, pc high
+ * word, JIT_CTX when filled, function-table index of the page function with a block
+ * there, and the slot's hits (every IBTC_HOT-th goes to the dispatcher: Translator.hot()).
+ */
+export const IBTC_REGION = TLB_REGION + 12 * TLB_BYTES;
+export const IBTC_SIZE = 2048;
+export const IBTC_BYTES = IBTC_SIZE * 32;
+export const IBTC_HOT = 4096;
+/** The cache's entry for a pc (its low word): offsets in a page, spread over pages. */
+export function ibcIndex(lo: number): number { return ((lo >>> 1) ^ (lo >>> 12)) & (IBTC_SIZE - 1); }

@@ -39,6 +39,8 @@ export class Decoded {
   block: BlockFn | null;
   /** Instructions in that block (the run loop never overshoots its budget). */
   blockLen: number;
+  /** That function's index in the translator's function table (indirect-branch target cache), or -1. */
+  blockIdx: number;
   /** spec.ends, copied for the run loop. */
   ends: boolean;
   constructor(spec: InsnSpec, raw: number, len: number) {
@@ -48,7 +50,7 @@ export class Decoded {
     this.len = len;
     this.rd = 0; this.rs1 = 0; this.rs2 = 0; this.rs3 = 0; this.rm = 0;
     this.imm = 0; this.imm64 = 0n;
-    this.hits = 0; this.block = null; this.blockLen = 0;
+    this.hits = 0; this.block = null; this.blockLen = 0; this.blockIdx = -1;
     this.ends = spec.ends === true;
   }
 }

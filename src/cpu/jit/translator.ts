@@ -13,9 +13,12 @@
  * functions. A page whose translated heads the dispatcher keeps entering gets its hot
  * region (the blocks those heads reach by direct transfers) compiled again as one
  * function (hot()). Pages waiting for compilation are batched
- * into one module (module compiles and instantiations are costly). There is no function
- * table: a V8 table imported by many instances costs at every instantiation and every
- * `Table.set` (profiled: 23 % of a Linux boot with per-block functions chained through one).
+ * into one module (module compiles and instantiations are costly). Transfers that leave
+ * a function (jalr, returns, other pages) look pc up in the indirect-branch target cache
+ * and tail-call the function it names through a trampoline, the one module that imports
+ * the function table: a V8 table imported by many instances costs at every instantiation
+ * and every `Table.set` (profiled: 23 % of a Linux boot with per-block functions chained
+ * through one).
  *
  * Each function is stored on its blocks' first instructions (Decoded.block), so it shares
  * the decoded page's lifetime: a store, DMA or fence.i that drops the page drops its code.
@@ -30,7 +33,7 @@ import { ModuleBuilder, FunctionBody, Op, ValType } from './wasm.js';
 import { SINK } from '../state.js';
 import type { Emit } from './emit.js';
 import type { Decoded, BlockFn } from '../isa/types.js';
-import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_TAG_HI, TLB_HOST, F0, MSTATUS_LO, FFLAGS, FRM } from '../state.js';
+import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_TAG_HI, TLB_HOST, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_HOT } from '../state.js';
 import { MSTATUS } from '../csr.js';
 
 /** Longest block, in instructions. */
@@ -166,11 +169,34 @@ export class Translator {
   private waited = 0;
   /** Called when the cache is too big: the hart drops all decoded code (and so all translations). */
   onFull: () => void = () => {};
+  /** Called when a head gets a new function (a hot page compiled again): the target cache must forget the old one. */
+  onReplace: () => void = () => {};
+  /**
+   * Every page function, by index (Decoded.blockIdx): translated code continues through
+   * the indirect-branch target cache by a tail call to `jump`, a one-function module that
+   * alone imports the table and tail-calls into it. (A table imported by every module cost
+   * V8 an update of every instance at each element set: compile time doubled in a boot.)
+   */
+  private readonly table = new WebAssembly.Table({ element: 'anyfunc', initial: 1024 });
+  private nextFn = 0;
 
-  constructor(memory: WebAssembly.Memory, private readonly stateBase: number, private readonly mem: JitMemory, threshold: number) {
+  constructor(
+    memory: WebAssembly.Memory, private readonly stateBase: number, private readonly mem: JitMemory, threshold: number,
+    private readonly ibcBase: number,
+  ) {
     this.threshold = threshold;
+    const t = new ModuleBuilder();
+    const I = ValType.I32;
+    const tFn = t.type([I, I, I], [I]);
+    const tJump = t.type([I, I, I, I], [I]);
+    t.importTable('env', 'table', 0);
+    const { body, index } = t.func(tJump);
+    body.get(0).get(1).get(2).get(3).op(Op.return_call_indirect);
+    body.code.u32(tFn).u32(0);
+    t.export('jump', index);
+    const jump = new WebAssembly.Instance(new WebAssembly.Module(t.encode()), { env: { table: this.table } }).exports.jump;
     this.env = {
-      memory,
+      memory, jump,
       load8: mem.load8, load8u: mem.load8u, load16: mem.load16, load16u: mem.load16u,
       load32: mem.load32, load64: mem.load64,
       store8: mem.store8, store16: mem.store16, store32: mem.store32, store64: mem.store64,
@@ -308,6 +334,7 @@ export class Translator {
     this.pending = [];
     this.pendingBlocks = 0;
     this.live = 0;
+    this.nextFn = 0; // (the hart bumped the target cache's epoch: no entry names these any more)
   }
 
   /** Compile every pending page, in one module. */
@@ -342,6 +369,7 @@ export class Translator {
     for (const n of ['store8', 'store16', 'store32']) fn[n] = m.importFunc('env', n, tStore);
     fn.store64 = m.importFunc('env', 'store64', tStore64);
     fn.exec = m.importFunc('env', 'exec', m.type([I], []));
+    fn.jump = m.importFunc('env', 'jump', m.type([I, I, I, I], [I]));
     m.importMemory('env', 'memory', 1);
     const tFn = m.type([I, I, I], [I]);
     /** Instructions the module runs through their rows' exec, by the `exec` import's argument. */
@@ -372,7 +400,7 @@ export class Translator {
       rec.promote = false;
       for (const part of parts) {
         const { body, index } = m.func(tFn);
-        new PageWriter(body, this.stateBase, fn, execs).write(part);
+        new PageWriter(body, this.stateBase, fn, execs, this.ibcBase).write(part);
         m.export(`p${groups.length}`, index);
         groups.push(part);
       }
@@ -382,11 +410,19 @@ export class Translator {
     let count = 0;
     for (const g of groups) for (const p of g) count += p.insns.length;
     this.live += count;
+    const first = this.nextFn;
+    const need = first + groups.length;
+    if (need > this.table.length) this.table.grow(Math.max(need - this.table.length, this.table.length));
+    this.nextFn = need;
     const install = (inst: WebAssembly.Instance): void => {
       if (gen !== this.generation) return; // the cache was dropped meanwhile
+      let replaced = false;
       groups.forEach((plans, i) => {
         const f = inst.exports[`p${i}`] as BlockFn;
+        this.table.set(first + i, f);
         for (const p of plans) {
+          if (p.head.block !== null) replaced = true;
+          p.head.blockIdx = first + i;
           p.head.block = f;
           p.head.blockLen = p.insns.length;
           p.head.hits = 0; // now counts dispatcher entries (hot())
@@ -395,6 +431,7 @@ export class Translator {
       });
       this.stats.functions += groups.length;
       this.stats.instructions += count;
+      if (replaced) this.onReplace();
     };
     const mem = this.mem;
     const stats = this.stats;
@@ -475,7 +512,7 @@ class PageWriter implements Emit {
 
   constructor(
     private readonly body: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>,
-    private readonly execs: Decoded[],
+    private readonly execs: Decoded[], private readonly ibcBase: number,
   ) {
     const f = body;
     this.f = f;
@@ -522,8 +559,35 @@ class PageWriter implements Emit {
       f.op(Op.unreachable);
     }
     f.op(Op.end);
-    // Default: leave with pc at the entry offset (every register is in memory here).
-    this.setPc(() => { f.get(this.vbase).get(this.entry).op(Op.i64_extend_i32_u).op(Op.i64_add); });
+    // Default: pc = vbase + entry is no block here (also where transfers out of the
+    // function land). Every register is in memory. Go on in the function the target cache
+    // names for pc if there is one, no interrupt waits and a block fits the budget; else
+    // return to the dispatcher.
+    const t = this.t64[0], lo = this.lo, ent = this.ent, base = this.ibcBase;
+    f.get(this.vbase).get(this.entry).op(Op.i64_extend_i32_u).op(Op.i64_add).set(t);
+    this.setPc(() => { f.get(t); });
+    f.i32(this.base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_eqz);
+    f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u).op(Op.i32_and);
+    f.block(Op.if);
+    // ent = ibcIndex(lo) * 32
+    f.get(t).op(Op.i32_wrap_i64).tee(lo).i32(1).op(Op.i32_shr_u).get(lo).i32(12).op(Op.i32_shr_u).op(Op.i32_xor);
+    f.i32(IBTC_SIZE - 1).op(Op.i32_and).i32(5).op(Op.i32_shl).set(ent);
+    f.get(ent).mem(Op.i32_load, 2, base).get(lo).op(Op.i32_eq);
+    f.get(ent).mem(Op.i32_load, 2, base + 4).get(t).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).op(Op.i32_eq).op(Op.i32_and);
+    f.get(ent).mem(Op.i32_load, 2, base + 8).i32(this.base).mem(Op.i32_load, 2, JIT_CTX * 8).op(Op.i32_eq).op(Op.i32_and);
+    f.block(Op.if);
+    // Count the hit; every IBTC_HOT-th goes to the dispatcher, which counts them all (hot()).
+    f.get(ent).get(ent).mem(Op.i32_load, 2, base + 16).i32(1).op(Op.i32_add).tee(this.t32[0]).mem(Op.i32_store, 2, base + 16);
+    f.get(this.t32[0]).i32(IBTC_HOT - 1).op(Op.i32_and);
+    f.block(Op.if);
+    f.get(this.budget).get(this.done).get(lo).i32(0xfff).op(Op.i32_and);
+    f.get(ent).mem(Op.i32_load, 2, base + 12);
+    f.op(Op.return_call);
+    f.code.u32(this.fn.jump);
+    f.op(Op.end);
+    f.i32(this.base).i32(IBTC_HOT - 1).mem(Op.i32_store, 2, JIT_HOT * 8);
+    f.op(Op.end);
+    f.op(Op.end);
     f.get(this.done).op(Op.return);
     f.op(Op.end).op(Op.unreachable);
   }
@@ -620,8 +684,18 @@ class PageWriter implements Emit {
    */
   private goto(target: number, count: number): void {
     const f = this.f;
-    const j = this.scanning ? undefined : this.caseOf.get(target);
-    if (j === undefined) { this.exit(target, count); return; }
+    if (this.scanning) { this.exit(target, count); return; }
+    const j = this.caseOf.get(target);
+    if (j === undefined) {
+      // Not a block of this function: to the default (the target cache, or the dispatcher).
+      this.flushRegs();
+      this.retired(count);
+      f.set(this.done);
+      const inPage = target & 0xfff;
+      if (inPage !== target) f.get(this.vbase).i64(BigInt(target - inPage)).op(Op.i64_add).set(this.vbase);
+      f.i32(inPage).set(this.entry).br(Op.br, this.inner + this.cases - this.c);
+      return;
+    }
     this.flushRegs();
     this.retired(count);
     f.tee(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u);
@@ -690,14 +764,17 @@ class PageWriter implements Emit {
     this.retired(this.k + 1);
     f.set(this.done);
     // A target in the same virtual page goes on through the dispatch (whose br_table sends
-    // offsets that are no block here back to the dispatcher), if a block fits the budget.
-    f.get(t).i64(-4096n).op(Op.i64_and).get(this.vbase).op(Op.i64_eq);
+    // offsets that are no block here to the default), if a block fits the budget; any
+    // other goes to the default (the target cache, or the dispatcher).
+    const t1 = this.t64[1];
+    f.get(t).op(Op.i32_wrap_i64).i32(0xfff).op(Op.i32_and).set(this.entry);
+    f.get(t).i64(-4096n).op(Op.i64_and).tee(t1).get(this.vbase).op(Op.i64_eq);
     f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u).op(Op.i32_and);
     f.block(Op.if);
-    f.get(t).op(Op.i32_wrap_i64).i32(0xfff).op(Op.i32_and).set(this.entry).br(Op.br, this.inner + 1 + this.cases - this.c + 1);
+    f.br(Op.br, this.inner + 1 + this.cases - this.c + 1);
     f.op(Op.end);
-    this.setPc(() => f.get(t));
-    f.get(this.done).op(Op.return);
+    f.get(t1).set(this.vbase);
+    f.br(Op.br, this.inner + this.cases - this.c);
     this.ended = true;
   }
 

@@ -1,0 +1,212 @@
+/**
+ * The indirect-branch target cache: calls through function pointers and returns that
+ * leave a translated page function continue in translated code (far fewer dispatcher
+ * entries) with the interpreter's results, and a changed mapping (code overwritten, a
+ * remapped page after sfence.vma) is honoured.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { buildElf } from '../lib/toolchain.js';
+import { runUser, type UserResult } from '../lib/user.js';
+
+const MACROS = String.raw`
+  .macro EXIT code
+    li a0, \code
+    li a7, 93
+    ecall
+  .endm
+  .macro PRINT8 sym
+    li a0, 1
+    la a1, \sym
+    li a2, 8
+    li a7, 64
+    ecall
+  .endm
+`;
+
+/**
+ * 20,000 passes calling three functions in three other pages through a pointer table
+ * (jalr) and returning (ret): 120,000 transfers across pages. After pass 10,000 the
+ * program overwrites the first instruction of one callee (fence.i), which must take effect.
+ */
+const CALLS = MACROS + String.raw`
+  .globl _start
+_start:
+  li s0, 20000
+  li s1, 0
+  la s2, table
+loop:
+  ld t0, 0(s2)
+  mv a0, s1
+  jalr t0
+  mv s1, a0
+  ld t0, 8(s2)
+  jalr t0
+  mv s1, a0
+  ld t0, 16(s2)
+  jalr t0
+  mv s1, a0
+  li t1, 10000
+  bne s0, t1, 1f
+  la t2, fn_c
+  la t3, patch
+  lw t4, 0(t3)
+  sw t4, 0(t2)             # fn_c now adds 1000 instead of 7
+  fence.i
+1:
+  addi s0, s0, -1
+  bnez s0, loop
+  la t0, out
+  sd s1, 0(t0)
+  PRINT8 out
+  EXIT 0
+patch:
+  addi a0, a0, 1000
+  .balign 4096
+fn_a:
+  slli t5, a0, 5
+  xor a0, a0, t5
+  addi a0, a0, 3
+  ret
+  .balign 4096
+fn_b:
+  srli t5, a0, 7
+  add a0, a0, t5
+  ret
+  .balign 4096
+  .option push
+  .option norvc              # (the patch is a 4-byte instruction)
+fn_c:
+  addi a0, a0, 7
+  ret
+  .option pop
+  .data
+  .align 3
+table: .dword fn_a, fn_b, fn_c
+out: .dword 0
+`;
+
+function regs(r: UserResult): bigint[] {
+  return Array.from({ length: 32 }, (_, i) => r.hart.reg(i));
+}
+
+test('indirect calls and returns across pages stay in translated code; overwritten code takes effect', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-ibtc-calls', sources: { 'c.S': CALLS } }));
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  assert.equal(ref.code, 0);
+  // The known answer, computed as the program does (fn_c adds 7, then 1000 once pass 10,000 patched it).
+  const M = (1n << 64n) - 1n;
+  let s = 0n;
+  for (let pass = 20000; pass > 0; pass--) {
+    s = ((s ^ (s << 5n)) + 3n) & M;
+    s = (s + (s >> 7n)) & M;
+    s = (s + (pass < 10000 ? 1000n : 7n)) & M;
+  }
+  assert.equal(Buffer.from(ref.stdout).readBigUInt64LE(0), s, 'interpreter: the known answer');
+  for (const th of [0, 3]) {
+    const r = runUser(elf, { jitThreshold: th });
+    assert.equal(r.code, 0);
+    assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}: checksum`);
+    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers`);
+    assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
+    const st = r.hart.jit!.stats;
+    // Each of the 120,000 transfers went through the dispatcher before the cache.
+    assert.ok(st.entries < 12_000, `threshold ${th}: ${st.entries} dispatcher entries for 120,000 cross-page transfers`);
+    assert.ok(st.executed > ref.hart.icount * 0.9, `threshold ${th}: ${st.executed} of ${ref.hart.icount} instructions translated`);
+  }
+});
+
+/**
+ * S-mode with Sv39: a gigapage maps RAM 1:1, and virtual page 0x4000_0000 is mapped to the
+ * page of fn_one. The loop calls it 2,000 times (jalr) and returns; after 1,000 calls the
+ * program points the page's PTE at fn_thousand and issues sfence.vma (for that address,
+ * or for all in the second variant): the remaining calls must run fn_thousand.
+ */
+function remapSource(fence: string): string {
+  return MACROS + String.raw`
+  .globl _start
+_start:
+  la t0, root
+  li t1, ((0x80000000 >> 12) << 10) | 0xcf   # V R W X A D, 1 GiB at 0x8000_0000
+  sd t1, 16(t0)
+  la t2, l1
+  srli t3, t2, 12
+  slli t3, t3, 10
+  ori t3, t3, 1
+  sd t3, 8(t0)                                # VPN[2] = 1 -> l1
+  la t2, l0
+  srli t3, t2, 12
+  slli t3, t3, 10
+  ori t3, t3, 1
+  la t4, l1
+  sd t3, 0(t4)                                # l1[0] -> l0
+  la t2, fn_one
+  srli t3, t2, 12
+  slli t3, t3, 10
+  ori t3, t3, 0xcb                            # V R X A D
+  la t4, l0
+  sd t3, 0(t4)                                # l0[0]: 0x4000_0000 -> fn_one
+  srli t0, t0, 12
+  li t1, 8 << 60
+  or t0, t0, t1
+  csrw satp, t0
+  sfence.vma
+  li s0, 2000
+  li s1, 0
+  li s2, 0x40000000
+loop:
+  jalr s2
+  add s1, s1, a0
+  addi s0, s0, -1
+  li t0, 1000
+  bne s0, t0, 1f
+  la t2, fn_thousand
+  srli t3, t2, 12
+  slli t3, t3, 10
+  ori t3, t3, 0xcb
+  la t4, l0
+  sd t3, 0(t4)                                # 0x4000_0000 -> fn_thousand
+  ${fence}
+1:
+  bnez s0, loop
+  la t0, out
+  sd s1, 0(t0)
+  PRINT8 out
+  EXIT 0
+  .balign 4096
+fn_one:
+  li a0, 1
+  ret
+  .balign 4096
+fn_thousand:
+  li a0, 1000
+  ret
+  .data
+  .align 3
+out: .dword 0
+  .bss
+  .balign 4096
+root: .space 4096
+l1: .space 4096
+l0: .space 4096
+`;
+}
+
+test('a page remapped under translated indirect calls: sfence.vma (one address or all) is honoured', async () => {
+  for (const fence of ['sfence.vma s2', 'sfence.vma']) {
+    const elf = readFileSync(await buildElf({ name: 'jit-ibtc-remap', sources: { 'r.S': remapSource(fence) } }));
+    const ref = runUser(elf, { jitThreshold: Infinity });
+    assert.equal(ref.code, 0);
+    assert.equal(Buffer.from(ref.stdout).readBigUInt64LE(0), 1000n + 1000n * 1000n, `${fence}: interpreter, known answer`);
+    for (const th of [0, 3]) {
+      const r = runUser(elf, { jitThreshold: th });
+      assert.equal(r.code, 0);
+      assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `${fence}, threshold ${th}: sum`);
+      assert.deepEqual(regs(r), regs(ref), `${fence}, threshold ${th}: registers`);
+      assert.equal(r.hart.icount, ref.hart.icount, `${fence}, threshold ${th}: instructions retired`);
+      const st = r.hart.jit!.stats;
+      assert.ok(st.entries < 1_000, `${fence}, threshold ${th}: ${st.entries} dispatcher entries for 4,000 cross-page transfers`);
+    }
+  }
+});
