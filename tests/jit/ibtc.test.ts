@@ -8,22 +8,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { buildElf } from '../lib/toolchain.js';
-import { runUser, type UserResult } from '../lib/user.js';
+import { USER_MACROS, runUser, type UserResult } from '../lib/user.js';
 
-const MACROS = String.raw`
-  .macro EXIT code
-    li a0, \code
-    li a7, 93
-    ecall
-  .endm
-  .macro PRINT8 sym
-    li a0, 1
-    la a1, \sym
-    li a2, 8
-    li a7, 64
-    ecall
-  .endm
-`;
+const MACROS = USER_MACROS;
 
 /**
  * 20,000 passes calling three functions in three other pages through a pointer table

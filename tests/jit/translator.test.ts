@@ -9,24 +9,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { buildElf } from '../lib/toolchain.js';
-import { runUser, type UserResult } from '../lib/user.js';
+import { USER_MACROS, runUser, type UserResult } from '../lib/user.js';
 import { runBare } from '../lib/bare.js';
 import { CSR } from '../../src/cpu/csr.js';
 
-const EXIT = String.raw`
-  .macro EXIT code
-    li a0, \code
-    li a7, 93
-    ecall
-  .endm
-  .macro PRINT8 sym
-    li a0, 1
-    la a1, \sym
-    li a2, 8
-    li a7, 64
-    ecall
-  .endm
-`;
+const EXIT = USER_MACROS;
 
 /** Integer work with loops, calls, indirect jumps, every load/store width and M ops; prints a checksum. */
 const WORKLOAD = EXIT + String.raw`

@@ -140,3 +140,19 @@ function mapSv39(bus: Bus, top: number): { root: number; base: number } {
   bus.notifyRamWrite(base, TABLE_BYTES);
   return { root, base };
 }
+
+/** Assembler macros for user-mode test programs (Linux syscalls, as qemu-riscv64 and runUser serve them): EXIT code, PRINT8 sym. */
+export const USER_MACROS = String.raw`
+  .macro EXIT code
+    li a0, \code
+    li a7, 93
+    ecall
+  .endm
+  .macro PRINT8 sym
+    li a0, 1
+    la a1, \sym
+    li a2, 8
+    li a7, 64
+    ecall
+  .endm
+`;
