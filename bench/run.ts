@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: typevisor against qemu-system-riscv64 in the same run.
- * `node dist/bench/run.js [--runs N] [cpu] [fp] [boot] [kernels] [disk] [idle] [vms20] [snapshot] [migrate]` runs a subset, keeping the best of N runs. Results go to bench/results.json;
+ * `node dist/bench/run.js [--runs N] [cpu] [fp] [boot] [workload] [kernels] [disk] [idle] [vms20] [snapshot] [migrate]` runs a subset, keeping the best of N runs. Results go to bench/results.json;
  * a subset run replaces only its own rows there and keeps the others.
  */
 import { writeFileSync, readFileSync, existsSync } from 'node:fs';
@@ -16,10 +16,11 @@ import { benchIdle } from './idle.js';
 import { benchVms20 } from './vms20.js';
 import { benchSnapshot } from './snapshot.js';
 import { benchMigrate } from './migrate.js';
+import { benchWorkload } from './workload.js';
 import { qemuStartupSeconds, benchRoot, bench, type Row } from './lib.js';
 import { setWasmTier, WASM_TIERS, type WasmTier } from '../src/host/wasm-tier.js';
 
-const BENCHES = ['cpu', 'fp', 'boot', 'kernels', 'disk', 'idle', 'vms20', 'snapshot', 'migrate'] as const;
+const BENCHES = ['cpu', 'fp', 'boot', 'workload', 'kernels', 'disk', 'idle', 'vms20', 'snapshot', 'migrate'] as const;
 
 interface Results { date: string; command: string; runs: number; node: string; cpu: string; cores: number; loadavg: number[]; qemu: string; rows: (Row & { date?: string; loadavg?: number[] })[] }
 
@@ -73,6 +74,7 @@ async function main(): Promise<number> {
   await attempt('cpu', () => benchCpu(startup));
   await attempt('fp', () => benchFp(startup));
   await attempt('boot', () => benchBoot());
+  await attempt('workload', () => benchWorkload());
   await attempt('kernels', () => benchKernels());
   await attempt('disk', () => benchDisk());
   await attempt('idle', () => benchIdle());

@@ -149,7 +149,7 @@ export class Hart implements Stateful<HartState> {
    * to icount only when it returns, but publishes it before every helper call).
    */
   get retired(): number { return this.inBlock ? this.icount + this.x32[JIT_RETIRED * 2] : this.icount; }
-  /** minstret = icount + offset while counting; the frozen value while mcountinhibit.IR is set. Internal (csrs.ts). */
+  /** minstret = retired + offset while counting (CSR reads may run inside translated blocks); the frozen value while mcountinhibit.IR is set. Internal (csrs.ts). */
   minstretOffset = 0;
   mcycleOffset = 0;
   minstretFrozen = 0;
@@ -706,11 +706,11 @@ export class Hart implements Stateful<HartState> {
 
   /** mcycle as the guest sees it (Zicntr; frozen while mcountinhibit.CY). */
   get mcycle(): number {
-    return (this.mcountinhibit & COUNTINHIBIT_CY) !== 0 ? this.mcycleFrozen : this.icount + this.mcycleOffset;
+    return (this.mcountinhibit & COUNTINHIBIT_CY) !== 0 ? this.mcycleFrozen : this.retired + this.mcycleOffset;
   }
 
   get minstret(): number {
-    return (this.mcountinhibit & COUNTINHIBIT_IR) !== 0 ? this.minstretFrozen : this.icount + this.minstretOffset;
+    return (this.mcountinhibit & COUNTINHIBIT_IR) !== 0 ? this.minstretFrozen : this.retired + this.minstretOffset;
   }
 
   // ---- FP support (used by the F/D table rows; hot, so here) ----

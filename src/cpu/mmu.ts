@@ -7,7 +7,7 @@
  */
 import type { Hart } from './hart.js';
 import { CAUSE, MSTATUS, PRIV_M, PRIV_S, PRIV_U, SATP_BARE, SATP_SV39 } from './csr.js';
-import { TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_R_PTR, TLB_W_PTR, JIT_CTX } from './state.js';
+import { TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_BYTES, IBTC_SIZE } from './state.js';
 import { raise } from './trap.js';
 import { invalidateCodePage, ramWritten } from './memory.js';
 
@@ -83,11 +83,21 @@ export class WriteTlbMap {
   }
 }
 
-/** Select the TLB sets for the current privilege (and MPRV data privilege). */
+/**
+ * The data TLBs of S-mode accesses while mstatus.SUM is set: the set of level 2 (reserved
+ * for H-mode, which this hart lacks). Linux sets and clears SUM around every copy from or
+ * to user memory; switching sets keeps both warm, where a flush at each change cost
+ * 10,000 flushes (and their page walks) per second of a syscall-heavy guest.
+ */
+const SET_S_SUM = 2;
+/** Sets whose entries hold virtual translations (sfence.vma, satp): U, S, S with SUM. */
+const VIRTUAL_SETS = 3;
+
+/** Select the TLB sets for the current privilege (and MPRV data privilege, and SUM). */
 export function privChanged(h: Hart): void {
   const ms = h.ms, priv = h.privLevel;
   h.dpriv = priv === PRIV_M && (ms & MSTATUS.MPRV) !== 0 ? (ms & MSTATUS.MPP) >>> 11 : priv;
-  const d = h.tlbSets[h.dpriv];
+  const d = h.tlbSets[h.dpriv === PRIV_S && (ms & MSTATUS.SUM) !== 0 ? SET_S_SUM : h.dpriv];
   h.tlbR = d[0];
   h.tlbW = d[1];
   h.tlbX = h.tlbSets[priv][2];
@@ -97,6 +107,10 @@ export function privChanged(h: Hart): void {
   h.x32[TLB_R_PTR * 2] = h.tlbR.byteOffset;
   h.x32[TLB_W_PTR * 2] = h.tlbW.byteOffset;
 }
+
+/** Int32 words per target-cache entry, and a JIT_CTX no entry is filled with (bit 31: beyond any epoch << 2). */
+const IBTC_WORDS = IBTC_BYTES / IBTC_SIZE / 4;
+const IBTC_NO_CTX = -1;
 
 /**
  * The mapping from virtual pcs to translated code may have changed (TLB flushes, code
@@ -109,7 +123,7 @@ export function ibcInvalidate(h: Hart): void {
   h.x32[JIT_CTX * 2] = (e << 2) | h.privLevel;
 }
 
-/** satp, SUM/MXR changes: recompute the translation mode and drop translations. */
+/** satp changes: recompute the translation mode and drop translations. */
 export function updateTranslation(h: Hart): void {
   h.satpMode = Number(BigInt.asUintN(64, h.satp) >> 60n);
   h.satpRoot = Number(h.satp & 0xfff_ffff_ffffn) * 4096;
@@ -117,9 +131,9 @@ export function updateTranslation(h: Hart): void {
   flushTlb(h);
 }
 
-/** sfence.vma, satp writes: drop all cached virtual translations (U and S sets). */
+/** sfence.vma, satp writes, MXR changes: drop all cached virtual translations (U and S sets). */
 export function flushTlb(h: Hart): void {
-  for (let p = 0; p <= 1; p++) for (const t of h.tlbSets[p]) t.flush();
+  for (let p = 0; p < VIRTUAL_SETS; p++) for (const t of h.tlbSets[p]) t.flush();
   h.fetchLo = TLB_INVALID;
   h.superCount = 0;
   ibcInvalidate(h);
@@ -140,11 +154,16 @@ export function flushTlbPage(h: Hart, lo: number, hi: number): void {
     if (Math.floor(vpn / SUPERPAGE_SPAN[h.superLevel[k]]) === h.superRegion[k]) { flushTlb(h); return; }
   }
   const i = (lo >>> 12) & TLB_MASK, tag = lo & ~0xfff;
-  for (let p = 0; p <= 1; p++) {
+  for (let p = 0; p < VIRTUAL_SETS; p++) {
     for (const t of h.tlbSets[p]) if (t.tagLo[i] === tag && t.tagHi[i] === hi) t.tagLo[i] = TLB_INVALID;
   }
   h.fetchLo = TLB_INVALID;
-  ibcInvalidate(h);
+  // Only target-cache entries for pcs in this page can name stale code. (Linux fences one
+  // page after each page fault: bumping the epoch there emptied the whole cache each time.)
+  const ibc = h.ibc;
+  for (let e = 0; e < ibc.length; e += IBTC_WORDS) {
+    if (ibc[e + 1] === hi && (ibc[e] & ~0xfff) === tag) ibc[e + 2] = IBTC_NO_CTX;
+  }
 }
 
 /** A walk found a superpage leaf at `level` for (lo, hi): remember its region (flushTlbPage). */

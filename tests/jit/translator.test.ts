@@ -473,3 +473,116 @@ test('typevisor run --accel: jit and interp give the same program output; bad va
     assert.match(r.stderr, /accel/);
   }
 });
+
+/**
+ * CSR accesses run inside translated blocks (all but satp, misa and PMP): minstret and
+ * mcycle read there count exactly, FS turned off there makes the next F instruction of the
+ * same block trap, and an interrupt enabled there is taken before the next instruction.
+ */
+const CSR_IN_BLOCK = String.raw`
+  .equ CLINT, 0x2000000
+  .equ FINISHER, 0x100000
+  .equ FS, 0x6000
+  .globl _start
+_start:
+  la t0, handler
+  csrw mtvec, t0
+  li s0, 0
+  li s1, 60                # passes: every loop gets translated at thresholds 0 and 2
+  li s9, 0                 # interrupts taken
+  li s10, 0                # FP traps taken
+  li s2, CLINT
+  li t0, FS
+  csrs mstatus, t0
+loop:
+  addi a3, a3, 1
+  csrr a1, minstret
+  addi a3, a3, 1
+  addi a3, a3, 1
+  csrr a2, minstret
+  sub a2, a2, a1
+  addi a2, a2, -3
+  bnez a2, fail_count
+  csrr a1, mcycle
+  addi a3, a3, 1
+  csrr a2, mcycle
+  sub a2, a2, a1
+  addi a2, a2, -2
+  bnez a2, fail_count
+  li t0, FS
+  fadd.d f1, f1, f2        # FS on: the block reads mstatus.FS here
+  csrc mstatus, t0
+fp_off:
+  fadd.d f1, f1, f2        # FS off: illegal instruction; the handler turns FS on and skips it
+  addi s0, s0, 1
+  bne s0, s1, loop
+  bne s10, s1, fail_fp
+  li t0, 8
+  csrs mie, t0             # MSIE
+  li s0, 0
+irq_loop:
+  li t1, 1
+  sw t1, 0(s2)             # msip = 1 with mstatus.MIE off: pending, not taken
+  addi a4, a4, 1
+  csrsi mstatus, 8         # MIE on: taken before the next instruction
+irq_after:
+  addi a4, a4, 1
+  addi s0, s0, 1
+  bne s0, s1, irq_loop
+  bne s9, s1, fail_irq
+  li t0, FINISHER
+  li t1, 0x5555
+  sw t1, 0(t0)
+1: j 1b
+
+  .align 2
+handler:
+  csrr t2, mcause
+  li t3, 2
+  bne t2, t3, 1f
+  csrr t2, mepc
+  la t3, fp_off
+  bne t2, t3, fail_fp
+  li t3, FS
+  csrs mstatus, t3
+  addi t2, t2, 4
+  csrw mepc, t2
+  addi s10, s10, 1
+  mret
+1:
+  li t3, -1
+  slli t3, t3, 63
+  addi t3, t3, 3           # machine software interrupt
+  bne t2, t3, fail_other
+  csrr t2, mepc
+  la t3, irq_after
+  bne t2, t3, fail_irq
+  sw zero, 0(s2)           # msip = 0
+  li t3, 0x80
+  csrc mstatus, t3         # MPIE = 0: mret leaves MIE off
+  addi s9, s9, 1
+  mret
+
+fail_count: li a0, 2
+  j fail
+fail_fp: li a0, 3
+  j fail
+fail_irq: li a0, 4
+  j fail
+fail_other: li a0, 5
+fail:
+  li t0, FINISHER
+  slli a0, a0, 16
+  li t1, 0x3333
+  or t1, t1, a0
+  sw t1, 0(t0)
+1: j 1b
+`;
+
+test('CSR accesses inside translated blocks: exact counters, FS and interrupt enables take effect at once', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-csr-in-block', sources: { 'c.S': CSR_IN_BLOCK } }));
+  for (const th of [Infinity, 0, 2]) {
+    const r = await runBare(elf, { jitThreshold: th, timeoutMs: 10_000 });
+    assert.deepEqual([r.reason, r.code], ['poweroff', 0], `threshold ${th}: ${JSON.stringify(r)}`);
+  }
+});

@@ -64,27 +64,35 @@ export interface BuildOptions {
 }
 
 /** Build a static, -nostdlib ELF. Returns its path. */
-export async function buildElf(opts: BuildOptions): Promise<string> {
+export function buildElf(opts: BuildOptions): Promise<string> {
   const script = opts.linkerScript ?? DEFAULT_LINKER_SCRIPT;
   const cflags = ['-march=rv64gc', '-mabi=lp64d', '-nostdlib', '-static', '-no-pie', '-ffreestanding',
     '-fno-pic', '-mcmodel=medany', '-Wl,--build-id=none', '-Wl,--no-warn-rwx-segments', ...(opts.cflags ?? [])];
+  return compileCached(opts.name, { ...opts.sources, 'link.ld': script }, [...cflags, '-T', 'link.ld']);
+}
+
+/** Build a static Linux user program against Debian's riscv64 glibc (libc6-dev-riscv64-cross). Returns its path. */
+export function buildLinuxElf(opts: BuildOptions): Promise<string> {
+  return compileCached(opts.name, opts.sources, ['-march=rv64gc', '-mabi=lp64d', '-static', ...(opts.cflags ?? [])], ['-lm']);
+}
+
+/** Compile the sources (files named in the arguments are relative to the build directory), cached by content hash. */
+async function compileCached(name: string, sources: Record<string, string>, args: string[], libs: string[] = []): Promise<string> {
   const h = createHash('sha256');
-  h.update(JSON.stringify([opts.sources, script, cflags]));
+  h.update(JSON.stringify([sources, args, libs]));
   const key = h.digest('hex').slice(0, 20);
-  const dir = join(tmpdir(), 'typevisor-test-build', `${opts.name.replace(/[^A-Za-z0-9_.-]/g, '_')}-${key}`);
+  const dir = join(tmpdir(), 'typevisor-test-build', `${name.replace(/[^A-Za-z0-9_.-]/g, '_')}-${key}`);
   const out = join(dir, 'prog.elf');
   if (existsSync(out)) return out;
   mkdirSync(dir, { recursive: true });
-  for (const [file, text] of Object.entries(opts.sources)) writeFileSync(join(dir, file), text);
-  writeFileSync(join(dir, 'link.ld'), script);
-  const inputs = Object.keys(opts.sources).filter((f) => /\.(S|s|c)$/.test(f));
+  for (const [file, text] of Object.entries(sources)) writeFileSync(join(dir, file), text);
+  const inputs = Object.keys(sources).filter((f) => /\.(S|s|c)$/.test(f));
   const tmpOut = join(dir, `prog.${process.pid}.tmp`);
   try {
-    await execFileP(CC, [...cflags, '-T', join(dir, 'link.ld'), '-o', tmpOut, ...inputs.map((f) => join(dir, f))],
-      { cwd: dir, maxBuffer: 16 << 20 });
+    await execFileP(CC, [...args, '-o', tmpOut, ...inputs, ...libs], { cwd: dir, maxBuffer: 16 << 20 });
   } catch (e) {
     const err = e as { stderr?: string; message: string };
-    throw new Error(`building ${opts.name} failed:\n${err.stderr ?? err.message}`);
+    throw new Error(`building ${name} failed:\n${err.stderr ?? err.message}`);
   }
   renameSync(tmpOut, out);
   return out;

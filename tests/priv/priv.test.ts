@@ -383,6 +383,7 @@ spage:
   ld t0, 0(s8)
   DATA t0
   csrc sstatus, t1
+  ld t0, 0(s8)                 # SUM clear again: a fault (what was cached under SUM must not serve)
   li s8, VA_MIS
   ld t0, 0(s8)                 # misaligned superpage
   li s8, VA_F
@@ -626,6 +627,11 @@ test('privileged architecture: trap log identical to qemu-system-riscv64, and as
   has(/^M\(from M\) cause=0x8000000000000007 /);
   has(/^S\(from S\) cause=0xf epc=0x[0-9a-f]+ tval=0x40001000$/);    // store to a read-only page
   has(/^S\(from S\) cause=0xd epc=0x[0-9a-f]+ tval=0x40200000$/);    // misaligned superpage
+  // A U page from S: a fault without SUM, data with it, a fault once SUM is clear again.
+  const sum = a.findIndex((l) => /^S\(from S\) cause=0xd epc=0x[0-9a-f]+ tval=0x40003000$/.test(l));
+  assert.ok(sum >= 0, 'U page from S without SUM faults');
+  assert.match(a[sum + 1], /^DATA /);
+  assert.match(a[sum + 2], /^S\(from S\) cause=0xd epc=0x[0-9a-f]+ tval=0x40003000$/);
   has(/^S\(from S\) cause=0xc epc=0x40004000 tval=0x40004000$/);      // fetch page fault
   has(/^S\(from U\) cause=0xd epc=0x[0-9a-f]+ tval=0x40000000$/);    // S page from U
   has(/^DATA 0x47$/);                                                 // A set, D clear after a load

@@ -28,13 +28,25 @@ function csrOp(h: Hart, d: Decoded, src: bigint, op: number, writes: boolean): v
 
 const CSRM = 0x707f;
 
+/** satp, misa and the PMP CSRs change how instructions are fetched or decoded. */
+const SATP = 0x180, MISA = 0x301, PMP_FIRST = 0x3a0, PMP_LAST = 0x3ef;
+/**
+ * A CSR access runs inside a translated block unless it touches satp, misa or PMP: then
+ * the block ends before it. (Linux's trap entry and exit are mostly CSR accesses; ending
+ * blocks at each one sent every trap through the dispatcher a dozen times.)
+ */
+function csrInBlock(d: Decoded): boolean {
+  const c = d.imm;
+  return c !== SATP && c !== MISA && (c < PMP_FIRST || c > PMP_LAST);
+}
+
 export const SYSTEM: InsnSpec[] = [
-  { name: 'csrrw', mask: CSRM, match: 0x1073, format: 'csr', ext: 'Zicsr', ends: true, exec(h, d) { csrOp(h, d, h.x[d.rs1], 0, true); } },
-  { name: 'csrrs', mask: CSRM, match: 0x2073, format: 'csr', ext: 'Zicsr', ends: true, exec(h, d) { csrOp(h, d, h.x[d.rs1], 1, d.rs1 !== 0); } },
-  { name: 'csrrc', mask: CSRM, match: 0x3073, format: 'csr', ext: 'Zicsr', ends: true, exec(h, d) { csrOp(h, d, h.x[d.rs1], 2, d.rs1 !== 0); } },
-  { name: 'csrrwi', mask: CSRM, match: 0x5073, format: 'csri', ext: 'Zicsr', ends: true, exec(h, d) { csrOp(h, d, BigInt(d.rs1), 0, true); } },
-  { name: 'csrrsi', mask: CSRM, match: 0x6073, format: 'csri', ext: 'Zicsr', ends: true, exec(h, d) { csrOp(h, d, BigInt(d.rs1), 1, d.rs1 !== 0); } },
-  { name: 'csrrci', mask: CSRM, match: 0x7073, format: 'csri', ext: 'Zicsr', ends: true, exec(h, d) { csrOp(h, d, BigInt(d.rs1), 2, d.rs1 !== 0); } },
+  { name: 'csrrw', mask: CSRM, match: 0x1073, format: 'csr', ext: 'Zicsr', ends: true, inBlock: csrInBlock, exec(h, d) { csrOp(h, d, h.x[d.rs1], 0, true); } },
+  { name: 'csrrs', mask: CSRM, match: 0x2073, format: 'csr', ext: 'Zicsr', ends: true, inBlock: csrInBlock, exec(h, d) { csrOp(h, d, h.x[d.rs1], 1, d.rs1 !== 0); } },
+  { name: 'csrrc', mask: CSRM, match: 0x3073, format: 'csr', ext: 'Zicsr', ends: true, inBlock: csrInBlock, exec(h, d) { csrOp(h, d, h.x[d.rs1], 2, d.rs1 !== 0); } },
+  { name: 'csrrwi', mask: CSRM, match: 0x5073, format: 'csri', ext: 'Zicsr', ends: true, inBlock: csrInBlock, exec(h, d) { csrOp(h, d, BigInt(d.rs1), 0, true); } },
+  { name: 'csrrsi', mask: CSRM, match: 0x6073, format: 'csri', ext: 'Zicsr', ends: true, inBlock: csrInBlock, exec(h, d) { csrOp(h, d, BigInt(d.rs1), 1, d.rs1 !== 0); } },
+  { name: 'csrrci', mask: CSRM, match: 0x7073, format: 'csri', ext: 'Zicsr', ends: true, inBlock: csrInBlock, exec(h, d) { csrOp(h, d, BigInt(d.rs1), 2, d.rs1 !== 0); } },
   {
     name: 'ecall', mask: 0xffffffff, match: 0x00000073, format: 'none', ext: 'I', ends: true,
     exec(h) {

@@ -74,6 +74,12 @@ export interface InsnSpec {
   readonly fs2?: boolean;
   /** Ends a translation block (branches, jumps, traps, CSR writes, fences). */
   readonly ends?: boolean;
+  /**
+   * For a row that `ends` blocks: whether this instruction may run inside a translated
+   * block after all, through its exec (a CSR access that leaves fetch and decoding alone).
+   * The interpreter still starts a block after it.
+   */
+  readonly inBlock?: (d: Decoded) => boolean;
   exec(h: Hart, d: Decoded): void;
   /**
    * The same semantics for the translator: emit WebAssembly through `e`. Rows without it

@@ -222,12 +222,14 @@ export class Translator {
     let o = off;
     for (let d: Decoded | null = head; d !== null && insns.length < MAX_BLOCK; d = rec.at(o)) {
       // Rows without an emitter run through their exec from the block, except control
-      // transfers and system instructions (they end blocks) and illegal encodings.
-      if (!d.spec.emit && (d.ends || d.spec.name === 'illegal')) break;
+      // transfers and system instructions (they end blocks, unless the row says this one
+      // need not: most CSR accesses) and illegal encodings.
+      const inBlock = d.ends && d.spec.inBlock !== undefined && d.spec.inBlock(d);
+      if (!d.spec.emit && !inBlock && (d.ends || d.spec.name === 'illegal')) break;
       insns.push(d);
       offs.push(o);
       o += d.len;
-      if (d.spec.ends) break;
+      if (d.ends && !inBlock) break;
     }
     if (insns.length === 0) {
       this.stats.untranslatable++;
@@ -638,6 +640,8 @@ class PageWriter implements Emit {
     if (!d.spec.fd && d.rd !== SINK && d.rd !== 0 && this.reg[d.rd] >= 0) {
       f.i32(this.base).mem(Op.i64_load, 3, d.rd * 8).set(this.reg[d.rd]);
     }
+    // A CSR write may have changed FS or frm: the next F/D instruction reads them again.
+    if (d.ends) { this.fpRead = false; this.dirtied = false; }
     this.checkExit();
   }
 
