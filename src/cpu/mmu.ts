@@ -160,8 +160,10 @@ export function flushTlbPage(h: Hart, lo: number, hi: number): void {
   h.fetchLo = TLB_INVALID;
   // Only target-cache entries for pcs in this page can name stale code. (Linux fences one
   // page after each page fault: bumping the epoch there emptied the whole cache each time.)
-  const ibc = h.ibc;
-  for (let e = 0; e < ibc.length; e += IBTC_WORDS) {
+  // (The page's 2,048 halfword pcs have their own slots: ibcIndex spreads a page's offsets.)
+  const ibc = h.ibc, first = tag >>> 1, pageBits = tag >>> 12;
+  for (let j = 0; j < 2048; j++) {
+    const e = (((first + j) ^ pageBits) & (IBTC_SIZE - 1)) * IBTC_WORDS;
     if (ibc[e + 1] === hi && (ibc[e] & ~0xfff) === tag) ibc[e + 2] = IBTC_NO_CTX;
   }
 }

@@ -80,7 +80,7 @@ export const TLB_BYTES = TLB_SIZE * 12;
  * there, and the slot's hits (every IBTC_HOT-th goes to the dispatcher: Translator.hot()).
  */
 export const IBTC_REGION = TLB_REGION + 12 * TLB_BYTES;
-export const IBTC_SIZE = 2048;
+export const IBTC_SIZE = 16384;
 export const IBTC_BYTES = IBTC_SIZE * 32;
 export const IBTC_HOT = 4096;
 /** The cache's entry for a pc (its low word): offsets in a page, spread over pages. */
