@@ -57,16 +57,17 @@ export interface Emit {
   /**
    * Arithmetic with the exact-flags fast path: `fast` sets fres and fnx and pushes an i32,
    * nonzero when it has the exact result (f[rd] = fres, fflags.NX |= fnx); zero sends
-   * the instruction to its row's exec (the softfloat decides).
+   * the instruction to its row's exec (the softfloat decides). `single`: fres holds a
+   * binary32 value, stored NaN-boxed.
    */
-  fpArith(d: Decoded, fast: () => void): void;
+  fpArith(d: Decoded, fast: () => void, single?: boolean): void;
   /** Run the row's exec here, for a case the inline code declines (x[rd] follows it). */
   fallback(d: Decoded): void;
   /** fflags |= the i32 `value` pushes; mstatus.FS = Dirty if it is nonzero. */
   orFlags(value: () => void): void;
-  /** fld / fsd: like load/store of 8 bytes, to and from f[rd] / f[rs2]. */
-  loadF(d: Decoded): void;
-  storeF(d: Decoded): void;
+  /** fld / fsd (8 bytes), flw / fsw (4, NaN-boxed when loaded): to and from f[rd] / f[rs2]. */
+  loadF(d: Decoded, size?: 4 | 8): void;
+  storeF(d: Decoded, size?: 4 | 8): void;
 }
 
 // ---- F/D fast paths (the same arithmetic as fpu/fpu.ts's host-double paths) ----
@@ -436,3 +437,219 @@ export const mulh = (aSigned: boolean, bSigned: boolean): EmitFn => (e, d) => {
     if (bSigned) f.get(b).i64(63n).op(Op.i64_shr_s).get(a).op(Op.i64_and).op(Op.i64_sub);
   });
 };
+
+// ---- F: single precision computed in double ----
+// binary64 carries more than 2 × 24 + 2 significand bits, so rounding the double result of
+// +, -, ×, ÷ or √ on singles to single gives the correctly rounded single (the double
+// rounding is innocuous); the fused multiply-adds round to odd in double first. Results
+// must be normal singles (or exact zeros): tininess, overflow, NaNs and infinities go to
+// the row's exec.
+
+const MIN_S = 2 ** -126;
+const SIGN_S = -0x8000_0000;
+
+/** Push "f[r] is a NaN-boxed single" (i32) and set the f64 local `dst` to its value. Uses tmp64(0). */
+function loadS(e: Emit, r: number, dst: number): void {
+  const f = e.f, bits = e.tmp64(0);
+  e.fbits(r); f.tee(bits).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).i32(-1).op(Op.i32_eq);
+  f.get(bits).op(Op.i32_wrap_i64).op(Op.f32_reinterpret_i32).op(Op.f64_promote_f32).set(dst);
+}
+
+/** Push the i32 "the f64 local is finite". */
+const finite = (e: Emit, l: number): void => absLt(e, l, Infinity);
+
+/** fres = the single nearest the f64 local `s` (as an f64). */
+function roundS(e: Emit, s: number): void {
+  e.f.get(s).op(Op.f32_demote_f64).op(Op.f64_promote_f32).set(e.fres);
+}
+
+/** Push "fres is a normal single above the smallest (no tininess to decide), and finite". */
+function normalS(e: Emit): void {
+  const f = e.f;
+  f.get(e.fres).op(Op.f64_abs).f64(MIN_S).op(Op.f64_gt);
+  finite(e, e.fres); f.op(Op.i32_and);
+}
+
+/** fadd.s / fsub.s: the double sum, its exact error by TwoSum, then one rounding to single. */
+export const faddS = (neg: boolean): EmitFnF => (e, d) => e.fpArith(d, () => {
+  const f = e.f, a = e.tmpF(0), b = e.tmpF(1), s = e.tmpF(2), bb = e.tmpF(3), ok = e.tmp32(1);
+  loadS(e, d.rs1, a); loadS(e, d.rs2, b); f.op(Op.i32_and).set(ok);
+  if (neg) f.get(b).op(Op.f64_neg).set(b);
+  f.get(a).get(b).op(Op.f64_add).set(s);
+  f.get(s).get(a).op(Op.f64_sub).set(bb);
+  f.get(a).get(s).get(bb).op(Op.f64_sub).op(Op.f64_sub).get(b).get(bb).op(Op.f64_sub).op(Op.f64_add);
+  f.f64(0).op(Op.f64_ne);
+  roundS(e, s);
+  f.get(e.fres).get(s).op(Op.f64_ne).op(Op.i32_or).set(e.fnx);
+  f.get(ok);
+  finite(e, a); f.op(Op.i32_and);
+  finite(e, b); f.op(Op.i32_and);
+  normalS(e);
+  f.get(e.fres).f64(0).op(Op.f64_eq).get(e.fnx).op(Op.i32_eqz).op(Op.i32_and).op(Op.i32_or);
+  f.op(Op.i32_and);
+}, true);
+
+/** fmul.s: the double product of two singles is exact. */
+export const fmulS: EmitFnF = (e, d) => e.fpArith(d, () => {
+  const f = e.f, a = e.tmpF(0), b = e.tmpF(1), p = e.tmpF(2), ok = e.tmp32(1);
+  loadS(e, d.rs1, a); loadS(e, d.rs2, b); f.op(Op.i32_and).set(ok);
+  f.get(a).get(b).op(Op.f64_mul).set(p);
+  roundS(e, p);
+  f.get(e.fres).get(p).op(Op.f64_ne).set(e.fnx);
+  f.get(ok);
+  finite(e, a); f.op(Op.i32_and);
+  finite(e, b); f.op(Op.i32_and);
+  normalS(e);
+  f.get(p).f64(0).op(Op.f64_eq).op(Op.i32_or);
+  f.op(Op.i32_and);
+}, true);
+
+/** fdiv.s: the single quotient q is exact iff q × b (exact in double) equals a. */
+export const fdivS: EmitFnF = (e, d) => e.fpArith(d, () => {
+  const f = e.f, a = e.tmpF(0), b = e.tmpF(1), q = e.tmpF(2), ok = e.tmp32(1);
+  loadS(e, d.rs1, a); loadS(e, d.rs2, b); f.op(Op.i32_and).set(ok);
+  f.get(a).get(b).op(Op.f64_div).set(q);
+  roundS(e, q);
+  f.get(e.fres).get(b).op(Op.f64_mul).get(a).op(Op.f64_ne).set(e.fnx);
+  f.get(ok);
+  finite(e, a); f.op(Op.i32_and);
+  finite(e, b); f.op(Op.i32_and);
+  f.get(b).f64(0).op(Op.f64_ne).op(Op.i32_and);
+  normalS(e);
+  f.get(a).f64(0).op(Op.f64_eq).op(Op.i32_or);
+  f.op(Op.i32_and);
+}, true);
+
+/** fsqrt.s: the single root r is exact iff r × r (exact in double) equals a. */
+export const fsqrtS: EmitFnF = (e, d) => e.fpArith(d, () => {
+  const f = e.f, a = e.tmpF(0), ok = e.tmp32(1);
+  loadS(e, d.rs1, a); f.set(ok);
+  f.get(a).op(Op.f64_sqrt).set(e.tmpF(2));
+  roundS(e, e.tmpF(2));
+  f.get(e.fres).get(e.fres).op(Op.f64_mul).get(a).op(Op.f64_ne).set(e.fnx);
+  f.get(ok);
+  f.get(a).f64(0).op(Op.f64_gt); finite(e, a); f.op(Op.i32_and);
+  f.get(a).f64(0).op(Op.f64_eq).op(Op.i32_or);
+  f.op(Op.i32_and);
+}, true);
+
+/**
+ * fmadd.s family: p = ±a×b is exact in double; s = RN(p ± c) with its exact error t
+ * (TwoSum); an inexact s is made odd (a step toward t when its last bit is 0: round to
+ * odd), and round-to-odd at 53 bits then to nearest at 24 is the correctly rounded single.
+ */
+export const fmaS = (negProd: boolean, negC: boolean): EmitFnF => (e, d) => e.fpArith(d, () => {
+  const f = e.f, a = e.tmpF(0), b = e.tmpF(1), c = e.tmpF(2), bb = e.tmpF(3), p = e.tmpF(4), s = e.tmpF(5), t = e.tmpF(6);
+  const ok = e.tmp32(1), bits = e.tmp64(1);
+  loadS(e, d.rs1, a); loadS(e, d.rs2, b); f.op(Op.i32_and); loadS(e, d.rs3, c); f.op(Op.i32_and).set(ok);
+  f.get(a).get(b).op(Op.f64_mul);
+  if (negProd) f.op(Op.f64_neg);
+  f.set(p);
+  if (negC) f.get(c).op(Op.f64_neg).set(c);
+  f.get(p).get(c).op(Op.f64_add).set(s);
+  f.get(s).get(p).op(Op.f64_sub).set(bb);
+  f.get(p).get(s).get(bb).op(Op.f64_sub).op(Op.f64_sub).get(c).get(bb).op(Op.f64_sub).op(Op.f64_add).set(t);
+  // Exact unless t != 0 or the single rounding of s is inexact.
+  roundS(e, s);
+  f.get(t).f64(0).op(Op.f64_ne).get(e.fres).get(s).op(Op.f64_ne).op(Op.i32_or).set(e.fnx);
+  f.get(t).f64(0).op(Op.f64_ne);
+  f.get(s).op(Op.i64_reinterpret_f64).tee(bits).i64(1n).op(Op.i64_and).op(Op.i64_eqz).op(Op.i32_and);
+  f.block(Op.if);
+  f.get(bits);
+  f.get(s).f64(0).op(Op.f64_gt).get(t).f64(0).op(Op.f64_gt).op(Op.i32_eq);
+  f.block(Op.if, ValType.I64);
+  f.i64(1n);
+  f.op(Op.else);
+  f.i64(-1n);
+  f.op(Op.end);
+  f.op(Op.i64_add).op(Op.f64_reinterpret_i64).set(s);
+  roundS(e, s);
+  f.op(Op.end);
+  f.get(ok);
+  finite(e, a); f.op(Op.i32_and);
+  finite(e, b); f.op(Op.i32_and);
+  finite(e, c); f.op(Op.i32_and);
+  normalS(e);
+  f.get(s).f64(0).op(Op.f64_eq).get(e.fnx).op(Op.i32_eqz).op(Op.i32_and).op(Op.i32_or);
+  f.op(Op.i32_and);
+}, true);
+
+/** fcvt.s.d: one rounding of the double to single. */
+export const fcvtSD: EmitFnF = (e, d) => e.fpArith(d, () => {
+  const f = e.f, a = e.tmpF(0);
+  e.fx(d.rs1); f.set(a);
+  roundS(e, a);
+  f.get(e.fres).get(a).op(Op.f64_ne).set(e.fnx);
+  finite(e, a);
+  normalS(e);
+  f.get(a).f64(0).op(Op.f64_eq).op(Op.i32_or);
+  f.op(Op.i32_and);
+}, true);
+
+/** fcvt.d.s: exact for every boxed single but a NaN. */
+export const fcvtDS: EmitFnF = (e, d) => e.fpArith(d, () => {
+  const f = e.f, a = e.tmpF(0);
+  loadS(e, d.rs1, a);
+  f.get(a).get(a).op(Op.f64_eq).op(Op.i32_and);
+  f.get(a).set(e.fres);
+  f.i32(0).set(e.fnx);
+});
+
+/** fsgnj.s, fsgnjn.s, fsgnjx.s on boxed singles (an unboxed operand is the canonical NaN: exec). */
+export const fsgnjS = (mode: 0 | 1 | 2): EmitFnF => (e, d) => e.fpGuard(d, false, true, () => {
+  const f = e.f, x = e.tmp32(0), y = e.tmp32(1), a = e.tmpF(0);
+  loadS(e, d.rs1, a); e.fbits(d.rs1); f.op(Op.i32_wrap_i64).set(x);
+  loadS(e, d.rs2, a); e.fbits(d.rs2); f.op(Op.i32_wrap_i64).set(y);
+  f.op(Op.i32_and);
+  f.block(Op.if);
+  e.setFbits(d.rd, () => {
+    f.get(x).i32(~SIGN_S).op(Op.i32_and);
+    if (mode === 2) f.get(x).get(y).op(Op.i32_xor); else f.get(y);
+    if (mode === 1) f.i32(-1).op(Op.i32_xor);
+    f.i32(SIGN_S).op(Op.i32_and).op(Op.i32_or);
+    f.op(Op.i64_extend_i32_u).i64(-0x1_0000_0000n).op(Op.i64_or);
+  });
+  f.op(Op.else);
+  e.fallback(d);
+  f.op(Op.end);
+});
+
+/** fle.s / flt.s / feq.s: inline on boxed, non-NaN operands (no flags then). */
+export const fcmpS = (op: number): EmitFnF => (e, d) => e.fpGuard(d, false, false, () => {
+  const f = e.f, a = e.tmpF(0), b = e.tmpF(1);
+  loadS(e, d.rs1, a); loadS(e, d.rs2, b); f.op(Op.i32_and);
+  f.get(a).get(a).op(Op.f64_eq).op(Op.i32_and).get(b).get(b).op(Op.f64_eq).op(Op.i32_and);
+  f.block(Op.if);
+  e.setX(d.rd, () => { f.get(a).get(b).op(op).op(Op.i64_extend_i32_u); });
+  f.op(Op.else);
+  e.fallback(d);
+  f.op(Op.end);
+});
+
+/** fmv.x.w: x[rd] = the sign-extended low 32 bits of f[rs1] (boxed or not). */
+export const fmvXW: EmitFnF = (e, d) => e.fpGuard(d, false, false, () => {
+  e.setXw(d.rd, () => { e.fbits(d.rs1); e.f.op(Op.i32_wrap_i64); });
+});
+
+/** fmv.w.x: f[rd] = the low 32 bits of x[rs1], NaN-boxed. */
+export const fmvWX: EmitFnF = (e, d) => e.fpGuard(d, false, true, () => {
+  e.setFbits(d.rd, () => { e.x32(d.rs1); e.f.op(Op.i64_extend_i32_u).i64(-0x1_0000_0000n).op(Op.i64_or); });
+});
+
+/**
+ * fcvt.s.w / .wu / .l / .lu (kind 0..3): the integer is exact in double (64-bit ones below
+ * 2^53 in magnitude; larger ones go to the row's exec), then one rounding to single.
+ */
+export const fcvtSInt = (kind: 0 | 1 | 2 | 3): EmitFnF => (e, d) => e.fpArith(d, () => {
+  const f = e.f, v = e.tmp64(1), a = e.tmpF(0);
+  if (kind < 2) {
+    e.x32(d.rs1); f.op(kind === 0 ? Op.f64_convert_i32_s : Op.f64_convert_i32_u).set(a);
+    f.i32(1);
+  } else {
+    e.x(d.rs1); f.tee(v).op(kind === 2 ? Op.f64_convert_i64_s : Op.f64_convert_i64_u).set(a);
+    if (kind === 2) f.get(v).i64(1n << 53n).op(Op.i64_add).i64(1n << 54n).op(Op.i64_le_u);
+    else f.get(v).i64(1n << 53n).op(Op.i64_le_u);
+  }
+  roundS(e, a);
+  f.get(e.fres).get(a).op(Op.f64_ne).set(e.fnx);
+}, true);

@@ -865,13 +865,18 @@ class PageWriter implements Emit {
     f.op(Op.end);
   }
 
-  fpArith(d: Decoded, fast: () => void): void {
+  fpArith(d: Decoded, fast: () => void, single = false): void {
     this.fpGuard(d, true, false, () => {
       const f = this.f;
       fast();
       f.block(Op.if);
       this.inner++;
-      f.i32(this.base).get(this.fres).mem(Op.f64_store, 3, (F0 + d.rd) * 8);
+      if (single) {
+        f.i32(this.base).get(this.fres).op(Op.f32_demote_f64).op(Op.i32_reinterpret_f32).op(Op.i64_extend_i32_u);
+        f.i64(-0x1_0000_0000n).op(Op.i64_or).mem(Op.i64_store, 3, (F0 + d.rd) * 8);
+      } else {
+        f.i32(this.base).get(this.fres).mem(Op.f64_store, 3, (F0 + d.rd) * 8);
+      }
       f.i32(this.base).i32(this.base).mem(Op.i32_load, 2, FFLAGS * 8).get(this.fnx).op(Op.i32_or).mem(Op.i32_store, 2, FFLAGS * 8);
       this.fpDirty();
       f.op(Op.else);
@@ -881,37 +886,51 @@ class PageWriter implements Emit {
     });
   }
 
-  loadF(d: Decoded): void {
+  loadF(d: Decoded, size: 4 | 8 = 8): void {
     const f = this.f;
+    // A single is NaN-boxed: the upper 32 bits all ones.
+    const box = (): void => { f.op(Op.i64_extend_i32_u).i64(-0x1_0000_0000n).op(Op.i64_or); };
     this.ea(d);
-    this.tlbHit(TLB_R_PTR, 8);
+    this.tlbHit(TLB_R_PTR, size);
     f.block(Op.if);
     f.i32(this.base);
     this.hostAddr();
-    f.mem(Op.i64_load, 3, 0).mem(Op.i64_store, 3, (F0 + d.rd) * 8);
+    if (size === 8) f.mem(Op.i64_load, 3, 0); else { f.mem(Op.i32_load, 2, 0); box(); }
+    f.mem(Op.i64_store, 3, (F0 + d.rd) * 8);
     f.op(Op.else);
     this.precise();
-    f.get(this.lo).get(this.hi).call(this.fn.load64);
-    f.i32(this.base).i32(this.base).mem(Op.i64_load, 3, SCRATCH * 8).mem(Op.i64_store, 3, (F0 + d.rd) * 8);
+    if (size === 8) {
+      f.get(this.lo).get(this.hi).call(this.fn.load64);
+      f.i32(this.base).i32(this.base).mem(Op.i64_load, 3, SCRATCH * 8);
+    } else {
+      f.get(this.lo).get(this.hi).call(this.fn.load32);
+      f.set(this.t32[0]).i32(this.base).get(this.t32[0]);
+      box();
+    }
+    f.mem(Op.i64_store, 3, (F0 + d.rd) * 8);
     this.checkExit();
     f.op(Op.end);
   }
 
-  storeF(d: Decoded): void {
+  storeF(d: Decoded, size: 4 | 8 = 8): void {
     const f = this.f;
     this.ea(d);
-    this.tlbHit(TLB_W_PTR, 8);
+    this.tlbHit(TLB_W_PTR, size);
     f.block(Op.if);
     this.hostAddr();
     this.fbits(d.rs2);
-    f.mem(Op.i64_store, 3, 0);
+    if (size === 8) f.mem(Op.i64_store, 3, 0); else f.mem(Op.i64_store32, 2, 0);
     f.op(Op.else);
     this.precise();
     f.get(this.lo).get(this.hi);
     this.fbits(d.rs2);
-    f.tee(this.t64[1]).op(Op.i32_wrap_i64);
-    f.get(this.t64[1]).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
-    f.call(this.fn.store64);
+    if (size === 8) {
+      f.tee(this.t64[1]).op(Op.i32_wrap_i64);
+      f.get(this.t64[1]).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
+      f.call(this.fn.store64);
+    } else {
+      f.op(Op.i32_wrap_i64).call(this.fn.store32);
+    }
     this.checkExit();
     f.op(Op.end);
   }
