@@ -211,9 +211,17 @@ export class Hart implements Stateful<HartState> {
   private inBlock = false;
   /** Bumped whenever decoded code is dropped: a translated block that stored into code must stop. Internal. */
   codeEpoch = 0;
-  /** The indirect-branch target cache (IBTC_REGION) and its epoch (JIT_CTX). Internal. */
+  /**
+   * The indirect-branch target cache (IBTC_REGION) and its epochs (JIT_CTX): U-mode
+   * entries carry their own, so an address-space switch forgets them alone. Internal.
+   */
   readonly ibc: Int32Array;
   ibcEpoch = 1;
+  ibcEpochU = 1;
+  /** The last translate() used only global mappings (PTE G, or no translation). Internal (mmu.ts). */
+  walkGlobal = true;
+  /** S-mode code was fetched through a non-global mapping since the cache was last emptied. Internal (mmu.ts). */
+  sCodeNonGlobal = false;
   /** Effective address of the last load/store, as two halves (set by ea()). */
   eaLoV = 0;
   eaHiV = 0;

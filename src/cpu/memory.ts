@@ -9,7 +9,7 @@
 import type { Hart } from './hart.js';
 import type { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
-import { CAUSE, PRIV_M } from './csr.js';
+import { CAUSE, PRIV_M, PRIV_S } from './csr.js';
 import { PC, SCRATCH } from './state.js';
 import { raise } from './trap.js';
 import { ACC_R, ACC_W, ACC_X, TLB_INVALID, TLB_MASK, dropWriteTlbFor, ibcInvalidate, pmpCheck, tlbFill, translate } from './mmu.js';
@@ -190,6 +190,8 @@ export function fetchSlow(h: Hart, lo: number, hi: number): (Decoded | undefined
     t.tagLo[i] = lo & ~0xfff;
     t.tagHi[i] = hi;
     t.host[i] = h.ramHost + ppn * 4096;
+    t.global[i] = h.walkGlobal ? 1 : 0;
+    if (!h.walkGlobal && priv === PRIV_S) h.sCodeNonGlobal = true; // (mmu.ts updateTranslation)
     return fetchRam(h, lo, hi, ppn);
   }
   const r = h.bus.findRegion(pa);

@@ -20,7 +20,7 @@ const TLB_LEVEL_SHIFT = Math.log2(TLB_SIZE);
 export const TLB_INVALID = 1;
 
 /** Page-table entry bits (privileged spec 4.3.1, Figure 4.18). */
-const PTE_V = 0x01, PTE_R = 0x02, PTE_W = 0x04, PTE_X = 0x08, PTE_U = 0x10, PTE_A = 0x40, PTE_D = 0x80;
+const PTE_V = 0x01, PTE_R = 0x02, PTE_W = 0x04, PTE_X = 0x08, PTE_U = 0x10, PTE_G = 0x20, PTE_A = 0x40, PTE_D = 0x80;
 /** 4 KiB pages per superpage at each page-table level. */
 const SUPERPAGE_SPAN = [1, 512, 512 * 512, 512 ** 3, 512 ** 4];
 
@@ -36,6 +36,8 @@ export class Tlb {
   readonly tagHi: Int32Array;
   /** Host byte offset of the page in the shared memory. */
   readonly host: Uint32Array;
+  /** 1 where the entry came from a global mapping (PTE G on its walk): it survives address-space switches. */
+  readonly global = new Uint8Array(TLB_SIZE);
   constructor(buf: ArrayBuffer, readonly byteOffset: number, level: number) {
     this.slotBase = level * TLB_SIZE;
     this.tagLo = new Int32Array(buf, byteOffset, TLB_SIZE);
@@ -44,6 +46,11 @@ export class Tlb {
     this.flush();
   }
   flush(): void { this.tagLo.fill(TLB_INVALID); }
+  /** Drop the entries of non-global mappings. */
+  flushNonGlobal(): void {
+    const g = this.global, tag = this.tagLo;
+    for (let i = 0; i < TLB_SIZE; i++) if (g[i] === 0) tag[i] = TLB_INVALID;
+  }
 }
 
 /**
@@ -102,7 +109,7 @@ export function privChanged(h: Hart): void {
   h.tlbW = d[1];
   h.tlbX = h.tlbSets[priv][2];
   h.fetchLo = TLB_INVALID;
-  h.x32[JIT_CTX * 2] = (h.ibcEpoch << 2) | priv;
+  h.x32[JIT_CTX * 2] = ((priv === PRIV_U ? h.ibcEpochU : h.ibcEpoch) << 2) | priv;
   // Translated code finds the data TLBs through these slots.
   h.x32[TLB_R_PTR * 2] = h.tlbR.byteOffset;
   h.x32[TLB_W_PTR * 2] = h.tlbW.byteOffset;
@@ -117,18 +124,36 @@ const IBTC_NO_CTX = -1;
  * dropped or compiled again): entries of the indirect-branch target cache stop matching.
  */
 export function ibcInvalidate(h: Hart): void {
-  let e = (h.ibcEpoch + 1) & 0x0fff_ffff;
-  if (e === 0) { h.ibc.fill(0); e = 1; } // (wrapped: old epochs would match again)
-  h.ibcEpoch = e;
-  h.x32[JIT_CTX * 2] = (e << 2) | h.privLevel;
+  h.sCodeNonGlobal = false;
+  ibcBump(h, true);
 }
 
-/** satp changes: recompute the translation mode and drop translations. */
+/** New epochs (U-mode's alone, or both); a wrapped counter empties the cache (old epochs would match again). */
+function ibcBump(h: Hart, all: boolean): void {
+  let u = (h.ibcEpochU + 1) & 0x0fff_ffff, s = all ? (h.ibcEpoch + 1) & 0x0fff_ffff : h.ibcEpoch;
+  if (u === 0 || s === 0) { h.ibc.fill(0); u = 1; s = 1; }
+  h.ibcEpochU = u;
+  h.ibcEpoch = s;
+  const priv = h.privLevel;
+  h.x32[JIT_CTX * 2] = ((priv === PRIV_U ? u : s) << 2) | priv;
+}
+
+/**
+ * satp writes: recompute the translation mode. A new address space in the same mode keeps
+ * the translations of global mappings (PTE G: the same in every address space, so Linux
+ * switches ASIDs without a fence), and the target cache's S-mode entries unless S-mode
+ * code ran from a non-global mapping; a mode change drops everything.
+ */
 export function updateTranslation(h: Hart): void {
-  h.satpMode = Number(BigInt.asUintN(64, h.satp) >> 60n);
+  const mode = Number(BigInt.asUintN(64, h.satp) >> 60n);
+  const same = mode === h.satpMode && mode !== SATP_BARE;
+  h.satpMode = mode;
   h.satpRoot = Number(h.satp & 0xfff_ffff_ffffn) * 4096;
   privChanged(h);
-  flushTlb(h);
+  if (!same) { flushTlb(h); return; }
+  for (let p = 0; p < VIRTUAL_SETS; p++) for (const t of h.tlbSets[p]) t.flushNonGlobal();
+  h.fetchLo = TLB_INVALID;
+  if (h.sCodeNonGlobal) ibcInvalidate(h); else ibcBump(h, false);
 }
 
 /** sfence.vma, satp writes, MXR changes: drop all cached virtual translations (U and S sets). */
@@ -215,6 +240,7 @@ function accessFaultCause(acc: number): number {
  */
 export function translate(h: Hart, lo: number, hi: number, acc: number, priv: number): number {
   let pa: number;
+  h.walkGlobal = true;
   if (priv === PRIV_M || h.satpMode === SATP_BARE) {
     pa = (hi >>> 0) * 4294967296 + (lo >>> 0);
     if (hi >>> 24 !== 0) raise(h, accessFaultCause(acc), lo, hi);
@@ -238,6 +264,8 @@ function walk(h: Hart, lo: number, hi: number, acc: number, priv: number): numbe
   let a = h.satpRoot;
   const ms = h.ms;
   const m32 = h.m32;
+  // G on any PTE of the walk makes the mapping global (privileged spec 4.3.1).
+  let global = 0;
   for (let i = levels - 1; i >= 0; i--) {
     const sh = 12 + 9 * i;
     const vpn = (sh < 32 ? (lo >>> sh) | (sh > 23 ? hi << (32 - sh) : 0) : hi >>> (sh - 32)) & 511;
@@ -248,6 +276,7 @@ function walk(h: Hart, lo: number, hi: number, acc: number, priv: number): numbe
     // Reserved bits 63:54 (no Svnapot/Svpbmt) must be zero; W without R is reserved.
     if ((plo & PTE_V) === 0 || (plo & (PTE_R | PTE_W)) === PTE_W || (phi >>> 22) !== 0) raise(h, pageFaultCause(acc), lo, hi);
     const ppn = (phi & 0x3fffff) * 4194304 + (plo >>> 10);
+    global |= plo & PTE_G;
     if ((plo & (PTE_R | PTE_X)) === 0) {
       if ((plo & (PTE_D | PTE_A | PTE_U)) !== 0) raise(h, pageFaultCause(acc), lo, hi); // reserved on non-leaf
       a = ppn * 4096;
@@ -273,6 +302,7 @@ function walk(h: Hart, lo: number, hi: number, acc: number, priv: number): numbe
       m32[off >>> 2] = plo | need;
       ramWritten(h, pteAddr);
     }
+    h.walkGlobal = global !== 0;
     // Offset within the (super)page comes from the virtual address.
     const inPage = i === 0 ? lo & 0xfff : i === 1 ? lo & 0x1fffff : i === 2 ? lo & 0x3fffffff
       : (hi & (i === 3 ? 0x7f : 0xffff)) * 4294967296 + (lo >>> 0);
@@ -350,6 +380,7 @@ export function tlbFill(h: Hart, t: Tlb, lo: number, hi: number, acc: number): n
       t.tagLo[i] = lo & ~0xfff;
       t.tagHi[i] = hi;
       t.host[i] = h.ramHost + (pagePa - h.ramBase);
+      t.global[i] = h.walkGlobal ? 1 : 0;
       if (acc === ACC_W) h.wtlbMap.link(t.slotBase + i, ppn);
     }
   }

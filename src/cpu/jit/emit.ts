@@ -333,19 +333,22 @@ export const fcvtDInt = (kind: 0 | 1 | 2 | 3): EmitFnF => (e, d) => e.fpGuard(d,
 });
 
 /**
- * fcvt.w.d / .wu / .l / .lu (kind 0..3) in the modes Wasm rounds in (RNE, RTZ, RDN, RUP;
- * RMM and reserved modes go to the row's exec): inline when the rounded value fits the
- * integer type (no NV then), NX if it differs from the operand.
+ * fcvt.w.d / .wu / .l / .lu (kind 0..3), and the same of a single (`single`: a NaN-boxed
+ * operand, exact in double), in the modes Wasm rounds in (RNE, RTZ, RDN, RUP; RMM and
+ * reserved modes go to the row's exec): inline when the rounded value fits the integer
+ * type (no NV then), NX if it differs from the operand.
  */
-export const fcvtIntD = (kind: 0 | 1 | 2 | 3): EmitFnF => (e, d) => {
+const fcvtInt = (kind: 0 | 1 | 2 | 3, single: boolean): EmitFnF => (e, d) => {
   const dyn = d.rm === 0 || d.rm === 7;
   const round = dyn ? Op.f64_nearest : d.rm === 1 ? Op.f64_trunc : d.rm === 2 ? Op.f64_floor : d.rm === 3 ? Op.f64_ceil : -1;
   if (round < 0) { e.fpGuard(d, true, false, () => e.fallback(d)); return; } // (always the row's exec)
   e.fpGuard(d, dyn, false, () => {
     const f = e.f, a = e.tmpF(0), t = e.tmpF(1);
-    e.fx(d.rs1); f.tee(a).op(round).tee(t);
+    if (single) loadS(e, d.rs1, a); else { e.fx(d.rs1); f.set(a); }
+    f.get(a).op(round).tee(t);
     const [lo, hi] = kind === 0 ? [-(2 ** 31), 2 ** 31 - 1] : kind === 1 ? [0, 2 ** 32 - 1] : kind === 2 ? [-(2 ** 63), 2 ** 63] : [0, 2 ** 64];
     f.f64(lo).op(Op.f64_ge).get(t).f64(hi).op(kind < 2 ? Op.f64_le : Op.f64_lt).op(Op.i32_and);
+    if (single) f.op(Op.i32_and);
     f.block(Op.if);
     e.setX(d.rd, () => {
       f.get(t);
@@ -358,6 +361,8 @@ export const fcvtIntD = (kind: 0 | 1 | 2 | 3): EmitFnF => (e, d) => {
     f.op(Op.end);
   });
 };
+
+export const fcvtIntD = (kind: 0 | 1 | 2 | 3): EmitFnF => fcvtInt(kind, false);
 
 /**
  * Push mulhu(a, b), the high 64 bits of the unsigned 128-bit product of two i64 locals,
@@ -653,3 +658,6 @@ export const fcvtSInt = (kind: 0 | 1 | 2 | 3): EmitFnF => (e, d) => e.fpArith(d,
   roundS(e, a);
   f.get(e.fres).get(a).op(Op.f64_ne).set(e.fnx);
 }, true);
+
+/** fcvt.w.s / .wu / .l / .lu (kind 0..3): as fcvtIntD, of a single. */
+export const fcvtIntS = (kind: 0 | 1 | 2 | 3): EmitFnF => fcvtInt(kind, true);
