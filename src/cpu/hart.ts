@@ -398,6 +398,7 @@ export class Hart implements Stateful<HartState> {
     const x32 = this.x32;
     const f64 = this.f64;
     const jit = this.jit;
+    const enter = jit !== null ? jit.enter : null;
     const ibc = this.ibc;
     let n = 0;
     // At a block start (after a control transfer, a trap or entry) translated code may run.
@@ -419,8 +420,7 @@ export class Hart implements Stateful<HartState> {
           let d = page[idx];
           if (d === undefined) d = decodeAt(this, page, idx, lo, hi);
           if (start && jit !== null) {
-            const b = d.block;
-            if (b !== null) {
+            if (d.block !== null) {
               // (Entries the target cache took since it sent this one here count too.)
               const was = d.hits;
               d.hits = was + 1 + x32[JIT_HOT * 2];
@@ -432,7 +432,7 @@ export class Hart implements Stateful<HartState> {
                 ibc[e] = lo; ibc[e + 1] = hi; ibc[e + 2] = x32[JIT_CTX * 2]; ibc[e + 3] = d.blockIdx;
                 this.flushIcount();
                 this.inBlock = true;
-                const k = b(budget - n, 0, lo & 0xfff);
+                const k = enter!(budget - n, 0, lo & 0xfff, d.blockIdx);
                 this.inBlock = false;
                 jit.stats.entries++;
                 jit.stats.executed += k;
