@@ -36,8 +36,10 @@ import type { Decoded, BlockFn } from '../isa/types.js';
 import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_TAG_HI, TLB_HOST, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_HOT } from '../state.js';
 import { MSTATUS } from '../csr.js';
 
-/** Longest block, in instructions. */
+/** Longest block, in instructions (an instruction's index fits SlowPaths' 6 bits). */
 const MAX_BLOCK = 64;
+/** Labels between a block's own loop and the function's others: its exit stub and its try. */
+const WRAP = 2;
 /** Blocks per compiled module: at most, and enough to compile at once. */
 const MAX_BATCH = 256;
 const MIN_BATCH = 48;
@@ -243,6 +245,17 @@ export class Translator {
     rec.fresh.push({ head, off, insns, offs });
     this.pendingBlocks++;
     if (!rec.queued) { rec.queued = true; this.pending.push(rec); }
+    // Cut at the length limit: the straight line goes on, as hot as this block, so plan
+    // its continuation now. (Left to the dispatcher, each 64-instruction piece of a long
+    // unrolled function waited for its own threshold of entries: one such function in a
+    // Linux boot ran 2 M instructions interpreted.)
+    if (insns.length === MAX_BLOCK && !insns[MAX_BLOCK - 1].spec.ends && o < 4096) {
+      const next = rec.at(o);
+      if (next !== null && next.block === null && next.hits !== NEVER) {
+        next.hits = NEVER;
+        this.add(rec, next, o);
+      }
+    }
     return true;
   }
 
@@ -379,6 +392,7 @@ export class Translator {
     fn.jump = m.importFunc('env', 'jump', m.type([I, I, I, I], [I]));
     m.importMemory('env', 'memory', 1);
     const tFn = m.type([I, I, I], [I]);
+    const slow = new SlowPaths(m, this.stateBase, fn);
     /** Instructions the module runs through their rows' exec, by the `exec` import's argument. */
     const execs: Decoded[] = [];
     const groups: Plan[][] = [];
@@ -407,7 +421,7 @@ export class Translator {
       rec.promote = false;
       for (const part of parts) {
         const { body, index } = m.func(tFn);
-        new PageWriter(body, this.stateBase, fn, execs, this.ibcBase).write(part);
+        new PageWriter(body, this.stateBase, fn, execs, this.ibcBase, slow).write(part);
         m.export(`p${groups.length}`, index);
         groups.push(part);
       }
@@ -455,12 +469,82 @@ export class Translator {
   }
 }
 
+/** An out-of-line slow path: the hart helper it calls (SlowPaths). */
+type SlowKind = 'load8' | 'load8u' | 'load16' | 'load16u' | 'load32' | 'load32u' | 'load64'
+  | 'store8' | 'store16' | 'store32' | 'store64' | 'exec';
+
+/**
+ * The slow paths of one module's loads, stores and rows run through their exec, as small
+ * functions shared by all its call sites (inline, each took ~100 bytes of Wasm: a load was
+ * 216 bytes, most of the module). A call site passes the helper's arguments, then vbase
+ * (i64), done and `packed` (page offset | k << 12 | (len == 4) << 18, k the instruction's
+ * index in its block). The function stores pc and JIT_RETIRED (a trap inside the helper
+ * then leaves the interpreter's state), calls the hart, and sets the global `leave` to the
+ * count to return (done + k + 1, pc set to the next instruction) when the block must end
+ * (JIT_EXIT or ATTENTION), else 0. Loads return the value as an i64.
+ */
+class SlowPaths {
+  readonly leave: number;
+  private readonly index = new Map<SlowKind, number>();
+
+  constructor(private readonly m: ModuleBuilder, private readonly base: number, private readonly fn: Record<string, number>) {
+    this.leave = m.global(ValType.I32, 0);
+  }
+
+  /** The function index of `kind`'s helper, written on first use. */
+  get(kind: SlowKind): number {
+    const known = this.index.get(kind);
+    if (known !== undefined) return known;
+    const I = ValType.I32, L = ValType.I64, base = this.base, fn = this.fn;
+    const load = kind.startsWith('load');
+    const args = load ? [I, I] : kind === 'exec' ? [I] : kind === 'store64' ? [I, I, L] : [I, I, I];
+    const { body: f, index } = this.m.func(this.m.type([...args, L, I, I], load ? [L] : []));
+    this.index.set(kind, index);
+    const P = args.length, vbase = P, done = P + 1, packed = P + 2;
+    const r = load ? f.local(L) : -1;
+    const off = (): void => { f.get(packed).i32(0xfff).op(Op.i32_and); };
+    const retired = (): void => { f.get(done).get(packed).i32(12).op(Op.i32_shr_u).i32(63).op(Op.i32_and).op(Op.i32_add); };
+    f.i32(base).get(vbase); off(); f.op(Op.i64_extend_i32_u).op(Op.i64_add).mem(Op.i64_store, 3, PC * 8);
+    f.i32(base); retired(); f.mem(Op.i32_store, 2, JIT_RETIRED * 8);
+    if (load) {
+      f.get(0).get(1);
+      if (kind === 'load64') f.call(fn.load64).i32(base).mem(Op.i64_load, 3, SCRATCH * 8);
+      else f.call(fn[kind === 'load32u' ? 'load32' : kind]).op(kind.endsWith('u') ? Op.i64_extend_i32_u : Op.i64_extend_i32_s);
+      f.set(r);
+    } else if (kind === 'exec') {
+      f.get(0).call(fn.exec);
+    } else if (kind === 'store64') {
+      f.get(0).get(1).get(2).op(Op.i32_wrap_i64).get(2).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).call(fn.store64);
+    } else {
+      f.get(0).get(1).get(2).call(fn[kind]);
+    }
+    // Leave if the hart asked for it (JIT_EXIT: code dropped) or the run loop must look at
+    // something (ATTENTION: an interrupt became pending, WFI, a stop request).
+    f.i32(base).mem(Op.i32_load, 2, JIT_EXIT * 8).i32(base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_or);
+    f.block(Op.if);
+    f.i32(base).i32(0).mem(Op.i32_store, 2, JIT_EXIT * 8);
+    // pc = vbase + off + len
+    f.i32(base).get(vbase); off(); f.get(packed).i32(17).op(Op.i32_shr_u).i32(2).op(Op.i32_and).op(Op.i32_add).i32(2).op(Op.i32_add);
+    f.op(Op.i64_extend_i32_u).op(Op.i64_add).mem(Op.i64_store, 3, PC * 8);
+    retired(); f.i32(1).op(Op.i32_add).globalSet(this.leave);
+    f.op(Op.else);
+    f.i32(0).globalSet(this.leave);
+    f.op(Op.end);
+    if (load) f.get(r);
+    return index;
+  }
+}
+
 /**
  * Writes one page's function; implements the rows' view (Emit). The function takes the
  * instruction budget left, the instructions already retired, and the entry's page offset;
  * it returns the instructions retired. Guest registers a block uses live in Wasm locals
- * while it runs: loaded when it starts, stored back when it ends and before every helper
- * call that may trap (so a trap sees them in memory).
+ * while it runs: loaded when it starts, stored back when it ends and before a row's exec
+ * (which reads them in memory). A trap (a JavaScript exception from a helper) passes
+ * through the block's catch_all, which stores every register the block writes (those not
+ * written yet hold what was loaded, so storing them changes nothing) and rethrows; a
+ * slow path that must end the block branches to the block's exit stub, which does the same
+ * and returns. So loads and stores store no registers at their call sites.
  *
  * Layout: a dispatch loop around one Wasm block per guest block, innermost first in page
  * order; the br_table picks the entry's block, a forward transfer branches straight to
@@ -485,6 +569,11 @@ class PageWriter implements Emit {
   private readonly scanUse = new Uint8Array(33);
   /** Registers each block uses, by block index: loaded when the block starts. */
   private uses: number[][] = [];
+  /** Registers the block being scanned writes, and each block's, by block index (stored by its catch_all and exit stub). */
+  private readonly scanWrite = new Uint8Array(33);
+  private writes: number[][] = [];
+  /** FunctionBody.depth just inside the current block's exit stub (a Wasm block). */
+  private stubLevel = 0;
   /** The page's virtual base address (i64), from pc at entry. */
   private readonly vbase: number;
   private readonly lo: number;
@@ -519,7 +608,7 @@ class PageWriter implements Emit {
 
   constructor(
     private readonly body: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>,
-    private readonly execs: Decoded[], private readonly ibcBase: number,
+    private readonly execs: Decoded[], private readonly ibcBase: number, private readonly slow: SlowPaths,
   ) {
     const f = body;
     this.f = f;
@@ -540,14 +629,17 @@ class PageWriter implements Emit {
     const f = this.f;
     for (const p of plans) {
       this.scanUse.fill(0);
+      this.scanWrite.fill(0);
       this.scan(p);
-      const use: number[] = [];
+      const use: number[] = [], wr: number[] = [];
       for (let r = 1; r < 32; r++) {
+        if (this.scanWrite[r]) wr.push(r);
         if (!this.scanUse[r]) continue;
         use.push(r);
         if (this.reg[r] < 0) this.reg[r] = f.local(ValType.I64);
       }
       this.uses.push(use);
+      this.writes.push(wr);
     }
     f.i32(this.base).mem(Op.i64_load, 3, PC * 8).i64(-4096n).op(Op.i64_and).set(this.vbase);
     const K = plans.length;
@@ -601,13 +693,20 @@ class PageWriter implements Emit {
 
   /**
    * One block's code: its registers are loaded into locals (loaded even if only written:
-   * an exit before the write stores it back unchanged), then a loop (its own head). It
+   * an exit before the write stores it back unchanged), then a loop (its own head) inside
+   * a try (a trap stores the written registers) inside the exit stub's Wasm block. The loop
    * never falls out. Between blocks every register is in memory, so no local lives
    * across blocks (small graphs for V8's optimizing tier).
    */
   private writeBlock(p: Plan): void {
     const f = this.f;
     for (const r of this.uses[this.c]) f.i32(this.base).mem(Op.i64_load, 3, r * 8).set(this.reg[r]);
+    const storeWritten = (): void => {
+      for (const r of this.writes[this.c]) f.i32(this.base).get(this.reg[r]).mem(Op.i64_store, 3, r * 8);
+    };
+    f.block(Op.block); // the exit stub (WRAP counts it and the try)
+    this.stubLevel = f.depth;
+    f.block(Op.try);
     f.block(Op.loop);
     this.ended = false;
     this.dirtied = false;
@@ -627,7 +726,14 @@ class PageWriter implements Emit {
       const last = p.insns.length - 1;
       this.goto(p.offs[last] + p.insns[last].len, p.insns.length);
     }
-    f.op(Op.end);
+    f.op(Op.end); // loop
+    f.op(Op.catch_all);
+    storeWritten();
+    f.rethrow(0);
+    f.op(Op.end); // try
+    f.op(Op.end); // the exit stub: a slow path set `leave` (pc is set)
+    storeWritten();
+    f.globalGet(this.slow.leave).op(Op.return);
   }
 
   private emitOne(d: Decoded): void {
@@ -639,19 +745,33 @@ class PageWriter implements Emit {
   private execRow(d: Decoded): void {
     if (this.scanning) return;
     const f = this.f;
-    this.precise();
-    f.i32(this.execs.length).call(this.fn.exec);
+    this.flushRegs();
+    f.i32(this.execs.length);
+    this.slowCall('exec');
     this.execs.push(d);
     if (!d.spec.fd && d.rd !== SINK && d.rd !== 0 && this.reg[d.rd] >= 0) {
       f.i32(this.base).mem(Op.i64_load, 3, d.rd * 8).set(this.reg[d.rd]);
     }
-    this.checkExit();
+    this.leaveCheck();
+  }
+
+  /** Call the slow path `kind` (its own arguments pushed already) for the current instruction. */
+  private slowCall(kind: SlowKind): void {
+    const f = this.f;
+    f.get(this.vbase).get(this.done).i32(this.off | this.k << 12 | (this.len === 4 ? 1 << 18 : 0));
+    f.call(this.scanning ? 0 : this.slow.get(kind));
+  }
+
+  /** After a slow path: to the block's exit stub if it must end here. */
+  private leaveCheck(): void {
+    this.f.globalGet(this.slow.leave).br(Op.br_if, this.scanning ? 0 : this.f.depth - this.stubLevel);
   }
 
   /** A dry run of the rows' emitters into a scratch body, recording register use. */
   private scan(p: Plan): void {
     const real = this.f;
     PageWriter.scratch.code.reset();
+    PageWriter.scratch.depth = 0;
     this.f = PageWriter.scratch;
     this.scanning = true;
     this.ended = false;
@@ -700,7 +820,7 @@ class PageWriter implements Emit {
       f.set(this.done);
       const inPage = target & 0xfff;
       if (inPage !== target) f.get(this.vbase).i64(BigInt(target - inPage)).op(Op.i64_add).set(this.vbase);
-      f.i32(inPage).set(this.entry).br(Op.br, this.inner + this.cases - this.c);
+      f.i32(inPage).set(this.entry).br(Op.br, this.inner + WRAP + this.cases - this.c);
       return;
     }
     this.flushRegs();
@@ -710,8 +830,8 @@ class PageWriter implements Emit {
     const c = this.c, K = this.cases, inner = this.inner + 1;
     // (Registers are in memory now: exit() below stores nothing more.)
     if (j === c) f.br(Op.br, inner); // this block's own loop
-    else if (j > c) f.br(Op.br, inner + j - c); // the end of Wasm block j: its code follows
-    else f.i32(target).set(this.entry).br(Op.br, inner + K - c + 1); // the dispatch loop
+    else if (j > c) f.br(Op.br, inner + WRAP + j - c); // the end of Wasm block j: its code follows
+    else f.i32(target).set(this.entry).br(Op.br, inner + WRAP + K - c + 1); // the dispatch loop
     f.op(Op.end);
     this.setPc(() => this.pcAt(target));
     f.get(this.done).op(Op.return);
@@ -742,7 +862,7 @@ class PageWriter implements Emit {
   setX(rd: number, value: () => void): void {
     value();
     if (rd === SINK || rd === 0) { this.f.op(Op.drop); return; }
-    if (this.scanning) this.scanUse[rd] = 1;
+    if (this.scanning) { this.scanUse[rd] = 1; this.scanWrite[rd] = 1; }
     else if (!this.written.includes(rd)) this.written.push(rd);
     this.f.set(this.reg[rd]);
   }
@@ -778,10 +898,10 @@ class PageWriter implements Emit {
     f.get(t).i64(-4096n).op(Op.i64_and).tee(t1).get(this.vbase).op(Op.i64_eq);
     f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u).op(Op.i32_and);
     f.block(Op.if);
-    f.br(Op.br, this.inner + 1 + this.cases - this.c + 1);
+    f.br(Op.br, this.inner + 1 + WRAP + this.cases - this.c + 1);
     f.op(Op.end);
     f.get(t1).set(this.vbase);
-    f.br(Op.br, this.inner + this.cases - this.c);
+    f.br(Op.br, this.inner + WRAP + this.cases - this.c);
     this.ended = true;
   }
 
@@ -893,10 +1013,10 @@ class PageWriter implements Emit {
     this.hostAddr();
     f.mem(Op.i64_load, 3, 0).mem(Op.i64_store, 3, (F0 + d.rd) * 8);
     f.op(Op.else);
-    this.precise();
-    f.get(this.lo).get(this.hi).call(this.fn.load64);
-    f.i32(this.base).i32(this.base).mem(Op.i64_load, 3, SCRATCH * 8).mem(Op.i64_store, 3, (F0 + d.rd) * 8);
-    this.checkExit();
+    f.i32(this.base).get(this.lo).get(this.hi);
+    this.slowCall('load64');
+    f.mem(Op.i64_store, 3, (F0 + d.rd) * 8);
+    this.leaveCheck();
     f.op(Op.end);
   }
 
@@ -909,13 +1029,10 @@ class PageWriter implements Emit {
     this.fbits(d.rs2);
     f.mem(Op.i64_store, 3, 0);
     f.op(Op.else);
-    this.precise();
     f.get(this.lo).get(this.hi);
     this.fbits(d.rs2);
-    f.tee(this.t64[1]).op(Op.i32_wrap_i64);
-    f.get(this.t64[1]).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
-    f.call(this.fn.store64);
-    this.checkExit();
+    this.slowCall('store64');
+    this.leaveCheck();
     f.op(Op.end);
   }
 
@@ -926,15 +1043,6 @@ class PageWriter implements Emit {
     if (d.imm !== 0) f.i64(BigInt(d.imm)).op(Op.i64_add);
     f.tee(t).op(Op.i32_wrap_i64).set(this.lo);
     f.get(t).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).set(this.hi);
-  }
-
-  /** Before a helper call that may trap: pc and the retired count, as the interpreter has them. */
-  private precise(): void {
-    this.flushRegs();
-    this.setPc(() => this.pcAt(this.off));
-    this.f.i32(this.base);
-    this.retired(this.k);
-    this.f.mem(Op.i32_store, 2, JIT_RETIRED * 8);
   }
 
   /**
@@ -955,20 +1063,6 @@ class PageWriter implements Emit {
     this.f.get(this.ent).mem(Op.i32_load, 2, TLB_HOST).get(this.lo).i32(0xfff).op(Op.i32_and).op(Op.i32_add);
   }
 
-  /**
-   * After a helper call: leave the block if the hart asked for it (JIT_EXIT: code dropped)
-   * or the run loop must look at something (ATTENTION: an interrupt became pending, WFI, a
-   * stop request), both read from the state block.
-   */
-  private checkExit(): void {
-    const f = this.f;
-    f.i32(this.base).mem(Op.i32_load, 2, JIT_EXIT * 8);
-    f.i32(this.base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_or).block(Op.if);
-    f.i32(this.base).i32(0).mem(Op.i32_store, 2, JIT_EXIT * 8);
-    this.exit(this.off + this.len, this.k + 1);
-    f.op(Op.end);
-  }
-
   load(d: Decoded, size: 1 | 2 | 4 | 8, signed: boolean): void {
     const f = this.f;
     this.ea(d);
@@ -979,18 +1073,12 @@ class PageWriter implements Emit {
     f.block(Op.if);
     this.setX(d.rd, () => { this.hostAddr(); f.mem(fast, align, 0); });
     f.op(Op.else);
-    this.precise();
     this.setX(d.rd, () => {
-      if (size === 8) {
-        f.get(this.lo).get(this.hi).call(this.fn.load64);
-        f.i32(this.base).mem(Op.i64_load, 3, SCRATCH * 8);
-      } else {
-        const name = size === 1 ? (signed ? 'load8' : 'load8u') : size === 2 ? (signed ? 'load16' : 'load16u') : 'load32';
-        f.get(this.lo).get(this.hi).call(this.fn[name]);
-        f.op(signed ? Op.i64_extend_i32_s : Op.i64_extend_i32_u);
-      }
+      f.get(this.lo).get(this.hi);
+      this.slowCall(size === 8 ? 'load64' : size === 4 ? (signed ? 'load32' : 'load32u')
+        : size === 2 ? (signed ? 'load16' : 'load16u') : (signed ? 'load8' : 'load8u'));
     });
-    this.checkExit();
+    this.leaveCheck();
     f.op(Op.end);
   }
 
@@ -1004,18 +1092,10 @@ class PageWriter implements Emit {
     f.mem(size === 8 ? Op.i64_store : size === 4 ? Op.i64_store32 : size === 2 ? Op.i64_store16 : Op.i64_store8,
       size === 8 ? 3 : size === 4 ? 2 : size === 2 ? 1 : 0, 0);
     f.op(Op.else);
-    this.precise();
     f.get(this.lo).get(this.hi);
-    if (size === 8) {
-      this.x(d.rs2);
-      f.tee(this.t64[1]).op(Op.i32_wrap_i64);
-      f.get(this.t64[1]).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
-      f.call(this.fn.store64);
-    } else {
-      this.x32(d.rs2);
-      f.call(this.fn[size === 1 ? 'store8' : size === 2 ? 'store16' : 'store32']);
-    }
-    this.checkExit();
+    if (size === 8) this.x(d.rs2); else this.x32(d.rs2);
+    this.slowCall(size === 8 ? 'store64' : size === 4 ? 'store32' : size === 2 ? 'store16' : 'store8');
+    this.leaveCheck();
     f.op(Op.end);
   }
 }
