@@ -15,19 +15,20 @@
  * function (hot()). Pages waiting for compilation are batched
  * into one module (module compiles and instantiations are costly). Transfers that leave
  * a function (jalr, returns, other pages) look pc up in the indirect-branch target cache
- * and tail-call the function it names through a trampoline, the one module that imports
- * the function table: a V8 table imported by many instances costs at every instantiation
- * and every `Table.set` (profiled: 23 % of a Linux boot with per-block functions chained
- * through one).
+ * and tail-call the function it names through a trampoline in the runtime module, the one
+ * module that imports the function table: a V8 table imported by many instances costs at
+ * every instantiation and every `Table.set` (profiled: 23 % of a Linux boot with
+ * per-block functions chained through one). Page modules import no functions either
+ * (buildRuntime: V8 compiles import wrappers per module).
  *
  * Each function is stored on its blocks' first instructions (Decoded.block), so it shares
  * the decoded page's lifetime: a store, DMA or fence.i that drops the page drops its code.
  *
- * Memory accesses probe the TLB inline and call the hart's helpers on a miss. Before each
- * such call the code writes pc and the number of retired instructions, so a trap inside
- * a block leaves the exact state the interpreter would. When the hart's ATTENTION flag is
- * set after a call (an interrupt became pending) or a helper sets JIT_EXIT (the store hit
- * translated code), the code returns after that instruction.
+ * Memory accesses probe the TLB inline and, on a miss, call the runtime's slow path, which
+ * writes pc and the number of retired instructions before it calls the hart's helper, so a
+ * trap inside a block leaves the exact state the interpreter would. When the hart's
+ * ATTENTION flag is set after a call (an interrupt became pending) or a helper sets
+ * JIT_EXIT (the store hit translated code), the block returns after that instruction.
  */
 import { ModuleBuilder, FunctionBody, Op, ValType } from './wasm.js';
 import { SINK } from '../state.js';
@@ -166,7 +167,10 @@ export class Translator {
   private pendingBlocks = 0;
   /** Instructions compiled since the cache was last dropped. */
   private live = 0;
-  private readonly env: Record<string, unknown>;
+  /** What every page module imports: the memory and the runtime's table (no functions: see Runtime). */
+  private readonly imports: WebAssembly.Imports;
+  /** Instructions translated code runs through their rows' exec, by the runtime exec's argument. */
+  private execs: Decoded[] = [];
   /** run() calls since the oldest pending plan (batching). */
   private waited = 0;
   /** Called when the cache is too big: the hart drops all decoded code (and so all translations). */
@@ -175,9 +179,9 @@ export class Translator {
   onReplace: () => void = () => {};
   /**
    * Every page function, by index (Decoded.blockIdx): translated code continues through
-   * the indirect-branch target cache by a tail call to `jump`, a one-function module that
-   * alone imports the table and tail-calls into it. (A table imported by every module cost
-   * V8 an update of every instance at each element set: compile time doubled in a boot.)
+   * the indirect-branch target cache by a tail call to the runtime's `jump`, which alone
+   * imports the table and tail-calls into it. (A table imported by every module cost V8
+   * an update of every instance at each element set: compile time doubled in a boot.)
    */
   private readonly table = new WebAssembly.Table({ element: 'anyfunc', initial: 1024 });
   private nextFn = 0;
@@ -193,23 +197,16 @@ export class Translator {
     private readonly ibcBase: number,
   ) {
     this.threshold = threshold;
-    const t = new ModuleBuilder();
-    const I = ValType.I32;
-    const tFn = t.type([I, I, I], [I]);
-    const tJump = t.type([I, I, I, I], [I]);
-    t.importTable('env', 'table', 0);
-    const { body, index } = t.func(tJump);
-    body.get(0).get(1).get(2).get(3).op(Op.return_call_indirect);
-    body.code.u32(tFn).u32(0);
-    t.export('jump', index);
-    const jump = new WebAssembly.Instance(new WebAssembly.Module(t.encode()), { env: { table: this.table } }).exports.jump;
-    this.enter = jump as (budget: number, done: number, entry: number, fnIndex: number) => number;
-    this.env = {
-      memory, jump,
+    const stats = this.stats;
+    const exec = (i: number): void => { stats.execCalls++; mem.exec(this.execs[i]); };
+    const helpers = buildRuntime(stateBase, {
+      memory, table: this.table,
       load8: mem.load8, load8u: mem.load8u, load16: mem.load16, load16u: mem.load16u,
       load32: mem.load32, load64: mem.load64,
-      store8: mem.store8, store16: mem.store16, store32: mem.store32, store64: mem.store64,
-    };
+      store8: mem.store8, store16: mem.store16, store32: mem.store32, store64: mem.store64, exec,
+    });
+    this.enter = helpers.get(Slot.jump) as (budget: number, done: number, entry: number, fnIndex: number) => number;
+    this.imports = { env: { memory, helpers } };
   }
 
   /** A block start at page offset `off` of `page` got hot; `at` decodes the page's instructions. */
@@ -355,6 +352,8 @@ export class Translator {
     this.pendingBlocks = 0;
     this.live = 0;
     this.nextFn = 0; // (the hart bumped the target cache's epoch: no entry names these any more)
+    // (Code that named the old ones has left: a store that drops code ends its block.)
+    this.execs = [];
   }
 
   /** Compile every pending page, in one module. */
@@ -379,22 +378,11 @@ export class Translator {
     this.pendingBlocks = 0;
     const m = new ModuleBuilder();
     const I = ValType.I32;
-    const tLoad = m.type([I, I], [I]);
-    const tLoad64 = m.type([I, I], []);
-    const tStore = m.type([I, I, I], []);
-    const tStore64 = m.type([I, I, I, I], []);
-    const fn: Record<string, number> = {};
-    for (const n of ['load8', 'load8u', 'load16', 'load16u', 'load32']) fn[n] = m.importFunc('env', n, tLoad);
-    fn.load64 = m.importFunc('env', 'load64', tLoad64);
-    for (const n of ['store8', 'store16', 'store32']) fn[n] = m.importFunc('env', n, tStore);
-    fn.store64 = m.importFunc('env', 'store64', tStore64);
-    fn.exec = m.importFunc('env', 'exec', m.type([I], []));
-    fn.jump = m.importFunc('env', 'jump', m.type([I, I, I, I], [I]));
     m.importMemory('env', 'memory', 1);
+    m.importTable('env', 'helpers', Slot.count);
     const tFn = m.type([I, I, I], [I]);
-    const slow = new SlowPaths(m, this.stateBase, fn);
-    /** Instructions the module runs through their rows' exec, by the `exec` import's argument. */
-    const execs: Decoded[] = [];
+    const types = slotTypes(m);
+    const execs = this.execs;
     const groups: Plan[][] = [];
     for (const rec of recs) {
       // Functions for the page: its hot region in one (a promotion), then what is new.
@@ -421,7 +409,7 @@ export class Translator {
       rec.promote = false;
       for (const part of parts) {
         const { body, index } = m.func(tFn);
-        new PageWriter(body, this.stateBase, fn, execs, this.ibcBase, slow).write(part);
+        new PageWriter(body, this.stateBase, types, execs, this.ibcBase).write(part);
         m.export(`p${groups.length}`, index);
         groups.push(part);
       }
@@ -454,13 +442,10 @@ export class Translator {
       this.stats.instructions += count;
       if (replaced) this.onReplace();
     };
-    const mem = this.mem;
-    const stats = this.stats;
-    const imports = { env: { ...this.env, exec: (i: number) => { stats.execCalls++; mem.exec(execs[i]); } } };
     this.stats.compiles++;
     let inst: WebAssembly.Instance | null = null;
     try {
-      inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), imports);
+      inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), this.imports);
     } catch {
       this.stats.failures++; // (a translator bug: the code stays interpreted)
     }
@@ -469,70 +454,98 @@ export class Translator {
   }
 }
 
-/** An out-of-line slow path: the hart helper it calls (SlowPaths). */
-type SlowKind = 'load8' | 'load8u' | 'load16' | 'load16u' | 'load32' | 'load32u' | 'load64'
-  | 'store8' | 'store16' | 'store32' | 'store64' | 'exec';
+/** Slots of the runtime's table: the slow paths, then the trampoline. */
+const enum Slot {
+  load8, load8u, load16, load16u, load32, load32u, load64, store8, store16, store32, store64, exec, jump, count,
+}
+
+const SLOT_NAMES = ['load8', 'load8u', 'load16', 'load16u', 'load32', 'load32u', 'load64', 'store8', 'store16', 'store32', 'store64', 'exec'];
+
+/** Each slot's function type in module `m` (call_indirect compares types structurally). */
+function slotTypes(m: ModuleBuilder): number[] {
+  const I = ValType.I32, L = ValType.I64;
+  const tLoad = m.type([I, I, L, I, I], [L, I]);
+  const tStore = m.type([I, I, I, L, I, I], [I]);
+  const types = [tLoad, tLoad, tLoad, tLoad, tLoad, tLoad, tLoad, tStore, tStore, tStore];
+  types[Slot.store64] = m.type([I, I, L, L, I, I], [I]);
+  types[Slot.exec] = m.type([I, L, I, I], [I]);
+  types[Slot.jump] = m.type([I, I, I, I], [I]);
+  return types;
+}
 
 /**
- * The slow paths of one module's loads, stores and rows run through their exec, as small
- * functions shared by all its call sites (inline, each took ~100 bytes of Wasm: a load was
- * 216 bytes, most of the module). A call site passes the helper's arguments, then vbase
- * (i64), done and `packed` (page offset | k << 12 | (len == 4) << 18, k the instruction's
- * index in its block). The function stores pc and JIT_RETIRED (a trap inside the helper
- * then leaves the interpreter's state), calls the hart, and sets the global `leave` to the
- * count to return (done + k + 1, pc set to the next instruction) when the block must end
- * (JIT_EXIT or ATTENTION), else 0. Loads return the value as an i64.
+ * The runtime: one module, instantiated once, that alone imports the hart's JavaScript
+ * helpers and the function table. Page modules import only the memory and the runtime's
+ * table and reach it by call_indirect: V8 compiles import wrappers for every module that
+ * imports functions (~0.1 ms, plus ~0.03 ms per signature: most of the compile time of a
+ * boot's ~550 small modules).
+ *
+ * Its slow paths serve loads, stores and rows run through their exec. A call site passes
+ * the helper's arguments, then vbase (i64), done and `packed` (page offset | k << 12 |
+ * (len == 4) << 18, k the instruction's index in its block). The helper stores pc and
+ * JIT_RETIRED (a trap inside the hart's helper then leaves the interpreter's state), calls
+ * the hart, and returns (after a load's value) the count the block must return, done + k + 1
+ * with pc set to the next instruction, when it must end there (JIT_EXIT: code dropped, or
+ * ATTENTION: an interrupt became pending, WFI, a stop request), else 0.
+ * Slot.jump is the trampoline: `return_call_indirect` into the function table.
  */
-class SlowPaths {
-  readonly leave: number;
-  private readonly index = new Map<SlowKind, number>();
-
-  constructor(private readonly m: ModuleBuilder, private readonly base: number, private readonly fn: Record<string, number>) {
-    this.leave = m.global(ValType.I32, 0);
-  }
-
-  /** The function index of `kind`'s helper, written on first use. */
-  get(kind: SlowKind): number {
-    const known = this.index.get(kind);
-    if (known !== undefined) return known;
-    const I = ValType.I32, L = ValType.I64, base = this.base, fn = this.fn;
-    const load = kind.startsWith('load');
-    const args = load ? [I, I] : kind === 'exec' ? [I] : kind === 'store64' ? [I, I, L] : [I, I, I];
-    const { body: f, index } = this.m.func(this.m.type([...args, L, I, I], load ? [L] : []));
-    this.index.set(kind, index);
-    const P = args.length, vbase = P, done = P + 1, packed = P + 2;
+function buildRuntime(base: number, env: Record<string, unknown>): WebAssembly.Table {
+  const m = new ModuleBuilder();
+  const I = ValType.I32, L = ValType.I64;
+  const fn: Record<string, number> = {};
+  const tLoad = m.type([I, I], [I]);
+  for (const n of ['load8', 'load8u', 'load16', 'load16u', 'load32']) fn[n] = m.importFunc('env', n, tLoad);
+  fn.load64 = m.importFunc('env', 'load64', m.type([I, I], []));
+  for (const n of ['store8', 'store16', 'store32']) fn[n] = m.importFunc('env', n, m.type([I, I, I], []));
+  fn.store64 = m.importFunc('env', 'store64', m.type([I, I, I, I], []));
+  fn.exec = m.importFunc('env', 'exec', m.type([I], []));
+  m.importMemory('env', 'memory', 1);
+  m.importTable('env', 'table', 0);
+  const types = slotTypes(m);
+  const tFn = m.type([I, I, I], [I]);
+  for (let slot = 0; slot < Slot.jump; slot++) {
+    const kind = SLOT_NAMES[slot];
+    const { body: f, index } = m.func(types[slot]);
+    m.export(`s${slot}`, index);
+    const load = slot <= Slot.load64;
+    const P = load ? 2 : slot === Slot.exec ? 1 : 3, vbase = P, done = P + 1, packed = P + 2;
     const r = load ? f.local(L) : -1;
+    const out = f.local(I);
     const off = (): void => { f.get(packed).i32(0xfff).op(Op.i32_and); };
     const retired = (): void => { f.get(done).get(packed).i32(12).op(Op.i32_shr_u).i32(63).op(Op.i32_and).op(Op.i32_add); };
     f.i32(base).get(vbase); off(); f.op(Op.i64_extend_i32_u).op(Op.i64_add).mem(Op.i64_store, 3, PC * 8);
     f.i32(base); retired(); f.mem(Op.i32_store, 2, JIT_RETIRED * 8);
     if (load) {
       f.get(0).get(1);
-      if (kind === 'load64') f.call(fn.load64).i32(base).mem(Op.i64_load, 3, SCRATCH * 8);
-      else f.call(fn[kind === 'load32u' ? 'load32' : kind]).op(kind.endsWith('u') ? Op.i64_extend_i32_u : Op.i64_extend_i32_s);
+      if (slot === Slot.load64) f.call(fn.load64).i32(base).mem(Op.i64_load, 3, SCRATCH * 8);
+      else f.call(fn[slot === Slot.load32u ? 'load32' : kind]).op(kind.endsWith('u') ? Op.i64_extend_i32_u : Op.i64_extend_i32_s);
       f.set(r);
-    } else if (kind === 'exec') {
+    } else if (slot === Slot.exec) {
       f.get(0).call(fn.exec);
-    } else if (kind === 'store64') {
+    } else if (slot === Slot.store64) {
       f.get(0).get(1).get(2).op(Op.i32_wrap_i64).get(2).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).call(fn.store64);
     } else {
       f.get(0).get(1).get(2).call(fn[kind]);
     }
-    // Leave if the hart asked for it (JIT_EXIT: code dropped) or the run loop must look at
-    // something (ATTENTION: an interrupt became pending, WFI, a stop request).
     f.i32(base).mem(Op.i32_load, 2, JIT_EXIT * 8).i32(base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_or);
     f.block(Op.if);
     f.i32(base).i32(0).mem(Op.i32_store, 2, JIT_EXIT * 8);
     // pc = vbase + off + len
     f.i32(base).get(vbase); off(); f.get(packed).i32(17).op(Op.i32_shr_u).i32(2).op(Op.i32_and).op(Op.i32_add).i32(2).op(Op.i32_add);
     f.op(Op.i64_extend_i32_u).op(Op.i64_add).mem(Op.i64_store, 3, PC * 8);
-    retired(); f.i32(1).op(Op.i32_add).globalSet(this.leave);
-    f.op(Op.else);
-    f.i32(0).globalSet(this.leave);
+    retired(); f.i32(1).op(Op.i32_add).set(out);
     f.op(Op.end);
     if (load) f.get(r);
-    return index;
+    f.get(out);
   }
+  const { body, index } = m.func(types[Slot.jump]);
+  body.get(0).get(1).get(2).get(3).op(Op.return_call_indirect);
+  body.code.u32(tFn).u32(0);
+  m.export(`s${Slot.jump}`, index);
+  const inst = new WebAssembly.Instance(new WebAssembly.Module(m.encode()), { env } as WebAssembly.Imports);
+  const table = new WebAssembly.Table({ element: 'anyfunc', initial: Slot.count });
+  for (let slot = 0; slot < Slot.count; slot++) table.set(slot, inst.exports[`s${slot}`] as (...a: number[]) => number);
+  return table;
 }
 
 /**
@@ -585,6 +598,8 @@ class PageWriter implements Emit {
   private readonly tF: number[] = [];
   readonly fres: number;
   readonly fnx: number;
+  /** A slow path's result: the count to return if the block must end there, else 0. */
+  private readonly leave: number;
   /** Index of each block in the function by head page offset. */
   private caseOf = new Map<number, number>();
   /** Blocks in the function, and the one being written. */
@@ -607,8 +622,8 @@ class PageWriter implements Emit {
   private readonly fpst: number;
 
   constructor(
-    private readonly body: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>,
-    private readonly execs: Decoded[], private readonly ibcBase: number, private readonly slow: SlowPaths,
+    private readonly body: FunctionBody, private readonly base: number, private readonly types: number[],
+    private readonly execs: Decoded[], private readonly ibcBase: number,
   ) {
     const f = body;
     this.f = f;
@@ -621,6 +636,7 @@ class PageWriter implements Emit {
     this.fres = f.local(ValType.F64);
     this.fnx = f.local(ValType.I32);
     this.fpst = f.local(ValType.I32);
+    this.leave = f.local(ValType.I32);
   }
 
   write(plans: Plan[]): void {
@@ -681,8 +697,8 @@ class PageWriter implements Emit {
     f.block(Op.if);
     f.get(this.budget).get(this.done).get(lo).i32(0xfff).op(Op.i32_and);
     f.get(ent).mem(Op.i32_load, 2, base + 12);
-    f.op(Op.return_call);
-    f.code.u32(this.fn.jump);
+    f.i32(Slot.jump).op(Op.return_call_indirect);
+    f.code.u32(this.types[Slot.jump]).u32(0);
     f.op(Op.end);
     f.i32(this.base).i32(IBTC_HOT - 1).mem(Op.i32_store, 2, JIT_HOT * 8);
     f.op(Op.end);
@@ -731,9 +747,9 @@ class PageWriter implements Emit {
     storeWritten();
     f.rethrow(0);
     f.op(Op.end); // try
-    f.op(Op.end); // the exit stub: a slow path set `leave` (pc is set)
+    f.op(Op.end); // the exit stub: a slow path returned its count in `leave` (pc is set)
     storeWritten();
-    f.globalGet(this.slow.leave).op(Op.return);
+    f.get(this.leave).op(Op.return);
   }
 
   private emitOne(d: Decoded): void {
@@ -747,7 +763,7 @@ class PageWriter implements Emit {
     const f = this.f;
     this.flushRegs();
     f.i32(this.execs.length);
-    this.slowCall('exec');
+    this.slowCall(Slot.exec);
     this.execs.push(d);
     if (!d.spec.fd && d.rd !== SINK && d.rd !== 0 && this.reg[d.rd] >= 0) {
       f.i32(this.base).mem(Op.i64_load, 3, d.rd * 8).set(this.reg[d.rd]);
@@ -755,16 +771,21 @@ class PageWriter implements Emit {
     this.leaveCheck();
   }
 
-  /** Call the slow path `kind` (its own arguments pushed already) for the current instruction. */
-  private slowCall(kind: SlowKind): void {
+  /**
+   * Call the runtime's slow path `slot` (its own arguments pushed already) for the current
+   * instruction; its count goes to `leave` (a load's value stays on the stack).
+   */
+  private slowCall(slot: Slot): void {
     const f = this.f;
     f.get(this.vbase).get(this.done).i32(this.off | this.k << 12 | (this.len === 4 ? 1 << 18 : 0));
-    f.call(this.scanning ? 0 : this.slow.get(kind));
+    f.i32(slot).op(Op.call_indirect);
+    f.code.u32(this.types[slot]).u32(0);
+    f.set(this.leave);
   }
 
   /** After a slow path: to the block's exit stub if it must end here. */
   private leaveCheck(): void {
-    this.f.globalGet(this.slow.leave).br(Op.br_if, this.scanning ? 0 : this.f.depth - this.stubLevel);
+    this.f.get(this.leave).br(Op.br_if, this.scanning ? 0 : this.f.depth - this.stubLevel);
   }
 
   /** A dry run of the rows' emitters into a scratch body, recording register use. */
@@ -1014,7 +1035,7 @@ class PageWriter implements Emit {
     f.mem(Op.i64_load, 3, 0).mem(Op.i64_store, 3, (F0 + d.rd) * 8);
     f.op(Op.else);
     f.i32(this.base).get(this.lo).get(this.hi);
-    this.slowCall('load64');
+    this.slowCall(Slot.load64);
     f.mem(Op.i64_store, 3, (F0 + d.rd) * 8);
     this.leaveCheck();
     f.op(Op.end);
@@ -1031,7 +1052,7 @@ class PageWriter implements Emit {
     f.op(Op.else);
     f.get(this.lo).get(this.hi);
     this.fbits(d.rs2);
-    this.slowCall('store64');
+    this.slowCall(Slot.store64);
     this.leaveCheck();
     f.op(Op.end);
   }
@@ -1075,8 +1096,8 @@ class PageWriter implements Emit {
     f.op(Op.else);
     this.setX(d.rd, () => {
       f.get(this.lo).get(this.hi);
-      this.slowCall(size === 8 ? 'load64' : size === 4 ? (signed ? 'load32' : 'load32u')
-        : size === 2 ? (signed ? 'load16' : 'load16u') : (signed ? 'load8' : 'load8u'));
+      this.slowCall(size === 8 ? Slot.load64 : size === 4 ? (signed ? Slot.load32 : Slot.load32u)
+        : size === 2 ? (signed ? Slot.load16 : Slot.load16u) : (signed ? Slot.load8 : Slot.load8u));
     });
     this.leaveCheck();
     f.op(Op.end);
@@ -1094,7 +1115,7 @@ class PageWriter implements Emit {
     f.op(Op.else);
     f.get(this.lo).get(this.hi);
     if (size === 8) this.x(d.rs2); else this.x32(d.rs2);
-    this.slowCall(size === 8 ? 'store64' : size === 4 ? 'store32' : size === 2 ? 'store16' : 'store8');
+    this.slowCall(size === 8 ? Slot.store64 : size === 4 ? Slot.store32 : size === 2 ? Slot.store16 : Slot.store8);
     this.leaveCheck();
     f.op(Op.end);
   }
