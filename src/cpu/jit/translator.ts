@@ -30,7 +30,7 @@
  * ATTENTION flag is set after a call (an interrupt became pending) or a helper sets
  * JIT_EXIT (the store hit translated code), the block returns after that instruction.
  */
-import { ModuleBuilder, FunctionBody, Op, ValType } from './wasm.js';
+import { ModuleBuilder, ByteWriter, FunctionBody, Op, ValType } from './wasm.js';
 import { SINK } from '../state.js';
 import type { Emit } from './emit.js';
 import type { Decoded, BlockFn } from '../isa/types.js';
@@ -565,8 +565,8 @@ function buildRuntime(base: number, env: Record<string, unknown>): WebAssembly.T
  * block's code is a loop of its own so a branch back to its head stays put.
  */
 class PageWriter implements Emit {
-  /** Where the scan pass writes (and forgets) its code. */
-  private static readonly scratch = new FunctionBody(0, 0);
+  /** Where a block's code is written before its register loads, which go first, are known. */
+  private static readonly blockCode = new ByteWriter();
   f: FunctionBody;
   /** Wasm local of each guest register x1..x31 used by the page, or -1. */
   private readonly reg = new Int32Array(32).fill(-1);
@@ -576,15 +576,8 @@ class PageWriter implements Emit {
    * equal the state block and exits stay short.
    */
   private written: number[] = [];
-  /** The first pass only records which registers are used. */
-  private scanning = false;
-  /** Registers the block being scanned uses (reads or writes). */
-  private readonly scanUse = new Uint8Array(33);
-  /** Registers each block uses, by block index: loaded when the block starts. */
-  private uses: number[][] = [];
-  /** Registers the block being scanned writes, and each block's, by block index (stored by its catch_all and exit stub). */
-  private readonly scanWrite = new Uint8Array(33);
-  private writes: number[][] = [];
+  /** Registers the current block uses (reads or writes): loaded when it starts. */
+  private readonly blockUse = new Uint8Array(32);
   /** FunctionBody.depth just inside the current block's exit stub (a Wasm block). */
   private stubLevel = 0;
   /** The page's virtual base address (i64), from pc at entry. */
@@ -643,20 +636,6 @@ class PageWriter implements Emit {
     plans.forEach((p, i) => this.caseOf.set(p.off, i));
     this.cases = plans.length;
     const f = this.f;
-    for (const p of plans) {
-      this.scanUse.fill(0);
-      this.scanWrite.fill(0);
-      this.scan(p);
-      const use: number[] = [], wr: number[] = [];
-      for (let r = 1; r < 32; r++) {
-        if (this.scanWrite[r]) wr.push(r);
-        if (!this.scanUse[r]) continue;
-        use.push(r);
-        if (this.reg[r] < 0) this.reg[r] = f.local(ValType.I64);
-      }
-      this.uses.push(use);
-      this.writes.push(wr);
-    }
     f.i32(this.base).mem(Op.i64_load, 3, PC * 8).i64(-4096n).op(Op.i64_and).set(this.vbase);
     const K = plans.length;
     f.block(Op.loop); // dispatch
@@ -716,10 +695,11 @@ class PageWriter implements Emit {
    */
   private writeBlock(p: Plan): void {
     const f = this.f;
-    for (const r of this.uses[this.c]) f.i32(this.base).mem(Op.i64_load, 3, r * 8).set(this.reg[r]);
-    const storeWritten = (): void => {
-      for (const r of this.writes[this.c]) f.i32(this.base).get(this.reg[r]).mem(Op.i64_store, 3, r * 8);
-    };
+    // The block's code goes to a side buffer first: the registers it uses are known after.
+    const outer = f.code, code = PageWriter.blockCode;
+    code.reset();
+    f.code = code;
+    this.blockUse.fill(0);
     f.block(Op.block); // the exit stub (WRAP counts it and the try)
     this.stubLevel = f.depth;
     f.block(Op.try);
@@ -744,12 +724,24 @@ class PageWriter implements Emit {
     }
     f.op(Op.end); // loop
     f.op(Op.catch_all);
-    storeWritten();
+    this.flushRegs(); // every register the block writes
     f.rethrow(0);
     f.op(Op.end); // try
     f.op(Op.end); // the exit stub: a slow path returned its count in `leave` (pc is set)
-    storeWritten();
+    this.flushRegs();
     f.get(this.leave).op(Op.return);
+    f.code = outer;
+    const use = this.blockUse;
+    for (let r = 1; r < 32; r++) if (use[r] !== 0) f.i32(this.base).mem(Op.i64_load, 3, r * 8).set(this.reg[r]);
+    outer.append(code);
+  }
+
+  /** Register r is used by the current block: give it a local (the block loads it when it starts). */
+  private use(r: number): number {
+    this.blockUse[r] = 1;
+    let l = this.reg[r];
+    if (l < 0) l = this.reg[r] = this.body.local(ValType.I64);
+    return l;
   }
 
   private emitOne(d: Decoded): void {
@@ -759,15 +751,14 @@ class PageWriter implements Emit {
 
   /** Run the row's exec: it reads and writes the state block, so store locals, run it, reload rd. */
   private execRow(d: Decoded): void {
-    if (this.scanning) return;
     const f = this.f;
     this.flushRegs();
     f.i32(this.execs.length);
     this.slowCall(Slot.exec);
     this.execs.push(d);
-    if (!d.spec.fd && d.rd !== SINK && d.rd !== 0 && this.reg[d.rd] >= 0) {
-      f.i32(this.base).mem(Op.i64_load, 3, d.rd * 8).set(this.reg[d.rd]);
-    }
+    // (Always reloaded: a later instruction of the block may use rd, and the block loads
+    // its registers once, when it starts.)
+    if (!d.spec.fd && d.rd !== SINK && d.rd !== 0) f.i32(this.base).mem(Op.i64_load, 3, d.rd * 8).set(this.use(d.rd));
     this.leaveCheck();
   }
 
@@ -785,25 +776,7 @@ class PageWriter implements Emit {
 
   /** After a slow path: to the block's exit stub if it must end here. */
   private leaveCheck(): void {
-    this.f.get(this.leave).br(Op.br_if, this.scanning ? 0 : this.f.depth - this.stubLevel);
-  }
-
-  /** A dry run of the rows' emitters into a scratch body, recording register use. */
-  private scan(p: Plan): void {
-    const real = this.f;
-    PageWriter.scratch.code.reset();
-    PageWriter.scratch.depth = 0;
-    this.f = PageWriter.scratch;
-    this.scanning = true;
-    this.ended = false;
-    for (let i = 0; i < p.insns.length && !this.ended; i++) {
-      const d = p.insns[i];
-      this.k = i; this.off = p.offs[i]; this.len = d.len;
-      this.emitOne(d);
-    }
-    this.scanning = false;
-    this.ended = false;
-    this.f = real;
+    this.f.get(this.leave).br(Op.br_if, this.f.depth - this.stubLevel);
   }
 
   /** Store the written registers back to the state block. */
@@ -832,7 +805,6 @@ class PageWriter implements Emit {
    */
   private goto(target: number, count: number): void {
     const f = this.f;
-    if (this.scanning) { this.exit(target, count); return; }
     const j = this.caseOf.get(target);
     if (j === undefined) {
       // Not a block of this function: to the default (the target cache, or the dispatcher).
@@ -871,8 +843,7 @@ class PageWriter implements Emit {
 
   x(r: number): void {
     if (r === 0) { this.f.i64(0n); return; }
-    if (this.scanning) this.scanUse[r] = 1;
-    this.f.get(this.reg[r]);
+    this.f.get(this.use(r));
   }
 
   x32(r: number): void {
@@ -883,9 +854,8 @@ class PageWriter implements Emit {
   setX(rd: number, value: () => void): void {
     value();
     if (rd === SINK || rd === 0) { this.f.op(Op.drop); return; }
-    if (this.scanning) { this.scanUse[rd] = 1; this.scanWrite[rd] = 1; }
-    else if (!this.written.includes(rd)) this.written.push(rd);
-    this.f.set(this.reg[rd]);
+    if (!this.written.includes(rd)) this.written.push(rd);
+    this.f.set(this.use(rd));
   }
 
   setXw(rd: number, value: () => void): void {
@@ -949,7 +919,6 @@ class PageWriter implements Emit {
   }
 
   tmpF(i: number): number {
-    // (Declared on the real body, also during the scan pass.)
     while (this.tF.length <= i) this.tF.push(this.body.local(ValType.F64));
     return this.tF[i];
   }
@@ -994,7 +963,6 @@ class PageWriter implements Emit {
 
   fpGuard(d: Decoded, rm: boolean, dirty: boolean, body: () => void): void {
     const f = this.f;
-    if (this.scanning) { body(); return; }
     // A static mode other than RNE (or a reserved one): always the row's exec.
     if (rm && d.rm !== 0 && d.rm !== 7) { this.execRow(d); return; }
     this.fpState();

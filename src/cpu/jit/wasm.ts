@@ -112,13 +112,17 @@ export class ByteWriter {
   /** Append another writer's bytes prefixed by their length (sections, function bodies). */
   sized(w: ByteWriter): this { this.u32(w.len); this.ensure(w.len); this.buf.set(w.buf.subarray(0, w.len), this.len); this.len += w.len; return this; }
 
+  /** Append another writer's bytes. */
+  append(w: ByteWriter): this { this.ensure(w.len); this.buf.set(w.buf.subarray(0, w.len), this.len); this.len += w.len; return this; }
+
   reset(): void { this.len = 0; }
   finish(): Uint8Array<ArrayBuffer> { return this.buf.slice(0, this.len); }
 }
 
 /** The body of one function: locals, then instructions. */
 export class FunctionBody {
-  readonly code = new ByteWriter();
+  /** Where instructions go (a writer may swap in another and append it later). */
+  code = new ByteWriter();
   private readonly locals: ValType[] = [];
 
   /** Labels open at this point (block, loop, if, try not yet ended): for branch depths. */
