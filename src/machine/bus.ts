@@ -23,8 +23,8 @@ export interface MmioRegion {
 /** Saved guest RAM. */
 export interface RamState { v: 1; base: number; bytes: Uint8Array }
 
-/** Bytes reserved at the start of the shared memory for hart state and TLBs (see cpu/state.ts). */
-export const STATE_REGION_BYTES = 0x40000;
+/** Bytes reserved at the start of the shared memory for hart state, TLBs and the target cache (see cpu/state.ts). */
+export const STATE_REGION_BYTES = 0x80000;
 
 /**
  * The physical address space: guest RAM plus MMIO regions.
