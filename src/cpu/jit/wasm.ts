@@ -105,7 +105,7 @@ export class ByteWriter {
   }
 
   name(s: string): this {
-    const e = new TextEncoder().encode(s);
+    const e = utf8.encode(s);
     return this.u32(e.length).bytes(e);
   }
 
@@ -119,10 +119,18 @@ export class ByteWriter {
   finish(): Uint8Array<ArrayBuffer> { return this.buf.slice(0, this.len); }
 }
 
+const utf8 = new TextEncoder();
+/**
+ * Writers of function bodies already encoded, for the next ones: the translator writes
+ * thousands of functions, and a typed array per function showed in its profile.
+ */
+const spare: ByteWriter[] = [];
+
 /** The body of one function: locals, then instructions. */
 export class FunctionBody {
   /** Where instructions go (a writer may swap in another and append it later). */
-  code = new ByteWriter();
+  code = spare.pop() ?? new ByteWriter();
+  private static readonly head = new ByteWriter();
   private readonly locals: ValType[] = [];
 
   /** Labels open at this point (block, loop, if, try not yet ended): for branch depths. */
@@ -172,19 +180,26 @@ export class FunctionBody {
     return this;
   }
 
-  /** Locals run-length encoded by type (§5.5.13). */
+  /** Locals run-length encoded by type (§5.5.13), then the code. */
   encode(out: ByteWriter): void {
-    const body = new ByteWriter();
-    const groups: [number, ValType][] = [];
-    for (const t of this.locals) {
-      const g = groups[groups.length - 1];
-      if (g && g[1] === t) g[0]++; else groups.push([1, t]);
+    const head = FunctionBody.head, locals = this.locals;
+    head.reset();
+    let groups = 0;
+    for (let i = 0; i < locals.length; i++) if (i === 0 || locals[i] !== locals[i - 1]) groups++;
+    head.u32(groups);
+    for (let i = 0; i < locals.length;) {
+      let j = i + 1;
+      while (j < locals.length && locals[j] === locals[i]) j++;
+      head.u32(j - i).byte(locals[i]);
+      i = j;
     }
-    body.u32(groups.length);
-    for (const [n, t] of groups) body.u32(n).byte(t);
-    body.bytes(this.code.buf.subarray(0, this.code.len));
-    body.byte(Op.end);
-    out.sized(body);
+    out.u32(head.len + this.code.len + 1).append(head).append(this.code).byte(Op.end);
+  }
+
+  /** The body was encoded: its writer goes to the next function. */
+  release(): void {
+    this.code.reset();
+    spare.push(this.code);
   }
 }
 
@@ -202,6 +217,10 @@ export class ModuleBuilder {
   private readonly elements: { offset: number; funcs: number[] }[] = [];
   private readonly globals: { type: ValType; init: number }[] = [];
   private importedFuncs = 0;
+  private encoded = false;
+  /** Where modules are encoded (one at a time). */
+  private static readonly out = new ByteWriter();
+  private static readonly sec = new ByteWriter();
 
   /** Index of a function type, deduplicated. */
   type(params: ValType[], results: ValType[]): number {
@@ -245,10 +264,14 @@ export class ModuleBuilder {
   /** Place functions into the imported table at `offset` (an active element segment). */
   element(offset: number, funcs: number[]): void { this.elements.push({ offset, funcs }); }
 
+  /** The module's bytes (once: the function bodies' writers are reused after). */
   encode(): Uint8Array<ArrayBuffer> {
-    const out = new ByteWriter();
+    if (this.encoded) throw new Error('wasm: module encoded already');
+    this.encoded = true;
+    const out = ModuleBuilder.out, sec = ModuleBuilder.sec;
+    out.reset();
+    sec.reset();
     out.bytes([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
-    const sec = new ByteWriter();
     const section = (id: number): void => { out.byte(id).sized(sec); sec.reset(); };
 
     sec.u32(this.types.length);
@@ -300,7 +323,7 @@ export class ModuleBuilder {
     }
 
     sec.u32(this.funcs.length);
-    for (const f of this.funcs) f.encode(sec);
+    for (const f of this.funcs) { f.encode(sec); f.release(); }
     section(10);
     return out.finish();
   }
