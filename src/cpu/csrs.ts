@@ -12,7 +12,7 @@ import {
   S_INTERRUPTS, ALL_INTERRUPTS, MIP_SSIP, MIP_STIP, MIP_SEIP, SATP_BARE, SATP_SV39, SATP_SV57,
 } from './csr.js';
 import { illegal, setStimecmp, updateIrq, updateTimers, SD64 } from './trap.js';
-import { flushTlb, privChanged, updatePmpActive, updateTranslation } from './mmu.js';
+import { flushPermissions, privChanged, updatePmpActive, updateTranslation } from './mmu.js';
 
 /** mcountinhibit bits (privileged spec 3.1.12). */
 export const COUNTINHIBIT_CY = 1, COUNTINHIBIT_IR = 4;
@@ -239,7 +239,7 @@ function writeMstatus(h: Hart, lo: number): void {
   if ((ms & MSTATUS.MPP) === 2 << 11) ms = (ms & ~MSTATUS.MPP) | (old & MSTATUS.MPP); // MPP=2 reserved
   const changed = ms ^ old;
   h.ms = ms;
-  if (changed & (MSTATUS.SUM | MSTATUS.MXR)) flushTlb(h);
+  if (changed & (MSTATUS.SUM | MSTATUS.MXR)) flushPermissions(h);
   if (changed & (MSTATUS.MPRV | MSTATUS.MPP)) privChanged(h);
   updateIrq(h);
 }

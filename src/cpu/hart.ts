@@ -2,7 +2,7 @@ import type { Bus } from '../machine/bus.js';
 import type { TimeSource, Stateful } from '../devices/device.js';
 import { CAUSE, MSTATUS, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, MIP_STIP, SATP_BARE } from './csr.js';
 import {
-  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, IBTC_REGION, IBTC_BYTES, JIT_CTX, JIT_HOT, ibcIndex,
+  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, IBTC_REGION, IBTC_BYTES, IBTC_PAGE_MASK, JIT_CTX, JIT_HOT, ibcIndex,
   PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT,
 } from './state.js';
 import { Translator, HOT_ENTRIES, type JitMemory } from './jit/translator.js';
@@ -214,6 +214,11 @@ export class Hart implements Stateful<HartState> {
   /** The indirect-branch target cache (IBTC_REGION) and its epoch (JIT_CTX). Internal. */
   readonly ibc: Int32Array;
   ibcEpoch = 1;
+  /**
+   * Virtual pages (their number's low bits, IBTC_PAGE_MASK) the cache holds entries for
+   * since the epoch began: an sfence.vma of another page leaves the cache alone. Internal.
+   */
+  readonly ibcPages = new Uint8Array(IBTC_PAGE_MASK + 1);
   /** Effective address of the last load/store, as two halves (set by ea()). */
   eaLoV = 0;
   eaHiV = 0;
@@ -430,6 +435,7 @@ export class Hart implements Stateful<HartState> {
                 // Remember pc -> function for translated indirect transfers (IBTC_REGION).
                 const e = ibcIndex(lo) << 3;
                 ibc[e] = lo; ibc[e + 1] = hi; ibc[e + 2] = x32[JIT_CTX * 2]; ibc[e + 3] = d.blockIdx;
+                this.ibcPages[(lo >>> 12) & IBTC_PAGE_MASK] = 1;
                 this.flushIcount();
                 this.inBlock = true;
                 const k = enter!(budget - n, 0, lo & 0xfff, d.blockIdx);
