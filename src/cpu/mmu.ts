@@ -7,7 +7,7 @@
  */
 import type { Hart } from './hart.js';
 import { CAUSE, MSTATUS, PRIV_M, PRIV_S, PRIV_U, SATP_BARE, SATP_SV39 } from './csr.js';
-import { TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_PAGE_MASK } from './state.js';
+import { TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_PAGE_MASK, ibcIndex } from './state.js';
 import { raise } from './trap.js';
 import { invalidateCodePage, ramWritten } from './memory.js';
 
@@ -156,7 +156,20 @@ export function flushTlbPage(h: Hart, lo: number, hi: number): void {
   }
   h.fetchLo = TLB_INVALID;
   // The target cache maps virtual pcs: only entries in this page could be stale.
-  if (h.ibcPages[(lo >>> 12) & IBTC_PAGE_MASK] !== 0) ibcInvalidate(h);
+  if (h.ibcPages[(lo >>> 12) & IBTC_PAGE_MASK] !== 0) ibcDropPage(h, lo, hi);
+}
+
+/**
+ * Drop the target cache's entries for pcs in the virtual page of (lo, hi): they sit at
+ * ibcIndex of the page's 2,048 halfword offsets. (An epoch bump instead sent every later
+ * indirect transfer of a boot's working set back through the dispatcher once.)
+ */
+function ibcDropPage(h: Hart, lo: number, hi: number): void {
+  const ibc = h.ibc, base = lo & ~0xfff, page = lo >>> 12;
+  for (let o = 0; o < 4096; o += 2) {
+    const e = ibcIndex(base | o) << 3;
+    if (ibc[e] >>> 12 === page && ibc[e + 1] === hi) ibc[e + 2] = 0; // (no JIT_CTX is 0: epochs start at 1)
+  }
 }
 
 /** A walk found a superpage leaf at `level` for (lo, hi): remember its region (flushTlbPage). */
