@@ -186,11 +186,11 @@ export function csrWrite(h: Hart, d: Decoded, csr: number, v: bigint): void {
     }
     case CSR.mcycle:
       // The writing instruction itself is not counted (it retires after the write).
-      h.mcycleOffset = Number(BigInt.asUintN(64, v)) - h.icount - 1;
+      h.mcycleOffset = Number(BigInt.asUintN(64, v)) - h.retired - 1;
       h.mcycleFrozen = Number(BigInt.asUintN(64, v));
       return;
     case CSR.minstret:
-      h.minstretOffset = Number(BigInt.asUintN(64, v)) - h.icount - 1;
+      h.minstretOffset = Number(BigInt.asUintN(64, v)) - h.retired - 1;
       h.minstretFrozen = Number(BigInt.asUintN(64, v));
       return;
   }
@@ -227,8 +227,8 @@ function writeMcountinhibit(h: Hart, v: number): void {
   if (on & COUNTINHIBIT_CY) h.mcycleFrozen = h.mcycle;
   if (on & COUNTINHIBIT_IR) h.minstretFrozen = h.minstret;
   // Counting resumes with the next instruction.
-  if (off & COUNTINHIBIT_CY) h.mcycleOffset = h.mcycleFrozen - h.icount - 1;
-  if (off & COUNTINHIBIT_IR) h.minstretOffset = h.minstretFrozen - h.icount - 1;
+  if (off & COUNTINHIBIT_CY) h.mcycleOffset = h.mcycleFrozen - h.retired - 1;
+  if (off & COUNTINHIBIT_IR) h.minstretOffset = h.minstretFrozen - h.retired - 1;
   h.mcountinhibit = v;
 }
 

@@ -712,11 +712,12 @@ export class Hart implements Stateful<HartState> {
 
   /** mcycle as the guest sees it (Zicntr; frozen while mcountinhibit.CY). */
   get mcycle(): number {
-    return (this.mcountinhibit & COUNTINHIBIT_CY) !== 0 ? this.mcycleFrozen : this.icount + this.mcycleOffset;
+    // (retired: exact also for a CSR instruction a translated block runs through its exec)
+    return (this.mcountinhibit & COUNTINHIBIT_CY) !== 0 ? this.mcycleFrozen : this.retired + this.mcycleOffset;
   }
 
   get minstret(): number {
-    return (this.mcountinhibit & COUNTINHIBIT_IR) !== 0 ? this.minstretFrozen : this.icount + this.minstretOffset;
+    return (this.mcountinhibit & COUNTINHIBIT_IR) !== 0 ? this.minstretFrozen : this.retired + this.minstretOffset;
   }
 
   // ---- FP support (used by the F/D table rows; hot, so here) ----

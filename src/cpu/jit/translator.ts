@@ -35,7 +35,7 @@ import { SINK } from '../state.js';
 import type { Emit } from './emit.js';
 import type { Decoded, BlockFn } from '../isa/types.js';
 import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_TAG_HI, TLB_HOST, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_HOT } from '../state.js';
-import { MSTATUS } from '../csr.js';
+import { CSR, MSTATUS } from '../csr.js';
 
 /** Longest block, in instructions (an instruction's index fits SlowPaths' 6 bits). */
 const MAX_BLOCK = 64;
@@ -73,6 +73,20 @@ const MAX_PROMOTIONS = 16;
 const MAX_HOT_FN_BLOCKS = 512;
 /** Instructions compiled before the cache is dropped and refilled (bounds its memory). */
 const MAX_INSTRUCTIONS = 1 << 20;
+/**
+ * A CSR instruction a block runs through its row's exec and goes on after (they end blocks
+ * otherwise: Linux's interrupt masking and user-access windows sent a boot back to the
+ * dispatcher twice for each of ~550 k of them). What one can change is seen by what follows:
+ * interrupts and stop requests through ATTENTION (the block leaves), data TLBs and
+ * privilege through the state block, FS and frm by a fresh read (PageWriter.execRow),
+ * counters through Hart.retired. Not satp or PMP: they change what the rest of the
+ * block's instructions would be fetched from, or whether they may be.
+ */
+function csrInBlock(d: Decoded): boolean {
+  const f = d.spec.format;
+  return (f === 'csr' || f === 'csri') && d.rm !== CSR.satp && !(d.rm >= CSR.pmpcfg0 && d.rm < CSR.pmpaddr0 + 64);
+}
+
 /** Decoded.hits of a head that is planned or cannot be translated: never counted again. */
 const NEVER = -0x4000_0000;
 
@@ -228,12 +242,14 @@ export class Translator {
     let o = off;
     for (let d: Decoded | null = head; d !== null && insns.length < MAX_BLOCK; d = rec.at(o)) {
       // Rows without an emitter run through their exec from the block, except control
-      // transfers and system instructions (they end blocks) and illegal encodings.
-      if (!d.spec.emit && (d.ends || d.spec.name === 'illegal')) break;
+      // transfers and system instructions (they end blocks) and illegal encodings. CSR
+      // instructions run there too and the block goes on (see csrInBlock).
+      const csr = csrInBlock(d);
+      if (!d.spec.emit && ((d.ends && !csr) || d.spec.name === 'illegal')) break;
       insns.push(d);
       offs.push(o);
       o += d.len;
-      if (d.spec.ends) break;
+      if (d.spec.ends && !csr) break;
     }
     if (insns.length === 0) {
       this.stats.untranslatable++;
@@ -760,6 +776,8 @@ class PageWriter implements Emit {
     // its registers once, when it starts.)
     if (!d.spec.fd && d.rd !== SINK && d.rd !== 0) f.i32(this.base).mem(Op.i64_load, 3, d.rd * 8).set(this.use(d.rd));
     this.leaveCheck();
+    // A CSR write may change mstatus.FS or frm: the next F/D instruction reads them again.
+    if (d.spec.format === 'csr' || d.spec.format === 'csri') { this.fpRead = false; this.dirtied = false; }
   }
 
   /**
