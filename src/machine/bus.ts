@@ -24,7 +24,7 @@ export interface MmioRegion {
 export interface RamState { v: 1; base: number; bytes: Uint8Array }
 
 /** Bytes reserved at the start of the shared memory for hart state, TLBs and the target cache (see cpu/state.ts). */
-export const STATE_REGION_BYTES = 0x80000;
+export const STATE_REGION_BYTES = 0x100000;
 
 /**
  * The physical address space: guest RAM plus MMIO regions.
