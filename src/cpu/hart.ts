@@ -2,7 +2,7 @@ import type { Bus } from '../machine/bus.js';
 import type { TimeSource, Stateful } from '../devices/device.js';
 import { CAUSE, MSTATUS, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, MIP_STIP, SATP_BARE } from './csr.js';
 import {
-  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, IBTC_REGION, IBTC_BYTES, JIT_CTX, JIT_HOT, ibcIndex,
+  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, IBTC_REGION, IBTC_BYTES, IBTC_PAGE_MASK, JIT_CTX, JIT_HOT, ibcIndex,
   PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT,
 } from './state.js';
 import { Translator, HOT_ENTRIES, type JitMemory } from './jit/translator.js';
@@ -218,6 +218,11 @@ export class Hart implements Stateful<HartState> {
   readonly ibc: Int32Array;
   ibcEpoch = 1;
   ibcEpochU = 1;
+  /**
+   * Virtual pages (their number's low bits, IBTC_PAGE_MASK) the cache holds entries for
+   * since it was last emptied: an sfence.vma of another page leaves the cache alone. Internal.
+   */
+  readonly ibcPages = new Uint8Array(IBTC_PAGE_MASK + 1);
   /** The last translate() used only global mappings (PTE G, or no translation). Internal (mmu.ts). */
   walkGlobal = true;
   /** S-mode code was fetched through a non-global mapping since the cache was last emptied. Internal (mmu.ts). */
@@ -406,6 +411,7 @@ export class Hart implements Stateful<HartState> {
     const x32 = this.x32;
     const f64 = this.f64;
     const jit = this.jit;
+    const enter = jit !== null ? jit.enter : null;
     const ibc = this.ibc;
     let n = 0;
     // At a block start (after a control transfer, a trap or entry) translated code may run.
@@ -427,8 +433,7 @@ export class Hart implements Stateful<HartState> {
           let d = page[idx];
           if (d === undefined) d = decodeAt(this, page, idx, lo, hi);
           if (start && jit !== null) {
-            const b = d.block;
-            if (b !== null) {
+            if (d.block !== null) {
               // (Entries the target cache took since it sent this one here count too.)
               const was = d.hits;
               d.hits = was + 1 + x32[JIT_HOT * 2];
@@ -438,9 +443,10 @@ export class Hart implements Stateful<HartState> {
                 // Remember pc -> function for translated indirect transfers (IBTC_REGION).
                 const e = ibcIndex(lo) << 3;
                 ibc[e] = lo; ibc[e + 1] = hi; ibc[e + 2] = x32[JIT_CTX * 2]; ibc[e + 3] = d.blockIdx;
+                this.ibcPages[(lo >>> 12) & IBTC_PAGE_MASK] = 1;
                 this.flushIcount();
                 this.inBlock = true;
-                const k = b(budget - n, 0, lo & 0xfff);
+                const k = enter!(budget - n, 0, lo & 0xfff, d.blockIdx);
                 this.inBlock = false;
                 jit.stats.entries++;
                 jit.stats.executed += k;
@@ -714,6 +720,7 @@ export class Hart implements Stateful<HartState> {
 
   /** mcycle as the guest sees it (Zicntr; frozen while mcountinhibit.CY). */
   get mcycle(): number {
+    // (retired: exact also for a CSR instruction a translated block runs through its exec)
     return (this.mcountinhibit & COUNTINHIBIT_CY) !== 0 ? this.mcycleFrozen : this.retired + this.mcycleOffset;
   }
 

@@ -7,7 +7,7 @@
  */
 import type { Hart } from './hart.js';
 import { CAUSE, MSTATUS, PRIV_M, PRIV_S, PRIV_U, SATP_BARE, SATP_SV39 } from './csr.js';
-import { TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_BYTES, IBTC_SIZE } from './state.js';
+import { TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_BYTES, IBTC_SIZE, IBTC_PAGE_MASK } from './state.js';
 import { raise } from './trap.js';
 import { invalidateCodePage, ramWritten } from './memory.js';
 
@@ -125,6 +125,7 @@ const IBTC_NO_CTX = -1;
  */
 export function ibcInvalidate(h: Hart): void {
   h.sCodeNonGlobal = false;
+  h.ibcPages.fill(0);
   ibcBump(h, true);
 }
 
@@ -185,6 +186,7 @@ export function flushTlbPage(h: Hart, lo: number, hi: number): void {
   h.fetchLo = TLB_INVALID;
   // Only target-cache entries for pcs in this page can name stale code. (Linux fences one
   // page after each page fault: bumping the epoch there emptied the whole cache each time.)
+  if (h.ibcPages[(lo >>> 12) & IBTC_PAGE_MASK] === 0) return; // (no entries there)
   // (The page's 2,048 halfword pcs have their own slots: ibcIndex spreads a page's offsets.)
   const ibc = h.ibc, first = tag >>> 1, pageBits = tag >>> 12;
   for (let j = 0; j < 2048; j++) {

@@ -83,5 +83,7 @@ export const IBTC_REGION = TLB_REGION + 12 * TLB_BYTES;
 export const IBTC_SIZE = 16384;
 export const IBTC_BYTES = IBTC_SIZE * 32;
 export const IBTC_HOT = 4096;
+/** Hart.ibcPages: which virtual pages have entries, by page number modulo this + 1. */
+export const IBTC_PAGE_MASK = 4095;
 /** The cache's entry for a pc (its low word): offsets in a page, spread over pages. */
 export function ibcIndex(lo: number): number { return ((lo >>> 1) ^ (lo >>> 12)) & (IBTC_SIZE - 1); }

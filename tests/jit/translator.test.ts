@@ -346,6 +346,89 @@ test('a hot page whose blocks are spread over functions is compiled again as one
   }
 });
 
+/** A loop of 256 straight-line instructions (four blocks of the 64-instruction limit) and a branch. */
+const LONG = EXIT + String.raw`
+  .globl _start
+_start:
+  li s0, 400
+  li s1, 0
+  li s2, 0x9e3779b9
+loop:
+  .rept 128
+  add s1, s1, s2
+  srli t0, s1, 5
+  .endr
+  addi s0, s0, -1
+  bnez s0, loop
+  la t0, out
+  sd s1, 0(t0)
+  PRINT8 out
+  EXIT 0
+  .data
+  .align 3
+out: .dword 0
+`;
+
+test('a long straight line is translated whole when its head gets hot, not one 64-instruction piece at a time', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-long', sources: { 'l.S': LONG } }));
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  assert.equal(ref.code, 0);
+  const r = runUser(elf, { jitThreshold: 50 });
+  assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), 'checksum');
+  assert.deepEqual(regs(r), regs(ref), 'registers');
+  assert.equal(r.hart.icount, ref.hart.icount, 'instructions retired');
+  // 50 passes interpreted before the loop is planned, then up to a run slice while its
+  // compile waits: 21 k instructions; piece by piece, each of the four pieces waited for
+  // 50 entries of its own: 51 k.
+  const interpreted = r.instructions - r.hart.jit!.stats.executed;
+  assert.ok(interpreted < 30_000, `${interpreted} instructions interpreted`);
+});
+
+/** Counter reads and an sscratch write in the middle of straight-line code, in a hot loop. */
+const CSRS = EXIT + String.raw`
+  .globl _start
+_start:
+  li s0, 10000
+  li s1, 0
+loop:
+  rdinstret t0
+  addi s1, s1, 3
+  xor s1, s1, s0
+  rdcycle t1
+  csrw sscratch, s1
+  add s1, s1, t1
+  rdinstret t2
+  sub t2, t2, t0
+  csrr t3, sscratch
+  add s1, s1, t2
+  add s1, s1, t3
+  addi s0, s0, -1
+  bnez s0, loop
+  la t0, out
+  sd s1, 0(t0)
+  PRINT8 out
+  EXIT 0
+  .data
+  .align 3
+out: .dword 0
+`;
+
+test('CSR instructions inside translated blocks: counters exact, the block goes on after them', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-csrs', sources: { 'c.S': CSRS } }));
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  assert.equal(ref.code, 0);
+  for (const th of [0, 2]) {
+    const r = runUser(elf, { jitThreshold: th });
+    assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}: checksum of counter reads`);
+    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers`);
+    assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
+    const st = r.hart.jit!.stats;
+    // (The first run slice, 20,000 instructions, runs interpreted at threshold 2.)
+    assert.ok(st.execCalls >= 5 * 8000, `threshold ${th}: ${st.execCalls} CSR instructions run from translated code`);
+    assert.ok(st.entries < 1000, `threshold ${th}: ${st.entries} dispatcher entries`);
+  }
+});
+
 /** A hot loop that rewrites an instruction of its own block: the new one runs on the next pass. */
 const SMC = EXIT + String.raw`
   .globl _start

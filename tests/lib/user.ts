@@ -105,18 +105,25 @@ export function runUser(elf: Uint8Array, opts: { maxInsns?: number; memoryBytes?
       continue;
     }
     if (hart.priv === PRIV_M) {
-      if (opts.stopOnTrap) return { stdout: new Uint8Array(0), code, hart, instructions: insns, trapped: true };
+      if (opts.stopOnTrap) { checkJit(hart); return { stdout: new Uint8Array(0), code, hart, instructions: insns, trapped: true }; }
       throw new Error(`user program trapped: mcause=${hart.mcause} mepc=0x${BigInt.asUintN(64, hart.mepc).toString(16)} mtval=0x${BigInt.asUintN(64, hart.mtval).toString(16)}`);
     }
     if (hart.waiting) throw new Error('user program executed wfi with nothing to wake it');
   }
   if (code < 0) throw new Error(`user program did not exit within ${max} instructions (pc=0x${hart.pc.toString(16)})`);
+  checkJit(hart);
   let total = 0;
   for (const c of chunks) total += c.length;
   const stdout = new Uint8Array(total);
   let o = 0;
   for (const c of chunks) { stdout.set(c, o); o += c.length; }
   return { stdout, code, hart, instructions: insns };
+}
+
+/** A module the engine refused would leave its code interpreted and every test passing: fail instead. */
+function checkJit(hart: Hart): void {
+  const failures = hart.jit?.stats.failures ?? 0;
+  if (failures > 0) throw new Error(`the translator produced ${failures} module(s) WebAssembly refused`);
 }
 
 /** Bytes below the trap pad reserved for the page tables (root, one L1, one L0 per 2 MiB). */

@@ -15,29 +15,32 @@
  * function (hot()). Pages waiting for compilation are batched
  * into one module (module compiles and instantiations are costly). Transfers that leave
  * a function (jalr, returns, other pages) look pc up in the indirect-branch target cache
- * and tail-call the function it names through a trampoline, the one module that imports
- * the function table: a V8 table imported by many instances costs at every instantiation
- * and every `Table.set` (profiled: 23 % of a Linux boot with per-block functions chained
- * through one).
+ * and tail-call the function it names through a trampoline in the runtime module, the one
+ * module that imports the function table: a V8 table imported by many instances costs at
+ * every instantiation and every `Table.set` (profiled: 23 % of a Linux boot with
+ * per-block functions chained through one). Page modules import no functions either
+ * (buildRuntime: V8 compiles import wrappers per module).
  *
  * Each function is stored on its blocks' first instructions (Decoded.block), so it shares
  * the decoded page's lifetime: a store, DMA or fence.i that drops the page drops its code.
  *
- * Memory accesses probe the TLB inline and call the hart's helpers on a miss. Before each
- * such call the code writes pc and the number of retired instructions, so a trap inside
- * a block leaves the exact state the interpreter would. When the hart's ATTENTION flag is
- * set after a call (an interrupt became pending) or a helper sets JIT_EXIT (the store hit
- * translated code), the code returns after that instruction.
+ * Memory accesses probe the TLB inline and, on a miss, call the runtime's slow path, which
+ * writes pc and the number of retired instructions before it calls the hart's helper, so a
+ * trap inside a block leaves the exact state the interpreter would. When the hart's
+ * ATTENTION flag is set after a call (an interrupt became pending) or a helper sets
+ * JIT_EXIT (the store hit translated code), the block returns after that instruction.
  */
-import { ModuleBuilder, FunctionBody, Op, ValType } from './wasm.js';
+import { ModuleBuilder, ByteWriter, FunctionBody, Op, ValType } from './wasm.js';
 import { SINK } from '../state.js';
 import type { Emit } from './emit.js';
 import type { Decoded, BlockFn } from '../isa/types.js';
 import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_TAG_HI, TLB_HOST, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_HOT } from '../state.js';
 import { MSTATUS } from '../csr.js';
 
-/** Longest block, in instructions. */
+/** Longest block, in instructions (an instruction's index fits SlowPaths' 6 bits). */
 const MAX_BLOCK = 64;
+/** Labels between a block's own loop and the function's others: its exit stub and its try. */
+const WRAP = 2;
 /** Blocks per compiled module: at most, and enough to compile at once. */
 const MAX_BATCH = 256;
 const MIN_BATCH = 48;
@@ -70,6 +73,7 @@ const MAX_PROMOTIONS = 16;
 const MAX_HOT_FN_BLOCKS = 512;
 /** Instructions compiled before the cache is dropped and refilled (bounds its memory). */
 const MAX_INSTRUCTIONS = 1 << 20;
+
 /** Decoded.hits of a head that is planned or cannot be translated: never counted again. */
 const NEVER = -0x4000_0000;
 
@@ -164,7 +168,10 @@ export class Translator {
   private pendingBlocks = 0;
   /** Instructions compiled since the cache was last dropped. */
   private live = 0;
-  private readonly env: Record<string, unknown>;
+  /** What every page module imports: the memory and the runtime's table (no functions: see Runtime). */
+  private readonly imports: WebAssembly.Imports;
+  /** Instructions translated code runs through their rows' exec, by the runtime exec's argument. */
+  private execs: Decoded[] = [];
   /** run() calls since the oldest pending plan (batching). */
   private waited = 0;
   /** Called when the cache is too big: the hart drops all decoded code (and so all translations). */
@@ -173,34 +180,34 @@ export class Translator {
   onReplace: () => void = () => {};
   /**
    * Every page function, by index (Decoded.blockIdx): translated code continues through
-   * the indirect-branch target cache by a tail call to `jump`, a one-function module that
-   * alone imports the table and tail-calls into it. (A table imported by every module cost
-   * V8 an update of every instance at each element set: compile time doubled in a boot.)
+   * the indirect-branch target cache by a tail call to the runtime's `jump`, which alone
+   * imports the table and tail-calls into it. (A table imported by every module cost V8
+   * an update of every instance at each element set: compile time doubled in a boot.)
    */
   private readonly table = new WebAssembly.Table({ element: 'anyfunc', initial: 1024 });
   private nextFn = 0;
+  /**
+   * The dispatcher's way in: `jump(budget, done, entry, Decoded.blockIdx)`. One export
+   * called from one site gets V8's specialised JS-to-Wasm wrapper; calling the thousands of
+   * page functions' own exports went through the generic one (5-6 % of a boot).
+   */
+  readonly enter: (budget: number, done: number, entry: number, fnIndex: number) => number;
 
   constructor(
     memory: WebAssembly.Memory, private readonly stateBase: number, private readonly mem: JitMemory, threshold: number,
     private readonly ibcBase: number,
   ) {
     this.threshold = threshold;
-    const t = new ModuleBuilder();
-    const I = ValType.I32;
-    const tFn = t.type([I, I, I], [I]);
-    const tJump = t.type([I, I, I, I], [I]);
-    t.importTable('env', 'table', 0);
-    const { body, index } = t.func(tJump);
-    body.get(0).get(1).get(2).get(3).op(Op.return_call_indirect);
-    body.code.u32(tFn).u32(0);
-    t.export('jump', index);
-    const jump = new WebAssembly.Instance(new WebAssembly.Module(t.encode()), { env: { table: this.table } }).exports.jump;
-    this.env = {
-      memory, jump,
+    const stats = this.stats;
+    const exec = (i: number): void => { stats.execCalls++; mem.exec(this.execs[i]); };
+    const helpers = buildRuntime(stateBase, {
+      memory, table: this.table,
       load8: mem.load8, load8u: mem.load8u, load16: mem.load16, load16u: mem.load16u,
       load32: mem.load32, load64: mem.load64,
-      store8: mem.store8, store16: mem.store16, store32: mem.store32, store64: mem.store64,
-    };
+      store8: mem.store8, store16: mem.store16, store32: mem.store32, store64: mem.store64, exec,
+    });
+    this.enter = helpers.get(Slot.jump) as (budget: number, done: number, entry: number, fnIndex: number) => number;
+    this.imports = { env: { memory, helpers } };
   }
 
   /** A block start at page offset `off` of `page` got hot; `at` decodes the page's instructions. */
@@ -238,6 +245,17 @@ export class Translator {
     rec.fresh.push({ head, off, insns, offs });
     this.pendingBlocks++;
     if (!rec.queued) { rec.queued = true; this.pending.push(rec); }
+    // Cut at the length limit: the straight line goes on, as hot as this block, so plan
+    // its continuation now. (Left to the dispatcher, each 64-instruction piece of a long
+    // unrolled function waited for its own threshold of entries: one such function in a
+    // Linux boot ran 2 M instructions interpreted.)
+    if (insns.length === MAX_BLOCK && !insns[MAX_BLOCK - 1].spec.ends && o < 4096) {
+      const next = rec.at(o);
+      if (next !== null && next.block === null && next.hits !== NEVER) {
+        next.hits = NEVER;
+        this.add(rec, next, o);
+      }
+    }
     return true;
   }
 
@@ -337,6 +355,8 @@ export class Translator {
     this.pendingBlocks = 0;
     this.live = 0;
     this.nextFn = 0; // (the hart bumped the target cache's epoch: no entry names these any more)
+    // (Code that named the old ones has left: a store that drops code ends its block.)
+    this.execs = [];
   }
 
   /** Compile every pending page, in one module. */
@@ -361,21 +381,11 @@ export class Translator {
     this.pendingBlocks = 0;
     const m = new ModuleBuilder();
     const I = ValType.I32;
-    const tLoad = m.type([I, I], [I]);
-    const tLoad64 = m.type([I, I], []);
-    const tStore = m.type([I, I, I], []);
-    const tStore64 = m.type([I, I, I, I], []);
-    const fn: Record<string, number> = {};
-    for (const n of ['load8', 'load8u', 'load16', 'load16u', 'load32']) fn[n] = m.importFunc('env', n, tLoad);
-    fn.load64 = m.importFunc('env', 'load64', tLoad64);
-    for (const n of ['store8', 'store16', 'store32']) fn[n] = m.importFunc('env', n, tStore);
-    fn.store64 = m.importFunc('env', 'store64', tStore64);
-    fn.exec = m.importFunc('env', 'exec', m.type([I], []));
-    fn.jump = m.importFunc('env', 'jump', m.type([I, I, I, I], [I]));
     m.importMemory('env', 'memory', 1);
+    m.importTable('env', 'helpers', Slot.count);
     const tFn = m.type([I, I, I], [I]);
-    /** Instructions the module runs through their rows' exec, by the `exec` import's argument. */
-    const execs: Decoded[] = [];
+    const types = slotTypes(m);
+    const execs = this.execs;
     const groups: Plan[][] = [];
     for (const rec of recs) {
       // Functions for the page: its hot region in one (a promotion), then what is new.
@@ -402,7 +412,7 @@ export class Translator {
       rec.promote = false;
       for (const part of parts) {
         const { body, index } = m.func(tFn);
-        new PageWriter(body, this.stateBase, fn, execs, this.ibcBase).write(part);
+        new PageWriter(body, this.stateBase, types, execs, this.ibcBase).write(part);
         m.export(`p${groups.length}`, index);
         groups.push(part);
       }
@@ -435,13 +445,10 @@ export class Translator {
       this.stats.instructions += count;
       if (replaced) this.onReplace();
     };
-    const mem = this.mem;
-    const stats = this.stats;
-    const imports = { env: { ...this.env, exec: (i: number) => { stats.execCalls++; mem.exec(execs[i]); } } };
     this.stats.compiles++;
     let inst: WebAssembly.Instance | null = null;
     try {
-      inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), imports);
+      inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), this.imports);
     } catch {
       this.stats.failures++; // (a translator bug: the code stays interpreted)
     }
@@ -450,12 +457,110 @@ export class Translator {
   }
 }
 
+/** Slots of the runtime's table: the slow paths, then the trampoline. */
+const enum Slot {
+  load8, load8u, load16, load16u, load32, load32u, load64, store8, store16, store32, store64, exec, jump, count,
+}
+
+const SLOT_NAMES = ['load8', 'load8u', 'load16', 'load16u', 'load32', 'load32u', 'load64', 'store8', 'store16', 'store32', 'store64', 'exec'];
+
+/** Each slot's function type in module `m` (call_indirect compares types structurally). */
+function slotTypes(m: ModuleBuilder): number[] {
+  const I = ValType.I32, L = ValType.I64;
+  const tLoad = m.type([I, I, L, I, I], [L, I]);
+  const tStore = m.type([I, I, I, L, I, I], [I]);
+  const types = [tLoad, tLoad, tLoad, tLoad, tLoad, tLoad, tLoad, tStore, tStore, tStore];
+  types[Slot.store64] = m.type([I, I, L, L, I, I], [I]);
+  types[Slot.exec] = m.type([I, L, I, I], [I]);
+  types[Slot.jump] = m.type([I, I, I, I], [I]);
+  return types;
+}
+
+/**
+ * The runtime: one module, instantiated once, that alone imports the hart's JavaScript
+ * helpers and the function table. Page modules import only the memory and the runtime's
+ * table and reach it by call_indirect: V8 compiles import wrappers for every module that
+ * imports functions (~0.1 ms, plus ~0.03 ms per signature: most of the compile time of a
+ * boot's ~550 small modules).
+ *
+ * Its slow paths serve loads, stores and rows run through their exec. A call site passes
+ * the helper's arguments, then vbase (i64), done and `packed` (page offset | k << 12 |
+ * (len == 4) << 18, k the instruction's index in its block). The helper stores pc and
+ * JIT_RETIRED (a trap inside the hart's helper then leaves the interpreter's state), calls
+ * the hart, and returns (after a load's value) the count the block must return, done + k + 1
+ * with pc set to the next instruction, when it must end there (JIT_EXIT: code dropped, or
+ * ATTENTION: an interrupt became pending, WFI, a stop request), else 0.
+ * Slot.jump is the trampoline: `return_call_indirect` into the function table.
+ */
+function buildRuntime(base: number, env: Record<string, unknown>): WebAssembly.Table {
+  const m = new ModuleBuilder();
+  const I = ValType.I32, L = ValType.I64;
+  const fn: Record<string, number> = {};
+  const tLoad = m.type([I, I], [I]);
+  for (const n of ['load8', 'load8u', 'load16', 'load16u', 'load32']) fn[n] = m.importFunc('env', n, tLoad);
+  fn.load64 = m.importFunc('env', 'load64', m.type([I, I], []));
+  for (const n of ['store8', 'store16', 'store32']) fn[n] = m.importFunc('env', n, m.type([I, I, I], []));
+  fn.store64 = m.importFunc('env', 'store64', m.type([I, I, I, I], []));
+  fn.exec = m.importFunc('env', 'exec', m.type([I], []));
+  m.importMemory('env', 'memory', 1);
+  m.importTable('env', 'table', 0);
+  const types = slotTypes(m);
+  const tFn = m.type([I, I, I], [I]);
+  for (let slot = 0; slot < Slot.jump; slot++) {
+    const kind = SLOT_NAMES[slot];
+    const { body: f, index } = m.func(types[slot]);
+    m.export(`s${slot}`, index);
+    const load = slot <= Slot.load64;
+    const P = load ? 2 : slot === Slot.exec ? 1 : 3, vbase = P, done = P + 1, packed = P + 2;
+    const r = load ? f.local(L) : -1;
+    const out = f.local(I);
+    const off = (): void => { f.get(packed).i32(0xfff).op(Op.i32_and); };
+    const retired = (): void => { f.get(done).get(packed).i32(12).op(Op.i32_shr_u).i32(63).op(Op.i32_and).op(Op.i32_add); };
+    f.i32(base).get(vbase); off(); f.op(Op.i64_extend_i32_u).op(Op.i64_add).mem(Op.i64_store, 3, PC * 8);
+    f.i32(base); retired(); f.mem(Op.i32_store, 2, JIT_RETIRED * 8);
+    if (load) {
+      f.get(0).get(1);
+      if (slot === Slot.load64) f.call(fn.load64).i32(base).mem(Op.i64_load, 3, SCRATCH * 8);
+      else f.call(fn[slot === Slot.load32u ? 'load32' : kind]).op(kind.endsWith('u') ? Op.i64_extend_i32_u : Op.i64_extend_i32_s);
+      f.set(r);
+    } else if (slot === Slot.exec) {
+      f.get(0).call(fn.exec);
+    } else if (slot === Slot.store64) {
+      f.get(0).get(1).get(2).op(Op.i32_wrap_i64).get(2).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).call(fn.store64);
+    } else {
+      f.get(0).get(1).get(2).call(fn[kind]);
+    }
+    f.i32(base).mem(Op.i32_load, 2, JIT_EXIT * 8).i32(base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_or);
+    f.block(Op.if);
+    f.i32(base).i32(0).mem(Op.i32_store, 2, JIT_EXIT * 8);
+    // pc = vbase + off + len
+    f.i32(base).get(vbase); off(); f.get(packed).i32(17).op(Op.i32_shr_u).i32(2).op(Op.i32_and).op(Op.i32_add).i32(2).op(Op.i32_add);
+    f.op(Op.i64_extend_i32_u).op(Op.i64_add).mem(Op.i64_store, 3, PC * 8);
+    retired(); f.i32(1).op(Op.i32_add).set(out);
+    f.op(Op.end);
+    if (load) f.get(r);
+    f.get(out);
+  }
+  const { body, index } = m.func(types[Slot.jump]);
+  body.get(0).get(1).get(2).get(3).op(Op.return_call_indirect);
+  body.code.u32(tFn).u32(0);
+  m.export(`s${Slot.jump}`, index);
+  const inst = new WebAssembly.Instance(new WebAssembly.Module(m.encode()), { env } as WebAssembly.Imports);
+  const table = new WebAssembly.Table({ element: 'anyfunc', initial: Slot.count });
+  for (let slot = 0; slot < Slot.count; slot++) table.set(slot, inst.exports[`s${slot}`] as (...a: number[]) => number);
+  return table;
+}
+
 /**
  * Writes one page's function; implements the rows' view (Emit). The function takes the
  * instruction budget left, the instructions already retired, and the entry's page offset;
  * it returns the instructions retired. Guest registers a block uses live in Wasm locals
- * while it runs: loaded when it starts, stored back when it ends and before every helper
- * call that may trap (so a trap sees them in memory).
+ * while it runs: loaded when it starts, stored back when it ends and before a row's exec
+ * (which reads them in memory). A trap (a JavaScript exception from a helper) passes
+ * through the block's catch_all, which stores every register the block writes (those not
+ * written yet hold what was loaded, so storing them changes nothing) and rethrows; a
+ * slow path that must end the block branches to the block's exit stub, which does the same
+ * and returns. So loads and stores store no registers at their call sites.
  *
  * Layout: a dispatch loop around one Wasm block per guest block, innermost first in page
  * order; the br_table picks the entry's block, a forward transfer branches straight to
@@ -463,8 +568,8 @@ export class Translator {
  * block's code is a loop of its own so a branch back to its head stays put.
  */
 class PageWriter implements Emit {
-  /** Where the scan pass writes (and forgets) its code. */
-  private static readonly scratch = new FunctionBody(0, 0);
+  /** Where a block's code is written before its register loads, which go first, are known. */
+  private static readonly blockCode = new ByteWriter();
   f: FunctionBody;
   /** Wasm local of each guest register x1..x31 used by the page, or -1. */
   private readonly reg = new Int32Array(32).fill(-1);
@@ -474,12 +579,10 @@ class PageWriter implements Emit {
    * equal the state block and exits stay short.
    */
   private written: number[] = [];
-  /** The first pass only records which registers are used. */
-  private scanning = false;
-  /** Registers the block being scanned uses (reads or writes). */
-  private readonly scanUse = new Uint8Array(33);
-  /** Registers each block uses, by block index: loaded when the block starts. */
-  private uses: number[][] = [];
+  /** Registers the current block uses (reads or writes): loaded when it starts. */
+  private readonly blockUse = new Uint8Array(32);
+  /** FunctionBody.depth just inside the current block's exit stub (a Wasm block). */
+  private stubLevel = 0;
   /** The page's virtual base address (i64), from pc at entry. */
   private readonly vbase: number;
   private readonly lo: number;
@@ -491,6 +594,8 @@ class PageWriter implements Emit {
   private readonly tF: number[] = [];
   readonly fres: number;
   readonly fnx: number;
+  /** A slow path's result: the count to return if the block must end there, else 0. */
+  private readonly leave: number;
   /** Index of each block in the function by head page offset. */
   private caseOf = new Map<number, number>();
   /** Blocks in the function, and the one being written. */
@@ -513,7 +618,7 @@ class PageWriter implements Emit {
   private readonly fpst: number;
 
   constructor(
-    private readonly body: FunctionBody, private readonly base: number, private readonly fn: Record<string, number>,
+    private readonly body: FunctionBody, private readonly base: number, private readonly types: number[],
     private readonly execs: Decoded[], private readonly ibcBase: number,
   ) {
     const f = body;
@@ -527,23 +632,13 @@ class PageWriter implements Emit {
     this.fres = f.local(ValType.F64);
     this.fnx = f.local(ValType.I32);
     this.fpst = f.local(ValType.I32);
+    this.leave = f.local(ValType.I32);
   }
 
   write(plans: Plan[]): void {
     plans.forEach((p, i) => this.caseOf.set(p.off, i));
     this.cases = plans.length;
     const f = this.f;
-    for (const p of plans) {
-      this.scanUse.fill(0);
-      this.scan(p);
-      const use: number[] = [];
-      for (let r = 1; r < 32; r++) {
-        if (!this.scanUse[r]) continue;
-        use.push(r);
-        if (this.reg[r] < 0) this.reg[r] = f.local(ValType.I64);
-      }
-      this.uses.push(use);
-    }
     f.i32(this.base).mem(Op.i64_load, 3, PC * 8).i64(-4096n).op(Op.i64_and).set(this.vbase);
     const K = plans.length;
     f.block(Op.loop); // dispatch
@@ -584,8 +679,8 @@ class PageWriter implements Emit {
     f.block(Op.if);
     f.get(this.budget).get(this.done).get(lo).i32(0xfff).op(Op.i32_and);
     f.get(ent).mem(Op.i32_load, 2, base + 12);
-    f.op(Op.return_call);
-    f.code.u32(this.fn.jump);
+    f.i32(Slot.jump).op(Op.return_call_indirect);
+    f.code.u32(this.types[Slot.jump]).u32(0);
     f.op(Op.end);
     f.i32(this.base).i32(IBTC_HOT - 1).mem(Op.i32_store, 2, JIT_HOT * 8);
     f.op(Op.end);
@@ -596,13 +691,21 @@ class PageWriter implements Emit {
 
   /**
    * One block's code: its registers are loaded into locals (loaded even if only written:
-   * an exit before the write stores it back unchanged), then a loop (its own head). It
+   * an exit before the write stores it back unchanged), then a loop (its own head) inside
+   * a try (a trap stores the written registers) inside the exit stub's Wasm block. The loop
    * never falls out. Between blocks every register is in memory, so no local lives
    * across blocks (small graphs for V8's optimizing tier).
    */
   private writeBlock(p: Plan): void {
     const f = this.f;
-    for (const r of this.uses[this.c]) f.i32(this.base).mem(Op.i64_load, 3, r * 8).set(this.reg[r]);
+    // The block's code goes to a side buffer first: the registers it uses are known after.
+    const outer = f.code, code = PageWriter.blockCode;
+    code.reset();
+    f.code = code;
+    this.blockUse.fill(0);
+    f.block(Op.block); // the exit stub (WRAP counts it and the try)
+    this.stubLevel = f.depth;
+    f.block(Op.try);
     f.block(Op.loop);
     this.ended = false;
     this.dirtied = false;
@@ -622,7 +725,26 @@ class PageWriter implements Emit {
       const last = p.insns.length - 1;
       this.goto(p.offs[last] + p.insns[last].len, p.insns.length);
     }
-    f.op(Op.end);
+    f.op(Op.end); // loop
+    f.op(Op.catch_all);
+    this.flushRegs(); // every register the block writes
+    f.rethrow(0);
+    f.op(Op.end); // try
+    f.op(Op.end); // the exit stub: a slow path returned its count in `leave` (pc is set)
+    this.flushRegs();
+    f.get(this.leave).op(Op.return);
+    f.code = outer;
+    const use = this.blockUse;
+    for (let r = 1; r < 32; r++) if (use[r] !== 0) f.i32(this.base).mem(Op.i64_load, 3, r * 8).set(this.reg[r]);
+    outer.append(code);
+  }
+
+  /** Register r is used by the current block: give it a local (the block loads it when it starts). */
+  private use(r: number): number {
+    this.blockUse[r] = 1;
+    let l = this.reg[r];
+    if (l < 0) l = this.reg[r] = this.body.local(ValType.I64);
+    return l;
   }
 
   private emitOne(d: Decoded): void {
@@ -632,34 +754,34 @@ class PageWriter implements Emit {
 
   /** Run the row's exec: it reads and writes the state block, so store locals, run it, reload rd. */
   private execRow(d: Decoded): void {
-    if (this.scanning) return;
     const f = this.f;
-    this.precise();
-    f.i32(this.execs.length).call(this.fn.exec);
+    this.flushRegs();
+    f.i32(this.execs.length);
+    this.slowCall(Slot.exec);
     this.execs.push(d);
-    if (!d.spec.fd && d.rd !== SINK && d.rd !== 0 && this.reg[d.rd] >= 0) {
-      f.i32(this.base).mem(Op.i64_load, 3, d.rd * 8).set(this.reg[d.rd]);
-    }
+    // (Always reloaded: a later instruction of the block may use rd, and the block loads
+    // its registers once, when it starts.)
+    if (!d.spec.fd && d.rd !== SINK && d.rd !== 0) f.i32(this.base).mem(Op.i64_load, 3, d.rd * 8).set(this.use(d.rd));
+    this.leaveCheck();
     // A CSR write may have changed FS or frm: the next F/D instruction reads them again.
     if (d.ends) { this.fpRead = false; this.dirtied = false; }
-    this.checkExit();
   }
 
-  /** A dry run of the rows' emitters into a scratch body, recording register use. */
-  private scan(p: Plan): void {
-    const real = this.f;
-    PageWriter.scratch.code.reset();
-    this.f = PageWriter.scratch;
-    this.scanning = true;
-    this.ended = false;
-    for (let i = 0; i < p.insns.length && !this.ended; i++) {
-      const d = p.insns[i];
-      this.k = i; this.off = p.offs[i]; this.len = d.len;
-      this.emitOne(d);
-    }
-    this.scanning = false;
-    this.ended = false;
-    this.f = real;
+  /**
+   * Call the runtime's slow path `slot` (its own arguments pushed already) for the current
+   * instruction; its count goes to `leave` (a load's value stays on the stack).
+   */
+  private slowCall(slot: Slot): void {
+    const f = this.f;
+    f.get(this.vbase).get(this.done).i32(this.off | this.k << 12 | (this.len === 4 ? 1 << 18 : 0));
+    f.i32(slot).op(Op.call_indirect);
+    f.code.u32(this.types[slot]).u32(0);
+    f.set(this.leave);
+  }
+
+  /** After a slow path: to the block's exit stub if it must end here. */
+  private leaveCheck(): void {
+    this.f.get(this.leave).br(Op.br_if, this.f.depth - this.stubLevel);
   }
 
   /** Store the written registers back to the state block. */
@@ -688,7 +810,6 @@ class PageWriter implements Emit {
    */
   private goto(target: number, count: number): void {
     const f = this.f;
-    if (this.scanning) { this.exit(target, count); return; }
     const j = this.caseOf.get(target);
     if (j === undefined) {
       // Not a block of this function: to the default (the target cache, or the dispatcher).
@@ -697,7 +818,7 @@ class PageWriter implements Emit {
       f.set(this.done);
       const inPage = target & 0xfff;
       if (inPage !== target) f.get(this.vbase).i64(BigInt(target - inPage)).op(Op.i64_add).set(this.vbase);
-      f.i32(inPage).set(this.entry).br(Op.br, this.inner + this.cases - this.c);
+      f.i32(inPage).set(this.entry).br(Op.br, this.inner + WRAP + this.cases - this.c);
       return;
     }
     this.flushRegs();
@@ -707,8 +828,8 @@ class PageWriter implements Emit {
     const c = this.c, K = this.cases, inner = this.inner + 1;
     // (Registers are in memory now: exit() below stores nothing more.)
     if (j === c) f.br(Op.br, inner); // this block's own loop
-    else if (j > c) f.br(Op.br, inner + j - c); // the end of Wasm block j: its code follows
-    else f.i32(target).set(this.entry).br(Op.br, inner + K - c + 1); // the dispatch loop
+    else if (j > c) f.br(Op.br, inner + WRAP + j - c); // the end of Wasm block j: its code follows
+    else f.i32(target).set(this.entry).br(Op.br, inner + WRAP + K - c + 1); // the dispatch loop
     f.op(Op.end);
     this.setPc(() => this.pcAt(target));
     f.get(this.done).op(Op.return);
@@ -727,8 +848,7 @@ class PageWriter implements Emit {
 
   x(r: number): void {
     if (r === 0) { this.f.i64(0n); return; }
-    if (this.scanning) this.scanUse[r] = 1;
-    this.f.get(this.reg[r]);
+    this.f.get(this.use(r));
   }
 
   x32(r: number): void {
@@ -739,9 +859,8 @@ class PageWriter implements Emit {
   setX(rd: number, value: () => void): void {
     value();
     if (rd === SINK || rd === 0) { this.f.op(Op.drop); return; }
-    if (this.scanning) this.scanUse[rd] = 1;
-    else if (!this.written.includes(rd)) this.written.push(rd);
-    this.f.set(this.reg[rd]);
+    if (!this.written.includes(rd)) this.written.push(rd);
+    this.f.set(this.use(rd));
   }
 
   setXw(rd: number, value: () => void): void {
@@ -775,10 +894,10 @@ class PageWriter implements Emit {
     f.get(t).i64(-4096n).op(Op.i64_and).tee(t1).get(this.vbase).op(Op.i64_eq);
     f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u).op(Op.i32_and);
     f.block(Op.if);
-    f.br(Op.br, this.inner + 1 + this.cases - this.c + 1);
+    f.br(Op.br, this.inner + 1 + WRAP + this.cases - this.c + 1);
     f.op(Op.end);
     f.get(t1).set(this.vbase);
-    f.br(Op.br, this.inner + this.cases - this.c);
+    f.br(Op.br, this.inner + WRAP + this.cases - this.c);
     this.ended = true;
   }
 
@@ -805,7 +924,6 @@ class PageWriter implements Emit {
   }
 
   tmpF(i: number): number {
-    // (Declared on the real body, also during the scan pass.)
     while (this.tF.length <= i) this.tF.push(this.body.local(ValType.F64));
     return this.tF[i];
   }
@@ -850,7 +968,6 @@ class PageWriter implements Emit {
 
   fpGuard(d: Decoded, rm: boolean, dirty: boolean, body: () => void): void {
     const f = this.f;
-    if (this.scanning) { body(); return; }
     // A static mode other than RNE (or a reserved one): always the row's exec.
     if (rm && d.rm !== 0 && d.rm !== 7) { this.execRow(d); return; }
     this.fpState();
@@ -898,17 +1015,11 @@ class PageWriter implements Emit {
     if (size === 8) f.mem(Op.i64_load, 3, 0); else { f.mem(Op.i32_load, 2, 0); box(); }
     f.mem(Op.i64_store, 3, (F0 + d.rd) * 8);
     f.op(Op.else);
-    this.precise();
-    if (size === 8) {
-      f.get(this.lo).get(this.hi).call(this.fn.load64);
-      f.i32(this.base).i32(this.base).mem(Op.i64_load, 3, SCRATCH * 8);
-    } else {
-      f.get(this.lo).get(this.hi).call(this.fn.load32);
-      f.set(this.t32[0]).i32(this.base).get(this.t32[0]);
-      box();
-    }
+    f.i32(this.base).get(this.lo).get(this.hi);
+    if (size === 8) this.slowCall(Slot.load64);
+    else { this.slowCall(Slot.load32u); f.i64(-0x1_0000_0000n).op(Op.i64_or); }
     f.mem(Op.i64_store, 3, (F0 + d.rd) * 8);
-    this.checkExit();
+    this.leaveCheck();
     f.op(Op.end);
   }
 
@@ -921,17 +1032,11 @@ class PageWriter implements Emit {
     this.fbits(d.rs2);
     if (size === 8) f.mem(Op.i64_store, 3, 0); else f.mem(Op.i64_store32, 2, 0);
     f.op(Op.else);
-    this.precise();
     f.get(this.lo).get(this.hi);
     this.fbits(d.rs2);
-    if (size === 8) {
-      f.tee(this.t64[1]).op(Op.i32_wrap_i64);
-      f.get(this.t64[1]).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
-      f.call(this.fn.store64);
-    } else {
-      f.op(Op.i32_wrap_i64).call(this.fn.store32);
-    }
-    this.checkExit();
+    if (size === 8) this.slowCall(Slot.store64);
+    else { f.op(Op.i32_wrap_i64); this.slowCall(Slot.store32); }
+    this.leaveCheck();
     f.op(Op.end);
   }
 
@@ -942,15 +1047,6 @@ class PageWriter implements Emit {
     if (d.imm !== 0) f.i64(BigInt(d.imm)).op(Op.i64_add);
     f.tee(t).op(Op.i32_wrap_i64).set(this.lo);
     f.get(t).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).set(this.hi);
-  }
-
-  /** Before a helper call that may trap: pc and the retired count, as the interpreter has them. */
-  private precise(): void {
-    this.flushRegs();
-    this.setPc(() => this.pcAt(this.off));
-    this.f.i32(this.base);
-    this.retired(this.k);
-    this.f.mem(Op.i32_store, 2, JIT_RETIRED * 8);
   }
 
   /**
@@ -971,20 +1067,6 @@ class PageWriter implements Emit {
     this.f.get(this.ent).mem(Op.i32_load, 2, TLB_HOST).get(this.lo).i32(0xfff).op(Op.i32_and).op(Op.i32_add);
   }
 
-  /**
-   * After a helper call: leave the block if the hart asked for it (JIT_EXIT: code dropped)
-   * or the run loop must look at something (ATTENTION: an interrupt became pending, WFI, a
-   * stop request), both read from the state block.
-   */
-  private checkExit(): void {
-    const f = this.f;
-    f.i32(this.base).mem(Op.i32_load, 2, JIT_EXIT * 8);
-    f.i32(this.base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_or).block(Op.if);
-    f.i32(this.base).i32(0).mem(Op.i32_store, 2, JIT_EXIT * 8);
-    this.exit(this.off + this.len, this.k + 1);
-    f.op(Op.end);
-  }
-
   load(d: Decoded, size: 1 | 2 | 4 | 8, signed: boolean): void {
     const f = this.f;
     this.ea(d);
@@ -995,18 +1077,12 @@ class PageWriter implements Emit {
     f.block(Op.if);
     this.setX(d.rd, () => { this.hostAddr(); f.mem(fast, align, 0); });
     f.op(Op.else);
-    this.precise();
     this.setX(d.rd, () => {
-      if (size === 8) {
-        f.get(this.lo).get(this.hi).call(this.fn.load64);
-        f.i32(this.base).mem(Op.i64_load, 3, SCRATCH * 8);
-      } else {
-        const name = size === 1 ? (signed ? 'load8' : 'load8u') : size === 2 ? (signed ? 'load16' : 'load16u') : 'load32';
-        f.get(this.lo).get(this.hi).call(this.fn[name]);
-        f.op(signed ? Op.i64_extend_i32_s : Op.i64_extend_i32_u);
-      }
+      f.get(this.lo).get(this.hi);
+      this.slowCall(size === 8 ? Slot.load64 : size === 4 ? (signed ? Slot.load32 : Slot.load32u)
+        : size === 2 ? (signed ? Slot.load16 : Slot.load16u) : (signed ? Slot.load8 : Slot.load8u));
     });
-    this.checkExit();
+    this.leaveCheck();
     f.op(Op.end);
   }
 
@@ -1020,18 +1096,10 @@ class PageWriter implements Emit {
     f.mem(size === 8 ? Op.i64_store : size === 4 ? Op.i64_store32 : size === 2 ? Op.i64_store16 : Op.i64_store8,
       size === 8 ? 3 : size === 4 ? 2 : size === 2 ? 1 : 0, 0);
     f.op(Op.else);
-    this.precise();
     f.get(this.lo).get(this.hi);
-    if (size === 8) {
-      this.x(d.rs2);
-      f.tee(this.t64[1]).op(Op.i32_wrap_i64);
-      f.get(this.t64[1]).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
-      f.call(this.fn.store64);
-    } else {
-      this.x32(d.rs2);
-      f.call(this.fn[size === 1 ? 'store8' : size === 2 ? 'store16' : 'store32']);
-    }
-    this.checkExit();
+    if (size === 8) this.x(d.rs2); else this.x32(d.rs2);
+    this.slowCall(size === 8 ? Slot.store64 : size === 4 ? Slot.store32 : size === 2 ? Slot.store16 : Slot.store8);
+    this.leaveCheck();
     f.op(Op.end);
   }
 }

@@ -1,7 +1,7 @@
 /**
  * A small WebAssembly binary encoder for the translator (WebAssembly Core Specification
  * 2.0, §5 "Binary Format"). It writes exactly what the translator needs: function types,
- * imported functions, memory and table, defined functions with locals, exports and
+ * imported functions, memory and table, defined functions with locals, globals, exports and
  * element segments. Bytes accumulate in one growable buffer (no per-instruction arrays).
  */
 
@@ -12,6 +12,8 @@ export const BLOCK_VOID = 0x40;
 /** Opcodes used by the translator (§5.4). */
 export const Op = {
   unreachable: 0x00, nop: 0x01, block: 0x02, loop: 0x03, if: 0x04, else: 0x05, end: 0x0b,
+  // Exception handling (the proposal's first version, what V8 and the browsers ship).
+  try: 0x06, rethrow: 0x09, catch_all: 0x19,
   br: 0x0c, br_if: 0x0d, br_table: 0x0e, return: 0x0f, call: 0x10, call_indirect: 0x11,
   return_call: 0x12, return_call_indirect: 0x13,
   drop: 0x1a, select: 0x1b,
@@ -104,28 +106,47 @@ export class ByteWriter {
   }
 
   name(s: string): this {
-    const e = new TextEncoder().encode(s);
+    const e = utf8.encode(s);
     return this.u32(e.length).bytes(e);
   }
 
   /** Append another writer's bytes prefixed by their length (sections, function bodies). */
   sized(w: ByteWriter): this { this.u32(w.len); this.ensure(w.len); this.buf.set(w.buf.subarray(0, w.len), this.len); this.len += w.len; return this; }
 
+  /** Append another writer's bytes. */
+  append(w: ByteWriter): this { this.ensure(w.len); this.buf.set(w.buf.subarray(0, w.len), this.len); this.len += w.len; return this; }
+
   reset(): void { this.len = 0; }
   finish(): Uint8Array<ArrayBuffer> { return this.buf.slice(0, this.len); }
 }
 
+const utf8 = new TextEncoder();
+/**
+ * Writers of function bodies already encoded, for the next ones: the translator writes
+ * thousands of functions, and a typed array per function showed in its profile.
+ */
+const spare: ByteWriter[] = [];
+
 /** The body of one function: locals, then instructions. */
 export class FunctionBody {
-  readonly code = new ByteWriter();
+  /** Where instructions go (a writer may swap in another and append it later). */
+  code = spare.pop() ?? new ByteWriter();
+  private static readonly head = new ByteWriter();
   private readonly locals: ValType[] = [];
+
+  /** Labels open at this point (block, loop, if, try not yet ended): for branch depths. */
+  depth = 0;
 
   constructor(readonly typeIndex: number, readonly paramCount: number) {}
 
   /** Declare a local; returns its index (after the parameters). */
   local(t: ValType): number { this.locals.push(t); return this.paramCount + this.locals.length - 1; }
 
-  op(o: number): this { this.code.byte(o); return this; }
+  op(o: number): this {
+    if (o === Op.end) this.depth--;
+    this.code.byte(o);
+    return this;
+  }
   i32(v: number): this { this.code.byte(Op.i32_const).s32(v); return this; }
   i64(v: bigint): this { this.code.byte(Op.i64_const).s64(v); return this; }
   /** f64.const: the IEEE 754 bits, little-endian (§5.4.7). */
@@ -140,9 +161,17 @@ export class FunctionBody {
   set(l: number): this { this.code.byte(Op.local_set).u32(l); return this; }
   tee(l: number): this { this.code.byte(Op.local_tee).u32(l); return this; }
   call(f: number): this { this.code.byte(Op.call).u32(f); return this; }
+  globalGet(g: number): this { this.code.byte(Op.global_get).u32(g); return this; }
+  globalSet(g: number): this { this.code.byte(Op.global_set).u32(g); return this; }
+  /** Rethrow the exception caught by the try at `depth` (inside its catch). */
+  rethrow(depth: number): this { this.code.byte(Op.rethrow).u32(depth); return this; }
   /** A load or store with its memarg (§5.4.6): alignment as log2, then offset. */
   mem(o: number, alignLog2: number, offset: number): this { this.code.byte(o).u32(alignLog2).u32(offset); return this; }
-  block(o: typeof Op.block | typeof Op.loop | typeof Op.if, type: number = BLOCK_VOID): this { this.code.byte(o).byte(type); return this; }
+  block(o: typeof Op.block | typeof Op.loop | typeof Op.if | typeof Op.try, type: number = BLOCK_VOID): this {
+    this.depth++;
+    this.code.byte(o).byte(type);
+    return this;
+  }
   br(o: typeof Op.br | typeof Op.br_if, depth: number): this { this.code.byte(o).u32(depth); return this; }
   /** br_table (§5.4.1): label depths by index, then the default depth. */
   brTable(depths: ArrayLike<number>, dflt: number): this {
@@ -152,19 +181,26 @@ export class FunctionBody {
     return this;
   }
 
-  /** Locals run-length encoded by type (§5.5.13). */
+  /** Locals run-length encoded by type (§5.5.13), then the code. */
   encode(out: ByteWriter): void {
-    const body = new ByteWriter();
-    const groups: [number, ValType][] = [];
-    for (const t of this.locals) {
-      const g = groups[groups.length - 1];
-      if (g && g[1] === t) g[0]++; else groups.push([1, t]);
+    const head = FunctionBody.head, locals = this.locals;
+    head.reset();
+    let groups = 0;
+    for (let i = 0; i < locals.length; i++) if (i === 0 || locals[i] !== locals[i - 1]) groups++;
+    head.u32(groups);
+    for (let i = 0; i < locals.length;) {
+      let j = i + 1;
+      while (j < locals.length && locals[j] === locals[i]) j++;
+      head.u32(j - i).byte(locals[i]);
+      i = j;
     }
-    body.u32(groups.length);
-    for (const [n, t] of groups) body.u32(n).byte(t);
-    body.bytes(this.code.buf.subarray(0, this.code.len));
-    body.byte(Op.end);
-    out.sized(body);
+    out.u32(head.len + this.code.len + 1).append(head).append(this.code).byte(Op.end);
+  }
+
+  /** The body was encoded: its writer goes to the next function. */
+  release(): void {
+    this.code.reset();
+    spare.push(this.code);
   }
 }
 
@@ -180,7 +216,12 @@ export class ModuleBuilder {
   private readonly funcs: FunctionBody[] = [];
   private readonly exports: { name: string; index: number }[] = [];
   private readonly elements: { offset: number; funcs: number[] }[] = [];
+  private readonly globals: { type: ValType; init: number }[] = [];
   private importedFuncs = 0;
+  private encoded = false;
+  /** Where modules are encoded (one at a time). */
+  private static readonly out = new ByteWriter();
+  private static readonly sec = new ByteWriter();
 
   /** Index of a function type, deduplicated. */
   type(params: ValType[], results: ValType[]): number {
@@ -213,15 +254,25 @@ export class ModuleBuilder {
     return { body, index: this.importedFuncs + this.funcs.length - 1 };
   }
 
+  /** A mutable i32 or i64 global of the module, initialised to `init`; returns its index. */
+  global(type: ValType.I32 | ValType.I64, init: number): number {
+    this.globals.push({ type, init });
+    return this.globals.length - 1;
+  }
+
   export(name: string, funcIndex: number): void { this.exports.push({ name, index: funcIndex }); }
 
   /** Place functions into the imported table at `offset` (an active element segment). */
   element(offset: number, funcs: number[]): void { this.elements.push({ offset, funcs }); }
 
+  /** The module's bytes (once: the function bodies' writers are reused after). */
   encode(): Uint8Array<ArrayBuffer> {
-    const out = new ByteWriter();
+    if (this.encoded) throw new Error('wasm: module encoded already');
+    this.encoded = true;
+    const out = ModuleBuilder.out, sec = ModuleBuilder.sec;
+    out.reset();
+    sec.reset();
     out.bytes([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
-    const sec = new ByteWriter();
     const section = (id: number): void => { out.byte(id).sized(sec); sec.reset(); };
 
     sec.u32(this.types.length);
@@ -249,6 +300,14 @@ export class ModuleBuilder {
     for (const f of this.funcs) sec.u32(f.typeIndex);
     section(3);
 
+    if (this.globals.length > 0) {
+      sec.u32(this.globals.length);
+      for (const g of this.globals) {
+        sec.byte(g.type).byte(0x01).byte(g.type === ValType.I32 ? Op.i32_const : Op.i64_const).s32(g.init).byte(Op.end);
+      }
+      section(6);
+    }
+
     if (this.exports.length > 0) {
       sec.u32(this.exports.length);
       for (const e of this.exports) sec.name(e.name).byte(0x00).u32(e.index);
@@ -265,7 +324,7 @@ export class ModuleBuilder {
     }
 
     sec.u32(this.funcs.length);
-    for (const f of this.funcs) f.encode(sec);
+    for (const f of this.funcs) { f.encode(sec); f.release(); }
     section(10);
     return out.finish();
   }
