@@ -197,3 +197,120 @@ test('a page remapped under translated indirect calls: sfence.vma (one address o
     }
   }
 });
+
+/**
+ * Two address spaces (satp ASIDs 1 and 2, switched without sfence.vma, as Linux switches
+ * processes) share a global gigapage of RAM; each maps virtual page 0x4000_0000 to code of
+ * its own (fn_one / fn_thousand, non-global) and 0x4000_1000 to data of its own. A switch
+ * keeps the global translations but must forget the others: every call and load sees the
+ * current address space, translated or not.
+ */
+const ASID_SWITCH = MACROS + String.raw`
+  .globl _start
+_start:
+  la a0, rootA
+  la a1, l1A
+  la a2, l0A
+  la a3, fn_one
+  la a4, dataA
+  call build
+  la a0, rootB
+  la a1, l1B
+  la a2, l0B
+  la a3, fn_thousand
+  la a4, dataB
+  call build
+  la t0, rootA
+  srli t0, t0, 12
+  li t1, (8 << 60) | (1 << 44)                # Sv39, ASID 1
+  or s3, t0, t1
+  la t0, rootB
+  srli t0, t0, 12
+  li t1, (8 << 60) | (2 << 44)                # Sv39, ASID 2
+  or s4, t0, t1
+  csrw satp, s3
+  sfence.vma
+  li s0, 2000
+  li s1, 0
+  li s2, 0x40000000
+  li s5, 0x40001000
+loop:
+  andi t0, s0, 1
+  beqz t0, 1f
+  csrw satp, s3
+  j 2f
+1:
+  csrw satp, s4
+2:
+  jalr s2
+  add s1, s1, a0
+  ld t0, 0(s5)
+  add s1, s1, t0
+  addi s0, s0, -1
+  bnez s0, loop
+  la t0, out
+  sd s1, 0(t0)
+  PRINT8 out
+  EXIT 0
+
+# build(root a0, l1 a1, l0 a2, code a3, data a4): RAM 1:1 as a global gigapage,
+# 0x4000_0000 -> the code page (R X), 0x4000_1000 -> the data page (R W), both non-global.
+build:
+  li t1, ((0x80000000 >> 12) << 10) | 0xef    # V R W X G A D
+  sd t1, 16(a0)
+  srli t3, a1, 12
+  slli t3, t3, 10
+  ori t3, t3, 1
+  sd t3, 8(a0)                                # VPN[2] = 1 -> l1
+  srli t3, a2, 12
+  slli t3, t3, 10
+  ori t3, t3, 1
+  sd t3, 0(a1)                                # l1[0] -> l0
+  srli t3, a3, 12
+  slli t3, t3, 10
+  ori t3, t3, 0xcb                            # V R X A D
+  sd t3, 0(a2)
+  srli t3, a4, 12
+  slli t3, t3, 10
+  ori t3, t3, 0xc7                            # V R W A D
+  sd t3, 8(a2)
+  ret
+
+  .balign 4096
+fn_one:
+  li a0, 1
+  ret
+  .balign 4096
+fn_thousand:
+  li a0, 1000
+  ret
+  .data
+  .align 3
+out: .dword 0
+  .balign 4096
+dataA: .dword 7
+  .balign 4096
+dataB: .dword 9
+  .bss
+  .balign 4096
+rootA: .space 4096
+l1A: .space 4096
+l0A: .space 4096
+rootB: .space 4096
+l1B: .space 4096
+l0B: .space 4096
+`;
+
+test('address spaces switched by satp ASID without a fence: global translations stay, the others do not', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-asid-switch', sources: { 'a.S': ASID_SWITCH } }));
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  assert.equal(ref.code, 0);
+  assert.equal(Buffer.from(ref.stdout).readBigUInt64LE(0), 1000n * (1n + 7n) + 1000n * (1000n + 9n), 'interpreter, known answer');
+  for (const th of [0, 3]) {
+    const r = runUser(elf, { jitThreshold: th });
+    assert.equal(r.code, 0);
+    assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}: sum`);
+    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers`);
+    assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
+  }
+});
