@@ -44,10 +44,7 @@ loop:
 1:
   addi s0, s0, -1
   bnez s0, loop
-  la t0, out
-  sd s1, 0(t0)
-  PRINT8 out
-  EXIT 0
+  EXIT_WITH s1
 patch:
   addi a0, a0, 1000
   .balign 4096
@@ -71,7 +68,6 @@ fn_c:
   .data
   .align 3
 table: .dword fn_a, fn_b, fn_c
-out: .dword 0
 `;
 
 function regs(r: UserResult): bigint[] {
@@ -157,10 +153,7 @@ loop:
   ${fence}
 1:
   bnez s0, loop
-  la t0, out
-  sd s1, 0(t0)
-  PRINT8 out
-  EXIT 0
+  EXIT_WITH s1
   .balign 4096
 fn_one:
   li a0, 1
@@ -171,7 +164,6 @@ fn_thousand:
   ret
   .data
   .align 3
-out: .dword 0
   .bss
   .balign 4096
 root: .space 4096
@@ -248,10 +240,7 @@ loop:
   add s1, s1, t0
   addi s0, s0, -1
   bnez s0, loop
-  la t0, out
-  sd s1, 0(t0)
-  PRINT8 out
-  EXIT 0
+  EXIT_WITH s1
 
 # build(root a0, l1 a1, l0 a2, code a3, data a4): RAM 1:1 as a global gigapage,
 # 0x4000_0000 -> the code page (R X), 0x4000_1000 -> the data page (R W), both non-global.
@@ -286,7 +275,6 @@ fn_thousand:
   ret
   .data
   .align 3
-out: .dword 0
   .balign 4096
 dataA: .dword 7
   .balign 4096

@@ -67,10 +67,7 @@ sum:
   mv s1, a0
   addi s2, s2, -1
   bnez s2, outer
-  la t0, out
-  sd s1, 0(t0)
-  PRINT8 out
-  EXIT 0
+  EXIT_WITH s1
 mix:
   li t1, 0x9e3779b97f4a7c15
   mulhu t2, a0, t1
@@ -93,7 +90,6 @@ mix:
   .bss
   .align 3
 buf: .space 8*64*2
-out: .space 8
 `;
 
 function regs(r: UserResult): bigint[] {
@@ -315,17 +311,13 @@ b10:
   addi s0, s0, -1
   j loop
 done:
-  la t0, out
-  sd s1, 0(t0)
-  PRINT8 out
-  EXIT 0
+  EXIT_WITH s1
 mix:
   srli t2, s1, 17
   xor s1, s1, t2
   ret
   .data
   .align 3
-out: .dword 0
 `;
 
 test('a hot page whose blocks are spread over functions is compiled again as one: same results, few dispatcher entries', async () => {
@@ -360,13 +352,9 @@ loop:
   .endr
   addi s0, s0, -1
   bnez s0, loop
-  la t0, out
-  sd s1, 0(t0)
-  PRINT8 out
-  EXIT 0
+  EXIT_WITH s1
   .data
   .align 3
-out: .dword 0
 `;
 
 test('a long straight line is translated whole when its head gets hot, not one 64-instruction piece at a time', async () => {
@@ -404,13 +392,9 @@ loop:
   add s1, s1, t3
   addi s0, s0, -1
   bnez s0, loop
-  la t0, out
-  sd s1, 0(t0)
-  PRINT8 out
-  EXIT 0
+  EXIT_WITH s1
   .data
   .align 3
-out: .dword 0
 `;
 
 test('CSR instructions inside translated blocks: counters exact, the block goes on after them', async () => {
@@ -449,15 +433,11 @@ patch:
 1:
   addi s0, s0, -1
   bnez s0, loop
-  la t0, out
-  sd s1, 0(t0)
-  PRINT8 out
-  EXIT 0
+  EXIT_WITH s1
 alt:
   addi s1, s1, 100
   .data
   .align 3
-out: .dword 0
 `;
 
 test('a store into a running block\'s own code takes effect at once, as in the interpreter', async () => {

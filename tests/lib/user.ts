@@ -148,7 +148,10 @@ function mapSv39(bus: Bus, top: number): { root: number; base: number } {
   return { root, base };
 }
 
-/** Assembler macros for user-mode test programs (Linux syscalls, as qemu-riscv64 and runUser serve them): EXIT code, PRINT8 sym. */
+/**
+ * Assembler macros for user-mode test programs (Linux syscalls, as qemu-riscv64 and runUser
+ * serve them): EXIT code, PRINT8 sym, and EXIT_WITH reg (print the register's 8 bytes, exit 0).
+ */
 export const USER_MACROS = String.raw`
   .macro EXIT code
     li a0, \code
@@ -161,5 +164,15 @@ export const USER_MACROS = String.raw`
     li a2, 8
     li a7, 64
     ecall
+  .endm
+  .macro EXIT_WITH reg
+    .pushsection .data
+    .balign 8
+  result\@: .dword 0
+    .popsection
+    la t0, result\@
+    sd \reg, 0(t0)
+    PRINT8 result\@
+    EXIT 0
   .endm
 `;
