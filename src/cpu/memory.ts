@@ -190,7 +190,7 @@ export function fetchSlow(h: Hart, lo: number, hi: number): (Decoded | undefined
     t.tagLo[i] = lo & ~0xfff;
     t.tagHi[i] = hi;
     t.host[i] = h.ramHost + ppn * 4096;
-    t.global[i] = h.walkGlobal ? 1 : 0;
+    t.filled(i, h.walkGlobal);
     if (!h.walkGlobal && priv === PRIV_S) h.sCodeNonGlobal = true; // (mmu.ts updateTranslation)
     return fetchRam(h, lo, hi, ppn);
   }

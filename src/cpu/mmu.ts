@@ -38,6 +38,8 @@ export class Tlb {
   readonly host: Uint32Array;
   /** 1 where the entry came from a global mapping (PTE G on its walk): it survives address-space switches. */
   readonly global = new Uint8Array(TLB_SIZE);
+  /** Fills of non-global entries since the last flush (none: an address-space switch has nothing to drop here). */
+  private nonGlobal = 0;
   constructor(buf: ArrayBuffer, readonly byteOffset: number, level: number) {
     this.slotBase = level * TLB_SIZE;
     this.tagLo = new Int32Array(buf, byteOffset, TLB_SIZE);
@@ -45,9 +47,16 @@ export class Tlb {
     this.host = new Uint32Array(buf, byteOffset + TLB_HOST, TLB_SIZE);
     this.flush();
   }
-  flush(): void { this.tagLo.fill(TLB_INVALID); }
+  flush(): void { this.tagLo.fill(TLB_INVALID); this.nonGlobal = 0; }
+  /** Entry i now holds a translation; `global`: from a global mapping. */
+  filled(i: number, global: boolean): void {
+    this.global[i] = global ? 1 : 0;
+    if (!global) this.nonGlobal++;
+  }
   /** Drop the entries of non-global mappings. */
   flushNonGlobal(): void {
+    if (this.nonGlobal === 0) return;
+    this.nonGlobal = 0;
     const g = this.global, tag = this.tagLo;
     for (let i = 0; i < TLB_SIZE; i++) if (g[i] === 0) tag[i] = TLB_INVALID;
   }
@@ -382,7 +391,7 @@ export function tlbFill(h: Hart, t: Tlb, lo: number, hi: number, acc: number): n
       t.tagLo[i] = lo & ~0xfff;
       t.tagHi[i] = hi;
       t.host[i] = h.ramHost + (pagePa - h.ramBase);
-      t.global[i] = h.walkGlobal ? 1 : 0;
+      t.filled(i, h.walkGlobal);
       if (acc === ACC_W) h.wtlbMap.link(t.slotBase + i, ppn);
     }
   }
