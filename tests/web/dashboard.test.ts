@@ -183,14 +183,22 @@ test('dashboard: login, cookie, CSRF, define, boot, console, charts, phone layou
   await page.click('#terminal');
   await page.keyboard.press('Control+Shift+V');
   await page.waitForFunction(() => window.typevisor.consoleText().includes('shortcut-25'), null, { timeout: 20_000, polling: 250 });
-  // Copy: a double-click selects a word in xterm; the Copy button puts it on the clipboard.
-  await page.locator('.xterm-rows span', { hasText: 'TRUECOLORRED' }).first().dblclick({ force: true }); // the event goes to xterm's screen layer on top
-  await page.click('#copy');
-  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), 'TRUECOLORRED');
-  await page.evaluate(() => navigator.clipboard.writeText(''));
-  await page.locator('.xterm-rows span', { hasText: 'TRUECOLORRED' }).first().dblclick({ force: true });
-  await page.keyboard.press('Control+Shift+C');
-  await page.waitForFunction(async () => (await navigator.clipboard.readText()) === 'TRUECOLORRED', null, { timeout: 5000, polling: 100 });
+  // Copy: a double-click selects a word in xterm; the Copy button (then Ctrl+Shift+C) puts it
+  // on the clipboard, asynchronously. Tried up to five times: a line of output that scrolls
+  // the screen between finding the word and the click moves the word under the pointer.
+  const copied = async (copy: () => Promise<void>): Promise<string> => {
+    let got = '';
+    for (let i = 0; i < 5 && got !== 'TRUECOLORRED'; i++) {
+      await page.evaluate(() => navigator.clipboard.writeText(''));
+      await page.locator('.xterm-rows span', { hasText: 'TRUECOLORRED' }).first().dblclick({ force: true }); // the event goes to xterm's screen layer on top
+      await copy();
+      await page.waitForFunction(async () => (await navigator.clipboard.readText()) !== '', null, { timeout: 5000, polling: 100 }).catch(() => undefined);
+      got = await page.evaluate(() => navigator.clipboard.readText());
+    }
+    return got;
+  };
+  assert.equal(await copied(() => page.click('#copy')), 'TRUECOLORRED');
+  assert.equal(await copied(() => page.keyboard.press('Control+Shift+C')), 'TRUECOLORRED');
   // The form's NIC and limit reached the definition; the network chart has the NIC's counters.
   const def = await (await fetch(`${base}/v1/vms/web1`, { headers: { authorization: `Bearer ${daemon.token}` } })).json() as { definition?: { nics?: unknown; limits?: unknown } } & { nics?: unknown; limits?: unknown };
   const d = def.definition ?? def;
