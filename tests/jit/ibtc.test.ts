@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { buildElf } from '../lib/toolchain.js';
-import { USER_MACROS, runUser, type UserResult } from '../lib/user.js';
+import { USER_MACROS, runUser, assertSameRun } from '../lib/user.js';
 
 const MACROS = USER_MACROS;
 
@@ -70,10 +70,6 @@ fn_c:
 table: .dword fn_a, fn_b, fn_c
 `;
 
-function regs(r: UserResult): bigint[] {
-  return Array.from({ length: 32 }, (_, i) => r.hart.reg(i));
-}
-
 test('indirect calls and returns across pages stay in translated code; overwritten code takes effect', async () => {
   const elf = readFileSync(await buildElf({ name: 'jit-ibtc-calls', sources: { 'c.S': CALLS } }));
   const ref = runUser(elf, { jitThreshold: Infinity });
@@ -89,10 +85,7 @@ test('indirect calls and returns across pages stay in translated code; overwritt
   assert.equal(Buffer.from(ref.stdout).readBigUInt64LE(0), s, 'interpreter: the known answer');
   for (const th of [0, 3]) {
     const r = runUser(elf, { jitThreshold: th });
-    assert.equal(r.code, 0);
-    assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}: checksum`);
-    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers`);
-    assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
+    assertSameRun(r, ref, `threshold ${th}`);
     const st = r.hart.jit!.stats;
     // Each of the 120,000 transfers went through the dispatcher before the cache.
     assert.ok(st.entries < 12_000, `threshold ${th}: ${st.entries} dispatcher entries for 120,000 cross-page transfers`);
@@ -180,10 +173,7 @@ test('a page remapped under translated indirect calls: sfence.vma (one address o
     assert.equal(Buffer.from(ref.stdout).readBigUInt64LE(0), 1000n + 1000n * 1000n, `${fence}: interpreter, known answer`);
     for (const th of [0, 3]) {
       const r = runUser(elf, { jitThreshold: th });
-      assert.equal(r.code, 0);
-      assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `${fence}, threshold ${th}: sum`);
-      assert.deepEqual(regs(r), regs(ref), `${fence}, threshold ${th}: registers`);
-      assert.equal(r.hart.icount, ref.hart.icount, `${fence}, threshold ${th}: instructions retired`);
+      assertSameRun(r, ref, `${fence}, threshold ${th}`);
       const st = r.hart.jit!.stats;
       assert.ok(st.entries < 1_000, `${fence}, threshold ${th}: ${st.entries} dispatcher entries for 4,000 cross-page transfers`);
     }
@@ -296,9 +286,6 @@ test('address spaces switched by satp ASID without a fence: global translations 
   assert.equal(Buffer.from(ref.stdout).readBigUInt64LE(0), 1000n * (1n + 7n) + 1000n * (1000n + 9n), 'interpreter, known answer');
   for (const th of [0, 3]) {
     const r = runUser(elf, { jitThreshold: th });
-    assert.equal(r.code, 0);
-    assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}: sum`);
-    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers`);
-    assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
+    assertSameRun(r, ref, `threshold ${th}`);
   }
 });

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { buildElf } from '../lib/toolchain.js';
-import { USER_MACROS, runUser, type UserResult } from '../lib/user.js';
+import { USER_MACROS, runUser, assertSameRun, userRegs, type UserResult } from '../lib/user.js';
 import { runBare } from '../lib/bare.js';
 import { CSR } from '../../src/cpu/csr.js';
 
@@ -92,20 +92,13 @@ mix:
 buf: .space 8*64*2
 `;
 
-function regs(r: UserResult): bigint[] {
-  return Array.from({ length: 32 }, (_, i) => r.hart.reg(i));
-}
-
 test('translated code agrees with the interpreter: output, registers, instruction counts', { timeout: 60_000 }, async () => {
   const elf = readFileSync(await buildElf({ name: 'jit-workload', sources: { 'w.S': WORKLOAD } }));
   const ref = runUser(elf, { jitThreshold: Infinity });
   assert.equal(ref.code, 0);
   for (const th of [0, 3]) {
     const r = runUser(elf, { jitThreshold: th });
-    assert.equal(r.code, 0);
-    assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}: checksum`);
-    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers`);
-    assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
+    assertSameRun(r, ref, `threshold ${th}`);
     const st = r.hart.jit!.stats;
     assert.ok(st.blocks >= 8, `threshold ${th}: ${st.blocks} blocks translated`);
     assert.ok(st.compiles < st.blocks || th === 0, 'blocks are batched into modules');
@@ -208,7 +201,7 @@ test('translated F/D code agrees with the interpreter, flags included, and runs 
     assert.equal(r.code, 0);
     assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}: results and fflags`);
     assert.deepEqual(fregs(r), fregs(ref), `threshold ${th}: f registers`);
-    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: x registers`);
+    assert.deepEqual(userRegs(r), userRegs(ref), `threshold ${th}: x registers`);
     assert.equal(r.hart.fflags, ref.hart.fflags, `threshold ${th}: fflags`);
     assert.equal(r.hart.mstatus, ref.hart.mstatus, `threshold ${th}: mstatus (FS)`);
     assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
@@ -258,7 +251,7 @@ test('a fault in the middle of a translated block leaves the interpreter\'s exac
     const r = runUser(elf, { jitThreshold: th, stopOnTrap: true });
     assert.equal(r.trapped, true);
     assert.deepEqual([r.hart.mcause, r.hart.mepc, r.hart.mtval], [ref.hart.mcause, ref.hart.mepc, ref.hart.mtval], `threshold ${th}`);
-    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers at the fault`);
+    assert.deepEqual(userRegs(r), userRegs(ref), `threshold ${th}: registers at the fault`);
     assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
     assert.ok(r.hart.jit!.stats.blocks > 0);
   }
@@ -326,10 +319,7 @@ test('a hot page whose blocks are spread over functions is compiled again as one
   assert.equal(ref.code, 0);
   for (const th of [0, 2]) {
     const r = runUser(elf, { jitThreshold: th });
-    assert.equal(r.code, 0);
-    assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}: checksum`);
-    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers`);
-    assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
+    assertSameRun(r, ref, `threshold ${th}`);
     const st = r.hart.jit!.stats;
     assert.ok(st.promotions >= 1, `threshold ${th}: ${st.promotions} hot-page recompiles`);
     // 100,000 passes of 13 transfers each: 1.3 M entries without the recompile, which comes
@@ -363,7 +353,7 @@ test('a long straight line is translated whole when its head gets hot, not one 6
   assert.equal(ref.code, 0);
   const r = runUser(elf, { jitThreshold: 50 });
   assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), 'checksum');
-  assert.deepEqual(regs(r), regs(ref), 'registers');
+  assert.deepEqual(userRegs(r), userRegs(ref), 'registers');
   assert.equal(r.hart.icount, ref.hart.icount, 'instructions retired');
   // 50 passes interpreted before the loop is planned, then up to a run slice while its
   // compile waits: 21 k instructions; piece by piece, each of the four pieces waited for
@@ -404,7 +394,7 @@ test('CSR instructions inside translated blocks: counters exact, the block goes 
   for (const th of [0, 2]) {
     const r = runUser(elf, { jitThreshold: th });
     assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `threshold ${th}: checksum of counter reads`);
-    assert.deepEqual(regs(r), regs(ref), `threshold ${th}: registers`);
+    assert.deepEqual(userRegs(r), userRegs(ref), `threshold ${th}: registers`);
     assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
     const st = r.hart.jit!.stats;
     // (The first run slice, 20,000 instructions, runs interpreted at threshold 2.)

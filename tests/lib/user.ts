@@ -4,6 +4,7 @@
  * programs use (write, exit, exit_group). The same ELF runs under qemu-riscv64, which makes
  * differential tests possible.
  */
+import assert from 'node:assert/strict';
 import { Bus } from '../../src/machine/bus.js';
 import { Hart, type SbiHandler } from '../../src/cpu/hart.js';
 import type { Decoded } from '../../src/cpu/isa/types.js';
@@ -176,3 +177,16 @@ export const USER_MACROS = String.raw`
     EXIT 0
   .endm
 `;
+
+/** x0..x31 of a run's hart. */
+export function userRegs(r: UserResult): bigint[] {
+  return Array.from({ length: 32 }, (_, i) => r.hart.reg(i));
+}
+
+/** A run ended as the reference (the interpreter's) did: exit code 0, output, registers, instructions retired. */
+export function assertSameRun(r: UserResult, ref: UserResult, label: string): void {
+  assert.equal(r.code, 0, `${label}: exit code`);
+  assert.deepEqual(Buffer.from(r.stdout), Buffer.from(ref.stdout), `${label}: output`);
+  assert.deepEqual(userRegs(r), userRegs(ref), `${label}: registers`);
+  assert.equal(r.hart.icount, ref.hart.icount, `${label}: instructions retired`);
+}
