@@ -7,7 +7,7 @@
  */
 import type { Hart } from './hart.js';
 import { CAUSE, MSTATUS, PRIV_M, PRIV_S, PRIV_U, SATP_BARE, SATP_SV39 } from './csr.js';
-import { TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_BYTES, IBTC_SIZE, IBTC_PAGE_MASK } from './state.js';
+import { TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_BYTES, IBTC_SIZE, IBTC_PAGE_MASK, ibcIndex } from './state.js';
 import { raise } from './trap.js';
 import { invalidateCodePage, ramWritten } from './memory.js';
 
@@ -197,9 +197,9 @@ export function flushTlbPage(h: Hart, lo: number, hi: number): void {
   // page after each page fault: bumping the epoch there emptied the whole cache each time.)
   if (h.ibcPages[(lo >>> 12) & IBTC_PAGE_MASK] === 0) return; // (no entries there)
   // (The page's 2,048 halfword pcs have their own slots: ibcIndex spreads a page's offsets.)
-  const ibc = h.ibc, first = tag >>> 1, pageBits = tag >>> 12;
-  for (let j = 0; j < 2048; j++) {
-    const e = (((first + j) ^ pageBits) & (IBTC_SIZE - 1)) * IBTC_WORDS;
+  const ibc = h.ibc;
+  for (let o = 0; o < 4096; o += 2) {
+    const e = ibcIndex(tag | o) * IBTC_WORDS;
     if (ibc[e + 1] === hi && (ibc[e] & ~0xfff) === tag) ibc[e + 2] = IBTC_NO_CTX;
   }
 }
