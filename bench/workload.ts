@@ -8,21 +8,23 @@
  * per-phase times are reported beside. Both runs' checksums must equal QEMU's.
  */
 import { readFileSync, mkdtempSync, mkdirSync, copyFileSync, chmodSync, writeFileSync } from 'node:fs';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { Machine } from '../src/machine/machine.js';
+import type { ConsoleText } from '../tests/lib/expect.js';
+import { GuestConsole } from '../tests/lib/console.js';
+import { QemuGuest } from '../tests/lib/qemu-guest.js';
 import { requireGuest } from '../tests/lib/guest.js';
 import { buildLinuxElf } from '../tests/lib/toolchain.js';
 import { benchRoot, bestOf, type Row } from './lib.js';
 
 /** The busybox shell's prompt, at the end of the output so far. */
-const PROMPT_END = /~ # $/;
+const PROMPT = '~ # ';
 const JIT_THRESHOLD = 50;
 /** Rounds of the program's phases (about 0.9 s under QEMU here). */
 const SCALE = 6;
-const MEMORY = '512M';
+const MEMORY_MIB = 512;
 const APPEND = 'console=ttyS0 quiet';
 const TIMEOUT_MS = 600_000;
 /** The program's last line. */
@@ -33,59 +35,34 @@ interface Run { seconds: number; cpuSeconds: number; checksum: string; guestMs: 
 /** One boot: the cold run, then the warm one. */
 interface Boot { seconds: number; cold: Run; warm: Run }
 
-/** A console to drive: text arrives through `feed`, keys go out through `type`. */
-class Driver {
-  private text = '';
-  private waiter: { re: RegExp; resolve: (s: string) => void } | null = null;
-  constructor(private readonly type: (s: string) => void) {}
-  feed(s: string): void {
-    this.text += s;
-    const w = this.waiter;
-    if (w !== null && w.re.test(this.text)) { this.waiter = null; const t = this.text; this.text = ''; w.resolve(t); }
-  }
-  /** Resolves with everything since the last match once `re` matches it. */
-  until(re: RegExp, what: string): Promise<string> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`workload: no ${what} in ${TIMEOUT_MS / 1000} s; last output: ${this.text.slice(-300)}`)), TIMEOUT_MS);
-      this.waiter = { re, resolve: (s) => { clearTimeout(timer); resolve(s); } };
-      this.feed('');
-    });
-  }
-  /** Type the command and time it to the program's last line; cpu() is the machine's CPU seconds so far. */
-  async run(cpu: () => number): Promise<Run> {
-    const t0 = performance.now(), c0 = cpu();
-    this.type('/bin/workload\n');
-    const out = await this.until(DONE, 'workload output');
-    const seconds = (performance.now() - t0) / 1000, cpuSeconds = cpu() - c0;
+/** A booting guest's console (typevisor's or QEMU's). */
+type Console = ConsoleText & { type(text: string): void };
+
+/** Boot to the prompt, then run the program twice; cpu() is the machine's CPU seconds so far. */
+async function bootAndRun(c: Console, cpu: () => number): Promise<Boot> {
+  const t0 = performance.now();
+  await c.expect(PROMPT, TIMEOUT_MS);
+  const seconds = (performance.now() - t0) / 1000;
+  const run = async (): Promise<Run> => {
+    const t1 = performance.now(), c1 = cpu();
+    c.type('/bin/workload\n');
+    const out = await c.expect(DONE, TIMEOUT_MS);
+    const wall = (performance.now() - t1) / 1000, cpuSeconds = cpu() - c1;
     const checksum = /checksum (\S+)/.exec(out)?.[1], ms = /elapsed (\d+) ms/.exec(out)?.[1];
     const phases = /phases([^\r\n]*)/.exec(out)?.[1]?.trim();
     if (checksum === undefined || ms === undefined || phases === undefined) throw new Error(`workload: unexpected output: ${out.slice(-300)}`);
-    await this.until(PROMPT_END, 'prompt after the workload');
-    return { seconds, cpuSeconds, checksum, guestMs: Number(ms), phases };
-  }
+    await c.expect(PROMPT, TIMEOUT_MS);
+    return { seconds: wall, cpuSeconds, checksum, guestMs: Number(ms), phases };
+  };
+  return { seconds, cold: await run(), warm: await run() };
 }
 
 async function bootTypevisor(kernel: Uint8Array, initrd: Uint8Array, jitThreshold: number): Promise<Boot> {
-  const dec = new TextDecoder();
-  const d = new Driver((s) => m.sendInput(new TextEncoder().encode(s)));
-  const m: Machine = new Machine({
-    memoryBytes: 512 << 20, bios: null, kernel, initrd, append: APPEND, jitThreshold,
-    serial: { write(b: Uint8Array) { d.feed(dec.decode(b, { stream: true })); } },
-  });
-  const t0 = performance.now();
-  const exit = m.run();
-  const ended = exit.then((e): never => { throw new Error(`typevisor: guest ended early (${JSON.stringify(e)})`); });
-  ended.catch(() => {});
-  const cpu = (): number => { const c = process.cpuUsage(); return (c.user + c.system) / 1e6; };
+  const g = new GuestConsole({ memoryBytes: MEMORY_MIB << 20, bios: null, kernel, initrd, append: APPEND, jitThreshold });
   try {
-    return await Promise.race([(async (): Promise<Boot> => {
-      await d.until(PROMPT_END, 'prompt');
-      const seconds = (performance.now() - t0) / 1000;
-      return { seconds, cold: await d.run(cpu), warm: await d.run(cpu) };
-    })(), ended]);
+    return await bootAndRun(g, () => { const c = process.cpuUsage(); return (c.user + c.system) / 1e6; });
   } finally {
-    m.stop();
-    await exit;
+    await g.stop();
   }
 }
 
@@ -96,28 +73,13 @@ function procCpu(pid: number): number {
   return (Number(v[11]) + Number(v[12])) / 100;
 }
 
-async function bootQemu(kernelPath: string, initrdPath: string): Promise<Boot> {
-  const q = spawn('qemu-system-riscv64', ['-M', 'virt', '-m', MEMORY, '-nographic', '-kernel', kernelPath, '-initrd', initrdPath, '-append', APPEND],
-    { stdio: ['pipe', 'pipe', 'pipe'] });
-  const dec = new TextDecoder();
-  const d = new Driver((s) => q.stdin.write(s));
-  q.stdout.on('data', (b: Buffer) => d.feed(dec.decode(b, { stream: true })));
-  const ended = new Promise<never>((_, reject) => {
-    q.on('error', reject);
-    q.on('exit', (code) => reject(new Error(`qemu exited early (${code})`)));
-  });
-  ended.catch(() => {});
-  const t0 = performance.now();
-  const pid = q.pid!;
+async function bootQemu(initrdPath: string): Promise<Boot> {
+  // QEMU's bundled firmware, as the boot row's (typevisor boots with its built-in SBI).
+  const q = new QemuGuest([], `${MEMORY_MIB}M`, { initrd: initrdPath, bios: null });
   try {
-    return await Promise.race([(async (): Promise<Boot> => {
-      await d.until(PROMPT_END, 'prompt');
-      const seconds = (performance.now() - t0) / 1000;
-      return { seconds, cold: await d.run(() => procCpu(pid)), warm: await d.run(() => procCpu(pid)) };
-    })(), ended]);
+    return await bootAndRun(q, () => procCpu(q.pid));
   } finally {
-    q.removeAllListeners('exit');
-    q.kill('SIGKILL');
+    await q.kill();
   }
 }
 
@@ -144,7 +106,7 @@ export async function benchWorkload(): Promise<Row[]> {
   const kernel = new Uint8Array(readFileSync(g.kernel));
   // Best of bench.runs boots, by the warm run.
   const best = async (f: () => Promise<Boot>): Promise<Boot> => (await bestOf(async () => { const b = await f(); return { seconds: b.warm.seconds, b }; })).b;
-  const q = await best(() => bootQemu(g.kernel, initrd.path));
+  const q = await best(() => bootQemu(initrd.path));
   const rows: Row[] = [];
   for (const jit of [Infinity, JIT_THRESHOLD]) {
     const t = await best(() => bootTypevisor(kernel, initrd.bytes, jit));

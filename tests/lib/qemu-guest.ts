@@ -16,10 +16,12 @@ export class QemuGuest extends ConsoleText {
   private readonly proc: ChildProcess;
   exited: number | null = null;
 
-  constructor(extraArgs: string[], memory = '256M') {
+  /** `guest`: another initramfs, or QEMU's own firmware (`bios: null`) instead of Debian's fw_jump. */
+  constructor(extraArgs: string[], memory = '256M', guest: { initrd?: string; bios?: string | null } = {}) {
     super();
-    this.proc = spawn('qemu-system-riscv64', ['-M', 'virt', '-m', memory, '-nographic', '-bios', OPENSBI_FW_JUMP,
-      '-kernel', join(guestDir, 'Image'), '-initrd', join(guestDir, 'initramfs.cpio.gz'),
+    const bios = guest.bios === undefined ? OPENSBI_FW_JUMP : guest.bios;
+    this.proc = spawn('qemu-system-riscv64', ['-M', 'virt', '-m', memory, '-nographic', ...(bios === null ? [] : ['-bios', bios]),
+      '-kernel', join(guestDir, 'Image'), '-initrd', guest.initrd ?? join(guestDir, 'initramfs.cpio.gz'),
       '-append', 'console=ttyS0 quiet', ...extraArgs], { stdio: ['pipe', 'pipe', 'pipe'] });
     const dec = new TextDecoder();
     const on = (b: Buffer): void => this.append(dec.decode(b, { stream: true }));
@@ -34,6 +36,9 @@ export class QemuGuest extends ConsoleText {
   }
 
   type(text: string): void { this.proc.stdin!.write(text); }
+
+  /** QEMU's process id (its CPU time in /proc). */
+  get pid(): number { return this.proc.pid ?? -1; }
 
   /** Boot to the shell prompt. */
   async boot(timeoutMs = 120_000): Promise<void> {
