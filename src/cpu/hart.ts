@@ -2,7 +2,7 @@ import type { Bus } from '../machine/bus.js';
 import type { TimeSource, Stateful } from '../devices/device.js';
 import { CAUSE, MSTATUS, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, MIP_STIP, SATP_BARE } from './csr.js';
 import {
-  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, IBTC_REGION, IBTC_BYTES, IBTC_PAGE_MASK, JIT_CTX, JIT_HOT, ibcIndex,
+  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, HART_MMU_BYTES, IBTC_BYTES, IBTC_PAGE_MASK, JIT_CTX, JIT_HOT, ibcIndex,
   PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT,
 } from './state.js';
 import { Translator, HOT_ENTRIES, type JitMemory } from './jit/translator.js';
@@ -212,7 +212,7 @@ export class Hart implements Stateful<HartState> {
   /** Bumped whenever decoded code is dropped: a translated block that stored into code must stop. Internal. */
   codeEpoch = 0;
   /**
-   * The indirect-branch target cache (IBTC_REGION) and its epochs (JIT_CTX): U-mode
+   * The indirect-branch target cache (state.ts IBTC_SIZE) and its epochs (JIT_CTX): U-mode
    * entries carry their own, so an address-space switch forgets them alone. Internal.
    */
   readonly ibc: Int32Array;
@@ -253,16 +253,15 @@ export class Hart implements Stateful<HartState> {
     this.ramHost = bus.ramHostOffset;
     this.codeMark = new Uint8Array(bus.ramSize / 4096);
     // 4 privilege levels x (R, W, X), after the hart state blocks.
-    const tlbBase = TLB_REGION + hartId * 12 * TLB_BYTES;
-    if (tlbBase + 12 * TLB_BYTES > bus.ramHostOffset) throw new Error(`too many harts for the state region`);
+    const tlbBase = TLB_REGION + hartId * HART_MMU_BYTES;
+    if (tlbBase + HART_MMU_BYTES > bus.ramHostOffset) throw new Error(`too many harts for the state region`);
     this.tlbSets = [0, 1, 2, 3].map((p) => [0, 1, 2].map((a) => new Tlb(buf, tlbBase + (p * 3 + a) * TLB_BYTES, p)));
     this.dirty = new Uint8Array(bus.ramSize / 4096).fill(1);
     this.wtlbMap = new WriteTlbMap(bus.ramSize / 4096);
     this.tlbR = this.tlbSets[3][0];
     this.tlbW = this.tlbSets[3][1];
     this.tlbX = this.tlbSets[3][2];
-    const ibcBase = IBTC_REGION + hartId * IBTC_BYTES;
-    if (ibcBase + IBTC_BYTES > bus.ramHostOffset) throw new Error(`too many harts for the state region`);
+    const ibcBase = tlbBase + 12 * TLB_BYTES;
     this.ibc = new Int32Array(buf, ibcBase, IBTC_BYTES / 4);
     bus.onRamWrite((paddr, len) => externalWrite(this, paddr, len));
     this.reset(0x1000);
@@ -440,7 +439,7 @@ export class Hart implements Stateful<HartState> {
               x32[JIT_HOT * 2] = 0;
               if (((was ^ d.hits) & -HOT_ENTRIES) !== 0) jit.hot(page);
               if (n + d.blockLen <= budget) {
-                // Remember pc -> function for translated indirect transfers (IBTC_REGION).
+                // Remember pc -> function for translated indirect transfers (state.ts IBTC_SIZE).
                 const e = ibcIndex(lo) << 3;
                 ibc[e] = lo; ibc[e + 1] = hi; ibc[e + 2] = x32[JIT_CTX * 2]; ibc[e + 3] = d.blockIdx;
                 this.ibcPages[(lo >>> 12) & IBTC_PAGE_MASK] = 1;
@@ -526,7 +525,7 @@ export class Hart implements Stateful<HartState> {
       const d = decode(raw | 0);
       page[i] = d;
       return d;
-    });
+    }, lo);
   }
 
   /**
@@ -578,32 +577,32 @@ export class Hart implements Stateful<HartState> {
   eaHi(_d: Decoded): number { return this.eaHiV; }
 
   load8(lo: number, hi: number): number {
-    const t = this.tlbR, i = (lo >>> 12) & TLB_MASK;
-    if (t.tagLo[i] === (lo & ~0xfff) && t.tagHi[i] === hi) return this.m8[t.host[i] + (lo & 0xfff)];
+    const t = this.tlbR, e = ((lo >>> 12) & TLB_MASK) << 2;
+    if (t.tag[e] === (lo & ~0xfff) && t.tag[e + 1] === hi) return this.m8[t.host[e + 2] + (lo & 0xfff)];
     return (loadSlow(this, lo, hi, 1) << 24) >> 24;
   }
 
   load8u(lo: number, hi: number): number {
-    const t = this.tlbR, i = (lo >>> 12) & TLB_MASK;
-    if (t.tagLo[i] === (lo & ~0xfff) && t.tagHi[i] === hi) return this.mu8[t.host[i] + (lo & 0xfff)];
+    const t = this.tlbR, e = ((lo >>> 12) & TLB_MASK) << 2;
+    if (t.tag[e] === (lo & ~0xfff) && t.tag[e + 1] === hi) return this.mu8[t.host[e + 2] + (lo & 0xfff)];
     return loadSlow(this, lo, hi, 1) & 0xff;
   }
 
   load16(lo: number, hi: number): number {
-    const t = this.tlbR, i = (lo >>> 12) & TLB_MASK;
-    if (t.tagLo[i] === (lo & ~0xfff) && t.tagHi[i] === hi && (lo & 1) === 0) return this.m16[(t.host[i] + (lo & 0xfff)) >>> 1];
+    const t = this.tlbR, e = ((lo >>> 12) & TLB_MASK) << 2;
+    if (t.tag[e] === (lo & ~0xfff) && t.tag[e + 1] === hi && (lo & 1) === 0) return this.m16[(t.host[e + 2] + (lo & 0xfff)) >>> 1];
     return (loadSlow(this, lo, hi, 2) << 16) >> 16;
   }
 
   load16u(lo: number, hi: number): number {
-    const t = this.tlbR, i = (lo >>> 12) & TLB_MASK;
-    if (t.tagLo[i] === (lo & ~0xfff) && t.tagHi[i] === hi && (lo & 1) === 0) return this.mu16[(t.host[i] + (lo & 0xfff)) >>> 1];
+    const t = this.tlbR, e = ((lo >>> 12) & TLB_MASK) << 2;
+    if (t.tag[e] === (lo & ~0xfff) && t.tag[e + 1] === hi && (lo & 1) === 0) return this.mu16[(t.host[e + 2] + (lo & 0xfff)) >>> 1];
     return loadSlow(this, lo, hi, 2) & 0xffff;
   }
 
   load32(lo: number, hi: number): number {
-    const t = this.tlbR, i = (lo >>> 12) & TLB_MASK;
-    if (t.tagLo[i] === (lo & ~0xfff) && t.tagHi[i] === hi && (lo & 3) === 0) return this.m32[(t.host[i] + (lo & 0xfff)) >>> 2];
+    const t = this.tlbR, e = ((lo >>> 12) & TLB_MASK) << 2;
+    if (t.tag[e] === (lo & ~0xfff) && t.tag[e + 1] === hi && (lo & 3) === 0) return this.m32[(t.host[e + 2] + (lo & 0xfff)) >>> 2];
     return loadSlow(this, lo, hi, 4) | 0;
   }
 
@@ -613,9 +612,9 @@ export class Hart implements Stateful<HartState> {
 
   /** 64-bit load into x32[2*SCRATCH], x32[2*SCRATCH+1]. */
   load64(lo: number, hi: number): void {
-    const t = this.tlbR, i = (lo >>> 12) & TLB_MASK;
-    if (t.tagLo[i] === (lo & ~0xfff) && t.tagHi[i] === hi && (lo & 7) === 0) {
-      const o = (t.host[i] + (lo & 0xfff)) >>> 2;
+    const t = this.tlbR, e = ((lo >>> 12) & TLB_MASK) << 2;
+    if (t.tag[e] === (lo & ~0xfff) && t.tag[e + 1] === hi && (lo & 7) === 0) {
+      const o = (t.host[e + 2] + (lo & 0xfff)) >>> 2;
       this.x32[SCRATCH * 2] = this.m32[o];
       this.x32[SCRATCH * 2 + 1] = this.m32[o + 1];
       return;
@@ -624,27 +623,27 @@ export class Hart implements Stateful<HartState> {
   }
 
   store8(lo: number, hi: number, v: number): void {
-    const t = this.tlbW, i = (lo >>> 12) & TLB_MASK;
-    if (t.tagLo[i] === (lo & ~0xfff) && t.tagHi[i] === hi) { this.m8[t.host[i] + (lo & 0xfff)] = v; return; }
+    const t = this.tlbW, e = ((lo >>> 12) & TLB_MASK) << 2;
+    if (t.tag[e] === (lo & ~0xfff) && t.tag[e + 1] === hi) { this.m8[t.host[e + 2] + (lo & 0xfff)] = v; return; }
     storeSlow(this, lo, hi, 1, v, 0);
   }
 
   store16(lo: number, hi: number, v: number): void {
-    const t = this.tlbW, i = (lo >>> 12) & TLB_MASK;
-    if (t.tagLo[i] === (lo & ~0xfff) && t.tagHi[i] === hi && (lo & 1) === 0) { this.m16[(t.host[i] + (lo & 0xfff)) >>> 1] = v; return; }
+    const t = this.tlbW, e = ((lo >>> 12) & TLB_MASK) << 2;
+    if (t.tag[e] === (lo & ~0xfff) && t.tag[e + 1] === hi && (lo & 1) === 0) { this.m16[(t.host[e + 2] + (lo & 0xfff)) >>> 1] = v; return; }
     storeSlow(this, lo, hi, 2, v, 0);
   }
 
   store32(lo: number, hi: number, v: number): void {
-    const t = this.tlbW, i = (lo >>> 12) & TLB_MASK;
-    if (t.tagLo[i] === (lo & ~0xfff) && t.tagHi[i] === hi && (lo & 3) === 0) { this.m32[(t.host[i] + (lo & 0xfff)) >>> 2] = v; return; }
+    const t = this.tlbW, e = ((lo >>> 12) & TLB_MASK) << 2;
+    if (t.tag[e] === (lo & ~0xfff) && t.tag[e + 1] === hi && (lo & 3) === 0) { this.m32[(t.host[e + 2] + (lo & 0xfff)) >>> 2] = v; return; }
     storeSlow(this, lo, hi, 4, v, 0);
   }
 
   store64(lo: number, hi: number, vlo: number, vhi: number): void {
-    const t = this.tlbW, i = (lo >>> 12) & TLB_MASK;
-    if (t.tagLo[i] === (lo & ~0xfff) && t.tagHi[i] === hi && (lo & 7) === 0) {
-      const o = (t.host[i] + (lo & 0xfff)) >>> 2;
+    const t = this.tlbW, e = ((lo >>> 12) & TLB_MASK) << 2;
+    if (t.tag[e] === (lo & ~0xfff) && t.tag[e + 1] === hi && (lo & 7) === 0) {
+      const o = (t.host[e + 2] + (lo & 0xfff)) >>> 2;
       this.m32[o] = vlo;
       this.m32[o + 1] = vhi;
       return;

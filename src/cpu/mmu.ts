@@ -7,7 +7,7 @@
  */
 import type { Hart } from './hart.js';
 import { CAUSE, MSTATUS, PRIV_M, PRIV_S, PRIV_U, SATP_BARE, SATP_SV39 } from './csr.js';
-import { TLB_SIZE, TLB_TAG_HI, TLB_HOST, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_BYTES, IBTC_SIZE, IBTC_PAGE_MASK, ibcIndex } from './state.js';
+import { TLB_SIZE, TLB_BYTES, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_BYTES, IBTC_SIZE, IBTC_PAGE_MASK, ibcIndex } from './state.js';
 import { raise } from './trap.js';
 import { invalidateCodePage, ramWritten } from './memory.js';
 
@@ -16,8 +16,11 @@ export const ACC_R = 0, ACC_W = 1, ACC_X = 2;
 export const TLB_MASK = TLB_SIZE - 1;
 /** log2(TLB_SIZE): a reverse-map slot number's level. */
 const TLB_LEVEL_SHIFT = Math.log2(TLB_SIZE);
-/** A tag that never matches a page-aligned low word. */
-export const TLB_INVALID = 1;
+/**
+ * A tag low word that never matches: not page-aligned, and with a bit (11) that translated
+ * code's masked address (page bits and the access's alignment bits) never has.
+ */
+export const TLB_INVALID = 0x801;
 
 /** Page-table entry bits (privileged spec 4.3.1, Figure 4.18). */
 const PTE_V = 0x01, PTE_R = 0x02, PTE_W = 0x04, PTE_X = 0x08, PTE_U = 0x10, PTE_G = 0x20, PTE_A = 0x40, PTE_D = 0x80;
@@ -32,9 +35,12 @@ const SUPERPAGE_SPAN = [1, 512, 512 * 512, 512 ** 3, 512 ** 4];
 export class Tlb {
   /** First slot number of this TLB in the write-TLB reverse map (level * TLB_SIZE). */
   readonly slotBase: number;
-  readonly tagLo: Int32Array;
-  readonly tagHi: Int32Array;
-  /** Host byte offset of the page in the shared memory. */
+  /**
+   * The entries, TLB_ENTRY_BYTES each: at word 4i the tag's low word (a page-aligned
+   * virtual address, or TLB_INVALID), at 4i + 1 its high word (translated code compares
+   * the two as one i64), in `host` at 4i + 2 the page's host byte offset in the shared memory.
+   */
+  readonly tag: Int32Array;
   readonly host: Uint32Array;
   /** 1 where the entry came from a global mapping (PTE G on its walk): it survives address-space switches. */
   readonly global = new Uint8Array(TLB_SIZE);
@@ -42,12 +48,15 @@ export class Tlb {
   private nonGlobal = 0;
   constructor(buf: ArrayBuffer, readonly byteOffset: number, level: number) {
     this.slotBase = level * TLB_SIZE;
-    this.tagLo = new Int32Array(buf, byteOffset, TLB_SIZE);
-    this.tagHi = new Int32Array(buf, byteOffset + TLB_TAG_HI, TLB_SIZE);
-    this.host = new Uint32Array(buf, byteOffset + TLB_HOST, TLB_SIZE);
+    this.tag = new Int32Array(buf, byteOffset, TLB_BYTES / 4);
+    this.host = new Uint32Array(buf, byteOffset, TLB_BYTES / 4);
     this.flush();
   }
-  flush(): void { this.tagLo.fill(TLB_INVALID); this.nonGlobal = 0; }
+  flush(): void {
+    const tag = this.tag;
+    for (let e = 0; e < tag.length; e += 4) tag[e] = TLB_INVALID;
+    this.nonGlobal = 0;
+  }
   /** Entry i now holds a translation; `global`: from a global mapping. */
   filled(i: number, global: boolean): void {
     this.global[i] = global ? 1 : 0;
@@ -57,8 +66,8 @@ export class Tlb {
   flushNonGlobal(): void {
     if (this.nonGlobal === 0) return;
     this.nonGlobal = 0;
-    const g = this.global, tag = this.tagLo;
-    for (let i = 0; i < TLB_SIZE; i++) if (g[i] === 0) tag[i] = TLB_INVALID;
+    const g = this.global, tag = this.tag;
+    for (let i = 0; i < TLB_SIZE; i++) if (g[i] === 0) tag[i << 2] = TLB_INVALID;
   }
 }
 
@@ -190,7 +199,7 @@ export function flushTlbPage(h: Hart, lo: number, hi: number): void {
   }
   const i = (lo >>> 12) & TLB_MASK, tag = lo & ~0xfff;
   for (let p = 0; p < VIRTUAL_SETS; p++) {
-    for (const t of h.tlbSets[p]) if (t.tagLo[i] === tag && t.tagHi[i] === hi) t.tagLo[i] = TLB_INVALID;
+    for (const t of h.tlbSets[p]) if (t.tag[i << 2] === tag && t.tag[(i << 2) + 1] === hi) t.tag[i << 2] = TLB_INVALID;
   }
   h.fetchLo = TLB_INVALID;
   // Only target-cache entries for pcs in this page can name stale code. (Linux fences one
@@ -229,7 +238,7 @@ export function dropWriteTlbFor(h: Hart, ppn: number): void {
   const m = h.wtlbMap;
   let s = m.head[ppn];
   while (s >= 0) {
-    h.tlbSets[s >>> TLB_LEVEL_SHIFT][1].tagLo[s & TLB_MASK] = TLB_INVALID;
+    h.tlbSets[s >>> TLB_LEVEL_SHIFT][1].tag[(s & TLB_MASK) << 2] = TLB_INVALID;
     const n = m.next[s];
     m.page[s] = -1;
     s = n;
@@ -388,9 +397,9 @@ export function tlbFill(h: Hart, t: Tlb, lo: number, hi: number, acc: number): n
     const uniform = (!h.pmpActive && dpriv === PRIV_M) || pmpCheck(h, pagePa, 4096, acc, dpriv);
     if (uniform) {
       const i = (lo >>> 12) & TLB_MASK;
-      t.tagLo[i] = lo & ~0xfff;
-      t.tagHi[i] = hi;
-      t.host[i] = h.ramHost + (pagePa - h.ramBase);
+      t.tag[i << 2] = lo & ~0xfff;
+      t.tag[(i << 2) + 1] = hi;
+      t.host[(i << 2) + 2] = h.ramHost + (pagePa - h.ramBase);
       t.filled(i, h.walkGlobal);
       if (acc === ACC_W) h.wtlbMap.link(t.slotBase + i, ppn);
     }

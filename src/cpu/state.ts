@@ -64,24 +64,27 @@ export const HART_STATE_BYTES = 4096;
 
 /**
  * Software TLBs, in the shared memory after the hart state blocks: per hart 4 privilege
- * levels x (read, write, execute), each TLB_SIZE entries as three arrays: tag low word,
- * tag high word, host byte offset of the page.
+ * levels x (read, write, execute), each TLB_SIZE entries of TLB_ENTRY_BYTES (tag and host
+ * offset side by side: one cache line serves a probe), then the hart's target cache.
  */
 export const TLB_REGION = 0x8000;
 export const TLB_SIZE = 1024;
-export const TLB_TAG_HI = TLB_SIZE * 4;
-export const TLB_HOST = TLB_SIZE * 8;
-export const TLB_BYTES = TLB_SIZE * 12;
+/** Bytes per TLB entry: tag low word, tag high word, host byte offset, unused (mmu.ts Tlb). */
+export const TLB_ENTRY_BYTES = 16;
+/** Byte offset of an entry's host offset. */
+export const TLB_HOST = 8;
+export const TLB_BYTES = TLB_SIZE * TLB_ENTRY_BYTES;
 
 /**
- * Indirect-branch target cache (translated `jalr` targets), after hart 0's TLBs: per hart
+ * Indirect-branch target cache (translated `jalr` targets), after the hart's TLBs: per hart
  * IBTC_SIZE direct-mapped entries of 32 bytes, at ibcIndex(pc): i32s pc low word, pc high
  * word, JIT_CTX when filled, function-table index of the page function with a block
  * there, and the slot's hits (every IBTC_HOT-th goes to the dispatcher: Translator.hot()).
  */
-export const IBTC_REGION = TLB_REGION + 12 * TLB_BYTES;
 export const IBTC_SIZE = 16384;
 export const IBTC_BYTES = IBTC_SIZE * 32;
+/** One hart's TLBs and target cache (hart n's start at TLB_REGION + n * HART_MMU_BYTES). */
+export const HART_MMU_BYTES = 12 * TLB_BYTES + IBTC_BYTES;
 export const IBTC_HOT = 4096;
 /** Hart.ibcPages: which virtual pages have entries, by page number modulo this + 1. */
 export const IBTC_PAGE_MASK = 4095;

@@ -115,7 +115,7 @@ test('a page that becomes code loses its write-TLB entries from every alias and 
   const hostPage = bus.ramHostOffset + (code - RAM);
   const mapped = (): number => hart.tlbSets.reduce((n, set) => {
     const t = set[1];
-    for (let i = 0; i < t.host.length; i++) if (t.tagLo[i] !== TLB_INVALID && t.host[i] === hostPage) n++;
+    for (let e = 0; e < t.tag.length; e += 4) if (t.tag[e] !== TLB_INVALID && t.host[e + 2] === hostPage) n++;
     return n;
   }, 0);
   assert.equal(mapped(), 3, 'the three stores filled three write-TLB entries for the page');

@@ -34,7 +34,7 @@ import { ModuleBuilder, ByteWriter, FunctionBody, Op, ValType } from './wasm.js'
 import { SINK } from '../state.js';
 import type { Emit } from './emit.js';
 import type { Decoded, BlockFn } from '../isa/types.js';
-import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_TAG_HI, TLB_HOST, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_HOT } from '../state.js';
+import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_HOST, TLB_ENTRY_BYTES, TLB_SIZE, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_HOT } from '../state.js';
 import { MSTATUS } from '../csr.js';
 
 /** Longest block, in instructions (an instruction's index fits SlowPaths' 6 bits). */
@@ -130,6 +130,7 @@ interface Plan { head: Decoded; off: number; insns: Decoded[]; offs: number[]; }
 
 /** A code page with translated blocks. */
 interface PageRec {
+  va: number;
   page: DecodedPage;
   at: At;
   /** Blocks compiled (or being compiled) for the page, by head offset. */
@@ -211,11 +212,11 @@ export class Translator {
   }
 
   /** A block start at page offset `off` of `page` got hot; `at` decodes the page's instructions. */
-  plan(head: Decoded, off: number, page: DecodedPage, at: At): void {
+  plan(head: Decoded, off: number, page: DecodedPage, at: At, va = 0): void {
     head.hits = NEVER; // planned (or hopeless): stop counting
     let rec = this.pages.get(page);
     if (rec === undefined) {
-      rec = { page, at, heads: new Map(), fresh: [], queued: false, compiles: 0, fns: 0, promote: false, promotions: 0, hotCalls: 0 };
+      rec = { va: va & ~0xfff, page, at, heads: new Map(), fresh: [], queued: false, compiles: 0, fns: 0, promote: false, promotions: 0, hotCalls: 0 };
       this.pages.set(page, rec);
     }
     if (!this.add(rec, head, off)) return;
@@ -414,6 +415,7 @@ export class Translator {
         const { body, index } = m.func(tFn);
         new PageWriter(body, this.stateBase, types, execs, this.ibcBase).write(part);
         m.export(`p${groups.length}`, index);
+        if ((globalThis as { TV_NAMES?: boolean }).TV_NAMES === true) m.names.push([index, `g${(rec.va >>> 0).toString(16)}_${part[0].off.toString(16)}`]);
         groups.push(part);
       }
     }
@@ -586,7 +588,8 @@ class PageWriter implements Emit {
   /** The page's virtual base address (i64), from pc at entry. */
   private readonly vbase: number;
   private readonly lo: number;
-  private readonly hi: number;
+  /** A load's or store's effective address. */
+  private readonly addr: number;
   private readonly t64: number[];
   private readonly t32: number[];
   /** Address of the TLB entry being probed. */
@@ -625,7 +628,7 @@ class PageWriter implements Emit {
     this.f = f;
     this.vbase = f.local(ValType.I64);
     this.lo = f.local(ValType.I32);
-    this.hi = f.local(ValType.I32);
+    this.addr = f.local(ValType.I64);
     this.t64 = [f.local(ValType.I64), f.local(ValType.I64), f.local(ValType.I64), f.local(ValType.I64)];
     this.t32 = [f.local(ValType.I32), f.local(ValType.I32)];
     this.ent = f.local(ValType.I32);
@@ -1015,7 +1018,8 @@ class PageWriter implements Emit {
     if (size === 8) f.mem(Op.i64_load, 3, 0); else { f.mem(Op.i32_load, 2, 0); box(); }
     f.mem(Op.i64_store, 3, (F0 + d.rd) * 8);
     f.op(Op.else);
-    f.i32(this.base).get(this.lo).get(this.hi);
+    f.i32(this.base);
+    this.loHi();
     if (size === 8) this.slowCall(Slot.load64);
     else { this.slowCall(Slot.load32u); f.i64(-0x1_0000_0000n).op(Op.i64_or); }
     f.mem(Op.i64_store, 3, (F0 + d.rd) * 8);
@@ -1032,7 +1036,7 @@ class PageWriter implements Emit {
     this.fbits(d.rs2);
     if (size === 8) f.mem(Op.i64_store, 3, 0); else f.mem(Op.i64_store32, 2, 0);
     f.op(Op.else);
-    f.get(this.lo).get(this.hi);
+    this.loHi();
     this.fbits(d.rs2);
     if (size === 8) this.slowCall(Slot.store64);
     else { f.op(Op.i32_wrap_i64); this.slowCall(Slot.store32); }
@@ -1040,26 +1044,30 @@ class PageWriter implements Emit {
     f.op(Op.end);
   }
 
-  /** Effective address into lo/hi. */
+  /** Effective address into `addr` (i64) and its low word into `lo`. */
   private ea(d: Decoded): void {
-    const f = this.f, t = this.t64[0];
+    const f = this.f;
     this.x(d.rs1);
     if (d.imm !== 0) f.i64(BigInt(d.imm)).op(Op.i64_add);
-    f.tee(t).op(Op.i32_wrap_i64).set(this.lo);
-    f.get(t).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).set(this.hi);
+    f.tee(this.addr).op(Op.i32_wrap_i64).set(this.lo);
+  }
+
+  /** Push lo and the address's high word: a slow path's address arguments. */
+  private loHi(): void {
+    this.f.get(this.lo).get(this.addr).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
   }
 
   /**
-   * Push the i32 condition "the TLB at slot `ptr` maps lo/hi and the access is aligned",
-   * leaving the entry's address in `ent` (the interpreter's fast path, inline).
+   * Push the i32 condition "the TLB at slot `ptr` maps the address and the access is
+   * aligned", leaving the entry's address in `ent` (the interpreter's fast path, inline):
+   * one i64 compare of the entry's tag with the address's page and alignment bits.
    */
   private tlbHit(ptr: number, size: number): void {
-    const f = this.f, ent = this.ent;
+    const f = this.f;
     f.i32(this.base).mem(Op.i32_load, 2, ptr * 8);
-    f.get(this.lo).i32(10).op(Op.i32_shr_u).i32(0xffc).op(Op.i32_and).op(Op.i32_add).tee(ent);
-    f.mem(Op.i32_load, 2, 0).get(this.lo).i32(-4096).op(Op.i32_and).op(Op.i32_eq);
-    f.get(ent).mem(Op.i32_load, 2, TLB_TAG_HI).get(this.hi).op(Op.i32_eq).op(Op.i32_and);
-    if (size > 1) f.get(this.lo).i32(size - 1).op(Op.i32_and).op(Op.i32_eqz).op(Op.i32_and);
+    f.get(this.lo).i32(12 - Math.log2(TLB_ENTRY_BYTES)).op(Op.i32_shr_u).i32((TLB_SIZE - 1) * TLB_ENTRY_BYTES).op(Op.i32_and);
+    f.op(Op.i32_add).tee(this.ent).mem(Op.i64_load, 3, 0);
+    f.get(this.addr).i64(BigInt(-4096 | (size - 1))).op(Op.i64_and).op(Op.i64_eq);
   }
 
   /** Push the host address of lo in the page of TLB entry `ent`. */
@@ -1078,7 +1086,7 @@ class PageWriter implements Emit {
     this.setX(d.rd, () => { this.hostAddr(); f.mem(fast, align, 0); });
     f.op(Op.else);
     this.setX(d.rd, () => {
-      f.get(this.lo).get(this.hi);
+      this.loHi();
       this.slowCall(size === 8 ? Slot.load64 : size === 4 ? (signed ? Slot.load32 : Slot.load32u)
         : size === 2 ? (signed ? Slot.load16 : Slot.load16u) : (signed ? Slot.load8 : Slot.load8u));
     });
@@ -1096,7 +1104,7 @@ class PageWriter implements Emit {
     f.mem(size === 8 ? Op.i64_store : size === 4 ? Op.i64_store32 : size === 2 ? Op.i64_store16 : Op.i64_store8,
       size === 8 ? 3 : size === 4 ? 2 : size === 2 ? 1 : 0, 0);
     f.op(Op.else);
-    f.get(this.lo).get(this.hi);
+    this.loHi();
     if (size === 8) this.x(d.rs2); else this.x32(d.rs2);
     this.slowCall(size === 8 ? Slot.store64 : size === 4 ? Slot.store32 : size === 2 ? Slot.store16 : Slot.store8);
     this.leaveCheck();

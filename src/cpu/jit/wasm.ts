@@ -262,6 +262,9 @@ export class ModuleBuilder {
 
   export(name: string, funcIndex: number): void { this.exports.push({ name, index: funcIndex }); }
 
+  /** Function names for the name section (profiles), by function index. */
+  readonly names: [number, string][] = [];
+
   /** Place functions into the imported table at `offset` (an active element segment). */
   element(offset: number, funcs: number[]): void { this.elements.push({ offset, funcs }); }
 
@@ -326,6 +329,15 @@ export class ModuleBuilder {
     sec.u32(this.funcs.length);
     for (const f of this.funcs) { f.encode(sec); f.release(); }
     section(10);
+
+    if (this.names.length > 0) {
+      // The name section's function names (custom section "name", subsection 1): profilers show them.
+      const sub = new ByteWriter();
+      sub.u32(this.names.length);
+      for (const [i, n] of this.names) sub.u32(i).name(n);
+      sec.name('name').byte(1).sized(sub);
+      section(0);
+    }
     return out.finish();
   }
 }
