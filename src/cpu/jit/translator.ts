@@ -162,6 +162,12 @@ export class Translator {
    * interpreted meanwhile (~10 % of the integer benchmark's time when compiles were async).
    */
   batch = true;
+  /**
+   * Name each page function by its page's virtual address and first block's offset
+   * (`g<page>_<offset>` in the name section), so a V8 CPU profile of translated code can be
+   * mapped to guest symbols (profiling only; encoding costs a little).
+   */
+  names = false;
   /** Bumped when the cache is dropped, so late compiles are discarded. */
   private generation = 0;
   private pages = new WeakMap<DecodedPage, PageRec>();
@@ -415,7 +421,7 @@ export class Translator {
         const { body, index } = m.func(tFn);
         new PageWriter(body, this.stateBase, types, execs, this.ibcBase).write(part);
         m.export(`p${groups.length}`, index);
-        if ((globalThis as { TV_NAMES?: boolean }).TV_NAMES === true) m.names.push([index, `g${(rec.va >>> 0).toString(16)}_${part[0].off.toString(16)}`]);
+        if (this.names) m.names.push([index, `g${(rec.va >>> 0).toString(16)}_${part[0].off.toString(16)}`]);
         groups.push(part);
       }
     }
