@@ -639,3 +639,133 @@ test('CSR accesses inside translated blocks: exact counters, FS and interrupt en
     assert.deepEqual([r.reason, r.code], ['poweroff', 0], `threshold ${th}: ${JSON.stringify(r)}`);
   }
 });
+
+const SSTATUS_INLINE = String.raw`
+  .equ FINISHER, 0x100000
+  .globl _start
+_start:
+  la t0, mhandler
+  csrw mtvec, t0
+  la t0, shandler
+  csrw stvec, t0
+  li t0, -1
+  csrw pmpaddr0, t0
+  li t0, 0x1f
+  csrw pmpcfg0, t0         # S may use all of memory
+  li t0, 2
+  csrw mideleg, t0         # SSIP goes to S
+  csrs mie, t0             # SSIE
+  li t0, 0x1800
+  csrc mstatus, t0
+  li t0, 0x800
+  csrs mstatus, t0         # MPP = S
+  la t0, s_start
+  csrw mepc, t0
+  mret
+
+s_start:
+  li s0, 0
+  li s1, 60                # passes: the loop gets translated at thresholds 0 and 2
+  li s9, 0                 # S software interrupts taken
+  li s10, 0                # FP traps taken
+sloop:
+  csrr a1, sstatus         # SIE off, FS off: UXL = 2 only in the high word
+  andi a2, a1, 2
+  bnez a2, fail_read
+  srli a2, a1, 32
+  addi a2, a2, -2
+  bnez a2, fail_read
+  csrsi sstatus, 2         # SIE on, nothing pending: inline
+  csrr a1, sstatus
+  andi a2, a1, 2
+  beqz a2, fail_read
+  csrrci a3, sstatus, 2    # SIE off; the old value has it
+  andi a2, a3, 2
+  beqz a2, fail_read
+  li t0, 2
+  csrrs a1, sstatus, t0    # register operand, rd = old (SIE off)
+  andi a2, a1, 2
+  bnez a2, fail_read
+  csrrc a1, sstatus, t0    # and off again: rd = old (SIE on)
+  andi a2, a1, 2
+  beqz a2, fail_read
+  csrsi sip, 2             # SSIP pending, SIE off: not taken
+  addi a4, a4, 1
+  csrsi sstatus, 2         # SIE on with an interrupt pending: taken before the next instruction
+s_after:
+  addi a4, a4, 1
+  li t0, 0x6000
+  csrs sstatus, t0         # FS Dirty through sstatus (not inline: FS changes)
+  fadd.d f1, f1, f2        # legal now
+  csrr a1, sstatus
+  bgez a1, fail_read       # SD set: FS is Dirty
+  csrc sstatus, t0         # FS off
+s_fp_off:
+  fadd.d f1, f1, f2        # illegal: M turns FS on and skips it
+  addi s0, s0, 1
+  bne s0, s1, sloop
+  bne s9, s1, fail_irq
+  bne s10, s1, fail_fp
+  ecall                    # to M: done
+
+  .align 2
+shandler:
+  csrr t2, scause
+  li t3, -1
+  slli t3, t3, 63
+  addi t3, t3, 1           # supervisor software interrupt
+  bne t2, t3, fail_other
+  csrr t2, sepc
+  la t3, s_after
+  bne t2, t3, fail_irq
+  csrci sip, 2
+  li t3, 0x20
+  csrc sstatus, t3         # SPIE = 0: sret leaves SIE off
+  addi s9, s9, 1
+  sret
+
+  .align 2
+mhandler:
+  csrr t2, mcause
+  li t3, 9                 # ecall from S: pass
+  beq t2, t3, pass
+  li t3, 2
+  bne t2, t3, fail_other
+  csrr t2, mepc
+  la t3, s_fp_off
+  bne t2, t3, fail_fp
+  li t3, 0x2000
+  csrs mstatus, t3
+  addi t2, t2, 4
+  csrw mepc, t2
+  addi s10, s10, 1
+  mret
+pass:
+  li t0, FINISHER
+  li t1, 0x5555
+  sw t1, 0(t0)
+1: j 1b
+
+fail_read: li a0, 2
+  j fail
+fail_irq: li a0, 3
+  j fail
+fail_fp: li a0, 4
+  j fail
+fail_other: li a0, 5
+fail:
+  li t0, FINISHER
+  slli a0, a0, 16
+  li t1, 0x3333
+  or t1, t1, a0
+  sw t1, 0(t0)
+1: j 1b
+`;
+
+test('sstatus accesses inline in translated S-mode code: values, SIE toggles, a pending interrupt taken at once, FS changes', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-sstatus', sources: { 's.S': SSTATUS_INLINE } }));
+  for (const th of [Infinity, 0, 2]) {
+    const r = await runBare(elf, { jitThreshold: th, timeoutMs: 10_000 });
+    assert.deepEqual([r.reason, r.code], ['poweroff', 0], `threshold ${th}: ${JSON.stringify(r)}`);
+  }
+});

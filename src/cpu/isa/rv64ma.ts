@@ -6,7 +6,8 @@
  * a single in-order hart.
  */
 import type { Hart } from '../hart.js';
-import type { InsnSpec } from './types.js';
+import type { InsnSpec, Decoded } from './types.js';
+import type { Emit } from '../jit/emit.js';
 import { Op } from '../jit/wasm.js';
 import { bin, binW, div, mulh } from '../jit/emit.js';
 
@@ -103,9 +104,27 @@ const AMO = 0xf800707f, LR = 0xf9f0707f;
 type Op32 = (old: number, v: number) => number;
 type Op64 = (old: bigint, v: bigint) => bigint;
 
+/**
+ * The translator's form of an AMO's operation: the Wasm that leaves op(old, v) on the stack
+ * from the locals `old` and `v` (i32 or i64 by `w`), one per funct5.
+ */
+function amoEmit(funct5: number, w: boolean): (e: Emit, d: Decoded) => void {
+  const I = w ? { add: Op.i32_add, xor: Op.i32_xor, and: Op.i32_and, or: Op.i32_or, lt_s: Op.i32_lt_s, gt_s: Op.i32_gt_s, lt_u: Op.i32_lt_u, gt_u: Op.i32_gt_u }
+    : { add: Op.i64_add, xor: Op.i64_xor, and: Op.i64_and, or: Op.i64_or, lt_s: Op.i64_lt_s, gt_s: Op.i64_gt_s, lt_u: Op.i64_lt_u, gt_u: Op.i64_gt_u };
+  const bin: Record<number, number> = { 0x00: I.add, 0x04: I.xor, 0x0c: I.and, 0x08: I.or };
+  // min/max: select(old, v, old < v) and the like.
+  const pick: Record<number, number> = { 0x10: I.lt_s, 0x14: I.gt_s, 0x18: I.lt_u, 0x1c: I.gt_u };
+  return (e, d) => e.amo(d, w ? 4 : 8, (old, v) => {
+    const f = e.f;
+    if (funct5 === 0x01) f.get(v);
+    else if (bin[funct5] !== undefined) f.get(old).get(v).op(bin[funct5]);
+    else f.get(old).get(v).get(old).get(v).op(pick[funct5]).op(Op.select);
+  });
+}
+
 function amoW(name: string, funct5: number, op: Op32): InsnSpec {
   return {
-    name, mask: AMO, match: (funct5 << 27) | 0x202f, format: 'amo', ext: 'A',
+    name, mask: AMO, match: (funct5 << 27) | 0x202f, format: 'amo', ext: 'A', emit: amoEmit(funct5, true),
     exec(h, d) {
       const lo = h.x32[d.rs1 * 2], hi = h.x32[d.rs1 * 2 + 1];
       const o = h.amoHost(lo, hi, 4, true) >>> 2;
@@ -119,7 +138,7 @@ function amoW(name: string, funct5: number, op: Op32): InsnSpec {
 
 function amoD(name: string, funct5: number, op: Op64): InsnSpec {
   return {
-    name, mask: AMO, match: (funct5 << 27) | 0x302f, format: 'amo', ext: 'A',
+    name, mask: AMO, match: (funct5 << 27) | 0x302f, format: 'amo', ext: 'A', emit: amoEmit(funct5, false),
     exec(h, d) {
       const lo = h.x32[d.rs1 * 2], hi = h.x32[d.rs1 * 2 + 1];
       const o = h.amoHost(lo, hi, 8, true) >>> 3;

@@ -4,8 +4,9 @@
  */
 import type { Hart } from '../hart.js';
 import type { Decoded, InsnSpec } from './types.js';
+import type { Emit } from '../jit/emit.js';
 import { PC, SINK } from '../state.js';
-import { CAUSE, MSTATUS, PRIV_M, PRIV_S, PRIV_U } from '../csr.js';
+import { CAUSE, CSR, MSTATUS, PRIV_M, PRIV_S, PRIV_U } from '../csr.js';
 
 /** CSR read-modify-write. `src` is the operand; `op`: 0 write, 1 set, 2 clear. */
 function csrOp(h: Hart, d: Decoded, src: bigint, op: number, writes: boolean): void {
@@ -40,13 +41,21 @@ function csrInBlock(d: Decoded): boolean {
   return c !== SATP && c !== MISA && (c < PMP_FIRST || c > PMP_LAST);
 }
 
+/**
+ * In translated code sstatus accesses run inline (Linux's interrupt enables and disables:
+ * ~160,000 per 8 MiB sent over TCP), every other CSR through its row (exec).
+ */
+function csrEmit(op: 0 | 1 | 2, imm: boolean): (e: Emit, d: Decoded) => void {
+  return (e, d) => { if (d.imm === CSR.sstatus) e.sstatus(d, op, imm); else e.fallback(d); };
+}
+
 export const SYSTEM: InsnSpec[] = [
-  { name: 'csrrw', mask: CSRM, match: 0x1073, format: 'csr', ext: 'Zicsr', ends: true, inBlock: csrInBlock, exec(h, d) { csrOp(h, d, h.x[d.rs1], 0, true); } },
-  { name: 'csrrs', mask: CSRM, match: 0x2073, format: 'csr', ext: 'Zicsr', ends: true, inBlock: csrInBlock, exec(h, d) { csrOp(h, d, h.x[d.rs1], 1, d.rs1 !== 0); } },
-  { name: 'csrrc', mask: CSRM, match: 0x3073, format: 'csr', ext: 'Zicsr', ends: true, inBlock: csrInBlock, exec(h, d) { csrOp(h, d, h.x[d.rs1], 2, d.rs1 !== 0); } },
-  { name: 'csrrwi', mask: CSRM, match: 0x5073, format: 'csri', ext: 'Zicsr', ends: true, inBlock: csrInBlock, exec(h, d) { csrOp(h, d, BigInt(d.rs1), 0, true); } },
-  { name: 'csrrsi', mask: CSRM, match: 0x6073, format: 'csri', ext: 'Zicsr', ends: true, inBlock: csrInBlock, exec(h, d) { csrOp(h, d, BigInt(d.rs1), 1, d.rs1 !== 0); } },
-  { name: 'csrrci', mask: CSRM, match: 0x7073, format: 'csri', ext: 'Zicsr', ends: true, inBlock: csrInBlock, exec(h, d) { csrOp(h, d, BigInt(d.rs1), 2, d.rs1 !== 0); } },
+  { name: 'csrrw', mask: CSRM, match: 0x1073, format: 'csr', ext: 'Zicsr', ends: true, inBlock: csrInBlock, emit: csrEmit(0, false), exec(h, d) { csrOp(h, d, h.x[d.rs1], 0, true); } },
+  { name: 'csrrs', mask: CSRM, match: 0x2073, format: 'csr', ext: 'Zicsr', ends: true, inBlock: csrInBlock, emit: csrEmit(1, false), exec(h, d) { csrOp(h, d, h.x[d.rs1], 1, d.rs1 !== 0); } },
+  { name: 'csrrc', mask: CSRM, match: 0x3073, format: 'csr', ext: 'Zicsr', ends: true, inBlock: csrInBlock, emit: csrEmit(2, false), exec(h, d) { csrOp(h, d, h.x[d.rs1], 2, d.rs1 !== 0); } },
+  { name: 'csrrwi', mask: CSRM, match: 0x5073, format: 'csri', ext: 'Zicsr', ends: true, inBlock: csrInBlock, emit: csrEmit(0, true), exec(h, d) { csrOp(h, d, BigInt(d.rs1), 0, true); } },
+  { name: 'csrrsi', mask: CSRM, match: 0x6073, format: 'csri', ext: 'Zicsr', ends: true, inBlock: csrInBlock, emit: csrEmit(1, true), exec(h, d) { csrOp(h, d, BigInt(d.rs1), 1, d.rs1 !== 0); } },
+  { name: 'csrrci', mask: CSRM, match: 0x7073, format: 'csri', ext: 'Zicsr', ends: true, inBlock: csrInBlock, emit: csrEmit(2, true), exec(h, d) { csrOp(h, d, BigInt(d.rs1), 2, d.rs1 !== 0); } },
   {
     name: 'ecall', mask: 0xffffffff, match: 0x00000073, format: 'none', ext: 'I', ends: true,
     exec(h) {

@@ -63,6 +63,14 @@ export interface Emit {
   fpArith(d: Decoded, fast: () => void, single?: boolean): void;
   /** Run the row's exec here, for a case the inline code declines (x[rd] follows it). */
   fallback(d: Decoded): void;
+  /**
+   * An AMO (format 'amo'): inline through the write TLB (an entry there is RAM, writable,
+   * aligned and not code), else through the row. `op` combines old (below) and x[rs2] (on
+   * top), i32 for size 4, i64 for 8; min/max need both again, so it gets their locals.
+   */
+  amo(d: Decoded, size: 4 | 8, op: (old: number, v: number) => void): void;
+  /** A Zicsr row on sstatus (`op`: 0 write, 1 set, 2 clear; `imm`: the operand is rs1's field). */
+  sstatus(d: Decoded, op: 0 | 1 | 2, imm: boolean): void;
   /** fflags |= the i32 `value` pushes; mstatus.FS = Dirty if it is nonzero. */
   orFlags(value: () => void): void;
   /** fld / fsd (8 bytes), flw / fsw (4, NaN-boxed when loaded): to and from f[rd] / f[rs2]. */

@@ -34,8 +34,8 @@ import { ModuleBuilder, ByteWriter, FunctionBody, Op, ValType } from './wasm.js'
 import { SINK } from '../state.js';
 import type { Emit } from './emit.js';
 import type { Decoded, BlockFn } from '../isa/types.js';
-import { PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_HOST, TLB_ENTRY_BYTES, TLB_SIZE, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_HOT } from '../state.js';
-import { MSTATUS } from '../csr.js';
+import { PRIV, MIE, MIP_SW, MIP_HW, PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_HOST, TLB_ENTRY_BYTES, TLB_SIZE, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_HOT } from '../state.js';
+import { MSTATUS, MSTATUS_WMASK, SSTATUS_MASK, PRIV_S } from '../csr.js';
 
 /** Longest block, in instructions (an instruction's index fits SlowPaths' 6 bits). */
 const MAX_BLOCK = 64;
@@ -238,8 +238,9 @@ export class Translator {
       // Rows without an emitter run through their exec from the block, except control
       // transfers and system instructions (they end blocks, unless the row says this one
       // need not: most CSR accesses) and illegal encodings.
+      // (A row with an inBlock test that says no ends the block before it, emitter or not.)
       const inBlock = d.ends && d.spec.inBlock !== undefined && d.spec.inBlock(d);
-      if (!d.spec.emit && !inBlock && (d.ends || d.spec.name === 'illegal')) break;
+      if ((!d.spec.emit || d.spec.inBlock !== undefined) && !inBlock && (d.ends || d.spec.name === 'illegal')) break;
       insns.push(d);
       offs.push(o);
       o += d.len;
@@ -605,6 +606,8 @@ class PageWriter implements Emit {
   readonly fnx: number;
   /** A slow path's result: the count to return if the block must end there, else 0. */
   private readonly leave: number;
+  /** A 32-bit AMO's operand. */
+  private readonly tmpAmo: number;
   /** Index of each block in the function by head page offset. */
   private caseOf = new Map<number, number>();
   /** Blocks in the function, and the one being written. */
@@ -642,6 +645,7 @@ class PageWriter implements Emit {
     this.fnx = f.local(ValType.I32);
     this.fpst = f.local(ValType.I32);
     this.leave = f.local(ValType.I32);
+    this.tmpAmo = f.local(ValType.I32);
   }
 
   write(plans: Plan[]): void {
@@ -965,6 +969,57 @@ class PageWriter implements Emit {
   }
 
   fallback(d: Decoded): void { this.execRow(d); }
+
+  amo(d: Decoded, size: 4 | 8, op: (old: number, v: number) => void): void {
+    const f = this.f, w = size === 4;
+    const old = w ? this.t32[1] : this.t64[1], v = w ? this.tmpAmo : this.t64[2];
+    this.ea(d);
+    this.tlbHit(TLB_W_PTR, size);
+    f.block(Op.if);
+    // mem[host] = op(old, x[rs2]); x[rd] = old (sign-extended for .w), rs2 read before rd is set.
+    this.hostAddr();
+    f.tee(this.t32[0]).get(this.t32[0]).mem(w ? Op.i32_load : Op.i64_load, w ? 2 : 3, 0).set(old);
+    if (w) this.x32(d.rs2); else this.x(d.rs2);
+    f.set(v);
+    op(old, v);
+    f.mem(w ? Op.i32_store : Op.i64_store, w ? 2 : 3, 0);
+    this.setX(d.rd, () => { f.get(old); if (w) f.op(Op.i64_extend_i32_s); });
+    f.op(Op.else);
+    this.execRow(d);
+    f.op(Op.end);
+  }
+
+  sstatus(d: Decoded, op: 0 | 1 | 2, imm: boolean): void {
+    const f = this.f, base = this.base, old = this.t32[0], nw = this.t32[1];
+    const writes = op === 0 || d.rs1 !== 0;
+    const m = SSTATUS_MASK & MSTATUS_WMASK;
+    // Inline in S and M mode when the write changes at most SIE and no enabled interrupt
+    // is pending (then enabling one cannot make it takeable: updateIrq has nothing to do).
+    f.i32(base).mem(Op.i32_load, 2, MSTATUS_LO * 8).set(old);
+    f.i32(base).mem(Op.i32_load, 2, PRIV * 8).i32(PRIV_S).op(Op.i32_ge_u);
+    if (writes) {
+      const src = (): void => { if (imm) f.i32(d.rs1); else this.x32(d.rs1); f.i32(m).op(Op.i32_and); };
+      if (op === 0) { f.get(old).i32(~m).op(Op.i32_and); src(); f.op(Op.i32_or); }
+      else if (op === 1) { f.get(old); src(); f.op(Op.i32_or); }
+      else { f.get(old); src(); f.i32(-1).op(Op.i32_xor).op(Op.i32_and); }
+      f.tee(nw).get(old).op(Op.i32_xor).i32(~MSTATUS.SIE).op(Op.i32_and).op(Op.i32_eqz).op(Op.i32_and);
+      f.i32(base).mem(Op.i32_load, 2, MIP_SW * 8).i32(base).mem(Op.i32_load, 2, MIP_HW * 8).op(Op.i32_or);
+      f.i32(base).mem(Op.i32_load, 2, MIE * 8).op(Op.i32_and).op(Op.i32_eqz).op(Op.i32_and);
+    }
+    f.block(Op.if);
+    if (writes) f.i32(base).get(nw).mem(Op.i32_store, 2, MSTATUS_LO * 8);
+    // sstatus (privileged spec 10.1.1): the low word's S bits, UXL = 2, SD when FS is Dirty.
+    this.setX(d.rd, () => {
+      f.get(old).i32(SSTATUS_MASK).op(Op.i32_and).op(Op.i64_extend_i32_u).i64(0x2_0000_0000n).op(Op.i64_or);
+      f.get(old).i32(MSTATUS.FS).op(Op.i32_and).i32(MSTATUS.FS).op(Op.i32_eq).op(Op.i64_extend_i32_u).i64(63n).op(Op.i64_shl).op(Op.i64_or);
+    });
+    f.op(Op.else);
+    this.execRow(d);
+    f.op(Op.end);
+    // (The row may have changed FS.)
+    this.fpRead = false;
+    this.dirtied = false;
+  }
 
   orFlags(value: () => void): void {
     const f = this.f, t = this.t32[0];
