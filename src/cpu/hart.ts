@@ -2,8 +2,8 @@ import type { Bus } from '../machine/bus.js';
 import type { TimeSource, Stateful } from '../devices/device.js';
 import { CAUSE, MSTATUS, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, MIP_STIP, SATP_BARE } from './csr.js';
 import {
-  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, HART_MMU_BYTES, IBTC_BYTES, IBTC_PAGE_MASK, JIT_CTX, JIT_HOT, ibcIndex,
-  PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT,
+  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, HART_MMU_BYTES, IBTC_BYTES, IBTC_WORDS, IBTC_FN_MASK, IBTC_PAGE_MASK, JIT_CTX, JIT_HOT, ibcIndex,
+  PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT, RESV,
 } from './state.js';
 import { Translator, HOT_ENTRIES, type JitMemory } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
@@ -188,8 +188,14 @@ export class Hart implements Stateful<HartState> {
   readonly superRegion = new Float64Array(32);
 
   // ---- LR/SC (internal, memory.ts) ----
-  resvValid = false;
-  resvAddr = 0;
+  /**
+   * The LR reservation lives in the RESV slot as the reserved address's host byte offset
+   * (-1: none), so translated LR/SC test and set it inline.
+   */
+  get resvValid(): boolean { return this.x32[RESV * 2] !== -1; }
+  /** The reserved physical address (0 when there is none). */
+  get resvAddr(): number { const s = this.x32[RESV * 2]; return s === -1 ? 0 : (s >>> 0) - this.ramHost + this.ramBase; }
+  clearReservation(): void { this.x32[RESV * 2] = -1; }
   /** Physical address of the last amoHost(). */
   amoPa = 0;
 
@@ -284,7 +290,7 @@ export class Hart implements Stateful<HartState> {
     this.mcountinhibit = 0; this.stimecmp = -1n; this.stimecmpNum = Infinity;
     this.fflags = 0; this.frm = 0;
     this.pmpcfg.fill(0); this.pmpaddr.fill(0n); updatePmpActive(this);
-    this.resvValid = false;
+    this.clearReservation();
     this.waiting = false;
     this.mipHw &= ~MIP_STIP;
     updateTranslation(this);
@@ -366,7 +372,8 @@ export class Hart implements Stateful<HartState> {
     for (let i = 0; i < 16; i++) { this.pmpcfg[i] = st.pmpcfg[i]; this.pmpaddr[i] = BigInt.asUintN(64, pmpaddr[i]); }
     this.icount = st.icount; this.minstretOffset = st.minstretOffset; this.mcycleOffset = st.mcycleOffset;
     this.minstretFrozen = st.minstretFrozen; this.mcycleFrozen = st.mcycleFrozen;
-    this.resvValid = st.resvValid === true; this.resvAddr = st.resvAddr; this.waiting = st.waiting === true;
+    if (st.resvValid === true) this.setReservation(st.resvAddr); else this.clearReservation();
+    this.waiting = st.waiting === true;
     this.stopRequested = false;
     // Derived state.
     updatePmpActive(this);
@@ -440,8 +447,9 @@ export class Hart implements Stateful<HartState> {
               if (((was ^ d.hits) & -HOT_ENTRIES) !== 0) jit.hot(page);
               if (n + d.blockLen <= budget) {
                 // Remember pc -> function for translated indirect transfers (state.ts IBTC_SIZE).
-                const e = ibcIndex(lo) << 3;
-                ibc[e] = lo; ibc[e + 1] = hi; ibc[e + 2] = x32[JIT_CTX * 2]; ibc[e + 3] = d.blockIdx;
+                const e = ibcIndex(lo) * IBTC_WORDS;
+                ibc[e] = lo; ibc[e + 1] = hi; ibc[e + 2] = x32[JIT_CTX * 2];
+                ibc[e + 3] = (ibc[e + 3] & ~IBTC_FN_MASK) | d.blockIdx; // (the slot's hit count goes on)
                 this.ibcPages[(lo >>> 12) & IBTC_PAGE_MASK] = 1;
                 this.flushIcount();
                 this.inBlock = true;
@@ -702,7 +710,7 @@ export class Hart implements Stateful<HartState> {
   get mem32(): Int32Array { return this.m32; }
   /** 64-bit view for AMO handlers (offsets from amoHost are 8-aligned there). */
   get mem64(): BigInt64Array { return this.m64; }
-  setReservation(pa: number): void { this.resvValid = true; this.resvAddr = pa; }
+  setReservation(pa: number): void { this.x32[RESV * 2] = this.ramHost + (pa - this.ramBase); }
   /** SC: succeeds only with a valid reservation on the same address; always clears it. */
   checkReservation(pa: number): boolean { return checkReservation(this, pa); }
   /** RAM pages written since the last call (snapshots, migration). */

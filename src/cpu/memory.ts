@@ -158,7 +158,7 @@ export function amoHost(h: Hart, lo: number, hi: number, size: number, forWrite:
 /** SC: succeeds only with a valid reservation on the same address; always clears it. */
 export function checkReservation(h: Hart, pa: number): boolean {
   const ok = h.resvValid && h.resvAddr === pa;
-  h.resvValid = false;
+  h.clearReservation();
   return ok;
 }
 
@@ -312,7 +312,7 @@ export function externalWrite(h: Hart, paddr: number, len: number): void {
     if (h.codeMark[p]) invalidateCodePage(h, p);
     h.dirty[p] = 1;
   }
-  if (h.resvValid && h.resvAddr + 8 > paddr && h.resvAddr < paddr + len) h.resvValid = false;
+  if (h.resvValid && h.resvAddr + 8 > paddr && h.resvAddr < paddr + len) h.clearReservation();
 }
 
 /**

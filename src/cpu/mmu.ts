@@ -7,7 +7,7 @@
  */
 import type { Hart } from './hart.js';
 import { CAUSE, MSTATUS, PRIV_M, PRIV_S, PRIV_U, SATP_BARE, SATP_SV39 } from './csr.js';
-import { TLB_SIZE, TLB_BYTES, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_BYTES, IBTC_SIZE, IBTC_PAGE_MASK, ibcIndex } from './state.js';
+import { TLB_SIZE, TLB_BYTES, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_WORDS, IBTC_PAGE_MASK, ibcIndex } from './state.js';
 import { raise } from './trap.js';
 import { invalidateCodePage, ramWritten } from './memory.js';
 
@@ -133,8 +133,7 @@ export function privChanged(h: Hart): void {
   h.x32[TLB_W_PTR * 2] = h.tlbW.byteOffset;
 }
 
-/** Int32 words per target-cache entry, and a JIT_CTX no entry is filled with (bit 31: beyond any epoch << 2). */
-const IBTC_WORDS = IBTC_BYTES / IBTC_SIZE / 4;
+/** A JIT_CTX no target-cache entry is filled with (bit 31: beyond any epoch << 2). */
 const IBTC_NO_CTX = -1;
 
 /**

@@ -57,6 +57,8 @@ export const JIT_CTX = 51;
  * it (added to Decoded.hits at the next entry, so hot pages still get compiled again).
  */
 export const JIT_HOT = 52;
+/** The LR reservation: the reserved address's host byte offset, -1 for none (an i32). */
+export const RESV = 53;
 /** f0..f31: 64-bit registers; singles are NaN-boxed (upper 32 bits all ones). */
 export const F0 = 64;
 /** Size of one hart's state block in bytes. */
@@ -77,15 +79,20 @@ export const TLB_BYTES = TLB_SIZE * TLB_ENTRY_BYTES;
 
 /**
  * Indirect-branch target cache (translated `jalr` targets), after the hart's TLBs: per hart
- * IBTC_SIZE direct-mapped entries of 32 bytes, at ibcIndex(pc): i32s pc low word, pc high
- * word, JIT_CTX when filled, function-table index of the page function with a block
- * there, and the slot's hits (every IBTC_HOT-th goes to the dispatcher: Translator.hot()).
+ * IBTC_SIZE direct-mapped entries of 16 bytes (four to a cache line), at ibcIndex(pc): i32s
+ * pc low word, pc high word, JIT_CTX when filled, and the function-table index of the page
+ * function with a block there in the low IBTC_FN_BITS with the slot's hits above them
+ * (counted in steps of 1 << IBTC_FN_BITS, so they wrap to 0 every IBTC_HOT hits, which then
+ * go to the dispatcher: Translator.hot()).
  */
-export const IBTC_SIZE = 16384;
-export const IBTC_BYTES = IBTC_SIZE * 32;
+export const IBTC_SIZE = 32768;
+export const IBTC_WORDS = 4;
+export const IBTC_BYTES = IBTC_SIZE * IBTC_WORDS * 4;
+export const IBTC_FN_BITS = 20;
+export const IBTC_FN_MASK = (1 << IBTC_FN_BITS) - 1;
 /** One hart's TLBs and target cache (hart n's start at TLB_REGION + n * HART_MMU_BYTES). */
 export const HART_MMU_BYTES = 12 * TLB_BYTES + IBTC_BYTES;
-export const IBTC_HOT = 4096;
+export const IBTC_HOT = 2 ** (32 - IBTC_FN_BITS);
 /** Hart.ibcPages: which virtual pages have entries, by page number modulo this + 1. */
 export const IBTC_PAGE_MASK = 4095;
 /** The cache's entry for a pc (its low word): offsets in a page, spread over pages. */

@@ -39,7 +39,7 @@ export function takeTrap(h: Hart, cause: number, interrupt: boolean, tvalLo: num
   const tval = (BigInt(tvalHi) << 32n) | BigInt(tvalLo >>> 0);
   const deleg = interrupt ? h.mideleg : h.medeleg;
   const causeBig = interrupt ? (BigInt(cause) | SD64) : BigInt(cause);
-  h.resvValid = false;
+  h.clearReservation();
   let ms = h.ms;
   let vec: bigint;
   const from = h.privLevel;

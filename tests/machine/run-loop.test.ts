@@ -170,11 +170,14 @@ trap:
 word: .dword 7, 0
 `;
 
-test('LR/SC: a trap between LR and SC makes the SC fail; SC consumes the reservation (as qemu-system-riscv64)', { timeout: 60_000 }, async () => {
+test('LR/SC: a trap between LR and SC makes the SC fail; SC consumes the reservation (as qemu-system-riscv64), interpreted and translated', { timeout: 60_000 }, async () => {
   const path = await buildElf({ name: 'lrsc-trap', sources: { 'l.S': LRSC } });
   const ours = await runBare(readFileSync(path));
   assert.equal(ours.reason, 'poweroff');
   assert.equal(ours.console, '0101\n', 'SC results: plain 0, across a trap 1, after an unrelated store 0, without LR 1');
+  // The same with every block translated (LR/SC inline, the reservation in the state block).
+  const jit = await runBare(readFileSync(path), { jitThreshold: 0 });
+  assert.equal(jit.console, ours.console, 'translated');
   const ref = await runQemuSystem(path);
   assert.equal(ref.output.trim(), ours.console.trim());
 });

@@ -155,7 +155,7 @@ const ltu64 = (a: bigint, b: bigint): boolean => BigInt.asUintN(64, a) < BigInt.
 
 export const RV64A: InsnSpec[] = [
   {
-    name: 'lr.w', mask: LR, match: 0x1000202f, format: 'lr', ext: 'A',
+    name: 'lr.w', mask: LR, match: 0x1000202f, format: 'lr', ext: 'A', emit: (e, d) => e.lr(d, 4),
     exec(h, d) {
       const o = h.amoHost(h.x32[d.rs1 * 2], h.x32[d.rs1 * 2 + 1], 4, false) >>> 2;
       setW(h, d.rd, h.mem32[o]);
@@ -163,14 +163,14 @@ export const RV64A: InsnSpec[] = [
     },
   },
   {
-    name: 'sc.w', mask: AMO, match: 0x1800202f, format: 'amo', ext: 'A',
+    name: 'sc.w', mask: AMO, match: 0x1800202f, format: 'amo', ext: 'A', emit: (e, d) => e.sc(d, 4),
     exec(h, d) {
       const o = h.amoHost(h.x32[d.rs1 * 2], h.x32[d.rs1 * 2 + 1], 4, true) >>> 2;
       if (h.checkReservation(h.amoPa)) { h.mem32[o] = h.x32[d.rs2 * 2]; h.x[d.rd] = 0n; } else h.x[d.rd] = 1n;
     },
   },
   {
-    name: 'lr.d', mask: LR, match: 0x1000302f, format: 'lr', ext: 'A',
+    name: 'lr.d', mask: LR, match: 0x1000302f, format: 'lr', ext: 'A', emit: (e, d) => e.lr(d, 8),
     exec(h, d) {
       const o = h.amoHost(h.x32[d.rs1 * 2], h.x32[d.rs1 * 2 + 1], 8, false) >>> 3;
       h.x[d.rd] = h.mem64[o];
@@ -178,7 +178,7 @@ export const RV64A: InsnSpec[] = [
     },
   },
   {
-    name: 'sc.d', mask: AMO, match: 0x1800302f, format: 'amo', ext: 'A',
+    name: 'sc.d', mask: AMO, match: 0x1800302f, format: 'amo', ext: 'A', emit: (e, d) => e.sc(d, 8),
     exec(h, d) {
       const o = h.amoHost(h.x32[d.rs1 * 2], h.x32[d.rs1 * 2 + 1], 8, true) >>> 3;
       if (h.checkReservation(h.amoPa)) { h.mem64[o] = h.x[d.rs2]; h.x[d.rd] = 0n; } else h.x[d.rd] = 1n;

@@ -69,6 +69,10 @@ export interface Emit {
    * top), i32 for size 4, i64 for 8; min/max need both again, so it gets their locals.
    */
   amo(d: Decoded, size: 4 | 8, op: (old: number, v: number) => void): void;
+  /** LR (format 'lr'): inline through the read TLB, taking the reservation (state.ts RESV). */
+  lr(d: Decoded, size: 4 | 8): void;
+  /** SC (format 'amo'): inline through the write TLB; stores iff RESV holds the address, always clears it. */
+  sc(d: Decoded, size: 4 | 8): void;
   /** A Zicsr row on sstatus (`op`: 0 write, 1 set, 2 clear; `imm`: the operand is rs1's field). */
   sstatus(d: Decoded, op: 0 | 1 | 2, imm: boolean): void;
   /** fflags |= the i32 `value` pushes; mstatus.FS = Dirty if it is nonzero. */

@@ -34,7 +34,7 @@ import { ModuleBuilder, ByteWriter, FunctionBody, Op, ValType } from './wasm.js'
 import { SINK } from '../state.js';
 import type { Emit } from './emit.js';
 import type { Decoded, BlockFn } from '../isa/types.js';
-import { PRIV, MIE, MIP_SW, MIP_HW, PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_HOST, TLB_ENTRY_BYTES, TLB_SIZE, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_HOT } from '../state.js';
+import { PRIV, MIE, MIP_SW, MIP_HW, RESV, PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_HOST, TLB_ENTRY_BYTES, TLB_SIZE, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_WORDS, IBTC_FN_BITS, IBTC_FN_MASK, IBTC_HOT } from '../state.js';
 import { MSTATUS, MSTATUS_WMASK, SSTATUS_MASK, PRIV_S } from '../csr.js';
 
 /** Longest block, in instructions (an instruction's index fits SlowPaths' 6 bits). */
@@ -71,6 +71,8 @@ const HOT_SEED = HOT_ENTRIES / 16;
 const MAX_PROMOTIONS = 16;
 /** Blocks per function in a hot page's recompile (a page's blocks, all of them in practice). */
 const MAX_HOT_FN_BLOCKS = 512;
+/** Page functions before the cache is dropped (a target-cache entry holds IBTC_FN_BITS of index; a flush adds < 4,096). */
+const MAX_FUNCTIONS = (1 << IBTC_FN_BITS) - 4096;
 /** Instructions compiled before the cache is dropped and refilled (bounds its memory). */
 const MAX_INSTRUCTIONS = 1 << 20;
 
@@ -375,7 +377,7 @@ export class Translator {
     this.pendingBlocks = 0;
     this.waited = 0;
     const t0 = performance.now();
-    if (this.live > MAX_INSTRUCTIONS) {
+    if (this.live > MAX_INSTRUCTIONS || this.nextFn > MAX_FUNCTIONS) {
       this.stats.evictions++;
       this.onFull();
       return;
@@ -679,19 +681,20 @@ class PageWriter implements Emit {
     f.i32(this.base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_eqz);
     f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u).op(Op.i32_and);
     f.block(Op.if);
-    // ent = ibcIndex(lo) * 32
+    // ent = ibcIndex(lo) * entry bytes
     f.get(t).op(Op.i32_wrap_i64).tee(lo).i32(1).op(Op.i32_shr_u).get(lo).i32(12).op(Op.i32_shr_u).op(Op.i32_xor);
-    f.i32(IBTC_SIZE - 1).op(Op.i32_and).i32(5).op(Op.i32_shl).set(ent);
+    f.i32(IBTC_SIZE - 1).op(Op.i32_and).i32(Math.log2(IBTC_WORDS * 4)).op(Op.i32_shl).set(ent);
     f.get(ent).mem(Op.i32_load, 2, base).get(lo).op(Op.i32_eq);
     f.get(ent).mem(Op.i32_load, 2, base + 4).get(t).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).op(Op.i32_eq).op(Op.i32_and);
     f.get(ent).mem(Op.i32_load, 2, base + 8).i32(this.base).mem(Op.i32_load, 2, JIT_CTX * 8).op(Op.i32_eq).op(Op.i32_and);
     f.block(Op.if);
-    // Count the hit; every IBTC_HOT-th goes to the dispatcher, which counts them all (hot()).
-    f.get(ent).get(ent).mem(Op.i32_load, 2, base + 16).i32(1).op(Op.i32_add).tee(this.t32[0]).mem(Op.i32_store, 2, base + 16);
-    f.get(this.t32[0]).i32(IBTC_HOT - 1).op(Op.i32_and);
+    // Count the hit (above the function's index); every IBTC_HOT-th goes to the dispatcher,
+    // which counts them all (hot()).
+    f.get(ent).get(ent).mem(Op.i32_load, 2, base + 12).i32(1 << IBTC_FN_BITS).op(Op.i32_add).tee(this.t32[0]).mem(Op.i32_store, 2, base + 12);
+    f.get(this.t32[0]).i32(~IBTC_FN_MASK).op(Op.i32_and);
     f.block(Op.if);
     f.get(this.budget).get(this.done).get(lo).i32(0xfff).op(Op.i32_and);
-    f.get(ent).mem(Op.i32_load, 2, base + 12);
+    f.get(this.t32[0]).i32(IBTC_FN_MASK).op(Op.i32_and);
     f.i32(Slot.jump).op(Op.return_call_indirect);
     f.code.u32(this.types[Slot.jump]).u32(0);
     f.op(Op.end);
@@ -984,6 +987,39 @@ class PageWriter implements Emit {
     op(old, v);
     f.mem(w ? Op.i32_store : Op.i64_store, w ? 2 : 3, 0);
     this.setX(d.rd, () => { f.get(old); if (w) f.op(Op.i64_extend_i32_s); });
+    f.op(Op.else);
+    this.execRow(d);
+    f.op(Op.end);
+  }
+
+  lr(d: Decoded, size: 4 | 8): void {
+    const f = this.f, host = this.t32[0], w = size === 4;
+    this.ea(d);
+    this.tlbHit(TLB_R_PTR, size);
+    f.block(Op.if);
+    this.hostAddr();
+    f.set(host);
+    f.i32(this.base).get(host).mem(Op.i32_store, 2, RESV * 8);
+    this.setX(d.rd, () => { f.get(host).mem(w ? Op.i64_load32_s : Op.i64_load, w ? 2 : 3, 0); });
+    f.op(Op.else);
+    this.execRow(d);
+    f.op(Op.end);
+  }
+
+  sc(d: Decoded, size: 4 | 8): void {
+    const f = this.f, host = this.t32[0], ok = this.t32[1], w = size === 4;
+    this.ea(d);
+    this.tlbHit(TLB_W_PTR, size);
+    f.block(Op.if);
+    this.hostAddr();
+    f.tee(host).i32(this.base).mem(Op.i32_load, 2, RESV * 8).op(Op.i32_eq).tee(ok);
+    f.block(Op.if);
+    f.get(host);
+    this.x(d.rs2);
+    f.mem(w ? Op.i64_store32 : Op.i64_store, w ? 2 : 3, 0);
+    f.op(Op.end);
+    f.i32(this.base).i32(-1).mem(Op.i32_store, 2, RESV * 8);
+    this.setX(d.rd, () => { f.get(ok).op(Op.i32_eqz).op(Op.i64_extend_i32_u); });
     f.op(Op.else);
     this.execRow(d);
     f.op(Op.end);
