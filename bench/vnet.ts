@@ -3,16 +3,18 @@
  * typevisor VMs on a switch) against the same guest in qemu-system-riscv64 on QEMU's own
  * `-nic user`, in one run. Host->guest: wget of a blob from a Node HTTP server to /dev/null;
  * guest->host: dd of zeroes into nc to a Node TCP sink (byte count checked); VM->VM: dd | nc
- * from one typevisor VM to `nc -l` in the other. Wall time from typing the command to the
+ * from one VM to `nc -l` in the other: two typevisor VMs in this process (`switch`), two
+ * `typevisor run` processes on a daemon-style switch over a unix socket, and two QEMU VMs on
+ * the same kind of switch (`procs`). Wall time from typing the command to the
  * prompt, best of N runs. For typevisor guests also the guest instructions executed per MiB
  * moved (mean over the runs; includes the shell and wget/dd/nc themselves), a figure the host's
  * load does not disturb.
- *   node dist/bench/vnet.js [--runs N] [--mib M] [--parts user,switch,qemu] [--accel jit|interp]
+ *   node dist/bench/vnet.js [--runs N] [--mib M] [--parts user,switch,procs,qemu] [--accel jit|interp]
  * typevisor guests run with the translator (the CLI's default) unless --accel interp.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import { loadavg, cpus } from 'node:os';
+import { loadavg, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NodeHostNet } from '../src/host/net/node-host.js';
 import { setWasmTier } from '../src/host/wasm-tier.js';
@@ -21,6 +23,8 @@ import { Switch } from '../src/host/net/switch.js';
 import type { NetBackend } from '../src/devices/device.js';
 import { GuestConsole } from '../tests/lib/console.js';
 import { QemuGuest } from '../tests/lib/qemu-guest.js';
+import { CliGuest } from '../tests/lib/cli-guest.js';
+import { Switches, switchSocketPath } from '../src/daemon/switches.js';
 import { guestDir } from '../tests/lib/toolchain.js';
 import { httpServer } from '../tests/lib/net-servers.js';
 import { PROMPT, UDHCPC_SCRIPT } from '../tests/lib/net-guest.js';
@@ -58,7 +62,7 @@ async function main(): Promise<void> {
   if (accel !== 'jit' && accel !== 'interp') throw new Error(`--accel ${accel}: jit or interp`);
   if (accel === 'interp') jitThreshold = Infinity;
   else setWasmTier('late');
-  const parts = (args.includes('--parts') ? args[args.indexOf('--parts') + 1] : 'user,switch,qemu').split(',');
+  const parts = (args.includes('--parts') ? args[args.indexOf('--parts') + 1] : 'user,switch,procs,qemu').split(',');
   const http = await httpServer(new Uint8Array(mib << 20));
   let received = 0;
   const sink = createServer((s) => { s.on('data', (d: Buffer) => { received += d.length; }); s.on('end', () => s.end()); });
@@ -99,25 +103,55 @@ async function main(): Promise<void> {
       console.log(`  guest CPU: host->guest ${per(i1 - i0)}, guest->host ${per(i2 - i1)}; NAT retransmissions: ${un.stats.tcpTimeouts} timeouts, ${un.stats.tcpFastRetransmits} fast`);
     } finally { await g.stop(); un.close(); }
   }
-  // Two typevisor guests on a switch.
+  // VM -> VM: dd | nc from `a` to `nc -l` in `b`, best of the runs, in MiB/s.
+  const vmToVm = async (a: Runner, b: Runner): Promise<number> => {
+    await a('ip addr add 10.0.3.1/24 dev eth0; ip link set eth0 up');
+    await b('ip addr add 10.0.3.2/24 dev eth0; ip link set eth0 up');
+    let best = Infinity;
+    for (let i = 0; i < runs; i++) {
+      await b('nc -l -p 5000 > /dev/null < /dev/null &');
+      await new Promise((r) => setTimeout(r, 500));
+      const t0 = performance.now();
+      const out = await a(`dd if=/dev/zero bs=65536 count=${mib * 16} 2>/dev/null | nc 10.0.3.2 5000`);
+      if (/error|refused|failed/i.test(out)) throw new Error(`VM->VM: ${out}`);
+      best = Math.min(best, (performance.now() - t0) / 1000);
+      await b('wait');
+    }
+    return mib / best;
+  };
+  // Two typevisor guests on a switch, both in this process (one thread for both).
   if (parts.includes('switch')) {
     const sw = new Switch('bench');
     const a = tvGuest(sw.createPort(), 0x0a), b = tvGuest(sw.createPort(), 0x0b);
     try {
       await Promise.all([a.expect(PROMPT, 300_000), b.expect(PROMPT, 300_000)]);
-      await a.run('ip addr add 10.0.3.1/24 dev eth0; ip link set eth0 up');
-      await b.run('ip addr add 10.0.3.2/24 dev eth0; ip link set eth0 up');
-      let best = Infinity;
-      for (let i = 0; i < runs; i++) {
-        await b.run('nc -l -p 5000 > /dev/null < /dev/null &');
-        await new Promise((r) => setTimeout(r, 500));
-        const t0 = performance.now();
-        await a.run(`dd if=/dev/zero bs=65536 count=${mib * 16} 2>/dev/null | nc 10.0.3.2 5000`, PROMPT, 600_000);
-        best = Math.min(best, (performance.now() - t0) / 1000);
-        await b.run('wait');
-      }
-      console.log(`typevisor guests, VM->VM through a switch: ${(mib / best).toFixed(2)} MiB/s (${best.toFixed(2)} s)`);
+      const r = await vmToVm((c) => a.run(c, PROMPT, 600_000), (c) => b.run(c, PROMPT, 600_000));
+      console.log(`typevisor guests in one process, VM->VM through a switch: ${r.toFixed(2)} MiB/s`);
     } finally { await a.stop(); await b.stop(); }
+  }
+  // Each VM in a process of its own (`typevisor run`, as the daemon runs them), on a switch
+  // served over a unix socket the way the daemon's named switches are; then two QEMU VMs on
+  // the same kind of switch (QEMU's -netdev stream), the VM->VM yardstick.
+  if (parts.includes('procs')) {
+    const dir = mkdtempSync(join(tmpdir(), 'tv-vnet-'));
+    const switches = new Switches(dir);
+    try {
+      await switches.ensure('bench');
+      const nic = (mac: string): string[] => ['-netdev', `stream,id=n0,server=off,addr.type=unix,addr.path=${switchSocketPath(dir, 'bench')}`,
+        '-device', `virtio-net-device,netdev=n0,mac=52:54:00:00:00:${mac}`];
+      const a = new CliGuest([...nic('0a'), '--accel', accel]), b = new CliGuest([...nic('0b'), '--accel', accel]);
+      try {
+        await Promise.all([a.expect(PROMPT, 300_000), b.expect(PROMPT, 300_000)]);
+        const r = await vmToVm((c) => a.run(c, 600_000), (c) => b.run(c, 600_000));
+        console.log(`typevisor guests, one process each, VM->VM through a switch: ${r.toFixed(2)} MiB/s`);
+      } finally { await a.kill(); await b.kill(); }
+      const qa = new QemuGuest(nic('0c')), qb = new QemuGuest(nic('0d'));
+      try {
+        await Promise.all([qa.boot(), qb.boot()]);
+        const r = await vmToVm((c) => qa.run(c, 600_000), (c) => qb.run(c, 600_000));
+        console.log(`QEMU guests, VM->VM through the same kind of switch (-netdev stream): ${r.toFixed(2)} MiB/s`);
+      } finally { await qa.kill(); await qb.kill(); }
+    } finally { switches.close(); rmSync(dir, { recursive: true, force: true }); }
   }
   // The same guest in QEMU on QEMU's -nic user.
   if (parts.includes('qemu')) {

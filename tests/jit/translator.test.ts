@@ -258,6 +258,69 @@ test('a fault in the middle of a translated block leaves the interpreter\'s exac
 });
 
 /**
+ * An unrolled copy loop (eight loads from one base register, eight stores to another: two
+ * probe groups sharing one TLB probe each), hot, then run once more with its source four
+ * doublewords before the end of RAM: the group's probe must fail (its span leaves the
+ * page), and the loads must fault one by one exactly where the interpreter does.
+ */
+const GROUPS = EXIT + String.raw`
+  .equ RAM_END, 0x84000000
+  .globl _start
+_start:
+  li s0, 3000
+outer:
+  la a1, src
+  la a0, dst
+copy:
+  ld a4, 0(a1)
+  ld a5, 8(a1)
+  ld a6, 16(a1)
+  ld a7, 24(a1)
+  ld t1, 32(a1)
+  ld t2, 40(a1)
+  ld t3, 48(a1)
+  ld t4, 56(a1)
+  sd a4, 0(a0)
+  sd a5, 8(a0)
+  sd a6, 16(a0)
+  sd a7, 24(a0)
+  sd t1, 32(a0)
+  sd t2, 40(a0)
+  sd t3, 48(a0)
+  sd t4, 56(a0)
+  addi s0, s0, -1
+  bnez s0, outer
+  la a0, dst
+  ld t0, 56(a0)
+  li t1, 0x5eed8
+  bne t0, t1, bad
+  li a1, RAM_END - 32      # the same block again: four loads in RAM, then a fault
+  ld t5, 0(a1)             # (the last page is in the read TLB: the group's probe would hit it)
+  li s0, 1
+  j copy
+bad:
+  EXIT_WITH t0
+  .data
+  .align 6
+src: .dword 1, 2, 3, 4, 5, 6, 7, 0x5eed8
+dst: .fill 8, 8, 0
+`;
+
+test('loads and stores sharing a TLB probe: copied values, and a group leaving RAM faults at the exact load', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-probe-groups', sources: { 'g.S': GROUPS } }));
+  const ref = runUser(elf, { jitThreshold: Infinity, stopOnTrap: true });
+  assert.equal(ref.trapped, true, `the interpreter's run ended with code ${ref.code}`);
+  assert.deepEqual([ref.hart.mcause, ref.hart.mtval], [5n, 0x84000000n], 'load access fault at the end of RAM');
+  for (const th of [0, 2]) {
+    const r = runUser(elf, { jitThreshold: th, stopOnTrap: true });
+    assert.equal(r.trapped, true, `threshold ${th}`);
+    assert.deepEqual([r.hart.mcause, r.hart.mepc, r.hart.mtval], [ref.hart.mcause, ref.hart.mepc, ref.hart.mtval], `threshold ${th}`);
+    assert.deepEqual(userRegs(r), userRegs(ref), `threshold ${th}: registers at the fault`);
+    assert.equal(r.hart.icount, ref.hart.icount, `threshold ${th}: instructions retired`);
+  }
+});
+
+/**
  * A hot loop of twelve blocks, each ending in a branch or jump to the next, entered at
  * threshold 0 one block at a time (so each gets a function of its own) and a call to a
  * function of the same page: the dispatcher sees every transfer until the page's hot
@@ -532,6 +595,25 @@ test('typevisor run --accel: jit and interp give the same program output; bad va
  * mcycle read there count exactly, FS turned off there makes the next F instruction of the
  * same block trap, and an interrupt enabled there is taken before the next instruction.
  */
+/** A bare-metal test's failure exit: the finisher's fail code with a0 as the reason (code 0x3333). */
+const BARE_FAIL = String.raw`
+  li t0, FINISHER
+  slli a0, a0, 16
+  li t1, 0x3333
+  or t1, t1, a0
+  sw t1, 0(t0)
+1: j 1b
+`;
+
+/** Run a bare-metal program interpreted and translated (thresholds 0 and 2): it must power off with code 0. */
+async function assertBarePasses(name: string, source: string): Promise<void> {
+  const elf = readFileSync(await buildElf({ name, sources: { 'b.S': source } }));
+  for (const th of [Infinity, 0, 2]) {
+    const r = await runBare(elf, { jitThreshold: th, timeoutMs: 10_000 });
+    assert.deepEqual([r.reason, r.code], ['poweroff', 0], `threshold ${th}: ${JSON.stringify(r)}`);
+  }
+}
+
 const CSR_IN_BLOCK = String.raw`
   .equ CLINT, 0x2000000
   .equ FINISHER, 0x100000
@@ -624,20 +706,10 @@ fail_irq: li a0, 4
   j fail
 fail_other: li a0, 5
 fail:
-  li t0, FINISHER
-  slli a0, a0, 16
-  li t1, 0x3333
-  or t1, t1, a0
-  sw t1, 0(t0)
-1: j 1b
-`;
+` + BARE_FAIL;
 
 test('CSR accesses inside translated blocks: exact counters, FS and interrupt enables take effect at once', async () => {
-  const elf = readFileSync(await buildElf({ name: 'jit-csr-in-block', sources: { 'c.S': CSR_IN_BLOCK } }));
-  for (const th of [Infinity, 0, 2]) {
-    const r = await runBare(elf, { jitThreshold: th, timeoutMs: 10_000 });
-    assert.deepEqual([r.reason, r.code], ['poweroff', 0], `threshold ${th}: ${JSON.stringify(r)}`);
-  }
+  await assertBarePasses('jit-csr-in-block', CSR_IN_BLOCK);
 });
 
 const SSTATUS_INLINE = String.raw`
@@ -754,18 +826,8 @@ fail_fp: li a0, 4
   j fail
 fail_other: li a0, 5
 fail:
-  li t0, FINISHER
-  slli a0, a0, 16
-  li t1, 0x3333
-  or t1, t1, a0
-  sw t1, 0(t0)
-1: j 1b
-`;
+` + BARE_FAIL;
 
 test('sstatus accesses inline in translated S-mode code: values, SIE toggles, a pending interrupt taken at once, FS changes', async () => {
-  const elf = readFileSync(await buildElf({ name: 'jit-sstatus', sources: { 's.S': SSTATUS_INLINE } }));
-  for (const th of [Infinity, 0, 2]) {
-    const r = await runBare(elf, { jitThreshold: th, timeoutMs: 10_000 });
-    assert.deepEqual([r.reason, r.code], ['poweroff', 0], `threshold ${th}: ${JSON.stringify(r)}`);
-  }
+  await assertBarePasses('jit-sstatus', SSTATUS_INLINE);
 });

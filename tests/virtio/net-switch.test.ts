@@ -13,7 +13,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,38 +23,17 @@ import { listenStream } from '../../src/host/net/socket-transport.js';
 import { parseVirtio } from '../../src/cli/devices.js';
 import type { VirtioNet } from '../../src/devices/virtio/net.js';
 import { GuestConsole } from '../lib/console.js';
-import { guestDir, repoRoot } from '../lib/toolchain.js';
+import { guestDir } from '../lib/toolchain.js';
+import { CliGuest } from '../lib/cli-guest.js';
 import { sh, UDHCPC_SCRIPT } from '../lib/net-guest.js';
 import { freePort } from '../lib/net-servers.js';
 
-const BIN = join(repoRoot, 'bin', 'typevisor.js');
-
-/** The CLI VM's console over its stdin/stdout, with the same marker protocol as sh(). */
-class CliGuest {
-  readonly child: ChildProcessWithoutNullStreams;
-  out = '';
-  err = '';
-  private mark = 0;
-  constructor(args: string[]) {
-    this.child = spawn(process.execPath, [BIN, 'run', '-m', '256M', ...args], {
-      env: { ...process.env, TYPEVISOR_GUEST_DIR: guestDir }, stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    this.child.stdout.on('data', (d: Buffer) => { this.out += d.toString('latin1'); });
-    this.child.stderr.on('data', (d: Buffer) => { this.err += d.toString(); });
-  }
-  async expect(re: RegExp, ms: number): Promise<RegExpExecArray> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      re.lastIndex = 0;
-      const m = re.exec(this.out.slice(this.mark));
-      if (m) { this.mark += m.index + m[0].length; return m; }
-      if (Date.now() > deadline || this.child.exitCode !== null) throw new Error(`CLI VM: no ${String(re)}; stderr: ${this.err}\noutput:\n${this.out.slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+/** The CLI VM, with a marker protocol that also returns output of commands printing no newline. */
+class MarkedCliGuest extends CliGuest {
   async sh(cmd: string, ms = 120_000): Promise<string> {
-    this.child.stdin.write(`echo B$((6*7))G; ${cmd}; echo E$((6*7))D\n`);
-    return (await this.expect(/\nB42G\r?\n([\s\S]*?)E42D/, ms))[1].replace(/\r/g, '').trim();
+    const re = /\nB42G\r?\n([\s\S]*?)E42D/;
+    this.type(`echo B$((6*7))G; ${cmd}; echo E$((6*7))D\n`);
+    return re.exec(await this.expect(re, ms))![1].replace(/\r/g, '').trim();
   }
 }
 
@@ -62,7 +41,7 @@ describe('two typevisor VMs on a switch; the CLI NIC flags', { timeout: 400_000 
   const sw = new Switch('tvsw');
   let link: { port: number; close(): void };
   let a: GuestConsole;
-  let b: CliGuest;
+  let b: MarkedCliGuest;
   let webPort = 0;
   const dir = mkdtempSync(join(tmpdir(), 'tv-vnet-sw-'));
   const pcapPath = join(dir, 's0.pcap');
@@ -70,7 +49,7 @@ describe('two typevisor VMs on a switch; the CLI NIC flags', { timeout: 400_000 
   before(async () => {
     link = await listenStream('127.0.0.1', 0, (l) => { sw.connect(l); });
     webPort = await freePort();
-    b = new CliGuest(['-nic', `user,hostfwd=tcp:127.0.0.1:${webPort}-:80`,
+    b = new MarkedCliGuest(['-nic', `user,hostfwd=tcp:127.0.0.1:${webPort}-:80`,
       '-netdev', `socket,id=s0,connect=127.0.0.1:${link.port}`, '-device', 'virtio-net-device,netdev=s0',
       '-object', `filter-dump,id=f0,netdev=s0,file=${pcapPath}`]);
     a = new GuestConsole({
@@ -82,7 +61,7 @@ describe('two typevisor VMs on a switch; the CLI NIC flags', { timeout: 400_000 
   });
 
   after(async () => {
-    b?.child.kill('SIGKILL');
+    await b?.kill();
     await a?.stop();
     link?.close();
     rmSync(dir, { recursive: true, force: true });

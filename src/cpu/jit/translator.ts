@@ -562,6 +562,67 @@ function buildRuntime(base: number, env: Record<string, unknown>): WebAssembly.T
   return table;
 }
 
+/** Locals for probe groups live at once in a block (more overlapping groups are not formed). */
+const GROUP_LOCALS = 2;
+/** Members a probe group needs to pay for its probe and the code of both paths. */
+const MIN_GROUP = 4;
+
+/**
+ * Loads (or stores) of one block that share one TLB probe: the same base register,
+ * unchanged between them, the same size, offsets a multiple of it apart, within one page.
+ * The first in program order probes for the lowest address and checks the span stays in
+ * its page; the others then access at fixed offsets from its host address (`local`, 0 when
+ * the probe failed: each then probes alone, so faults stay exact).
+ */
+interface ProbeGroup { first: number; minOff: number; span: number; size: 1 | 2 | 4 | 8; store: boolean; local: number }
+
+/** Plan probe groups for a block: by instruction index, the group it belongs to. */
+function probeGroups(insns: Decoded[], locals: readonly number[]): (ProbeGroup | undefined)[] {
+  const out: (ProbeGroup | undefined)[] = [];
+  interface Open { g: ProbeGroup; base: number; maxOff: number; members: number[] }
+  let open: Open[] = [];
+  const done: Open[] = [];
+  const close = (keep: (o: Open) => boolean): void => {
+    const still: Open[] = [];
+    for (const o of open) (keep(o) ? still : done).push(o);
+    open = still;
+  };
+  for (let i = 0; i < insns.length; i++) {
+    const d = insns[i], f = d.spec.format;
+    if (f === 'load' || f === 'store') {
+      const store = f === 'store', size = (1 << ((d.spec.match >>> 12) & 3)) as 1 | 2 | 4 | 8;
+      let o = open.find((c) => c.base === d.rs1 && c.g.store === store && c.g.size === size);
+      if (o !== undefined) {
+        const lo = Math.min(o.g.minOff, d.imm), hi = Math.max(o.maxOff, d.imm);
+        if ((d.imm - o.g.minOff) % size !== 0 || hi - lo + size > 4096) { close((c) => c !== o); o = undefined; }
+        else { o.g.minOff = lo; o.maxOff = hi; o.members.push(i); }
+      }
+      if (o === undefined && d.rs1 !== 0) {
+        open.push({ g: { first: i, minOff: d.imm, span: size, size, store, local: -1 }, base: d.rs1, maxOff: d.imm, members: [i] });
+      }
+      if (!store) close((c) => c.base !== d.rd); // (a load into the base register ends its group after it)
+      continue;
+    }
+    // Anything that may change translation (CSR writes: SUM, MPRV) or run a row's exec ends all groups.
+    if (d.spec.ends || !d.spec.emit) { close(() => false); continue; }
+    if (f !== 'S' && f !== 'B' && f !== 'fstore') close((c) => c.base !== d.rd);
+  }
+  close(() => false);
+  // Keep groups of two or more, giving each a local not used by an overlapping one.
+  const busyUntil = locals.map(() => -1);
+  for (const o of done.sort((a, b) => a.g.first - b.g.first)) {
+    if (o.members.length < MIN_GROUP) continue;
+    const last = o.members[o.members.length - 1];
+    const l = busyUntil.findIndex((u) => u < o.g.first);
+    if (l < 0) continue;
+    busyUntil[l] = last;
+    o.g.local = locals[l];
+    o.g.span = o.maxOff - o.g.minOff + o.g.size;
+    for (const m of o.members) out[m] = o.g;
+  }
+  return out;
+}
+
 /**
  * Writes one page's function; implements the rows' view (Emit). The function takes the
  * instruction budget left, the instructions already retired, and the entry's page offset;
@@ -610,6 +671,9 @@ class PageWriter implements Emit {
   private readonly leave: number;
   /** A 32-bit AMO's operand. */
   private readonly tmpAmo: number;
+  /** Host addresses of probe groups (ProbeGroup.local), and the current block's groups by instruction. */
+  private readonly groupLocals: number[];
+  private groups: (ProbeGroup | undefined)[] = [];
   /** Index of each block in the function by head page offset. */
   private caseOf = new Map<number, number>();
   /** Blocks in the function, and the one being written. */
@@ -648,6 +712,7 @@ class PageWriter implements Emit {
     this.fpst = f.local(ValType.I32);
     this.leave = f.local(ValType.I32);
     this.tmpAmo = f.local(ValType.I32);
+    this.groupLocals = Array.from({ length: GROUP_LOCALS }, () => f.local(ValType.I32));
   }
 
   write(plans: Plan[]): void {
@@ -728,6 +793,7 @@ class PageWriter implements Emit {
     this.fpRead = false;
     this.inner = 0;
     this.written = [];
+    this.groups = probeGroups(p.insns, this.groupLocals);
     for (let i = 0; i < p.insns.length; i++) {
       const d = p.insns[i];
       this.k = i;
@@ -1172,12 +1238,44 @@ class PageWriter implements Emit {
     this.f.get(this.ent).mem(Op.i32_load, 2, TLB_HOST).get(this.lo).i32(0xfff).op(Op.i32_and).op(Op.i32_add);
   }
 
-  load(d: Decoded, size: 1 | 2 | 4 | 8, signed: boolean): void {
+  /**
+   * A member of a probe group: at the first, probe for the group (its host address or 0 into
+   * the group's local); then `if` the group's probe held, the fast access (`fast`, with the
+   * host address on the stack), `else` the member alone (`alone`).
+   */
+  private grouped(g: ProbeGroup, d: Decoded, fast: () => void, alone: () => void): void {
     const f = this.f;
-    this.ea(d);
+    if (g.first === this.k) {
+      this.x(d.rs1);
+      if (g.minOff !== 0) f.i64(BigInt(g.minOff)).op(Op.i64_add);
+      f.tee(this.addr).op(Op.i32_wrap_i64).set(this.lo);
+      this.tlbHit(g.store ? TLB_W_PTR : TLB_R_PTR, g.size);
+      f.get(this.lo).i32(0xfff).op(Op.i32_and).i32(4096 - g.span).op(Op.i32_le_u).op(Op.i32_and);
+      f.block(Op.if, ValType.I32);
+      this.hostAddr();
+      f.op(Op.else).i32(0).op(Op.end).set(g.local);
+    }
+    f.get(g.local);
+    f.block(Op.if);
+    fast();
+    f.op(Op.else);
+    alone();
+    f.op(Op.end);
+  }
+
+  load(d: Decoded, size: 1 | 2 | 4 | 8, signed: boolean): void {
     const fast = size === 8 ? Op.i64_load : size === 4 ? (signed ? Op.i64_load32_s : Op.i64_load32_u)
       : size === 2 ? (signed ? Op.i64_load16_s : Op.i64_load16_u) : (signed ? Op.i64_load8_s : Op.i64_load8_u);
     const align = size === 8 ? 3 : size === 4 ? 2 : size === 2 ? 1 : 0;
+    const g = this.groups[this.k];
+    if (g === undefined) { this.loadAlone(d, size, signed, fast, align); return; }
+    this.grouped(g, d, () => { this.setX(d.rd, () => { this.f.get(g.local).mem(fast, align, d.imm - g.minOff); }); },
+      () => this.loadAlone(d, size, signed, fast, align));
+  }
+
+  private loadAlone(d: Decoded, size: 1 | 2 | 4 | 8, signed: boolean, fast: number, align: number): void {
+    const f = this.f;
+    this.ea(d);
     this.tlbHit(TLB_R_PTR, size);
     f.block(Op.if);
     this.setX(d.rd, () => { this.hostAddr(); f.mem(fast, align, 0); });
@@ -1192,14 +1290,22 @@ class PageWriter implements Emit {
   }
 
   store(d: Decoded, size: 1 | 2 | 4 | 8): void {
+    const op = size === 8 ? Op.i64_store : size === 4 ? Op.i64_store32 : size === 2 ? Op.i64_store16 : Op.i64_store8;
+    const align = size === 8 ? 3 : size === 4 ? 2 : size === 2 ? 1 : 0;
+    const g = this.groups[this.k];
+    if (g === undefined) { this.storeAlone(d, size, op, align); return; }
+    this.grouped(g, d, () => { this.f.get(g.local); this.x(d.rs2); this.f.mem(op, align, d.imm - g.minOff); },
+      () => this.storeAlone(d, size, op, align));
+  }
+
+  private storeAlone(d: Decoded, size: 1 | 2 | 4 | 8, op: number, align: number): void {
     const f = this.f;
     this.ea(d);
     this.tlbHit(TLB_W_PTR, size);
     f.block(Op.if);
     this.hostAddr();
     this.x(d.rs2);
-    f.mem(size === 8 ? Op.i64_store : size === 4 ? Op.i64_store32 : size === 2 ? Op.i64_store16 : Op.i64_store8,
-      size === 8 ? 3 : size === 4 ? 2 : size === 2 ? 1 : 0, 0);
+    f.mem(op, align, 0);
     f.op(Op.else);
     this.loHi();
     if (size === 8) this.x(d.rs2); else this.x32(d.rs2);
