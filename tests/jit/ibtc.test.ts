@@ -11,6 +11,16 @@ import { buildElf } from '../lib/toolchain.js';
 import { USER_MACROS, runUser, assertSameRun } from '../lib/user.js';
 
 const MACROS = USER_MACROS;
+/** Two functions on pages of their own, returning 1 and 1,000: the code two mappings switch between. */
+const TWO_FNS = String.raw`
+  .balign 4096
+fn_one:
+  li a0, 1
+  ret
+  .balign 4096
+fn_thousand:
+  li a0, 1000
+  ret`;
 
 /**
  * 20,000 passes calling three functions in three other pages through a pointer table
@@ -147,14 +157,7 @@ loop:
 1:
   bnez s0, loop
   EXIT_WITH s1
-  .balign 4096
-fn_one:
-  li a0, 1
-  ret
-  .balign 4096
-fn_thousand:
-  li a0, 1000
-  ret
+${TWO_FNS}
   .data
   .align 3
   .bss
@@ -255,14 +258,7 @@ build:
   sd t3, 8(a2)
   ret
 
-  .balign 4096
-fn_one:
-  li a0, 1
-  ret
-  .balign 4096
-fn_thousand:
-  li a0, 1000
-  ret
+${TWO_FNS}
   .data
   .align 3
   .balign 4096

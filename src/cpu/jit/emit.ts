@@ -481,6 +481,12 @@ function roundS(e: Emit, s: number): void {
 }
 
 /** Push "fres is a normal single above the smallest (no tininess to decide), and finite". */
+/** Push `ok` and-ed with "every operand is finite" (the fast paths' common guard). */
+function okFinite(e: Emit, ok: number, ...xs: number[]): void {
+  e.f.get(ok);
+  for (const x of xs) { finite(e, x); e.f.op(Op.i32_and); }
+}
+
 function normalS(e: Emit): void {
   const f = e.f;
   f.get(e.fres).op(Op.f64_abs).f64(MIN_S).op(Op.f64_gt);
@@ -498,9 +504,7 @@ export const faddS = (neg: boolean): EmitFnF => (e, d) => e.fpArith(d, () => {
   f.f64(0).op(Op.f64_ne);
   roundS(e, s);
   f.get(e.fres).get(s).op(Op.f64_ne).op(Op.i32_or).set(e.fnx);
-  f.get(ok);
-  finite(e, a); f.op(Op.i32_and);
-  finite(e, b); f.op(Op.i32_and);
+  okFinite(e, ok, a, b);
   normalS(e);
   f.get(e.fres).f64(0).op(Op.f64_eq).get(e.fnx).op(Op.i32_eqz).op(Op.i32_and).op(Op.i32_or);
   f.op(Op.i32_and);
@@ -513,9 +517,7 @@ export const fmulS: EmitFnF = (e, d) => e.fpArith(d, () => {
   f.get(a).get(b).op(Op.f64_mul).set(p);
   roundS(e, p);
   f.get(e.fres).get(p).op(Op.f64_ne).set(e.fnx);
-  f.get(ok);
-  finite(e, a); f.op(Op.i32_and);
-  finite(e, b); f.op(Op.i32_and);
+  okFinite(e, ok, a, b);
   normalS(e);
   f.get(p).f64(0).op(Op.f64_eq).op(Op.i32_or);
   f.op(Op.i32_and);
@@ -528,9 +530,7 @@ export const fdivS: EmitFnF = (e, d) => e.fpArith(d, () => {
   f.get(a).get(b).op(Op.f64_div).set(q);
   roundS(e, q);
   f.get(e.fres).get(b).op(Op.f64_mul).get(a).op(Op.f64_ne).set(e.fnx);
-  f.get(ok);
-  finite(e, a); f.op(Op.i32_and);
-  finite(e, b); f.op(Op.i32_and);
+  okFinite(e, ok, a, b);
   f.get(b).f64(0).op(Op.f64_ne).op(Op.i32_and);
   normalS(e);
   f.get(a).f64(0).op(Op.f64_eq).op(Op.i32_or);
@@ -582,10 +582,7 @@ export const fmaS = (negProd: boolean, negC: boolean): EmitFnF => (e, d) => e.fp
   f.op(Op.i64_add).op(Op.f64_reinterpret_i64).set(s);
   roundS(e, s);
   f.op(Op.end);
-  f.get(ok);
-  finite(e, a); f.op(Op.i32_and);
-  finite(e, b); f.op(Op.i32_and);
-  finite(e, c); f.op(Op.i32_and);
+  okFinite(e, ok, a, b, c);
   normalS(e);
   f.get(s).f64(0).op(Op.f64_eq).get(e.fnx).op(Op.i32_eqz).op(Op.i32_and).op(Op.i32_or);
   f.op(Op.i32_and);
