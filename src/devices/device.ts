@@ -80,6 +80,13 @@ export interface NetBackend {
   attach(nic: NetReceiver): void;
   /** One Ethernet frame from the guest (already length-checked). The backend copies what it keeps. */
   transmit(frame: Uint8Array): void;
+  /**
+   * Whether transmit() also takes large TCP/IPv4 segments (GSO frames of up to 64 KiB, one
+   * whole IPv4 packet with complete checksums) meant to be cut at MTU − headers: a switch
+   * port or a link to another typevisor passes them on whole, so the receiving guest gets one
+   * frame instead of ~45. Absent: frames of at most 1518 bytes only.
+   */
+  readonly gso?: boolean;
   /** The guest posted receive buffers: the backend may retry frames it holds. */
   rxReady(): void;
   close(): void;

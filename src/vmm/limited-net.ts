@@ -48,6 +48,7 @@ export class RateLimitedNet implements NetBackend {
         this.counters.rxPackets++;
         return true;
       },
+      get maxFrame() { return nic.maxFrame; },
     });
   }
 
@@ -61,6 +62,8 @@ export class RateLimitedNet implements NetBackend {
       this.inner.rxReady();
     });
   }
+
+  get gso(): boolean | undefined { return this.inner.gso; }
 
   transmit(frame: Uint8Array): void {
     if (this.txQueue.length === 0 && this.tx.tryConsume(frame.length)) { this.send(frame); return; }

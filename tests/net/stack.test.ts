@@ -211,6 +211,26 @@ test('TCP: handshake with MSS and window scale; data both ways within the window
   un.close();
 });
 
+test('TCP: a large segment from the guest (GSO) is taken whole with one ACK; an oversized non-TCP frame is dropped', async () => {
+  const { un, host, out } = setup();
+  assert.equal(un.gso, true);
+  const { iss } = await handshake(un, host, out);
+  out.length = 0;
+  const data = Array.from({ length: 30_000 }, (_, i) => (i * 5 + 1) & 0xff);
+  un.transmit(tcp(G, 40000, GW, 8080, { seq: 1001, ack: iss + 1, flags: ACK | PSH, data }));
+  assert.deepEqual([...host.tcp[0].bytes()], data);
+  const acks = tcpOut(out);
+  assert.equal(acks.length, 1, 'one ACK for the whole segment');
+  assert.equal(acks[0].ack, 1001 + 30_000);
+  // Over the MTU and not TCP: dropped as a bad frame, nothing sent.
+  const udpBig = tcp(G, 40000, GW, 8080, { seq: 31001, ack: iss + 1, flags: ACK, data });
+  udpBig[23] = 17;
+  const bad = un.stats.dropBadFrame;
+  un.transmit(udpBig);
+  assert.equal(un.stats.dropBadFrame, bad + 1);
+  un.close();
+});
+
 test('TCP: an unacknowledged segment is retransmitted after the RTO; RST from the guest closes the host socket', async () => {
   const { un, host, out } = setup();
   const { iss } = await handshake(un, host, out, 40001);

@@ -6,7 +6,8 @@
  *   virtio-net-device,netdev=s0` on A's switch (the first NIC: default MAC 52:54:00:12:34:56)
  *   and `-nic user,hostfwd=...` (the next default MAC, :57). Linux's eth names follow its
  *   probe order, so B's interfaces are found by MAC.
- * A pings B over the switch and nc moves a file between them with matching digests; busybox
+ * A pings B over the switch and nc moves a file between them with matching digests (B's large
+ * TCP segments reach A whole: both ends of the stream link are typevisor's); busybox
  * httpd in B answers curl on the host through the forwarded port (issue #10's "done when");
  * `-object filter-dump` on B's switch NIC writes a pcap that tcpdump reads.
  * Plus the flags' usage errors.
@@ -98,6 +99,8 @@ describe('two typevisor VMs on a switch; the CLI NIC flags', { timeout: 400_000 
     assert.match(await sh(a, 'wait; md5sum < /tmp/got'), new RegExp(`^${digest[1]}  -$`, 'm'));
     const nic = a.machine.virtioDevices[0] as VirtioNet;
     assert.equal(nic.stats.txDropped + nic.stats.rxDropped, 0);
+    // B's large TCP segments crossed its stream link and the switch whole (GSO_HELLO both ways).
+    assert.ok(nic.stats.rxGsoFrames > 0, `A received ${nic.stats.rxGsoFrames} GSO frames`);
   });
 
   it('busybox httpd in the CLI VM answers curl on the host through -nic user,hostfwd', async () => {

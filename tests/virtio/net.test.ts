@@ -168,6 +168,38 @@ test('TSO transmit: a 64 KiB-class TCP frame is cut into MTU-sized segments with
   assert.equal(d.usedIdx(1), 5, 'every chain is given back');
 });
 
+test('TSO transmit to a backend that carries GSO frames: whole with its checksums completed, only at the MTU\'s segment size', () => {
+  const be = new Recorder();
+  Object.defineProperty(be, 'gso', { value: true });
+  const nic = new VirtioNet(be, defaultMac(0));
+  const d = new TestDriver(nic);
+  d.up(ALL | HOST_TSO4, [16, 16]);
+  const data = Array.from({ length: 20_000 }, (_, i) => (i * 11 + 1) & 0xff);
+  const big = tcp('10.0.3.1', 40000, '10.0.3.2', 5000, { seq: 5, ack: 77, flags: 0x18, data });
+  const want = big.slice();
+  // The partial TCP checksum Linux leaves: the pseudo-header sum (with the whole length).
+  let pseudo = 0x0a00 + 0x0301 + 0x0a00 + 0x0302 + 6 + (big.length - 34);
+  while (pseudo > 0xffff) pseudo = (pseudo & 0xffff) + (pseudo >>> 16);
+  big[50] = pseudo >> 8; big[51] = pseudo & 0xff;
+  big[24] = 0; big[25] = 0; // and an IP header checksum to redo
+  sendFrame(d, gsoHdr(1460), big, 0);
+  assert.equal(be.sent.length, 1, 'one frame');
+  assert.deepEqual(be.sent[0], want, 'checksums completed, bytes unchanged');
+  assert.ok(checksumValid(be.sent[0]));
+  assert.deepEqual([nic.stats.txGsoFrames, nic.stats.txFrames], [1, 1]);
+  // The guest's segment size is not the one the far end would cut at (a smaller MSS): cut here.
+  sendFrame(d, gsoHdr(1000), big, 2);
+  assert.equal(be.sent.length, 1 + 20);
+  // No NEEDS_CSUM, or a checksum request somewhere else: cut here too (never passed on unsummed).
+  const noCsum = gsoHdr(1460); noCsum[0] = 0;
+  sendFrame(d, noCsum, big, 4);
+  const elsewhere = gsoHdr(1460); elsewhere[6] = 40;
+  sendFrame(d, elsewhere, big, 6);
+  assert.equal(be.sent.length, 1 + 20 + 14 + 14);
+  for (const f of be.sent) assert.ok(checksumValid(f));
+  assert.equal(nic.stats.txDropped, 0);
+});
+
 test('TSO receive: with GUEST_TSO4 a large TCP frame reaches the guest whole, marked GSO TCPV4 with the MTU\'s gso_size', () => {
   const plain = setup();
   assert.equal(plain.nic.maxFrame, 1518, 'without GUEST_TSO4');

@@ -9,9 +9,10 @@
  * does not sum every byte again, §5.1.6.4.1), HOST_TSO4 and GUEST_TSO4 (TCP segmentation
  * offload, §5.1.6.2.1 and §5.1.6.4.1). The guest's per-segment work is its cost that counts
  * (it is interpreted), so both directions move TCP in frames of up to 64 KiB:
- * - transmit: a GSO frame is cut here into MSS-sized frames (IP id, lengths and checksums,
- *   TCP seq, flags and checksum redone per segment) before the backend sees it, so every
- *   backend still carries frames of at most 1514 bytes (+4 for a VLAN tag);
+ * - transmit: a GSO frame goes whole to a backend that carries them (`NetBackend.gso`: a
+ *   switch, a link to another typevisor; checksums completed), else it is cut here into
+ *   MSS-sized frames (IP id, lengths and checksums, TCP seq, flags and checksum redone per
+ *   segment, tcp-offload.ts), so other backends carry frames of at most 1514 (+4) bytes;
  * - receive: `maxFrame` tells a backend that TCP/IPv4 frames of up to 64 KiB are welcome
  *   (the user-mode NAT then sends large segments); they reach the guest marked GSO TCPV4
  *   with gso_size from the 1500-byte MTU.
@@ -23,6 +24,9 @@
  */
 import type { NetBackend, NetReceiver } from '../device.js';
 import type { VirtioDevice, VirtioTransport } from './mmio.js';
+import {
+  checksumValid, completeChecksum, ipv4Offset, MAX_FRAME, MAX_GSO_FRAME, MTU, setIpChecksum, tcpHeaderEnd, TcpSegmenter,
+} from './tcp-offload.js';
 
 export const VIRTIO_ID_NET = 1;
 // Feature bits (§5.1.3).
@@ -38,14 +42,7 @@ const VIRTIO_NET_HDR_GSO_NONE = 0, VIRTIO_NET_HDR_GSO_TCPV4 = 1, VIRTIO_NET_HDR_
 const RX = 0, TX = 1;
 const QUEUE_SIZE = 256;
 const ETH_HLEN = 14;
-/** 1514 bytes plus a VLAN tag: the largest frame without offloads. */
-export const MAX_FRAME = 1518;
-/** A TCP/IPv4 segmentation-offload frame: an IPv4 packet of at most 64 KiB (+ VLAN tag). */
-export const MAX_GSO_FRAME = ETH_HLEN + 4 + 0xffff;
-/** The link MTU: segments sent to the wire or marked for the guest fit it. */
-const MTU = 1500;
-const TCP_FIN = 0x01, TCP_PSH = 0x08, TCP_CWR = 0x80;
-const ETHERTYPE_IPV4 = 0x0800, ETHERTYPE_VLAN = 0x8100;
+export { MAX_FRAME, MAX_GSO_FRAME, checksumValid, completeChecksum };
 
 export interface VirtioNetState { v: 1; mac: number[] }
 
@@ -75,9 +72,8 @@ export class VirtioNet implements VirtioDevice, NetReceiver {
   readonly stats: VirtioNetStats = { txFrames: 0, rxFrames: 0, txDropped: 0, txGsoFrames: 0, rxGsoFrames: 0, rxDropped: 0, rxNoBuffer: 0 };
   private t!: VirtioTransport;
   private readonly txBuf = new Uint8Array(NET_HDR_SIZE + MAX_GSO_FRAME);
-  /** One segment of a GSO frame being cut. */
-  private readonly segBuf = new Uint8Array(MAX_FRAME);
-  private readonly segViews: Array<Uint8Array | undefined> = [];
+  private readonly segmenter = new TcpSegmenter();
+  private readonly transmitSegment = (seg: Uint8Array): void => this.backend.transmit(seg);
   /** Exact-length views of txBuf's frame part, made once per length (no allocation per frame). */
   private readonly txViews: Array<Uint8Array | undefined> = [];
   private readonly rxHdr = new Uint8Array(NET_HDR_SIZE);
@@ -139,7 +135,7 @@ export class VirtioNet implements VirtioDevice, NetReceiver {
       const gso = buf[1] & ~VIRTIO_NET_HDR_GSO_ECN;
       if (gso !== VIRTIO_NET_HDR_GSO_NONE) {
         // §5.1.6.2.1: only with HOST_TSO4 negotiated; the checksum is ours to compute per segment.
-        if (gso !== VIRTIO_NET_HDR_GSO_TCPV4 || !t.hasFeature(VIRTIO_NET_F_HOST_TSO4) || !this.segment(frame, buf[4] | (buf[5] << 8))) this.stats.txDropped++;
+        if (gso !== VIRTIO_NET_HDR_GSO_TCPV4 || !t.hasFeature(VIRTIO_NET_F_HOST_TSO4) || !this.transmitGso(frame, buf)) this.stats.txDropped++;
         continue;
       }
       if (len > MAX_FRAME) { this.stats.txDropped++; continue; }
@@ -154,59 +150,31 @@ export class VirtioNet implements VirtioDevice, NetReceiver {
   }
 
   /**
-   * TCP segmentation (what a TSO NIC does): cut a TCP/IPv4 GSO frame into segments of at most
-   * `mss` payload bytes, each a complete frame with its own IP length, id and checksum and TCP
-   * seq, flags and checksum. False (nothing sent) if the headers are not TCP/IPv4 or the
-   * segments would not fit the MTU.
+   * A TCP/IPv4 GSO frame (§5.1.6.2.1): whole to a backend that carries GSO frames (`gso`), when
+   * the guest's segment size is the one the far end will cut or mark at (MTU − headers) and
+   * the checksum request is the TCP checksum; else cut here into MTU-sized frames. False
+   * (nothing sent) if it is neither.
    */
-  private segment(frame: Uint8Array, mss: number): boolean {
-    const ip = ipv4Offset(frame);
-    if (ip < 0) return false;
-    const ihl = (frame[ip] & 15) * 4;
-    const totalLen = (frame[ip + 2] << 8) | frame[ip + 3];
-    if (frame[ip + 9] !== 6 || ip + totalLen > frame.length || totalLen < ihl + 20) return false;
-    const tcp = ip + ihl, thl = (frame[tcp + 12] >> 4) * 4;
-    const hdrEnd = tcp + thl;
-    if (thl < 20 || hdrEnd > ip + totalLen) return false;
-    const payload = ip + totalLen - hdrEnd;
-    if (mss < 1 || ihl + thl + mss > MTU) return false;
-    const out = this.segBuf;
-    const id0 = (frame[ip + 4] << 8) | frame[ip + 5];
-    const seq0 = ((frame[tcp + 4] << 24) | (frame[tcp + 5] << 16) | (frame[tcp + 6] << 8) | frame[tcp + 7]) >>> 0;
-    const flags = frame[tcp + 13];
-    let n = 0;
-    for (let off = 0; off < payload || (payload === 0 && n === 0); off += mss, n++) {
-      const dlen = Math.min(mss, payload - off);
-      const last = off + mss >= payload;
-      out.set(frame.subarray(0, hdrEnd), 0);
-      out.set(frame.subarray(hdrEnd + off, hdrEnd + off + dlen), hdrEnd);
-      const ipLen = ihl + thl + dlen;
-      out[ip + 2] = ipLen >>> 8; out[ip + 3] = ipLen & 0xff;
-      const id = (id0 + n) & 0xffff;
-      out[ip + 4] = id >>> 8; out[ip + 5] = id & 0xff;
-      out[ip + 10] = 0; out[ip + 11] = 0;
-      const ipSum = (~fold(sum16(out, ip, tcp, 0))) & 0xffff;
-      out[ip + 10] = ipSum >>> 8; out[ip + 11] = ipSum & 0xff;
-      const seq = (seq0 + off) >>> 0;
-      out[tcp + 4] = seq >>> 24; out[tcp + 5] = (seq >>> 16) & 0xff; out[tcp + 6] = (seq >>> 8) & 0xff; out[tcp + 7] = seq & 0xff;
-      out[tcp + 13] = flags & ~((last ? 0 : TCP_FIN | TCP_PSH) | (n === 0 ? 0 : TCP_CWR));
-      out[tcp + 16] = 0; out[tcp + 17] = 0;
-      const l4 = thl + dlen;
-      let sum = sum16(out, ip + 12, ip + 20, 0) + 6 + l4;
-      sum = (~fold(sum16(out, tcp, tcp + l4, sum))) & 0xffff;
-      out[tcp + 16] = sum >>> 8; out[tcp + 17] = sum & 0xff;
-      this.stats.txFrames++;
-      this.backend.transmit(this.segView(hdrEnd + dlen));
-      if (payload === 0) break;
+  private transmitGso(frame: Uint8Array, hdr: Uint8Array): boolean {
+    const mss = hdr[4] | (hdr[5] << 8);
+    const end = this.backend.gso ? tcpHeaderEnd(frame) : 0;
+    if (end > 0) {
+      const ip = ipv4Offset(frame), tcp = ip + (frame[ip] & 15) * 4;
+      const start = hdr[6] | (hdr[7] << 8), offset = hdr[8] | (hdr[9] << 8);
+      if (mss === MTU - (end - ip) && (hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM) && start === tcp && offset === 16) {
+        completeChecksum(frame, start, offset);
+        setIpChecksum(frame, ip);
+        this.stats.txFrames++;
+        this.stats.txGsoFrames++;
+        this.backend.transmit(frame);
+        return true;
+      }
     }
+    const n = this.segmenter.cut(frame, mss, this.transmitSegment);
+    if (n < 0) return false;
+    this.stats.txFrames += n;
     this.stats.txGsoFrames++;
     return true;
-  }
-
-  private segView(len: number): Uint8Array {
-    let v = this.segViews[len];
-    if (!v) { v = this.segBuf.subarray(0, len); this.segViews[len] = v; }
-    return v;
   }
 
   /** A view of txBuf[off, off+len), cached per (len, off) pair in use (two offsets). */
@@ -269,14 +237,7 @@ export class VirtioNet implements VirtioDevice, NetReceiver {
    * else 0.
    */
   private gsoHeaderLen(frame: Uint8Array): number {
-    if (frame.length > MAX_GSO_FRAME || !this.t.hasFeature(VIRTIO_NET_F_GUEST_TSO4)) return 0;
-    const ip = ipv4Offset(frame);
-    if (ip < 0 || frame[ip + 9] !== 6) return 0;
-    const ihl = (frame[ip] & 15) * 4, totalLen = (frame[ip + 2] << 8) | frame[ip + 3];
-    const tcp = ip + ihl;
-    if (ip + totalLen !== frame.length || tcp + 20 > frame.length) return 0;
-    const end = tcp + (frame[tcp + 12] >> 4) * 4;
-    return end - ip + 1 <= MTU && end <= frame.length ? end : 0;
+    return this.t.hasFeature(VIRTIO_NET_F_GUEST_TSO4) ? tcpHeaderEnd(frame) : 0;
   }
 
   /**
@@ -320,66 +281,6 @@ export class VirtioNet implements VirtioDevice, NetReceiver {
     }
     this.config.set(mac as number[], 0);
   }
-}
-
-/** One's-complement sum of b[from, to) added to `sum` (not folded). */
-function sum16(b: Uint8Array, from: number, to: number, sum: number): number {
-  let i = from;
-  for (; i + 1 < to; i += 2) sum += (b[i] << 8) | b[i + 1];
-  if (i < to) sum += b[i] << 8;
-  return sum;
-}
-
-function fold(sum: number): number {
-  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
-  return sum;
-}
-
-/**
- * VIRTIO_NET_HDR_F_NEEDS_CSUM: the checksum over frame[start..] goes at start+offset (the
- * driver has put the pseudo-header sum there). False if the offsets lie outside the frame.
- */
-export function completeChecksum(frame: Uint8Array, start: number, offset: number): boolean {
-  const at = start + offset;
-  if (start >= frame.length || at + 2 > frame.length) return false;
-  const v = (~fold(sum16(frame, start, frame.length, 0))) & 0xffff;
-  const out = v === 0 ? 0xffff : v; // -0: also "no checksum" for UDP otherwise
-  frame[at] = out >>> 8; frame[at + 1] = out & 0xff;
-  return true;
-}
-
-/** Offset of the IPv4 header (after an optional VLAN tag) with a sane IHL, or -1. */
-function ipv4Offset(frame: Uint8Array): number {
-  let p = 12;
-  let type = (frame[p] << 8) | frame[p + 1];
-  if (type === ETHERTYPE_VLAN) { p += 4; if (p + 2 > frame.length) return -1; type = (frame[p] << 8) | frame[p + 1]; }
-  const ip = p + 2;
-  if (type !== ETHERTYPE_IPV4 || ip + 20 > frame.length || (frame[ip] >> 4) !== 4 || (frame[ip] & 15) < 5) return -1;
-  return ip;
-}
-
-/** Whether frame is TCP or UDP over IPv4 (unfragmented) with a correct header and L4 checksum. */
-export function checksumValid(frame: Uint8Array): boolean {
-  let p = 12;
-  let type = (frame[p] << 8) | frame[p + 1];
-  if (type === ETHERTYPE_VLAN) { p += 4; if (p + 2 > frame.length) return false; type = (frame[p] << 8) | frame[p + 1]; }
-  if (type !== ETHERTYPE_IPV4) return false;
-  const ip = p + 2;
-  if (ip + 20 > frame.length || (frame[ip] >> 4) !== 4) return false;
-  const ihl = (frame[ip] & 15) * 4;
-  const totalLen = (frame[ip + 2] << 8) | frame[ip + 3];
-  if (ihl < 20 || totalLen < ihl || ip + totalLen > frame.length) return false;
-  if (fold(sum16(frame, ip, ip + ihl, 0)) !== 0xffff) return false;
-  if (((frame[ip + 6] & 0x3f) | frame[ip + 7]) !== 0) return false; // MF or a fragment offset
-  const proto = frame[ip + 9];
-  const l4 = ip + ihl, l4len = totalLen - ihl;
-  if (proto === 6) { if (l4len < 20) return false; } else if (proto === 17) {
-    if (l4len < 8) return false;
-    if (frame[l4 + 6] === 0 && frame[l4 + 7] === 0) return true; // no UDP checksum
-  } else return false;
-  let s = sum16(frame, ip + 12, ip + 20, 0) + proto + l4len;
-  s = sum16(frame, l4, l4 + l4len, s);
-  return fold(s) === 0xffff;
 }
 
 /** QEMU's default MAC pattern: 52:54:00:12:34:56 for the first NIC, then :57, :58, ... */

@@ -6,6 +6,26 @@
  */
 export const STREAM_MAX_FRAME = 65536 + 14;
 
+/**
+ * The first frame a typevisor stream end sends: "I take large TCP segments (GSO frames)".
+ * A peer that sends it too gets them whole; QEMU does not, and hands this one frame to its
+ * guest, which drops it (a locally administered group address, the IEEE local experimental
+ * ethertype 0x88B5). Padded to the 60-byte minimum.
+ */
+export const GSO_HELLO = (() => {
+  const f = new Uint8Array(60);
+  f.set([0x03, 0x74, 0x76, 0x67, 0x73, 0x6f, 0x02, 0x74, 0x76, 0x00, 0x00, 0x00, 0x88, 0xb5], 0);
+  f.set(new TextEncoder().encode('typevisor-gso/1'), 14);
+  return f;
+})();
+
+/** Whether a frame is GSO_HELLO (compared up to the end of its text). */
+export function isGsoHello(f: Uint8Array): boolean {
+  if (f.length !== GSO_HELLO.length || f[12] !== 0x88 || f[13] !== 0xb5) return false;
+  for (let i = 0; i < 29; i++) if (f[i] !== GSO_HELLO[i]) return false;
+  return true;
+}
+
 export function encodeFrame(frame: Uint8Array): Uint8Array {
   const out = new Uint8Array(4 + frame.length);
   out[0] = frame.length >>> 24; out[1] = (frame.length >>> 16) & 0xff; out[2] = (frame.length >>> 8) & 0xff; out[3] = frame.length & 0xff;

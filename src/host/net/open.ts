@@ -23,6 +23,7 @@ class ListeningStream implements NetBackend {
     if (this.rx) l.attach(this.rx);
   }
   attach(nic: NetReceiver): void { this.rx = nic; this.peer?.attach(nic); }
+  get gso(): boolean { return this.peer?.gso ?? false; }
   transmit(frame: Uint8Array): void { this.peer?.transmit(frame); }
   rxReady(): void { /* nothing held */ }
   close(): void { this.peer?.close(); this.server.close(); }
@@ -130,6 +131,5 @@ export async function openNetdevMovable(text: string, opts: OpenOptions = {}): P
   if (!spec.pcap) return { backend: b, movable: movable.net };
   let file: ReturnType<typeof pcapFileSink>;
   try { file = pcapFileSink(spec.pcap); } catch (e) { b.close(); throw new Error(`-netdev ${text}: pcap: ${(e as Error).message}`); }
-  const tapped = pcapTap(b, new PcapWriter(file.sink));
-  return { backend: { ...tapped, close: () => { tapped.close(); file.close(); } }, movable: movable.net };
+  return { backend: pcapTap(b, new PcapWriter(file.sink), () => file.close()), movable: movable.net };
 }

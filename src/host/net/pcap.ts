@@ -30,14 +30,15 @@ export class PcapWriter {
   }
 }
 
-/** Wrap a backend so every frame to and from the guest is recorded. */
-export function pcapTap(inner: NetBackend, w: PcapWriter): NetBackend {
+/** Wrap a backend so every frame to and from the guest is recorded; `onClose` after the backend closes. */
+export function pcapTap(inner: NetBackend, w: PcapWriter, onClose?: () => void): NetBackend {
   return {
     attach(nic: NetReceiver): void {
       inner.attach({ receive: (f) => { const ok = nic.receive(f); if (ok) w.record(f); return ok; }, get maxFrame() { return nic.maxFrame; } });
     },
     transmit(frame: Uint8Array): void { w.record(frame); inner.transmit(frame); },
+    get gso() { return inner.gso; },
     rxReady(): void { inner.rxReady(); },
-    close(): void { inner.close(); },
+    close(): void { inner.close(); onClose?.(); },
   };
 }

@@ -7,11 +7,15 @@
  * Addresses as slirp: network 10.0.2.0/24, gateway (and host) 10.0.2.2, DNS 10.0.2.3,
  * guests from 10.0.2.15. Traffic to the gateway address goes to the host's 127.0.0.1.
  *
+ * Large TCP segments from the guest (GSO frames, `gso`) are taken whole: one segment, one ACK,
+ * where the guest would otherwise handle an ACK for every two MTU-sized pieces.
+ *
  * Bounds: frames waiting for guest receive buffers, TCP connections (total and half-open),
  * UDP associations, DNS queries and per-connection buffers are all capped; what exceeds a
  * cap is dropped and counted in `stats`.
  */
 import type { NetBackend, NetReceiver } from '../../devices/device.js';
+import { MAX_GSO_FRAME, tcpHeaderEnd } from '../../devices/virtio/tcp-offload.js';
 import { ArpPacket, ARP_REPLY, ARP_REQUEST, buildArp, parseArp } from './arp.js';
 import { DhcpServer, DHCP_CLIENT_PORT, DHCP_SERVER_PORT } from './dhcp.js';
 import { DnsService } from './dns.js';
@@ -84,6 +88,8 @@ export class UserNet implements NetBackend, TcpNetwork, MovableNet {
   readonly ourMac: Uint8Array;
   private nic: NetReceiver | null = null;
   private readonly rxQueue: Uint8Array[] = [];
+  /** NetBackend: the guest's large TCP segments come whole. */
+  readonly gso = true;
   private readonly mask: number;
   private readonly dhcp: DhcpServer;
   private readonly dns: DnsService;
@@ -215,7 +221,7 @@ export class UserNet implements NetBackend, TcpNetwork, MovableNet {
     if (this.closed) return;
     this.stats.fromGuest++;
     const len = f.length;
-    if (len < ETH_HLEN || len > ETH_MAX_FRAME + 4) { this.stats.dropBadFrame++; return; }
+    if (len < ETH_HLEN || (len > ETH_MAX_FRAME + 4 && (len > MAX_GSO_FRAME || tcpHeaderEnd(f) === 0))) { this.stats.dropBadFrame++; return; }
     if (!isBroadcastOrMulticast(f, 0) && !macEquals(f, 0, this.ourMac)) { this.stats.dropNotForUs++; return; }
     const type = etherType(f);
     if (type === ETHERTYPE_ARP) { this.arp(f, len); return; }

@@ -3,11 +3,16 @@
  * (`-netdev socket,connect=|listen=` / `-netdev stream`: length-prefixed frames over TCP or a
  * unix socket) and a datagram link (`-netdev dgram` / `-netdev socket,udp=`: one frame per
  * UDP datagram). Each link is a `NetBackend`, so it plugs into a NIC, a switch or a UserNet.
+ *
+ * Between two typevisor ends a stream link carries large TCP segments (GSO frames) whole:
+ * each end opens with GSO_HELLO, and an end that has heard it sends them uncut; toward a
+ * QEMU peer (which never says it) they are cut into MTU-sized frames first.
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createConnection, createServer, type Socket } from 'node:net';
 import type { NetBackend, NetReceiver } from '../../devices/device.js';
-import { encodeFrame, StreamDecoder, STREAM_MAX_FRAME } from './framing.js';
+import { MAX_FRAME, TcpSegmenter, type FrameSink } from '../../devices/virtio/tcp-offload.js';
+import { encodeFrame, GSO_HELLO, isGsoHello, StreamDecoder, STREAM_MAX_FRAME } from './framing.js';
 import { corkedWriter } from './node-host.js';
 import type { StreamAddr } from './netdev.js';
 
@@ -18,14 +23,26 @@ export class StreamLink implements NetBackend {
   private rx: NetReceiver | null = null;
   private readonly dec: StreamDecoder;
   private readonly write: (d: Uint8Array) => void;
+  /** Cuts large segments for a peer or a device that takes only MTU-sized frames. */
+  private readonly segmenter = new TcpSegmenter();
+  /** The peer said GSO_HELLO: large TCP segments go to it whole. */
+  private peerGso = false;
+  /** The socket as a FrameSink, for the segmenter. */
+  private readonly wire: FrameSink;
   dropped = 0;
   error: string | null = null;
   readonly closed: Promise<void>;
 
   constructor(private readonly sock: Socket) {
-    this.dec = new StreamDecoder((f) => { if (!this.rx?.receive(f)) this.dropped++; }, (m) => { this.error = m; sock.destroy(); });
+    this.dec = new StreamDecoder((f) => this.fromPeer(f), (m) => { this.error = m; sock.destroy(); });
     sock.setNoDelay(true);
     this.write = corkedWriter(sock);
+    const peerGso = (): boolean => this.peerGso;
+    this.wire = {
+      receive: (f) => { this.write(encodeFrame(f)); return true; },
+      get maxFrame() { return peerGso() ? STREAM_MAX_FRAME : MAX_FRAME; },
+    };
+    this.write(encodeFrame(GSO_HELLO));
     sock.on('data', (d: Buffer) => this.dec.push(d));
     sock.on('error', (e) => { this.error ??= e.message; });
     this.closed = new Promise((r) => sock.once('close', () => r()));
@@ -33,9 +50,18 @@ export class StreamLink implements NetBackend {
 
   attach(nic: NetReceiver): void { this.rx = nic; }
 
+  get gso(): boolean { return this.peerGso; }
+
+  private fromPeer(f: Uint8Array): void {
+    if (isGsoHello(f)) { this.peerGso = true; return; }
+    if (!this.rx || !this.segmenter.deliver(this.rx, f)) this.dropped++;
+    this.dropped += this.segmenter.dropped; this.segmenter.dropped = 0;
+  }
+
   transmit(frame: Uint8Array): void {
-    if (this.sock.destroyed || frame.length > STREAM_MAX_FRAME || this.sock.writableLength > MAX_BUFFERED) { this.dropped++; return; }
-    this.write(encodeFrame(frame));
+    if (this.sock.destroyed || this.sock.writableLength > MAX_BUFFERED) { this.dropped++; return; }
+    this.segmenter.deliver(this.wire, frame);
+    this.dropped += this.segmenter.dropped; this.segmenter.dropped = 0;
   }
 
   rxReady(): void { /* frames are delivered as they arrive; a full NIC drops */ }
@@ -119,6 +145,7 @@ export class ReconnectingStream implements NetBackend {
   }
 
   get connected(): boolean { return this.link !== null; }
+  get gso(): boolean { return this.link?.gso ?? false; }
   attach(nic: NetReceiver): void { this.rx = nic; this.link?.attach(nic); }
   transmit(frame: Uint8Array): void {
     if (this.link) this.link.transmit(frame);
