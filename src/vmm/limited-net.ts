@@ -16,12 +16,15 @@ export interface NetLimits { rx?: RateLimiterConfig | null; tx?: RateLimiterConf
 
 /** Frames held for the tx bucket (a NIC's transmit ring is about this deep). */
 const TX_QUEUE = 256;
+/** And bytes: GSO frames are up to 64 KiB each. */
+const TX_QUEUE_BYTES = 4 << 20;
 
 export class RateLimitedNet implements NetBackend {
   readonly counters: NetCounters = { rxBytes: 0, rxPackets: 0, txBytes: 0, txPackets: 0, txDropped: 0 };
   private readonly rx: RateLimiter;
   private readonly tx: RateLimiter;
   private readonly txQueue: Uint8Array[] = [];
+  private txQueued = 0;
   private txWaiting = false;
   /** rx tokens already taken for the frame the backend will offer again. */
   private rxPrepaid = 0;
@@ -67,8 +70,9 @@ export class RateLimitedNet implements NetBackend {
 
   transmit(frame: Uint8Array): void {
     if (this.txQueue.length === 0 && this.tx.tryConsume(frame.length)) { this.send(frame); return; }
-    if (this.txQueue.length >= TX_QUEUE) { this.counters.txDropped++; return; }
+    if (this.txQueue.length >= TX_QUEUE || this.txQueued + frame.length > TX_QUEUE_BYTES) { this.counters.txDropped++; return; }
     this.txQueue.push(frame.slice()); // the NIC reuses its buffer
+    this.txQueued += frame.length;
     this.pumpTx();
   }
 
@@ -78,14 +82,20 @@ export class RateLimitedNet implements NetBackend {
     this.inner.transmit(frame);
   }
 
+  private dequeue(): Uint8Array {
+    const f = this.txQueue.shift()!;
+    this.txQueued -= f.length;
+    return f;
+  }
+
   private pumpTx(): void {
     if (this.txWaiting || this.closed || this.txQueue.length === 0) return;
     this.txWaiting = true;
     void this.tx.acquire(this.txQueue[0].length).then(() => {
       this.txWaiting = false;
       if (this.closed) return;
-      this.send(this.txQueue.shift()!);
-      while (this.txQueue.length > 0 && this.tx.tryConsume(this.txQueue[0].length)) this.send(this.txQueue.shift()!);
+      this.send(this.dequeue());
+      while (this.txQueue.length > 0 && this.tx.tryConsume(this.txQueue[0].length)) this.send(this.dequeue());
       this.pumpTx();
     });
   }
@@ -97,6 +107,7 @@ export class RateLimitedNet implements NetBackend {
     this.rx.close();
     this.tx.close();
     this.txQueue.length = 0;
+    this.txQueued = 0;
     this.inner.close();
   }
 }

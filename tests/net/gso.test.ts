@@ -92,6 +92,17 @@ test('switch: a device without buffers for a cut frame keeps the whole frame and
   assertCut(got, 'after rxReady');
 });
 
+test('switch: what a port holds for a device without buffers is bounded in bytes too', () => {
+  const sw = new Switch();
+  const from = sw.createPort();
+  from.attach(sink());
+  const to = sw.createPort();
+  to.attach({ maxFrame: MAX_GSO_FRAME, receive: () => false });
+  const f = big();
+  for (let i = 0; i < 200; i++) from.transmit(f);
+  assert.equal(to.dropped, 200 - Math.floor((4 << 20) / f.length), '4 MiB held, the rest dropped and counted');
+});
+
 test('segmenter: a receiver that stops taking segments midway drops the rest and counts once', () => {
   const s = new TcpSegmenter();
   let n = 0;

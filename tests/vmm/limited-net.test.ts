@@ -45,6 +45,18 @@ test('tx: 1000-byte frames leave at 100 kB/s after the initial bucket; a full qu
   assert.ok(inner.closed);
 });
 
+test('tx: the queue is bounded in bytes too (GSO frames are up to 64 KiB)', () => {
+  const inner = new FakeBackend();
+  const n = new RateLimitedNet(inner, { tx: { bandwidth: { size: 65_536, refillTimeMs: 60_000 } } });
+  n.attach({ receive: () => true });
+  const big = new Uint8Array(65_000);
+  for (let i = 0; i < 100; i++) n.transmit(big);
+  assert.equal(inner.sent.length, 1, 'the bucket lets one out');
+  // 4 MiB of queue holds 64 of them; the rest are dropped and counted.
+  assert.equal(n.counters.txDropped, 100 - 1 - Math.floor((4 << 20) / 65_000));
+  n.close();
+});
+
 test('rx: refused while the bucket is empty, retried through rxReady when it refills', async () => {
   const inner = new FakeBackend();
   const got: number[] = [];
