@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseNetdev } from '../../src/host/net/netdev.js';
@@ -10,7 +10,7 @@ import { PcapWriter, pcapTap } from '../../src/host/net/pcap.js';
 import { pcapFileSink } from '../../src/host/net/node-host.js';
 import { UserNet } from '../../src/host/net/slirp.js';
 import { Switch } from '../../src/host/net/switch.js';
-import { eth, FakeHostNet, icmpEcho, arpRequest } from '../lib/net-frames.js';
+import { eth, FakeHostNet, icmpEcho, arpRequest, tcp } from '../lib/net-frames.js';
 import { NodeHostNet } from '../../src/host/net/node-host.js';
 import { createServer, type AddressInfo } from 'node:net';
 import { openNetdev } from '../../src/host/net/open.js';
@@ -140,6 +140,26 @@ test('pcap: tcpdump reads what the tap wrote, both directions', () => {
     assert.match(lines[1], /ARP, Reply 10\.0\.2\.2 is-at 52:55:0a:00:02:02/);
     assert.match(lines[2], /10\.0\.2\.15 > 10\.0\.2\.2: ICMP echo request, id 119, seq 1/);
     assert.match(lines[3], /10\.0\.2\.2 > 10\.0\.2\.15: ICMP echo reply, id 119, seq 1/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('pcap: the largest GSO frame (an IPv4 packet of 65,535 bytes) is recorded whole (tcpdump sees all its bytes)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tv-pcap-'));
+  try {
+    const path = join(dir, 'gso.pcap');
+    const file = pcapFileSink(path);
+    const w = new PcapWriter(file.sink);
+    w.record(tcp('10.0.3.1', 40000, '10.0.3.2', 5000, { seq: 1, ack: 1, flags: 0x10, data: new Array<number>(65_495).fill(7) }));
+    file.close();
+    const text = execFileSync('tcpdump', ['-nn', '-r', path], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    assert.match(text, /10\.0\.3\.1\.40000 > 10\.0\.3\.2\.5000: Flags \[\.\], seq 1:65496, ack 1, win 65535, length 65495/);
+    // The record's captured length is the frame's length: nothing cut at the snaplen.
+    const bytes = readFileSync(path);
+    const rec = new DataView(bytes.buffer, bytes.byteOffset + 24, 16);
+    assert.equal(rec.getUint32(12, true), 14 + 65_535);
+    assert.equal(rec.getUint32(8, true), 14 + 65_535, 'captured whole');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

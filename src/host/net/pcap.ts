@@ -4,8 +4,11 @@
  */
 import type { NetBackend, NetReceiver } from '../../devices/device.js';
 
+/** tcpdump's own default snaplen: whole GSO frames (up to 65,553 bytes) fit. */
+export const PCAP_SNAPLEN = 262144;
+
 export class PcapWriter {
-  constructor(private readonly sink: (chunk: Uint8Array) => void, private readonly snaplen = 65535) {
+  constructor(private readonly sink: (chunk: Uint8Array) => void, private readonly snaplen = PCAP_SNAPLEN) {
     const h = new Uint8Array(24);
     const v = new DataView(h.buffer);
     v.setUint32(0, 0xa1b2c3d4, true);
