@@ -73,6 +73,13 @@ test('switch: a large TCP segment goes whole to ports that take it and cut to th
   from.transmit(udp);
   assert.equal(plain.got.length, before);
   assert.ok(sw.dropped >= 2, 'dropped and counted for each port that cannot take it');
+  // A "segment" marked as an IP fragment (MF) is not cut either.
+  const frag = f.slice();
+  frag[20] |= 0x20;
+  const dropped = sw.dropped;
+  from.transmit(frag);
+  assert.equal(plain.got.length, before);
+  assert.ok(sw.dropped > dropped);
 });
 
 test('switch: a device without buffers for a cut frame keeps the whole frame and takes all its segments later', () => {

@@ -52,6 +52,11 @@ export function ipv4Offset(frame: Uint8Array): number {
   return ip;
 }
 
+/** MF or a fragment offset: a piece of a datagram, never a segment to cut or mark GSO. */
+function isFragment(frame: Uint8Array, ip: number): boolean {
+  return ((frame[ip + 6] & 0x3f) | frame[ip + 7]) !== 0;
+}
+
 /** Whether frame is TCP or UDP over IPv4 (unfragmented) with a correct header and L4 checksum. */
 export function checksumValid(frame: Uint8Array): boolean {
   const ip = ipv4Offset(frame);
@@ -60,7 +65,7 @@ export function checksumValid(frame: Uint8Array): boolean {
   const totalLen = (frame[ip + 2] << 8) | frame[ip + 3];
   if (totalLen < ihl || ip + totalLen > frame.length) return false;
   if (fold(sum16(frame, ip, ip + ihl, 0)) !== 0xffff) return false;
-  if (((frame[ip + 6] & 0x3f) | frame[ip + 7]) !== 0) return false; // MF or a fragment offset
+  if (isFragment(frame, ip)) return false;
   const proto = frame[ip + 9];
   const l4 = ip + ihl, l4len = totalLen - ihl;
   if (proto === 6) { if (l4len < 20) return false; } else if (proto === 17) {
@@ -83,7 +88,7 @@ export function tcpHeaderEnd(frame: Uint8Array): number {
   if (ip < 0 || frame[ip + 9] !== 6) return 0;
   const ihl = (frame[ip] & 15) * 4, totalLen = (frame[ip + 2] << 8) | frame[ip + 3];
   const tcp = ip + ihl;
-  if (ip + totalLen !== frame.length || tcp + 20 > frame.length) return 0;
+  if (ip + totalLen !== frame.length || tcp + 20 > frame.length || isFragment(frame, ip)) return 0;
   const end = tcp + (frame[tcp + 12] >> 4) * 4;
   return end - ip + 1 <= MTU && end <= frame.length ? end : 0;
 }
@@ -118,7 +123,7 @@ export class TcpSegmenter {
     if (ip < 0) return -1;
     const ihl = (frame[ip] & 15) * 4;
     const totalLen = (frame[ip + 2] << 8) | frame[ip + 3];
-    if (frame[ip + 9] !== 6 || ip + totalLen > frame.length || totalLen < ihl + 20) return -1;
+    if (frame[ip + 9] !== 6 || ip + totalLen > frame.length || totalLen < ihl + 20 || isFragment(frame, ip)) return -1;
     const tcp = ip + ihl, thl = (frame[tcp + 12] >> 4) * 4;
     const hdrEnd = tcp + thl;
     if (thl < 20 || hdrEnd > ip + totalLen) return -1;
