@@ -8,7 +8,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestDriver, F_NEXT, F_WRITE, EVENT_IDX } from '../lib/virtio-driver.js';
-import { VirtioNet, checksumValid, completeChecksum, defaultMac, NET_HDR_SIZE } from '../../src/devices/virtio/net.js';
+import { VirtioNet, defaultMac, NET_HDR_SIZE } from '../../src/devices/virtio/net.js';
+import { checksumValid, completeChecksum } from '../../src/devices/virtio/tcp-offload.js';
 import type { NetBackend, NetReceiver } from '../../src/devices/device.js';
 import { prng } from '../lib/prng.js';
 import { UserNet, LIMITS } from '../../src/host/net/slirp.js';

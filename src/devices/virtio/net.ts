@@ -42,7 +42,6 @@ const VIRTIO_NET_HDR_GSO_NONE = 0, VIRTIO_NET_HDR_GSO_TCPV4 = 1, VIRTIO_NET_HDR_
 const RX = 0, TX = 1;
 const QUEUE_SIZE = 256;
 const ETH_HLEN = 14;
-export { MAX_FRAME, MAX_GSO_FRAME, checksumValid, completeChecksum };
 
 export interface VirtioNetState { v: 1; mac: number[] }
 

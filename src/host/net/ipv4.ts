@@ -4,6 +4,7 @@
  * or a non-zero offset) is dropped and counted. Slirp guests use a 1500-byte MTU and set DF
  * on TCP, so fragments only come from hostile or unusual guests. IP options are skipped.
  */
+import { fold, sum16 as sumRange } from '../../devices/virtio/tcp-offload.js';
 import { ETH_HLEN } from './ethernet.js';
 
 export const IPPROTO_ICMP = 1;
@@ -13,19 +14,12 @@ export const IP_HLEN = 20;
 
 /** One's-complement sum of `len` bytes at `off`, added to `acc` (not folded). */
 export function sum16(b: Uint8Array, off: number, len: number, acc = 0): number {
-  let s = acc;
-  const end = off + len - 1;
-  let i = off;
-  for (; i < end; i += 2) s += (b[i] << 8) | b[i + 1];
-  if (i === end) s += b[i] << 8;
-  return s;
+  return sumRange(b, off, off + len, acc);
 }
 
 /** Fold and complement a sum16 accumulator into a checksum field value. */
 export function finishSum(acc: number): number {
-  let s = acc;
-  while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 0x10000);
-  return ~s & 0xffff;
+  return ~fold(acc) & 0xffff;
 }
 
 /** The TCP/UDP pseudo-header sum (RFC 793 3.1, RFC 768). */
