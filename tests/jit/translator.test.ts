@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { buildElf } from '../lib/toolchain.js';
 import { USER_MACROS, runUser, assertSameRun, userRegs, type UserResult } from '../lib/user.js';
 import { runBare } from '../lib/bare.js';
-import { CSR } from '../../src/cpu/csr.js';
+import { CSR, PRIV_M } from '../../src/cpu/csr.js';
 
 const EXIT = USER_MACROS;
 
@@ -384,10 +384,97 @@ test('a hot page whose blocks are spread over functions is compiled again as one
     const r = runUser(elf, { jitThreshold: th });
     assertSameRun(r, ref, `threshold ${th}`);
     const st = r.hart.jit!.stats;
-    assert.ok(st.promotions >= 1, `threshold ${th}: ${st.promotions} hot-page recompiles`);
-    // 100,000 passes of 13 transfers each: 1.3 M entries without the recompile, which comes
-    // after 65,536 passes (HOT_ENTRIES) have gone through the dispatcher.
+    // At threshold 0 every block is compiled alone, in a module of its own: the page's
+    // functions reach each other through the target cache until the recompile. At 2 they
+    // are compiled together and call each other directly (no recompile needed).
+    if (th === 0) assert.ok(st.promotions >= 1, `threshold ${th}: ${st.promotions} hot-page recompiles`);
+    else assert.ok(st.siblingCalls >= 1, `threshold ${th}: ${st.siblingCalls} direct calls between the page's functions`);
+    // 100,000 passes of 13 transfers each: 1.3 M entries without either, the recompile
+    // coming after 65,536 passes (HOT_ENTRIES) have gone through the dispatcher.
     assert.ok(st.entries < 65536 * 13 + 50_000, `threshold ${th}: ${st.entries} dispatcher entries`);
+  }
+});
+
+/**
+ * One page of blocks, hot, spread over several functions (8 blocks each at most): c0 and c1
+ * have 10 block heads between them, so they are in different functions and call each other
+ * directly, 50 times a pass with no other transfer in between (only the callee's budget
+ * check bounds the run). On the last pass c1, entered from c0, faults in its middle.
+ */
+const SIBLINGS = EXIT + String.raw`
+  .globl _start
+_start:
+  li s0, 300
+  li s1, 0
+  la s4, data
+loop:
+  li s6, 50
+c0:
+  addi s5, s5, 1
+  j c1
+b1:
+  xori s1, s1, 0x55
+  j b2
+b2:
+  slli t1, s1, 2
+  j b3
+b3:
+  add s1, s1, t1
+  j b4
+b4:
+  srli t1, s1, 7
+  j b5
+b5:
+  xor s1, s1, t1
+  j b6
+b6:
+  addi s0, s0, -1
+  bnez s0, b7
+  li s4, 0x1000            # the last pass: c1 loads from outside RAM
+  j b7
+b7:
+  addiw s2, s1, 11
+  j b8
+b8:
+  sub s1, s1, s2
+  j b9
+b9:
+  mul s1, s1, s2
+  j loop
+c1:
+  addi s6, s6, -1
+  slli t2, s6, 3
+  ld t0, 8(s4)
+  add s5, s5, t0
+  bnez s6, c0
+  j b1
+  .data
+  .align 3
+data: .dword 5, 9
+`;
+
+test('direct calls between one page\'s functions: exact state at a fault in the callee, budgets kept', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-siblings', sources: { 's.S': SIBLINGS } }));
+  const ref = runUser(elf, { jitThreshold: Infinity, stopOnTrap: true });
+  assert.equal(ref.trapped, true);
+  assert.deepEqual([ref.hart.mcause, ref.hart.mtval], [5n, 0x1008n], 'load access fault outside RAM');
+  const r = runUser(elf, { jitThreshold: 2, stopOnTrap: true });
+  assert.equal(r.trapped, true);
+  const st = r.hart.jit!.stats;
+  assert.ok(st.siblingCalls >= 2, `${st.siblingCalls} direct calls between the page's functions`);
+  assert.ok(st.entries < 300, `${st.entries} dispatcher entries for 300 passes`);
+  assert.deepEqual([r.hart.mcause, r.hart.mepc, r.hart.mtval], [ref.hart.mcause, ref.hart.mepc, ref.hart.mtval]);
+  assert.deepEqual(userRegs(r), userRegs(ref), 'registers at the fault');
+  assert.equal(r.hart.icount, ref.hart.icount, 'instructions retired');
+  // Again from the start on the same hart, its blocks translated: no run exceeds its budget.
+  const h = r.hart;
+  for (const budget of [1, 2, 5, 64, 65, 129, 1000, 12345]) {
+    h.waiting = false; // (the trap went to the runner's wfi)
+    h.enterPrivilege(PRIV_M, 0x8000_0000n);
+    const before = h.icount;
+    const n = h.run(budget);
+    assert.ok(n <= budget, `budget ${budget}: ran ${n}`);
+    assert.equal(h.icount - before, n, 'icount follows');
   }
 });
 

@@ -121,6 +121,8 @@ export interface JitStats {
   execCalls: number;
   /** Hot pages compiled again whole. */
   promotions: number;
+  /** Direct transfers compiled as tail calls to another function of the same page and module. */
+  siblingCalls: number;
 }
 
 /** Decoded instruction at a byte offset in the page (or null past the page or where it cannot be fetched). */
@@ -155,7 +157,7 @@ export class Translator {
   threshold: number;
   readonly stats: JitStats = {
     blocks: 0, compiles: 0, functions: 0, compileMs: 0, instructions: 0, untranslatable: 0, failures: 0,
-    entries: 0, executed: 0, evictions: 0, execCalls: 0, promotions: 0,
+    entries: 0, executed: 0, evictions: 0, execCalls: 0, promotions: 0, siblingCalls: 0,
   };
   /**
    * Batch the blocks of a few run slices into one module (the default: a module has a fixed
@@ -420,13 +422,18 @@ export class Translator {
       rec.fresh = [];
       rec.compiles++;
       rec.promote = false;
-      for (const part of parts) {
-        const { body, index } = m.func(tFn);
-        new PageWriter(body, this.stateBase, types, execs, this.ibcBase).write(part);
+      // The page's functions in this module, and which of them has each head: a direct
+      // transfer to another of them is a direct tail call (same page, same mapping).
+      const fns = parts.map(() => m.func(tFn));
+      const siblings = new Map<number, number>();
+      parts.forEach((part, i) => { for (const p of part) siblings.set(p.off, fns[i].index); });
+      parts.forEach((part, i) => {
+        const { body, index } = fns[i];
+        new PageWriter(body, this.stateBase, types, execs, this.ibcBase, siblings, this.stats).write(part);
         m.export(`p${groups.length}`, index);
         if (this.names) m.names.push([index, `g${(rec.va >>> 0).toString(16)}_${part[0].off.toString(16)}`]);
         groups.push(part);
-      }
+      });
     }
     const bytes = m.encode();
     const gen = this.generation;
@@ -698,6 +705,9 @@ class PageWriter implements Emit {
   constructor(
     private readonly body: FunctionBody, private readonly base: number, private readonly types: number[],
     private readonly execs: Decoded[], private readonly ibcBase: number,
+    /** Function index, in this module, of each block head of the page compiled with this function. */
+    private readonly siblings: ReadonlyMap<number, number>,
+    private readonly stats: JitStats,
   ) {
     const f = body;
     this.f = f;
@@ -899,6 +909,22 @@ class PageWriter implements Emit {
       this.retired(count);
       f.set(this.done);
       const inPage = target & 0xfff;
+      const sibling = inPage === target ? this.siblings.get(target) : undefined;
+      if (sibling !== undefined) {
+        // A block of another function of this page in this module: tail-call it if no
+        // interrupt waits and a block fits the budget (as the default does), else leave
+        // with pc there. (Its page's functions share their cache entries' fate.)
+        this.setPc(() => this.pcAt(target));
+        f.i32(this.base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_eqz);
+        f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u).op(Op.i32_and);
+        f.block(Op.if);
+        f.get(this.budget).get(this.done).i32(target).op(Op.return_call);
+        f.code.u32(sibling);
+        f.op(Op.end);
+        this.stats.siblingCalls++;
+        f.get(this.done).op(Op.return);
+        return;
+      }
       if (inPage !== target) f.get(this.vbase).i64(BigInt(target - inPage)).op(Op.i64_add).set(this.vbase);
       f.i32(inPage).set(this.entry).br(Op.br, this.inner + WRAP + this.cases - this.c);
       return;
