@@ -753,8 +753,7 @@ class PageWriter implements Emit {
     const t = this.t64[0], lo = this.lo, ent = this.ent, base = this.ibcBase;
     f.get(this.vbase).get(this.entry).op(Op.i64_extend_i32_u).op(Op.i64_add).set(t);
     this.setPc(() => { f.get(t); });
-    f.i32(this.base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_eqz);
-    f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u).op(Op.i32_and);
+    this.mayGoOn();
     f.block(Op.if);
     // ent = ibcIndex(lo) * entry bytes
     f.get(t).op(Op.i32_wrap_i64).tee(lo).i32(1).op(Op.i32_shr_u).get(lo).i32(12).op(Op.i32_shr_u).op(Op.i32_xor);
@@ -915,8 +914,7 @@ class PageWriter implements Emit {
         // interrupt waits and a block fits the budget (as the default does), else leave
         // with pc there. (Its page's functions share their cache entries' fate.)
         this.setPc(() => this.pcAt(target));
-        f.i32(this.base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_eqz);
-        f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u).op(Op.i32_and);
+        this.mayGoOn();
         f.block(Op.if);
         f.get(this.budget).get(this.done).i32(target).op(Op.return_call);
         f.code.u32(sibling);
@@ -941,6 +939,13 @@ class PageWriter implements Emit {
     f.op(Op.end);
     this.setPc(() => this.pcAt(target));
     f.get(this.done).op(Op.return);
+  }
+
+  /** Push "no interrupt waits and a whole block fits the budget": translated code may go on to another function. */
+  private mayGoOn(): void {
+    const f = this.f;
+    f.i32(this.base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_eqz);
+    f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u).op(Op.i32_and);
   }
 
   private pcAt(off: number): void {
