@@ -65,12 +65,18 @@ test('truncated, oversized and corrupted frames are dropped and counted, never t
   un.close();
 });
 
-test('random and mutated frames (PRNG) through the NAT and a switch: no exception, bounded state', () => {
-  const rnd = prng(0x5eed);
+/** A user-mode NAT (on a fake host) as a switch's uplink: the fuzz tests' setup. */
+function natOnSwitch(): { host: FakeHostNet; un: UserNet; sw: Switch } {
   const host = new FakeHostNet();
   const un = new UserNet(host);
   const sw = new Switch();
   sw.connect(un);
+  return { host, un, sw };
+}
+
+test('random and mutated frames (PRNG) through the NAT and a switch: no exception, bounded state', () => {
+  const rnd = prng(0x5eed);
+  const { host, un, sw } = natOnSwitch();
   const nic = sw.createPort();
   let rx = 0;
   nic.attach({ receive: () => { rx++; return rx % 3 !== 0; } }); // a NIC that is sometimes full
@@ -99,10 +105,7 @@ test('random and mutated frames (PRNG) through the NAT and a switch: no exceptio
 
 test('large frames, mutated (PRNG): the segmenter, the switch and the NAT never throw; every segment fits the MTU and checks', () => {
   const rnd = prng(0x650);
-  const host = new FakeHostNet();
-  const un = new UserNet(host);
-  const sw = new Switch();
-  sw.connect(un);
+  const { un, sw } = natOnSwitch();
   const from = sw.createPort();
   from.attach({ receive: () => true });
   let cut = 0;
