@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: typevisor against qemu-system-riscv64 in the same run.
- * `node dist/bench/run.js [--runs N] [cpu] [fp] [boot] [workload] [kernels] [disk] [idle] [vms20] [snapshot] [migrate]` runs a subset, keeping the best of N runs. Results go to bench/results.json;
+ * `node dist/bench/run.js [--runs N] [cpu] [fp] [unrolled] [boot] [workload] [kernels] [disk] [idle] [vms20] [snapshot] [migrate]` runs a subset, keeping the best of N runs. Results go to bench/results.json;
  * a subset run replaces only its own rows there and keeps the others.
  */
 import { writeFileSync, readFileSync, existsSync } from 'node:fs';
@@ -9,6 +9,7 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { benchCpu } from './cpu.js';
 import { benchFp } from './fp.js';
+import { benchUnrolled } from './unrolled.js';
 import { benchBoot } from './boot.js';
 import { benchDisk } from './disk.js';
 import { benchKernels } from './kernels.js';
@@ -20,7 +21,7 @@ import { benchWorkload } from './workload.js';
 import { qemuStartupSeconds, benchRoot, bench, type Row } from './lib.js';
 import { setWasmTier, WASM_TIERS, type WasmTier } from '../src/host/wasm-tier.js';
 
-const BENCHES = ['cpu', 'fp', 'boot', 'workload', 'kernels', 'disk', 'idle', 'vms20', 'snapshot', 'migrate'] as const;
+const BENCHES = ['cpu', 'fp', 'unrolled', 'boot', 'workload', 'kernels', 'disk', 'idle', 'vms20', 'snapshot', 'migrate'] as const;
 
 interface Results { date: string; command: string; runs: number; node: string; cpu: string; cores: number; loadavg: number[]; qemu: string; rows: (Row & { date?: string; loadavg?: number[] })[] }
 
@@ -57,7 +58,7 @@ async function main(): Promise<number> {
   const rows: Row[] = [];
   const errors: string[] = [];
   let startup = 0;
-  if (want.has('cpu') || want.has('fp')) {
+  if (want.has('cpu') || want.has('fp') || want.has('unrolled')) {
     startup = await qemuStartupSeconds();
     console.log(`qemu start-up + exit: ${startup.toFixed(3)} s (subtracted from qemu's bare-metal times)`);
   }
@@ -73,6 +74,7 @@ async function main(): Promise<number> {
   };
   await attempt('cpu', () => benchCpu(startup));
   await attempt('fp', () => benchFp(startup));
+  await attempt('unrolled', () => benchUnrolled(startup));
   await attempt('boot', () => benchBoot());
   await attempt('workload', () => benchWorkload());
   await attempt('kernels', () => benchKernels());

@@ -512,6 +512,53 @@ test('a long straight line is translated whole when its head gets hot, not one 6
   assert.ok(interpreted < 30_000, `${interpreted} instructions interpreted`);
 });
 
+/**
+ * A loop whose straight-line body crosses a page boundary with a 4-byte instruction at the
+ * page's last parcel (an instruction no block can hold), then goes on for 200 instructions.
+ */
+const STRADDLE = EXIT + String.raw`
+  .globl _start
+_start:
+  li s2, 3000
+  li a0, 0
+  j loop
+  .balign 4096
+  .skip 4096 - 64
+loop:
+  .option push
+  .option rvc
+  c.addi a0, 1
+  .option norvc
+  .rept 15
+  addi a0, a0, 1
+  .endr
+  xor a0, a0, s2          # at offset 4094: half in each page
+  .rept 200
+  addi a0, a0, 3
+  .endr
+  addi s2, s2, -1
+  bnez s2, loop
+  .option pop
+  EXIT_WITH a0
+`;
+
+test('straight-line code after an instruction crossing a page is translated, not left to the interpreter', async () => {
+  const elf = await buildElf({ name: 'jit-straddle', sources: { 's.S': STRADDLE } });
+  const { execFileSync } = await import('node:child_process');
+  // (The layout this test is about: the xor starts 2 bytes before a page boundary.)
+  const dis = execFileSync('riscv64-linux-gnu-objdump', ['-d', elf], { encoding: 'utf8' });
+  assert.match(dis, /^\s*[0-9a-f]*ffe:\s+[0-9a-f]{8}\s+xor\s/m, 'a 4-byte xor at offset 0xffe');
+  const bytes = readFileSync(elf);
+  const ref = runUser(bytes, { jitThreshold: Infinity });
+  assert.equal(ref.code, 0);
+  const r = runUser(bytes, { jitThreshold: 50 });
+  assertSameRun(r, ref, 'straddle');
+  // Each pass interprets the crossing xor; the 200 instructions after it run translated
+  // once hot. (Left to the interpreter up to the next transfer, they were ~95 % of the run.)
+  const interpreted = r.instructions - r.hart.jit!.stats.executed;
+  assert.ok(interpreted < r.instructions / 10, `${interpreted} of ${r.instructions} instructions interpreted`);
+});
+
 /** Counter reads and an sscratch write in the middle of straight-line code, in a hot loop. */
 const CSRS = EXIT + String.raw`
   .globl _start
