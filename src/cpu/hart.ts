@@ -460,6 +460,13 @@ export class Hart implements Stateful<HartState> {
                 n += k;
                 f64[ICOUNT] += k;
                 if (k !== 0) continue;
+              } else if (n > 0) {
+                // Too little budget left for the block: end the slice here, at its head, so
+                // the next slice enters it translated. (Interpreted from here, the run went on
+                // to the next control transfer: hundreds of instructions of unrolled code
+                // per slice.)
+                budget = n;
+                continue;
               }
             } else if (++d.hits >= jit.threshold && page[idx] === d) {
               // (An uncached instruction, e.g. one crossing a page, is never a block head.)

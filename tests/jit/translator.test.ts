@@ -559,6 +559,34 @@ test('straight-line code after an instruction crossing a page is translated, not
   assert.ok(interpreted < r.instructions / 10, `${interpreted} of ${r.instructions} instructions interpreted`);
 });
 
+/** A hot loop whose body is 1,500 instructions without a transfer (over two page boundaries). */
+const UNROLLED = EXIT + String.raw`
+  .option norvc
+  .globl _start
+_start:
+  li s2, 6000
+  li a0, 0
+loop:
+  .rept 1500
+  addi a0, a0, 1
+  .endr
+  addi s2, s2, -1
+  bnez s2, loop
+  EXIT_WITH a0
+`;
+
+test('a run slice that ends inside straight-line code leaves the rest to the next slice, translated', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-unrolled-slices', sources: { 'u.S': UNROLLED } }));
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  const r = runUser(elf, { jitThreshold: 50 });
+  assertSameRun(r, ref, 'unrolled');
+  // ~75 k instructions run interpreted before the body is translated. Each of the ~450
+  // 20,000-instruction slices used to end mid-body with the rest of the body interpreted
+  // (~750 instructions a slice: ~340 k in all); now a slice ends at a block's head instead.
+  const interpreted = r.instructions - r.hart.jit!.stats.executed;
+  assert.ok(interpreted < 150_000, `${interpreted} of ${r.instructions} instructions interpreted`);
+});
+
 /** Counter reads and an sscratch write in the middle of straight-line code, in a hot loop. */
 const CSRS = EXIT + String.raw`
   .globl _start
