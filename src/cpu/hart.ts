@@ -5,7 +5,7 @@ import {
   PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, HART_MMU_BYTES, IBTC_BYTES, IBTC_WORDS, IBTC_FN_MASK, IBTC_PAGE_MASK, JIT_CTX, JIT_HOT, ibcIndex,
   PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT, RESV,
 } from './state.js';
-import { Translator, HOT_ENTRIES, type JitMemory } from './jit/translator.js';
+import { Translator, HOT_ENTRIES, URGENT_HITS, type JitMemory } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
 import { TRAP_SIGNAL, raise, illegal, takeTrap, xret, updateIrq, setIrqLine, wfi, serviceAttention, updateTimers, setStimecmp } from './trap.js';
@@ -471,6 +471,9 @@ export class Hart implements Stateful<HartState> {
             } else if (++d.hits >= jit.threshold && page[idx] === d) {
               // (An uncached instruction, e.g. one crossing a page, is never a block head.)
               this.planBlock(d, page, lo);
+              if (d.block !== null) continue;
+            } else if (d.hits === URGENT_HITS && jit.hasPending) {
+              jit.flush();
               if (d.block !== null) continue;
             }
           }

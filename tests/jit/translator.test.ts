@@ -513,6 +513,19 @@ test('a long straight line is translated whole when its head gets hot, not one 6
 });
 
 /**
+ * Run an ELF interpreted and at threshold 50: the same run, with fewer than `max`
+ * instructions (given the total) left to the interpreter.
+ */
+function assertMostlyTranslated(elf: Uint8Array, label: string, max: (total: number) => number): void {
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  assert.equal(ref.code, 0);
+  const r = runUser(elf, { jitThreshold: 50 });
+  assertSameRun(r, ref, label);
+  const interpreted = r.instructions - r.hart.jit!.stats.executed;
+  assert.ok(interpreted < max(r.instructions), `${label}: ${interpreted} of ${r.instructions} instructions interpreted`);
+}
+
+/**
  * A loop whose straight-line body crosses a page boundary with a 4-byte instruction at the
  * page's last parcel (an instruction no block can hold), then goes on for 200 instructions.
  */
@@ -548,15 +561,9 @@ test('straight-line code after an instruction crossing a page is translated, not
   // (The layout this test is about: the xor starts 2 bytes before a page boundary.)
   const dis = execFileSync('riscv64-linux-gnu-objdump', ['-d', elf], { encoding: 'utf8' });
   assert.match(dis, /^\s*[0-9a-f]*ffe:\s+[0-9a-f]{8}\s+xor\s/m, 'a 4-byte xor at offset 0xffe');
-  const bytes = readFileSync(elf);
-  const ref = runUser(bytes, { jitThreshold: Infinity });
-  assert.equal(ref.code, 0);
-  const r = runUser(bytes, { jitThreshold: 50 });
-  assertSameRun(r, ref, 'straddle');
   // Each pass interprets the crossing xor; the 200 instructions after it run translated
   // once hot. (Left to the interpreter up to the next transfer, they were ~95 % of the run.)
-  const interpreted = r.instructions - r.hart.jit!.stats.executed;
-  assert.ok(interpreted < r.instructions / 10, `${interpreted} of ${r.instructions} instructions interpreted`);
+  assertMostlyTranslated(readFileSync(elf), 'straddle', (total) => total / 10);
 });
 
 /** A hot loop whose body is 1,500 instructions without a transfer (over two page boundaries). */
@@ -577,14 +584,32 @@ loop:
 
 test('a run slice that ends inside straight-line code leaves the rest to the next slice, translated', async () => {
   const elf = readFileSync(await buildElf({ name: 'jit-unrolled-slices', sources: { 'u.S': UNROLLED } }));
-  const ref = runUser(elf, { jitThreshold: Infinity });
-  const r = runUser(elf, { jitThreshold: 50 });
-  assertSameRun(r, ref, 'unrolled');
   // ~75 k instructions run interpreted before the body is translated. Each of the ~450
   // 20,000-instruction slices used to end mid-body with the rest of the body interpreted
   // (~750 instructions a slice: ~340 k in all); now a slice ends at a block's head instead.
-  const interpreted = r.instructions - r.hart.jit!.stats.executed;
-  assert.ok(interpreted < 150_000, `${interpreted} of ${r.instructions} instructions interpreted`);
+  assertMostlyTranslated(elf, 'unrolled', () => 150_000);
+});
+
+/** One short loop, hot alone: 3,000 passes of 5 instructions, all inside one run slice. */
+const LONE_LOOP = EXIT + String.raw`
+  .globl _start
+_start:
+  li s2, 3000
+  li a0, 0
+loop:
+  addi a0, a0, 3
+  xor a0, a0, s2
+  slli a1, a0, 1
+  addi s2, s2, -1
+  bnez s2, loop
+  EXIT_WITH a0
+`;
+
+test('a loop that got hot alone is compiled after 64 more passes, not at the end of the run slice', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-lone-loop', sources: { 'l.S': LONE_LOOP } }));
+  // 50 passes before it is planned and 64 while it waits (5 instructions each); waiting
+  // for the slice's end, all 15,000 ran interpreted.
+  assertMostlyTranslated(elf, 'lone loop', () => 1_000);
 });
 
 /** Counter reads and an sscratch write in the middle of straight-line code, in a hot loop. */

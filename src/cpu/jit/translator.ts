@@ -78,6 +78,12 @@ const MAX_INSTRUCTIONS = 1 << 20;
 
 /** Decoded.hits of a head that is planned or cannot be translated: never counted again. */
 const NEVER = -0x4000_0000;
+/**
+ * Decoded.hits of a planned head entered this many more times while its compile waits for
+ * company (a loop that got hot alone): the batch is compiled at once. (Waiting, a memset's
+ * loop ran up to four slices, 80,000 instructions, interpreted.)
+ */
+export const URGENT_HITS = NEVER + 64;
 
 /** The hart's memory helpers, called by translated loads and stores. */
 export interface JitMemory {
