@@ -486,10 +486,10 @@ export class Hart implements Stateful<HartState> {
           x32[PC * 2 + 1] = x32[NPC * 2 + 1];
           n++;
           this.unflushed++;
-          // The next instruction starts a block after a control transfer, and also on a new
-          // page: blocks stay within one page and an instruction crossing pages is never
-          // translated, so straight-line code running on into the next page would otherwise
-          // stay interpreted up to its next transfer (an unrolled function: thousands).
+          // The next instruction starts a block after a control transfer, and after one the
+          // decoded page does not hold (it crossed into the next page: never translated), or
+          // the straight-line code after it would stay interpreted up to its next transfer
+          // (in an unrolled function: thousands of instructions).
           start = d.ends || page[idx] !== d;
         }
       } catch (e) {
