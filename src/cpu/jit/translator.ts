@@ -5,8 +5,8 @@
  * transfer or trap). When a start gets hot, the block from there is planned: straight-line
  * instructions of one physical page, up to the first control transfer. The unit of
  * compilation is the page: its planned blocks, in page order, go into functions of up to
- * MAX_FN_BLOCKS blocks, each block once, entered through a `br_table` on the entry's page
- * offset. A transfer to another block of the same function (a branch, a jump, a `jalr`
+ * MAX_FN_BLOCKS blocks, each block once, entered through a binary search on the entry's
+ * page offset. A transfer to another block of the same function (a branch, a jump, a `jalr`
  * whose target falls in the page) stays inside it, so loops and local calls need not
  * return to the dispatcher. Blocks of a page that get hot later get functions of their own
  * (with the page's other new blocks); heads that were warm already join the page's first
@@ -24,7 +24,8 @@
  * Each function is stored on its blocks' first instructions (Decoded.block), so it shares
  * the decoded page's lifetime: a store, DMA or fence.i that drops the page drops its code.
  *
- * Memory accesses probe the TLB inline and, on a miss, call the runtime's slow path, which
+ * Memory accesses probe the TLB inline and, on a miss, call the runtime's slow path (through
+ * a stub in their own module: a direct call is smaller host code than a call_indirect), which
  * writes pc and the number of retired instructions before it calls the hart's helper, so a
  * trap inside a block leaves the exact state the interpreter would. When the hart's
  * ATTENTION flag is set after a call (an interrupt became pending) or a helper sets
@@ -405,6 +406,22 @@ export class Translator {
     const types = slotTypes(m);
     const execs = this.execs;
     const groups: Plan[][] = [];
+    // One stub per slow path the module uses: a call site's direct call to it is a few
+    // bytes of host code where a call_indirect (table bounds, signature, target) is ~80,
+    // at every load and store, and the cold paths' code dilutes the hot ones' in the caches.
+    const stubs = new Map<Slot, number>();
+    const stub = (slot: Slot): number => {
+      let index = stubs.get(slot);
+      if (index === undefined) {
+        const fn = m.func(types[slot]);
+        for (let i = 0; i < fn.body.paramCount; i++) fn.body.get(i);
+        fn.body.i32(slot).op(Op.return_call_indirect);
+        fn.body.code.u32(types[slot]).u32(0);
+        index = fn.index;
+        stubs.set(slot, index);
+      }
+      return index;
+    };
     for (const rec of recs) {
       // Functions for the page: its hot region in one (a promotion), then what is new.
       const parts: Plan[][] = [];
@@ -435,7 +452,7 @@ export class Translator {
       parts.forEach((part, i) => { for (const p of part) siblings.set(p.off, fns[i].index); });
       parts.forEach((part, i) => {
         const { body, index } = fns[i];
-        new PageWriter(body, this.stateBase, types, execs, this.ibcBase, siblings, this.stats).write(part);
+        new PageWriter(body, this.stateBase, types, stub, execs, this.ibcBase, siblings, this.stats).write(part);
         m.export(`p${groups.length}`, index);
         if (this.names) m.names.push([index, `g${(rec.va >>> 0).toString(16)}_${part[0].off.toString(16)}`]);
         groups.push(part);
@@ -648,7 +665,7 @@ function probeGroups(insns: Decoded[], locals: readonly number[]): (ProbeGroup |
  * and returns. So loads and stores store no registers at their call sites.
  *
  * Layout: a dispatch loop around one Wasm block per guest block, innermost first in page
- * order; the br_table picks the entry's block, a forward transfer branches straight to
+ * order; a binary search on the offset picks the entry's block, a forward transfer branches straight to
  * the target's code, a backward one re-enters the dispatch with a new offset, and each
  * block's code is a loop of its own so a branch back to its head stays put.
  */
@@ -710,6 +727,8 @@ class PageWriter implements Emit {
 
   constructor(
     private readonly body: FunctionBody, private readonly base: number, private readonly types: number[],
+    /** The module's function index of the stub that calls slow path `slot`. */
+    private readonly stub: (slot: Slot) => number,
     private readonly execs: Decoded[], private readonly ibcBase: number,
     /** Function index, in this module, of each block head of the page compiled with this function. */
     private readonly siblings: ReadonlyMap<number, number>,
@@ -740,11 +759,8 @@ class PageWriter implements Emit {
     f.block(Op.loop); // dispatch
     f.block(Op.block); // default: not a block head here
     for (let i = 0; i < K; i++) f.block(Op.block);
-    // br_table over (entry - first) / 2; offsets that are no head go to the default.
-    const first = plans[0].off, last = plans[K - 1].off;
-    const depths = new Uint32Array(((last - first) >>> 1) + 1).fill(K);
-    plans.forEach((p, i) => { depths[(p.off - first) >>> 1] = i; });
-    f.get(this.entry).i32(first).op(Op.i32_sub).i32(1).op(Op.i32_shr_u).brTable(depths, K);
+    this.selectCase(plans.map((p) => p.off), 0, K, 0);
+    f.op(Op.unreachable);
     for (let i = 0; i < K; i++) {
       f.op(Op.end);
       this.c = i;
@@ -783,6 +799,28 @@ class PageWriter implements Emit {
     f.op(Op.end);
     f.get(this.done).op(Op.return);
     f.op(Op.end).op(Op.unreachable);
+  }
+
+  /**
+   * Branch to the case (the Wasm block of depth i, plus `nest`) whose head offset `offs[i]`
+   * equals the entry offset, or to the default (depth K): a binary search over the heads.
+   * Not a br_table over the offsets: that spans up to 2,048 entries for at most
+   * MAX_FN_BLOCKS heads, and V8's baseline compiler lowers a br_table to a compare tree as
+   * long as the table (~10 bytes of host code per entry, up to 11 compares per entry).
+   */
+  private selectCase(offs: readonly number[], lo: number, hi: number, nest: number): void {
+    const f = this.f;
+    if (hi - lo === 1) {
+      f.get(this.entry).i32(offs[lo]).op(Op.i32_eq).br(Op.br_if, lo + nest);
+      f.br(Op.br, offs.length + nest);
+      return;
+    }
+    const mid = (lo + hi) >>> 1;
+    f.get(this.entry).i32(offs[mid]).op(Op.i32_lt_u).block(Op.if);
+    this.selectCase(offs, lo, mid, nest + 1);
+    f.op(Op.else);
+    this.selectCase(offs, mid, hi, nest + 1);
+    f.op(Op.end);
   }
 
   /**
@@ -871,9 +909,7 @@ class PageWriter implements Emit {
   private slowCall(slot: Slot): void {
     const f = this.f;
     f.get(this.vbase).get(this.done).i32(this.off | this.k << 12 | (this.len === 4 ? 1 << 18 : 0));
-    f.i32(slot).op(Op.call_indirect);
-    f.code.u32(this.types[slot]).u32(0);
-    f.set(this.leave);
+    f.call(this.stub(slot)).set(this.leave);
   }
 
   /** After a slow path: to the block's exit stub if it must end here. */
@@ -1005,8 +1041,8 @@ class PageWriter implements Emit {
     this.flushRegs();
     this.retired(this.k + 1);
     f.set(this.done);
-    // A target in the same virtual page goes on through the dispatch (whose br_table sends
-    // offsets that are no block here to the default), if a block fits the budget; any
+    // A target in the same virtual page goes on through the dispatch (which sends offsets
+    // that are no block here to the default), if a block fits the budget; any
     // other goes to the default (the target cache, or the dispatcher).
     const t1 = this.t64[1];
     f.get(t).op(Op.i32_wrap_i64).i32(0xfff).op(Op.i32_and).set(this.entry);
