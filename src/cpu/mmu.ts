@@ -38,7 +38,9 @@ export class Tlb {
   /**
    * The entries, TLB_ENTRY_BYTES each: at word 4i the tag's low word (a page-aligned
    * virtual address, or TLB_INVALID), at 4i + 1 its high word (translated code compares
-   * the two as one i64), in `host` at 4i + 2 the page's host byte offset in the shared memory.
+   * the two as one i64), in `host` at 4i + 2 the page's host byte offset in the shared memory
+   * and at 4i + 3 that offset minus the tag's low word (mod 2^32: translated code adds the
+   * address's low word to it, one add where the offset needs a mask and an add).
    */
   readonly tag: Int32Array;
   readonly host: Uint32Array;
@@ -398,7 +400,9 @@ export function tlbFill(h: Hart, t: Tlb, lo: number, hi: number, acc: number): n
       const i = (lo >>> 12) & TLB_MASK;
       t.tag[i << 2] = lo & ~0xfff;
       t.tag[(i << 2) + 1] = hi;
-      t.host[(i << 2) + 2] = h.ramHost + (pagePa - h.ramBase);
+      const host = h.ramHost + (pagePa - h.ramBase);
+      t.host[(i << 2) + 2] = host;
+      t.host[(i << 2) + 3] = host - (lo & ~0xfff);
       t.filled(i, h.walkGlobal);
       if (acc === ACC_W) h.wtlbMap.link(t.slotBase + i, ppn);
     }

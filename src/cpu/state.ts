@@ -71,10 +71,13 @@ export const HART_STATE_BYTES = 4096;
  */
 export const TLB_REGION = 0x8000;
 export const TLB_SIZE = 1024;
-/** Bytes per TLB entry: tag low word, tag high word, host byte offset, unused (mmu.ts Tlb). */
+/**
+ * Bytes per TLB entry: tag low word, tag high word, host byte offset, host byte offset minus
+ * the tag's low word (mmu.ts Tlb; X TLB entries leave the last unset).
+ */
 export const TLB_ENTRY_BYTES = 16;
-/** Byte offset of an entry's host offset. */
-export const TLB_HOST = 8;
+/** Byte offset of an entry's host offset minus its tag's low word (mod 2^32). */
+export const TLB_DELTA = 12;
 export const TLB_BYTES = TLB_SIZE * TLB_ENTRY_BYTES;
 
 /**

@@ -35,7 +35,7 @@ import { ModuleBuilder, FunctionBody, Op, ValType } from './wasm.js';
 import { SINK } from '../state.js';
 import type { Emit } from './emit.js';
 import type { Decoded, BlockFn } from '../isa/types.js';
-import { PRIV, MIE, MIP_SW, MIP_HW, RESV, PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_HOST, TLB_ENTRY_BYTES, TLB_SIZE, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_WORDS, IBTC_FN_BITS, IBTC_FN_MASK, IBTC_HOT } from '../state.js';
+import { PRIV, MIE, MIP_SW, MIP_HW, RESV, PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_DELTA, TLB_ENTRY_BYTES, TLB_SIZE, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_WORDS, IBTC_FN_BITS, IBTC_FN_MASK, IBTC_HOT } from '../state.js';
 import { MSTATUS, MSTATUS_WMASK, SSTATUS_MASK, PRIV_S } from '../csr.js';
 
 /** Longest block, in instructions (an instruction's index fits SlowPaths' 6 bits). */
@@ -1261,7 +1261,7 @@ class PageWriter implements Emit {
 
   /** Push the host address of lo in the page of TLB entry `ent`. */
   private hostAddr(): void {
-    this.f.get(this.ent).mem(Op.i32_load, 2, TLB_HOST).get(this.lo).i32(0xfff).op(Op.i32_and).op(Op.i32_add);
+    this.f.get(this.ent).mem(Op.i32_load, 2, TLB_DELTA).get(this.lo).op(Op.i32_add);
   }
 
   /**
