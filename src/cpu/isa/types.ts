@@ -4,9 +4,10 @@ import type { Emit } from '../jit/emit.js';
 /**
  * A translated code page: runs from the block at page offset `entry` with at most `budget`
  * instructions (that block fits); `done` is added to the count it returns, the
- * instructions retired.
+ * instructions retired. `vbase` is the page's virtual base; `addr` and `ent` are scratch
+ * (translator.ts pageFnType). Entered only through the translator's trampoline.
  */
-export type BlockFn = (budget: number, done: number, entry: number) => number;
+export type BlockFn = (budget: number, done: number, entry: number, vbase: bigint, addr: bigint, ent: number) => number;
 
 /** Instruction formats: they say which fields the decoder extracts and how the disassembler prints. */
 export type Format =

@@ -399,10 +399,9 @@ export class Translator {
     }
     this.pendingBlocks = 0;
     const m = new ModuleBuilder();
-    const I = ValType.I32;
     m.importMemory('env', 'memory', 1);
     m.importTable('env', 'helpers', Slot.count);
-    const tFn = m.type([I, I, I], [I]);
+    const tFn = pageFnType(m);
     const types = slotTypes(m);
     const execs = this.execs;
     const groups: Plan[][] = [];
@@ -505,6 +504,15 @@ const enum Slot {
 
 const SLOT_NAMES = ['load8', 'load8u', 'load16', 'load16u', 'load32', 'load32u', 'load64', 'store8', 'store16', 'store32', 'store64', 'exec'];
 
+/**
+ * A page function's type: (budget, done, entry offset, the page's virtual base, and two
+ * params its code uses as locals: PageWriter's addr and ent) -> instructions retired.
+ */
+function pageFnType(m: ModuleBuilder): number {
+  const I = ValType.I32, L = ValType.I64;
+  return m.type([I, I, I, L, L, I], [I]);
+}
+
 /** Each slot's function type in module `m` (call_indirect compares types structurally). */
 function slotTypes(m: ModuleBuilder): number[] {
   const I = ValType.I32, L = ValType.I64;
@@ -546,7 +554,7 @@ function buildRuntime(base: number, env: Record<string, unknown>): WebAssembly.T
   m.importMemory('env', 'memory', 1);
   m.importTable('env', 'table', 0);
   const types = slotTypes(m);
-  const tFn = m.type([I, I, I], [I]);
+  const tFn = pageFnType(m);
   for (let slot = 0; slot < Slot.jump; slot++) {
     const kind = SLOT_NAMES[slot];
     const { body: f, index } = m.func(types[slot]);
@@ -583,7 +591,9 @@ function buildRuntime(base: number, env: Record<string, unknown>): WebAssembly.T
     f.get(out);
   }
   const { body, index } = m.func(types[Slot.jump]);
-  body.get(0).get(1).get(2).get(3).op(Op.return_call_indirect);
+  // (budget, done, entry, the page's base from pc, two params of no value) into function get(3)
+  body.get(0).get(1).get(2).i32(base).mem(Op.i64_load, 3, PC * 8).i64(-4096n).op(Op.i64_and).i64(0n).i32(0).get(3);
+  body.op(Op.return_call_indirect);
   body.code.u32(tFn).u32(0);
   m.export(`s${Slot.jump}`, index);
   const inst = new WebAssembly.Instance(new WebAssembly.Module(m.encode()), { env } as WebAssembly.Imports);
@@ -594,6 +604,9 @@ function buildRuntime(base: number, env: Record<string, unknown>): WebAssembly.T
 
 /** Locals for probe groups live at once in a block (more overlapping groups are not formed). */
 const GROUP_LOCALS = 2;
+/** PageWriter's lazily declared locals, by slot. */
+const LOCAL_T64 = 0, LOCAL_T32 = 4, LOCAL_FRES = 6, LOCAL_FNX = 7, LOCAL_FPST = 8, LOCAL_LEAVE = 9, LOCAL_AMO = 10, LOCAL_GROUP = 11;
+const LOCAL_SLOTS = LOCAL_GROUP + GROUP_LOCALS;
 /** Members a probe group needs to pay for its probe and the code of both paths. */
 const MIN_GROUP = 4;
 
@@ -607,7 +620,7 @@ const MIN_GROUP = 4;
 interface ProbeGroup { first: number; minOff: number; span: number; size: 1 | 2 | 4 | 8; store: boolean; local: number }
 
 /** Plan probe groups for a block: by instruction index, the group it belongs to. */
-function probeGroups(insns: Decoded[], locals: readonly number[]): (ProbeGroup | undefined)[] {
+function probeGroups(insns: Decoded[], nLocals: number, local: (i: number) => number): (ProbeGroup | undefined)[] {
   const out: (ProbeGroup | undefined)[] = [];
   interface Open { g: ProbeGroup; base: number; maxOff: number; members: number[] }
   let open: Open[] = [];
@@ -639,14 +652,14 @@ function probeGroups(insns: Decoded[], locals: readonly number[]): (ProbeGroup |
   }
   close(() => false);
   // Keep groups of two or more, giving each a local not used by an overlapping one.
-  const busyUntil = locals.map(() => -1);
+  const busyUntil = new Array<number>(nLocals).fill(-1);
   for (const o of done.sort((a, b) => a.g.first - b.g.first)) {
     if (o.members.length < MIN_GROUP) continue;
     const last = o.members[o.members.length - 1];
     const l = busyUntil.findIndex((u) => u < o.g.first);
     if (l < 0) continue;
     busyUntil[l] = last;
-    o.g.local = locals[l];
+    o.g.local = local(l);
     o.g.span = o.maxOff - o.g.minOff + o.g.size;
     for (const m of o.members) out[m] = o.g;
   }
@@ -674,24 +687,35 @@ class PageWriter implements Emit {
   f: FunctionBody;
   /** FunctionBody.depth just inside the current block's exit stub (a Wasm block). */
   private stubLevel = 0;
-  /** The page's virtual base address (i64), from pc at entry. */
-  private readonly vbase: number;
-  private readonly lo: number;
-  /** A load's or store's effective address. */
-  private readonly addr: number;
-  private readonly t64: number[];
-  private readonly t32: number[];
-  /** Address of the TLB entry being probed. */
-  private readonly ent: number;
+  /**
+   * Params after budget, done and entry (FN_PARAMS): the page's virtual base address (i64),
+   * a load's or store's effective address (i64) and the address of the TLB entry probed
+   * for it. Callers pass the base (the trampoline computes it from pc) and anything for
+   * the other two: params are not zeroed at entry, declared locals are (see locals).
+   */
+  private readonly vbase = 3;
+  private readonly addr = 4;
+  private readonly ent = 5;
+  /**
+   * Other locals, declared at their first use (by LOCAL_* slot): V8 zeroes a function's
+   * declared locals at every entry, with a `rep stos` past 24 bytes, and a profile of a boot
+   * put a quarter of its baseline-tier samples in page functions' prologues.
+   */
+  private readonly locals = new Int32Array(LOCAL_SLOTS).fill(-1);
+  private local(slot: number, t: ValType): number {
+    let l = this.locals[slot];
+    if (l < 0) l = this.locals[slot] = this.body.local(t);
+    return l;
+  }
   private readonly tF: number[] = [];
-  readonly fres: number;
-  readonly fnx: number;
+  get fres(): number { return this.local(LOCAL_FRES, ValType.F64); }
+  get fnx(): number { return this.local(LOCAL_FNX, ValType.I32); }
   /** A slow path's result: the count to return if the block must end there, else 0. */
-  private readonly leave: number;
+  private get leave(): number { return this.local(LOCAL_LEAVE, ValType.I32); }
   /** A 32-bit AMO's operand. */
-  private readonly tmpAmo: number;
-  /** Host addresses of probe groups (ProbeGroup.local), and the current block's groups by instruction. */
-  private readonly groupLocals: number[];
+  private get tmpAmo(): number { return this.local(LOCAL_AMO, ValType.I32); }
+  private get fpst(): number { return this.local(LOCAL_FPST, ValType.I32); }
+  /** The current block's probe groups by instruction (ProbeGroup.local: LOCAL_GROUP + i). */
   private groups: (ProbeGroup | undefined)[] = [];
   /** Index of each block in the function by head page offset. */
   private caseOf = new Map<number, number>();
@@ -712,7 +736,6 @@ class PageWriter implements Emit {
   /** This block has set FS to Dirty already / has read its F/D state into fpst. */
   private dirtied = false;
   private fpRead = false;
-  private readonly fpst: number;
 
   constructor(
     private readonly body: FunctionBody, private readonly base: number, private readonly types: number[],
@@ -723,27 +746,13 @@ class PageWriter implements Emit {
     private readonly siblings: ReadonlyMap<number, number>,
     private readonly stats: JitStats,
   ) {
-    const f = body;
-    this.f = f;
-    this.vbase = f.local(ValType.I64);
-    this.lo = f.local(ValType.I32);
-    this.addr = f.local(ValType.I64);
-    this.t64 = [f.local(ValType.I64), f.local(ValType.I64), f.local(ValType.I64), f.local(ValType.I64)];
-    this.t32 = [f.local(ValType.I32), f.local(ValType.I32)];
-    this.ent = f.local(ValType.I32);
-    this.fres = f.local(ValType.F64);
-    this.fnx = f.local(ValType.I32);
-    this.fpst = f.local(ValType.I32);
-    this.leave = f.local(ValType.I32);
-    this.tmpAmo = f.local(ValType.I32);
-    this.groupLocals = Array.from({ length: GROUP_LOCALS }, () => f.local(ValType.I32));
+    this.f = body;
   }
 
   write(plans: Plan[]): void {
     plans.forEach((p, i) => this.caseOf.set(p.off, i));
     this.cases = plans.length;
     const f = this.f;
-    f.i32(this.base).mem(Op.i64_load, 3, PC * 8).i64(-4096n).op(Op.i64_and).set(this.vbase);
     const K = plans.length;
     f.block(Op.loop); // dispatch
     f.block(Op.block); // default: not a block head here
@@ -761,7 +770,8 @@ class PageWriter implements Emit {
     // function land). Go on in the function the target cache
     // names for pc if there is one, no interrupt waits and a block fits the budget; else
     // return to the dispatcher.
-    const t = this.t64[0], lo = this.lo, ent = this.ent, base = this.ibcBase;
+    // (Params as temporaries: addr for pc, entry for its low word, ent for the entry.)
+    const t = this.addr, lo = this.entry, ent = this.ent, base = this.ibcBase;
     f.get(this.vbase).get(this.entry).op(Op.i64_extend_i32_u).op(Op.i64_add).set(t);
     this.setPc(() => { f.get(t); });
     this.mayGoOn();
@@ -775,11 +785,11 @@ class PageWriter implements Emit {
     f.block(Op.if);
     // Count the hit (above the function's index); every IBTC_HOT-th goes to the dispatcher,
     // which counts them all (hot()).
-    f.get(ent).get(ent).mem(Op.i32_load, 2, base + 12).i32(1 << IBTC_FN_BITS).op(Op.i32_add).tee(this.t32[0]).mem(Op.i32_store, 2, base + 12);
-    f.get(this.t32[0]).i32(~IBTC_FN_MASK).op(Op.i32_and);
+    f.get(ent).get(ent).mem(Op.i32_load, 2, base + 12).i32(1 << IBTC_FN_BITS).op(Op.i32_add).mem(Op.i32_store, 2, base + 12);
+    f.get(ent).mem(Op.i32_load, 2, base + 12).i32(~IBTC_FN_MASK).op(Op.i32_and);
     f.block(Op.if);
     f.get(this.budget).get(this.done).get(lo).i32(0xfff).op(Op.i32_and);
-    f.get(this.t32[0]).i32(IBTC_FN_MASK).op(Op.i32_and);
+    f.get(ent).mem(Op.i32_load, 2, base + 12).i32(IBTC_FN_MASK).op(Op.i32_and);
     f.i32(Slot.jump).op(Op.return_call_indirect);
     f.code.u32(this.types[Slot.jump]).u32(0);
     f.op(Op.end);
@@ -825,7 +835,7 @@ class PageWriter implements Emit {
     this.dirtied = false;
     this.fpRead = false;
     this.inner = 0;
-    this.groups = probeGroups(p.insns, this.groupLocals);
+    this.groups = probeGroups(p.insns, GROUP_LOCALS, (i) => this.local(LOCAL_GROUP + i, ValType.I32));
     for (let i = 0; i < p.insns.length; i++) {
       const d = p.insns[i];
       this.k = i;
@@ -910,7 +920,7 @@ class PageWriter implements Emit {
         this.setPc(() => this.pcAt(target));
         this.mayGoOn();
         f.block(Op.if);
-        f.get(this.budget).get(this.done).i32(target).op(Op.return_call);
+        f.get(this.budget).get(this.done).i32(target).get(this.vbase).get(this.addr).get(this.ent).op(Op.return_call);
         f.code.u32(sibling);
         f.op(Op.end);
         this.stats.siblingCalls++;
@@ -978,11 +988,11 @@ class PageWriter implements Emit {
 
   pcPlus(k: number): void { this.pcAt(this.off + k); }
 
-  tmp64(i: 0 | 1 | 2 | 3): number { return this.t64[i]; }
-  tmp32(i: 0 | 1): number { return this.t32[i]; }
+  tmp64(i: 0 | 1 | 2 | 3): number { return this.local(LOCAL_T64 + i, ValType.I64); }
+  tmp32(i: 0 | 1): number { return this.local(LOCAL_T32 + i, ValType.I32); }
 
   jump(d: Decoded, target: () => void): void {
-    const f = this.f, t = this.t64[0];
+    const f = this.f, t = this.tmp64(0);
     if (d.spec.format === 'J') {
       this.setX(d.rd, () => this.pcPlus(d.len));
       this.goto(this.off + d.imm, this.k + 1);
@@ -997,7 +1007,7 @@ class PageWriter implements Emit {
     // A target in the same virtual page goes on through the dispatch (which sends offsets
     // that are no block here to the default), if a block fits the budget; any
     // other goes to the default (the target cache, or the dispatcher).
-    const t1 = this.t64[1];
+    const t1 = this.tmp64(1);
     f.get(t).op(Op.i32_wrap_i64).i32(0xfff).op(Op.i32_and).set(this.entry);
     f.get(t).i64(-4096n).op(Op.i64_and).tee(t1).get(this.vbase).op(Op.i64_eq);
     f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u).op(Op.i32_and);
@@ -1067,13 +1077,13 @@ class PageWriter implements Emit {
 
   amo(d: Decoded, size: 4 | 8, op: (old: number, v: number) => void): void {
     const f = this.f, w = size === 4;
-    const old = w ? this.t32[1] : this.t64[1], v = w ? this.tmpAmo : this.t64[2];
+    const old = w ? this.tmp32(1) : this.tmp64(1), v = w ? this.tmpAmo : this.tmp64(2);
     this.ea(d);
     this.tlbHit(TLB_W_PTR, size);
     f.block(Op.if);
     // mem[host] = op(old, x[rs2]); x[rd] = old (sign-extended for .w), rs2 read before rd is set.
     this.hostAddr();
-    f.tee(this.t32[0]).get(this.t32[0]).mem(w ? Op.i32_load : Op.i64_load, w ? 2 : 3, 0).set(old);
+    f.tee(this.tmp32(0)).get(this.tmp32(0)).mem(w ? Op.i32_load : Op.i64_load, w ? 2 : 3, 0).set(old);
     if (w) this.x32(d.rs2); else this.x(d.rs2);
     f.set(v);
     op(old, v);
@@ -1085,7 +1095,7 @@ class PageWriter implements Emit {
   }
 
   lr(d: Decoded, size: 4 | 8): void {
-    const f = this.f, host = this.t32[0], w = size === 4;
+    const f = this.f, host = this.tmp32(0), w = size === 4;
     this.ea(d);
     this.tlbHit(TLB_R_PTR, size);
     f.block(Op.if);
@@ -1099,7 +1109,7 @@ class PageWriter implements Emit {
   }
 
   sc(d: Decoded, size: 4 | 8): void {
-    const f = this.f, host = this.t32[0], ok = this.t32[1], w = size === 4;
+    const f = this.f, host = this.tmp32(0), ok = this.tmp32(1), w = size === 4;
     this.ea(d);
     this.tlbHit(TLB_W_PTR, size);
     f.block(Op.if);
@@ -1118,7 +1128,7 @@ class PageWriter implements Emit {
   }
 
   sstatus(d: Decoded, op: 0 | 1 | 2, imm: boolean): void {
-    const f = this.f, base = this.base, old = this.t32[0], nw = this.t32[1];
+    const f = this.f, base = this.base, old = this.tmp32(0), nw = this.tmp32(1);
     const writes = op === 0 || d.rs1 !== 0;
     const m = SSTATUS_MASK & MSTATUS_WMASK;
     // Inline in S and M mode when the write changes at most SIE and no enabled interrupt
@@ -1150,7 +1160,7 @@ class PageWriter implements Emit {
   }
 
   orFlags(value: () => void): void {
-    const f = this.f, t = this.t32[0];
+    const f = this.f, t = this.tmp32(0);
     value();
     f.tee(t).block(Op.if);
     f.i32(this.base).i32(this.base).mem(Op.i32_load, 2, FFLAGS * 8).get(t).op(Op.i32_or).mem(Op.i32_store, 2, FFLAGS * 8);
@@ -1238,12 +1248,12 @@ class PageWriter implements Emit {
     const f = this.f;
     this.x(d.rs1);
     if (d.imm !== 0) f.i64(BigInt(d.imm)).op(Op.i64_add);
-    f.tee(this.addr).op(Op.i32_wrap_i64).set(this.lo);
+    f.set(this.addr);
   }
 
   /** Push lo and the address's high word: a slow path's address arguments. */
   private loHi(): void {
-    this.f.get(this.lo).get(this.addr).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
+    this.f.get(this.addr).op(Op.i32_wrap_i64).get(this.addr).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
   }
 
   /**
@@ -1254,14 +1264,14 @@ class PageWriter implements Emit {
   private tlbHit(ptr: number, size: number): void {
     const f = this.f;
     f.i32(this.base).mem(Op.i32_load, 2, ptr * 8);
-    f.get(this.lo).i32(12 - Math.log2(TLB_ENTRY_BYTES)).op(Op.i32_shr_u).i32((TLB_SIZE - 1) * TLB_ENTRY_BYTES).op(Op.i32_and);
+    f.get(this.addr).op(Op.i32_wrap_i64).i32(12 - Math.log2(TLB_ENTRY_BYTES)).op(Op.i32_shr_u).i32((TLB_SIZE - 1) * TLB_ENTRY_BYTES).op(Op.i32_and);
     f.op(Op.i32_add).tee(this.ent).mem(Op.i64_load, 3, 0);
     f.get(this.addr).i64(BigInt(-4096 | (size - 1))).op(Op.i64_and).op(Op.i64_eq);
   }
 
   /** Push the host address of lo in the page of TLB entry `ent`. */
   private hostAddr(): void {
-    this.f.get(this.ent).mem(Op.i32_load, 2, TLB_DELTA).get(this.lo).op(Op.i32_add);
+    this.f.get(this.ent).mem(Op.i32_load, 2, TLB_DELTA).get(this.addr).op(Op.i32_wrap_i64).op(Op.i32_add);
   }
 
   /**
@@ -1274,9 +1284,9 @@ class PageWriter implements Emit {
     if (g.first === this.k) {
       this.x(d.rs1);
       if (g.minOff !== 0) f.i64(BigInt(g.minOff)).op(Op.i64_add);
-      f.tee(this.addr).op(Op.i32_wrap_i64).set(this.lo);
+      f.set(this.addr);
       this.tlbHit(g.store ? TLB_W_PTR : TLB_R_PTR, g.size);
-      f.get(this.lo).i32(0xfff).op(Op.i32_and).i32(4096 - g.span).op(Op.i32_le_u).op(Op.i32_and);
+      f.get(this.addr).op(Op.i32_wrap_i64).i32(0xfff).op(Op.i32_and).i32(4096 - g.span).op(Op.i32_le_u).op(Op.i32_and);
       f.block(Op.if, ValType.I32);
       this.hostAddr();
       f.op(Op.else).i32(0).op(Op.end).set(g.local);
