@@ -403,11 +403,11 @@ type EmitFn = (e: Emit, d: Decoded) => void;
 /** rd = rs1 OP rs2 (i64). */
 export const bin = (op: number): EmitFn => (e, d) => e.setX(d.rd, () => { e.x(d.rs1); e.x(d.rs2); e.f.op(op); });
 /** rd = rs1 OP imm (i64). */
-export const imm = (op: number): EmitFn => (e, d) => e.setX(d.rd, () => { e.x(d.rs1); e.f.i64(BigInt(d.imm)).op(op); });
+export const imm = (op: number): EmitFn => (e, d) => e.setX(d.rd, () => { e.x(d.rs1); e.f.i64(d.imm).op(op); });
 /** rd = (rs1 CMP rs2) ? 1 : 0. */
 export const cmp = (op: number): EmitFn => (e, d) => e.setX(d.rd, () => { e.x(d.rs1); e.x(d.rs2); e.f.op(op).op(Op.i64_extend_i32_u); });
 /** rd = (rs1 CMP imm) ? 1 : 0. */
-export const cmpImm = (op: number): EmitFn => (e, d) => e.setX(d.rd, () => { e.x(d.rs1); e.f.i64(BigInt(d.imm)).op(op).op(Op.i64_extend_i32_u); });
+export const cmpImm = (op: number): EmitFn => (e, d) => e.setX(d.rd, () => { e.x(d.rs1); e.f.i64(d.imm).op(op).op(Op.i64_extend_i32_u); });
 /** rd = sext32(rs1 OP rs2), in i32. */
 export const binW = (op: number): EmitFn => (e, d) => e.setXw(d.rd, () => { e.x32(d.rs1); e.x32(d.rs2); e.f.op(op); });
 /** rd = sext32(rs1 OP imm), in i32. */

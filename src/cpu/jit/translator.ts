@@ -622,6 +622,9 @@ interface ProbeGroup { first: number; minOff: number; span: number; size: 1 | 2 
 /** Plan probe groups for a block: by instruction index, the group it belongs to. */
 function probeGroups(insns: Decoded[], nLocals: number, local: (i: number) => number): (ProbeGroup | undefined)[] {
   const out: (ProbeGroup | undefined)[] = [];
+  let accesses = 0;
+  for (const d of insns) if (d.spec.format === 'load' || d.spec.format === 'store') accesses++;
+  if (accesses < MIN_GROUP) return out; // (most blocks: too few to form a group)
   interface Open { g: ProbeGroup; base: number; maxOff: number; members: number[] }
   let open: Open[] = [];
   const done: Open[] = [];
@@ -780,7 +783,7 @@ class PageWriter implements Emit {
     f.get(t).op(Op.i32_wrap_i64).tee(lo).i32(1).op(Op.i32_shr_u).get(lo).i32(12).op(Op.i32_shr_u).op(Op.i32_xor);
     f.i32(IBTC_SIZE - 1).op(Op.i32_and).i32(Math.log2(IBTC_WORDS * 4)).op(Op.i32_shl).set(ent);
     f.get(ent).mem(Op.i32_load, 2, base).get(lo).op(Op.i32_eq);
-    f.get(ent).mem(Op.i32_load, 2, base + 4).get(t).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).op(Op.i32_eq).op(Op.i32_and);
+    f.get(ent).mem(Op.i32_load, 2, base + 4).get(t).i64(32).op(Op.i64_shr_u).op(Op.i32_wrap_i64).op(Op.i32_eq).op(Op.i32_and);
     f.get(ent).mem(Op.i32_load, 2, base + 8).i32(this.base).mem(Op.i32_load, 2, JIT_CTX * 8).op(Op.i32_eq).op(Op.i32_and);
     f.block(Op.if);
     // Count the hit (above the function's index); every IBTC_HOT-th goes to the dispatcher,
@@ -927,7 +930,7 @@ class PageWriter implements Emit {
         f.get(this.done).op(Op.return);
         return;
       }
-      if (inPage !== target) f.get(this.vbase).i64(BigInt(target - inPage)).op(Op.i64_add).set(this.vbase);
+      if (inPage !== target) f.get(this.vbase).i64(target - inPage).op(Op.i64_add).set(this.vbase);
       f.i32(inPage).set(this.entry).br(Op.br, this.inner + WRAP + this.cases - this.c);
       return;
     }
@@ -952,7 +955,7 @@ class PageWriter implements Emit {
 
   private pcAt(off: number): void {
     this.f.get(this.vbase);
-    if (off !== 0) this.f.i64(BigInt(off)).op(Op.i64_add);
+    if (off !== 0) this.f.i64(off).op(Op.i64_add);
   }
 
   private setPc(value: () => void): void {
@@ -962,7 +965,7 @@ class PageWriter implements Emit {
   }
 
   x(r: number): void {
-    if (r === 0) { this.f.i64(0n); return; }
+    if (r === 0) { this.f.i64(0); return; }
     this.f.i32(this.base).mem(Op.i64_load, 3, r * 8);
   }
 
@@ -1009,7 +1012,7 @@ class PageWriter implements Emit {
     // other goes to the default (the target cache, or the dispatcher).
     const t1 = this.tmp64(1);
     f.get(t).op(Op.i32_wrap_i64).i32(0xfff).op(Op.i32_and).set(this.entry);
-    f.get(t).i64(-4096n).op(Op.i64_and).tee(t1).get(this.vbase).op(Op.i64_eq);
+    f.get(t).i64(-4096).op(Op.i64_and).tee(t1).get(this.vbase).op(Op.i64_eq);
     f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u).op(Op.i32_and);
     f.block(Op.if);
     f.br(Op.br, this.inner + 1 + WRAP + this.cases - this.c + 1);
@@ -1247,13 +1250,13 @@ class PageWriter implements Emit {
   private ea(d: Decoded): void {
     const f = this.f;
     this.x(d.rs1);
-    if (d.imm !== 0) f.i64(BigInt(d.imm)).op(Op.i64_add);
+    if (d.imm !== 0) f.i64(d.imm).op(Op.i64_add);
     f.set(this.addr);
   }
 
   /** Push lo and the address's high word: a slow path's address arguments. */
   private loHi(): void {
-    this.f.get(this.addr).op(Op.i32_wrap_i64).get(this.addr).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
+    this.f.get(this.addr).op(Op.i32_wrap_i64).get(this.addr).i64(32).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
   }
 
   /**
@@ -1266,7 +1269,7 @@ class PageWriter implements Emit {
     f.i32(this.base).mem(Op.i32_load, 2, ptr * 8);
     f.get(this.addr).op(Op.i32_wrap_i64).i32(12 - Math.log2(TLB_ENTRY_BYTES)).op(Op.i32_shr_u).i32((TLB_SIZE - 1) * TLB_ENTRY_BYTES).op(Op.i32_and);
     f.op(Op.i32_add).tee(this.ent).mem(Op.i64_load, 3, 0);
-    f.get(this.addr).i64(BigInt(-4096 | (size - 1))).op(Op.i64_and).op(Op.i64_eq);
+    f.get(this.addr).i64(-4096 | (size - 1)).op(Op.i64_and).op(Op.i64_eq);
   }
 
   /** Push the host address of lo in the page of TLB entry `ent`. */
@@ -1283,7 +1286,7 @@ class PageWriter implements Emit {
     const f = this.f;
     if (g.first === this.k) {
       this.x(d.rs1);
-      if (g.minOff !== 0) f.i64(BigInt(g.minOff)).op(Op.i64_add);
+      if (g.minOff !== 0) f.i64(g.minOff).op(Op.i64_add);
       f.set(this.addr);
       this.tlbHit(g.store ? TLB_W_PTR : TLB_R_PTR, g.size);
       f.get(this.addr).op(Op.i32_wrap_i64).i32(0xfff).op(Op.i32_and).i32(4096 - g.span).op(Op.i32_le_u).op(Op.i32_and);

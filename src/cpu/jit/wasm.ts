@@ -148,7 +148,12 @@ export class FunctionBody {
     return this;
   }
   i32(v: number): this { this.code.byte(Op.i32_const).s32(v); return this; }
-  i64(v: bigint): this { this.code.byte(Op.i64_const).s64(v); return this; }
+  /** i64.const: a number (a safe integer) costs no BigInt, the common case (offsets, masks). */
+  i64(v: bigint | number): this {
+    this.code.byte(Op.i64_const);
+    if (typeof v === 'number' && v === (v | 0)) this.code.s32(v); else this.code.s64(BigInt(v));
+    return this;
+  }
   /** f64.const: the IEEE 754 bits, little-endian (§5.4.7). */
   f64(v: number): this {
     FunctionBody.f64Buf[0] = v;
