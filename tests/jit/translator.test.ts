@@ -478,6 +478,75 @@ test('direct calls between one page\'s functions: exact state at a fault in the 
   }
 });
 
+/**
+ * Eight one-instruction blocks (and their returns) spread over one page, from near its
+ * start to its last parcel, called in turn through a table by code in the same page (so
+ * each call enters by its page offset inside the page's functions), and one table entry
+ * that lands inside a block (on a head's `ret`): the functions' search over their heads
+ * must pick each one, and send the other offset to their default path.
+ */
+const HEADS = EXIT + String.raw`
+  .globl _start
+  .balign 4096
+_start:
+  li s0, 400
+  li s1, 0
+  la s2, table
+loop:
+  li s3, 0
+call:
+  slli t0, s3, 3
+  add t0, s2, t0
+  ld t1, 0(t0)
+  jalr ra, 0(t1)
+  addi s3, s3, 1
+  li t2, 9
+  bne s3, t2, call
+  addi s0, s0, -1
+  bnez s0, loop
+  EXIT_WITH s1
+  .org _start + 0x100
+h0: addi s1, s1, 3
+  ret
+  .org _start + 0x3fa
+h1: addi s1, s1, 5
+  ret
+  .org _start + 0x400
+h2: addi s1, s1, 7
+  ret
+  .org _start + 0x802
+h3: addi s1, s1, 11
+  ret
+  .org _start + 0xa00
+h4: addi s1, s1, 13
+  ret
+  .org _start + 0xd00
+h5: addi s1, s1, 17
+  ret
+  .org _start + 0xf00
+h6: addi s1, s1, 19
+  ret
+  .org _start + 0xffa
+h7: addi s1, s1, 23
+  ret
+  .data
+  .align 3
+table: .dword h0, h1, h2, h3, h4, h5, h6, h7, h3 + 2
+`;
+
+test('a page function picks each of its blocks by the entry offset, first parcel to last, and no other', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-heads', sources: { 'h.S': HEADS } }));
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  assert.equal(ref.code, 0);
+  for (const th of [0, 10]) {
+    const r = runUser(elf, { jitThreshold: th });
+    assertSameRun(r, ref, `threshold ${th}`);
+    const st = r.hart.jit!.stats;
+    assert.ok(st.blocks >= 9, `threshold ${th}: ${st.blocks} blocks translated`);
+    assert.ok(st.executed > r.hart.icount * 0.8, `threshold ${th}: ${st.executed} of ${r.hart.icount} instructions translated`);
+  }
+});
+
 /** A loop of 256 straight-line instructions (four blocks of the 64-instruction limit) and a branch. */
 const LONG = EXIT + String.raw`
   .globl _start

@@ -682,16 +682,16 @@ function probeGroups(insns: Decoded[], nLocals: number, local: (i: number) => nu
  * branches to the block's exit stub, which returns.
  *
  * Layout: a dispatch loop around one Wasm block per guest block, innermost first in page
- * order; a binary search on the offset picks the entry's block, a forward transfer branches straight to
- * the target's code, a backward one re-enters the dispatch with a new offset, and each
- * block's code is a loop of its own so a branch back to its head stays put.
+ * order; a binary search on the offset picks the entry's block, a forward transfer
+ * branches straight to the target's code, a backward one re-enters the dispatch with a new
+ * offset, and each block's code is a loop of its own so a branch back to its head stays put.
  */
 class PageWriter implements Emit {
   f: FunctionBody;
   /** FunctionBody.depth just inside the current block's exit stub (a Wasm block). */
   private stubLevel = 0;
   /**
-   * Params after budget, done and entry (FN_PARAMS): the page's virtual base address (i64),
+   * Params after budget, done and entry (pageFnType): the page's virtual base address (i64),
    * a load's or store's effective address (i64) and the address of the TLB entry probed
    * for it. Callers pass the base (the trampoline computes it from pc) and anything for
    * the other two: params are not zeroed at entry, declared locals are (see locals).
@@ -770,9 +770,8 @@ class PageWriter implements Emit {
     }
     f.op(Op.end);
     // Default: pc = vbase + entry is no block here (also where transfers out of the
-    // function land). Go on in the function the target cache
-    // names for pc if there is one, no interrupt waits and a block fits the budget; else
-    // return to the dispatcher.
+    // function land). Go on in the function the target cache names for pc if there is one,
+    // no interrupt waits and a block fits the budget; else return to the dispatcher.
     // (Params as temporaries: addr for pc, entry for its low word, ent for the entry.)
     const t = this.addr, lo = this.entry, ent = this.ent, base = this.ibcBase;
     f.get(this.vbase).get(this.entry).op(Op.i64_extend_i32_u).op(Op.i64_add).set(t);
