@@ -478,6 +478,9 @@ test('direct calls between one page\'s functions: exact state at a fault in the 
   }
 });
 
+/** HEADS: each block's page offset and what it adds. */
+const HEAD_AT = [[0x100, 3], [0x3fa, 5], [0x400, 7], [0x802, 11], [0xa00, 13], [0xd00, 17], [0xf00, 19], [0xffa, 23]];
+
 /**
  * Eight one-instruction blocks (and their returns) spread over one page, from near its
  * start to its last parcel, called in turn through a table by code in the same page (so
@@ -505,30 +508,8 @@ call:
   addi s0, s0, -1
   bnez s0, loop
   EXIT_WITH s1
-  .org _start + 0x100
-h0: addi s1, s1, 3
-  ret
-  .org _start + 0x3fa
-h1: addi s1, s1, 5
-  ret
-  .org _start + 0x400
-h2: addi s1, s1, 7
-  ret
-  .org _start + 0x802
-h3: addi s1, s1, 11
-  ret
-  .org _start + 0xa00
-h4: addi s1, s1, 13
-  ret
-  .org _start + 0xd00
-h5: addi s1, s1, 17
-  ret
-  .org _start + 0xf00
-h6: addi s1, s1, 19
-  ret
-  .org _start + 0xffa
-h7: addi s1, s1, 23
-  ret
+`
+  + HEAD_AT.map(([off, k], i) => `  .org _start + ${off}\nh${i}: addi s1, s1, ${k}\n  ret\n`).join('') + String.raw`
   .data
   .align 3
 table: .dword h0, h1, h2, h3, h4, h5, h6, h7, h3 + 2
