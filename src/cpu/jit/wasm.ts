@@ -168,23 +168,14 @@ export class FunctionBody {
   call(f: number): this { this.code.byte(Op.call).u32(f); return this; }
   globalGet(g: number): this { this.code.byte(Op.global_get).u32(g); return this; }
   globalSet(g: number): this { this.code.byte(Op.global_set).u32(g); return this; }
-  /** Rethrow the exception caught by the try at `depth` (inside its catch). */
-  rethrow(depth: number): this { this.code.byte(Op.rethrow).u32(depth); return this; }
   /** A load or store with its memarg (§5.4.6): alignment as log2, then offset. */
   mem(o: number, alignLog2: number, offset: number): this { this.code.byte(o).u32(alignLog2).u32(offset); return this; }
-  block(o: typeof Op.block | typeof Op.loop | typeof Op.if | typeof Op.try, type: number = BLOCK_VOID): this {
+  block(o: typeof Op.block | typeof Op.loop | typeof Op.if, type: number = BLOCK_VOID): this {
     this.depth++;
     this.code.byte(o).byte(type);
     return this;
   }
   br(o: typeof Op.br | typeof Op.br_if, depth: number): this { this.code.byte(o).u32(depth); return this; }
-  /** br_table (§5.4.1): label depths by index, then the default depth. */
-  brTable(depths: ArrayLike<number>, dflt: number): this {
-    this.code.byte(Op.br_table).u32(depths.length);
-    for (let i = 0; i < depths.length; i++) this.code.u32(depths[i]);
-    this.code.u32(dflt);
-    return this;
-  }
 
   /** Locals run-length encoded by type (§5.5.13), then the code. */
   encode(out: ByteWriter): void {
