@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setWasmTier, type WasmTier } from '../host/wasm-tier.js';
-import { Machine, BootError, DEFAULT_JIT_THRESHOLD, type MachineConfig, type MachineExit, type RawImage, type MachineState } from '../machine/machine.js';
+import { Machine, BootError, DEFAULT_JIT_THRESHOLD, rngSeedFrom, randomRngSeed, type MachineConfig, type MachineExit, type RawImage, type MachineState } from '../machine/machine.js';
 import { VirtBoard } from '../machine/virt.js';
 import { cmdImg } from './img.js';
 import { MAX_ICOUNT_SHIFT, type ClockMode } from '../machine/clock.js';
@@ -90,6 +90,8 @@ typevisor run [options]
   --clock host|virtual      guest time: the host's clock (default), or virtual time that
                             advances with instructions (deterministic; WFI skips ahead)
   --icount shift=N          virtual time, 2^N ns per instruction (QEMU's -icount; default 4)
+  -seed N                   the device tree's /chosen/rng-seed from N (0 to 4294967295), not
+                            random: with --icount, runs repeat exactly
   --restore FILE            resume a snapshot (with no machine flags: the flags it was saved with,
                             or a browser's or daemon's machine: its RAM size and boot path)
   --snapshot-file FILE      where Ctrl-A S saves (default typevisor-YYYYMMDD-HHMMSS.tvs)
@@ -123,6 +125,7 @@ const MACHINE_FLAGS: FlagSpec[] = [
   { name: 'M', aliases: ['machine'], value: true },
   { name: 'smp', value: true },
   { name: 'accel', value: true },
+  { name: 'seed', value: true },
 ];
 /** --clock virtual without --icount: 16 ns per instruction, near the interpreter's real speed. */
 const DEFAULT_ICOUNT_SHIFT = 4;
@@ -147,6 +150,13 @@ function clockMode(p: Parsed): ClockMode {
   const shift = m ? Number(m[1]) : NaN;
   if (!(shift <= MAX_ICOUNT_SHIFT)) throw new UserError(`--icount ${icount}: expected shift=N with N from 0 to ${MAX_ICOUNT_SHIFT}`, USAGE_STATUS);
   return { kind: 'virtual', shift };
+}
+/** QEMU's -seed N: a reproducible /chosen/rng-seed instead of random bytes. */
+function seedFlag(p: Parsed): Uint8Array | undefined {
+  const text = one(p, 'seed');
+  if (text === undefined) return undefined;
+  if (!/^\d{1,10}$/.test(text) || Number(text) > 0xffff_ffff) throw new UserError(`-seed ${text}: expected a whole number from 0 to 4294967295`, USAGE_STATUS);
+  return rngSeedFrom(Number(text));
 }
 const DTB_FLAGS: FlagSpec[] = [...MACHINE_FLAGS, ...NET_FLAGS, { name: 'o', aliases: ['output'], value: true }];
 
@@ -213,7 +223,7 @@ function machineConfig(p: Parsed, io: CliIo, command: string, standInKernel?: Ui
   if (initrd && !kernel) throw new UserError(`${command}: --initrd needs --kernel`, USAGE_STATUS);
 
   const images: RawImage[] = loaders.map((l) => ({ name: l.file, address: l.address, data: loadImage(l.file, 'image', { gunzip: false }) }));
-  return { memoryBytes, bios, kernel, initrd, append: append ?? '', images, jitThreshold };
+  return { memoryBytes, bios, kernel, initrd, append: append ?? '', images, jitThreshold, rngSeed: seedFlag(p) };
 }
 
 
@@ -505,7 +515,7 @@ function cmdDumpDtb(argv: readonly string[], io: CliIo): number {
       memoryBytes: base.memoryBytes, serial: { write() {} }, monoClockMs: () => 0, wallClockMs: () => 0,
       onPowerOff() {}, onReset() {},
     });
-    dtb = board.buildDtb({ bootargs: base.append });
+    dtb = board.buildDtb({ bootargs: base.append, rngSeed: base.rngSeed ?? randomRngSeed() });
   }
   const out = one(p, 'o');
   if (out !== undefined) {

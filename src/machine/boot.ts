@@ -27,6 +27,8 @@ export interface BootOptions {
   append: string;
   /** Raw images placed at physical addresses before boot (QEMU's `-device loader,file=,addr=`). */
   images?: readonly RawImage[];
+  /** /chosen/rng-seed for the device tree (none if absent). */
+  rngSeed?: Uint8Array;
   onShutdown(code: number): void;
   onReset(): void;
 }
@@ -162,7 +164,7 @@ export function setupBoot(board: VirtBoard, hart: Hart, opts: BootOptions): Boot
   }
 
   // DTB at the top of RAM (below 3 GiB, where 32-bit firmware can reach it), 2 MiB aligned.
-  let dtb = board.buildDtb({ bootargs: opts.append });
+  let dtb = board.buildDtb({ bootargs: opts.append, rngSeed: opts.rngSeed });
   const dtbSlot = alignDown(Math.min(ramEnd, 0xc000_0000) - alignUp(dtb.length + 0x1000, 8), 2 * MiB);
 
   let initrdStart: number | undefined, initrdEnd: number | undefined;
@@ -174,7 +176,7 @@ export function setupBoot(board: VirtBoard, hart: Hart, opts: BootOptions): Boot
       throw new BootError(`initrd (${opts.initrd.length} bytes) does not fit in ${board.memoryBytes / MiB} MiB of RAM after the kernel; give the machine more memory (-m)`);
     }
     place(board, initrdStart, opts.initrd, 'initrd');
-    dtb = board.buildDtb({ bootargs: opts.append, initrdStart, initrdEnd });
+    dtb = board.buildDtb({ bootargs: opts.append, initrdStart, initrdEnd, rngSeed: opts.rngSeed });
   }
   const dtbAddr = dtbSlot;
   if (kernelEnd !== undefined && dtbAddr < kernelEnd) throw new BootError(`kernel does not leave room for the device tree in ${board.memoryBytes / MiB} MiB of RAM; give the machine more memory (-m)`);

@@ -85,6 +85,50 @@ export interface MachineConfig {
    * virtual clock, a run bounded this way is reproducible (fuzzing, tests).
    */
   stepLimit?: number;
+  /**
+   * The device tree's /chosen/rng-seed, which Linux credits to its entropy pool at boot, as
+   * QEMU's virt board does: 32 random bytes by default, fixed bytes for reproducible runs,
+   * null for none (the kernel then gathers entropy itself, slowly, before its RNG is ready).
+   */
+  rngSeed?: Uint8Array | null;
+}
+
+/** Bytes of /chosen/rng-seed (QEMU's virt board: 32). */
+export const RNG_SEED_BYTES = 32;
+
+/** The rng-seed for a machine config: its own (checked), none, or random bytes. */
+function rngSeedOf(cfg: MachineConfig): Uint8Array | undefined {
+  const s = cfg.rngSeed;
+  if (s === null) return undefined;
+  if (s === undefined) return randomRngSeed();
+  if (!(s instanceof Uint8Array) || s.length !== RNG_SEED_BYTES) {
+    throw new Error(`rngSeed: expected ${RNG_SEED_BYTES} bytes, got ${s instanceof Uint8Array ? s.length : typeof s}`);
+  }
+  return s;
+}
+
+/** Fresh rng-seed bytes from the host's CSPRNG (Web Crypto: Node and browsers alike), as QEMU's virt board gives. */
+export function randomRngSeed(): Uint8Array {
+  return globalThis.crypto.getRandomValues(new Uint8Array(RNG_SEED_BYTES));
+}
+
+/**
+ * A reproducible rng-seed from a number (the CLI's -seed N, tests): the same N always gives
+ * the same bytes (splitmix32 steps; a seed for a VM's entropy pool, not for secrets).
+ */
+export function rngSeedFrom(n: number): Uint8Array {
+  if (!Number.isInteger(n) || n < 0 || n > 0xffff_ffff) throw new Error(`seed ${n}: expected a whole number from 0 to 4294967295`);
+  const out = new Uint8Array(RNG_SEED_BYTES);
+  const view = new DataView(out.buffer);
+  let x = n | 0;
+  for (let i = 0; i < RNG_SEED_BYTES; i += 4) {
+    x = (x + 0x9e3779b9) | 0;
+    let z = x;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    view.setUint32(i, (z ^ (z >>> 16)) >>> 0, true);
+  }
+  return out;
 }
 
 /**
@@ -191,6 +235,7 @@ export class Machine {
       initrd: cfg.initrd,
       append: cfg.append,
       images: cfg.images,
+      rngSeed: rngSeedOf(cfg),
       onShutdown: (code) => this.finish({ reason: code === 0 ? 'poweroff' : 'fail', code }),
       onReset: () => this.finish({ reason: 'reset', code: 0 }),
     });

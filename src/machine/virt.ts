@@ -75,6 +75,8 @@ export interface DtbChosen {
   bootargs: string;
   initrdStart?: number;
   initrdEnd?: number;
+  /** /chosen/rng-seed: bytes the kernel credits to its entropy pool at boot (QEMU's virt board gives 32 random ones). */
+  rngSeed?: Uint8Array;
 }
 
 export class VirtBoard {
@@ -212,6 +214,7 @@ export class VirtBoard {
     f.prop('compatible', 'riscv-virtio').prop('model', 'riscv-virtio,qemu');
 
     f.beginNode('chosen');
+    if (chosen.rngSeed) f.prop('rng-seed', chosen.rngSeed);
     f.prop('bootargs', chosen.bootargs);
     if (chosen.initrdStart !== undefined && chosen.initrdEnd !== undefined) {
       f.prop64('linux,initrd-start', [chosen.initrdStart]).prop64('linux,initrd-end', [chosen.initrdEnd]);

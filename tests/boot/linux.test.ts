@@ -31,6 +31,10 @@ test('built-in SBI: Linux boots to a shell; commands, tmpfs, pipeline, preemptio
     const uname = await c.run('uname -a');
     assert.match(uname, /^Linux \S+ 6\.1\.\d+ .* riscv64 GNU\/Linux\s*$/m);
 
+    // The device tree's rng-seed (as QEMU's virt board gives) seeds the kernel's RNG before
+    // anything else runs; without it the RNG is not ready until long after boot.
+    assert.match(await c.run('dmesg | grep crng'), /\[\s*0\.000000\] random: crng init done/);
+
     const cpuinfo = await c.run('cat /proc/cpuinfo');
     assert.match(cpuinfo, /^processor\s*: 0$/m);
     assert.match(cpuinfo, /^isa\s*: rv64imafdc/m);
@@ -74,6 +78,8 @@ for (const fw of ['fw_dynamic.bin', 'fw_jump.bin']) {
       await c.expect('Linux version 6.1', BOOT_TIMEOUT);
       await c.expect(PROMPT, BOOT_TIMEOUT);
       assert.match(await c.run('cat /proc/interrupts'), /riscv-timer/);
+      // OpenSBI passes the device tree on, rng-seed included.
+      assert.match(await c.run('dmesg | grep crng'), /\[\s*0\.000000\] random: crng init done/);
       c.type('poweroff\n');
       const exit = await c.done;
       assert.equal(exit.reason, 'poweroff', `exit: ${JSON.stringify(exit)}`);

@@ -265,6 +265,26 @@ test('dumpdtb writes a device tree dtc decompiles', async () => {
   assert.match(dts, /compatible = "riscv-virtio"/);
   assert.match(dts, /bootargs = "console=ttyS0 loglevel=3"/);
   assert.match(dts, /reg = <0x00 0x80000000 0x00 0x40000000>/);
+  assert.match(dts, /rng-seed = <(0x[0-9a-f]+ ){7}0x[0-9a-f]+>;/, 'a 32-byte rng-seed, as QEMU gives');
+});
+
+test('-seed N makes /chosen/rng-seed reproducible; without it every machine gets fresh bytes; bad values exit 2', async () => {
+  const dtb = async (name: string, extra: string[]): Promise<Buffer> => {
+    const out = join(tmp, name);
+    const r = await tv(['dumpdtb', ...extra, '-o', out]);
+    assert.equal(r.status, 0, r.stderr);
+    return readFileSync(out);
+  };
+  const [a, b, c, d, e] = [await dtb('s1a.dtb', ['-seed', '1']), await dtb('s1b.dtb', ['--seed=1']), await dtb('s2.dtb', ['-seed', '2']),
+    await dtb('r1.dtb', []), await dtb('r2.dtb', [])];
+  assert.ok(a.equals(b), 'the same seed, the same device tree');
+  assert.ok(!a.equals(c), 'another seed, another rng-seed');
+  assert.ok(!d.equals(e), 'no seed: random bytes each time');
+  for (const bad of ['-1', 'x', '4294967296', '0x10']) {
+    const r = await tv(['dumpdtb', '-seed', bad, '-o', join(tmp, 'bad.dtb')]);
+    assert.equal(r.status, 2, `-seed ${bad}`);
+    assert.match(r.stderr, /-seed .*: expected a whole number from 0 to 4294967295/);
+  }
 });
 
 test('Linux through the CLI on a pipe: commands run and poweroff exits 0', { timeout: 300_000 }, async () => {

@@ -10,7 +10,7 @@ import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Machine } from '../../src/machine/machine.js';
+import { Machine, rngSeedFrom, RNG_SEED_BYTES } from '../../src/machine/machine.js';
 import { FdtBuilder } from '../../src/machine/fdt.js';
 
 const run = promisify(execFile);
@@ -84,6 +84,27 @@ test('the nodes shared with QEMU virt carry the same properties', async () => {
     assert.ok(qp.length > 0, `QEMU has ${path}`);
     assert.deepEqual(tp, qp, `properties of ${path}`);
   }
+  // /chosen: both give a 32-byte rng-seed (random bytes, so compared by shape).
+  const shape = (lines: string[] | undefined): string | undefined => lines?.find((l) => l.startsWith('rng-seed'))?.replace(/0x[0-9a-f]+/g, 'N');
+  assert.equal(shape(t.get('/chosen')), shape(q.get('/chosen')));
+  assert.ok(shape(q.get('/chosen')), 'QEMU gives an rng-seed');
+});
+
+test('/chosen/rng-seed: 32 fresh random bytes per machine as QEMU gives, given bytes verbatim, none on request, wrong sizes refused', async () => {
+  const seedOf = async (m: Machine, name: string): Promise<string | undefined> =>
+    (nodes((await decompile(m.dtb, name)).dts).get('/chosen') ?? []).find((l) => l.startsWith('rng-seed = '));
+  const kernel = new Uint8Array(4096);
+  const make = (rngSeed?: Uint8Array | null): Machine => new Machine({ memoryBytes: 64 << 20, bios: null, kernel, initrd: null, append: '', serial: { write() {} }, rngSeed });
+  const a = await seedOf(make(), 'seed-a.dtb'), b = await seedOf(make(), 'seed-b.dtb');
+  assert.match(a ?? '', /^rng-seed = <(0x[0-9a-f]+ ){7}0x[0-9a-f]+>;$/);
+  assert.notEqual(a, b, 'each machine draws its own seed');
+  const fixed = Uint8Array.from({ length: RNG_SEED_BYTES }, (_, i) => i + 1);
+  assert.equal(await seedOf(make(fixed), 'seed-c.dtb'), 'rng-seed = <0x1020304 0x5060708 0x90a0b0c 0xd0e0f10 0x11121314 0x15161718 0x191a1b1c 0x1d1e1f20>;');
+  assert.equal(await seedOf(make(null), 'seed-d.dtb'), undefined);
+  assert.throws(() => make(new Uint8Array(16)), /rngSeed: expected 32 bytes, got 16/);
+  assert.deepEqual(rngSeedFrom(7), rngSeedFrom(7));
+  assert.notDeepEqual(rngSeedFrom(7), rngSeedFrom(8));
+  assert.throws(() => rngSeedFrom(2 ** 32), /expected a whole number/);
 });
 
 test('FDT writer: structure errors are caught', () => {

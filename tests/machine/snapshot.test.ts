@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Machine, type MachineConfig, type MachineState } from '../../src/machine/machine.js';
+import { Machine, rngSeedFrom, type MachineConfig, type MachineState } from '../../src/machine/machine.js';
 import { guestDir } from '../lib/toolchain.js';
 
 /**
@@ -20,7 +20,7 @@ function config(stepLimit: number, sink: { out: string; onWrite?: () => void }):
   return {
     memoryBytes: 128 << 20, bios: null, append: 'console=ttyS0',
     kernel: readFileSync(join(guestDir, 'Image')), initrd: readFileSync(join(guestDir, 'initramfs.cpio.gz')),
-    clock: { kind: 'virtual', shift: 4 }, wallClockMs: () => 1_700_000_000_000, stepLimit,
+    clock: { kind: 'virtual', shift: 4 }, wallClockMs: () => 1_700_000_000_000, stepLimit, rngSeed: rngSeedFrom(1),
     serial: { write(b: Uint8Array) { sink.out += Buffer.from(b).toString('latin1'); sink.onWrite?.(); } },
   };
 }
