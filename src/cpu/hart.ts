@@ -2,7 +2,7 @@ import type { Bus } from '../machine/bus.js';
 import type { TimeSource, Stateful } from '../devices/device.js';
 import { CAUSE, MSTATUS, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, MIP_STIP, SATP_BARE } from './csr.js';
 import {
-  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, HART_MMU_BYTES, IBTC_BYTES, IBTC_WORDS, IBTC_FN_MASK, IBTC_PAGE_MASK, JIT_CTX, JIT_HOT, ibcIndex,
+  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, HART_MMU_BYTES, IBTC_BYTES, IBTC_WORDS, IBTC_FN_MASK, IBTC_PAGE_MASK, IBC_NO_PAGE, IBC_PAGES, JIT_CTX, JIT_HOT, ibcIndex,
   PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT, RESV,
 } from './state.js';
 import { Translator, HOT_ENTRIES, URGENT_HITS, type JitMemory } from './jit/translator.js';
@@ -225,10 +225,13 @@ export class Hart implements Stateful<HartState> {
   ibcEpoch = 1;
   ibcEpochU = 1;
   /**
-   * Virtual pages (their number's low bits, IBTC_PAGE_MASK) the cache holds entries for
-   * since it was last emptied: an sfence.vma of another page leaves the cache alone. Internal.
+   * Which virtual page the cache holds entries for, by page number modulo IBTC_PAGE_MASK + 1,
+   * since the cache was last emptied: that page's number, IBC_NO_PAGE, or IBC_PAGES if
+   * several share the slot. An sfence.vma of any other page leaves the cache alone (Linux
+   * fences user data pages after every page fault; their slots mostly hold kernel code
+   * pages). Internal (mmu.ts).
    */
-  readonly ibcPages = new Uint8Array(IBTC_PAGE_MASK + 1);
+  readonly ibcPages = new Float64Array(IBTC_PAGE_MASK + 1).fill(IBC_NO_PAGE);
   /** The last translate() used only global mappings (PTE G, or no translation). Internal (mmu.ts). */
   walkGlobal = true;
   /** S-mode code was fetched through a non-global mapping since the cache was last emptied. Internal (mmu.ts). */
@@ -450,7 +453,8 @@ export class Hart implements Stateful<HartState> {
                 const e = ibcIndex(lo) * IBTC_WORDS;
                 ibc[e] = lo; ibc[e + 1] = hi; ibc[e + 2] = x32[JIT_CTX * 2];
                 ibc[e + 3] = (ibc[e + 3] & ~IBTC_FN_MASK) | d.blockIdx; // (the slot's hit count goes on)
-                this.ibcPages[(lo >>> 12) & IBTC_PAGE_MASK] = 1;
+                const vpn = hi * 1048576 + (lo >>> 12), pi = (lo >>> 12) & IBTC_PAGE_MASK, had = this.ibcPages[pi];
+                if (had !== vpn) this.ibcPages[pi] = had === IBC_NO_PAGE ? vpn : IBC_PAGES;
                 this.flushIcount();
                 this.inBlock = true;
                 const k = enter!(budget - n, 0, lo & 0xfff, d.blockIdx);

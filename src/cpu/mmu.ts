@@ -7,7 +7,7 @@
  */
 import type { Hart } from './hart.js';
 import { CAUSE, MSTATUS, PRIV_M, PRIV_S, PRIV_U, SATP_BARE, SATP_SV39 } from './csr.js';
-import { TLB_SIZE, TLB_BYTES, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_WORDS, IBTC_PAGE_MASK, ibcIndex } from './state.js';
+import { TLB_SIZE, TLB_BYTES, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_WORDS, IBTC_PAGE_MASK, IBC_NO_PAGE, IBC_PAGES, ibcIndex } from './state.js';
 import { raise } from './trap.js';
 import { invalidateCodePage, ramWritten } from './memory.js';
 
@@ -144,7 +144,7 @@ const IBTC_NO_CTX = -1;
  */
 export function ibcInvalidate(h: Hart): void {
   h.sCodeNonGlobal = false;
-  h.ibcPages.fill(0);
+  h.ibcPages.fill(IBC_NO_PAGE);
   ibcBump(h, true);
 }
 
@@ -205,13 +205,15 @@ export function flushTlbPage(h: Hart, lo: number, hi: number): void {
   h.fetchLo = TLB_INVALID;
   // Only target-cache entries for pcs in this page can name stale code. (Linux fences one
   // page after each page fault: bumping the epoch there emptied the whole cache each time.)
-  if (h.ibcPages[(lo >>> 12) & IBTC_PAGE_MASK] === 0) return; // (no entries there)
+  const pi = (lo >>> 12) & IBTC_PAGE_MASK, had = h.ibcPages[pi];
+  if (had !== vpn && had !== IBC_PAGES) return; // (no entries there)
   // (The page's 2,048 halfword pcs have their own slots: ibcIndex spreads a page's offsets.)
   const ibc = h.ibc;
   for (let o = 0; o < 4096; o += 2) {
     const e = ibcIndex(tag | o) * IBTC_WORDS;
     if (ibc[e + 1] === hi && (ibc[e] & ~0xfff) === tag) ibc[e + 2] = IBTC_NO_CTX;
   }
+  if (had === vpn) h.ibcPages[pi] = IBC_NO_PAGE;
 }
 
 /** A walk found a superpage leaf at `level` for (lo, hi): remember its region (flushTlbPage). */

@@ -98,5 +98,7 @@ export const HART_MMU_BYTES = 12 * TLB_BYTES + IBTC_BYTES;
 export const IBTC_HOT = 2 ** (32 - IBTC_FN_BITS);
 /** Hart.ibcPages: which virtual pages have entries, by page number modulo this + 1. */
 export const IBTC_PAGE_MASK = 4095;
+/** An ibcPages slot with no page's entries, and one shared by several pages' (page numbers are finite). */
+export const IBC_NO_PAGE = Infinity, IBC_PAGES = -Infinity;
 /** The cache's entry for a pc (its low word): offsets in a page, spread over pages. */
 export function ibcIndex(lo: number): number { return ((lo >>> 1) ^ (lo >>> 12)) & (IBTC_SIZE - 1); }
