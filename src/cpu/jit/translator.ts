@@ -516,10 +516,10 @@ function pageFnType(m: ModuleBuilder): number {
 /** Each slot's function type in module `m` (call_indirect compares types structurally). */
 function slotTypes(m: ModuleBuilder): number[] {
   const I = ValType.I32, L = ValType.I64;
-  const tLoad = m.type([I, I, L, I, I], [L, I]);
-  const tStore = m.type([I, I, I, L, I, I], [I]);
+  const tLoad = m.type([L, L, I, I], [L, I]);
+  const tStore = m.type([L, I, L, I, I], [I]);
   const types = [tLoad, tLoad, tLoad, tLoad, tLoad, tLoad, tLoad, tStore, tStore, tStore];
-  types[Slot.store64] = m.type([I, I, L, L, I, I], [I]);
+  types[Slot.store64] = m.type([L, L, L, I, I], [I]);
   types[Slot.exec] = m.type([I, L, I, I], [I]);
   types[Slot.jump] = m.type([I, I, I, I], [I]);
   return types;
@@ -533,7 +533,8 @@ function slotTypes(m: ModuleBuilder): number[] {
  * boot's ~550 small modules).
  *
  * Its slow paths serve loads, stores and rows run through their exec. A call site passes
- * the helper's arguments, then vbase (i64), done and `packed` (page offset | k << 12 |
+ * the helper's arguments (a load's or store's address as one i64, which the stub splits
+ * into the words the hart's helpers take; a store's value), then vbase (i64), done and `packed` (page offset | k << 12 |
  * (len == 4) << 18, k the instruction's index in its block). The helper stores pc and
  * JIT_RETIRED (a trap inside the hart's helper then leaves the interpreter's state), calls
  * the hart, and returns (after a load's value) the count the block must return, done + k + 1
@@ -560,7 +561,9 @@ function buildRuntime(base: number, env: Record<string, unknown>): WebAssembly.T
     const { body: f, index } = m.func(types[slot]);
     m.export(`s${slot}`, index);
     const load = slot <= Slot.load64;
-    const P = load ? 2 : slot === Slot.exec ? 1 : 3, vbase = P, done = P + 1, packed = P + 2;
+    const P = load || slot === Slot.exec ? 1 : 2, vbase = P, done = P + 1, packed = P + 2;
+    // The access's address (param 0, i64) as the hart's helpers take it: low and high words.
+    const loHi = (): void => { f.get(0).op(Op.i32_wrap_i64).get(0).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64); };
     const r = load ? f.local(L) : -1;
     const out = f.local(I);
     const off = (): void => { f.get(packed).i32(0xfff).op(Op.i32_and); };
@@ -568,16 +571,16 @@ function buildRuntime(base: number, env: Record<string, unknown>): WebAssembly.T
     f.i32(base).get(vbase); off(); f.op(Op.i64_extend_i32_u).op(Op.i64_add).mem(Op.i64_store, 3, PC * 8);
     f.i32(base); retired(); f.mem(Op.i32_store, 2, JIT_RETIRED * 8);
     if (load) {
-      f.get(0).get(1);
+      loHi();
       if (slot === Slot.load64) f.call(fn.load64).i32(base).mem(Op.i64_load, 3, SCRATCH * 8);
       else f.call(fn[slot === Slot.load32u ? 'load32' : kind]).op(kind.endsWith('u') ? Op.i64_extend_i32_u : Op.i64_extend_i32_s);
       f.set(r);
     } else if (slot === Slot.exec) {
       f.get(0).call(fn.exec);
     } else if (slot === Slot.store64) {
-      f.get(0).get(1).get(2).op(Op.i32_wrap_i64).get(2).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).call(fn.store64);
+      loHi(); f.get(1).op(Op.i32_wrap_i64).get(1).i64(32n).op(Op.i64_shr_u).op(Op.i32_wrap_i64).call(fn.store64);
     } else {
-      f.get(0).get(1).get(2).call(fn[kind]);
+      loHi(); f.get(1).call(fn[kind]);
     }
     f.i32(base).mem(Op.i32_load, 2, JIT_EXIT * 8).i32(base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_or);
     f.block(Op.if);
@@ -1253,9 +1256,9 @@ class PageWriter implements Emit {
     f.set(this.addr);
   }
 
-  /** Push lo and the address's high word: a slow path's address arguments. */
+  /** Push the address: a slow path's first argument (its stub splits it for the hart). */
   private loHi(): void {
-    this.f.get(this.addr).op(Op.i32_wrap_i64).get(this.addr).i64(32).op(Op.i64_shr_u).op(Op.i32_wrap_i64);
+    this.f.get(this.addr);
   }
 
   /**
