@@ -7,7 +7,7 @@ import type { Emit } from '../jit/emit.js';
  * instructions retired. `vbase` is the page's virtual base; `addr` and `ent` are scratch
  * (translator.ts pageFnType). Entered only through the translator's trampoline.
  */
-export type BlockFn = (budget: number, done: number, entry: number, vbase: bigint, addr: bigint, ent: number) => number;
+export type BlockFn = (budget: number, done: number, entry: number, vbase: bigint, addr: bigint) => number;
 
 /** Instruction formats: they say which fields the decoder extracts and how the disassembler prints. */
 export type Format =

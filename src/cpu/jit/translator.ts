@@ -505,12 +505,13 @@ const enum Slot {
 const SLOT_NAMES = ['load8', 'load8u', 'load16', 'load16u', 'load32', 'load32u', 'load64', 'store8', 'store16', 'store32', 'store64', 'exec'];
 
 /**
- * A page function's type: (budget, done, entry offset, the page's virtual base, and two
- * params its code uses as locals: PageWriter's addr and ent) -> instructions retired.
+ * A page function's type: (budget, done, entry offset, the page's virtual base, and a
+ * param its code uses as a local: PageWriter's addr) -> instructions retired. Five
+ * params: V8 passes that many in registers, a sixth on the stack.
  */
 function pageFnType(m: ModuleBuilder): number {
   const I = ValType.I32, L = ValType.I64;
-  return m.type([I, I, I, L, L, I], [I]);
+  return m.type([I, I, I, L, L], [I]);
 }
 
 /** Each slot's function type in module `m` (call_indirect compares types structurally). */
@@ -594,8 +595,8 @@ function buildRuntime(base: number, env: Record<string, unknown>): WebAssembly.T
     f.get(out);
   }
   const { body, index } = m.func(types[Slot.jump]);
-  // (budget, done, entry, the page's base from pc, two params of no value) into function get(3)
-  body.get(0).get(1).get(2).i32(base).mem(Op.i64_load, 3, PC * 8).i64(-4096n).op(Op.i64_and).i64(0n).i32(0).get(3);
+  // (budget, done, entry, the page's base from pc, a param of no value) into function get(3)
+  body.get(0).get(1).get(2).i32(base).mem(Op.i64_load, 3, PC * 8).i64(-4096n).op(Op.i64_and).i64(0n).get(3);
   body.op(Op.return_call_indirect);
   body.code.u32(tFn).u32(0);
   m.export(`s${Slot.jump}`, index);
@@ -608,7 +609,7 @@ function buildRuntime(base: number, env: Record<string, unknown>): WebAssembly.T
 /** Locals for probe groups live at once in a block (more overlapping groups are not formed). */
 const GROUP_LOCALS = 2;
 /** PageWriter's lazily declared locals, by slot. */
-const LOCAL_T64 = 0, LOCAL_T32 = 4, LOCAL_FRES = 6, LOCAL_FNX = 7, LOCAL_FPST = 8, LOCAL_LEAVE = 9, LOCAL_AMO = 10, LOCAL_GROUP = 11;
+const LOCAL_T64 = 0, LOCAL_T32 = 4, LOCAL_FRES = 6, LOCAL_FNX = 7, LOCAL_FPST = 8, LOCAL_LEAVE = 9, LOCAL_AMO = 10, LOCAL_ENT = 11, LOCAL_GROUP = 12;
 const LOCAL_SLOTS = LOCAL_GROUP + GROUP_LOCALS;
 /** Members a probe group needs to pay for its probe and the code of both paths. */
 const MIN_GROUP = 4;
@@ -694,14 +695,17 @@ class PageWriter implements Emit {
   /** FunctionBody.depth just inside the current block's exit stub (a Wasm block). */
   private stubLevel = 0;
   /**
-   * Params after budget, done and entry (pageFnType): the page's virtual base address (i64),
-   * a load's or store's effective address (i64) and the address of the TLB entry probed
-   * for it. Callers pass the base (the trampoline computes it from pc) and anything for
-   * the other two: params are not zeroed at entry, declared locals are (see locals).
+   * Params after budget, done and entry (pageFnType): the page's virtual base address (i64)
+   * and a load's or store's effective address (i64). Callers pass the base (the trampoline
+   * computes it from pc) and anything for the address: params are not zeroed at entry,
+   * declared locals are (see locals). (A sixth param, the probed TLB entry's address, went
+   * on the stack in V8's calling convention: a push at every call and a frame shuffle at
+   * every tail call. It is a local now.)
    */
   private readonly vbase = 3;
   private readonly addr = 4;
-  private readonly ent = 5;
+  /** The address of the TLB entry probed for a load or store (and the target cache's entry). */
+  private get ent(): number { return this.local(LOCAL_ENT, ValType.I32); }
   /**
    * Other locals, declared at their first use (by LOCAL_* slot): V8 zeroes a function's
    * declared locals at every entry, with a `rep stos` past 24 bytes, and a profile of a boot
@@ -784,17 +788,17 @@ class PageWriter implements Emit {
     // ent = ibcIndex(lo) * entry bytes
     f.get(t).op(Op.i32_wrap_i64).tee(lo).i32(1).op(Op.i32_shr_u).get(lo).i32(12).op(Op.i32_shr_u).op(Op.i32_xor);
     f.i32(IBTC_SIZE - 1).op(Op.i32_and).i32(Math.log2(IBTC_WORDS * 4)).op(Op.i32_shl).set(ent);
-    f.get(ent).mem(Op.i32_load, 2, base).get(lo).op(Op.i32_eq);
-    f.get(ent).mem(Op.i32_load, 2, base + 4).get(t).i64(32).op(Op.i64_shr_u).op(Op.i32_wrap_i64).op(Op.i32_eq).op(Op.i32_and);
+    // (The entry's pc words, low then high, read as one i64: the pc itself.)
+    f.get(ent).mem(Op.i64_load, 3, base).get(t).op(Op.i64_eq);
     f.get(ent).mem(Op.i32_load, 2, base + 8).i32(this.base).mem(Op.i32_load, 2, JIT_CTX * 8).op(Op.i32_eq).op(Op.i32_and);
     f.block(Op.if);
     // Count the hit (above the function's index); every IBTC_HOT-th goes to the dispatcher,
-    // which counts them all (hot()).
-    f.get(ent).get(ent).mem(Op.i32_load, 2, base + 12).i32(1 << IBTC_FN_BITS).op(Op.i32_add).mem(Op.i32_store, 2, base + 12);
-    f.get(ent).mem(Op.i32_load, 2, base + 12).i32(~IBTC_FN_MASK).op(Op.i32_and);
+    // which counts them all (hot()). (`lo` holds the entry's new word from here.)
+    f.get(ent).get(ent).mem(Op.i32_load, 2, base + 12).i32(1 << IBTC_FN_BITS).op(Op.i32_add).tee(lo).mem(Op.i32_store, 2, base + 12);
+    f.get(lo).i32(~IBTC_FN_MASK).op(Op.i32_and);
     f.block(Op.if);
-    f.get(this.budget).get(this.done).get(lo).i32(0xfff).op(Op.i32_and);
-    f.get(ent).mem(Op.i32_load, 2, base + 12).i32(IBTC_FN_MASK).op(Op.i32_and);
+    f.get(this.budget).get(this.done).get(t).op(Op.i32_wrap_i64).i32(0xfff).op(Op.i32_and);
+    f.get(lo).i32(IBTC_FN_MASK).op(Op.i32_and);
     f.i32(Slot.jump).op(Op.return_call_indirect);
     f.code.u32(this.types[Slot.jump]).u32(0);
     f.op(Op.end);
@@ -925,7 +929,7 @@ class PageWriter implements Emit {
         this.setPc(() => this.pcAt(target));
         this.mayGoOn();
         f.block(Op.if);
-        f.get(this.budget).get(this.done).i32(target).get(this.vbase).get(this.addr).get(this.ent).op(Op.return_call);
+        f.get(this.budget).get(this.done).i32(target).get(this.vbase).get(this.addr).op(Op.return_call);
         f.code.u32(sibling);
         f.op(Op.end);
         this.stats.siblingCalls++;
