@@ -400,10 +400,27 @@ export function emitMulhu(e: Emit, a: number, b: number): void {
 
 type EmitFn = (e: Emit, d: Decoded) => void;
 
-/** rd = rs1 OP rs2 (i64). */
-export const bin = (op: number): EmitFn => (e, d) => e.setX(d.rd, () => { e.x(d.rs1); e.x(d.rs2); e.f.op(op); });
-/** rd = rs1 OP imm (i64). */
-export const imm = (op: number): EmitFn => (e, d) => e.setX(d.rd, () => { e.x(d.rs1); e.f.i64(d.imm).op(op); });
+/** Ops with 0 as an identity on both sides (x0 as an operand leaves the other: `mv`, `li`). */
+const ZERO_IDENTITY: ReadonlySet<number> = new Set([Op.i64_add, Op.i64_or, Op.i64_xor]);
+/** Ops with 0 as a right identity (an immediate 0: `addi rd, rs, 0` is `mv`, shifts by 0). */
+const ZERO_RIGHT_IDENTITY: ReadonlySet<number> = new Set([Op.i64_add, Op.i64_or, Op.i64_xor, Op.i64_sub, Op.i64_shl, Op.i64_shr_u, Op.i64_shr_s]);
+
+/**
+ * rd = rs1 OP rs2 (i64). (With x0 as an operand of an op it is the identity of, the other
+ * operand alone: V8's baseline compiler folds no constants, so `0 + x` cost a register
+ * zeroing and an add.)
+ */
+export const bin = (op: number): EmitFn => (e, d) => e.setX(d.rd, () => {
+  if (d.rs1 === 0 && ZERO_IDENTITY.has(op)) { e.x(d.rs2); return; }
+  if (d.rs2 === 0 && ZERO_RIGHT_IDENTITY.has(op)) { e.x(d.rs1); return; }
+  e.x(d.rs1); e.x(d.rs2); e.f.op(op);
+});
+/** rd = rs1 OP imm (i64); `li` (x0 + imm) is the constant, an identity immediate leaves rs1. */
+export const imm = (op: number): EmitFn => (e, d) => e.setX(d.rd, () => {
+  if (d.rs1 === 0 && ZERO_IDENTITY.has(op)) { e.f.i64(d.imm); return; }
+  if (d.imm === 0 && ZERO_RIGHT_IDENTITY.has(op)) { e.x(d.rs1); return; }
+  e.x(d.rs1); e.f.i64(d.imm).op(op);
+});
 /** rd = (rs1 CMP rs2) ? 1 : 0. */
 export const cmp = (op: number): EmitFn => (e, d) => e.setX(d.rd, () => { e.x(d.rs1); e.x(d.rs2); e.f.op(op).op(Op.i64_extend_i32_u); });
 /** rd = (rs1 CMP imm) ? 1 : 0. */

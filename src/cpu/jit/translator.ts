@@ -777,9 +777,9 @@ class PageWriter implements Emit {
     }
     f.op(Op.end);
     // Default: pc = vbase + entry is no block here (also where transfers out of the
-    // function land). Go on in the function the target cache names for pc if there is one,
-    // no interrupt waits and a block fits the budget; else return to the dispatcher.
-    // (Params as temporaries: addr for pc, entry for its low word, ent for the entry.)
+    // function land). Go on in the function the target cache names for pc if there is one
+    // and a block fits the budget; else return to the dispatcher.
+    // (Params as temporaries: addr for pc, entry for its low word; ent for the entry.)
     const t = this.addr, lo = this.entry, ent = this.ent, base = this.ibcBase;
     f.get(this.vbase).get(this.entry).op(Op.i64_extend_i32_u).op(Op.i64_add).set(t);
     this.setPc(() => { f.get(t); });
@@ -923,9 +923,9 @@ class PageWriter implements Emit {
       const inPage = target & 0xfff;
       const sibling = inPage === target ? this.siblings.get(target) : undefined;
       if (sibling !== undefined) {
-        // A block of another function of this page in this module: tail-call it if no
-        // interrupt waits and a block fits the budget (as the default does), else leave
-        // with pc there. (Its page's functions share their cache entries' fate.)
+        // A block of another function of this page in this module: tail-call it if a block
+        // fits the budget (as the default does), else leave with pc there. (Its page's
+        // functions share their cache entries' fate.)
         this.setPc(() => this.pcAt(target));
         this.mayGoOn();
         f.block(Op.if);
@@ -952,11 +952,14 @@ class PageWriter implements Emit {
     f.get(this.done).op(Op.return);
   }
 
-  /** Push "no interrupt waits and a whole block fits the budget": translated code may go on to another function. */
+  /**
+   * Push "a whole block fits the budget": translated code may go on to another function.
+   * (No interrupt can be waiting here: the dispatcher enters with ATTENTION clear, and a
+   * helper that sets it makes its block return at once; only the budget bounds a run,
+   * as inside a function.)
+   */
   private mayGoOn(): void {
-    const f = this.f;
-    f.i32(this.base).mem(Op.i32_load, 2, ATTENTION * 8).op(Op.i32_eqz);
-    f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u).op(Op.i32_and);
+    this.f.get(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u);
   }
 
   private pcAt(off: number): void {
