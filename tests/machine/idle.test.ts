@@ -160,10 +160,12 @@ test('an idle Linux under the virtual clock: few wake-ups and instructions per g
     while (clock.now() - g0 < 30e7) await new Promise((r) => setTimeout(r, 20));
     const seconds = (clock.now() - g0) / 1e7;
     const insnsPerS = (m.hart.retired - i0) / seconds, sleepsPerS = (m.idle.sleeps - s0) / seconds;
-    // Measured: ~55k instructions and ~4.5 sleeps per second (Linux 6.1, NO_HZ_IDLE: kcompactd
-    // every 500 ms plus the tick that follows). A periodic tick (HZ=250) or a device that
-    // makes the guest poll would multiply both.
-    assert.ok(sleepsPerS >= 0.5 && sleepsPerS <= 12, `${sleepsPerS.toFixed(1)} WFI sleeps per guest second`);
+    // Measured: Debian's defconfig kernel ~55k instructions and ~4.5 sleeps per second (Linux
+    // 6.1, NO_HZ_IDLE: kcompactd every 500 ms plus the tick that follows); the board's own
+    // kernel, its RNG seeded from the device tree, a few hundred instructions and no wake-up
+    // at all in 30 s (one WFI sleep spans them). A periodic tick (HZ=250) or a device that
+    // makes the guest poll would multiply both; `echo alive` below shows it still answers.
+    assert.ok(sleepsPerS <= 12, `${sleepsPerS.toFixed(1)} WFI sleeps per guest second`);
     assert.ok(insnsPerS <= 200_000, `${Math.round(insnsPerS)} instructions per idle guest second`);
     assert.match(await c.run('echo alive'), /^alive\s*$/m);
   } finally {
