@@ -535,8 +535,9 @@ function slotTypes(m: ModuleBuilder): number[] {
  *
  * Its slow paths serve loads, stores and rows run through their exec. A call site passes
  * the helper's arguments (a load's or store's address as one i64, which the stub splits
- * into the words the hart's helpers take; a store's value), then vbase (i64), done and `packed` (page offset | k << 12 |
- * (len == 4) << 18, k the instruction's index in its block). The helper stores pc and
+ * into the words the hart's helpers take; a store's value), then vbase (i64), done and
+ * `packed` (page offset | k << 12 | (len == 4) << 18, k the instruction's index in its
+ * block). The helper stores pc and
  * JIT_RETIRED (a trap inside the hart's helper then leaves the interpreter's state), calls
  * the hart, and returns (after a load's value) the count the block must return, done + k + 1
  * with pc set to the next instruction, when it must end there (JIT_EXIT: code dropped, or
