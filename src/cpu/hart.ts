@@ -234,6 +234,8 @@ export class Hart implements Stateful<HartState> {
   readonly ibcPages = new Float64Array(IBTC_PAGE_MASK + 1).fill(IBC_NO_PAGE);
   /** The last translate() used only global mappings (PTE G, or no translation). Internal (mmu.ts). */
   walkGlobal = true;
+  /** Page-table walks so far (TLB and victim misses). */
+  walks = 0;
   /** S-mode code was fetched through a non-global mapping since the cache was last emptied. Internal (mmu.ts). */
   sCodeNonGlobal = false;
   /** Effective address of the last load/store, as two halves (set by ea()). */

@@ -170,8 +170,9 @@ export function checkReservation(h: Hart, pa: number): boolean {
 export function fetchSlow(h: Hart, lo: number, hi: number): (Decoded | undefined)[] {
   // The instruction TLB holds RAM pages PMP treats alike (a page walk per change of code
   // page cost millions of walks in a Linux boot).
-  const t = h.tlbX, i = (lo >>> 12) & TLB_MASK, e = i << 2;
-  if (t.tag[e] === (lo & ~0xfff) && t.tag[e + 1] === hi) return fetchRam(h, lo, hi, (t.host[e + 2] - h.ramHost) / 4096);
+  const t = h.tlbX, i = (lo >>> 12) & TLB_MASK;
+  const cached = t.lookup(i, lo & ~0xfff, hi);
+  if (cached >= 0) return fetchRam(h, lo, hi, (cached - h.ramHost) / 4096);
   // Translate the exact pc so a fault's tval is the faulting address, then work per page.
   const priv = h.privLevel;
   const pa = translate(h, lo, hi, ACC_X, priv) - (lo & 0xfff);
@@ -187,10 +188,7 @@ export function fetchSlow(h: Hart, lo: number, hi: number): (Decoded | undefined
       return UNCACHED_PAGE;
     }
     const ppn = (pa - h.ramBase) / 4096;
-    t.tag[e] = lo & ~0xfff;
-    t.tag[e + 1] = hi;
-    t.host[e + 2] = h.ramHost + ppn * 4096;
-    t.filled(i, h.walkGlobal);
+    t.fill(i, lo & ~0xfff, hi, h.ramHost + ppn * 4096, h.walkGlobal);
     if (!h.walkGlobal && priv === PRIV_S) h.sCodeNonGlobal = true; // (mmu.ts updateTranslation)
     return fetchRam(h, lo, hi, ppn);
   }

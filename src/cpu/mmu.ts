@@ -54,15 +54,78 @@ export class Tlb {
     this.host = new Uint32Array(buf, byteOffset, TLB_BYTES / 4);
     this.flush();
   }
+  /**
+   * Victim entries (as QEMU's victim TLB): the last VICTIMS entries that fills pushed out,
+   * searched before a page walk. Two hot pages on one direct-mapped slot (a task's stack
+   * and the idle task's, 4 MiB apart) otherwise walk the page tables at every alternation:
+   * ~30 five-level walks per 4 KiB disk read. JavaScript only; translated code sees the
+   * direct-mapped entries.
+   */
+  private readonly vTag = new Int32Array(2 * VICTIMS);
+  private readonly vHost = new Uint32Array(VICTIMS);
+  private readonly vGlobal = new Uint8Array(VICTIMS);
+  private vNext = 0;
+
   flush(): void {
     const tag = this.tag;
     for (let e = 0; e < tag.length; e += 4) tag[e] = TLB_INVALID;
+    this.vTag.fill(TLB_INVALID);
     this.nonGlobal = 0;
   }
-  /** Entry i now holds a translation; `global`: from a global mapping. */
-  filled(i: number, global: boolean): void {
+  /**
+   * Entry i now maps the page at virtual `tagLo`/`hi` to host offset `host`; `global`: from
+   * a global mapping. The entry it replaces becomes a victim.
+   */
+  fill(i: number, tagLo: number, hi: number, host: number, global: boolean): void {
+    const e = i << 2, tag = this.tag;
+    const old = tag[e];
+    if (old !== TLB_INVALID && (old !== tagLo || tag[e + 1] !== hi)) {
+      const v = this.vNext;
+      this.vNext = (v + 1) & (VICTIMS - 1);
+      this.vTag[2 * v] = old;
+      this.vTag[2 * v + 1] = tag[e + 1];
+      this.vHost[v] = this.host[e + 2];
+      this.vGlobal[v] = this.global[i];
+    }
+    tag[e] = tagLo;
+    tag[e + 1] = hi;
+    this.host[e + 2] = host;
+    this.host[e + 3] = host - tagLo;
     this.global[i] = global ? 1 : 0;
     if (!global) this.nonGlobal++;
+  }
+  /**
+   * The host offset of the page at `tagLo`/`hi` if entry i or a victim maps it (a victim
+   * trades places with entry i), else -1.
+   */
+  lookup(i: number, tagLo: number, hi: number): number {
+    const e = i << 2, tag = this.tag;
+    if (tag[e] === tagLo && tag[e + 1] === hi) return this.host[e + 2];
+    const vt = this.vTag;
+    for (let v = 0; v < VICTIMS; v++) {
+      if (vt[2 * v] !== tagLo || vt[2 * v + 1] !== hi) continue;
+      const host = this.vHost[v], global = this.vGlobal[v];
+      if (tag[e] === TLB_INVALID) vt[2 * v] = TLB_INVALID;
+      else {
+        vt[2 * v] = tag[e];
+        vt[2 * v + 1] = tag[e + 1];
+        this.vHost[v] = this.host[e + 2];
+        this.vGlobal[v] = this.global[i];
+      }
+      tag[e] = tagLo;
+      tag[e + 1] = hi;
+      this.host[e + 2] = host;
+      this.host[e + 3] = host - tagLo;
+      this.global[i] = global;
+      return host;
+    }
+    return -1;
+  }
+  /** Drop entry i if it maps the page at `tagLo`/`hi`, and such a victim. */
+  flushPage(i: number, tagLo: number, hi: number): void {
+    const e = i << 2, tag = this.tag, vt = this.vTag;
+    if (tag[e] === tagLo && tag[e + 1] === hi) tag[e] = TLB_INVALID;
+    for (let v = 0; v < VICTIMS; v++) if (vt[2 * v] === tagLo && vt[2 * v + 1] === hi) vt[2 * v] = TLB_INVALID;
   }
   /** Drop the entries of non-global mappings. */
   flushNonGlobal(): void {
@@ -70,8 +133,13 @@ export class Tlb {
     this.nonGlobal = 0;
     const g = this.global, tag = this.tag;
     for (let i = 0; i < TLB_SIZE; i++) if (g[i] === 0) tag[i << 2] = TLB_INVALID;
+    const vt = this.vTag;
+    for (let v = 0; v < VICTIMS; v++) if (this.vGlobal[v] === 0) vt[2 * v] = TLB_INVALID;
   }
 }
+
+/** Victim entries per TLB (a power of two). */
+const VICTIMS = 8;
 
 /**
  * Reverse map of the write TLBs: for each RAM page, the write-TLB slots (level * TLB_SIZE +
@@ -199,9 +267,7 @@ export function flushTlbPage(h: Hart, lo: number, hi: number): void {
     if (Math.floor(vpn / SUPERPAGE_SPAN[h.superLevel[k]]) === h.superRegion[k]) { flushTlb(h); return; }
   }
   const i = (lo >>> 12) & TLB_MASK, tag = lo & ~0xfff;
-  for (let p = 0; p < VIRTUAL_SETS; p++) {
-    for (const t of h.tlbSets[p]) if (t.tag[i << 2] === tag && t.tag[(i << 2) + 1] === hi) t.tag[i << 2] = TLB_INVALID;
-  }
+  for (let p = 0; p < VIRTUAL_SETS; p++) for (const t of h.tlbSets[p]) t.flushPage(i, tag, hi);
   h.fetchLo = TLB_INVALID;
   // Only target-cache entries for pcs in this page can name stale code. (Linux fences one
   // page after each page fault: bumping the epoch there emptied the whole cache each time.)
@@ -247,6 +313,7 @@ export function dropWriteTlbFor(h: Hart, ppn: number): void {
     s = n;
   }
   m.head[ppn] = -1;
+  // (Victims may map the page: tlbFill, the only way back into an entry, drops its code first.)
 }
 
 function pageFaultCause(acc: number): number {
@@ -278,6 +345,7 @@ export function translate(h: Hart, lo: number, hi: number, acc: number, priv: nu
 
 /** Sv39/Sv48/Sv57 page-table walk (privileged spec 4.3.2) with hardware A/D update. */
 function walk(h: Hart, lo: number, hi: number, acc: number, priv: number): number {
+  h.walks++;
   const levels = h.satpMode - SATP_SV39 + 3;
   const vaBits = 12 + 9 * levels;
   // Bits 63..vaBits-1 must all equal bit vaBits-1.
@@ -388,6 +456,19 @@ export function updatePmpActive(h: Hart): void {
  * writes, and PMP uniform over the page. Returns the physical address.
  */
 export function tlbFill(h: Hart, t: Tlb, lo: number, hi: number, acc: number): number {
+  const i = (lo >>> 12) & TLB_MASK;
+  // (An entry or victim is a page walk's result under this set's privilege and access type.)
+  const cached = t.lookup(i, lo & ~0xfff, hi);
+  if (cached >= 0) {
+    const ppn = (cached - h.ramHost) / 4096;
+    if (acc === ACC_W) {
+      // As a fill: no write entry maps a code page, and writes through it count as dirty.
+      if (h.codeMark[ppn]) invalidateCodePage(h, ppn);
+      h.dirty[ppn] = 1;
+      h.wtlbMap.link(t.slotBase + i, ppn);
+    }
+    return h.ramBase + ppn * 4096 + (lo & 0xfff);
+  }
   const dpriv = h.dpriv;
   const pa = translate(h, lo, hi, acc, dpriv);
   if (pa >= h.ramBase && pa < h.ramEnd) {
@@ -399,13 +480,7 @@ export function tlbFill(h: Hart, t: Tlb, lo: number, hi: number, acc: number): n
     }
     const uniform = (!h.pmpActive && dpriv === PRIV_M) || pmpCheck(h, pagePa, 4096, acc, dpriv);
     if (uniform) {
-      const i = (lo >>> 12) & TLB_MASK;
-      t.tag[i << 2] = lo & ~0xfff;
-      t.tag[(i << 2) + 1] = hi;
-      const host = h.ramHost + (pagePa - h.ramBase);
-      t.host[(i << 2) + 2] = host;
-      t.host[(i << 2) + 3] = host - (lo & ~0xfff);
-      t.filled(i, h.walkGlobal);
+      t.fill(i, lo & ~0xfff, hi, h.ramHost + (pagePa - h.ramBase), h.walkGlobal);
       if (acc === ACC_W) h.wtlbMap.link(t.slotBase + i, ppn);
     }
   }
