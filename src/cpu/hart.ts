@@ -5,7 +5,7 @@ import {
   PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, HART_MMU_BYTES, IBTC_BYTES, IBTC_WORDS, IBTC_FN_MASK, IBTC_PAGE_MASK, IBC_NO_PAGE, IBC_PAGES, JIT_CTX, JIT_HOT, ibcIndex,
   PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT, RESV,
 } from './state.js';
-import { Translator, HOT_ENTRIES, URGENT_HITS, type JitMemory } from './jit/translator.js';
+import { Translator, HOT_ENTRIES, URGENT_HITS, MAX_BLOCK, type JitMemory } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
 import { TRAP_SIGNAL, raise, illegal, takeTrap, xret, updateIrq, setIrqLine, wfi, serviceAttention, updateTimers, setStimecmp } from './trap.js';
@@ -450,7 +450,11 @@ export class Hart implements Stateful<HartState> {
               d.hits = was + 1 + x32[JIT_HOT * 2];
               x32[JIT_HOT * 2] = 0;
               if (((was ^ d.hits) & -HOT_ENTRIES) !== 0) jit.hot(page);
-              if (n + d.blockLen <= budget) {
+              // With less than a block's worth left, translated code would stop after this
+              // one block and come back here, over and over until the slice ended: end it
+              // now (unless nothing ran yet: a short slice up to a virtual-clock deadline).
+              const room = budget - n;
+              if (d.blockLen <= room && (room >= MAX_BLOCK || n === 0)) {
                 // Remember pc -> function for translated indirect transfers (state.ts IBTC_SIZE).
                 const e = ibcIndex(lo) * IBTC_WORDS;
                 ibc[e] = lo; ibc[e + 1] = hi; ibc[e + 2] = x32[JIT_CTX * 2];
@@ -467,10 +471,10 @@ export class Hart implements Stateful<HartState> {
                 f64[ICOUNT] += k;
                 if (k !== 0) continue;
               } else if (n > 0) {
-                // Too little budget left for the block: end the slice here, at its head, so
-                // the next slice enters it translated. (Interpreted from here, the run went on
-                // to the next control transfer: hundreds of instructions of unrolled code
-                // per slice.)
+                // Too little budget left: end the slice here, at the block's head, so the
+                // next slice enters it translated. (Interpreted from here, the run went on to
+                // the next control transfer: hundreds of instructions of unrolled code per
+                // slice.)
                 budget = n;
                 continue;
               }

@@ -640,6 +640,31 @@ test('a run slice that ends inside straight-line code leaves the rest to the nex
   assertMostlyTranslated(elf, 'unrolled', () => 150_000);
 });
 
+/** 200,000 passes of a 3-instruction loop: 600,000 instructions, 30 run slices of 20,000. */
+const SHORT_LOOP = EXIT + String.raw`
+  .globl _start
+_start:
+  li s2, 200000
+  li a0, 0
+loop:
+  add a0, a0, s2
+  addi s2, s2, -1
+  bnez s2, loop
+  EXIT_WITH a0
+`;
+
+test('the end of a run slice costs one return to the dispatcher, not one per block', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-short-loop', sources: { 's.S': SHORT_LOOP } }));
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  assert.equal(Buffer.from(ref.stdout).readBigUInt64LE(0), 200000n * 200001n / 2n);
+  const r = runUser(elf, { jitThreshold: 0 });
+  assertSameRun(r, ref, 'short loop');
+  // Translated code stops with fewer than MAX_BLOCK instructions of its budget left; entered
+  // again with that little, it ran one 3-instruction pass per entry: ~20 entries a slice.
+  const entries = r.hart.jit!.stats.entries;
+  assert.ok(entries <= 3 * 30, `${entries} dispatcher entries for 30 run slices`);
+});
+
 /** One short loop, hot alone: 3,000 passes of 5 instructions, all inside one run slice. */
 const LONE_LOOP = EXIT + String.raw`
   .globl _start

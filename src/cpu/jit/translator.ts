@@ -38,8 +38,11 @@ import type { Decoded, BlockFn } from '../isa/types.js';
 import { PRIV, MIE, MIP_SW, MIP_HW, RESV, PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_DELTA, TLB_ENTRY_BYTES, TLB_SIZE, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_WORDS, IBTC_FN_BITS, IBTC_FN_MASK, IBTC_HOT } from '../state.js';
 import { MSTATUS, MSTATUS_WMASK, SSTATUS_MASK, PRIV_S } from '../csr.js';
 
-/** Longest block, in instructions (an instruction's index fits SlowPaths' 6 bits). */
-const MAX_BLOCK = 64;
+/**
+ * Longest block, in instructions (an instruction's index fits SlowPaths' 6 bits). Translated
+ * code goes on to another block only while this many instructions of its budget are left.
+ */
+export const MAX_BLOCK = 64;
 /** Labels between a block's own loop and the function's others: its exit stub. */
 const WRAP = 1;
 /** Blocks per compiled module: at most, and enough to compile at once. */
