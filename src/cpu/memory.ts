@@ -285,7 +285,10 @@ export function flushCodeCache(h: Hart): void {
 /** A store reached a page holding decoded code: drop that page's decoded instructions. */
 export function invalidateCodePage(h: Hart, ppn: number): void {
   h.codeEpoch++;
-  ibcInvalidate(h);
+  // The target cache names translated code only: a page only ever interpreted (half of a
+  // boot's cases, each costing hundreds of returns to the dispatcher) keeps it.
+  const page = h.codePages.get(ppn);
+  if (page !== undefined && h.jit !== null && h.jit.hasPage(page)) ibcInvalidate(h);
   h.codePages.delete(ppn);
   h.codeMark[ppn] = 0;
   if (h.fetchPpn === ppn) {

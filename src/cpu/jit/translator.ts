@@ -283,6 +283,9 @@ export class Translator {
 
   get hasPending(): boolean { return this.pending.length > 0; }
 
+  /** Whether blocks of `page` were planned or compiled (the target cache can name its code only then). */
+  hasPage(page: DecodedPage): boolean { return this.pages.has(page); }
+
   /**
    * A translated head of `page` was entered from the dispatcher HOT_ENTRIES times more:
    * compile its hot region again as one function if the page's blocks are spread over
