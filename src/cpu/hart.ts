@@ -9,7 +9,7 @@ import { Translator, HOT_ENTRIES, URGENT_HITS, MAX_BLOCK, type JitMemory } from 
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
 import { TRAP_SIGNAL, raise, illegal, takeTrap, xret, updateIrq, setIrqLine, wfi, serviceAttention, updateTimers, setStimecmp } from './trap.js';
-import { Tlb, WriteTlbMap, TLB_MASK, TLB_INVALID, ibcInvalidate, privChanged, updateTranslation, flushTlb, flushTlbPage, flushAllTlbs, translate, pmpCheck, updatePmpActive } from './mmu.js';
+import { Tlb, WriteTlbMap, TLB_MASK, TLB_INVALID, ibcInvalidate, privChanged, updateTranslation, flushTlb, flushNonGlobalTlb, flushTlbPage, flushAllTlbs, translate, pmpCheck, updatePmpActive } from './mmu.js';
 import {
   UNCACHED_PAGE, loadSlow, storeSlow, amoHost, checkReservation, fetchSlow, decodeAt, currentRaw, flushCodeCache, externalWrite, takeDirtyPages,
 } from './memory.js';
@@ -725,6 +725,8 @@ export class Hart implements Stateful<HartState> {
   pmpCheck(pa: number, size: number, acc: number, priv: number): boolean { return pmpCheck(this, pa, size, acc, priv); }
   /** sfence.vma, satp writes: drop all cached virtual translations (U and S sets). */
   flushTlb(): void { flushTlb(this); }
+  /** sfence.vma x0, rs2 (one address space): non-global translations only. */
+  flushTlbAsid(): void { flushNonGlobalTlb(this); }
   /** sfence.vma for one virtual address: drop the translations that used its leaf PTE. */
   flushTlbPage(lo: number, hi: number): void { flushTlbPage(this, lo, hi); }
 

@@ -239,6 +239,17 @@ export function updateTranslation(h: Hart): void {
   h.satpRoot = Number(h.satp & 0xfff_ffff_ffffn) * 4096;
   privChanged(h);
   if (!same) { flushTlb(h); return; }
+  flushNonGlobalTlb(h);
+}
+
+/**
+ * Drop the translations of non-global mappings (an address-space switch, or sfence.vma
+ * x0, rs2: privileged spec 4.2.1, "global mappings ... need not be flushed"). The TLBs hold
+ * only the current address space's non-global translations (a switch drops the rest), so
+ * this serves any ASID. Linux fences by ASID at each process exit: as a full flush, each
+ * dropped every kernel translation and emptied the target cache.
+ */
+export function flushNonGlobalTlb(h: Hart): void {
   for (let p = 0; p < VIRTUAL_SETS; p++) for (const t of h.tlbSets[p]) t.flushNonGlobal();
   h.fetchLo = TLB_INVALID;
   if (h.sCodeNonGlobal) ibcInvalidate(h); else ibcBump(h, false);

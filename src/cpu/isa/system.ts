@@ -89,7 +89,9 @@ export const SYSTEM: InsnSpec[] = [
     name: 'sfence.vma', mask: 0xfe007fff, match: 0x12000073, format: 'R', ext: 'S', ends: true,
     exec(h, d) {
       if (h.priv === PRIV_U || (h.priv === PRIV_S && (h.mstatus & MSTATUS.TVM) !== 0)) h.illegal(d);
-      if (d.rs1 === 0) h.flushTlb(); else h.flushTlbPage(h.x32[d.rs1 * 2], h.x32[d.rs1 * 2 + 1]);
+      // (rs2 names an address space: its global mappings stay. A page's fence drops the
+      // page's translations whatever their ASID and G: more than required, never less.)
+      if (d.rs1 === 0) { if (d.rs2 === 0) h.flushTlb(); else h.flushTlbAsid(); } else h.flushTlbPage(h.x32[d.rs1 * 2], h.x32[d.rs1 * 2 + 1]);
     },
   },
 ];

@@ -1,9 +1,10 @@
 /**
- * The TLBs' victim entries (mmu.ts Tlb): two hot pages on one direct-mapped slot (virtual
- * 0x4000_0000 and 0x4040_0000, 1,024 pages apart) alternate without a page walk each time,
- * and a victim never outlives what would drop its entry: sfence.vma of its page, or an
- * address-space switch for a non-global mapping. Interpreted and translated runs agree with
- * the known answers.
+ * The software TLBs (mmu.ts). Victim entries: two hot pages on one direct-mapped slot
+ * (virtual 0x4000_0000 and 0x4040_0000, 1,024 pages apart) alternate without a page walk
+ * each time, and a victim never outlives what would drop its entry: sfence.vma of its page,
+ * or an address-space switch for a non-global mapping. Fences for one address space
+ * (sfence.vma x0, rs2) drop its non-global translations and keep the global ones.
+ * Interpreted and translated runs agree with the known answers.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -271,4 +272,62 @@ test('code patched through a write-TLB victim is seen after fence.i', async () =
   // s0 = 1000 .. 1: odd passes patch in `li a0, 2` (500), even ones `li a0, 1` (500).
   const expect = 500n * 2n + 500n * 1n;
   for (const th of [Infinity, 0, 3]) assert.equal(answer(runUser(elf, { jitThreshold: th })), expect, `threshold ${th}`);
+});
+
+/**
+ * ASID 1: a global gigapage maps RAM 1:1 (code and dataC), 0x4000_0000 (non-global) maps
+ * dataA. 2,000 passes load both and fence ASID 1 (sfence.vma x0, s4); after pass 1,000 the
+ * page is remapped to dataB first, which the fence must make visible.
+ */
+const ASID_FENCE = MACROS + String.raw`
+  .globl _start
+_start:
+  la t4, root
+  li t1, ((0x80000000 >> 12) << 10) | 0xef   # V R W X G A D
+  sd t1, 16(t4)
+  PTE l1, 1
+  sd t3, 8(t4)
+  la t4, l1
+  PTE l0a, 1
+  sd t3, 0(t4)
+  PTE dataA, 0xc7                             # non-global
+  la t4, l0a
+  sd t3, 0(t4)
+  SATP root, 1
+  mv s4, t0
+  csrw satp, s4
+  sfence.vma
+  li s4, 1                                    # the ASID
+  li s0, 2000
+  li s1, 0
+  li s2, 0x40000000
+  la s3, dataC
+loop:
+  ld t0, 0(s2)
+  add s1, s1, t0
+  ld t0, 0(s3)
+  add s1, s1, t0
+  li t0, 1000
+  bne s0, t0, 1f
+  PTE dataB, 0xc7
+  la t4, l0a
+  sd t3, 0(t4)                                # 0x4000_0000 -> dataB
+1:
+  sfence.vma x0, s4
+  addi s0, s0, -1
+  bnez s0, loop
+  EXIT_WITH s1
+` + DATA;
+
+test('sfence.vma x0, rs2 drops the address space\'s own translations and keeps the global ones', async () => {
+  const elf = readFileSync(await buildElf({ name: 'tlb-asid-fence', sources: { 'f.S': ASID_FENCE } }));
+  // s0 = 2000 .. 1000 read dataA (1,001 passes; the remap follows the loads), 999 .. 1
+  // dataB (999); dataC in each.
+  const expect = 1001n * 1n + 999n * 1000n + 2000n * 1_000_000n;
+  for (const th of [Infinity, 0, 3]) {
+    const r = runUser(elf, { jitThreshold: th });
+    assert.equal(answer(r), expect, `threshold ${th}`);
+    // One walk a pass for the non-global page; a full flush also walked for the code and dataC.
+    assert.ok(r.hart.walks < 2000 + 200, `threshold ${th}: ${r.hart.walks} page walks`);
+  }
 });
