@@ -77,21 +77,13 @@ export class Tlb {
    * a global mapping. The entry it replaces becomes a victim.
    */
   fill(i: number, tagLo: number, hi: number, host: number, global: boolean): void {
-    const e = i << 2, tag = this.tag;
-    const old = tag[e];
-    if (old !== TLB_INVALID && (old !== tagLo || tag[e + 1] !== hi)) {
+    const old = this.tag[i << 2];
+    if (old !== TLB_INVALID && (old !== tagLo || this.tag[(i << 2) + 1] !== hi)) {
       const v = this.vNext;
       this.vNext = (v + 1) & (VICTIMS - 1);
-      this.vTag[2 * v] = old;
-      this.vTag[2 * v + 1] = tag[e + 1];
-      this.vHost[v] = this.host[e + 2];
-      this.vGlobal[v] = this.global[i];
+      this.toVictim(i, v);
     }
-    tag[e] = tagLo;
-    tag[e + 1] = hi;
-    this.host[e + 2] = host;
-    this.host[e + 3] = host - tagLo;
-    this.global[i] = global ? 1 : 0;
+    this.set(i, tagLo, hi, host, global ? 1 : 0);
     if (!global) this.nonGlobal++;
   }
   /**
@@ -105,21 +97,26 @@ export class Tlb {
     for (let v = 0; v < VICTIMS; v++) {
       if (vt[2 * v] !== tagLo || vt[2 * v + 1] !== hi) continue;
       const host = this.vHost[v], global = this.vGlobal[v];
-      if (tag[e] === TLB_INVALID) vt[2 * v] = TLB_INVALID;
-      else {
-        vt[2 * v] = tag[e];
-        vt[2 * v + 1] = tag[e + 1];
-        this.vHost[v] = this.host[e + 2];
-        this.vGlobal[v] = this.global[i];
-      }
-      tag[e] = tagLo;
-      tag[e + 1] = hi;
-      this.host[e + 2] = host;
-      this.host[e + 3] = host - tagLo;
-      this.global[i] = global;
+      if (tag[e] === TLB_INVALID) vt[2 * v] = TLB_INVALID; else this.toVictim(i, v);
+      this.set(i, tagLo, hi, host, global);
       return host;
     }
     return -1;
+  }
+  private set(i: number, tagLo: number, hi: number, host: number, global: number): void {
+    const e = i << 2;
+    this.tag[e] = tagLo;
+    this.tag[e + 1] = hi;
+    this.host[e + 2] = host;
+    this.host[e + 3] = host - tagLo;
+    this.global[i] = global;
+  }
+  private toVictim(i: number, v: number): void {
+    const e = i << 2;
+    this.vTag[2 * v] = this.tag[e];
+    this.vTag[2 * v + 1] = this.tag[e + 1];
+    this.vHost[v] = this.host[e + 2];
+    this.vGlobal[v] = this.global[i];
   }
   /** Drop entry i if it maps the page at `tagLo`/`hi`, and such a victim. */
   flushPage(i: number, tagLo: number, hi: number): void {

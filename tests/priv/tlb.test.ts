@@ -13,13 +13,26 @@ import { buildElf } from '../lib/toolchain.js';
 import { USER_MACROS, runUser } from '../lib/user.js';
 import { TLB_SIZE } from '../../src/cpu/state.js';
 
-/** t3 = a leaf or pointer PTE for the page at symbol \sym with \flags. */
+/**
+ * MAP table, index, sym, flags: table[index] = a leaf or pointer PTE for the page at
+ * symbol sym. ROOT root, l1: root maps RAM 1:1 with a global gigapage (V R W X G A D at
+ * 0x8000_0000) and its entry 1 (0x4000_0000..) points at l1. SATP root, asid: t0 = the
+ * Sv39 satp value.
+ */
 const MACROS = USER_MACROS + String.raw`
-  .macro PTE sym, flags
+  .macro MAP table, index, sym, flags
     la t2, \sym
     srli t3, t2, 12
     slli t3, t3, 10
     ori t3, t3, \flags
+    la t4, \table
+    sd t3, (\index * 8)(t4)
+  .endm
+  .macro ROOT root, l1
+    li t1, ((0x80000000 >> 12) << 10) | 0xef
+    la t4, \root
+    sd t1, 16(t4)
+    MAP \root, 1, \l1, 1
   .endm
   .macro SATP root, asid
     la t0, \root
@@ -49,28 +62,17 @@ l0c: .space 4096`;
 /**
  * Sv39 in S-mode: a global gigapage maps RAM 1:1; 0x4000_0000 maps dataA and 0x4040_0000
  * dataB. 4,000 passes load and store both pages; after the pass with s0 = 2000 the second
- * page is remapped to dataC and fenced by address, while its entries are victims. The sum of loads, then the stored words
- * read back through the gigapage, weighted.
+ * page is remapped to dataC and fenced by address, while its entries are victims. The sum
+ * of loads, then the stored words read back through the gigapage, weighted.
  */
 const ALTERNATE = MACROS + String.raw`
   .globl _start
 _start:
-  la t4, root
-  li t1, ((0x80000000 >> 12) << 10) | 0xef   # V R W X G A D, 1 GiB at 0x8000_0000
-  sd t1, 16(t4)
-  PTE l1, 1
-  sd t3, 8(t4)                                # VPN[2] = 1 -> l1
-  la t4, l1
-  PTE l0a, 1
-  sd t3, 0(t4)                                # l1[0] -> l0a (0x4000_0000)
-  PTE l0b, 1
-  sd t3, 16(t4)                               # l1[2] -> l0b (0x4040_0000)
-  PTE dataA, 0xc7                             # V R W A D
-  la t4, l0a
-  sd t3, 0(t4)
-  PTE dataB, 0xc7
-  la t4, l0b
-  sd t3, 0(t4)
+  ROOT root, l1
+  MAP l1, 0, l0a, 1                           # 0x4000_0000
+  MAP l1, 2, l0b, 1                           # 0x4040_0000
+  MAP l0a, 0, dataA, 0xc7                     # V R W A D
+  MAP l0b, 0, dataB, 0xc7
   SATP root, 0
   csrw satp, t0
   sfence.vma
@@ -87,9 +89,7 @@ loop:
   sd s0, 8(s2)                                # (dataB's entries are victims at the fence)
   li t0, 2000
   bne s0, t0, 1f
-  PTE dataC, 0xc7
-  la t4, l0b
-  sd t3, 0(t4)                                # 0x4040_0000 -> dataC
+  MAP l0b, 0, dataC, 0xc7                     # 0x4040_0000 -> dataC
   sfence.vma s3
 1:
   addi s0, s0, -1
@@ -121,37 +121,15 @@ loop:
 const SWITCH = MACROS + String.raw`
   .globl _start
 _start:
-  li t1, ((0x80000000 >> 12) << 10) | 0xef
-  la t4, root
-  sd t1, 16(t4)
-  la t4, root2
-  sd t1, 16(t4)
-  PTE l1, 1
-  la t4, root
-  sd t3, 8(t4)
-  PTE l1b, 1
-  la t4, root2
-  sd t3, 8(t4)
-  PTE l0a, 1
-  la t4, l1
-  sd t3, 0(t4)
-  la t4, l1b
-  sd t3, 0(t4)                                # both: 0x4000_0000 -> l0a
-  PTE l0b, 1
-  la t4, l1
-  sd t3, 16(t4)                               # first: 0x4040_0000 -> l0b
-  PTE l0c, 1
-  la t4, l1b
-  sd t3, 16(t4)                               # second: 0x4040_0000 -> l0c
-  PTE dataA, 0xc7
-  la t4, l0a
-  sd t3, 0(t4)
-  PTE dataB, 0xc7
-  la t4, l0b
-  sd t3, 0(t4)
-  PTE dataC, 0xc7
-  la t4, l0c
-  sd t3, 0(t4)
+  ROOT root, l1
+  ROOT root2, l1b
+  MAP l1, 0, l0a, 1                           # both: 0x4000_0000 -> l0a
+  MAP l1b, 0, l0a, 1
+  MAP l1, 2, l0b, 1                           # first: 0x4040_0000 -> l0b
+  MAP l1b, 2, l0c, 1                          # second: 0x4040_0000 -> l0c
+  MAP l0a, 0, dataA, 0xc7
+  MAP l0b, 0, dataB, 0xc7
+  MAP l0c, 0, dataC, 0xc7
   SATP root, 1
   mv s4, t0
   SATP root2, 2
@@ -189,22 +167,11 @@ loop:
 const PATCH = MACROS + String.raw`
   .globl _start
 _start:
-  li t1, ((0x80000000 >> 12) << 10) | 0xef
-  la t4, root
-  sd t1, 16(t4)
-  PTE l1, 1
-  sd t3, 8(t4)
-  la t4, l1
-  PTE l0a, 1
-  sd t3, 0(t4)
-  PTE l0b, 1
-  sd t3, 16(t4)
-  PTE fnpage, 0xcf                            # V R W X A D
-  la t4, l0a
-  sd t3, 0(t4)
-  PTE dataB, 0xc7
-  la t4, l0b
-  sd t3, 0(t4)
+  ROOT root, l1
+  MAP l1, 0, l0a, 1
+  MAP l1, 2, l0b, 1
+  MAP l0a, 0, fnpage, 0xcf                    # V R W X A D
+  MAP l0b, 0, dataB, 0xc7
   SATP root, 0
   csrw satp, t0
   sfence.vma
@@ -282,17 +249,9 @@ test('code patched through a write-TLB victim is seen after fence.i', async () =
 const ASID_FENCE = MACROS + String.raw`
   .globl _start
 _start:
-  la t4, root
-  li t1, ((0x80000000 >> 12) << 10) | 0xef   # V R W X G A D
-  sd t1, 16(t4)
-  PTE l1, 1
-  sd t3, 8(t4)
-  la t4, l1
-  PTE l0a, 1
-  sd t3, 0(t4)
-  PTE dataA, 0xc7                             # non-global
-  la t4, l0a
-  sd t3, 0(t4)
+  ROOT root, l1
+  MAP l1, 0, l0a, 1
+  MAP l0a, 0, dataA, 0xc7                     # non-global
   SATP root, 1
   mv s4, t0
   csrw satp, s4
@@ -309,9 +268,7 @@ loop:
   add s1, s1, t0
   li t0, 1000
   bne s0, t0, 1f
-  PTE dataB, 0xc7
-  la t4, l0a
-  sd t3, 0(t4)                                # 0x4000_0000 -> dataB
+  MAP l0a, 0, dataB, 0xc7                     # 0x4000_0000 -> dataB
 1:
   sfence.vma x0, s4
   addi s0, s0, -1
