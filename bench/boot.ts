@@ -2,14 +2,16 @@
  * Linux boot: seconds from start to the busybox shell prompt for the same Image and
  * initramfs. QEMU boots with its bundled OpenSBI (fw_dynamic, its default) and with
  * Debian's OpenSBI fw_jump; typevisor with its built-in SBI and with the same fw_jump.
- * After the prompt each guest gets `poweroff`, and the next boot starts only once it
- * has exited, so boots never overlap.
+ * Both are timed the same way: from starting the program (`qemu-system-riscv64`, or
+ * `typevisor run` in a new Node process) to the prompt on its standard output, process
+ * start-up included. After the prompt each guest gets `poweroff`, and the next boot starts
+ * only once it has exited, so boots never overlap.
  */
-import { readFileSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { Machine } from '../src/machine/machine.js';
+import { join } from 'node:path';
 import { requireGuest } from '../tests/lib/guest.js';
-import { bestOf, type Row } from './lib.js';
+import { benchRoot, bestOf, type Row } from './lib.js';
 
 const PROMPT = '~ # ';
 /** The translator's threshold for the jit row (the CLI's --accel jit default). */
@@ -19,76 +21,68 @@ const APPEND = 'console=ttyS0';
 const TIMEOUT_MS = 300_000;
 /** After the prompt, how long poweroff may take before the guest is stopped. */
 const POWEROFF_MS = 60_000;
+const CLI = join(benchRoot, '..', 'bin', 'typevisor.js');
 
-/** jitThreshold: Infinity for the interpreter alone, else the translator's threshold. */
-export async function bootTypevisor(bios: Uint8Array | null, kernel: Uint8Array, initrd: Uint8Array, jitThreshold = Infinity): Promise<number> {
-  let tail = '';
-  let seconds = 0;
-  const t0 = performance.now();
-  const m: Machine = new Machine({
-    memoryBytes: 512 << 20, bios, kernel, initrd, append: APPEND, jitThreshold,
-    serial: { write(b: Uint8Array) {
-      if (seconds > 0) return;
-      tail = (tail + Buffer.from(b).toString('latin1')).slice(-64);
-      if (tail.includes(PROMPT)) {
-        seconds = (performance.now() - t0) / 1000;
-        clearTimeout(timer);
-        timer = setTimeout(() => m.stop(), POWEROFF_MS);
-        m.sendInput(Buffer.from('poweroff\n'));
-      }
-    } },
-  });
-  let timer = setTimeout(() => m.stop(), TIMEOUT_MS);
-  const exit = await m.run();
-  clearTimeout(timer);
-  if (seconds === 0) throw new Error(`typevisor: no shell prompt (exit ${JSON.stringify(exit)})`);
-  if (exit.reason !== 'poweroff') throw new Error(`typevisor: poweroff failed (exit ${JSON.stringify(exit)})`);
-  return seconds;
-}
-
-/** firmware: a -bios path, or null for QEMU's bundled default. */
-export function bootQemu(firmware: string | null, kernelPath: string, initrdPath: string): Promise<number> {
+/** Start `cmd args`, time it to the shell prompt on its stdout, type poweroff, wait for its exit. */
+function bootToPrompt(who: string, cmd: string, args: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const args = ['-M', 'virt', '-m', '512M', '-nographic', ...(firmware ? ['-bios', firmware] : []),
-      '-kernel', kernelPath, '-initrd', initrdPath, '-append', APPEND];
-    const q = spawn('qemu-system-riscv64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '', t = 0;
-    let timer = setTimeout(() => q.kill('SIGKILL'), TIMEOUT_MS);
-    q.stdout.on('data', (d: Buffer) => {
+    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '', err = '', t = 0;
+    let timer = setTimeout(() => p.kill('SIGKILL'), TIMEOUT_MS);
+    p.stdout.on('data', (d: Buffer) => {
       if (t > 0) return;
       out = (out + d.toString('latin1')).slice(-4096);
       if (out.includes(PROMPT)) {
         t = (performance.now() - t0) / 1000;
         clearTimeout(timer);
-        timer = setTimeout(() => q.kill('SIGKILL'), POWEROFF_MS);
-        q.stdin.write('poweroff\n');
+        timer = setTimeout(() => p.kill('SIGKILL'), POWEROFF_MS);
+        p.stdin.write('poweroff\n');
       }
     });
-    q.on('error', reject);
-    q.on('exit', () => {
+    p.stderr.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-2000); });
+    p.on('error', reject);
+    p.on('exit', (code, signal) => {
       clearTimeout(timer);
-      if (t > 0) resolve(t); else reject(new Error(`qemu: no shell prompt; last output: ${out.slice(-500)}`));
+      if (t === 0) reject(new Error(`${who}: no shell prompt; last output: ${out.slice(-500)} ${err}`));
+      else if (code !== 0) reject(new Error(`${who}: poweroff failed (exit ${signal ?? code}): ${err}`));
+      else resolve(t);
     });
   });
 }
 
+/**
+ * `typevisor run` to the prompt. bios: a firmware path or null for the built-in SBI;
+ * jitThreshold: Infinity for the interpreter alone, else the translator's threshold (with
+ * the bench's V8 tier, TYPEVISOR_WASM_TIER).
+ */
+export function bootTypevisor(bios: string | null, kernelPath: string, initrdPath: string, jitThreshold = Infinity): Promise<number> {
+  const tier = process.env.TYPEVISOR_WASM_TIER ?? 'late';
+  const accel = jitThreshold === Infinity ? 'interp' : `jit,threshold=${jitThreshold},tier=${tier}`;
+  return bootToPrompt('typevisor', process.execPath, [CLI, 'run', '-m', '512M', ...(bios ? ['-bios', bios] : []),
+    '-kernel', kernelPath, '-initrd', initrdPath, '-append', APPEND, '--accel', accel]);
+}
+
+/** firmware: a -bios path, or null for QEMU's bundled default. */
+export function bootQemu(firmware: string | null, kernelPath: string, initrdPath: string): Promise<number> {
+  return bootToPrompt('qemu', 'qemu-system-riscv64', ['-M', 'virt', '-m', '512M', '-nographic', ...(firmware ? ['-bios', firmware] : []),
+    '-kernel', kernelPath, '-initrd', initrdPath, '-append', APPEND]);
+}
+
 export async function benchBoot(): Promise<Row[]> {
   const { kernel: kernelPath, initrd: initrdPath } = requireGuest();
-  const kernel = new Uint8Array(readFileSync(kernelPath)), initrd = new Uint8Array(readFileSync(initrdPath));
   const rows: Row[] = [];
   const best = async (f: () => Promise<number>): Promise<number> => (await bestOf(async () => ({ seconds: await f() }))).seconds;
   const qDefault = await best(() => bootQemu(null, kernelPath, initrdPath));
-  const builtin = await best(() => bootTypevisor(null, kernel, initrd));
+  const builtin = await best(() => bootTypevisor(null, kernelPath, initrdPath));
   rows.push({ name: 'boot (built-in SBI)', unit: 'seconds to the shell prompt', typevisorSeconds: builtin, qemuSeconds: qDefault,
     ratio: builtin / qDefault, detail: { qemuFirmware: 'bundled OpenSBI fw_dynamic' } });
-  const jit = await best(() => bootTypevisor(null, kernel, initrd, JIT_THRESHOLD));
+  const jit = await best(() => bootTypevisor(null, kernelPath, initrdPath, JIT_THRESHOLD));
   rows.push({ name: 'boot (built-in SBI, jit)', unit: 'seconds to the shell prompt', typevisorSeconds: jit, qemuSeconds: qDefault,
     ratio: jit / qDefault, detail: { qemuFirmware: 'bundled OpenSBI fw_dynamic', accel: `jit,threshold=${JIT_THRESHOLD}` } });
   if (existsSync(FW_JUMP)) {
-    const fw = new Uint8Array(readFileSync(FW_JUMP));
     const qJump = await best(() => bootQemu(FW_JUMP, kernelPath, initrdPath));
-    const opensbi = await best(() => bootTypevisor(fw, kernel, initrd));
+    const opensbi = await best(() => bootTypevisor(FW_JUMP, kernelPath, initrdPath));
     rows.push({ name: 'boot (OpenSBI fw_jump)', unit: 'seconds to the shell prompt', typevisorSeconds: opensbi, qemuSeconds: qJump,
       ratio: opensbi / qJump, detail: { qemuFirmware: 'OpenSBI fw_jump (same file)' } });
   }

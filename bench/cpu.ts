@@ -13,12 +13,13 @@ export async function benchGuestProgram(name: string, cfile: string, scale: numb
   const path = join(mkdtempSync(join(tmpdir(), 'tv-bench-')), `${name}.elf`);
   writeFileSync(path, elf);
   const rows: Row[] = [];
-  for (const jit of [Infinity, JIT_THRESHOLD]) rows.push(await benchOne(jit === Infinity ? name : `${name} (jit)`, elf, path, startup, jit));
+  for (const jit of [Infinity, JIT_THRESHOLD]) rows.push(await benchOne(jit === Infinity ? name : `${name} (jit)`, path, startup, jit));
   return rows;
 }
 
-async function benchOne(name: string, elf: Uint8Array, path: string, startup: number, jit: number): Promise<Row> {
-  const tv = await bestOf(() => runTypevisor(elf, jit));
+async function benchOne(name: string, path: string, startup: number, jit: number): Promise<Row> {
+  // Each typevisor run in a fresh process, as QEMU's (bench/child.ts).
+  const tv = await bestOf(() => runTypevisor(path, jit));
   // QEMU finishes in a fraction of a second, so its time is noisy: best of three.
   let q = await runQemu(path);
   for (let i = 0; i < 2; i++) {

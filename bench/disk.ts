@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { Machine } from '../src/machine/machine.js';
 import { openDisk, type DiskFormat } from '../src/host/storage/index.js';
 import { guestDir } from '../tests/lib/toolchain.js';
-import type { Row } from './lib.js';
+import { inFreshProcess, type Row } from './lib.js';
 
 const PROMPT = '~ # ';
 const TIMEOUT_MS = 600_000;
@@ -82,7 +82,9 @@ function driver(send: (s: string) => void, stop: () => void): { feed(s: string):
   };
 }
 
-async function runTypevisor(img: string, fmt: DiskFormat, kernel: Uint8Array, initrd: Uint8Array): Promise<Map<string, number>> {
+/** The script on typevisor, in this process (bench/child.ts): [test, MB/s] pairs. */
+export async function diskTypevisor(img: string, fmt: DiskFormat, kernelPath: string, initrdPath: string): Promise<[string, number][]> {
+  const kernel = new Uint8Array(readFileSync(kernelPath)), initrd = new Uint8Array(readFileSync(initrdPath));
   const disk = await openDisk({ file: img, format: fmt });
   let m: Machine | null = null;
   const d = driver((s) => m?.sendInput(Buffer.from(s)), () => m?.stop());
@@ -99,7 +101,7 @@ async function runTypevisor(img: string, fmt: DiskFormat, kernel: Uint8Array, in
     clearTimeout(timer);
     await disk.close();
   }
-  return parse(await Promise.race([d.result, Promise.resolve('')]), 'typevisor');
+  return [...parse(await Promise.race([d.result, Promise.resolve('')]), 'typevisor')];
 }
 
 function runQemu(img: string, fmt: DiskFormat, kernelPath: string, initrdPath: string): Promise<Map<string, number>> {
@@ -122,13 +124,13 @@ function runQemu(img: string, fmt: DiskFormat, kernelPath: string, initrdPath: s
 export async function benchDisk(): Promise<Row[]> {
   const kernelPath = join(guestDir, 'Image'), initrdPath = join(guestDir, 'initramfs.cpio.gz');
   if (!existsSync(kernelPath) || !existsSync(initrdPath)) throw new Error(`no guest in ${guestDir} (set TYPEVISOR_GUEST_DIR or run typevisor image build)`);
-  const kernel = new Uint8Array(readFileSync(kernelPath)), initrd = new Uint8Array(readFileSync(initrdPath));
   const dir = mkdtempSync(join(tmpdir(), 'typevisor-bench-disk-'));
   const rows: Row[] = [];
   try {
     for (const fmt of ['raw', 'qcow2'] as const) {
       const q = await runQemu(makeImage(dir, fmt, 'qemu'), fmt, kernelPath, initrdPath);
-      const t = await runTypevisor(makeImage(dir, fmt, 'typevisor'), fmt, kernel, initrd);
+      // typevisor in a fresh process, as QEMU (bench/child.ts).
+      const t = new Map(await inFreshProcess<[string, number][]>('disk.js', 'diskTypevisor', [makeImage(dir, fmt, 'typevisor'), fmt, kernelPath, initrdPath]));
       for (const name of TESTS) {
         const tv = t.get(name) ?? 0, qm = q.get(name) ?? 0;
         // Seconds per MB, so that the ratio reads like the other rows (typevisor / qemu time).

@@ -8,7 +8,7 @@
  * the defconfig kernel from $TYPEVISOR_DEFCONFIG_KERNEL, else the prebuilt ../shared/guest/Image,
  * else the cache's guest-defconfig/Image (`scripts/build-guest.sh --defconfig --out ...`).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cacheDir } from '../src/host/guest-cache.js';
@@ -33,15 +33,13 @@ export async function benchKernels(): Promise<Row[]> {
   if (!existsSync(tailored) || !existsSync(initrdPath)) throw new Error(`no tailored guest in ${dir}; build it with: npm run guest`);
   const defconfig = defconfigKernel();
   if (!defconfig) throw new Error('no defconfig kernel: set TYPEVISOR_DEFCONFIG_KERNEL or run scripts/build-guest.sh --defconfig');
-  const initrd = new Uint8Array(readFileSync(initrdPath));
-  const best = async (f: () => Promise<number>): Promise<number> => (await bestOf(async () => ({ seconds: await f() }))).seconds;
+    const best = async (f: () => Promise<number>): Promise<number> => (await bestOf(async () => ({ seconds: await f() }))).seconds;
   const rows: Row[] = [];
   for (const [label, path] of [['typevisor-virt config', tailored], ['Debian defconfig', defconfig]] as const) {
-    const kernel = new Uint8Array(readFileSync(path));
     const q = await best(() => bootQemu(null, path, initrdPath));
-    const t = await best(() => bootTypevisor(null, kernel, initrd));
+    const t = await best(() => bootTypevisor(null, path, initrdPath));
     rows.push({ name: `boot kernel (${label})`, unit: 'seconds to the shell prompt', typevisorSeconds: t, qemuSeconds: q,
-      ratio: t / q, detail: { kernel: path, kernelMiB: +(kernel.length / 2 ** 20).toFixed(1), initrd: initrdPath } });
+      ratio: t / q, detail: { kernel: path, kernelMiB: +(statSync(path).size / 2 ** 20).toFixed(1), initrd: initrdPath } });
   }
   return rows;
 }

@@ -49,8 +49,43 @@ export async function buildGuest(name: string, cfile: string, scale: number): Pr
   return new Uint8Array(readFileSync(path));
 }
 
+/**
+ * Call `fn` of dist/bench/`module` with `args` (JSON: paths and numbers) in a fresh Node
+ * process (bench/child.ts), as every `typevisor run` starts: nothing of typevisor compiled
+ * by V8 yet. The child gets the bench's V8 tier (TYPEVISOR_WASM_TIER).
+ */
+export function inFreshProcess<T>(module: string, fn: string, args: unknown[]): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(benchDist, 'child.js'), module, fn, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+      if (code !== 0 || line === undefined) { reject(new Error(`bench child ${module} ${fn} exited ${signal ?? code}: ${err.slice(-2000)}`)); return; }
+      resolve(JSON.parse(line.slice(7)) as T);
+    });
+  });
+}
+
+/** Where the compiled bench modules are (bench/child.ts's directory). */
+const benchDist = dirname(fileURLToPath(import.meta.url));
+
+export interface TypevisorRun { seconds: number; cpuSeconds: number; instructions: number; output: string; code: number }
+
+/** runTypevisorFile in a fresh process; jitThreshold Infinity runs the interpreter alone. */
+export function runTypevisor(elfPath: string, jitThreshold = Infinity): Promise<TypevisorRun> {
+  return inFreshProcess('lib.js', 'runTypevisorFile', [elfPath, jitThreshold === Infinity ? null : jitThreshold]);
+}
+
+/** Run the bare-metal ELF at `elfPath` in this process (bench/child.ts); jitThreshold null: the interpreter alone. */
+export async function runTypevisorFile(elfPath: string, jitThreshold: number | null): Promise<TypevisorRun> {
+  return runTypevisorHere(new Uint8Array(readFileSync(elfPath)), jitThreshold ?? Infinity);
+}
+
 /** jitThreshold: Infinity for the interpreter alone, else the translator's threshold. */
-export async function runTypevisor(elf: Uint8Array, jitThreshold = Infinity): Promise<{ seconds: number; cpuSeconds: number; instructions: number; output: string; code: number }> {
+async function runTypevisorHere(elf: Uint8Array, jitThreshold: number): Promise<TypevisorRun> {
   let output = '';
   const m = new Machine({
     memoryBytes: 128 << 20, bios: elf, kernel: null, initrd: null, append: '', jitThreshold,

@@ -17,7 +17,7 @@ import { GuestConsole } from '../tests/lib/console.js';
 import { QemuGuest } from '../tests/lib/qemu-guest.js';
 import { requireGuest } from '../tests/lib/guest.js';
 import { buildLinuxElf } from '../tests/lib/toolchain.js';
-import { benchRoot, bestOf, type Row } from './lib.js';
+import { benchRoot, bestOf, inFreshProcess, type Row } from './lib.js';
 
 /** The busybox shell's prompt, at the end of the output so far. */
 const PROMPT = '~ # ';
@@ -57,8 +57,10 @@ async function bootAndRun(c: Console, cpu: () => number): Promise<Boot> {
   return { seconds, cold: await run(), warm: await run() };
 }
 
-async function bootTypevisor(kernel: Uint8Array, initrd: Uint8Array, jitThreshold: number): Promise<Boot> {
-  const g = new GuestConsole({ memoryBytes: MEMORY_MIB << 20, bios: null, kernel, initrd, append: APPEND, jitThreshold });
+/** One typevisor boot and its two runs, in this process (bench/child.ts); jitThreshold null: the interpreter alone. */
+export async function workloadTypevisor(kernelPath: string, initrdPath: string, jitThreshold: number | null): Promise<Boot> {
+  const kernel = new Uint8Array(readFileSync(kernelPath)), initrd = new Uint8Array(readFileSync(initrdPath));
+  const g = new GuestConsole({ memoryBytes: MEMORY_MIB << 20, bios: null, kernel, initrd, append: APPEND, jitThreshold: jitThreshold ?? Infinity });
   try {
     return await bootAndRun(g, () => { const c = process.cpuUsage(); return (c.user + c.system) / 1e6; });
   } finally {
@@ -84,7 +86,7 @@ async function bootQemu(initrdPath: string): Promise<Boot> {
 }
 
 /** The found guest's initramfs with /bin/workload added. */
-async function workloadInitrd(initrdPath: string): Promise<{ path: string; bytes: Uint8Array }> {
+async function workloadInitrd(initrdPath: string): Promise<{ path: string }> {
   const elf = await buildLinuxElf({
     name: 'bench-workload', sources: { 'workload.c': readFileSync(join(benchRoot, 'guest', 'workload.c'), 'utf8') },
     cflags: ['-O2', `-DSCALE=${SCALE}`],
@@ -97,19 +99,19 @@ async function workloadInitrd(initrdPath: string): Promise<{ path: string; bytes
   const bytes = new Uint8Array(Buffer.concat([readFileSync(initrdPath), overlay]));
   const path = join(dir, 'initramfs.cpio.gz');
   writeFileSync(path, bytes);
-  return { path, bytes };
+  return { path };
 }
 
 export async function benchWorkload(): Promise<Row[]> {
   const g = requireGuest();
   const initrd = await workloadInitrd(g.initrd);
-  const kernel = new Uint8Array(readFileSync(g.kernel));
   // Best of bench.runs boots, by the warm run.
   const best = async (f: () => Promise<Boot>): Promise<Boot> => (await bestOf(async () => { const b = await f(); return { seconds: b.warm.seconds, b }; })).b;
   const q = await best(() => bootQemu(initrd.path));
   const rows: Row[] = [];
   for (const jit of [Infinity, JIT_THRESHOLD]) {
-    const t = await best(() => bootTypevisor(kernel, initrd.bytes, jit));
+    // Each typevisor boot in a fresh process, as QEMU's (bench/child.ts).
+    const t = await best(() => inFreshProcess<Boot>('workload.js', 'workloadTypevisor', [g.kernel, initrd.path, jit === Infinity ? null : jit]));
     for (const r of [t.cold, t.warm, q.cold]) {
       if (r.checksum !== q.warm.checksum) throw new Error(`workload: checksums differ: typevisor ${t.cold.checksum}/${t.warm.checksum}, qemu ${q.cold.checksum}/${q.warm.checksum}`);
     }

@@ -6,7 +6,6 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import WebSocket from 'ws';
 import { UserError } from '../host/images.js';
 import { parseFlags, USAGE_STATUS, type Parsed } from './args.js';
 import type { CliIo } from './main.js';
@@ -261,6 +260,8 @@ const CTRL_RIGHT_BRACKET = 0x1d;
 
 /** Attach the terminal to the VM's console WebSocket; Ctrl-] detaches (virsh console). */
 async function consoleAttach(c: Client, path: string, name: string, io: CliIo): Promise<number> {
+  // (Loaded here: `ws` takes ~40 ms to import, which every `typevisor run` would pay.)
+  const { default: WebSocket } = await import('ws');
   const ws = new WebSocket(`${c.url.replace(/^http/, 'ws')}/v1/vms/${path}/console`, { headers: { authorization: `Bearer ${c.token}` } });
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());

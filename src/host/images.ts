@@ -25,7 +25,8 @@ export function loadImage(path: string, what: string, opts: { gunzip?: boolean }
     if (!st.isFile()) throw new UserError(`${what} '${path}' is not a regular file`);
     if (st.size === 0) throw new UserError(`${what} '${path}' is empty`);
     if (st.size > MAX_IMAGE) throw new UserError(`${what} '${path}' is too large (${st.size} bytes)`);
-    data = new Uint8Array(readFileSync(path));
+    const b = readFileSync(path);
+    data = new Uint8Array(b.buffer, b.byteOffset, b.byteLength); // (a view: a kernel is tens of MB)
   } catch (e) {
     if (e instanceof UserError) throw e;
     const code = (e as NodeJS.ErrnoException).code;

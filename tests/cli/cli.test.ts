@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -85,6 +85,15 @@ test('--version and help', async () => {
   assert.match(h.stdout, /Ctrl-A X/);
 });
 
+
+test('the command loads no WebSocket library: only `vm console` needs it (each VM start would pay ~40 ms)', () => {
+  const probe = `import { createRequire } from 'node:module';
+await import(${JSON.stringify(join(repoRoot, 'dist', 'src', 'cli', 'main.js'))});
+const cache = createRequire(import.meta.url).cache;
+console.log(Object.keys(cache).filter((k) => k.includes('node_modules/ws/')).length);`;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', probe], { encoding: 'utf8' });
+  assert.equal(out.trim(), '0');
+});
 test('bad usage exits 2 and names the flag or command', async () => {
   const r1 = await tv(['run', '--frobnicate']);
   assert.equal(r1.status, 2);
