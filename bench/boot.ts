@@ -9,9 +9,8 @@
  */
 import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { requireGuest } from '../tests/lib/guest.js';
-import { benchRoot, bestOf, type Row } from './lib.js';
+import { CLI, cliNodeFlags, bestOf, type Row } from './lib.js';
 
 const PROMPT = '~ # ';
 /** The translator's threshold for the jit row (the CLI's --accel jit default). */
@@ -21,7 +20,6 @@ const APPEND = 'console=ttyS0';
 const TIMEOUT_MS = 300_000;
 /** After the prompt, how long poweroff may take before the guest is stopped. */
 const POWEROFF_MS = 60_000;
-const CLI = join(benchRoot, '..', 'bin', 'typevisor.js');
 
 /** Start `cmd args`, time it to the shell prompt on its stdout, type poweroff, wait for its exit. */
 function bootToPrompt(who: string, cmd: string, args: string[]): Promise<number> {
@@ -59,7 +57,7 @@ function bootToPrompt(who: string, cmd: string, args: string[]): Promise<number>
 export function bootTypevisor(bios: string | null, kernelPath: string, initrdPath: string, jitThreshold = Infinity): Promise<number> {
   const tier = process.env.TYPEVISOR_WASM_TIER ?? 'late';
   const accel = jitThreshold === Infinity ? 'interp' : `jit,threshold=${jitThreshold},tier=${tier}`;
-  return bootToPrompt('typevisor', process.execPath, [CLI, 'run', '-m', '512M', ...(bios ? ['-bios', bios] : []),
+  return bootToPrompt('typevisor', process.execPath, [...cliNodeFlags(), CLI, 'run', '-m', '512M', ...(bios ? ['-bios', bios] : []),
     '-kernel', kernelPath, '-initrd', initrdPath, '-append', APPEND, '--accel', accel]);
 }
 

@@ -6,9 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { requireGuest } from '../tests/lib/guest.js';
-import { benchRoot, type Row } from './lib.js';
+import { CLI, cliNodeFlags, type Row } from './lib.js';
 
 const PROMPT = '~ # ';
 const BOOT_TIMEOUT_MS = 300_000;
@@ -44,12 +43,11 @@ function boot(name: string, cmd: string, args: string[]): Booted {
 
 export async function benchIdle(): Promise<Row> {
   const g = requireGuest();
-  const cli = join(benchRoot, '..', 'bin', 'typevisor.js');
-  const tvArgs = ['run', '--kernel', g.kernel, '--initrd', g.initrd, '--append', 'console=ttyS0'];
+  const tvArgs = [...cliNodeFlags(), CLI, 'run', '--kernel', g.kernel, '--initrd', g.initrd, '--append', 'console=ttyS0'];
   const vms = [
     boot('qemu', 'qemu-system-riscv64', ['-M', 'virt', '-m', '512M', '-nographic', '-bios', FW_JUMP, '-kernel', g.kernel, '-initrd', g.initrd, '-append', 'console=ttyS0']),
-    boot('typevisor', process.execPath, [cli, ...tvArgs, '--accel', 'interp']),
-    boot('typevisor --accel jit', process.execPath, [cli, ...tvArgs, '--accel', 'jit']),
+    boot('typevisor', process.execPath, [...tvArgs, '--accel', 'interp']),
+    boot('typevisor --accel jit', process.execPath, [...tvArgs, '--accel', 'jit']),
   ];
   try {
     await Promise.all(vms.map((v) => v.prompt));

@@ -52,11 +52,12 @@ export async function buildGuest(name: string, cfile: string, scale: number): Pr
 /**
  * Call `fn` of dist/bench/`module` with `args` (JSON: paths and numbers) in a fresh Node
  * process (bench/child.ts), as every `typevisor run` starts: nothing of typevisor compiled
- * by V8 yet. The child gets the bench's V8 tier (TYPEVISOR_WASM_TIER).
+ * by V8 yet, and with the command's Node flags. The child gets the bench's V8 tier
+ * (TYPEVISOR_WASM_TIER).
  */
 export function inFreshProcess<T>(module: string, fn: string, args: unknown[]): Promise<T> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(benchDist, 'child.js'), module, fn, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...cliNodeFlags(), join(benchDist, 'child.js'), module, fn, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '', err = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
@@ -71,6 +72,20 @@ export function inFreshProcess<T>(module: string, fn: string, args: unknown[]): 
 
 /** Where the compiled bench modules are (bench/child.ts's directory). */
 const benchDist = dirname(fileURLToPath(import.meta.url));
+
+/** The `typevisor` command, bin/typevisor.js. */
+export const CLI = join(benchRoot, '..', 'bin', 'typevisor.js');
+
+/**
+ * The Node flags `typevisor` runs with: those on its `#!/usr/bin/env -S node ...` line, so
+ * the bench's typevisor processes start as the installed command does.
+ */
+export function cliNodeFlags(): string[] {
+  const first = readFileSync(CLI, 'utf8').split('\n', 1)[0];
+  const m = /^#!\S*env -S node((?: --\S+)*)\s*$/.exec(first);
+  if (!m) throw new Error(`${CLI}: unexpected first line '${first}'`);
+  return m[1].trim().split(' ').filter((f) => f !== '');
+}
 
 export interface TypevisorRun { seconds: number; cpuSeconds: number; instructions: number; output: string; code: number }
 

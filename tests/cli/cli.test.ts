@@ -86,6 +86,13 @@ test('--version and help', async () => {
 });
 
 
+test('bin/typevisor.js runs as a command through its shebang, with one V8 worker thread', () => {
+  // (How npm's bin link starts it: the kernel reads `#!/usr/bin/env -S node --v8-pool-size=1`.)
+  const out = execFileSync(BIN, ['--version'], { encoding: 'utf8' });
+  assert.match(out, /^typevisor \d+\.\d+\.\d+/);
+  assert.match(readFileSync(BIN, 'utf8').split('\n', 1)[0], /^#!\/usr\/bin\/env -S node .*--v8-pool-size=1\b/);
+});
+
 test('the command loads no WebSocket library: only `vm console` needs it (each VM start would pay ~40 ms)', () => {
   const probe = `import { createRequire } from 'node:module';
 await import(${JSON.stringify(join(repoRoot, 'dist', 'src', 'cli', 'main.js'))});
