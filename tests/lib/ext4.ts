@@ -22,6 +22,16 @@ export function fsckClean(img: string): { status: number; out: string } {
   return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
 }
 
+/**
+ * Replay the journal in place (`e2fsck -E journal_only -y`, as a mount does; no other
+ * repair), for an image saved while the guest had it mounted: such an image is crash
+ * consistent, clean once its journal is replayed. Use on a scratch copy.
+ */
+export function replayJournal(img: string): { status: number; out: string } {
+  const r = spawnSync('e2fsck', ['-E', 'journal_only', '-y', img], { env: { ...process.env, ...SBIN }, encoding: 'utf8' });
+  return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
+}
+
 /** A copy with the journal replayed (e2fsck -fy), for images left behind by a killed VM. */
 export function recoveredCopy(img: string, copy: string): { status: number; out: string } {
   copyFileSync(img, copy);
