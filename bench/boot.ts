@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { requireGuest } from '../tests/lib/guest.js';
-import { CLI, cliNodeFlags, bestOf, type Row } from './lib.js';
+import { CLI, cliNodeFlags, bench, type Row } from './lib.js';
 
 const PROMPT = '~ # ';
 /** The translator's threshold for the jit row (the CLI's --accel jit default). */
@@ -67,20 +67,33 @@ export function bootQemu(firmware: string | null, kernelPath: string, initrdPath
     '-kernel', kernelPath, '-initrd', initrdPath, '-append', APPEND]);
 }
 
+/**
+ * The fastest of bench.runs rounds for each of `fs`, run in turn within each round (QEMU,
+ * then typevisor, then QEMU again...), so a host that speeds up or slows down during the
+ * row affects both engines alike.
+ */
+export async function bestInTurn(fs: (() => Promise<number>)[]): Promise<number[]> {
+  const best = fs.map(() => Infinity);
+  for (let r = 0; r < bench.runs; r++) {
+    for (let i = 0; i < fs.length; i++) best[i] = Math.min(best[i], await fs[i]());
+  }
+  return best;
+}
+
 export async function benchBoot(): Promise<Row[]> {
   const { kernel: kernelPath, initrd: initrdPath } = requireGuest();
   const rows: Row[] = [];
-  const best = async (f: () => Promise<number>): Promise<number> => (await bestOf(async () => ({ seconds: await f() }))).seconds;
-  const qDefault = await best(() => bootQemu(null, kernelPath, initrdPath));
-  const builtin = await best(() => bootTypevisor(null, kernelPath, initrdPath));
+  const [qDefault, builtin, jit] = await bestInTurn([
+    () => bootQemu(null, kernelPath, initrdPath),
+    () => bootTypevisor(null, kernelPath, initrdPath),
+    () => bootTypevisor(null, kernelPath, initrdPath, JIT_THRESHOLD),
+  ]);
   rows.push({ name: 'boot (built-in SBI)', unit: 'seconds to the shell prompt', typevisorSeconds: builtin, qemuSeconds: qDefault,
     ratio: builtin / qDefault, detail: { qemuFirmware: 'bundled OpenSBI fw_dynamic' } });
-  const jit = await best(() => bootTypevisor(null, kernelPath, initrdPath, JIT_THRESHOLD));
   rows.push({ name: 'boot (built-in SBI, jit)', unit: 'seconds to the shell prompt', typevisorSeconds: jit, qemuSeconds: qDefault,
     ratio: jit / qDefault, detail: { qemuFirmware: 'bundled OpenSBI fw_dynamic', accel: `jit,threshold=${JIT_THRESHOLD}` } });
   if (existsSync(FW_JUMP)) {
-    const qJump = await best(() => bootQemu(FW_JUMP, kernelPath, initrdPath));
-    const opensbi = await best(() => bootTypevisor(FW_JUMP, kernelPath, initrdPath));
+    const [qJump, opensbi] = await bestInTurn([() => bootQemu(FW_JUMP, kernelPath, initrdPath), () => bootTypevisor(FW_JUMP, kernelPath, initrdPath)]);
     rows.push({ name: 'boot (OpenSBI fw_jump)', unit: 'seconds to the shell prompt', typevisorSeconds: opensbi, qemuSeconds: qJump,
       ratio: opensbi / qJump, detail: { qemuFirmware: 'OpenSBI fw_jump (same file)' } });
   }

@@ -12,8 +12,8 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cacheDir } from '../src/host/guest-cache.js';
-import { bootQemu, bootTypevisor } from './boot.js';
-import { bestOf, type Row } from './lib.js';
+import { bestInTurn, bootQemu, bootTypevisor } from './boot.js';
+import type { Row } from './lib.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -33,11 +33,9 @@ export async function benchKernels(): Promise<Row[]> {
   if (!existsSync(tailored) || !existsSync(initrdPath)) throw new Error(`no tailored guest in ${dir}; build it with: npm run guest`);
   const defconfig = defconfigKernel();
   if (!defconfig) throw new Error('no defconfig kernel: set TYPEVISOR_DEFCONFIG_KERNEL or run scripts/build-guest.sh --defconfig');
-    const best = async (f: () => Promise<number>): Promise<number> => (await bestOf(async () => ({ seconds: await f() }))).seconds;
   const rows: Row[] = [];
   for (const [label, path] of [['typevisor-virt config', tailored], ['Debian defconfig', defconfig]] as const) {
-    const q = await best(() => bootQemu(null, path, initrdPath));
-    const t = await best(() => bootTypevisor(null, path, initrdPath));
+    const [q, t] = await bestInTurn([() => bootQemu(null, path, initrdPath), () => bootTypevisor(null, path, initrdPath)]);
     rows.push({ name: `boot kernel (${label})`, unit: 'seconds to the shell prompt', typevisorSeconds: t, qemuSeconds: q,
       ratio: t / q, detail: { kernel: path, kernelMiB: +(statSync(path).size / 2 ** 20).toFixed(1), initrd: initrdPath } });
   }
