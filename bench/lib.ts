@@ -13,18 +13,8 @@ export const benchRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..
 
 const LINKER = DEFAULT_LINKER_SCRIPT.replace('  _end = .;', '  _end = .;\n  . = ALIGN(16) + 0x10000;\n  __stack_top = .;');
 
-/** Runs per measurement (`--runs N`); the best time is kept, as the least disturbed by other load. */
+/** Rounds per row (`--runs N`): each engine runs once a round, the best time is kept, as the least disturbed by other load. */
 export const bench = { runs: 1 };
-
-/** The fastest of bench.runs runs of f (each returns its seconds first). */
-export async function bestOf<T extends { seconds: number }>(f: () => Promise<T>): Promise<T> {
-  let best = await f();
-  for (let i = 1; i < bench.runs; i++) {
-    const r = await f();
-    if (r.seconds < best.seconds) best = r;
-  }
-  return best;
-}
 
 export interface Row {
   name: string;
@@ -96,14 +86,9 @@ export function runTypevisor(elfPath: string, jitThreshold = Infinity): Promise<
 
 /** Run the bare-metal ELF at `elfPath` in this process (bench/child.ts); jitThreshold null: the interpreter alone. */
 export async function runTypevisorFile(elfPath: string, jitThreshold: number | null): Promise<TypevisorRun> {
-  return runTypevisorHere(new Uint8Array(readFileSync(elfPath)), jitThreshold ?? Infinity);
-}
-
-/** jitThreshold: Infinity for the interpreter alone, else the translator's threshold. */
-async function runTypevisorHere(elf: Uint8Array, jitThreshold: number): Promise<TypevisorRun> {
   let output = '';
   const m = new Machine({
-    memoryBytes: 128 << 20, bios: elf, kernel: null, initrd: null, append: '', jitThreshold,
+    memoryBytes: 128 << 20, bios: new Uint8Array(readFileSync(elfPath)), kernel: null, initrd: null, append: '', jitThreshold: jitThreshold ?? Infinity,
     serial: { write(b: Uint8Array) { output += Buffer.from(b).toString('latin1'); } },
   });
   const t0 = performance.now(), c0 = process.cpuUsage();
