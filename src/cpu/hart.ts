@@ -9,7 +9,7 @@ import { Translator, HOT_ENTRIES, URGENT_HITS, MAX_BLOCK, type JitMemory } from 
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
 import { TRAP_SIGNAL, raise, illegal, takeTrap, xret, updateIrq, setIrqLine, wfi, serviceAttention, updateTimers, setStimecmp } from './trap.js';
-import { Tlb, WriteTlbMap, TLB_MASK, TLB_INVALID, ibcInvalidate, privChanged, updateTranslation, flushTlb, flushNonGlobalTlb, flushTlbPage, flushAllTlbs, translate, pmpCheck, updatePmpActive } from './mmu.js';
+import { Tlb, WriteTlbMap, TLB_MASK, TLB_INVALID, ibcForget, privChanged, updateTranslation, flushTlb, flushNonGlobalTlb, flushTlbPage, flushAllTlbs, translate, pmpCheck, updatePmpActive } from './mmu.js';
 import {
   UNCACHED_PAGE, loadSlow, storeSlow, amoHost, checkReservation, fetchSlow, decodeAt, currentRaw, flushCodeCache, externalWrite, takeDirtyPages,
 } from './memory.js';
@@ -532,7 +532,7 @@ export class Hart implements Stateful<HartState> {
     this.jit = new Translator(this.bus.memory, this.hartId * HART_STATE_BYTES, this.jitMemory(), threshold, this.ibc.byteOffset);
     this.jit.batch = batch;
     this.jit.onFull = () => flushCodeCache(this);
-    this.jit.onReplace = () => ibcInvalidate(this);
+    this.jit.onReplace = (old) => ibcForget(this, old);
   }
 
   /**

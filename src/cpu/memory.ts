@@ -12,7 +12,7 @@ import { decode } from './isa/table.js';
 import { CAUSE, PRIV_M, PRIV_S } from './csr.js';
 import { PC, SCRATCH } from './state.js';
 import { raise } from './trap.js';
-import { ACC_R, ACC_W, ACC_X, TLB_INVALID, TLB_MASK, dropWriteTlbFor, ibcInvalidate, pmpCheck, tlbFill, translate } from './mmu.js';
+import { ACC_R, ACC_W, ACC_X, TLB_INVALID, TLB_MASK, dropWriteTlbFor, ibcForget, ibcInvalidate, pmpCheck, tlbFill, translate } from './mmu.js';
 
 /** Decoded-page sentinel for code fetched from MMIO (boot ROM): never cached. */
 export const UNCACHED_PAGE: (Decoded | undefined)[] = [];
@@ -282,13 +282,23 @@ export function flushCodeCache(h: Hart): void {
   h.fetchPpn = -1;
 }
 
+/** The page functions that blocks of a decoded page start in (Decoded.blockIdx). */
+function pageFunctions(page: (Decoded | undefined)[]): Set<number> {
+  const fns = new Set<number>();
+  for (let i = 0; i < page.length; i++) {
+    const d = page[i];
+    if (d !== undefined && d.blockIdx >= 0) fns.add(d.blockIdx);
+  }
+  return fns;
+}
+
 /** A store reached a page holding decoded code: drop that page's decoded instructions. */
 export function invalidateCodePage(h: Hart, ppn: number): void {
   h.codeEpoch++;
-  // The target cache names translated code only: a page only ever interpreted (half of a
-  // boot's cases, each costing hundreds of returns to the dispatcher) keeps it.
+  // The target cache names translated code only: entries naming this page's functions go
+  // (a page only ever interpreted, half of a boot's cases, has none).
   const page = h.codePages.get(ppn);
-  if (page !== undefined && h.jit !== null && h.jit.hasPage(page)) ibcInvalidate(h);
+  if (page !== undefined && h.jit !== null && h.jit.hasPage(page)) ibcForget(h, pageFunctions(page));
   h.codePages.delete(ppn);
   h.codeMark[ppn] = 0;
   if (h.fetchPpn === ppn) {

@@ -370,3 +370,86 @@ test('a store into a page whose code was only interpreted keeps the target cache
     assert.ok(entries < 3 * 5000, `threshold ${th}: ${entries} dispatcher entries in 5,000 passes`);
   }
 });
+
+/**
+ * 3,000 passes calling eight functions on eight pages through a pointer table. Every 30th
+ * pass stores into a data word on the last callee's page: its code is dropped and
+ * translated again, and from pass 1,500 on that callee's code is patched to add 1,000.
+ */
+const CODE_PAGE_STORES = MACROS + String.raw`
+  .globl _start
+_start:
+  li s0, 3000
+  li s1, 0
+  la s2, table
+loop:
+  li s3, 0
+1:
+  add t1, s2, s3
+  ld t0, 0(t1)
+  mv a0, s1
+  jalr t0
+  mv s1, a0
+  addi s3, s3, 8
+  li t1, 64
+  bne s3, t1, 1b
+  li t1, 30
+  remu t1, s0, t1
+  bnez t1, 2f
+  la t2, word
+  sd s0, 0(t2)             # a store into fn_7's page
+  li t1, 1500
+  bne s0, t1, 2f
+  la t2, fn_7
+  la t3, patch
+  lw t4, 0(t3)
+  sw t4, 0(t2)             # fn_7 now adds 1000 instead of 7
+  fence.i
+2:
+  addi s0, s0, -1
+  bnez s0, loop
+  EXIT_WITH s1
+patch:
+  addi a0, a0, 1000
+` + [0, 1, 2, 3, 4, 5, 6].map((i) => `
+  .balign 4096
+fn_${i}:
+  addi a0, a0, ${i + 1}
+  slli t5, a0, ${i + 1}
+  xor a0, a0, t5
+  ret`).join('') + String.raw`
+  .balign 4096
+fn_7:
+  .option push
+  .option norvc
+  addi a0, a0, 7           # four bytes, as the patch
+  .option pop
+  ret
+  .balign 64
+word: .dword 0
+  .balign 4096
+  .data
+  .align 3
+table: .dword fn_0, fn_1, fn_2, fn_3, fn_4, fn_5, fn_6, fn_7
+`;
+
+test('a store into a translated page forgets that page\'s target-cache entries only', async () => {
+  const elf = readFileSync(await buildElf({ name: 'jit-ibtc-code-page-stores', sources: { 's.S': CODE_PAGE_STORES } }));
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  const M = (1n << 64n) - 1n;
+  let s = 0n;
+  for (let pass = 3000; pass > 0; pass--) {
+    for (let i = 0; i < 7; i++) { s = (s + BigInt(i + 1)) & M; s = (s ^ ((s << BigInt(i + 1)) & M)) & M; }
+    s = (s + (pass < 1500 ? 1000n : 7n)) & M;
+  }
+  assert.equal(Buffer.from(ref.stdout).readBigUInt64LE(0), s, 'interpreter: the known answer');
+  // Dispatcher entries: 244 and 2,917 here; emptying the whole cache at each of the 100
+  // stores sent the other seven calls and eight returns through the dispatcher again
+  // (1,540 and 3,801).
+  for (const [th, most] of [[0, 600], [3, 3400]]) {
+    const r = runUser(elf, { jitThreshold: th });
+    assertSameRun(r, ref, `threshold ${th}`);
+    const entries = r.hart.jit!.stats.entries;
+    assert.ok(entries < most, `threshold ${th}: ${entries} dispatcher entries (at most ${most})`);
+  }
+});

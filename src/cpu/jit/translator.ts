@@ -197,8 +197,8 @@ export class Translator {
   private waited = 0;
   /** Called when the cache is too big: the hart drops all decoded code (and so all translations). */
   onFull: () => void = () => {};
-  /** Called when a head gets a new function (a hot page compiled again): the target cache must forget the old one. */
-  onReplace: () => void = () => {};
+  /** Called when heads get new functions (a hot page compiled again), with the old ones: the target cache must forget them. */
+  onReplace: (old: ReadonlySet<number>) => void = () => {};
   /**
    * Every page function, by index (Decoded.blockIdx): translated code continues through
    * the indirect-branch target cache by a tail call to the runtime's `jump`, which alone
@@ -474,12 +474,12 @@ export class Translator {
     this.nextFn = need;
     const install = (inst: WebAssembly.Instance): void => {
       if (gen !== this.generation) return; // the cache was dropped meanwhile
-      let replaced = false;
+      const replaced = new Set<number>();
       groups.forEach((plans, i) => {
         const f = inst.exports[`p${i}`] as BlockFn;
         this.table.set(first + i, f);
         for (const p of plans) {
-          if (p.head.block !== null) replaced = true;
+          if (p.head.block !== null) replaced.add(p.head.blockIdx);
           p.head.blockIdx = first + i;
           p.head.block = f;
           p.head.blockLen = p.insns.length;
@@ -489,7 +489,7 @@ export class Translator {
       });
       this.stats.functions += groups.length;
       this.stats.instructions += count;
-      if (replaced) this.onReplace();
+      if (replaced.size > 0) this.onReplace(replaced);
     };
     this.stats.compiles++;
     let inst: WebAssembly.Instance | null = null;
@@ -947,16 +947,18 @@ class PageWriter implements Emit {
       f.i32(inPage).set(this.entry).br(Op.br, this.inner + WRAP + this.cases - this.c);
       return;
     }
+    const c = this.c, K = this.cases, inner = this.inner;
+    // (entry: where the dispatch loop and the default go on.)
+    if (j < c) f.i32(target).set(this.entry);
     this.retired(count);
     f.tee(this.done).i32(MAX_BLOCK).op(Op.i32_add).get(this.budget).op(Op.i32_le_u);
-    f.block(Op.if);
-    const c = this.c, K = this.cases, inner = this.inner + 1;
-    if (j === c) f.br(Op.br, inner); // this block's own loop
-    else if (j > c) f.br(Op.br, inner + WRAP + j - c); // the end of Wasm block j: its code follows
-    else f.i32(target).set(this.entry).br(Op.br, inner + WRAP + K - c + 1); // the dispatch loop
-    f.op(Op.end);
-    this.setPc(() => this.pcAt(target));
-    f.get(this.done).op(Op.return);
+    if (j === c) f.br(Op.br_if, inner); // this block's own loop
+    else if (j > c) f.br(Op.br_if, inner + WRAP + j - c); // the end of Wasm block j: its code follows
+    else f.br(Op.br_if, inner + WRAP + K - c + 1); // the dispatch loop
+    // No block fits the budget: the default, which sets pc and sees no room either, returns.
+    // (One shared exit, not a pc store and return at every transfer: ~15 bytes less each.)
+    if (j >= c) f.i32(target).set(this.entry);
+    f.br(Op.br, inner + WRAP + K - c);
   }
 
   /**
