@@ -444,7 +444,7 @@ export class Hart implements Stateful<HartState> {
           let d = page[idx];
           if (d === undefined) d = decodeAt(this, page, idx, lo, hi);
           if (start && jit !== null) {
-            if (d.block !== null) {
+            if (d.blockIdx >= 0) {
               // (Entries the target cache took since it sent this one here count too.)
               const was = d.hits;
               d.hits = was + 1 + x32[JIT_HOT * 2];
@@ -481,10 +481,10 @@ export class Hart implements Stateful<HartState> {
             } else if (++d.hits >= jit.threshold && page[idx] === d) {
               // (An uncached instruction, e.g. one crossing a page, is never a block head.)
               this.planBlock(d, page, lo);
-              if (d.block !== null) continue;
+              if (d.blockIdx >= 0) continue;
             } else if (d.hits === URGENT_HITS && jit.hasPending) {
               jit.flush();
-              if (d.block !== null) continue;
+              if (d.blockIdx >= 0) continue;
             }
           }
           // pc + len in 32-bit halves (BigInt<->Number round trips are slow); carry into hi.

@@ -93,5 +93,8 @@ function fillFields(d: Decoded, spec: InsnSpec, raw: number): void {
       imm = 0;
   }
   d.imm = imm | 0;
-  d.imm64 = BigInt(d.imm);
+  d.imm64 = d.imm >= -2048 && d.imm < 2048 ? SMALL_IMM64[d.imm + 2048] : BigInt(d.imm);
 }
+
+/** imm64 of the 12-bit immediates most instructions carry: one shared BigInt each, not one per decoded instruction. */
+const SMALL_IMM64: readonly bigint[] = Array.from({ length: 4096 }, (_, i) => BigInt(i - 2048));

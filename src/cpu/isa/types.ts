@@ -21,38 +21,40 @@ export type Format =
  * destinations, where x0 is redirected to SINK.
  */
 export class Decoded {
+  // (Fields in the order the run loop reads them: V8 lays them out so, and the hot ones
+  // share the object's first cache line.)
   exec: (h: Hart, d: Decoded) => void;
-  spec: InsnSpec;
-  raw: number;
   /** 2 for compressed, 4 otherwise. */
   len: number;
+  /** spec.ends, copied for the run loop. */
+  ends: boolean;
+  /** Times the interpreter entered a block here (translator hotness counter); once translated, dispatcher entries. */
+  hits: number;
+  /**
+   * The translated page function holding a block that starts at this instruction, by its
+   * index in the translator's function table (entered through it), or -1: none.
+   */
+  blockIdx: number;
+  /** Instructions in that block (the run loop never overshoots its budget). */
+  blockLen: number;
   rd: number;
   rs1: number;
   rs2: number;
+  imm: number;
+  imm64: bigint;
   rs3: number;
   /** rm field (funct3) for FP, or the CSR number for Zicsr, or the shift amount. */
   rm: number;
-  imm: number;
-  imm64: bigint;
-  /** Times the interpreter entered a block here (translator hotness counter); once translated, dispatcher entries. */
-  hits: number;
-  /** The translated page function holding a block that starts at this instruction, if any. */
-  block: BlockFn | null;
-  /** Instructions in that block (the run loop never overshoots its budget). */
-  blockLen: number;
-  /** That function's index in the translator's function table (indirect-branch target cache), or -1. */
-  blockIdx: number;
-  /** spec.ends, copied for the run loop. */
-  ends: boolean;
+  spec: InsnSpec;
+  raw: number;
   constructor(spec: InsnSpec, raw: number, len: number) {
     this.exec = spec.exec;
+    this.len = len;
+    this.ends = spec.ends === true;
+    this.hits = 0; this.blockIdx = -1; this.blockLen = 0;
+    this.rd = 0; this.rs1 = 0; this.rs2 = 0; this.imm = 0; this.imm64 = 0n; this.rs3 = 0; this.rm = 0;
     this.spec = spec;
     this.raw = raw;
-    this.len = len;
-    this.rd = 0; this.rs1 = 0; this.rs2 = 0; this.rs3 = 0; this.rm = 0;
-    this.imm = 0; this.imm64 = 0n;
-    this.hits = 0; this.block = null; this.blockLen = 0; this.blockIdx = -1;
-    this.ends = spec.ends === true;
   }
 }
 

@@ -21,7 +21,7 @@
  * per-block functions chained through one). Page modules import no functions either
  * (buildRuntime: V8 compiles import wrappers per module).
  *
- * Each function is stored on its blocks' first instructions (Decoded.block), so it shares
+ * Each function's index is stored on its blocks' first instructions (Decoded.blockIdx), so it shares
  * the decoded page's lifetime: a store, DMA or fence.i that drops the page drops its code.
  *
  * Memory accesses probe the TLB inline and, on a miss, call the runtime's slow path (through
@@ -273,7 +273,7 @@ export class Translator {
     // Linux boot ran 2 M instructions interpreted.)
     if (insns.length === MAX_BLOCK && !insns[MAX_BLOCK - 1].spec.ends && o < 4096) {
       const next = rec.at(o);
-      if (next !== null && next.block === null && next.hits !== NEVER) {
+      if (next !== null && next.blockIdx < 0 && next.hits !== NEVER) {
         next.hits = NEVER;
         this.add(rec, next, o);
       }
@@ -326,7 +326,7 @@ export class Translator {
       let p = rec.heads.get(off);
       if (p === undefined) {
         const d = rec.page[off >>> 1];
-        if (d === undefined || d.block !== null || d.hits < 1 || !this.add(rec, d, off)) continue;
+        if (d === undefined || d.blockIdx >= 0 || d.hits < 1 || !this.add(rec, d, off)) continue;
         d.hits = NEVER;
         p = rec.fresh[rec.fresh.length - 1];
         rec.heads.set(off, p);
@@ -349,7 +349,7 @@ export class Translator {
     const page = rec.page;
     for (let i = 0; i < page.length; i++) {
       const d = page[i];
-      if (d !== undefined && d.hits >= warm && d.block === null) return true;
+      if (d !== undefined && d.hits >= warm && d.blockIdx < 0) return true;
     }
     return false;
   }
@@ -359,7 +359,7 @@ export class Translator {
     const page = rec.page;
     for (let i = 0; i < page.length; i++) {
       const d = page[i];
-      if (d !== undefined && d.hits >= warm && d.block === null) { d.hits = NEVER; this.add(rec, d, i * 2); }
+      if (d !== undefined && d.hits >= warm && d.blockIdx < 0) { d.hits = NEVER; this.add(rec, d, i * 2); }
     }
   }
 
@@ -479,9 +479,8 @@ export class Translator {
         const f = inst.exports[`p${i}`] as BlockFn;
         this.table.set(first + i, f);
         for (const p of plans) {
-          if (p.head.block !== null) replaced.add(p.head.blockIdx);
+          if (p.head.blockIdx >= 0) replaced.add(p.head.blockIdx);
           p.head.blockIdx = first + i;
-          p.head.block = f;
           p.head.blockLen = p.insns.length;
           p.head.hits = 0; // now counts dispatcher entries (hot())
         }
