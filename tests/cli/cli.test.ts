@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -100,6 +100,19 @@ const cache = createRequire(import.meta.url).cache;
 console.log(Object.keys(cache).filter((k) => k.includes('node_modules/ws/')).length);`;
   const out = execFileSync(process.execPath, ['--input-type=module', '-e', probe], { encoding: 'utf8' });
   assert.equal(out.trim(), '0');
+});
+test('`run` loads no other command\'s modules (HTTP servers and clients, disk tools: ~10 ms a VM start); help still lists them', () => {
+  // A loader hook names every file module as it loads.
+  const hook = 'data:text/javascript,' + encodeURIComponent(
+    "export async function load(u, c, n) { if (u.startsWith('file:')) process.stderr.write('LOADED ' + u + '\\n'); return n(u, c); }");
+  const r = spawnSync(process.execPath, ['--no-warnings', '--experimental-loader', hook, join(repoRoot, 'bin', 'typevisor.js'), 'run', '--frobnicate'], { encoding: 'utf8' });
+  assert.equal(r.status, 2, r.stderr);
+  const loaded = r.stderr.split('\n').filter((l) => l.startsWith('LOADED ')).map((l) => l.slice(7));
+  assert.ok(loaded.some((u) => u.endsWith('/dist/src/machine/machine.js')), 'the hook saw the machine load');
+  for (const m of ['cli/vm.js', 'cli/web.js', 'cli/img.js']) assert.ok(!loaded.some((u) => u.endsWith(`/dist/src/${m}`)), `${m} loaded`);
+  const help = execFileSync(process.execPath, [join(repoRoot, 'bin', 'typevisor.js'), 'help'], { encoding: 'utf8' });
+  assert.match(help, /^typevisor daemon /m);
+  assert.match(help, /^typevisor web /m);
 });
 test('bad usage exits 2 and names the flag or command', async () => {
   const r1 = await tv(['run', '--frobnicate']);
