@@ -2,10 +2,10 @@ import type { Bus } from '../machine/bus.js';
 import type { TimeSource, Stateful } from '../devices/device.js';
 import { CAUSE, MSTATUS, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, MIP_STIP, SATP_BARE } from './csr.js';
 import {
-  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, HART_MMU_BYTES, IBTC_BYTES, IBTC_WORDS, IBTC_FN_MASK, IBTC_PAGE_MASK, IBC_NO_PAGE, IBC_PAGES, JIT_CTX, JIT_HOT, ibcIndex,
+  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, HART_MMU_BYTES, IBTC_BYTES, IBTC_WORDS, IBTC_FN_MASK, IBTC_PAGE_MASK, IBC_NO_PAGE, IBC_PAGES, JIT_CTX, JIT_HOT, IBTC_SIZE,
   PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT, RESV,
 } from './state.js';
-import { Translator, HOT_ENTRIES, URGENT_HITS, MAX_BLOCK, type JitMemory } from './jit/translator.js';
+import { Translator, HOT_ENTRIES, URGENT_HITS, MAX_BLOCK, type JitMemory, type DecodedPage } from './jit/translator.js';
 import { Decoded } from './isa/types.js';
 import { decode } from './isa/table.js';
 import { TRAP_SIGNAL, raise, illegal, takeTrap, xret, updateIrq, setIrqLine, wfi, serviceAttention, updateTimers, setStimecmp } from './trap.js';
@@ -428,10 +428,19 @@ export class Hart implements Stateful<HartState> {
     // At a block start (after a control transfer, a trap or entry) translated code may run.
     let start = true;
     if (x32[WAITING * 2] !== 0 && x32[ATTENTION * 2] === 0) return 0;
+    // Rare paths of this loop run early in every slice, or branch-free: V8 optimizes the
+    // loop long before a boot's first interrupt, translated entry or trap from translated
+    // code, and a path its optimized code never saw run throws that code away (five times
+    // in a boot, each ~20-40 ms unoptimized until V8 compiled it again). So attention is
+    // served on entry too (nothing to do then: ATTENTION is set whenever an interrupt is
+    // pending and enabled, or a stop was requested).
+    let serve = true;
+    let hotPage: DecodedPage | null = null;
     while (n < budget) {
       try {
         while (n < budget) {
-          if (x32[ATTENTION * 2] !== 0) {
+          if (serve || x32[ATTENTION * 2] !== 0) {
+            serve = false;
             this.flushIcount();
             if (serviceAttention(this)) return n;
             start = true;
@@ -449,14 +458,16 @@ export class Hart implements Stateful<HartState> {
               const was = d.hits;
               d.hits = was + 1 + x32[JIT_HOT * 2];
               x32[JIT_HOT * 2] = 0;
-              if (((was ^ d.hits) & -HOT_ENTRIES) !== 0) jit.hot(page);
+              if (((was ^ d.hits) & -HOT_ENTRIES) !== 0) hotPage = page; // (for endSlice)
               // With less than a block's worth left, translated code would stop after this
               // one block and come back here, over and over until the slice ended: end it
               // now (unless nothing ran yet: a short slice up to a virtual-clock deadline).
               const room = budget - n;
               if (d.blockLen <= room && (room >= MAX_BLOCK || n === 0)) {
                 // Remember pc -> function for translated indirect transfers (state.ts IBTC_SIZE).
-                const e = ibcIndex(lo) * IBTC_WORDS;
+                // (ibcIndex by hand: V8 inlined the function before it had run enough to
+                // keep type feedback, and dropped this loop's code at the first entry.)
+                const e = (((lo >>> 1) ^ (lo >>> 12)) & (IBTC_SIZE - 1)) * IBTC_WORDS;
                 ibc[e] = lo; ibc[e + 1] = hi; ibc[e + 2] = x32[JIT_CTX * 2];
                 ibc[e + 3] = (ibc[e + 3] & ~IBTC_FN_MASK) | d.blockIdx; // (the slot's hit count goes on)
                 const vpn = hi * 1048576 + (lo >>> 12), pi = (lo >>> 12) & IBTC_PAGE_MASK, had = this.ibcPages[pi];
@@ -505,19 +516,18 @@ export class Hart implements Stateful<HartState> {
       } catch (e) {
         this.flushIcount();
         if (e !== TRAP_SIGNAL) throw e;
-        if (this.inBlock) {
-          this.inBlock = false;
-          const k = x32[JIT_RETIRED * 2];
-          n += k;
-          f64[ICOUNT] += k;
-        }
-        n++;
+        // A trap inside a translated block: the instructions it retired before count too
+        // (branch-free, as above: interpreted code traps long before translated code does).
+        const retired = x32[JIT_RETIRED * 2], k = this.inBlock ? retired : 0;
+        this.inBlock = false;
+        n += k + 1;
+        f64[ICOUNT] += k;
         takeTrap(this, this.pendingCause, false, this.pendingTvalLo, this.pendingTvalHi);
         start = true;
       }
     }
     this.flushIcount();
-    if (jit !== null) jit.endSlice();
+    if (jit !== null) jit.endSlice(hotPage);
     return n;
   }
 

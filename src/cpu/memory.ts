@@ -189,7 +189,8 @@ export function fetchSlow(h: Hart, lo: number, hi: number): (Decoded | undefined
     }
     const ppn = (pa - h.ramBase) / 4096;
     t.fill(i, lo & ~0xfff, hi, h.ramHost + ppn * 4096, h.walkGlobal);
-    if (!h.walkGlobal && priv === PRIV_S) h.sCodeNonGlobal = true; // (mmu.ts updateTranslation)
+    // (The privilege first: it is tested at every fill, so V8 has seen the compare run.)
+    if (priv === PRIV_S && !h.walkGlobal) h.sCodeNonGlobal = true; // (mmu.ts updateTranslation)
     return fetchRam(h, lo, hi, ppn);
   }
   const r = h.bus.findRegion(pa);

@@ -289,9 +289,10 @@ export class Translator {
   /**
    * A translated head of `page` was entered from the dispatcher HOT_ENTRIES times more:
    * compile its hot region again as one function if the page's blocks are spread over
-   * several functions or it has heads not yet translated.
+   * several functions or it has heads not yet translated. (null: no such page.)
    */
-  hot(page: DecodedPage): void {
+  private hot(page: DecodedPage | null): void {
+    if (page === null) return;
     const rec = this.pages.get(page);
     // Each promotion of a page waits twice as long as the one before.
     if (rec === undefined || rec.promote || ++rec.hotCalls < 1 << rec.promotions || rec.promotions >= MAX_PROMOTIONS) return;
@@ -364,10 +365,14 @@ export class Translator {
   }
 
   /**
-   * End of a run slice: compile the pending pages once there are enough blocks for a
-   * module or they have waited a few slices (module instantiation has a fixed cost).
+   * End of a run slice: `hot` is a page a head of which got hot in the slice (hot(); null:
+   * none), reported here, in a call made at every slice's end, because V8 drops the run
+   * loop's optimized code at the first run of a call it never saw (Hart.run). Then compile
+   * the pending pages once there are enough blocks for a module or they have waited a few
+   * slices (module instantiation has a fixed cost).
    */
-  endSlice(): void {
+  endSlice(hot: DecodedPage | null): void {
+    this.hot(hot);
     if (this.pending.length === 0) return;
     if (!this.batch || this.pendingBlocks >= MIN_BATCH || ++this.waited >= MAX_WAIT) this.flush();
   }
