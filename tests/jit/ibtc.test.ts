@@ -23,6 +23,27 @@ fn_thousand:
   ret`;
 
 /**
+ * At pass `at` (s0), overwrite `fn`'s first instruction with `patch:` (it then adds 1,000
+ * instead of 7; fence.i), then the loop's end at label `next` and the exit with s1.
+ */
+function patchAt(at: number, fn: string, next: string): string {
+  return String.raw`
+  li t1, ${at}
+  bne s0, t1, ${next}f
+  la t2, ${fn}
+  la t3, patch
+  lw t4, 0(t3)
+  sw t4, 0(t2)             # ${fn} now adds 1000 instead of 7
+  fence.i
+${next}:
+  addi s0, s0, -1
+  bnez s0, loop
+  EXIT_WITH s1
+patch:
+  addi a0, a0, 1000`;
+}
+
+/**
  * 20,000 passes calling three functions in three other pages through a pointer table
  * (jalr) and returning (ret): 120,000 transfers across pages. After pass 10,000 the
  * program overwrites the first instruction of one callee (fence.i), which must take effect.
@@ -44,19 +65,7 @@ loop:
   ld t0, 16(s2)
   jalr t0
   mv s1, a0
-  li t1, 10000
-  bne s0, t1, 1f
-  la t2, fn_c
-  la t3, patch
-  lw t4, 0(t3)
-  sw t4, 0(t2)             # fn_c now adds 1000 instead of 7
-  fence.i
-1:
-  addi s0, s0, -1
-  bnez s0, loop
-  EXIT_WITH s1
-patch:
-  addi a0, a0, 1000
+` + patchAt(10000, 'fn_c', '1') + String.raw`
   .balign 4096
 fn_a:
   slli t5, a0, 5
@@ -398,20 +407,7 @@ loop:
   bnez t1, 2f
   la t2, word
   sd s0, 0(t2)             # a store into fn_7's page
-  li t1, 1500
-  bne s0, t1, 2f
-  la t2, fn_7
-  la t3, patch
-  lw t4, 0(t3)
-  sw t4, 0(t2)             # fn_7 now adds 1000 instead of 7
-  fence.i
-2:
-  addi s0, s0, -1
-  bnez s0, loop
-  EXIT_WITH s1
-patch:
-  addi a0, a0, 1000
-` + [0, 1, 2, 3, 4, 5, 6].map((i) => `
+` + patchAt(1500, 'fn_7', '2') + [0, 1, 2, 3, 4, 5, 6].map((i) => `
   .balign 4096
 fn_${i}:
   addi a0, a0, ${i + 1}
