@@ -5,7 +5,7 @@ import type { Emit } from '../jit/emit.js';
  * A translated code page: runs from the block at page offset `entry` with at most `budget`
  * instructions (that block fits); `done` is added to the count it returns, the
  * instructions retired. `vbase` is the page's virtual base; `addr` is scratch
- * (translator.ts pageFnType). Entered only through the translator's trampoline.
+ * (jit/codegen.ts pageFnType). Entered only through the translator's trampoline.
  */
 export type BlockFn = (budget: number, done: number, entry: number, vbase: bigint, addr: bigint) => number;
 
