@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { requireGuest } from '../tests/lib/guest.js';
-import { CLI, cliNodeFlags, cliEnv, bench, type Row } from './lib.js';
+import { CLI, cliNodeFlags, bench, type Row } from './lib.js';
 
 const PROMPT = '~ # ';
 /** The translator's threshold for the jit row (the CLI's --accel jit default). */
@@ -22,10 +22,10 @@ const TIMEOUT_MS = 300_000;
 const POWEROFF_MS = 60_000;
 
 /** Start `cmd args`, time it to the shell prompt on its stdout, type poweroff, wait for its exit. */
-function bootToPrompt(who: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+function bootToPrompt(who: string, cmd: string, args: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env });
+    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '', err = '', t = 0;
     let timer = setTimeout(() => p.kill('SIGKILL'), TIMEOUT_MS);
     p.stdout.on('data', (d: Buffer) => {
@@ -58,7 +58,7 @@ export function bootTypevisor(bios: string | null, kernelPath: string, initrdPat
   const tier = process.env.TYPEVISOR_WASM_TIER ?? 'late';
   const accel = jitThreshold === Infinity ? 'interp' : `jit,threshold=${jitThreshold},tier=${tier}`;
   return bootToPrompt('typevisor', process.execPath, [...cliNodeFlags(), CLI, 'run', '-m', '512M', ...(bios ? ['-bios', bios] : []),
-    '-kernel', kernelPath, '-initrd', initrdPath, '-append', APPEND, '--accel', accel], cliEnv());
+    '-kernel', kernelPath, '-initrd', initrdPath, '-append', APPEND, '--accel', accel]);
 }
 
 /** firmware: a -bios path, or null for QEMU's bundled default. */

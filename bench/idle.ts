@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { requireGuest } from '../tests/lib/guest.js';
-import { CLI, cliNodeFlags, cliEnv, type Row } from './lib.js';
+import { CLI, cliNodeFlags, type Row } from './lib.js';
 
 const PROMPT = '~ # ';
 const BOOT_TIMEOUT_MS = 300_000;
@@ -25,8 +25,8 @@ export function cpuSecondsOf(pid: number): number {
 
 interface Booted { name: string; child: ChildProcess; prompt: Promise<void> }
 
-function boot(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Booted {
-  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env });
+function boot(name: string, cmd: string, args: string[]): Booted {
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let tail = '';
   const prompt = new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${name}: no prompt within ${BOOT_TIMEOUT_MS / 1000} s; last output: ${tail}`)), BOOT_TIMEOUT_MS);
@@ -46,7 +46,7 @@ export async function benchIdle(): Promise<Row> {
   const tvArgs = [...cliNodeFlags(), CLI, 'run', '--kernel', g.kernel, '--initrd', g.initrd, '--append', 'console=ttyS0'];
   const vms = [
     boot('qemu', 'qemu-system-riscv64', ['-M', 'virt', '-m', '512M', '-nographic', '-bios', FW_JUMP, '-kernel', g.kernel, '-initrd', g.initrd, '-append', 'console=ttyS0']),
-    boot('typevisor', process.execPath, [...tvArgs, '--accel', 'interp'], cliEnv()),
+    boot('typevisor', process.execPath, [...tvArgs, '--accel', 'interp']),
     boot('typevisor --accel jit', process.execPath, [...tvArgs, '--accel', 'jit']),
   ];
   try {

@@ -47,7 +47,7 @@ export async function buildGuest(name: string, cfile: string, scale: number): Pr
  */
 export function inFreshProcess<T>(module: string, fn: string, args: unknown[]): Promise<T> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...cliNodeFlags(), join(benchDist, 'child.js'), module, fn, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'], env: cliEnv() });
+    const child = spawn(process.execPath, [...cliNodeFlags(), join(benchDist, 'child.js'), module, fn, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '', err = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
@@ -67,20 +67,15 @@ const benchDist = dirname(fileURLToPath(import.meta.url));
 export const CLI = join(benchRoot, '..', 'bin', 'typevisor.js');
 
 /**
- * The environment and Node flags `typevisor` runs with: those on its
- * `#!/usr/bin/env -S NAME=VALUE... node --flag...` line, so the bench's typevisor processes
- * start as the installed command does.
+ * The Node flags `typevisor` runs with: those on its `#!/usr/bin/env -S node ...` line, so
+ * the bench's typevisor processes start as the installed command does.
  */
-function shebang(): { env: Record<string, string>; flags: string[] } {
+export function cliNodeFlags(): string[] {
   const first = readFileSync(CLI, 'utf8').split('\n', 1)[0];
-  const m = /^#!\S*env -S((?: \w+=\S*)*) node((?: --\S+)*)\s*$/.exec(first);
+  const m = /^#!\S*env -S node((?: --\S+)*)\s*$/.exec(first);
   if (!m) throw new Error(`${CLI}: unexpected first line '${first}'`);
-  const words = (s: string): string[] => s.trim().split(' ').filter((w) => w !== '');
-  return { env: Object.fromEntries(words(m[1]).map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)])), flags: words(m[2]) };
+  return m[1].trim().split(' ').filter((f) => f !== '');
 }
-export function cliNodeFlags(): string[] { return shebang().flags; }
-/** The environment for a typevisor process: this one's, with the command's own settings. */
-export function cliEnv(): NodeJS.ProcessEnv { return { ...shebang().env, ...process.env }; }
 
 export interface TypevisorRun { seconds: number; cpuSeconds: number; instructions: number; output: string; code: number }
 

@@ -14,7 +14,7 @@ import { PROTOCOL_VERSION, asFromRunner, type FromRunner, type RunnerConfig, typ
 import { memoryBytes, nicMac, nicNetdev, type VmDef } from './store.js';
 import { switchSocketPath } from './switches.js';
 import { readSnapshotFile, writeFileAtomic } from '../host/snapshot-file.js';
-import { RUNNER_NODE_FLAGS, IO_URING_ENV } from '../vmm/config.js';
+import { RUNNER_NODE_FLAGS } from '../vmm/config.js';
 
 export type VmState = 'shutoff' | 'running' | 'paused' | 'crashed';
 export const VM_STATES: readonly VmState[] = ['shutoff', 'running', 'paused', 'crashed'];
@@ -285,7 +285,7 @@ export class Vm extends EventEmitter<VmEvents> {
     const errFd = openSync(this.stderrFile, 'w', 0o600);
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, [...RUNNER_NODE_FLAGS, this.runnerScript, '--socket', this.socketPath], { detached: true, stdio: ['ignore', 'ignore', errFd], env: { ...IO_URING_ENV, ...this.env } });
+      child = spawn(process.execPath, [...RUNNER_NODE_FLAGS, this.runnerScript, '--socket', this.socketPath], { detached: true, stdio: ['ignore', 'ignore', errFd], env: this.env });
     } finally {
       closeSync(errFd);
     }

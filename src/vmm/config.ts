@@ -29,20 +29,6 @@ export const DEFAULT_GUEST_APPEND = 'console=ttyS0';
 export const RUNNER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--v8-pool-size=1', '--expose-gc'];
 
 /**
- * The environment a typevisor process starts with (bin/typevisor.js's `#!` line, the
- * daemon's runners): file I/O through libuv's io_uring instead of its thread pool. A 4 KiB
- * read's submission costs the vCPU thread ~3 µs instead of ~12 (the thread pool's futex
- * wake-up, which on a small host preempts the vCPU thread) and its round trip ~13 µs
- * instead of ~40-50: a guest's QD1 4 KiB reads ~6 % faster (docs/PERFORMANCE.md, disk).
- * libuv reads the variable once, before its first file operation, so it cannot be set from
- * inside the process. libuv turned io_uring off by default for CVE-2024-22017 (queued
- * operations keep the credentials of a process that later calls setuid); typevisor never
- * changes its credentials. Where the kernel refuses io_uring, libuv uses its thread pool.
- * A user's own UV_USE_IO_URING wins.
- */
-export const IO_URING_ENV: Readonly<Record<string, string>> = { UV_USE_IO_URING: '1' };
-
-/**
  * The runners' translator threshold: higher than the CLI's 50, so a block is compiled only
  * after 1,000 entries. Twenty runners booting at once on two cores then spend no time
  * compiling lukewarm boot code (87 s to all prompts against 99 s at 50, as fast as the
