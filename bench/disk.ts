@@ -37,8 +37,8 @@ const tests = (prefix: string): string[] => [
   dd(`${prefix}seq-write-1M`, 'dd if=/dev/zero of=/dev/vda bs=1M count=32 conv=fsync'),
   'sync; echo 3 > /proc/sys/vm/drop_caches',
   dd(`${prefix}seq-read-1M`, 'dd if=/dev/vda of=/dev/null bs=1M count=32'),
-  dd(`${prefix}read-4k-direct`, 'dd if=/dev/vda of=/dev/null bs=4k count=1024 iflag=direct'),
-  dd(`${prefix}write-4k-direct`, 'dd if=/dev/zero of=/dev/vda bs=4k count=1024 oflag=direct'),
+  dd(`${prefix}read-4k-direct`, 'dd if=/dev/vda of=/dev/null bs=4k count=4096 iflag=direct'),
+  dd(`${prefix}write-4k-direct`, 'dd if=/dev/zero of=/dev/vda bs=4k count=4096 oflag=direct'),
   random(`${prefix}rand-read-4k`, 'dd if=/dev/vda of=/dev/null bs=4k count=1 skip=@ iflag=direct'),
   random(`${prefix}rand-write-4k`, 'dd if=/dev/zero of=/dev/vda bs=4k count=1 seek=@ oflag=direct conv=notrunc'),
 ];
