@@ -139,8 +139,10 @@ export type DecodedPage = (Decoded | undefined)[];
 /** One block: instructions from `head` at page offset `off`. */
 interface Plan { head: Decoded; off: number; insns: Decoded[]; offs: number[]; }
 
-/** A compiled module's functions' blocks (`groups`, from table index `first`) and their instructions in exec order. */
-interface Compiled { first: number; groups: Plan[][]; instructions: number; }
+/** A page function to compile (codegen.ts FnCode), with its blocks' plans. */
+interface PageFn extends FnCode { blocks: Plan[]; }
+/** A compiled module: its functions (table indices from `first`) and their instruction count. */
+interface Compiled { first: number; fns: PageFn[]; instructions: number; }
 
 
 /** A code page with translated blocks. */
@@ -410,8 +412,7 @@ export class Translator {
       if (!rec.promote && this.threshold > 0 && rec.compiles < MAX_PAGE_COMPILES) this.addWarm(rec, warm);
     }
     this.pendingBlocks = 0;
-    const fns: FnCode[] = [];
-    const groups: Plan[][] = [];
+    const fns: PageFn[] = [];
     recs.forEach((rec, r) => {
       // Functions for the page: its hot region in one (a promotion), then what is new.
       const parts: Plan[][] = [];
@@ -436,13 +437,13 @@ export class Translator {
       rec.compiles++;
       rec.promote = false;
       // (The page's functions in this module: a direct transfer between them is a tail call.)
-      for (const part of parts) { fns.push({ page: r, va: rec.va, blocks: part }); groups.push(part); }
+      for (const part of parts) fns.push({ page: r, va: rec.va, blocks: part });
     });
     let count = 0;
-    for (const g of groups) for (const p of g) count += p.insns.length;
+    for (const f of fns) for (const p of f.blocks) count += p.insns.length;
     this.live += count;
     const first = this.nextFn;
-    const need = first + groups.length;
+    const need = first + fns.length;
     if (need > this.table.length) this.table.grow(Math.max(need - this.table.length, this.table.length));
     this.nextFn = need;
     this.stats.compiles++;
@@ -452,7 +453,7 @@ export class Translator {
       module = new WebAssembly.Module(bytes);
     } catch { /* counted by install */ }
     this.stats.siblingCalls += siblingCalls;
-    this.install({ first, groups, instructions: count }, module);
+    this.install({ first, fns, instructions: count }, module);
     this.stats.compileMs += performance.now() - t0;
   }
 
@@ -467,18 +468,17 @@ export class Translator {
       return;
     }
     const replaced = new Set<number>();
-    job.groups.forEach((plans, i) => {
-      const f = inst.exports[`p${i}`] as BlockFn;
-      this.table.set(job.first + i, f);
-      for (const p of plans) {
+    job.fns.forEach(({ blocks }, i) => {
+      this.table.set(job.first + i, inst.exports[`p${i}`] as BlockFn);
+      for (const p of blocks) {
         if (p.head.blockIdx >= 0) replaced.add(p.head.blockIdx);
         p.head.blockIdx = job.first + i;
         p.head.blockLen = p.insns.length;
         p.head.hits = 0; // now counts dispatcher entries (hot())
       }
-      this.stats.blocks += plans.length;
+      this.stats.blocks += blocks.length;
     });
-    this.stats.functions += job.groups.length;
+    this.stats.functions += job.fns.length;
     this.stats.instructions += job.instructions;
     if (replaced.size > 0) this.onReplace(replaced);
   }
