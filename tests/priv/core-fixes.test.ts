@@ -291,3 +291,68 @@ trap:
   const { ours } = await runBoth('ad-code', body, false);
   assert.deepEqual(ours.map(n), [2n, 4n, 2n, 0n, 0x4fn], 'second call traps on the rewritten first word');
 });
+
+test('ecall and ebreak: taken in place by the run loop, not retired (minstret), mepc and mcause as the spec says', { timeout: 60_000 }, async () => {
+  // 100 ecalls from U-mode, each handled in M (mepc += 4), then an ebreak. Retired between
+  // the two minstret reads: csrr, mret, li, 100 x (8 handler + addi + bnez), then the
+  // handler's csrr, li, bne before the second read = 1,006. Neither ecall nor ebreak retires
+  // (privileged spec 3.3.1); counting them would give 1,107.
+  const body = String.raw`
+main:
+  la t0, handler
+  csrw mtvec, t0
+  li t0, -1
+  csrw pmpaddr0, t0             # U-mode may fetch: one NAPOT region over everything
+  li t0, 0x1f
+  csrw pmpcfg0, t0
+  li t0, 3 << 11
+  csrc mstatus, t0              # MPP = U
+  la t0, ucode
+  csrw mepc, t0
+  li s3, 0
+  csrr s2, minstret
+  mret
+ucode:
+  li s1, 100
+1:
+  .option push
+  .option norvc
+  ecall
+  .option pop
+  addi s1, s1, -1
+  bnez s1, 1b
+  .option push
+  .option norvc
+  ebreak
+  .option pop
+  .align 2
+handler:
+  csrr t0, mcause
+  li t1, 8                      # environment call from U-mode
+  bne t0, t1, 2f
+  csrr t0, mepc
+  addi t0, t0, 4
+  csrw mepc, t0
+  addi s3, s3, 1
+  mret
+2:
+  csrr s4, minstret
+  sub s4, s4, s2
+  mv s5, t0
+  csrr s6, mepc
+  la t1, ucode
+  sub s6, s6, t1
+  PUT s4
+  PUT s3
+  PUT s5                        # mcause: breakpoint
+  PUT s6                        # the ebreak's own address: ucode + 12
+  PASS
+`;
+  for (const jitThreshold of [Infinity, 0]) {
+    const path = await buildElf({ name: 'ecall-in-place', sources: { 'p.S': PRELUDE + body + STACK } });
+    const r = await runBare(readFileSync(path), { timeoutMs: 20_000, jitThreshold });
+    assert.equal(r.reason, 'poweroff', `typevisor exit: ${r.reason} ${r.message ?? ''}\n${r.console}`);
+    const lines = r.console.split('\n').map((l) => l.trim()).filter((l) => /^[0-9a-f]{16}$/.test(l));
+    assert.deepEqual(lines.map(n), [1006n, 100n, 3n, 12n], `jitThreshold ${jitThreshold}`);
+  }
+});

@@ -60,12 +60,12 @@ export const SYSTEM: InsnSpec[] = [
     name: 'ecall', mask: 0xffffffff, match: 0x00000073, format: 'none', ext: 'I', ends: true,
     exec(h) {
       if (h.priv === PRIV_S && h.sbi !== null) { h.sbi.ecall(h); return; }
-      h.raise(h.priv === PRIV_U ? CAUSE.ECALL_U : h.priv === PRIV_S ? CAUSE.ECALL_S : CAUSE.ECALL_M, 0, 0);
+      h.trapInPlace(h.priv === PRIV_U ? CAUSE.ECALL_U : h.priv === PRIV_S ? CAUSE.ECALL_S : CAUSE.ECALL_M, 0, 0);
     },
   },
   {
     name: 'ebreak', mask: 0xffffffff, match: 0x00100073, format: 'none', ext: 'I', ends: true,
-    exec(h) { h.raise(CAUSE.BREAKPOINT, h.x32[PC * 2], h.x32[PC * 2 + 1]); },
+    exec(h) { h.trapInPlace(CAUSE.BREAKPOINT, h.x32[PC * 2], h.x32[PC * 2 + 1]); },
   },
   {
     name: 'sret', mask: 0xffffffff, match: 0x10200073, format: 'none', ext: 'S', ends: true,
