@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { openDisk, DiskError } from '../../src/host/storage/index.js';
 import { MemFile } from '../../src/host/storage/file.js';
 import { Qcow2Disk } from '../../src/host/storage/qcow2.js';
+import { RawDisk } from '../../src/host/storage/raw.js';
 import { createQcow2 } from '../../src/host/storage/qcow2-format.js';
 import { procLocks, lockDir } from '../../src/host/storage/lock.js';
 import { nodeInflate } from '../../src/host/storage/index.js';
@@ -323,4 +324,42 @@ test('an image open read-only (a backing file under a live overlay, a -snapshot 
   await new Promise((r) => dead.on('exit', r));
   writeFileSync(join(lockDir(), `${st.dev}-${st.ino}.r.${dead.pid}`), `${dead.pid}\n\n${f('shared-base.raw')}\n`);
   await (await openDisk({ file: f('shared-base.raw') })).close();
+});
+
+/** A MemFile that counts the reads and writes begun (at the call, before any await). */
+class CountingFile extends MemFile {
+  preads = 0;
+  pwrites = 0;
+  override pread(dst: Uint8Array, position: number): Promise<number> { this.preads++; return super.pread(dst, position); }
+  override pwrite(src: Uint8Array, position: number): Promise<void> { this.pwrites++; return super.pwrite(src, position); }
+}
+
+test('a read or an in-place write whose metadata is cached starts its host I/O in the same synchronous step (raw and qcow2)', async () => {
+  // The machine runs promise reactions only when its run loop yields: I/O begun after an
+  // await started thousands of guest instructions late (a QD1 4 KiB qcow2 read: +13 µs).
+  const mem = new CountingFile('sync.qcow2');
+  await createQcow2(mem, { size: 1 << 20 });
+  const q = await Qcow2Disk.open(mem, { readOnly: false, backing: null, inflate: nodeInflate });
+  await q.write(0, new Uint8Array(65536).fill(1)); // allocates the cluster and its L2 table
+  const buf = new Uint8Array(4096);
+  await q.read(0, buf); // (the L2 table is cached from here)
+  let n = mem.preads;
+  const r = q.read(4096, buf);
+  assert.equal(mem.preads, n + 1, 'qcow2 read: pread begun before read() returned');
+  await r;
+  assert.equal(buf[0], 1);
+  n = mem.pwrites;
+  const w = q.write(8192, new Uint8Array(4096).fill(2));
+  assert.equal(mem.pwrites, n + 1, 'qcow2 in-place write: pwrite begun before write() returned');
+  await w;
+  await q.read(8192, buf);
+  assert.equal(buf[0], 2);
+  await q.close();
+  const rf = new CountingFile('sync.raw', new Uint8Array(1 << 20));
+  const raw = await RawDisk.open(rf, false);
+  const rr = raw.read(0, buf);
+  assert.equal(rf.preads, 1, 'raw read');
+  const rw = raw.write(0, buf);
+  assert.equal(rf.pwrites, 1, 'raw write');
+  await Promise.all([rr, rw]);
 });

@@ -243,3 +243,25 @@ test('completions after a device reset are dropped: the old rings are not writte
   assert.equal(d.get(st, 1)[0], 0xff);
   assert.equal(d.isr, 0);
 });
+
+test('a FLUSH with no write in flight reaches the backend at once; one after a write waits for it', async () => {
+  const { d, disk } = setup();
+  const st = request(d, 0, T_FLUSH, 0, []);
+  d.post(0, 0);
+  // (Started from the microtask queue, the fsync would wait for the machine's run loop to yield.)
+  assert.deepEqual(disk.flushSawWrites, [0], 'flush started in the notify');
+  await d.settle();
+  assert.equal(d.get(st, 1)[0], S_OK);
+  disk.writeDelayMs = 20;
+  const buf = d.alloc(512);
+  request(d, 4, T_OUT, 1, [{ addr: buf, len: 512, write: false }]);
+  d.post(0, 4);
+  const st2 = request(d, 8, T_FLUSH, 0, []);
+  d.post(0, 8);
+  assert.deepEqual(disk.flushSawWrites, [0], 'the second flush waits for the write');
+  await d.settle();
+  await new Promise((r) => setTimeout(r, 40));
+  await d.settle();
+  assert.deepEqual(disk.flushSawWrites, [0, 1], 'and then sees it done');
+  assert.equal(d.get(st2, 1)[0], S_OK);
+});

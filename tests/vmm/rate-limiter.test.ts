@@ -123,7 +123,11 @@ test('rate-limited block backend: reads and writes are paced, data passes throug
   const blk = new RateLimitedBlock(inner, new RateLimiter({ bandwidth: { size: 4096, refillTimeMs: 1000 }, ops: { size: 2, refillTimeMs: 1000 } }, clock));
   assert.equal(blk.sizeBytes, 1 << 20);
   const w = blk.write(0, new Uint8Array(4096).fill(7));
+  // Admitted: the backend starts in the same synchronous step (an await first would defer it
+  // to the microtask queue, which a machine runs only when its run loop yields).
+  assert.deepEqual(calls, ['w0'], 'an admitted write reaches the backend at once');
   const r = blk.read(0, new Uint8Array(512));
+  assert.deepEqual(calls, ['w0'], 'a refused read waits');
   const f = blk.flush();
   await clock.advance(0);
   assert.deepEqual(calls, ['w0'], 'the read waits for bandwidth');

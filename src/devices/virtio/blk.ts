@@ -145,8 +145,10 @@ export class VirtioBlk implements VirtioDevice {
         return;
       }
       case VIRTIO_BLK_T_FLUSH: {
+        // (With no write in flight the fsync starts now, not from the microtask queue, which
+        // runs only when the machine's run loop yields.)
         const pending = [...this.writes];
-        const p = (pending.length ? Promise.allSettled(pending) : Promise.resolve()).then(() => disk.flush());
+        const p = pending.length ? Promise.allSettled(pending).then(() => disk.flush()) : disk.flush();
         this.track(p, head, c.writableAddr(statusAt), 0, EMPTY, null, false);
         return;
       }

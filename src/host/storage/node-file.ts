@@ -1,4 +1,10 @@
-/** HostFile over node:fs/promises: the only format-independent storage code that imports Node. */
+/**
+ * HostFile over node:fs: the only format-independent storage code that imports Node.
+ * Reads and writes go through fs.read/fs.write on the handle's descriptor: a FileHandle's
+ * own read allocates a promise request with its own stat buffer each call (~8 µs of the
+ * vCPU thread per 4 KiB guest read, measured).
+ */
+import { read, write } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { DiskError, type HostFile } from './file.js';
 
@@ -20,20 +26,29 @@ export class NodeFile implements HostFile {
     }
   }
 
-  async pread(dst: Uint8Array, position: number): Promise<number> {
-    try {
-      return (await this.fh.read(dst, 0, dst.length, position)).bytesRead;
-    } catch (e) { throw new DiskError(`'${this.name}': read error at ${position}: ${errnoText(e)}`); }
+  pread(dst: Uint8Array, position: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const fail = (e: unknown): void => reject(new DiskError(`'${this.name}': read error at ${position}: ${errnoText(e)}`));
+      try {
+        read(this.fh.fd, dst, 0, dst.length, position, (e, n) => { if (e) fail(e); else resolve(n); });
+      } catch (e) { fail(e); } // (a closed handle's fd is -1: fs.read throws at once)
+    });
   }
-  async pwrite(src: Uint8Array, position: number): Promise<void> {
-    try {
-      let done = 0;
-      while (done < src.length) {
-        const { bytesWritten } = await this.fh.write(src, done, src.length - done, position + done);
-        if (bytesWritten <= 0) throw new Error('short write');
-        done += bytesWritten;
-      }
-    } catch (e) { throw new DiskError(`'${this.name}': write error at ${position}: ${errnoText(e)}`); }
+  pwrite(src: Uint8Array, position: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const fail = (why: string): void => reject(new DiskError(`'${this.name}': write error at ${position}: ${why}`));
+      const step = (done: number): void => {
+        if (done >= src.length) { resolve(); return; }
+        try {
+          write(this.fh.fd, src, done, src.length - done, position + done, (e, n) => {
+            if (e) fail(errnoText(e));
+            else if (n <= 0) fail('short write');
+            else step(done + n);
+          });
+        } catch (e) { fail(errnoText(e)); }
+      };
+      step(0);
+    });
   }
   async sync(): Promise<void> {
     try { await this.fh.datasync(); } catch (e) { throw new DiskError(`'${this.name}': fsync failed: ${errnoText(e)}`); }
