@@ -301,8 +301,9 @@ export function flushTlbPage(h: Hart, lo: number, hi: number): void {
   // (The page's 2,048 halfword pcs have their own slots: ibcIndex spreads a page's offsets.)
   const ibc = h.ibc;
   for (let o = 0; o < 4096; o += 2) {
-    const e = ibcIndex(tag | o) * IBTC_WORDS;
-    if (ibc[e + 1] === hi && (ibc[e] & ~0xfff) === tag) ibc[e + 2] = IBTC_NO_CTX;
+    for (let e = ibcIndex(tag | o) * IBTC_WORDS, w = 0; w < 2; w++, e ^= IBTC_WORDS) {
+      if (ibc[e + 1] === hi && (ibc[e] & ~0xfff) === tag) ibc[e + 2] = IBTC_NO_CTX;
+    }
   }
   if (had === vpn) h.ibcPages[pi] = IBC_NO_PAGE;
 }

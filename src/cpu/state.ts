@@ -82,9 +82,13 @@ export const TLB_BYTES = TLB_SIZE * TLB_ENTRY_BYTES;
 
 /**
  * Indirect-branch target cache (translated `jalr` targets), after the hart's TLBs: per hart
- * IBTC_SIZE direct-mapped entries of 16 bytes (four to a cache line), at ibcIndex(pc): i32s
- * pc low word, pc high word, JIT_CTX when filled, and the function-table index of the page
- * function with a block there in the low IBTC_FN_BITS with the slot's hits above them
+ * IBTC_SIZE entries of 16 bytes (four to a cache line) in sets of two: a pc's entry is at
+ * ibcIndex(pc) (even) or the next (the same cache line). The dispatcher fills the first
+ * way, moving what was there to the second. (Direct-mapped, ~30 pairs of a QD1 disk
+ * read's ~1,000 targets shared a slot and evicted each other at every request: a birthday
+ * collision each, and ~30 returns to the dispatcher a request.) An entry is i32s pc low
+ * word, pc high word, JIT_CTX when filled, and the function-table index of the page
+ * function with a block there in the low IBTC_FN_BITS with the entry's hits above them
  * (counted in steps of 1 << IBTC_FN_BITS, so they wrap to 0 every IBTC_HOT hits, which then
  * go to the dispatcher: Translator.hot()).
  */
@@ -100,5 +104,5 @@ export const IBTC_HOT = 2 ** (32 - IBTC_FN_BITS);
 export const IBTC_PAGE_MASK = 4095;
 /** An ibcPages slot with no page's entries, and one shared by several pages' (page numbers are finite). */
 export const IBC_NO_PAGE = Infinity, IBC_PAGES = -Infinity;
-/** The cache's entry for a pc (its low word): offsets in a page, spread over pages. */
-export function ibcIndex(lo: number): number { return ((lo >>> 1) ^ (lo >>> 12)) & (IBTC_SIZE - 1); }
+/** The first way of a pc's set (its low word): offsets in a page, spread over pages. The second is ibcIndex + 1. */
+export function ibcIndex(lo: number): number { return (((lo >>> 1) ^ (lo >>> 12)) & (IBTC_SIZE / 2 - 1)) << 1; }

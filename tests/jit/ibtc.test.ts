@@ -7,6 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { ibcIndex } from '../../src/cpu/state.js';
 import { buildElf } from '../lib/toolchain.js';
 import { USER_MACROS, runUser, assertSameRun } from '../lib/user.js';
 
@@ -448,4 +450,53 @@ test('a store into a translated page forgets that page\'s target-cache entries o
     const entries = r.hart.jit!.stats.entries;
     assert.ok(entries < most, `threshold ${th}: ${entries} dispatcher entries (at most ${most})`);
   }
+});
+
+/**
+ * Two callees whose pcs share the target cache's first way (fn_y is 64 KiB + 32 bytes after
+ * the 128 KiB-aligned fn_x: ibcIndex is equal), called in turn 20,000 times: both stay
+ * cached in the two ways of their entry. Direct-mapped, each call evicted the other's
+ * entry and went through the dispatcher (40,000 entries).
+ */
+const COLLIDING = MACROS + String.raw`
+  .globl _start
+_start:
+  li s0, 20000
+  li s1, 0
+  la s2, fn_x
+  la s3, fn_y
+loop:
+  jalr s2
+  add s1, s1, a0
+  jalr s3
+  add s1, s1, a0
+  addi s0, s0, -1
+  bnez s0, loop
+  EXIT_WITH s1
+  .balign 131072
+fn_x:
+  li a0, 1
+  ret
+  .balign 65536
+  .space 32
+fn_y:
+  li a0, 1000
+  ret
+`;
+
+test('two targets sharing a target-cache entry both stay cached (two ways)', async () => {
+  const path = await buildElf({ name: 'jit-ibtc-ways', sources: { 'w.S': COLLIDING } });
+  const sym = (name: string): number => {
+    const line = execFileSync('riscv64-linux-gnu-nm', [path], { encoding: 'utf8' }).split('\n').find((l) => l.endsWith(` ${name}`));
+    assert.ok(line, `symbol ${name}`);
+    return Number(BigInt('0x' + line.split(' ')[0]) & 0xffff_ffffn);
+  };
+  assert.equal(ibcIndex(sym('fn_x')), ibcIndex(sym('fn_y')), 'the two callees share their first way');
+  const elf = readFileSync(path);
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  assert.equal(Buffer.from(ref.stdout).readBigUInt64LE(0), 20000n * 1001n);
+  const r = runUser(elf, { jitThreshold: 0 });
+  assertSameRun(r, ref, 'threshold 0');
+  const st = r.hart.jit!.stats;
+  assert.ok(st.entries < 2_000, `${st.entries} dispatcher entries for 40,000 calls to two colliding targets`);
 });

@@ -380,10 +380,13 @@ class PageWriter implements Emit {
     this.setPc(() => { f.get(t); });
     this.mayGoOn();
     f.block(Op.if);
-    // ent = ibcIndex(lo) * entry bytes
+    // ent = ibcIndex(lo) * entry bytes (the set's first way)
     f.get(t).op(Op.i32_wrap_i64).tee(lo).i32(1).op(Op.i32_shr_u).get(lo).i32(12).op(Op.i32_shr_u).op(Op.i32_xor);
-    f.i32(IBTC_SIZE - 1).op(Op.i32_and).i32(Math.log2(IBTC_WORDS * 4)).op(Op.i32_shl).set(ent);
-    // (The entry's pc words, low then high, read as one i64: the pc itself.)
+    f.i32(IBTC_SIZE / 2 - 1).op(Op.i32_and).i32(Math.log2(2 * IBTC_WORDS * 4)).op(Op.i32_shl).set(ent);
+    // (The entry's pc words, low then high, read as one i64: the pc itself.) Not in the
+    // first way: the second (state.ts).
+    f.get(ent).mem(Op.i64_load, 3, base).get(t).op(Op.i64_ne);
+    f.block(Op.if).get(ent).i32(IBTC_WORDS * 4).op(Op.i32_xor).set(ent).op(Op.end);
     f.get(ent).mem(Op.i64_load, 3, base).get(t).op(Op.i64_eq);
     f.get(ent).mem(Op.i32_load, 2, base + 8).i32(this.base).mem(Op.i32_load, 2, JIT_CTX * 8).op(Op.i32_eq).op(Op.i32_and);
     f.block(Op.if);
