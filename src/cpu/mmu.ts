@@ -277,6 +277,9 @@ export function flushTlb(h: Hart): void {
   ibcInvalidate(h);
 }
 
+/** Target-cache sets holding one page's pcs (its halfword offsets). */
+const PAGE_SETS = 2048;
+
 /**
  * sfence.vma with rs1 = a virtual address (privileged spec 4.2.1): only translations that
  * used the leaf PTE of that address must go. Those are its own 4 KiB page's entries, or
@@ -298,12 +301,11 @@ export function flushTlbPage(h: Hart, lo: number, hi: number): void {
   // page after each page fault: bumping the epoch there emptied the whole cache each time.)
   const pi = (lo >>> 12) & IBTC_PAGE_MASK, had = h.ibcPages[pi];
   if (had !== vpn && had !== IBC_PAGES) return; // (no entries there)
-  // (The page's 2,048 halfword pcs have their own slots: ibcIndex spreads a page's offsets.)
+  // (ibcIndex XORs a pc's halfword offset into the low 11 bits of its set: a page's 2,048
+  // halfword pcs have one run of 2,048 sets, 4,096 entries, scanned in order.)
   const ibc = h.ibc;
-  for (let o = 0; o < 4096; o += 2) {
-    for (let e = ibcIndex(tag | o) * IBTC_WORDS, w = 0; w < 2; w++, e ^= IBTC_WORDS) {
-      if (ibc[e + 1] === hi && (ibc[e] & ~0xfff) === tag) ibc[e + 2] = IBTC_NO_CTX;
-    }
+  for (let e = (ibcIndex(tag) & ~(2 * PAGE_SETS - 1)) * IBTC_WORDS, end = e + 2 * PAGE_SETS * IBTC_WORDS; e < end; e += IBTC_WORDS) {
+    if (ibc[e + 1] === hi && (ibc[e] & ~0xfff) === tag) ibc[e + 2] = IBTC_NO_CTX;
   }
   if (had === vpn) h.ibcPages[pi] = IBC_NO_PAGE;
 }
