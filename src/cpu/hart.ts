@@ -467,13 +467,13 @@ export class Hart implements Stateful<HartState> {
                 // Remember pc -> function for translated indirect transfers (state.ts IBTC_SIZE).
                 // (ibcIndex by hand: V8 inlined the function before it had run enough to
                 // keep type feedback, and dropped this loop's code at the first entry.)
+                // In the set's second way: refresh it there; else the first way's entry moves to
+                // the second. (Every operation runs at every entry: one first run late, in a
+                // short-circuit, threw the loop's optimized code away.)
                 let e = (((lo >>> 1) ^ (lo >>> 12)) & (IBTC_SIZE / 2 - 1)) * (2 * IBTC_WORDS);
-                if (ibc[e] !== lo || ibc[e + 1] !== hi) {
-                  // Not in the first way: refresh it in the second, or move the first there.
-                  const p = e ^ IBTC_WORDS;
-                  if (ibc[p] === lo && ibc[p + 1] === hi) e = p;
-                  else { ibc[p] = ibc[e]; ibc[p + 1] = ibc[e + 1]; ibc[p + 2] = ibc[e + 2]; ibc[p + 3] = ibc[e + 3]; }
-                }
+                const p = e ^ IBTC_WORDS, w0lo = ibc[e], w0hi = ibc[e + 1];
+                if (((ibc[p] ^ lo) | (ibc[p + 1] ^ hi)) === 0) e = p;
+                else if (((w0lo ^ lo) | (w0hi ^ hi)) !== 0) { ibc[p] = w0lo; ibc[p + 1] = w0hi; ibc[p + 2] = ibc[e + 2]; ibc[p + 3] = ibc[e + 3]; }
                 ibc[e] = lo; ibc[e + 1] = hi; ibc[e + 2] = x32[JIT_CTX * 2];
                 ibc[e + 3] = (ibc[e + 3] & ~IBTC_FN_MASK) | d.blockIdx; // (the slot's hit count goes on)
                 const vpn = hi * 1048576 + (lo >>> 12), pi = (lo >>> 12) & IBTC_PAGE_MASK, had = this.ibcPages[pi];
