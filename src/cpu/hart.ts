@@ -2,7 +2,7 @@ import type { Bus } from '../machine/bus.js';
 import type { TimeSource, Stateful } from '../devices/device.js';
 import { CAUSE, MSTATUS, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, MIP_STIP, SATP_BARE } from './csr.js';
 import {
-  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, HART_MMU_BYTES, IBTC_BYTES, IBTC_WORDS, IBTC_FN_MASK, IBTC_PAGE_MASK, IBC_NO_PAGE, IBC_PAGES, JIT_CTX, JIT_HOT, IBTC_SIZE,
+  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, HART_MMU_BYTES, IBTC_BYTES, IBTC_WORDS, IBTC_FN_MASK, IBTC_PAGE_MASK, IBC_NO_PAGE, IBC_PAGES, IBC_U_PAGES, JIT_CTX, JIT_HOT, IBTC_SIZE,
   PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT, RESV,
 } from './state.js';
 import { Translator, HOT_ENTRIES, URGENT_HITS, MAX_BLOCK, type JitMemory, type DecodedPage } from './jit/translator.js';
@@ -225,13 +225,15 @@ export class Hart implements Stateful<HartState> {
   ibcEpoch = 1;
   ibcEpochU = 1;
   /**
-   * Which virtual page the cache holds entries for, by page number modulo IBTC_PAGE_MASK + 1,
-   * since the cache was last emptied: that page's number, IBC_NO_PAGE, or IBC_PAGES if
+   * Which virtual page the cache holds entries for, by ibcPageSlot (state.ts; U-mode entries'
+   * pages from IBC_U_PAGES on, forgotten with their epoch), since the cache was last emptied: that page's number, IBC_NO_PAGE, or IBC_PAGES if
    * several share the slot. An sfence.vma of any other page leaves the cache alone (Linux
    * fences user data pages after every page fault; their slots mostly hold kernel code
    * pages). Internal (mmu.ts).
    */
-  readonly ibcPages = new Float64Array(IBTC_PAGE_MASK + 1).fill(IBC_NO_PAGE);
+  readonly ibcPages = new Float64Array(2 * IBC_U_PAGES).fill(IBC_NO_PAGE);
+  /** sfence.vma of one page that had to scan the target cache for that page's entries (tests, profiles). */
+  ibcPageScans = 0;
   /** The last translate() used only global mappings (PTE G, or no translation). Internal (mmu.ts). */
   walkGlobal = true;
   /** Page-table walks so far (TLB and victim misses). */
@@ -476,7 +478,10 @@ export class Hart implements Stateful<HartState> {
                 else if (((w0lo ^ lo) | (w0hi ^ hi)) !== 0) { ibc[p] = w0lo; ibc[p + 1] = w0hi; ibc[p + 2] = ibc[e + 2]; ibc[p + 3] = ibc[e + 3]; }
                 ibc[e] = lo; ibc[e + 1] = hi; ibc[e + 2] = x32[JIT_CTX * 2];
                 ibc[e + 3] = (ibc[e + 3] & ~IBTC_FN_MASK) | d.blockIdx; // (the slot's hit count goes on)
-                const vpn = hi * 1048576 + (lo >>> 12), pi = (lo >>> 12) & IBTC_PAGE_MASK, had = this.ibcPages[pi];
+                // (ibcPageSlot, in the U half for a U-mode entry: JIT_CTX's privilege bits 0.)
+                const ctx = x32[JIT_CTX * 2];
+                const vpn = hi * 1048576 + (lo >>> 12), pi = (((lo >>> 12) ^ (hi >>> 20)) & IBTC_PAGE_MASK) + (((ctx & 3) - 1) >>> 31) * IBC_U_PAGES;
+                const had = this.ibcPages[pi];
                 if (had !== vpn) this.ibcPages[pi] = had === IBC_NO_PAGE ? vpn : IBC_PAGES;
                 this.flushIcount();
                 this.inBlock = true;

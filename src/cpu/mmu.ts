@@ -7,7 +7,7 @@
  */
 import type { Hart } from './hart.js';
 import { CAUSE, MSTATUS, PRIV_M, PRIV_S, PRIV_U, SATP_BARE, SATP_SV39 } from './csr.js';
-import { TLB_SIZE, TLB_BYTES, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_WORDS, IBTC_FN_MASK, IBTC_PAGE_MASK, IBC_NO_PAGE, IBC_PAGES, ibcIndex } from './state.js';
+import { TLB_SIZE, TLB_BYTES, TLB_R_PTR, TLB_W_PTR, JIT_CTX, IBTC_WORDS, IBTC_FN_MASK, IBC_NO_PAGE, IBC_PAGES, IBC_U_PAGES, ibcIndex, ibcPageSlot } from './state.js';
 import { raise } from './trap.js';
 import { invalidateCodePage, ramWritten } from './memory.js';
 
@@ -236,6 +236,7 @@ function ibcBump(h: Hart, all: boolean): void {
   if (u === 0 || s === 0) { h.ibc.fill(0); u = 1; s = 1; }
   h.ibcEpochU = u;
   h.ibcEpoch = s;
+  h.ibcPages.fill(IBC_NO_PAGE, IBC_U_PAGES); // (U-mode entries all died)
   const priv = h.privLevel;
   h.x32[JIT_CTX * 2] = ((priv === PRIV_U ? u : s) << 2) | priv;
 }
@@ -299,15 +300,17 @@ export function flushTlbPage(h: Hart, lo: number, hi: number): void {
   h.fetchLo = TLB_INVALID;
   // Only target-cache entries for pcs in this page can name stale code. (Linux fences one
   // page after each page fault: bumping the epoch there emptied the whole cache each time.)
-  const pi = (lo >>> 12) & IBTC_PAGE_MASK, had = h.ibcPages[pi];
-  if (had !== vpn && had !== IBC_PAGES) return; // (no entries there)
+  const pi = ibcPageSlot(lo, hi), had = h.ibcPages[pi], hadU = h.ibcPages[pi + IBC_U_PAGES];
+  if (had !== vpn && had !== IBC_PAGES && hadU !== vpn && hadU !== IBC_PAGES) return; // (no live entries there)
   // (ibcIndex XORs a pc's halfword offset into the low 11 bits of its set: a page's 2,048
   // halfword pcs have one run of 2,048 sets, 4,096 entries, scanned in order.)
   const ibc = h.ibc;
+  h.ibcPageScans++;
   for (let e = (ibcIndex(tag) & ~(2 * PAGE_SETS - 1)) * IBTC_WORDS, end = e + 2 * PAGE_SETS * IBTC_WORDS; e < end; e += IBTC_WORDS) {
     if (ibc[e + 1] === hi && (ibc[e] & ~0xfff) === tag) ibc[e + 2] = IBTC_NO_CTX;
   }
   if (had === vpn) h.ibcPages[pi] = IBC_NO_PAGE;
+  if (hadU === vpn) h.ibcPages[pi + IBC_U_PAGES] = IBC_NO_PAGE;
 }
 
 /** A walk found a superpage leaf at `level` for (lo, hi): remember its region (flushTlbPage). */

@@ -102,6 +102,19 @@ export const HART_MMU_BYTES = 12 * TLB_BYTES + IBTC_BYTES;
 export const IBTC_HOT = 2 ** (32 - IBTC_FN_BITS);
 /** Hart.ibcPages: which virtual pages have entries, by page number modulo this + 1. */
 export const IBTC_PAGE_MASK = 4095;
+/**
+ * A page's Hart.ibcPages slot: its number's low bits, the high word's folded in, so the
+ * kernel's text (0xffffffff8...) and a process's (0x1...) do not share slots: a shared slot
+ * sent every fence of a user page through the scan of the target cache.
+ */
+export function ibcPageSlot(lo: number, hi: number): number { return ((lo >>> 12) ^ (hi >>> 20)) & IBTC_PAGE_MASK; }
+/**
+ * Hart.ibcPages' second half, from here, holds the pages of U-mode entries, which all die
+ * with the U-mode epoch (a new address space): a process's code pages, faulted in and fenced
+ * one by one by the next process at the same addresses, no longer send each fence through
+ * the scan for entries that cannot match anyway.
+ */
+export const IBC_U_PAGES = IBTC_PAGE_MASK + 1;
 /** An ibcPages slot with no page's entries, and one shared by several pages' (page numbers are finite). */
 export const IBC_NO_PAGE = Infinity, IBC_PAGES = -Infinity;
 /** The first way of a pc's set (its low word): offsets in a page, spread over pages. The second is ibcIndex + 1. */
