@@ -838,20 +838,8 @@ class PageWriter implements Emit {
   }
 
   storeF(d: Decoded, size: 4 | 8 = 8): void {
-    const f = this.f;
-    this.ea(d);
-    this.tlbHit(TLB_W_PTR, size);
-    f.block(Op.if);
-    this.hostAddr();
-    this.fbits(d.rs2);
-    if (size === 8) f.mem(Op.i64_store, 3, 0); else f.mem(Op.i64_store32, 2, 0);
-    f.op(Op.else);
-    this.loHi();
-    this.fbits(d.rs2);
-    if (size === 8) this.slowCall(Slot.store64);
-    else { f.op(Op.i32_wrap_i64); this.slowCall(Slot.store32); }
-    this.leaveCheck();
-    f.op(Op.end);
+    this.storeAlone(d, size, size === 8 ? Op.i64_store : Op.i64_store32, size === 8 ? 3 : 2,
+      () => this.fbits(d.rs2), () => { this.fbits(d.rs2); this.f.op(Op.i32_wrap_i64); });
   }
 
   /** Effective address into `addr` (i64) and its low word into `lo`. */
@@ -945,17 +933,19 @@ class PageWriter implements Emit {
       () => this.storeAlone(d, size, op, align));
   }
 
-  private storeAlone(d: Decoded, size: 1 | 2 | 4 | 8, op: number, align: number): void {
+  /** A store alone (no probe group): `value` pushes rs2's bits (i64), `value32` its low word (the narrow slow paths'). */
+  private storeAlone(d: Decoded, size: 1 | 2 | 4 | 8, op: number, align: number,
+    value = (): void => this.x(d.rs2), value32 = (): void => this.x32(d.rs2)): void {
     const f = this.f;
     this.ea(d);
     this.tlbHit(TLB_W_PTR, size);
     f.block(Op.if);
     this.hostAddr();
-    this.x(d.rs2);
+    value();
     f.mem(op, align, 0);
     f.op(Op.else);
     this.loHi();
-    if (size === 8) this.x(d.rs2); else this.x32(d.rs2);
+    if (size === 8) value(); else value32();
     this.slowCall(size === 8 ? Slot.store64 : size === 4 ? Slot.store32 : size === 2 ? Slot.store16 : Slot.store8);
     this.leaveCheck();
     f.op(Op.end);
