@@ -135,7 +135,7 @@ export class VirtBoard {
     b.map(VIRT.PLIC_BASE, PLIC_SIZE, this.plic);
     b.map(VIRT.UART0_BASE, VIRT.UART0_SIZE, this.uart);
     for (let i = 0; i < VIRT.VIRTIO_COUNT; i++) {
-      const slot = new VirtioMmio(i, b, this.plic.line(VIRT.VIRTIO_IRQ + i), this.wake);
+      const slot = new VirtioMmio(i, b, this.plic.line(VIRT.VIRTIO_IRQ + i), this.wake, () => hart.requestStop());
       this.virtio.push(slot);
       b.map(VIRT.VIRTIO_BASE + i * VIRTIO_MMIO_SIZE, VIRTIO_MMIO_SIZE, slot);
     }

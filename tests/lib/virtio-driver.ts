@@ -15,6 +15,8 @@ export class TestDriver {
   readonly bus: Bus;
   irqLevel = false;
   wakes = 0;
+  /** Slices the device asked the run loop to end (VirtioTransport.yieldSoon). */
+  slicesEnded = 0;
   readonly slot: VirtioMmio;
   /** Ring areas per queue: desc at base, avail at base+0x1000, used at base+0x2000. */
   readonly qbase: number[] = [];
@@ -25,7 +27,7 @@ export class TestDriver {
 
   constructor(dev: VirtioDevice | null, ramSize = RAM_SIZE) {
     this.bus = new Bus(RAM_BASE, ramSize);
-    this.slot = new VirtioMmio(0, this.bus, { set: (l) => { this.irqLevel = l; } }, () => { this.wakes++; });
+    this.slot = new VirtioMmio(0, this.bus, { set: (l) => { this.irqLevel = l; } }, () => { this.wakes++; }, () => { this.slicesEnded++; });
     if (dev) this.slot.plug(dev);
   }
 

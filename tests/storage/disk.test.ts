@@ -7,12 +7,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync, readdirSync, chmodSync, statSync, mkdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, readdirSync, chmodSync, statSync, mkdirSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openDisk, DiskError } from '../../src/host/storage/index.js';
 import { MemFile } from '../../src/host/storage/file.js';
+import { NodeFile } from '../../src/host/storage/node-file.js';
+import { nativeIo, nativeIoMissing, type NativeIo } from '../../src/host/storage/nowait.js';
 import { Qcow2Disk } from '../../src/host/storage/qcow2.js';
 import { RawDisk } from '../../src/host/storage/raw.js';
 import { createQcow2 } from '../../src/host/storage/qcow2-format.js';
@@ -362,4 +364,57 @@ test('a read or an in-place write whose metadata is cached starts its host I/O i
   const rw = raw.write(0, buf);
   assert.equal(rf.pwrites, 1, 'raw write');
   await Promise.all([rr, rw]);
+});
+
+/** Drop a clean file's pages from the host cache. */
+function dropCache(io: NativeIo, fd: number): void {
+  assert.equal(io.dropCache(fd, 0, 0), 0);
+}
+
+test('a read the host page cache holds is done at once (native preadv2 RWF_NOWAIT); a miss goes to the thread pool; both give the file\'s bytes', async () => {
+  const io = nativeIo();
+  assert.ok(io !== null, `the native disk helper is in use: ${nativeIoMissing ?? ''}`);
+  const data = pattern(prng(7), 1 << 20);
+  writeFileSync(f('nowait.raw'), data);
+  const fd = openSync(f('nowait.raw'), 'r');
+  fsyncSync(fd); // (clean pages: the cache can drop them below)
+  const file = await NodeFile.open(f('nowait.raw'), false);
+  try {
+    // Cached (just written): the bytes are in place before pread() returns.
+    const dst = new Uint8Array(4096);
+    const p = file.pread(dst, 65536);
+    assert.equal(firstDiff(dst, data.subarray(65536, 65536 + 4096)), -1, 'filled in the same synchronous step');
+    assert.equal(await p, 4096);
+    assert.deepEqual(file.reads, { inline: 1, pool: 0 });
+    // Dropped from the cache: the read goes to the pool. (A miss may start readahead, so
+    // each probe below follows a drop of its own.)
+    dropCache(io, fd);
+    dst.fill(0);
+    const q = file.pread(dst, 524288);
+    // (Not `dst` still zero here: the pool thread fills it while this thread goes on.)
+    assert.deepEqual(file.reads, { inline: 1, pool: 1 }, 'the miss went to the pool');
+    assert.equal(await q, 4096);
+    assert.equal(firstDiff(dst, data.subarray(524288, 524288 + 4096)), -1);
+    dropCache(io, fd);
+    assert.equal(io.preadNowait(fd, dst, 786432), -io.errno.EAGAIN, 'RWF_NOWAIT: not cached');
+    // End of file: a short read, then 0 (RawDisk zero-fills past it).
+    assert.equal(await file.pread(new Uint8Array(8192), (1 << 20) - 4096), 4096);
+    assert.equal(await file.pread(dst, 1 << 20), 0);
+    // Through a disk: the same bytes as the file.
+    const d = await openDisk({ file: f('nowait.raw'), format: 'raw', readOnly: true });
+    const big = new Uint8Array(256 << 10);
+    await d.read(1 << 19, big);
+    assert.equal(firstDiff(big, data.subarray(1 << 19, (1 << 19) + big.length)), -1);
+    await d.close();
+  } finally {
+    await file.close();
+    closeSync(fd);
+  }
+  // The helper reports errors as -errno and checks its arguments.
+  assert.equal(io.preadNowait(-1, new Uint8Array(16), 0), -io.errno.EBADF);
+  assert.equal(io.preadNowait(0, new Uint8Array(16), -1), -io.errno.EINVAL);
+  assert.equal(io.preadNowait(0, new Uint8Array(16), 0.5), -io.errno.EINVAL);
+  assert.throws(() => io.preadNowait(0, [1, 2] as unknown as Uint8Array, 0), TypeError);
+  assert.throws(() => io.preadNowait('x' as unknown as number, new Uint8Array(1), 0), TypeError);
+  assert.throws(() => io.dropCache(0, 0, '0' as unknown as number), TypeError);
 });

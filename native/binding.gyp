@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "typevisor_io",
+      "sources": ["io.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    }
+  ]
+}
