@@ -2,7 +2,7 @@ import type { Bus } from '../machine/bus.js';
 import type { TimeSource, Stateful } from '../devices/device.js';
 import { CAUSE, MSTATUS, PRIV_U, PRIV_S, PRIV_M, S_INTERRUPTS, MIP_STIP, SATP_BARE } from './csr.js';
 import {
-  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, HART_MMU_BYTES, IBTC_BYTES, IBTC_WORDS, IBTC_FN_MASK, IBTC_PAGE_MASK, IBC_NO_PAGE, IBC_PAGES, IBC_U_PAGES, JIT_CTX, JIT_HOT, IBTC_SIZE,
+  PC, NPC, SCRATCH, SINK, HART_STATE_BYTES, F0, MSTATUS_LO, FFLAGS, FRM, JIT_RETIRED, JIT_EXIT, TLB_BYTES, TLB_REGION, HART_MMU_BYTES, IBTC_BYTES, IBTC_WORDS, IBTC_FN_MASK, IBTC_PAGE_MASK, IBC_NO_PAGE, IBC_PAGES, IBC_U_PAGES, JIT_CTX, JIT_HOT, IBTC_SIZE, JIT_DEPTH, JIT_RAS, JIT_RAS_SIZE,
   PRIV, MIE, MIP_SW, MIP_HW, ATTENTION, WAITING, ICOUNT, RESV,
 } from './state.js';
 import { Translator, HOT_ENTRIES, URGENT_HITS, MAX_BLOCK, type JitMemory, type DecodedPage } from './jit/translator.js';
@@ -338,6 +338,8 @@ export class Hart implements Stateful<HartState> {
     // which code ran translated (x0 writes, 64-bit load temporaries): not state.
     regs.fill(0, SINK * 8, SINK * 8 + 8);
     regs.fill(0, SCRATCH * 8, JIT_RETIRED * 8 + 8);
+    regs.fill(0, JIT_DEPTH * 8, JIT_DEPTH * 8 + 8);
+    regs.fill(0, JIT_RAS * 8, (JIT_RAS + JIT_RAS_SIZE) * 8);
     regs.fill(0, JIT_CTX * 8, JIT_HOT * 8 + 8); // (derived: the target cache's epoch and hits)
     return regs;
   }
@@ -485,6 +487,7 @@ export class Hart implements Stateful<HartState> {
                 if (had !== vpn) this.ibcPages[pi] = had === IBC_NO_PAGE ? vpn : IBC_PAGES;
                 this.flushIcount();
                 this.inBlock = true;
+                x32[JIT_DEPTH * 2] = 0; // (no host calls wait: translated code starts its stack afresh)
                 const k = enter!(budget - n, 0, lo & 0xfff, d.blockIdx);
                 this.inBlock = false;
                 jit.stats.entries++;

@@ -59,6 +59,16 @@ export const JIT_CTX = 51;
 export const JIT_HOT = 52;
 /** The LR reservation: the reserved address's host byte offset, -1 for none (an i32). */
 export const RESV = 53;
+/**
+ * Translated code's return-address stack (jit/codegen.ts, "Calls and returns"): guest
+ * calls that translated code made as host (Wasm) calls still waiting, an i32, 0 at every
+ * dispatcher entry; and from slot JIT_RAS, the guest return address each one waits for.
+ * Not machine state: meaningless between runs (Hart.save writes zeros).
+ */
+export const JIT_DEPTH = 54;
+export const JIT_RAS = 96;
+/** Host calls deep at most; deeper guest calls are tail calls, as before. */
+export const JIT_RAS_SIZE = 32;
 /** f0..f31: 64-bit registers; singles are NaN-boxed (upper 32 bits all ones). */
 export const F0 = 64;
 /** Size of one hart's state block in bytes. */

@@ -458,6 +458,13 @@ test('a store into a translated page forgets that page\'s target-cache entries o
  * cached in the two ways of their entry. Direct-mapped, each call evicted the other's
  * entry and went through the dispatcher (40,000 entries).
  */
+/** The low word of ELF symbol `name`'s address (the target cache hashes the low word). */
+function symbolLo(path: string, name: string): number {
+  const line = execFileSync('riscv64-linux-gnu-nm', [path], { encoding: 'utf8' }).split('\n').find((l) => l.endsWith(` ${name}`));
+  assert.ok(line, `symbol ${name}`);
+  return Number(BigInt('0x' + line.split(' ')[0]) & 0xffff_ffffn);
+}
+
 const COLLIDING = MACROS + String.raw`
   .globl _start
 _start:
@@ -486,11 +493,7 @@ fn_y:
 
 test('two targets sharing a target-cache entry both stay cached (two ways)', async () => {
   const path = await buildElf({ name: 'jit-ibtc-ways', sources: { 'w.S': COLLIDING } });
-  const sym = (name: string): number => {
-    const line = execFileSync('riscv64-linux-gnu-nm', [path], { encoding: 'utf8' }).split('\n').find((l) => l.endsWith(` ${name}`));
-    assert.ok(line, `symbol ${name}`);
-    return Number(BigInt('0x' + line.split(' ')[0]) & 0xffff_ffffn);
-  };
+  const sym = (name: string): number => symbolLo(path, name);
   assert.equal(ibcIndex(sym('fn_x')), ibcIndex(sym('fn_y')), 'the two callees share their first way');
   const elf = readFileSync(path);
   const ref = runUser(elf, { jitThreshold: Infinity });
@@ -499,4 +502,140 @@ test('two targets sharing a target-cache entry both stay cached (two ways)', asy
   assertSameRun(r, ref, 'threshold 0');
   const st = r.hart.jit!.stats;
   assert.ok(st.entries < 2_000, `${st.entries} dispatcher entries for 40,000 calls to two colliding targets`);
+});
+
+/**
+ * Three call sites on three pages whose return addresses share one target-cache set (of
+ * two ways), calling one function 20,000 times each. Returns through the cache would evict
+ * each other at every pass (~60,000 dispatcher entries); through the return-address stack
+ * (codegen.ts, callOut) they never look at it. Then the cases the stack must not get wrong:
+ * recursion deeper than the stack (JIT_RAS_SIZE), a callee that returns somewhere else than
+ * its caller's next instruction, a longjmp past two frames, and a system call inside a
+ * callee (a trap with host calls waiting).
+ */
+const RAS_SITES = MACROS + String.raw`
+  .option norvc
+  .globl _start
+_start:
+  li s0, 20000
+  li s1, 0
+  j site1
+callee:
+  addi s1, s1, 1
+  ret
+  .org 0x40000 + 2044
+site1:
+  jal ra, callee
+r1:
+  j site2
+  .org 0x40000 + 2044 + 0x10020
+site2:
+  jal ra, callee
+r2:
+  j site3
+  .org 0x40000 + 2044 + 0x20040
+site3:
+  jal ra, callee
+r3:
+  addi s0, s0, -1
+  beqz s0, corner
+  j site1
+corner:
+  # Recursion 100 deep (the stack holds 32): s1 += depth + ... + 1.
+  li a0, 100
+  call sum
+  # A callee that returns past its caller's next instruction (ra + 8).
+  call skip
+  addi s1, s1, 1000          # skipped
+  addi s1, s1, 7
+  # longjmp: inner returns straight to outer's caller.
+  call outer
+  addi s1, s1, 3
+  # A write(2) inside a callee, 3 deep.
+  call say
+  EXIT_WITH s1
+sum:
+  addi sp, sp, -16
+  sd ra, 0(sp)
+  sd a0, 8(sp)
+  beqz a0, 1f
+  addi a0, a0, -1
+  call sum
+  ld a0, 8(sp)
+  add s1, s1, a0
+1:
+  ld ra, 0(sp)
+  addi sp, sp, 16
+  ret
+  .balign 4096
+skip:
+  addi ra, ra, 4
+  ret
+outer:
+  mv s2, ra                   # the jump buffer: outer's return address and sp
+  mv s3, sp
+  addi sp, sp, -16
+  sd ra, 0(sp)
+  call inner
+  addi s1, s1, 500            # never reached
+  ld ra, 0(sp)
+  addi sp, sp, 16
+  ret
+  .balign 4096
+inner:
+  addi sp, sp, -16
+  sd ra, 0(sp)
+  call deeper
+  ld ra, 0(sp)
+  addi sp, sp, 16
+  ret
+deeper:
+  mv sp, s3
+  mv ra, s2
+  ret                         # to outer's caller
+say:
+  addi sp, sp, -16
+  sd ra, 0(sp)
+  call say2
+  ld ra, 0(sp)
+  addi sp, sp, 16
+  ret
+  .balign 4096
+say2:
+  addi sp, sp, -16
+  sd ra, 0(sp)
+  call say3
+  ld ra, 0(sp)
+  addi sp, sp, 16
+  ret
+say3:
+  li a0, 2
+  la a1, msg
+  li a2, 3
+  li a7, 64
+  ecall
+  add s1, s1, a0
+  ret
+msg:
+  .ascii "ok\n"
+`;
+
+test('guest returns go back to the host frame of their call: colliding return addresses stay out of the target cache, and deep, wrong-way and trapping returns stay exact', async () => {
+  const path = await buildElf({ name: 'jit-ras', sources: { 'r.S': RAS_SITES } });
+  const sym = (name: string): number => symbolLo(path, name);
+  const i1 = ibcIndex(sym('r1'));
+  assert.ok(ibcIndex(sym('r2')) === i1 && ibcIndex(sym('r3')) === i1, 'the three return addresses share a set');
+  const elf = readFileSync(path);
+  const ref = runUser(elf, { jitThreshold: Infinity });
+  // 60,000 calls, 5,050 from the recursion, 7, 3, and 3 bytes written.
+  assert.equal(Buffer.from(ref.stdout).subarray(-8).readBigUInt64LE(0), 60000n + 5050n + 7n + 3n + 3n);
+  for (const th of [0, 10, 50]) {
+    const r = runUser(elf, { jitThreshold: th });
+    assertSameRun(r, ref, `threshold ${th}`);
+    // (At threshold 0 each block is compiled alone when first entered, so a return
+    // address is no block of its call's function and the call is a tail call, as before.)
+    if (th === 0) continue;
+    const st = r.hart.jit!.stats;
+    assert.ok(st.entries < 3_000, `threshold ${th}: ${st.entries} dispatcher entries for 60,000 returns to three colliding addresses (~60,000 through the target cache)`);
+  }
 });

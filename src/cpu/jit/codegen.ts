@@ -7,7 +7,7 @@ import { ModuleBuilder, FunctionBody, Op, ValType } from './wasm.js';
 import { SINK } from '../state.js';
 import type { Emit } from './emit.js';
 import type { Decoded } from '../isa/types.js';
-import { PRIV, MIE, MIP_SW, MIP_HW, RESV, PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_DELTA, TLB_ENTRY_BYTES, TLB_SIZE, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_WORDS, IBTC_FN_BITS, IBTC_FN_MASK, IBTC_HOT } from '../state.js';
+import { PRIV, MIE, MIP_SW, MIP_HW, RESV, PC, SCRATCH, JIT_RETIRED, JIT_EXIT, ATTENTION, TLB_R_PTR, TLB_W_PTR, TLB_DELTA, TLB_ENTRY_BYTES, TLB_SIZE, F0, MSTATUS_LO, FFLAGS, FRM, JIT_CTX, JIT_HOT, IBTC_SIZE, IBTC_WORDS, IBTC_FN_BITS, IBTC_FN_MASK, IBTC_HOT, JIT_DEPTH, JIT_RAS, JIT_RAS_SIZE } from '../state.js';
 import { MSTATUS, MSTATUS_WMASK, SSTATUS_MASK, PRIV_S } from '../csr.js';
 
 /**
@@ -205,7 +205,9 @@ export function buildRuntime(base: number, env: Record<string, unknown>): WebAss
 const GROUP_LOCALS = 2;
 /** PageWriter's lazily declared locals, by slot. */
 const LOCAL_T64 = 0, LOCAL_T32 = 4, LOCAL_FRES = 6, LOCAL_FNX = 7, LOCAL_FPST = 8, LOCAL_LEAVE = 9, LOCAL_AMO = 10, LOCAL_ENT = 11, LOCAL_GROUP = 12;
-const LOCAL_SLOTS = LOCAL_GROUP + GROUP_LOCALS;
+/** A call's return address (0: the transfer to the default is no call), its depth and JIT_CTX. */
+const LOCAL_RET = LOCAL_GROUP + GROUP_LOCALS, LOCAL_CALL_DEPTH = LOCAL_RET + 1, LOCAL_CALL_CTX = LOCAL_RET + 2;
+const LOCAL_SLOTS = LOCAL_CALL_CTX + 1;
 /** Members a probe group needs to pay for its probe and the code of both paths. */
 const MIN_GROUP = 4;
 
@@ -338,6 +340,8 @@ class PageWriter implements Emit {
   private readonly entry = 2;
   private len = 4;
   private ended = false;
+  /** Some block of this function makes a guest call through the default (callOut). */
+  private calls = false;
   /** This block has set FS to Dirty already / has read its F/D state into fpst. */
   private dirtied = false;
   private fpRead = false;
@@ -360,6 +364,7 @@ class PageWriter implements Emit {
     const f = this.f;
     const K = plans.length;
     f.block(Op.loop); // dispatch
+    const dispatchLevel = f.depth;
     f.block(Op.block); // default: not a block head here
     for (let i = 0; i < K; i++) f.block(Op.block);
     this.selectCase(plans.map((p) => p.off), 0, K, 0);
@@ -395,6 +400,7 @@ class PageWriter implements Emit {
     f.get(ent).get(ent).mem(Op.i32_load, 2, base + 12).i32(1 << IBTC_FN_BITS).op(Op.i32_add).tee(lo).mem(Op.i32_store, 2, base + 12);
     f.get(lo).i32(~IBTC_FN_MASK).op(Op.i32_and);
     f.block(Op.if);
+    if (this.calls) this.callOut(t, lo, dispatchLevel);
     f.get(this.budget).get(this.done).get(t).op(Op.i32_wrap_i64).i32(0xfff).op(Op.i32_and);
     f.get(lo).i32(IBTC_FN_MASK).op(Op.i32_and);
     f.i32(Slot.jump).op(Op.return_call_indirect);
@@ -405,6 +411,71 @@ class PageWriter implements Emit {
     f.op(Op.end);
     f.get(this.done).op(Op.return);
     f.op(Op.end).op(Op.unreachable);
+  }
+
+  /**
+   * Calls and returns. A guest call (jal/jalr with rd = ra) whose return address is a block
+   * of this function leaves through the default with that address in LOCAL_RET; there the
+   * target's function is entered by a host call, not a tail call, with the address pushed on
+   * the return-address stack (JIT_RAS, JIT_DEPTH: state.ts). A guest return (jalr x0, 0(ra))
+   * to the address on top of that stack pops it and returns from the host function, and
+   * the caller goes on at its block: the host's own return prediction, where a return
+   * through the target cache and the trampoline's shared indirect jump mispredicted
+   * (~570 returns a QD1 disk read). Everything else unwinds as before: a function that
+   * returns for any other reason (the budget, an exit, a trap's exception) leaves
+   * JIT_DEPTH above the caller's depth, and a caller goes on only if the depth, pc and
+   * JIT_CTX (privilege and code epoch) are what it left, else returns its count too, down
+   * to the dispatcher, which starts each entry at depth 0.
+   */
+  private callOut(t: number, fnWord: number, dispatchLevel: number): void {
+    const f = this.f, base = this.base, ret = this.retLocal;
+    const depth = this.local(LOCAL_CALL_DEPTH, ValType.I32), ctx = this.local(LOCAL_CALL_CTX, ValType.I32);
+    // A call, and room on the stack:
+    f.get(ret).op(Op.i64_eqz).op(Op.i32_eqz);
+    f.i32(base).mem(Op.i32_load, 2, JIT_DEPTH * 8).tee(depth).i32(JIT_RAS_SIZE).op(Op.i32_lt_u).op(Op.i32_and);
+    f.block(Op.if);
+    // RAS[depth] = ret; JIT_DEPTH = depth + 1
+    f.get(depth).i32(3).op(Op.i32_shl).get(ret).mem(Op.i64_store, 3, base + JIT_RAS * 8);
+    f.i32(base).get(depth).i32(1).op(Op.i32_add).mem(Op.i32_store, 2, JIT_DEPTH * 8);
+    f.i32(base).mem(Op.i32_load, 2, JIT_CTX * 8).set(ctx);
+    f.get(this.budget).get(this.done).get(t).op(Op.i32_wrap_i64).i32(0xfff).op(Op.i32_and);
+    f.get(fnWord).i32(IBTC_FN_MASK).op(Op.i32_and);
+    f.i32(Slot.jump).op(Op.call_indirect);
+    f.code.u32(this.types[Slot.jump]).u32(0);
+    f.set(this.done);
+    // Returned to us, at our return address, in the same context, with room for a block: go on there.
+    f.i32(base).mem(Op.i32_load, 2, JIT_DEPTH * 8).get(depth).op(Op.i32_eq);
+    f.i32(base).mem(Op.i64_load, 3, PC * 8).get(ret).op(Op.i64_eq).op(Op.i32_and);
+    f.i32(base).mem(Op.i32_load, 2, JIT_CTX * 8).get(ctx).op(Op.i32_eq).op(Op.i32_and);
+    this.mayGoOn();
+    f.op(Op.i32_and);
+    f.block(Op.if);
+    f.get(ret).i64(-4096n).op(Op.i64_and).set(this.vbase);
+    f.get(ret).op(Op.i32_wrap_i64).i32(0xfff).op(Op.i32_and).set(this.entry);
+    f.i64(0n).set(ret);
+    f.br(Op.br, f.depth - dispatchLevel);
+    f.op(Op.end);
+    f.get(this.done).op(Op.return);
+    f.op(Op.end);
+  }
+
+  /** LOCAL_RET (declared when the page has a call: PageWriter.calls). */
+  private get retLocal(): number { return this.local(LOCAL_RET, ValType.I64); }
+
+  /**
+   * If pc `t` (the current instruction's target) is the return address on top of the
+   * return-address stack: pop it, set pc and return from this function (callOut).
+   */
+  private returnToCaller(t: number): void {
+    const f = this.f, base = this.base, depth = this.tmp32(0);
+    f.i32(base).mem(Op.i32_load, 2, JIT_DEPTH * 8).tee(depth).i32(0).op(Op.i32_ne);
+    // (RAS[depth - 1]; at depth 0 the slot below the stack, read and ignored.)
+    f.get(depth).i32(3).op(Op.i32_shl).mem(Op.i64_load, 3, base + (JIT_RAS - 1) * 8).get(t).op(Op.i64_eq).op(Op.i32_and);
+    f.block(Op.if);
+    f.i32(base).get(depth).i32(1).op(Op.i32_sub).mem(Op.i32_store, 2, JIT_DEPTH * 8);
+    this.setPc(() => { f.get(t); });
+    f.get(this.done).op(Op.return);
+    f.op(Op.end);
   }
 
   /**
@@ -510,7 +581,7 @@ class PageWriter implements Emit {
    * on in the target's code if it is a block of this function and a whole block still
    * fits the budget, else return to the dispatcher with pc there.
    */
-  private goto(target: number, count: number): void {
+  private goto(target: number, count: number, call = false): void {
     const f = this.f;
     const j = this.caseOf.get(target);
     if (j === undefined) {
@@ -533,6 +604,7 @@ class PageWriter implements Emit {
         f.get(this.done).op(Op.return);
         return;
       }
+      if (call) this.markCall();
       if (inPage !== target) f.get(this.vbase).i64(target - inPage).op(Op.i64_add).set(this.vbase);
       f.i32(inPage).set(this.entry).br(Op.br, this.inner + WRAP + this.cases - this.c);
       return;
@@ -602,11 +674,26 @@ class PageWriter implements Emit {
   tmp64(i: 0 | 1 | 2 | 3): number { return this.local(LOCAL_T64 + i, ValType.I64); }
   tmp32(i: 0 | 1): number { return this.local(LOCAL_T32 + i, ValType.I32); }
 
+  /**
+   * Whether the current instruction, a jal/jalr, is a call that can wait for its return
+   * in this function: rd = ra and a block of this function at the return address (callOut).
+   */
+  private isCall(d: Decoded): boolean {
+    return d.rd === 1 && this.caseOf.has(this.off + d.len);
+  }
+
+  /** Before a branch to the default: this transfer is a call; LOCAL_RET = its return address (vbase is still this page's). */
+  private markCall(): void {
+    this.calls = true;
+    this.pcPlus(this.len);
+    this.f.set(this.retLocal);
+  }
+
   jump(d: Decoded, target: () => void): void {
     const f = this.f, t = this.tmp64(0);
     if (d.spec.format === 'J') {
       this.setX(d.rd, () => this.pcPlus(d.len));
-      this.goto(this.off + d.imm, this.k + 1);
+      this.goto(this.off + d.imm, this.k + 1, this.isCall(d));
       this.ended = true;
       return;
     }
@@ -615,6 +702,8 @@ class PageWriter implements Emit {
     this.setX(d.rd, () => this.pcPlus(d.len));
     this.retired(this.k + 1);
     f.set(this.done);
+    // `ret` (jalr x0, 0(ra)) to the caller waiting for it: back to its host frame.
+    if (d.rs1 === 1 && (d.rd === 0 || d.rd === SINK) && d.imm === 0) this.returnToCaller(t);
     // A target in the same virtual page goes on through the dispatch (which sends offsets
     // that are no block here to the default), if a block fits the budget; any
     // other goes to the default (the target cache, or the dispatcher).
@@ -625,6 +714,7 @@ class PageWriter implements Emit {
     f.block(Op.if);
     f.br(Op.br, this.inner + 1 + WRAP + this.cases - this.c + 1);
     f.op(Op.end);
+    if (this.isCall(d)) this.markCall();
     f.get(t1).set(this.vbase);
     f.br(Op.br, this.inner + WRAP + this.cases - this.c);
     this.ended = true;
