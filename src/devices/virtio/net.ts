@@ -98,6 +98,7 @@ export class VirtioNet implements VirtioDevice, NetReceiver {
   }
 
   get mac(): Uint8Array { return this.config.slice(0, 6); }
+  get traffic(): number { return this.stats.rxFrames + this.stats.txFrames; }
 
   /** NetReceiver: 64 KiB TCP/IPv4 frames once the driver took GUEST_TSO4. */
   get maxFrame(): number {
