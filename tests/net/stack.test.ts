@@ -5,7 +5,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { finishSum, sum16 } from '../../src/host/net/ipv4.js';
+import { finishSum, parseIp, sum16 } from '../../src/host/net/ipv4.js';
+import { ARP_REPLY, buildArp } from '../../src/host/net/arp.js';
 import { LIMITS, UserNet } from '../../src/host/net/slirp.js';
 import { RCV_BUF } from '../../src/host/net/tcp.js';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -24,6 +25,10 @@ function setup(cfg: ConstructorParameters<typeof UserNet>[1] = {}, host = new Fa
   un.attach({ receive: (f) => { out.push(f.slice()); return true; } });
   return { un, host, out };
 }
+
+const ETH = 14;
+/** The guest's ARP reply to the gateway's request for `guest`. */
+const arpReply = (guest: string, gw: string): Uint8Array => buildArp(ARP_REPLY, new Uint8Array(GUEST_MAC), parseIp(guest), new Uint8Array(GW_MAC), parseIp(gw));
 
 const tcpOut = (out: Uint8Array[]): SeenTcp[] => out.map(parseTcpFrame).filter((x): x is SeenTcp => x !== null);
 
@@ -310,11 +315,17 @@ test('hostfwd tcp: an accepted host connection becomes a SYN to the guest; the s
   const t = new FakeTcp('127.0.0.1', 51000, null);
   t.paused = true;
   host.listeners[0].accept(Object.assign(t, { remoteAddress: '127.0.0.1', remotePort: 51000, start: (ev: HostTcpEvents) => { t.ev = ev; } }));
+  // The guest's MAC is not known yet: an ARP request, and the SYN waits for the answer
+  // (sent to the broadcast MAC, the guest's TCP would drop it: 1 s to the retransmission).
+  assert.equal(out.some((f) => f[12] === 8 && f[13] === 6), true, 'an ARP probe for the unknown guest');
+  assert.equal(tcpOut(out).length, 0, 'the SYN is held');
+  un.transmit(arpReply(G, GW));
   const syn = tcpOut(out).at(-1)!;
   assert.equal(syn.flags, SYN);
   assert.equal(syn.dport, 80);
   assert.equal(syn.sport, 51000);
-  assert.equal(out.some((f) => f[12] === 8 && f[13] === 6), true, 'an ARP probe for the unknown guest');
+  assert.deepEqual([...out.at(-1)!.subarray(0, 6)], GUEST_MAC, 'to the MAC the guest answered with');
+  assert.equal(un.stats.arpHeld, 1);
   t.ev!.data(new Uint8Array([9, 9, 9])); // early host data waits for the handshake
   assert.equal(tcpOut(out).filter((s) => s.data.length).length, 0);
   un.transmit(tcp(G, 80, GW, 51000, { seq: 7000, ack: syn.seq + 1, flags: SYN | ACK, mss: 1460, wscale: 7 }));
@@ -327,12 +338,57 @@ test('hostfwd tcp: an accepted host connection becomes a SYN to the guest; the s
   un.close();
 });
 
+test('frames for a guest address that has not answered ARP are held (bounded), then sent to its MAC; unanswered ones are dropped and the guest asked again', async () => {
+  const fwd = (): { un: UserNet; out: Uint8Array[]; send: (d: Uint8Array) => void } => {
+    const host = new FakeHostNet();
+    const msgs: Array<(d: Uint8Array, a: string, p: number) => void> = [];
+    host.udpBind = (_a, _p, m) => { msgs.push(m); return Promise.resolve({ send: () => undefined, close: () => undefined }); };
+    const { un, out } = setup({ hostfwd: [{ proto: 'udp', hostAddr: '127.0.0.1', hostPort: 5353, guestAddr: 0, guestPort: 53 }] }, host);
+    return { un, out, send: (d) => msgs[0](d, '127.0.0.1', 6000) };
+  };
+  const arps = (out: Uint8Array[]): number => out.filter((f) => f[12] === 8 && f[13] === 6).length;
+  const udps = (out: Uint8Array[]): Uint8Array[] => out.filter((f) => f[12] === 8 && f[13] === 0 && f[ETH + 9] === 17);
+  const { un, out, send } = fwd();
+  await un.start();
+  for (let i = 0; i < LIMITS.arpHoldFrames + 4; i++) send(new Uint8Array([i]));
+  assert.equal(arps(out), 1, 'one ARP request');
+  assert.equal(udps(out).length, 0, 'nothing to the broadcast MAC');
+  assert.equal(un.stats.arpHeld, LIMITS.arpHoldFrames);
+  assert.equal(un.stats.dropArpUnresolved, 4, 'past the bound: dropped and counted');
+  un.transmit(arpReply(G, GW));
+  const got = udps(out);
+  assert.equal(got.length, LIMITS.arpHoldFrames, 'the held frames');
+  got.forEach((f, i) => { assert.deepEqual([...f.subarray(0, 6)], GUEST_MAC); assert.equal(f[f.length - 1], i, 'in order'); });
+  send(new Uint8Array([99]));
+  assert.equal(udps(out).length, LIMITS.arpHoldFrames + 1, 'known now: sent at once');
+  un.close();
+  // A guest that never answers: after LIMITS.arpHoldMs what waited is dropped and it is asked again.
+  const real = Date.now;
+  const b = fwd();
+  await b.un.start();
+  try {
+    let now = real();
+    Date.now = () => now;
+    b.send(new Uint8Array([1]));
+    assert.equal(arps(b.out), 1);
+    now += LIMITS.arpHoldMs + 1;
+    b.send(new Uint8Array([2]));
+    assert.equal(b.un.stats.dropArpUnresolved, 1, 'the unanswered frame dropped');
+    assert.equal(arps(b.out), 2, 'asked again');
+    assert.equal(udps(b.out).length, 0);
+  } finally {
+    Date.now = real;
+    b.un.close();
+  }
+});
+
 test('hostfwd udp: datagrams from a host peer reach the guest port, and the guest replies go back to that peer', async () => {
   const host = new FakeHostNet();
   const msgs: Array<(d: Uint8Array, a: string, p: number) => void> = [];
   host.udpBind = (_a, _p, m) => { msgs.push(m); host.udpBinds++; return Promise.resolve({ send: (d, addr, port) => { host.udpSent.push({ d: d.slice(), addr, port }); }, close: () => undefined }); };
   const { un, out } = setup({ hostfwd: [{ proto: 'udp', hostAddr: '127.0.0.1', hostPort: 5353, guestAddr: 0, guestPort: 53 }] }, host);
   await un.start();
+  un.transmit(arpReply(G, GW)); // (the guest's MAC is known)
   msgs[0](new Uint8Array([1, 2, 3]), '127.0.0.1', 45678);
   const f = out.at(-1)!;
   assert.equal(f[23], 17);

@@ -59,6 +59,14 @@ export function defaultUserNetConfig(): UserNetConfig {
 
 export const LIMITS = {
   rxQueueFrames: 1024,
+  /**
+   * Frames held for guest addresses whose MAC is not known yet, until the guest answers our
+   * ARP request: per address, and addresses at once (the oldest address's frames go first).
+   */
+  arpHoldFrames: 16,
+  arpHoldAddrs: 8,
+  /** An address that has not answered for this long gets its held frames dropped and a new request. */
+  arpHoldMs: 3_000,
   maxConnections: 512,
   maxHalfOpen: 64,
   maxUdp: 128,
@@ -79,6 +87,9 @@ export interface UserNetStats {
   tcpTimeouts: number;
   tcpFastRetransmits: number;
   udpAssociations: number;
+  /** Frames held for a guest address until it answered ARP, and held frames dropped (no answer, or too many). */
+  arpHeld: number;
+  dropArpUnresolved: number;
 }
 
 interface UdpAssoc { sock: Promise<HostUdp>; guestIp: number; guestPort: number; lastUsed: number }
@@ -104,7 +115,10 @@ export class UserNet implements NetBackend, TcpNetwork, MovableNet {
   readonly stats: UserNetStats = {
     fromGuest: 0, toGuest: 0, dropBadFrame: 0, dropNotForUs: 0, dropFragment: 0, dropRxQueueFull: 0,
     dropRestricted: 0, dropLimit: 0, dropUnsupported: 0, tcpConnections: 0, tcpTimeouts: 0, tcpFastRetransmits: 0, udpAssociations: 0,
+    arpHeld: 0, dropArpUnresolved: 0,
   };
+  /** Frames waiting for a guest address's ARP answer, by address, and when it was asked. */
+  private readonly arpHold = new Map<number, { frames: Uint8Array[]; asked: number }>();
   private readonly ip: Ipv4Packet = { src: 0, dst: 0, proto: 0, ttl: 0, l4Off: 0, l4Len: 0 };
   private readonly seg: TcpSegment = { sport: 0, dport: 0, seq: 0, ack: 0, flags: 0, wnd: 0, dataOff: 0, dataLen: 0, mss: 0, wscale: -1 };
 
@@ -175,6 +189,14 @@ export class UserNet implements NetBackend, TcpNetwork, MovableNet {
   /** TcpNetwork: a frame for the guest. */
   toGuest(frame: Uint8Array): void {
     if (this.closed) return;
+    // Unicast IPv4 for a guest address whose MAC we have not learnt (built with the
+    // broadcast MAC: the guest's TCP drops such a frame, and a SYN through hostfwd was then
+    // retransmitted after the 1 s RTO): hold it until the guest answers ARP, as slirp and
+    // Linux's neighbour queue do.
+    if (frame.length >= ETH_HLEN + IP_HLEN && isBroadcastOrMulticast(frame, 0) && etherType(frame) === ETHERTYPE_IPV4) {
+      const dst = ((frame[ETH_HLEN + 16] << 24) | (frame[ETH_HLEN + 17] << 16) | (frame[ETH_HLEN + 18] << 8) | frame[ETH_HLEN + 19]) >>> 0;
+      if (this.unresolvedGuest(dst)) { this.holdForArp(dst, frame); return; }
+    }
     this.stats.toGuest++;
     if (this.rxQueue.length === 0 && this.nic?.receive(frame)) return;
     if (this.rxQueue.length >= LIMITS.rxQueueFrames) { this.stats.dropRxQueueFull++; return; }
@@ -209,12 +231,48 @@ export class UserNet implements NetBackend, TcpNetwork, MovableNet {
 
   private inNet(a: number): boolean { return ((a & this.mask) >>> 0) === this.cfg.net; }
 
+  /** A guest unicast address (in the network, not ours, not its broadcast) with no ARP entry. */
+  private unresolvedGuest(ip: number): boolean {
+    return this.inNet(ip) && ip !== this.cfg.host && ip !== this.cfg.dns && ip !== ((this.cfg.net | ~this.mask) >>> 0) &&
+      ip !== this.cfg.net && !this.arpTable.has(ip);
+  }
+
+  private holdForArp(ip: number, frame: Uint8Array): void {
+    const now = Date.now();
+    let h = this.arpHold.get(ip);
+    if (h !== undefined && now - h.asked > LIMITS.arpHoldMs) {
+      // No answer: what waited is dropped (TCP retransmits it), and the guest is asked again.
+      this.stats.dropArpUnresolved += h.frames.length;
+      this.arpHold.delete(ip);
+      h = undefined;
+    }
+    if (h === undefined) {
+      if (this.arpHold.size >= LIMITS.arpHoldAddrs) {
+        const [oldest, o] = this.arpHold.entries().next().value as [number, { frames: Uint8Array[] }];
+        this.stats.dropArpUnresolved += o.frames.length;
+        this.arpHold.delete(oldest);
+      }
+      h = { frames: [], asked: now };
+      this.arpHold.set(ip, h);
+      this.probeGuest(ip);
+    }
+    if (h.frames.length >= LIMITS.arpHoldFrames) { this.stats.dropArpUnresolved++; return; }
+    h.frames.push(frame);
+    this.stats.arpHeld++;
+  }
+
   private learn(ip: number, f: Uint8Array, macOff: number): void {
     if (!this.inNet(ip) || ip === this.cfg.host || ip === this.cfg.dns || isBroadcastOrMulticast(f, macOff)) return;
     const have = this.arpTable.get(ip);
     if (have && macEquals(f, macOff, have)) return;
     if (!have && this.arpTable.size >= 256) return;
-    this.arpTable.set(ip, f.slice(macOff, macOff + 6));
+    const mac = f.slice(macOff, macOff + 6);
+    this.arpTable.set(ip, mac);
+    const held = this.arpHold.get(ip);
+    if (held !== undefined) {
+      this.arpHold.delete(ip);
+      for (const fr of held.frames) { fr.set(mac, 0); this.toGuest(fr); }
+    }
   }
 
   transmit(f: Uint8Array): void {
@@ -364,7 +422,6 @@ export class UserNet implements NetBackend, TcpNetwork, MovableNet {
   private acceptFwd(f: HostFwd, s: AcceptedTcp): void {
     if (this.closed || this.connCount >= LIMITS.maxConnections || this.halfOpen() >= LIMITS.maxHalfOpen) { this.stats.dropLimit++; s.destroy(); return; }
     const guestIp = f.guestAddr || this.cfg.dhcpStart;
-    if (!this.arpTable.has(guestIp)) this.probeGuest(guestIp);
     let port = s.remotePort;
     for (let i = 0; this.findConn(guestIp, f.guestPort, this.cfg.host, port) && i < 65536; i++) port = 1024 + ((port - 1024 + 1) % 64512);
     const conn = TcpConn.toGuest(this, guestIp, f.guestPort, this.cfg.host, port, s);
