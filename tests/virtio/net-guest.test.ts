@@ -100,8 +100,9 @@ describe('Linux on virtio-net in typevisor, user-mode networking', { timeout: 40
   });
 
   it('a guest that computes still answers promptly: requests to httpd beside a CPU hog', async () => {
-    // While the NIC has traffic the run loop lets host events in after every slice; before,
-    // each step of the exchange waited for the loop's 15 ms turn (>= 46 ms a request; QEMU 15 ms).
+    // While the NIC's traffic is interactive the run loop lets host events in after every
+    // slice; before, each step of the exchange waited for the loop's 15 ms turn (median 46-48
+    // ms a request; now 21-25; QEMU 15.9).
     const pid = /^(\d+)$/m.exec(await sh(c, '(while :; do :; done) > /dev/null 2>&1 & echo $!'))?.[1];
     assert.ok(pid, 'the hog started');
     const ms: number[] = [];
@@ -119,7 +120,7 @@ describe('Linux on virtio-net in typevisor, user-mode networking', { timeout: 40
     await sh(c, `kill ${pid}`);
     ms.sort((a, b) => a - b);
     console.log(`# HTTP requests beside a CPU hog: min ${ms[0].toFixed(1)} ms, median ${ms[5].toFixed(1)} ms`);
-    assert.ok(ms[0] < 25, `the fastest of 10 requests beside a CPU hog took ${ms[0].toFixed(1)} ms`);
+    assert.ok(ms[5] < 40, `10 requests beside a CPU hog: median ${ms[5].toFixed(1)} ms`);
   });
 
   it('uploads 4 MiB from the host to nc in the guest through hostfwd; the digest matches', async () => {

@@ -97,7 +97,7 @@ export interface VirtioDevice extends Stateful<{ v: number }> {
   /** Resolves when nothing is in flight (completions may start more: loop while busy). */
   drain?(): Promise<void>;
   /**
-   * A count of the device's traffic with the host (a NIC's frames in and out). While it
+   * A count of the device's traffic with the host (a NIC's bytes in and out). While it
    * moves, the run loop lets host events in after every slice: the next frame of an
    * exchange then reaches a guest that computes without waiting for the loop's 15 ms turn.
    */

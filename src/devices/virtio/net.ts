@@ -98,7 +98,9 @@ export class VirtioNet implements VirtioDevice, NetReceiver {
   }
 
   get mac(): Uint8Array { return this.config.slice(0, 6); }
-  get traffic(): number { return this.stats.rxFrames + this.stats.txFrames; }
+  /** Bytes of frames sent and received (VirtioDevice.traffic). */
+  private bytes = 0;
+  get traffic(): number { return this.bytes; }
 
   /** NetReceiver: 64 KiB TCP/IPv4 frames once the driver took GUEST_TSO4. */
   get maxFrame(): number {
@@ -130,6 +132,7 @@ export class VirtioNet implements VirtioDevice, NetReceiver {
       if (ok) c.read(0, len <= MAX_FRAME ? this.txView(NET_HDR_SIZE + len, 0) : buf.subarray(0, NET_HDR_SIZE + len));
       q.push(c.head, 0);
       if (!ok) { this.stats.txDropped++; continue; }
+      this.bytes += len;
       // One subarray per GSO frame (up to 64 KiB of data): the per-length view cache is for MTU frames.
       const frame = len <= MAX_FRAME ? this.txView(len, NET_HDR_SIZE) : buf.subarray(NET_HDR_SIZE, NET_HDR_SIZE + len);
       const gso = buf[1] & ~VIRTIO_NET_HDR_GSO_ECN;
@@ -225,6 +228,7 @@ export class VirtioNet implements VirtioDevice, NetReceiver {
       return false;
     }
     this.stats.rxFrames++;
+    this.bytes += len;
     if (gso > 0) this.stats.rxGsoFrames++;
     t.notifyUsed(RX);
     t.wake();
