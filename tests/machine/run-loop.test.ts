@@ -1,7 +1,8 @@
 /**
  * The run loop and hart corners the other suites leave out: WFI sleeping on the host and
- * waking on a timer or on input, SRST reset through the built-in SBI, and LR/SC
- * reservations across traps (checked against qemu-system-riscv64).
+ * waking on a timer or on input, SRST reset through the built-in SBI, LR/SC reservations
+ * across traps (checked against qemu-system-riscv64), and how often a computing guest lets
+ * the host's event loop run (quiet, interactive and bulk device traffic).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -223,4 +224,42 @@ test('dirty pages: hart stores (fast path included), DMA and loaders mark pages;
   assert.deepEqual(h.takeDirtyPages(), [], 'a load does not dirty');
   assert.ok(board.bus.dmaWrite(0x8003_0ffc, new Uint8Array(8)));
   assert.deepEqual(h.takeDirtyPages(), [48, 49], 'DMA across a page boundary');
+});
+
+const SPIN = String.raw`
+  .section .text.init
+  .globl _start
+_start:
+1: j 1b
+`;
+
+test('host turns: every 15 ms while the guest computes, after every slice while a device has interactive traffic with the host, every 15 ms again for bulk traffic', { timeout: 30_000 }, async () => {
+  const elf = readFileSync(await buildElf({ name: 'spin', sources: { 's.S': SPIN } }));
+  const m = new Machine({ memoryBytes: 16 << 20, bios: elf, kernel: null, initrd: null, append: '', serial: { write() {} }, virtio: [{ kind: 'rng' }] });
+  // A device whose traffic with the host (VirtioDevice.traffic, bytes) the test drives.
+  let traffic = 0;
+  Object.defineProperty(m.virtioDevices[0], 'traffic', { get: () => traffic });
+  const run = m.run();
+  /** Host turns in `ms`, the device's traffic growing by `step` bytes at each. */
+  const turns = async (ms: number, step: number): Promise<number> => {
+    let n = 0;
+    const end = performance.now() + ms;
+    while (performance.now() < end) {
+      traffic += step;
+      await new Promise((r) => setImmediate(r));
+      n++;
+    }
+    return n;
+  };
+  await turns(100, 0); // (the guest's loop gets translated)
+  const quiet = await turns(300, 0);
+  const interactive = await turns(300, 8);
+  await turns(100, 0);
+  const bulk = await turns(300, 128 << 10);
+  m.stop();
+  await run;
+  console.log(`# host turns: quiet ${quiet}, interactive ${interactive}, bulk ${bulk}`);
+  assert.ok(quiet <= 30, `${quiet} host turns in 300 ms of a computing guest (every 15 ms: ~20)`);
+  assert.ok(interactive > 5 * quiet, `${interactive} host turns in 300 ms of interactive traffic (${quiet} without)`);
+  assert.ok(bulk <= 30, `${bulk} host turns in 300 ms of bulk traffic`);
 });

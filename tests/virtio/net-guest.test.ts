@@ -2,7 +2,7 @@
  * The real Linux guest on virtio-net in typevisor, on user-mode networking (one boot, several
  * checks): DHCP with busybox udhcpc, a name the host's resolver knows, a 16 MiB wget from a
  * host HTTP server with matching digest, a guest→host upload through the NAT, busybox httpd
- * answering curl on the host through hostfwd (promptly even beside a CPU hog), nc in the guest receiving a host upload through
+ * answering curl on the host through hostfwd, nc in the guest receiving a host upload through
  * hostfwd, and a pcap that tcpdump reads.
  */
 import { after, before, describe, it } from 'node:test';
@@ -12,7 +12,6 @@ import { promisify } from 'node:util';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
-import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { VirtioNet } from '../../src/devices/virtio/net.js';
@@ -97,30 +96,6 @@ describe('Linux on virtio-net in typevisor, user-mode networking', { timeout: 40
     // Asynchronously: the guest runs on this process's event loop.
     const { stdout } = await promisify(execFile)('curl', ['-sS', '--max-time', '60', `http://127.0.0.1:${webPort}/index.html`], { encoding: 'utf8' });
     assert.equal(stdout.trim(), '<h1>typevisor guest</h1>');
-  });
-
-  it('a guest that computes still answers promptly: requests to httpd beside a CPU hog', async () => {
-    // While the NIC's traffic is interactive the run loop lets host events in after every
-    // slice; before, each step of the exchange waited for the loop's 15 ms turn (median 46-48
-    // ms a request; now 21-25; QEMU 15.9).
-    const pid = /^(\d+)$/m.exec(await sh(c, '(while :; do :; done) > /dev/null 2>&1 & echo $!'))?.[1];
-    assert.ok(pid, 'the hog started');
-    const ms: number[] = [];
-    for (let i = 0; i < 10; i++) {
-      const t0 = performance.now();
-      const body = await new Promise<string>((resolve, reject) => {
-        get({ host: '127.0.0.1', port: webPort, path: '/index.html', agent: false }, (res) => {
-          let text = '';
-          res.setEncoding('utf8').on('data', (d: string) => { text += d; }).on('end', () => resolve(text)).on('error', reject);
-        }).on('error', reject);
-      });
-      ms.push(performance.now() - t0);
-      assert.equal(body.trim(), '<h1>typevisor guest</h1>');
-    }
-    await sh(c, `kill ${pid}`);
-    ms.sort((a, b) => a - b);
-    console.log(`# HTTP requests beside a CPU hog: min ${ms[0].toFixed(1)} ms, median ${ms[5].toFixed(1)} ms`);
-    assert.ok(ms[5] < 40, `10 requests beside a CPU hog: median ${ms[5].toFixed(1)} ms`);
   });
 
   it('uploads 4 MiB from the host to nc in the guest through hostfwd; the digest matches', async () => {
