@@ -183,7 +183,7 @@ const YIELD_MS = 15;
  * request from the host to a guest that computes (busybox httpd beside a CPU hog) waited
  * for a 15 ms turn at each step of its exchange (46 ms, QEMU 15). Bulk traffic does not, as
  * a NIC moderates its interrupts: ACKs that reached a bulk sender one by one cost the guest
- * 50 % more instructions per MiB (an 8 MiB upload 32 -> 14 MiB/s). (Bytes, not frames:
+ * ~45 % more instructions per MiB (an 8 MiB upload 25 -> 11 MiB/s). (Bytes, not frames:
  * with TSO a bulk upload is ~30 frames in 50 ms.)
  */
 const TRAFFIC_MS = 50;
